@@ -192,7 +192,8 @@ type PortMode int32
 
 const (
 	PortMode_PORT_MODE_UNKNOWN PortMode = 0 // treated as PER_LEG
-	// A port pair (RTP even, RTCP odd) of this leg's own from the rtp range.
+	// A port pair (RTP even, RTCP odd) of the stream's own from the rtp range
+	// (one port with rtcp_mux).
 	PortMode_PORT_MODE_PER_LEG PortMode = 1
 	// One of the node's shared plain ports; packets are matched to the leg by
 	// the peer's address, so remote_addr must be set and is always strict.
@@ -753,30 +754,22 @@ func (x *CreateSessionRequest) GetLabels() map[string]string {
 	return nil
 }
 
-// LegSpec describes what the control plane negotiated for one leg.
+// LegSpec describes what the control plane negotiated for one leg: its
+// transport and, per SDP media section, a stream.
 type LegSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  LegKind                `protobuf:"varint,1,opt,name=kind,proto3,enum=strait.dataplane.v1.LegKind" json:"kind,omitempty"`
-	// Media direction from Strait's side of this leg, as written in the SDP that
-	// Strait sends on this leg: SENDRECV sends to and accepts from the peer;
-	// SENDONLY sends only (media from the peer is dropped); RECVONLY only
-	// accepts; INACTIVE neither. RTCP always flows. Default SENDRECV.
-	Direction Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=strait.dataplane.v1.Direction" json:"direction,omitempty"`
-	// Codecs this leg negotiated. Media is relayed between two legs' codecs of
-	// the same name and clock rate (case-insensitive), with payload types
-	// rewritten; payload types not listed are dropped and counted.
-	Codecs []*Codec `protobuf:"bytes,3,rep,name=codecs,proto3" json:"codecs,omitempty"`
-	// Rewrite the SSRC of media sent on this leg to one the node chose (stable
-	// across the peer's stream changes), and the SSRCs named in RTCP with it.
-	RewriteSsrc bool `protobuf:"varint,4,opt,name=rewrite_ssrc,json=rewriteSsrc,proto3" json:"rewrite_ssrc,omitempty"`
 	// Which bound media address the leg uses: index into
 	// NodeInfoResponse.media_addresses (0 is the first). Lets a control plane
 	// pick IPv6 for one leg and IPv4 for the other.
-	AddressIndex uint32 `protobuf:"varint,5,opt,name=address_index,json=addressIndex,proto3" json:"address_index,omitempty"`
-	// WebRTC legs (kind LEG_KIND_WEBRTC).
-	Webrtc *WebRTCSpec `protobuf:"bytes,10,opt,name=webrtc,proto3" json:"webrtc,omitempty"`
-	// Plain legs (kind LEG_KIND_PLAIN).
-	Plain         *PlainSpec `protobuf:"bytes,11,opt,name=plain,proto3" json:"plain,omitempty"`
+	AddressIndex uint32 `protobuf:"varint,2,opt,name=address_index,json=addressIndex,proto3" json:"address_index,omitempty"`
+	// WebRTC legs (kind LEG_KIND_WEBRTC): the one ICE + DTLS transport that
+	// all streams share (BUNDLE, rtcp-mux).
+	Webrtc *WebRTCSpec `protobuf:"bytes,3,opt,name=webrtc,proto3" json:"webrtc,omitempty"`
+	// One stream per media section (m-line), in SDP order. Stream i of one leg
+	// is relayed to stream i of the other; an echo session reflects each stream
+	// to itself. At least one stream.
+	Streams       []*StreamSpec `protobuf:"bytes,4,rep,name=streams,proto3" json:"streams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -818,27 +811,6 @@ func (x *LegSpec) GetKind() LegKind {
 	return LegKind_LEG_KIND_UNKNOWN
 }
 
-func (x *LegSpec) GetDirection() Direction {
-	if x != nil {
-		return x.Direction
-	}
-	return Direction_DIRECTION_UNKNOWN
-}
-
-func (x *LegSpec) GetCodecs() []*Codec {
-	if x != nil {
-		return x.Codecs
-	}
-	return nil
-}
-
-func (x *LegSpec) GetRewriteSsrc() bool {
-	if x != nil {
-		return x.RewriteSsrc
-	}
-	return false
-}
-
 func (x *LegSpec) GetAddressIndex() uint32 {
 	if x != nil {
 		return x.AddressIndex
@@ -853,7 +825,98 @@ func (x *LegSpec) GetWebrtc() *WebRTCSpec {
 	return nil
 }
 
-func (x *LegSpec) GetPlain() *PlainSpec {
+func (x *LegSpec) GetStreams() []*StreamSpec {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+// StreamSpec is one media section (m-line) of a leg.
+type StreamSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "audio" or "video" (informational; matching is by codec).
+	Media string `protobuf:"bytes,1,opt,name=media,proto3" json:"media,omitempty"`
+	// Media direction from Strait's side of this stream, as written in the SDP
+	// that Strait sends on this leg: SENDRECV sends to and accepts from the
+	// peer; SENDONLY sends only (media from the peer is dropped); RECVONLY only
+	// accepts; INACTIVE neither. RTCP always flows. Default SENDRECV.
+	Direction Direction `protobuf:"varint,2,opt,name=direction,proto3,enum=strait.dataplane.v1.Direction" json:"direction,omitempty"`
+	// Codecs this stream negotiated. Media is relayed between the two legs'
+	// streams' codecs of the same name and clock rate (case-insensitive), with
+	// payload types rewritten; payload types not listed are dropped and
+	// counted. On a WebRTC leg the streams' payload types must be distinct
+	// (they share one transport, as BUNDLE requires).
+	Codecs []*Codec `protobuf:"bytes,3,rep,name=codecs,proto3" json:"codecs,omitempty"`
+	// Rewrite the SSRC of media sent on this stream to one the node chose
+	// (stable across the peer's stream changes), and the SSRCs named in RTCP
+	// with it.
+	RewriteSsrc bool `protobuf:"varint,4,opt,name=rewrite_ssrc,json=rewriteSsrc,proto3" json:"rewrite_ssrc,omitempty"`
+	// Plain legs: this stream's transport. Ignored on WebRTC legs.
+	Plain         *PlainSpec `protobuf:"bytes,5,opt,name=plain,proto3" json:"plain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamSpec) Reset() {
+	*x = StreamSpec{}
+	mi := &file_dataplane_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSpec) ProtoMessage() {}
+
+func (x *StreamSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSpec.ProtoReflect.Descriptor instead.
+func (*StreamSpec) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamSpec) GetMedia() string {
+	if x != nil {
+		return x.Media
+	}
+	return ""
+}
+
+func (x *StreamSpec) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNKNOWN
+}
+
+func (x *StreamSpec) GetCodecs() []*Codec {
+	if x != nil {
+		return x.Codecs
+	}
+	return nil
+}
+
+func (x *StreamSpec) GetRewriteSsrc() bool {
+	if x != nil {
+		return x.RewriteSsrc
+	}
+	return false
+}
+
+func (x *StreamSpec) GetPlain() *PlainSpec {
 	if x != nil {
 		return x.Plain
 	}
@@ -874,7 +937,7 @@ type Codec struct {
 
 func (x *Codec) Reset() {
 	*x = Codec{}
-	mi := &file_dataplane_proto_msgTypes[6]
+	mi := &file_dataplane_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +949,7 @@ func (x *Codec) String() string {
 func (*Codec) ProtoMessage() {}
 
 func (x *Codec) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[6]
+	mi := &file_dataplane_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +962,7 @@ func (x *Codec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Codec.ProtoReflect.Descriptor instead.
 func (*Codec) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{6}
+	return file_dataplane_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Codec) GetPayloadType() uint32 {
@@ -932,8 +995,10 @@ func (x *Codec) GetChannels() uint32 {
 
 type WebRTCSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The peer's ICE credentials from its SDP (a=ice-ufrag / a=ice-pwd).
-	// The node checks USERNAME "<local ufrag>:<remote ufrag>" in checks.
+	// The peer's ICE credentials from its SDP (a=ice-ufrag / a=ice-pwd), empty
+	// while Strait's offer awaits the peer's answer. Checks must carry USERNAME
+	// "<local ufrag>:<remote ufrag>" and MESSAGE-INTEGRITY keyed with the local
+	// password (RFC 8445 section 7.2.2); the remote part is checked once known.
 	RemoteUfrag string `protobuf:"bytes,1,opt,name=remote_ufrag,json=remoteUfrag,proto3" json:"remote_ufrag,omitempty"`
 	RemotePwd   string `protobuf:"bytes,2,opt,name=remote_pwd,json=remotePwd,proto3" json:"remote_pwd,omitempty"`
 	// Local credentials; empty lets the node generate them (returned in Leg).
@@ -944,6 +1009,8 @@ type WebRTCSpec struct {
 	RemoteFingerprint *Fingerprint `protobuf:"bytes,5,opt,name=remote_fingerprint,json=remoteFingerprint,proto3" json:"remote_fingerprint,omitempty"`
 	// Strait's DTLS role. CLIENT when Strait answered a=setup:actpass with
 	// a=setup:active, SERVER when the peer answered Strait's actpass with active.
+	// UNKNOWN (while Strait's actpass offer awaits an answer) holds the
+	// handshake until an update sets it.
 	DtlsRole      DTLSRole `protobuf:"varint,6,opt,name=dtls_role,json=dtlsRole,proto3,enum=strait.dataplane.v1.DTLSRole" json:"dtls_role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -951,7 +1018,7 @@ type WebRTCSpec struct {
 
 func (x *WebRTCSpec) Reset() {
 	*x = WebRTCSpec{}
-	mi := &file_dataplane_proto_msgTypes[7]
+	mi := &file_dataplane_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1030,7 @@ func (x *WebRTCSpec) String() string {
 func (*WebRTCSpec) ProtoMessage() {}
 
 func (x *WebRTCSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[7]
+	mi := &file_dataplane_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1043,7 @@ func (x *WebRTCSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebRTCSpec.ProtoReflect.Descriptor instead.
 func (*WebRTCSpec) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{7}
+	return file_dataplane_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WebRTCSpec) GetRemoteUfrag() string {
@@ -1021,6 +1088,7 @@ func (x *WebRTCSpec) GetDtlsRole() DTLSRole {
 	return DTLSRole_DTLS_ROLE_UNKNOWN
 }
 
+// PlainSpec is the transport of one stream of a plain leg.
 type PlainSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The peer's RTP address from SDP ("ip:port"); empty until known (e.g. an
@@ -1032,7 +1100,7 @@ type PlainSpec struct {
 	RemoteRtcpAddr string `protobuf:"bytes,2,opt,name=remote_rtcp_addr,json=remoteRtcpAddr,proto3" json:"remote_rtcp_addr,omitempty"`
 	// RTP and RTCP share one port (RFC 5761).
 	RtcpMux bool `protobuf:"varint,3,opt,name=rtcp_mux,json=rtcpMux,proto3" json:"rtcp_mux,omitempty"`
-	// Port allocation for this leg.
+	// Port allocation for this stream.
 	PortMode PortMode `protobuf:"varint,4,opt,name=port_mode,json=portMode,proto3,enum=strait.dataplane.v1.PortMode" json:"port_mode,omitempty"`
 	// Only accept media from remote_addr (no symmetric-RTP latching).
 	StrictSource bool `protobuf:"varint,5,opt,name=strict_source,json=strictSource,proto3" json:"strict_source,omitempty"`
@@ -1044,7 +1112,7 @@ type PlainSpec struct {
 
 func (x *PlainSpec) Reset() {
 	*x = PlainSpec{}
-	mi := &file_dataplane_proto_msgTypes[8]
+	mi := &file_dataplane_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1124,7 @@ func (x *PlainSpec) String() string {
 func (*PlainSpec) ProtoMessage() {}
 
 func (x *PlainSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[8]
+	mi := &file_dataplane_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1137,7 @@ func (x *PlainSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlainSpec.ProtoReflect.Descriptor instead.
 func (*PlainSpec) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{8}
+	return file_dataplane_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PlainSpec) GetRemoteAddr() string {
@@ -1131,7 +1199,7 @@ type SDESCrypto struct {
 
 func (x *SDESCrypto) Reset() {
 	*x = SDESCrypto{}
-	mi := &file_dataplane_proto_msgTypes[9]
+	mi := &file_dataplane_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1211,7 @@ func (x *SDESCrypto) String() string {
 func (*SDESCrypto) ProtoMessage() {}
 
 func (x *SDESCrypto) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[9]
+	mi := &file_dataplane_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1224,7 @@ func (x *SDESCrypto) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SDESCrypto.ProtoReflect.Descriptor instead.
 func (*SDESCrypto) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{9}
+	return file_dataplane_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SDESCrypto) GetSuite() string {
@@ -1198,7 +1266,7 @@ type UpdateSessionRequest struct {
 
 func (x *UpdateSessionRequest) Reset() {
 	*x = UpdateSessionRequest{}
-	mi := &file_dataplane_proto_msgTypes[10]
+	mi := &file_dataplane_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1278,7 @@ func (x *UpdateSessionRequest) String() string {
 func (*UpdateSessionRequest) ProtoMessage() {}
 
 func (x *UpdateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[10]
+	mi := &file_dataplane_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1291,7 @@ func (x *UpdateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSessionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{10}
+	return file_dataplane_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateSessionRequest) GetId() string {
@@ -1265,7 +1333,7 @@ type DeleteSessionRequest struct {
 
 func (x *DeleteSessionRequest) Reset() {
 	*x = DeleteSessionRequest{}
-	mi := &file_dataplane_proto_msgTypes[11]
+	mi := &file_dataplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1345,7 @@ func (x *DeleteSessionRequest) String() string {
 func (*DeleteSessionRequest) ProtoMessage() {}
 
 func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[11]
+	mi := &file_dataplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1358,7 @@ func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{11}
+	return file_dataplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteSessionRequest) GetId() string {
@@ -1317,7 +1385,7 @@ type DeleteSessionResponse struct {
 
 func (x *DeleteSessionResponse) Reset() {
 	*x = DeleteSessionResponse{}
-	mi := &file_dataplane_proto_msgTypes[12]
+	mi := &file_dataplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1397,7 @@ func (x *DeleteSessionResponse) String() string {
 func (*DeleteSessionResponse) ProtoMessage() {}
 
 func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[12]
+	mi := &file_dataplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1410,7 @@ func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{12}
+	return file_dataplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteSessionResponse) GetSession() *Session {
@@ -1361,7 +1429,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_dataplane_proto_msgTypes[13]
+	mi := &file_dataplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1441,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[13]
+	mi := &file_dataplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1454,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{13}
+	return file_dataplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionRequest) GetId() string {
@@ -1404,7 +1472,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_dataplane_proto_msgTypes[14]
+	mi := &file_dataplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1484,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[14]
+	mi := &file_dataplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1497,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{14}
+	return file_dataplane_proto_rawDescGZIP(), []int{15}
 }
 
 type ListSessionsResponse struct {
@@ -1441,7 +1509,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_dataplane_proto_msgTypes[15]
+	mi := &file_dataplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1521,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[15]
+	mi := &file_dataplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1534,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{15}
+	return file_dataplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1491,7 +1559,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_dataplane_proto_msgTypes[16]
+	mi := &file_dataplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1571,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[16]
+	mi := &file_dataplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1584,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{16}
+	return file_dataplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Session) GetId() string {
@@ -1558,33 +1626,27 @@ func (x *Session) GetMediaTimeoutS() uint32 {
 type Leg struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *LegSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// Local RTP address the peer should send to ("ip:port", the advertised
-	// address when one is configured).
-	LocalAddr string `protobuf:"bytes,2,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
-	// Local RTCP address; equal to local_addr with rtcp-mux.
-	LocalRtcpAddr string `protobuf:"bytes,3,opt,name=local_rtcp_addr,json=localRtcpAddr,proto3" json:"local_rtcp_addr,omitempty"`
+	// One per stream, in the spec's order.
+	Streams []*Stream `protobuf:"bytes,2,rep,name=streams,proto3" json:"streams,omitempty"`
 	// WebRTC: the node's ICE credentials for this leg (a=ice-ufrag, a=ice-pwd).
-	LocalUfrag string `protobuf:"bytes,4,opt,name=local_ufrag,json=localUfrag,proto3" json:"local_ufrag,omitempty"`
-	LocalPwd   string `protobuf:"bytes,5,opt,name=local_pwd,json=localPwd,proto3" json:"local_pwd,omitempty"`
+	LocalUfrag string `protobuf:"bytes,3,opt,name=local_ufrag,json=localUfrag,proto3" json:"local_ufrag,omitempty"`
+	LocalPwd   string `protobuf:"bytes,4,opt,name=local_pwd,json=localPwd,proto3" json:"local_pwd,omitempty"`
 	// WebRTC: the node's certificate fingerprint.
-	LocalFingerprint *Fingerprint `protobuf:"bytes,6,opt,name=local_fingerprint,json=localFingerprint,proto3" json:"local_fingerprint,omitempty"`
-	// SDES: the key and salt the node sends with (for Strait's a=crypto line).
-	SdesLocalKey []byte `protobuf:"bytes,7,opt,name=sdes_local_key,json=sdesLocalKey,proto3" json:"sdes_local_key,omitempty"`
-	// Where media is sent now ("ip:port"), empty until known or latched.
-	RemoteAddr string   `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
-	State      LegState `protobuf:"varint,9,opt,name=state,proto3,enum=strait.dataplane.v1.LegState" json:"state,omitempty"`
-	// Negotiated SRTP profile name once DTLS completed (or from SDES).
-	SrtpProfile string `protobuf:"bytes,10,opt,name=srtp_profile,json=srtpProfile,proto3" json:"srtp_profile,omitempty"`
-	// The SSRC the node sends with on this leg when rewrite_ssrc is set.
-	LocalSsrc     uint32       `protobuf:"varint,11,opt,name=local_ssrc,json=localSsrc,proto3" json:"local_ssrc,omitempty"`
-	Counters      *LegCounters `protobuf:"bytes,12,opt,name=counters,proto3" json:"counters,omitempty"`
+	LocalFingerprint *Fingerprint `protobuf:"bytes,5,opt,name=local_fingerprint,json=localFingerprint,proto3" json:"local_fingerprint,omitempty"`
+	// WebRTC: where media is sent now ("ip:port", the nominated ICE path),
+	// empty until a nominated check arrived.
+	RemoteAddr string   `protobuf:"bytes,6,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	State      LegState `protobuf:"varint,7,opt,name=state,proto3,enum=strait.dataplane.v1.LegState" json:"state,omitempty"`
+	// Negotiated SRTP profile name once DTLS completed (WebRTC).
+	SrtpProfile   string       `protobuf:"bytes,8,opt,name=srtp_profile,json=srtpProfile,proto3" json:"srtp_profile,omitempty"`
+	Counters      *LegCounters `protobuf:"bytes,9,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Leg) Reset() {
 	*x = Leg{}
-	mi := &file_dataplane_proto_msgTypes[17]
+	mi := &file_dataplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1658,7 @@ func (x *Leg) String() string {
 func (*Leg) ProtoMessage() {}
 
 func (x *Leg) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[17]
+	mi := &file_dataplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1671,7 @@ func (x *Leg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leg.ProtoReflect.Descriptor instead.
 func (*Leg) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{17}
+	return file_dataplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Leg) GetSpec() *LegSpec {
@@ -1619,18 +1681,11 @@ func (x *Leg) GetSpec() *LegSpec {
 	return nil
 }
 
-func (x *Leg) GetLocalAddr() string {
+func (x *Leg) GetStreams() []*Stream {
 	if x != nil {
-		return x.LocalAddr
+		return x.Streams
 	}
-	return ""
-}
-
-func (x *Leg) GetLocalRtcpAddr() string {
-	if x != nil {
-		return x.LocalRtcpAddr
-	}
-	return ""
+	return nil
 }
 
 func (x *Leg) GetLocalUfrag() string {
@@ -1650,13 +1705,6 @@ func (x *Leg) GetLocalPwd() string {
 func (x *Leg) GetLocalFingerprint() *Fingerprint {
 	if x != nil {
 		return x.LocalFingerprint
-	}
-	return nil
-}
-
-func (x *Leg) GetSdesLocalKey() []byte {
-	if x != nil {
-		return x.SdesLocalKey
 	}
 	return nil
 }
@@ -1682,18 +1730,96 @@ func (x *Leg) GetSrtpProfile() string {
 	return ""
 }
 
-func (x *Leg) GetLocalSsrc() uint32 {
-	if x != nil {
-		return x.LocalSsrc
-	}
-	return 0
-}
-
 func (x *Leg) GetCounters() *LegCounters {
 	if x != nil {
 		return x.Counters
 	}
 	return nil
+}
+
+// Stream is one stream's allocation and state.
+type Stream struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Local RTP address the peer should send to ("ip:port", the advertised
+	// address when one is configured). WebRTC streams share the leg's one
+	// address.
+	LocalAddr string `protobuf:"bytes,1,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	// Local RTCP address; equal to local_addr with rtcp-mux.
+	LocalRtcpAddr string `protobuf:"bytes,2,opt,name=local_rtcp_addr,json=localRtcpAddr,proto3" json:"local_rtcp_addr,omitempty"`
+	// Plain SDES: the key and salt the node sends with (for Strait's a=crypto).
+	SdesLocalKey []byte `protobuf:"bytes,3,opt,name=sdes_local_key,json=sdesLocalKey,proto3" json:"sdes_local_key,omitempty"`
+	// Plain: where RTP is sent now ("ip:port": the SDP address or the latched
+	// one), empty until known.
+	RemoteAddr string `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// The SSRC the node sends with on this stream when rewrite_ssrc is set.
+	LocalSsrc     uint32 `protobuf:"varint,5,opt,name=local_ssrc,json=localSsrc,proto3" json:"local_ssrc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stream) Reset() {
+	*x = Stream{}
+	mi := &file_dataplane_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stream) ProtoMessage() {}
+
+func (x *Stream) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stream.ProtoReflect.Descriptor instead.
+func (*Stream) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Stream) GetLocalAddr() string {
+	if x != nil {
+		return x.LocalAddr
+	}
+	return ""
+}
+
+func (x *Stream) GetLocalRtcpAddr() string {
+	if x != nil {
+		return x.LocalRtcpAddr
+	}
+	return ""
+}
+
+func (x *Stream) GetSdesLocalKey() []byte {
+	if x != nil {
+		return x.SdesLocalKey
+	}
+	return nil
+}
+
+func (x *Stream) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *Stream) GetLocalSsrc() uint32 {
+	if x != nil {
+		return x.LocalSsrc
+	}
+	return 0
 }
 
 // LegCounters count a leg's traffic. "in" is from the peer to the node, "out"
@@ -1732,7 +1858,7 @@ type LegCounters struct {
 
 func (x *LegCounters) Reset() {
 	*x = LegCounters{}
-	mi := &file_dataplane_proto_msgTypes[18]
+	mi := &file_dataplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1870,7 @@ func (x *LegCounters) String() string {
 func (*LegCounters) ProtoMessage() {}
 
 func (x *LegCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[18]
+	mi := &file_dataplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1883,7 @@ func (x *LegCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegCounters.ProtoReflect.Descriptor instead.
 func (*LegCounters) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{18}
+	return file_dataplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LegCounters) GetPacketsIn() uint64 {
@@ -1889,7 +2015,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_dataplane_proto_msgTypes[19]
+	mi := &file_dataplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2027,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[19]
+	mi := &file_dataplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2040,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{19}
+	return file_dataplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchEventsRequest) GetSessionId() string {
@@ -1942,7 +2068,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_dataplane_proto_msgTypes[20]
+	mi := &file_dataplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2080,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[20]
+	mi := &file_dataplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2093,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{20}
+	return file_dataplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetType() EventType {
@@ -2047,16 +2173,19 @@ const file_dataplane_proto_rawDesc = "" +
 	"\x06labels\x18\x04 \x03(\v25.strait.dataplane.v1.CreateSessionRequest.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
 	"\aLegSpec\x120\n" +
-	"\x04kind\x18\x01 \x01(\x0e2\x1c.strait.dataplane.v1.LegKindR\x04kind\x12<\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.strait.dataplane.v1.LegKindR\x04kind\x12#\n" +
+	"\raddress_index\x18\x02 \x01(\rR\faddressIndex\x127\n" +
+	"\x06webrtc\x18\x03 \x01(\v2\x1f.strait.dataplane.v1.WebRTCSpecR\x06webrtc\x129\n" +
+	"\astreams\x18\x04 \x03(\v2\x1f.strait.dataplane.v1.StreamSpecR\astreams\"\xed\x01\n" +
+	"\n" +
+	"StreamSpec\x12\x14\n" +
+	"\x05media\x18\x01 \x01(\tR\x05media\x12<\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x1e.strait.dataplane.v1.DirectionR\tdirection\x122\n" +
 	"\x06codecs\x18\x03 \x03(\v2\x1a.strait.dataplane.v1.CodecR\x06codecs\x12!\n" +
-	"\frewrite_ssrc\x18\x04 \x01(\bR\vrewriteSsrc\x12#\n" +
-	"\raddress_index\x18\x05 \x01(\rR\faddressIndex\x127\n" +
-	"\x06webrtc\x18\n" +
-	" \x01(\v2\x1f.strait.dataplane.v1.WebRTCSpecR\x06webrtc\x124\n" +
-	"\x05plain\x18\v \x01(\v2\x1e.strait.dataplane.v1.PlainSpecR\x05plain\"y\n" +
+	"\frewrite_ssrc\x18\x04 \x01(\bR\vrewriteSsrc\x124\n" +
+	"\x05plain\x18\x05 \x01(\v2\x1e.strait.dataplane.v1.PlainSpecR\x05plain\"y\n" +
 	"\x05Codec\x12!\n" +
 	"\fpayload_type\x18\x01 \x01(\rR\vpayloadType\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2111,25 +2240,28 @@ const file_dataplane_proto_rawDesc = "" +
 	"\x0fmedia_timeout_s\x18\x05 \x01(\rR\rmediaTimeoutS\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\x03\n" +
 	"\x03Leg\x120\n" +
-	"\x04spec\x18\x01 \x01(\v2\x1c.strait.dataplane.v1.LegSpecR\x04spec\x12\x1d\n" +
-	"\n" +
-	"local_addr\x18\x02 \x01(\tR\tlocalAddr\x12&\n" +
-	"\x0flocal_rtcp_addr\x18\x03 \x01(\tR\rlocalRtcpAddr\x12\x1f\n" +
-	"\vlocal_ufrag\x18\x04 \x01(\tR\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1c.strait.dataplane.v1.LegSpecR\x04spec\x125\n" +
+	"\astreams\x18\x02 \x03(\v2\x1b.strait.dataplane.v1.StreamR\astreams\x12\x1f\n" +
+	"\vlocal_ufrag\x18\x03 \x01(\tR\n" +
 	"localUfrag\x12\x1b\n" +
-	"\tlocal_pwd\x18\x05 \x01(\tR\blocalPwd\x12M\n" +
-	"\x11local_fingerprint\x18\x06 \x01(\v2 .strait.dataplane.v1.FingerprintR\x10localFingerprint\x12$\n" +
-	"\x0esdes_local_key\x18\a \x01(\fR\fsdesLocalKey\x12\x1f\n" +
-	"\vremote_addr\x18\b \x01(\tR\n" +
+	"\tlocal_pwd\x18\x04 \x01(\tR\blocalPwd\x12M\n" +
+	"\x11local_fingerprint\x18\x05 \x01(\v2 .strait.dataplane.v1.FingerprintR\x10localFingerprint\x12\x1f\n" +
+	"\vremote_addr\x18\x06 \x01(\tR\n" +
 	"remoteAddr\x123\n" +
-	"\x05state\x18\t \x01(\x0e2\x1d.strait.dataplane.v1.LegStateR\x05state\x12!\n" +
-	"\fsrtp_profile\x18\n" +
-	" \x01(\tR\vsrtpProfile\x12\x1d\n" +
+	"\x05state\x18\a \x01(\x0e2\x1d.strait.dataplane.v1.LegStateR\x05state\x12!\n" +
+	"\fsrtp_profile\x18\b \x01(\tR\vsrtpProfile\x12<\n" +
+	"\bcounters\x18\t \x01(\v2 .strait.dataplane.v1.LegCountersR\bcounters\"\xb5\x01\n" +
+	"\x06Stream\x12\x1d\n" +
 	"\n" +
-	"local_ssrc\x18\v \x01(\rR\tlocalSsrc\x12<\n" +
-	"\bcounters\x18\f \x01(\v2 .strait.dataplane.v1.LegCountersR\bcounters\"\xc8\x04\n" +
+	"local_addr\x18\x01 \x01(\tR\tlocalAddr\x12&\n" +
+	"\x0flocal_rtcp_addr\x18\x02 \x01(\tR\rlocalRtcpAddr\x12$\n" +
+	"\x0esdes_local_key\x18\x03 \x01(\fR\fsdesLocalKey\x12\x1f\n" +
+	"\vremote_addr\x18\x04 \x01(\tR\n" +
+	"remoteAddr\x12\x1d\n" +
+	"\n" +
+	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xc8\x04\n" +
 	"\vLegCounters\x12\x1d\n" +
 	"\n" +
 	"packets_in\x18\x01 \x01(\x04R\tpacketsIn\x12\x19\n" +
@@ -2222,7 +2354,7 @@ func file_dataplane_proto_rawDescGZIP() []byte {
 }
 
 var file_dataplane_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_dataplane_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_dataplane_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_dataplane_proto_goTypes = []any{
 	(LegKind)(0),                  // 0: strait.dataplane.v1.LegKind
 	(Direction)(0),                // 1: strait.dataplane.v1.Direction
@@ -2236,72 +2368,76 @@ var file_dataplane_proto_goTypes = []any{
 	(*Fingerprint)(nil),           // 9: strait.dataplane.v1.Fingerprint
 	(*CreateSessionRequest)(nil),  // 10: strait.dataplane.v1.CreateSessionRequest
 	(*LegSpec)(nil),               // 11: strait.dataplane.v1.LegSpec
-	(*Codec)(nil),                 // 12: strait.dataplane.v1.Codec
-	(*WebRTCSpec)(nil),            // 13: strait.dataplane.v1.WebRTCSpec
-	(*PlainSpec)(nil),             // 14: strait.dataplane.v1.PlainSpec
-	(*SDESCrypto)(nil),            // 15: strait.dataplane.v1.SDESCrypto
-	(*UpdateSessionRequest)(nil),  // 16: strait.dataplane.v1.UpdateSessionRequest
-	(*DeleteSessionRequest)(nil),  // 17: strait.dataplane.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil), // 18: strait.dataplane.v1.DeleteSessionResponse
-	(*GetSessionRequest)(nil),     // 19: strait.dataplane.v1.GetSessionRequest
-	(*ListSessionsRequest)(nil),   // 20: strait.dataplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 21: strait.dataplane.v1.ListSessionsResponse
-	(*Session)(nil),               // 22: strait.dataplane.v1.Session
-	(*Leg)(nil),                   // 23: strait.dataplane.v1.Leg
-	(*LegCounters)(nil),           // 24: strait.dataplane.v1.LegCounters
-	(*WatchEventsRequest)(nil),    // 25: strait.dataplane.v1.WatchEventsRequest
-	(*Event)(nil),                 // 26: strait.dataplane.v1.Event
-	nil,                           // 27: strait.dataplane.v1.CreateSessionRequest.LabelsEntry
-	nil,                           // 28: strait.dataplane.v1.Session.LabelsEntry
-	nil,                           // 29: strait.dataplane.v1.Event.LabelsEntry
+	(*StreamSpec)(nil),            // 12: strait.dataplane.v1.StreamSpec
+	(*Codec)(nil),                 // 13: strait.dataplane.v1.Codec
+	(*WebRTCSpec)(nil),            // 14: strait.dataplane.v1.WebRTCSpec
+	(*PlainSpec)(nil),             // 15: strait.dataplane.v1.PlainSpec
+	(*SDESCrypto)(nil),            // 16: strait.dataplane.v1.SDESCrypto
+	(*UpdateSessionRequest)(nil),  // 17: strait.dataplane.v1.UpdateSessionRequest
+	(*DeleteSessionRequest)(nil),  // 18: strait.dataplane.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil), // 19: strait.dataplane.v1.DeleteSessionResponse
+	(*GetSessionRequest)(nil),     // 20: strait.dataplane.v1.GetSessionRequest
+	(*ListSessionsRequest)(nil),   // 21: strait.dataplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 22: strait.dataplane.v1.ListSessionsResponse
+	(*Session)(nil),               // 23: strait.dataplane.v1.Session
+	(*Leg)(nil),                   // 24: strait.dataplane.v1.Leg
+	(*Stream)(nil),                // 25: strait.dataplane.v1.Stream
+	(*LegCounters)(nil),           // 26: strait.dataplane.v1.LegCounters
+	(*WatchEventsRequest)(nil),    // 27: strait.dataplane.v1.WatchEventsRequest
+	(*Event)(nil),                 // 28: strait.dataplane.v1.Event
+	nil,                           // 29: strait.dataplane.v1.CreateSessionRequest.LabelsEntry
+	nil,                           // 30: strait.dataplane.v1.Session.LabelsEntry
+	nil,                           // 31: strait.dataplane.v1.Event.LabelsEntry
 }
 var file_dataplane_proto_depIdxs = []int32{
 	9,  // 0: strait.dataplane.v1.NodeInfoResponse.fingerprint:type_name -> strait.dataplane.v1.Fingerprint
 	8,  // 1: strait.dataplane.v1.NodeInfoResponse.webrtc_ports:type_name -> strait.dataplane.v1.PortRange
 	8,  // 2: strait.dataplane.v1.NodeInfoResponse.rtp_ports:type_name -> strait.dataplane.v1.PortRange
 	8,  // 3: strait.dataplane.v1.NodeInfoResponse.plain_shared_ports:type_name -> strait.dataplane.v1.PortRange
-	24, // 4: strait.dataplane.v1.NodeInfoResponse.totals:type_name -> strait.dataplane.v1.LegCounters
+	26, // 4: strait.dataplane.v1.NodeInfoResponse.totals:type_name -> strait.dataplane.v1.LegCounters
 	11, // 5: strait.dataplane.v1.CreateSessionRequest.legs:type_name -> strait.dataplane.v1.LegSpec
-	27, // 6: strait.dataplane.v1.CreateSessionRequest.labels:type_name -> strait.dataplane.v1.CreateSessionRequest.LabelsEntry
+	29, // 6: strait.dataplane.v1.CreateSessionRequest.labels:type_name -> strait.dataplane.v1.CreateSessionRequest.LabelsEntry
 	0,  // 7: strait.dataplane.v1.LegSpec.kind:type_name -> strait.dataplane.v1.LegKind
-	1,  // 8: strait.dataplane.v1.LegSpec.direction:type_name -> strait.dataplane.v1.Direction
-	12, // 9: strait.dataplane.v1.LegSpec.codecs:type_name -> strait.dataplane.v1.Codec
-	13, // 10: strait.dataplane.v1.LegSpec.webrtc:type_name -> strait.dataplane.v1.WebRTCSpec
-	14, // 11: strait.dataplane.v1.LegSpec.plain:type_name -> strait.dataplane.v1.PlainSpec
-	9,  // 12: strait.dataplane.v1.WebRTCSpec.remote_fingerprint:type_name -> strait.dataplane.v1.Fingerprint
-	2,  // 13: strait.dataplane.v1.WebRTCSpec.dtls_role:type_name -> strait.dataplane.v1.DTLSRole
-	3,  // 14: strait.dataplane.v1.PlainSpec.port_mode:type_name -> strait.dataplane.v1.PortMode
-	15, // 15: strait.dataplane.v1.PlainSpec.sdes:type_name -> strait.dataplane.v1.SDESCrypto
-	11, // 16: strait.dataplane.v1.UpdateSessionRequest.legs:type_name -> strait.dataplane.v1.LegSpec
-	22, // 17: strait.dataplane.v1.DeleteSessionResponse.session:type_name -> strait.dataplane.v1.Session
-	22, // 18: strait.dataplane.v1.ListSessionsResponse.sessions:type_name -> strait.dataplane.v1.Session
-	23, // 19: strait.dataplane.v1.Session.legs:type_name -> strait.dataplane.v1.Leg
-	28, // 20: strait.dataplane.v1.Session.labels:type_name -> strait.dataplane.v1.Session.LabelsEntry
-	11, // 21: strait.dataplane.v1.Leg.spec:type_name -> strait.dataplane.v1.LegSpec
-	9,  // 22: strait.dataplane.v1.Leg.local_fingerprint:type_name -> strait.dataplane.v1.Fingerprint
-	4,  // 23: strait.dataplane.v1.Leg.state:type_name -> strait.dataplane.v1.LegState
-	24, // 24: strait.dataplane.v1.Leg.counters:type_name -> strait.dataplane.v1.LegCounters
-	5,  // 25: strait.dataplane.v1.Event.type:type_name -> strait.dataplane.v1.EventType
-	29, // 26: strait.dataplane.v1.Event.labels:type_name -> strait.dataplane.v1.Event.LabelsEntry
-	6,  // 27: strait.dataplane.v1.Dataplane.NodeInfo:input_type -> strait.dataplane.v1.NodeInfoRequest
-	10, // 28: strait.dataplane.v1.Dataplane.CreateSession:input_type -> strait.dataplane.v1.CreateSessionRequest
-	16, // 29: strait.dataplane.v1.Dataplane.UpdateSession:input_type -> strait.dataplane.v1.UpdateSessionRequest
-	17, // 30: strait.dataplane.v1.Dataplane.DeleteSession:input_type -> strait.dataplane.v1.DeleteSessionRequest
-	19, // 31: strait.dataplane.v1.Dataplane.GetSession:input_type -> strait.dataplane.v1.GetSessionRequest
-	20, // 32: strait.dataplane.v1.Dataplane.ListSessions:input_type -> strait.dataplane.v1.ListSessionsRequest
-	25, // 33: strait.dataplane.v1.Dataplane.WatchEvents:input_type -> strait.dataplane.v1.WatchEventsRequest
-	7,  // 34: strait.dataplane.v1.Dataplane.NodeInfo:output_type -> strait.dataplane.v1.NodeInfoResponse
-	22, // 35: strait.dataplane.v1.Dataplane.CreateSession:output_type -> strait.dataplane.v1.Session
-	22, // 36: strait.dataplane.v1.Dataplane.UpdateSession:output_type -> strait.dataplane.v1.Session
-	18, // 37: strait.dataplane.v1.Dataplane.DeleteSession:output_type -> strait.dataplane.v1.DeleteSessionResponse
-	22, // 38: strait.dataplane.v1.Dataplane.GetSession:output_type -> strait.dataplane.v1.Session
-	21, // 39: strait.dataplane.v1.Dataplane.ListSessions:output_type -> strait.dataplane.v1.ListSessionsResponse
-	26, // 40: strait.dataplane.v1.Dataplane.WatchEvents:output_type -> strait.dataplane.v1.Event
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	14, // 8: strait.dataplane.v1.LegSpec.webrtc:type_name -> strait.dataplane.v1.WebRTCSpec
+	12, // 9: strait.dataplane.v1.LegSpec.streams:type_name -> strait.dataplane.v1.StreamSpec
+	1,  // 10: strait.dataplane.v1.StreamSpec.direction:type_name -> strait.dataplane.v1.Direction
+	13, // 11: strait.dataplane.v1.StreamSpec.codecs:type_name -> strait.dataplane.v1.Codec
+	15, // 12: strait.dataplane.v1.StreamSpec.plain:type_name -> strait.dataplane.v1.PlainSpec
+	9,  // 13: strait.dataplane.v1.WebRTCSpec.remote_fingerprint:type_name -> strait.dataplane.v1.Fingerprint
+	2,  // 14: strait.dataplane.v1.WebRTCSpec.dtls_role:type_name -> strait.dataplane.v1.DTLSRole
+	3,  // 15: strait.dataplane.v1.PlainSpec.port_mode:type_name -> strait.dataplane.v1.PortMode
+	16, // 16: strait.dataplane.v1.PlainSpec.sdes:type_name -> strait.dataplane.v1.SDESCrypto
+	11, // 17: strait.dataplane.v1.UpdateSessionRequest.legs:type_name -> strait.dataplane.v1.LegSpec
+	23, // 18: strait.dataplane.v1.DeleteSessionResponse.session:type_name -> strait.dataplane.v1.Session
+	23, // 19: strait.dataplane.v1.ListSessionsResponse.sessions:type_name -> strait.dataplane.v1.Session
+	24, // 20: strait.dataplane.v1.Session.legs:type_name -> strait.dataplane.v1.Leg
+	30, // 21: strait.dataplane.v1.Session.labels:type_name -> strait.dataplane.v1.Session.LabelsEntry
+	11, // 22: strait.dataplane.v1.Leg.spec:type_name -> strait.dataplane.v1.LegSpec
+	25, // 23: strait.dataplane.v1.Leg.streams:type_name -> strait.dataplane.v1.Stream
+	9,  // 24: strait.dataplane.v1.Leg.local_fingerprint:type_name -> strait.dataplane.v1.Fingerprint
+	4,  // 25: strait.dataplane.v1.Leg.state:type_name -> strait.dataplane.v1.LegState
+	26, // 26: strait.dataplane.v1.Leg.counters:type_name -> strait.dataplane.v1.LegCounters
+	5,  // 27: strait.dataplane.v1.Event.type:type_name -> strait.dataplane.v1.EventType
+	31, // 28: strait.dataplane.v1.Event.labels:type_name -> strait.dataplane.v1.Event.LabelsEntry
+	6,  // 29: strait.dataplane.v1.Dataplane.NodeInfo:input_type -> strait.dataplane.v1.NodeInfoRequest
+	10, // 30: strait.dataplane.v1.Dataplane.CreateSession:input_type -> strait.dataplane.v1.CreateSessionRequest
+	17, // 31: strait.dataplane.v1.Dataplane.UpdateSession:input_type -> strait.dataplane.v1.UpdateSessionRequest
+	18, // 32: strait.dataplane.v1.Dataplane.DeleteSession:input_type -> strait.dataplane.v1.DeleteSessionRequest
+	20, // 33: strait.dataplane.v1.Dataplane.GetSession:input_type -> strait.dataplane.v1.GetSessionRequest
+	21, // 34: strait.dataplane.v1.Dataplane.ListSessions:input_type -> strait.dataplane.v1.ListSessionsRequest
+	27, // 35: strait.dataplane.v1.Dataplane.WatchEvents:input_type -> strait.dataplane.v1.WatchEventsRequest
+	7,  // 36: strait.dataplane.v1.Dataplane.NodeInfo:output_type -> strait.dataplane.v1.NodeInfoResponse
+	23, // 37: strait.dataplane.v1.Dataplane.CreateSession:output_type -> strait.dataplane.v1.Session
+	23, // 38: strait.dataplane.v1.Dataplane.UpdateSession:output_type -> strait.dataplane.v1.Session
+	19, // 39: strait.dataplane.v1.Dataplane.DeleteSession:output_type -> strait.dataplane.v1.DeleteSessionResponse
+	23, // 40: strait.dataplane.v1.Dataplane.GetSession:output_type -> strait.dataplane.v1.Session
+	22, // 41: strait.dataplane.v1.Dataplane.ListSessions:output_type -> strait.dataplane.v1.ListSessionsResponse
+	28, // 42: strait.dataplane.v1.Dataplane.WatchEvents:output_type -> strait.dataplane.v1.Event
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_dataplane_proto_init() }
@@ -2315,7 +2451,7 @@ func file_dataplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataplane_proto_rawDesc), len(file_dataplane_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
