@@ -1,0 +1,32 @@
+// Package batchconn moves UDP datagrams in batches with as few system calls
+// as the kernel allows: recvmmsg and sendmmsg on nonblocking sockets, and a
+// Poller, an epoll set that parks in Go's netpoller, so one worker goroutine
+// serves thousands of sockets without busy polling and without a goroutine
+// per socket or per packet.
+//
+// The package sits at the batch boundary and no lower: callers own every
+// buffer (a Batch is allocated once per worker and reused for its lifetime),
+// and nothing here allocates per datagram.
+//
+// It is Linux-only (recvmmsg, sendmmsg and epoll); elsewhere every
+// constructor returns ErrUnsupported.
+package batchconn
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// ErrUnsupported is returned on platforms without recvmmsg/sendmmsg/epoll.
+var ErrUnsupported = errors.New("batchconn: batched UDP sockets need Linux")
+
+// Message is one datagram of a batch.
+//
+// On receive, Buf is the caller's buffer (its length is how much may be
+// received), N the datagram's length and Addr its source. On send, Buf holds
+// the datagram and Addr its destination; N is ignored.
+type Message struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
