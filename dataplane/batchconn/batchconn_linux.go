@@ -55,18 +55,28 @@ func NewBatch(size, bufSize, tailroom int) *Batch {
 }
 
 // Recv reads up to len(b.Msgs) datagrams from the nonblocking socket fd with
-// one recvmmsg call. It returns how many were read (each Msgs[i].N and Addr
-// set, Buf restored to its full length) and unix.EAGAIN when none was ready.
-// Interrupted calls are retried.
-func (b *Batch) Recv(fd int) (int, error) {
-	for i := range b.hdrs {
-		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		b.hdrs[i].Hdr.Flags = 0
-		b.hdrs[i].Len = 0
+// one recvmmsg call; see RecvAt.
+func (b *Batch) Recv(fd int) (int, error) { return b.RecvAt(fd, 0) }
+
+// RecvAt reads up to len(b.Msgs)-off datagrams from the nonblocking socket fd
+// into Msgs[off:] with one recvmmsg call, so that a worker can fill one batch
+// from several sockets before it sends anything. It returns how many were
+// read (each Msgs[off+i].N and Addr set; N is -1 for a datagram larger than
+// the buffer) and unix.EAGAIN when none was ready. Interrupted calls are
+// retried.
+func (b *Batch) RecvAt(fd, off int) (int, error) {
+	if off < 0 || off >= len(b.hdrs) {
+		return 0, unix.ENOBUFS
+	}
+	hdrs := b.hdrs[off:]
+	for i := range hdrs {
+		hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		hdrs[i].Hdr.Flags = 0
+		hdrs[i].Len = 0
 	}
 	for {
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd),
-			uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+			uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
 			unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
 			continue
@@ -75,7 +85,7 @@ func (b *Batch) Recv(fd int) (int, error) {
 			return 0, e
 		}
 		n := int(r)
-		for i := 0; i < n; i++ {
+		for i := off; i < off+n; i++ {
 			m := &b.Msgs[i]
 			m.N = int(b.hdrs[i].Len)
 			if b.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {

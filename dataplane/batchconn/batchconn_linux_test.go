@@ -120,6 +120,34 @@ func TestRecvLeavesTailroom(t *testing.T) {
 	}
 }
 
+func TestRecvAtFillsFromSeveralSockets(t *testing.T) {
+	a, b, c := listen(t, "127.0.0.1:0"), listen(t, "127.0.0.1:0"), listen(t, "127.0.0.1:0")
+	a.SendTo([]byte("to-b"), b.Local)
+	a.SendTo([]byte("to-c"), c.Local)
+	batch := NewBatch(4, 256, 0)
+	deadline := time.Now().Add(2 * time.Second)
+	off := 0
+	for _, s := range []*Socket{b, c} {
+		for {
+			n, err := batch.RecvAt(s.FD, off)
+			if err == nil {
+				off += n
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if off != 2 || string(batch.Msgs[0].Buf[:batch.Msgs[0].N]) != "to-b" || string(batch.Msgs[1].Buf[:batch.Msgs[1].N]) != "to-c" {
+		t.Fatalf("off %d, msgs %q %q", off, batch.Msgs[0].Buf[:4], batch.Msgs[1].Buf[:4])
+	}
+	if _, err := batch.RecvAt(b.FD, 4); err == nil {
+		t.Fatal("RecvAt past the end succeeded")
+	}
+}
+
 func TestSenderDropsUnreachableFamily(t *testing.T) {
 	a := listen(t, "127.0.0.1:0")
 	s := NewSender[string](4)

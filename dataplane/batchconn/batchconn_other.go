@@ -16,6 +16,9 @@ func NewBatch(size, bufSize, tailroom int) *Batch { return &Batch{} }
 // Recv is unsupported here.
 func (b *Batch) Recv(fd int) (int, error) { return 0, ErrUnsupported }
 
+// RecvAt is unsupported here.
+func (b *Batch) RecvAt(fd, off int) (int, error) { return 0, ErrUnsupported }
+
 // Sender queues outgoing datagrams (Linux only).
 type Sender[T any] struct{}
 
