@@ -1,6 +1,7 @@
 package icelite
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
@@ -167,5 +168,25 @@ func TestConstantsMatchPion(t *testing.T) {
 	}
 	if got := net.IPv6len; MaxResponseSize != headerSize+4+4+got+4+integritySize+4+fingerprintLen {
 		t.Errorf("MaxResponseSize = %d", MaxResponseSize)
+	}
+}
+
+// TestResponseMatchesPion checks that AppendSuccess writes the very bytes
+// pion/stun builds for the same answer (XOR-MAPPED-ADDRESS,
+// MESSAGE-INTEGRITY, FINGERPRINT, in that order).
+func TestResponseMatchesPion(t *testing.T) {
+	req := pionRequest(t, pionPassword, true)
+	p := newPionAnswer(pionPassword)
+	want, ok := p.answer(req.Raw, benchSrc)
+	if !ok {
+		t.Fatal("pion/stun rejects its own request")
+	}
+	var x Responder
+	got, err := x.AppendSuccess(nil, mustParse(t, req.Raw), benchSrc, mustKey(t, pionPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("AppendSuccess:\n% x\npion/stun:\n% x", got, want)
 	}
 }

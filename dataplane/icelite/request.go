@@ -8,15 +8,18 @@
 //
 // A packet worker uses it like this, per datagram whose first byte is 0..3:
 //
-//	if err := icelite.ParseRequest(pkt, &req); err != nil {
-//		// drop; count by errors.Is(err, icelite.ErrNotBindingRequest) etc.
+//	// w.req is an icelite.Request, w.stun an icelite.Responder; both
+//	// belong to worker w. leg.key is the leg's *icelite.Key.
+//	if err := icelite.ParseRequest(pkt, &w.req); err != nil {
+//		return // drop; count by errors.Is(err, icelite.ErrNotBindingRequest) etc.
 //	}
-//	leg := legs[string(req.LocalUfrag)] // no allocation for a map index
-//	if leg == nil || !resp.Verify(pkt, &req, leg.key) {
-//		// drop and count: no answer without valid integrity
+//	leg := w.legs[string(w.req.LocalUfrag)] // a map index does not allocate
+//	if leg == nil || !w.stun.Verify(pkt, &w.req, leg.key) {
+//		return // drop and count: no answer without valid integrity
 //	}
-//	out, _ = resp.AppendSuccess(out[:0], &req, src, leg.key)
-//	// send out to src; if req.UseCandidate, the peer nominated this pair
+//	out, err := w.stun.AppendSuccess(w.out[:0], &w.req, src, leg.key)
+//	// queue out for sendmmsg to src; w.req.UseCandidate means the
+//	// peer nominated this pair
 //
 // # Error responses
 //
@@ -44,14 +47,27 @@
 //
 // # Relation to pion/stun
 //
-// The attribute type numbers and the FINGERPRINT CRC come from
-// github.com/pion/stun/v4. The message handling is written here, because the
-// pion path costs more than this package's budget: stun.Message.Decode copies
-// the datagram and builds an attribute list, MessageIntegrity.Check
-// allocates once per call (its HMAC Sum appends to a slice with no spare
-// capacity) and recomputes the HMAC key pads per call, and stun.Build
-// allocates. BenchmarkAnswer and BenchmarkPionStunAnswer in this package
-// measure both paths in the same run.
+// Attribute type numbers and the FINGERPRINT CRC (stun.FingerprintValue)
+// come from github.com/pion/stun/v4; parsing, MESSAGE-INTEGRITY and the
+// response are written here. pion/stun's own zero-copy path (Decode into a
+// reused Message, MessageIntegrity.Check, the response built into a reused
+// Message without stun.Build) gives byte-identical responses
+// (TestResponseMatchesPion), but on the per-packet path it:
+//
+//   - allocates once per check when Message.Raw has no spare capacity, as
+//     when it aliases an exact-size datagram, because Check appends the
+//     HMAC to Raw; with spare capacity it writes those 20 bytes past the end
+//     of the datagram instead, and it rewrites the header length in place;
+//   - rekeys a pooled HMAC for every MAC, where Key hashes the pads once;
+//   - builds an attribute list (after copying the datagram, unless Raw
+//     aliases it), and accepts requests this package rejects: trailing
+//     bytes, attributes after MESSAGE-INTEGRITY, unknown
+//     comprehension-required attributes.
+//
+// Measured with go1.26 on a 2-vCPU VM: BenchmarkAnswer (parse, verify,
+// respond) about 0.48 µs and no allocation; BenchmarkPionStunAnswer about
+// 0.79 µs with the datagram copied into a 1500-byte Raw and no allocation,
+// and about 0.76 µs and 1 allocation with Raw aliasing it.
 package icelite
 
 import (

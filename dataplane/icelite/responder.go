@@ -16,7 +16,7 @@ import (
 // header, XOR-MAPPED-ADDRESS (4+8 bytes for IPv4, 4+20 for IPv6),
 // MESSAGE-INTEGRITY (4+20) and FINGERPRINT (4+4). An IPv4 response is 64
 // bytes.
-const MaxResponseSize = headerSize + attrHeaderSize + 20 + attrHeaderSize + integritySize + attrHeaderSize + fingerprintLen
+const MaxResponseSize = 76
 
 // Responder verifies Binding requests and writes Binding success responses.
 // It holds the SHA-1 state and scratch space these reuse, so that they do not
@@ -26,11 +26,11 @@ const MaxResponseSize = headerSize + attrHeaderSize + 20 + attrHeaderSize + inte
 // goroutine its own. The zero value is ready to use; its first call
 // allocates the hash state.
 //
-// Responder computes HMAC-SHA1 itself rather than with crypto/hmac or
-// pion/stun: crypto/hmac allocates a new hash per key, and the key changes
-// from one packet to the next (one per leg); pion/stun's
-// MessageIntegrity.Check takes a pooled HMAC, recomputes its pads per call
-// and allocates once for the Sum.
+// Responder computes HMAC-SHA1 from crypto/sha1 itself rather than with
+// crypto/hmac or pion/stun: crypto/hmac.New allocates per key, and the key
+// changes from one packet to the next (one per leg); pion/stun rekeys a
+// pooled HMAC per call and appends its Sum to the message buffer (see the
+// package documentation). Sums go to scratch space in the Responder.
 type Responder struct {
 	h     hash.Hash                  // crypto/sha1
 	state encoding.BinaryUnmarshaler // h, to restore a Key's pad states
