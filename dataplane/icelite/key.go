@@ -49,8 +49,12 @@ func NewKey(password []byte) (*Key, error) {
 
 	key := password
 	if len(key) > sha1.BlockSize {
-		sum := sha1.Sum(key) // RFC 2104 section 2: long keys are hashed first
-		key = sum[:]
+		// RFC 2104 section 2: a key longer than the block is hashed.
+		h := sha1.New()
+		if _, err := h.Write(key); err != nil {
+			return nil, err // SHA-1 refused, as with GODEBUG=fips140=only
+		}
+		key = h.Sum(nil)
 	}
 	inner, err := padState(key, 0x36)
 	if err != nil {
@@ -72,7 +76,9 @@ func padState(key []byte, pad byte) ([]byte, error) {
 		block[i] ^= pad
 	}
 	h := sha1.New()
-	h.Write(block[:])
+	if _, err := h.Write(block[:]); err != nil {
+		return nil, err // SHA-1 refused, as with GODEBUG=fips140=only
+	}
 	m, ok := h.(encoding.BinaryMarshaler)
 	if !ok {
 		return nil, errNoSHA1State

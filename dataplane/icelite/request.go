@@ -99,8 +99,9 @@ type Role uint8
 
 // Roles a peer can claim.
 const (
-	// RoleNone: the request carries neither attribute. RFC 8445 requires
-	// one, but some agents omit it in consent checks.
+	// RoleNone: the request carries neither attribute. RFC 8445 section
+	// 7.1.3 requires one; like pion/ice, this package leaves it to the
+	// caller whether to answer such a request.
 	RoleNone Role = iota
 	// RoleControlling: ICE-CONTROLLING, the only role a full agent may take
 	// when its peer is lite (RFC 8445 section 6.1.1).
@@ -156,24 +157,30 @@ type Request struct {
 }
 
 // ParseRequest parses datagram pkt as an ICE Binding request into r,
-// overwriting all of r. It checks, in this order:
+// overwriting all of r. It checks:
 //
 //   - the header (RFC 5389 section 6): at least 20 bytes, the two most
-//     significant bits zero, the magic cookie (else ErrNotSTUN), the type
-//     Binding request (else ErrNotBindingRequest), a length that is a
-//     multiple of 4 and equals len(pkt)-20 (else ErrMalformed);
-//   - every attribute fits in the message, and ICE attributes have their
-//     fixed lengths (RFC 5389 section 15, RFC 8445 section 16.1);
-//   - nothing but FINGERPRINT follows MESSAGE-INTEGRITY (stricter than
-//     RFC 5389 section 15.4, which would ignore such attributes; no ICE agent
-//     sends them), and FINGERPRINT is present, last and correct (RFC 5389
-//     section 15.5, else ErrFingerprintMismatch);
-//   - no unknown comprehension-required attribute (ErrUnknownAttribute);
-//   - MESSAGE-INTEGRITY and USERNAME are present, and USERNAME is
+//     significant bits zero and the magic cookie (else ErrNotSTUN), the type
+//     Binding request (else ErrNotBindingRequest), and a length that equals
+//     len(pkt)-20 and is a multiple of 4 (else ErrMalformed);
+//   - that every attribute fits in the message, and that MESSAGE-INTEGRITY,
+//     FINGERPRINT and the ICE attributes have their fixed lengths
+//     (RFC 5389 section 15, RFC 8445 section 16.1);
+//   - that nothing but FINGERPRINT follows MESSAGE-INTEGRITY. RFC 5389
+//     section 15.4 says to ignore such attributes; they are rejected here,
+//     because no agent that matters sends them and a strict rule is
+//     cheaper to reason about;
+//   - that FINGERPRINT is present, last and correct (RFC 5389 section 15.5,
+//     else ErrFingerprintMismatch);
+//   - then, once FINGERPRINT is known to be correct, so that corruption is
+//     counted as such: no comprehension-required attribute other than
+//     USERNAME, MESSAGE-INTEGRITY, PRIORITY, USE-CANDIDATE,
+//     ICE-CONTROLLING and ICE-CONTROLLED (else ErrUnknownAttribute);
+//     MESSAGE-INTEGRITY and USERNAME present, and USERNAME of the form
 //     "local:remote" with both ufrags non-empty (RFC 8445 section 7.3).
 //
 // Where an attribute repeats, the first occurrence counts (RFC 5389
-// section 15), except that a request claiming two roles is malformed.
+// section 15), except that a request claiming a role twice is malformed.
 // ParseRequest does not check MESSAGE-INTEGRITY: look up the leg by
 // r.LocalUfrag, then call Responder.Verify.
 //

@@ -23,8 +23,9 @@ const MaxResponseSize = 76
 // allocate per packet.
 //
 // A Responder is not safe for concurrent use: give each packet worker
-// goroutine its own. The zero value is ready to use; its first call
-// allocates the hash state.
+// goroutine its own, and do not copy one after first use (copies share the
+// hash state). The zero value is ready to use; its first call allocates the
+// hash state.
 //
 // Responder computes HMAC-SHA1 from crypto/sha1 itself rather than with
 // crypto/hmac or pion/stun: crypto/hmac.New allocates per key, and the key
@@ -94,10 +95,11 @@ func (x *Responder) Verify(pkt []byte, r *Request, key *Key) bool {
 }
 
 // AppendSuccess appends to dst the Binding success response to r (RFC 8445
-// section 7.3.1.4 and RFC 5389 section 10.1.2) and returns the extended
-// slice: the header with r's transaction ID, XOR-MAPPED-ADDRESS with mapped,
-// the source address and port the request came from (RFC 5389 section
-// 15.2; an IPv4-mapped IPv6 address is sent as IPv4), MESSAGE-INTEGRITY
+// section 7.3, RFC 5389 section 10.1.2) and returns the extended slice: the
+// header with r's transaction ID, XOR-MAPPED-ADDRESS with mapped, the
+// source address and port the request came from (RFC 8445 section 7.3.1.2,
+// RFC 5389 section 15.2; an IPv4-mapped IPv6 address is sent as IPv4, and a
+// zone is dropped), MESSAGE-INTEGRITY
 // under key, the same local password that verified the request
 // (RFC 5389 section 15.4), and FINGERPRINT (section 15.5).
 //
@@ -126,7 +128,7 @@ func (x *Responder) AppendSuccess(dst []byte, r *Request, mapped netip.AddrPort,
 	fingerprintAt := integrityAt + attrHeaderSize + integritySize
 	size := fingerprintAt + attrHeaderSize + fingerprintLen
 
-	start := len(dst)
+	orig, start := dst, len(dst)
 	dst = slices.Grow(dst, size)[:start+size]
 	b := dst[start:]
 
@@ -156,7 +158,7 @@ func (x *Responder) AppendSuccess(dst []byte, r *Request, mapped netip.AddrPort,
 	binary.BigEndian.PutUint16(b[integrityAt+2:], integritySize)
 	sum, ok := x.mac(key, b[:integrityAt], nil)
 	if !ok {
-		return dst[:start], errZeroKey
+		return orig, errNoSHA1State // NewKey would have failed first
 	}
 	copy(b[integrityAt+attrHeaderSize:], sum)
 
