@@ -287,12 +287,16 @@ func TestAppendSuccessErrors(t *testing.T) {
 		want error
 	}{
 		{"zero address", netip.AddrPort{}, mustKey(t, testPassword), ErrBadAddress},
+		{"zero address with port", netip.AddrPortFrom(netip.Addr{}, 9), mustKey(t, testPassword), ErrBadAddress},
 		{"nil key", addr, nil, ErrBadPassword},
 		{"zero key", addr, &Key{}, ErrBadPassword},
 	} {
 		got, err := x.AppendSuccess(dst, r, tt.addr, tt.key)
 		if !errors.Is(err, tt.want) || string(got) != "keep" {
 			t.Errorf("%s: AppendSuccess = %q, %v; want %q, %v", tt.name, got, err, "keep", tt.want)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "icelite: ") {
+			t.Errorf("%s: error %q lacks the package prefix", tt.name, err)
 		}
 	}
 }
