@@ -4,7 +4,7 @@ import "errors"
 
 // Errors returned by this package. They are sentinel values, compared with
 // == or [errors.Is], and returning them never allocates. A function that
-// returns one of them has left its buffer and its state unchanged.
+// returns one of them has left its buffer unchanged.
 var (
 	// ErrTooShort: the packet is shorter than its fixed header, or than a
 	// length it announces.
@@ -29,6 +29,10 @@ var (
 	// ErrStale: the packet arrived too late to be given an output sequence
 	// number that is known to be unused. The caller drops it.
 	ErrStale = errors.New("rewrite: packet too late to renumber")
+	// ErrJump: the packet's sequence number jumps away from the stream's
+	// without a pause before it, so it is either very late or the first
+	// of a restarted stream; the next packet decides. The caller drops it.
+	ErrJump = errors.New("rewrite: sequence jump awaiting confirmation")
 
 	// ErrRTCPType: an RTCP packet type is outside 192..223, the range that
 	// RFC 5761 section 4 reserves for RTCP.
