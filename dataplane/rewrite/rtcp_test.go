@@ -62,7 +62,7 @@ func TestTranslateRTCPReports(t *testing.T) {
 			SSRC: pbx, NTPTime: 0x1122334455667788, RTPTime: 0xfffffff0, PacketCount: 10, OctetCount: 1600,
 			Reports: []rtcp.ReceptionReport{
 				{SSRC: webOut, FractionLost: 3, TotalLost: 4, LastSequenceNumber: 3<<16 | 25000, Jitter: 5, LastSenderReport: 6, Delay: 7},
-				{SSRC: webOut, LastSequenceNumber: 100},      // before the offset: cycles would go negative
+				{SSRC: webOut, LastSequenceNumber: 100},         // before the offset: cycles would go negative
 				{SSRC: webOut, LastSequenceNumber: 1<<16 | 100}, // borrows from the cycles
 				{SSRC: other, LastSequenceNumber: 12345},
 			},
