@@ -105,30 +105,41 @@ type epoch struct {
 // wrong ROC and rejected as forged, and media never resumes. An SRTP
 // receiver has no way back from that short of new keys.
 //
-// What it does, per packet: while the input continues (same SSRC, sequence
-// number at most [MaxDropout] ahead of the highest, or less than
-// [MaxMisorder] behind it within [MaxReorderDelay], timestamp plausible)
-// the current offsets apply, so reordered packets keep a consistent mapping
-// and losses stay visible as gaps. A sequence jump beyond those bounds that
-// follows no pause is on probation, as in RFC 3550 appendix A.1: the packet
-// is refused with [ErrJump], and the stream rebases only if the next packet
-// follows on from it, so that a single very late packet cannot rebase the
-// stream. A jump after [MaxReorderDelay] of silence, or a change of input
-// SSRC, rebases at once. To rebase a stream is to start a new epoch: the next
-// output sequence number is the highest sent + 1 and the output timestamp
-// advances from the highest sent by the wall-clock time since that packet
-// arrived times the clock rate (at least one tick), and the packet gets the
+// What it does, per packet. The packet continues the current epoch, and is
+// mapped through its offsets, if it has the epoch's input SSRC and its
+// sequence number is at most [MaxDropout] ahead of the highest seen, or
+// less than [MaxMisorder] behind it and within [MaxReorderDelay] of it:
+// reordered packets thus keep a consistent mapping, and losses stay visible
+// as gaps. Otherwise the stream is rebased, which starts a new epoch: the
+// packet's output sequence number is the highest sent + 1, its output
+// timestamp is the highest sent's advanced by the wall-clock time since
+// that packet arrived times clockRate (at least one tick), and it gets the
 // marker bit, which for audio marks the start of a talkspurt (RFC 3551
-// section 4.1) and makes the receiver's jitter buffer resynchronise. A
-// timestamp that jumps while the sequence number continues (more than
-// [MaxTimestampLead] ahead of the wall clock, or more than
-// [MaxTimestampLag] behind) rebases the timestamp alone. A change of input
-// SSRC always rebases, whether or not the SSRC is rewritten, so that the
-// output sequence numbers stay one series even when an SSRC comes back.
-// Stragglers of the stream before a rebase, arriving within
-// [MaxReorderDelay] of it, are mapped through its old offsets. No output
-// sequence number is ever sent twice within [DuplicateWindow]; packets that
-// would be are refused with [ErrDuplicate] or [ErrStale].
+// section 4.1) and makes the receiver's jitter buffer resynchronise. The
+// rebase is immediate after [MaxReorderDelay] of silence or on a change of
+// input SSRC (whether or not the SSRC is rewritten, so that the output
+// sequence numbers stay one series even if an SSRC comes back). A jump with
+// no pause before it is put on probation, as in RFC 3550 appendix A.1: the
+// packet is refused with [ErrJump] and the stream rebases at the next one
+// only if that follows on from it, so a single very late packet cannot
+// rebase the stream. A far end that restarts fewer than [MaxMisorder]
+// numbers back with no pause is indistinguishable from reordering: its
+// packets that reuse numbers already sent are refused with [ErrDuplicate]
+// until it passes the old highest.
+//
+// A timestamp that jumps while the sequence number continues, more than
+// [MaxTimestampLead] ahead of what the wall clock explains or more than
+// [MaxTimestampLag] behind (a PBX that resets its clock after music on
+// hold), rebases the timestamp alone, with the marker bit; the sequence
+// numbering is kept.
+//
+// Stragglers of the epoch before a rebase that arrive within
+// [MaxReorderDelay] of it are mapped through its offsets; their numbers lie
+// below the new epoch's, so they cannot collide with it. Whatever the
+// input, no output sequence number is sent twice within [DuplicateWindow]:
+// a packet that would reuse one is refused with [ErrDuplicate], one too old
+// to check with [ErrStale]. Output numbers move forward by at most
+// [MaxDropout] at a time.
 //
 // The first packet is sent with its own sequence number and timestamp, so a
 // continuous stream passes through unchanged apart from its payload type

@@ -577,51 +577,58 @@ func TestOutStreamAllocs(t *testing.T) {
 
 // FuzzOutStream feeds random sequences of (sequence step, timestamp step,
 // SSRC, time gap) and checks that Rewrite never panics and never sends an
-// output sequence number twice.
+// output sequence number twice. Coverage grows steadily here, and by default
+// the fuzzer spends up to a minute minimising each new input, so short runs
+// want -fuzzminimizetime=200x to spend their time fuzzing.
 func FuzzOutStream(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 160, 0, 20, 0, 1, 0, 160, 0, 20, 0xb1, 0xe0, 0, 160, 0, 255, 0, 1, 0, 160, 0, 20})
 	f.Add([]byte{0, 1, 0, 160, 0, 20, 0x9c, 0x40, 0, 160, 0, 20, 0, 1, 0, 160, 0, 20, 0xff, 0xc0, 0, 160, 1, 20})
 	f.Add([]byte{0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 2, 0, 0xff, 0xff, 0, 0, 1, 0})
-	f.Fuzz(func(t *testing.T, ops []byte) {
-		var s OutStream
-		s.RewriteSSRC = len(ops)%2 == 0
-		s.SSRC = 42
-		var o outTracker
-		var seq uint16
-		var ts uint32
-		var now int64
-		b := make([]byte, 20)
-		for ; len(ops) >= 6; ops = ops[6:] {
-			seq += uint16(ops[0])<<8 | uint16(ops[1])
-			ts += uint32(int32(int16(uint16(ops[2])<<8|uint16(ops[3])))) * 8
-			ssrc := uint32(ops[4] & 3)
-			clock := uint32(pcmuRate)
-			if ops[4]&4 != 0 {
-				clock = 0
-			}
-			if g := ops[5]; g < 200 {
-				now += int64(g) * int64(time.Millisecond)
-			} else {
-				now += int64(g-200) * int64(10*time.Second)
-			}
-			if ops[4]&8 != 0 {
-				now -= int64(time.Second) // a clock that steps back must not break anything
-			}
-			copy(b, g711Packet(seq, ts, ssrc)[:20])
-			h, err := ParseRTP(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := s.Rewrite(b, h, ops[5]&0x7f, clock, now)
-			switch err {
-			case nil:
-				o.add(t, out.Sequence)
-			case ErrDuplicate, ErrStale, ErrJump:
-			default:
-				t.Fatal(err)
-			}
+	f.Fuzz(runOutStreamOps)
+}
+
+// runOutStreamOps interprets ops as 6-byte steps: sequence number step
+// (2 bytes), timestamp step in 8-tick units (2 bytes, signed), SSRC and
+// flags (clock rate unknown, clock steps back), and a time gap.
+func runOutStreamOps(t *testing.T, ops []byte) {
+	var s OutStream
+	s.RewriteSSRC = len(ops)%2 == 0
+	s.SSRC = 42
+	var o outTracker
+	var seq uint16
+	var ts uint32
+	var now int64
+	b := make([]byte, 20)
+	for ; len(ops) >= 6; ops = ops[6:] {
+		seq += uint16(ops[0])<<8 | uint16(ops[1])
+		ts += uint32(int32(int16(uint16(ops[2])<<8|uint16(ops[3])))) * 8
+		ssrc := uint32(ops[4] & 3)
+		clock := uint32(pcmuRate)
+		if ops[4]&4 != 0 {
+			clock = 0
 		}
-	})
+		if g := ops[5]; g < 200 {
+			now += int64(g) * int64(time.Millisecond)
+		} else {
+			now += int64(g-200) * int64(10*time.Second)
+		}
+		if ops[4]&8 != 0 {
+			now -= int64(time.Second) // a clock that steps back must not break anything
+		}
+		copy(b, g711Packet(seq, ts, ssrc)[:20])
+		h, err := ParseRTP(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := s.Rewrite(b, h, ops[5]&0x7f, clock, now)
+		switch err {
+		case nil:
+			o.add(t, out.Sequence)
+		case ErrDuplicate, ErrStale, ErrJump:
+		default:
+			t.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkOutStream(b *testing.B) {
