@@ -193,8 +193,8 @@ const (
 // SSRC. It returns the header as sent. clockRate is the RTP clock rate of
 // pt's codec in Hz, used to turn elapsed time into timestamp ticks; 0 means
 // unknown, which disables the timestamp plausibility check. nowNanos is a
-// monotonic clock reading in nanoseconds (for example from a time.Time's
-// monotonic reading, or nanotime); it is used only for differences.
+// monotonic clock reading in nanoseconds, such as int64(time.Since(t0)) for
+// a fixed t0 taken from time.Now; only differences between readings matter.
 //
 // On error b is unchanged and the caller drops the packet: [ErrDuplicate] if
 // its output sequence number was already sent, [ErrStale] if it came too
