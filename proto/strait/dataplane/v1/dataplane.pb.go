@@ -1852,8 +1852,13 @@ type LegCounters struct {
 	DropSend uint64 `protobuf:"varint,16,opt,name=drop_send,json=dropSend,proto3" json:"drop_send,omitempty"`
 	// Unix nanoseconds of the last packet received; 0 if none.
 	LastInUnixNano int64 `protobuf:"varint,17,opt,name=last_in_unix_nano,json=lastInUnixNano,proto3" json:"last_in_unix_nano,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Media that arrived before the leg's keys were in place (DTLS not done).
+	DropNotReady uint64 `protobuf:"varint,18,opt,name=drop_not_ready,json=dropNotReady,proto3" json:"drop_not_ready,omitempty"`
+	// ICE checks whose MESSAGE-INTEGRITY or USERNAME did not verify: never
+	// answered (the node is not an open relay).
+	DropStunAuth  uint64 `protobuf:"varint,19,opt,name=drop_stun_auth,json=dropStunAuth,proto3" json:"drop_stun_auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LegCounters) Reset() {
@@ -2001,6 +2006,20 @@ func (x *LegCounters) GetDropSend() uint64 {
 func (x *LegCounters) GetLastInUnixNano() int64 {
 	if x != nil {
 		return x.LastInUnixNano
+	}
+	return 0
+}
+
+func (x *LegCounters) GetDropNotReady() uint64 {
+	if x != nil {
+		return x.DropNotReady
+	}
+	return 0
+}
+
+func (x *LegCounters) GetDropStunAuth() uint64 {
+	if x != nil {
+		return x.DropStunAuth
 	}
 	return 0
 }
@@ -2261,7 +2280,7 @@ const file_dataplane_proto_rawDesc = "" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xc8\x04\n" +
+	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\x94\x05\n" +
 	"\vLegCounters\x12\x1d\n" +
 	"\n" +
 	"packets_in\x18\x01 \x01(\x04R\tpacketsIn\x12\x19\n" +
@@ -2283,7 +2302,9 @@ const file_dataplane_proto_rawDesc = "" +
 	"\x0edrop_direction\x18\x0e \x01(\x04R\rdropDirection\x12&\n" +
 	"\x0fdrop_no_consent\x18\x0f \x01(\x04R\rdropNoConsent\x12\x1b\n" +
 	"\tdrop_send\x18\x10 \x01(\x04R\bdropSend\x12)\n" +
-	"\x11last_in_unix_nano\x18\x11 \x01(\x03R\x0elastInUnixNano\"3\n" +
+	"\x11last_in_unix_nano\x18\x11 \x01(\x03R\x0elastInUnixNano\x12$\n" +
+	"\x0edrop_not_ready\x18\x12 \x01(\x04R\fdropNotReady\x12$\n" +
+	"\x0edrop_stun_auth\x18\x13 \x01(\x04R\fdropStunAuth\"3\n" +
 	"\x12WatchEventsRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x9c\x02\n" +

@@ -1,0 +1,42 @@
+// Package relay is the dataplane's packet engine: the packet workers, the
+// sockets they serve, and the sessions, legs and streams whose media they
+// relay.
+//
+// # Ownership and concurrency
+//
+// An Engine runs one worker goroutine per core. Each worker owns a Poller
+// (an epoll set parked in the netpoller), one SO_REUSEPORT socket of every
+// shared port (WebRTC ports and shared plain ports), the port-per-stream
+// sockets of the sessions assigned to it, a receive batch and a send batch,
+// and its lookup tables: local ICE ufrag -> leg, (shared port, peer address)
+// -> leg for latched WebRTC paths, and (shared port, peer address) -> stream
+// for shared plain ports. Only the worker reads or writes its tables, so the
+// packet path takes no lock to find a leg; the control side changes them by
+// queueing commands that the worker applies between batches (Engine methods
+// wait for that where they must, e.g. before closing a socket).
+//
+// A session's negotiated configuration (codecs, payload-type maps,
+// directions, SDP addresses) is an immutable snapshot behind an atomic
+// pointer, replaced whole by UpdateSession: the packet path reads it with one
+// atomic load. Latched addresses, the nominated ICE path and consent times
+// are atomics too.
+//
+// The SRTP contexts and the outbound stream state (sequence normalisation)
+// of a leg are mutable per packet, and two workers can touch them: inbound
+// state is used by the worker the kernel's reuseport hash sends the peer's
+// flow to, outbound state by the worker that receives the other leg's media.
+// Each direction of a leg is therefore guarded by its own mutex. In steady
+// state every flow hashes to one worker, so these locks are uncontended (one
+// atomic compare-and-swap each); they only matter during a path change, when
+// without them two workers could corrupt an SRTP context.
+//
+// # A packet's path
+//
+// See DESIGN.md: a worker reads a batch with recvmmsg, classifies each
+// datagram by its first byte (package demux), answers STUN itself (package
+// icelite), queues DTLS to the leg's handshake goroutine (package dtlsleg),
+// and for RTP/RTCP finds the leg, decrypts in place, maps the payload type,
+// rewrites sequence/SSRC for the destination (package rewrite), encrypts in
+// place into the buffer's tailroom and queues the datagram on the send batch,
+// flushed with one sendmmsg per socket.
+package relay

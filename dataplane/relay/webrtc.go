@@ -1,0 +1,232 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/srtp/v3"
+
+	"github.com/strait-sbc/strait/dataplane/dtlsleg"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// match returns the credentials whose local ufrag is ufrag: the current
+// ones, or those from before an ICE restart.
+func (c *iceCreds) match(ufrag []byte) *iceCreds {
+	for ; c != nil; c = c.prev {
+		if string(ufrag) == c.localUfrag {
+			return c
+		}
+	}
+	return nil
+}
+
+// validCheck records a verified ICE check from addr. The first one gives the
+// leg its path; later ones refresh consent on it (RFC 7675), and a
+// nominated check from another address moves the path there (RFC 8445
+// section 8.1.1: the controlling agent nominates the pair to use).
+func (l *Leg) validCheck(creds *iceCreds, addr netip.AddrPort, nominated bool, now int64) {
+	if cur := l.ice.Load(); creds == cur && cur.prev != nil {
+		// The peer uses the credentials of the ICE restart: forget the old
+		// ones (the replacement is a new immutable value: rare).
+		next := *cur
+		next.prev = nil
+		l.ice.CompareAndSwap(cur, &next)
+	}
+	p := l.path.Load()
+	if p != nil && p.addr == addr {
+		p.consent.Store(now)
+		if p.expired.Load() {
+			p.expired.Store(false)
+		}
+		return
+	}
+	if p != nil && !nominated {
+		return // answered and latched, but media stays on the nominated path
+	}
+	np := &icePath{addr: addr}
+	np.consent.Store(now)
+	if !l.path.CompareAndSwap(p, np) {
+		return // another worker moved the path at the same moment
+	}
+	e := l.sess.engine
+	if p == nil {
+		l.state.CompareAndSwap(int32(pb.LegState_LEG_STATE_NEW), int32(pb.LegState_LEG_STATE_CONNECTING))
+		e.event(l, pb.EventType_EVENT_TYPE_ICE_CONNECTED, addr.String())
+		e.startDTLS(l)
+		return
+	}
+	if t := l.dtls.transport.Load(); t != nil {
+		t.SetRemote(addr)
+	}
+}
+
+// dtlsParams are what the control plane negotiated for a leg's handshake.
+type dtlsParams struct {
+	role      dtlsleg.Role
+	algorithm string
+	value     string
+}
+
+func paramsOf(spec *pb.WebRTCSpec) *dtlsParams {
+	p := &dtlsParams{
+		algorithm: spec.GetRemoteFingerprint().GetAlgorithm(),
+		value:     spec.GetRemoteFingerprint().GetValue(),
+	}
+	switch spec.GetDtlsRole() {
+	case pb.DTLSRole_DTLS_ROLE_CLIENT:
+		p.role = dtlsleg.Client
+	case pb.DTLSRole_DTLS_ROLE_SERVER:
+		p.role = dtlsleg.Server
+	}
+	return p
+}
+
+func (p *dtlsParams) ready() bool { return p != nil && p.role != 0 && p.value != "" }
+
+// dtlsState is a leg's handshake: the Transport workers deliver to, the
+// goroutine running it, and the parameters it runs with.
+type dtlsState struct {
+	transport atomic.Pointer[dtlsleg.Transport] // read by workers
+	params    atomic.Pointer[dtlsParams]
+
+	mu     sync.Mutex // guards the fields below and serialises start/stop
+	cancel context.CancelFunc
+	conn   *dtls.Conn
+	done   chan struct{}
+}
+
+// deliverDTLS hands a DTLS datagram to the leg's handshake goroutine.
+func (l *Leg) deliverDTLS(pkt []byte) {
+	t := l.dtls.transport.Load()
+	if t == nil || !t.Deliver(pkt) {
+		l.ctr.dropNotReady.Add(1)
+	}
+}
+
+// startDTLS starts the leg's handshake goroutine once the leg has a path
+// and its DTLS role and the peer's fingerprint are known. It is called from
+// a worker (first valid check) or from an update, whichever comes last.
+func (e *Engine) startDTLS(l *Leg) {
+	params := l.dtls.params.Load()
+	p := l.path.Load()
+	if !params.ready() || p == nil || l.sess.closed.Load() {
+		return
+	}
+	l.dtls.mu.Lock()
+	defer l.dtls.mu.Unlock()
+	if l.dtls.transport.Load() != nil || l.sess.closed.Load() {
+		return
+	}
+	sock := l.group.socks[0] // any worker's socket of the port sends from it
+	t := dtlsleg.NewTransport(sock.Local, p.addr, func(b []byte) error {
+		p := l.path.Load()
+		if p == nil {
+			return errNoPath
+		}
+		return sock.SendTo(b, p.addr)
+	})
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	l.dtls.cancel, l.dtls.done = cancel, done
+	l.dtls.transport.Store(t)
+	e.wg.Add(1)
+	go e.runDTLS(ctx, l, t, params, done)
+}
+
+var errNoPath = errors.New("relay: leg has no ICE path")
+
+// runDTLS is a leg's handshake goroutine: handshake, install SRTP keys,
+// then keep reading so a retransmitted final flight is answered.
+func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *dtlsParams, done chan struct{}) {
+	defer e.wg.Done()
+	defer close(done)
+	res, err := dtlsleg.Handshake(ctx, t, dtlsleg.Config{
+		Certificate:       e.cfg.Certificate,
+		Role:              p.role,
+		RemoteAlgorithm:   p.algorithm,
+		RemoteFingerprint: p.value,
+		Timeout:           e.cfg.DTLSTimeout,
+	})
+	if err != nil {
+		t.Close()
+		if ctx.Err() != nil {
+			return // the leg was deleted or its DTLS reset: not a failure
+		}
+		l.state.Store(int32(pb.LegState_LEG_STATE_FAILED))
+		e.log.Info("DTLS handshake failed", "session", l.sess.ID, "leg", l.index, "err", err)
+		e.event(l, pb.EventType_EVENT_TYPE_DTLS_FAILED, err.Error())
+		return
+	}
+	keys := res.SRTP.Keys
+	dec, err := srtp.CreateContext(keys.RemoteMasterKey, keys.RemoteMasterSalt, res.SRTP.Profile,
+		srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+	if err == nil {
+		var enc *srtp.Context
+		if enc, err = srtp.CreateContext(keys.LocalMasterKey, keys.LocalMasterSalt, res.SRTP.Profile); err == nil {
+			l.inMu.Lock()
+			l.dec = dec
+			l.inMu.Unlock()
+			l.outMu.Lock()
+			l.enc = enc
+			l.outMu.Unlock()
+		}
+	}
+	if err != nil {
+		res.Conn.Close()
+		t.Close()
+		l.state.Store(int32(pb.LegState_LEG_STATE_FAILED))
+		e.event(l, pb.EventType_EVENT_TYPE_DTLS_FAILED, err.Error())
+		return
+	}
+	name := dtlsleg.ProfileName(res.SRTP.Profile)
+	l.profile.Store(&name)
+	l.dtls.mu.Lock()
+	l.dtls.conn = res.Conn
+	l.dtls.mu.Unlock()
+	l.state.Store(int32(pb.LegState_LEG_STATE_CONNECTED))
+	e.event(l, pb.EventType_EVENT_TYPE_DTLS_CONNECTED, name)
+	_ = dtlsleg.Serve(res.Conn) // until the leg is deleted or the peer closes
+}
+
+// stopDTLS ends the leg's handshake goroutine and forgets its keys (for
+// deletion, or before a new handshake with new parameters).
+func (e *Engine) stopDTLS(l *Leg, forgetKeys bool) {
+	l.dtls.mu.Lock()
+	cancel, conn, done, t := l.dtls.cancel, l.dtls.conn, l.dtls.done, l.dtls.transport.Load()
+	l.dtls.cancel, l.dtls.conn, l.dtls.done = nil, nil, nil
+	l.dtls.transport.Store(nil)
+	l.dtls.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if conn != nil {
+		conn.Close()
+	}
+	if t != nil {
+		t.Close()
+	}
+	if done != nil {
+		<-done
+	}
+	if forgetKeys {
+		l.inMu.Lock()
+		l.dec = nil
+		l.inMu.Unlock()
+		l.outMu.Lock()
+		l.enc = nil
+		l.outMu.Unlock()
+		l.profile.Store(nil)
+	}
+}
+
+// mediaStarted raises MEDIA_STARTED once per leg.
+func (l *Leg) mediaStarted() {
+	if l.started.CompareAndSwap(false, true) {
+		l.sess.engine.event(l, pb.EventType_EVENT_TYPE_MEDIA_STARTED, "")
+	}
+}
