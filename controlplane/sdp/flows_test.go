@@ -362,7 +362,7 @@ func TestVideoRejectedKeepsMLines(t *testing.T) {
 	}
 	answer := marshal(t, wa)
 	wantLines(t, answer, "a=group:BUNDLE 0", "m=audio 3478 UDP/TLS/RTP/SAVPF 0 126",
-		"m=video 0 UDP/TLS/RTP/SAVPF 96 97 102 103 45 46", "a=mid:1")
+		"m=video 0 UDP/TLS/RTP/SAVPF 96", "a=rtpmap:96 VP8/90000", "a=mid:1")
 	if strings.Count(answer, "m=") != 2 {
 		t.Errorf("want 2 m-lines:\n%s", answer)
 	}

@@ -207,7 +207,7 @@ func rejectedPlain(s Stream) Media {
 		if !s.Kind.relayed() {
 			t = "application"
 		}
-		return Media{Kind: s.Kind, Type: t, Proto: protoAVP, Formats: s.rejectedFormats()}
+		return Media{Kind: s.Kind, Type: t, Proto: protoAVP, Codecs: s.rejectedCodecs()}
 	}
 	formats := s.formats
 	if len(formats) == 0 {

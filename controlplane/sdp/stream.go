@@ -1,9 +1,6 @@
 package sdp
 
-import (
-	"slices"
-	"strconv"
-)
+import "slices"
 
 // Stream is one m-line as Strait describes it on a leg, whatever the
 // profile: what to carry, not how. [OfferStreams], [AnswerStreams] and
@@ -31,10 +28,11 @@ type Stream struct {
 	// builders announce it with a=ssrc cname and a=msid.
 	SSRC uint32
 
-	// media, proto and formats are the m-line this stream came from, which
-	// a rejected section that is not audio or video is written with.
+	// media, proto and formats are the m-line this stream came from, and
+	// sample a codec of it: what the section is written with if rejected.
 	media, proto string
 	formats      []string
+	sample       []Codec
 }
 
 // OfferStreams returns the streams Strait offers on the other leg for the
@@ -65,6 +63,7 @@ func OfferStreams(d *Description, p Policy) ([]Stream, error) {
 			media:     m.Type,
 			proto:     m.Proto,
 			formats:   slices.Clone(m.Formats),
+			sample:    sampleCodec(m.Codecs),
 		}
 		if carriable(d, i) {
 			s.Codecs = p.Filter(m.Codecs)
@@ -117,6 +116,7 @@ func AnswerStreams(offer, far *Description) ([]Stream, error) {
 			media:     om.Type,
 			proto:     om.Proto,
 			formats:   slices.Clone(om.Formats),
+			sample:    sampleCodec(om.Codecs),
 		}
 		if carriable(offer, i) && !fm.Rejected() && fm.Kind == om.Kind {
 			s.Codecs = AnswerCodecs(om.Codecs, fm.Codecs)
@@ -176,25 +176,28 @@ func subsetOf(answer, offered []Codec) bool {
 	return true
 }
 
-// rejectedFormats returns the format list of a rejected RTP m-line: the
-// stream's payload types, else its original numeric formats, else "0".
-func (s Stream) rejectedFormats() []string {
-	if len(s.Codecs) > 0 {
-		f := make([]string, len(s.Codecs))
-		for i, c := range s.Codecs {
-			f[i] = strconv.Itoa(int(c.PayloadType))
-		}
-		return f
+// rejectedCodecs returns what a rejected RTP m-line lists: one payload
+// type with its rtpmap, since some stacks (pion) refuse a payload type they
+// cannot look up even on a rejected line. Without any codec to name it is
+// PCMU, static and known to all (RFC 3551).
+func (s Stream) rejectedCodecs() []Codec {
+	if c := sampleCodec(s.Codecs); c != nil {
+		return c
 	}
-	for _, f := range s.formats {
-		if _, err := strconv.ParseUint(f, 10, 7); err != nil {
-			return []string{"0"}
-		}
+	if s.sample != nil {
+		return slices.Clone(s.sample)
 	}
-	if len(s.formats) == 0 {
-		return []string{"0"}
+	return []Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
+}
+
+// sampleCodec returns the first codec of cs with its name and clock only,
+// or nil.
+func sampleCodec(cs []Codec) []Codec {
+	if len(cs) == 0 {
+		return nil
 	}
-	return slices.Clone(s.formats)
+	c := cs[0]
+	return []Codec{{PayloadType: c.PayloadType, Name: c.Name, ClockRate: c.ClockRate, Channels: c.Channels}}
 }
 
 // accepted reports whether a builder writes the stream as an active

@@ -340,25 +340,31 @@ func rejectedWebRTC(s Stream, mid string, addr netip.AddrPort) Media {
 		Kind:    s.Kind,
 		Type:    s.Kind.String(),
 		Proto:   protoWebRTC,
-		Formats: s.rejectedFormats(),
+		Codecs:  s.rejectedCodecs(),
 		Address: addr.Addr().Unmap().String(),
 		Mid:     mid,
 	}
 	if !s.Kind.relayed() {
-		m.Kind, m.Type, m.Proto, m.Formats = KindApplication, "application", "UDP/DTLS/SCTP", []string{"webrtc-datachannel"}
+		m.Kind, m.Type, m.Proto, m.Formats, m.Codecs = KindApplication, "application", "UDP/DTLS/SCTP",
+			[]string{"webrtc-datachannel"}, nil
 	}
 	return m
 }
 
 // echoRejected returns the port-0 section answering offered m-line om: its
-// media type, proto, formats and mid, and Strait's address (never 0.0.0.0,
-// which would read as hold).
+// media type, proto, mid, and formats (one codec of an RTP section, with
+// its rtpmap), at Strait's address (never 0.0.0.0, which reads as hold).
 func echoRejected(om *Media, addr string) Media {
-	formats := slices.Clone(om.Formats)
-	if len(formats) == 0 {
-		formats = []string{"0"}
+	m := Media{Kind: om.Kind, Type: om.Type, Proto: om.Proto, Address: addr, Mid: om.Mid}
+	switch {
+	case len(om.Codecs) > 0:
+		m.Codecs = sampleCodec(om.Codecs)
+	case len(om.Formats) > 0 && !isRTPProto(om.Proto):
+		m.Formats = slices.Clone(om.Formats)
+	default:
+		m.Formats = []string{"0"}
 	}
-	return Media{Kind: om.Kind, Type: om.Type, Proto: om.Proto, Formats: formats, Address: addr, Mid: om.Mid}
+	return m
 }
 
 // Payload type ranges for renumbering: the dynamic range (RFC 3551
