@@ -37,6 +37,14 @@ func Parse(b []byte) (*Description, error) {
 	if err := unmarshal(&sd, text); err != nil {
 		return nil, malformed("%v", err)
 	}
+	// pion stops without complaint at the end of the input, so a truncated
+	// description gets this far; RFC 8866 section 5 requires both lines.
+	switch {
+	case sd.Origin.NetworkType == "":
+		return nil, malformed("no o= line")
+	case len(sd.TimeDescriptions) == 0:
+		return nil, malformed("no t= line")
+	}
 	d := &Description{
 		Origin: Origin{
 			Username:  sd.Origin.Username,
@@ -177,6 +185,9 @@ func parseMedia(d *Description, md *psdp.MediaDescription, sessionDir Direction)
 	}
 	if c := md.ConnectionInformation; c != nil && c.Address != nil {
 		m.Address = c.Address.Address
+	}
+	if len(m.Formats) == 0 {
+		return Media{}, fmt.Errorf("no format on the m-line")
 	}
 	type rtpmap struct {
 		name     string

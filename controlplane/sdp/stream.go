@@ -135,17 +135,19 @@ func AnswerStreams(offer, far *Description) ([]Stream, error) {
 }
 
 // carriable reports whether Strait can terminate m-line i of d on the leg d
-// came from: audio or video over RTP, and either a WebRTC section on the
-// one ICE+DTLS transport (the BUNDLE group, or the first section without
-// one), or a plain section (with a key the dataplane can use for
-// RTP/SAVP).
+// came from: audio or video over RTP in the profile of the whole
+// description (a leg is WebRTC or plain, not both), and either a WebRTC
+// section on the one ICE+DTLS transport (the BUNDLE group, or the first
+// section without one), or a plain section (with a key the dataplane can
+// use for RTP/SAVP).
 func carriable(d *Description, i int) bool {
 	m := &d.Media[i]
 	if m.Rejected() || !m.Kind.relayed() {
 		return false
 	}
+	webrtc := d.IsWebRTC()
 	switch {
-	case isWebRTCProto(m.Proto):
+	case webrtc && isWebRTCProto(m.Proto):
 		t := d.transportIndex()
 		if t < 0 || !d.Media[t].RTCPMux {
 			return false
@@ -154,7 +156,7 @@ func carriable(d *Description, i int) bool {
 			return i == t
 		}
 		return m.Mid != "" && slices.Contains(d.Bundle, m.Mid)
-	case isPlainProto(m.Proto):
+	case !webrtc && isPlainProto(m.Proto):
 		if isSecureProto(m.Proto) {
 			_, ok := SelectCrypto(m.Crypto)
 			return ok
