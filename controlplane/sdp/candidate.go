@@ -9,16 +9,19 @@ import (
 
 // Candidate is an ICE candidate from a=candidate (RFC 8839 section 5.1).
 type Candidate struct {
+	// Foundation groups candidates of the same type, base and protocol.
 	Foundation string
 	// Component is 1 for RTP, 2 for RTCP without rtcp-mux.
 	Component int
 	// Transport is "udp" or "tcp", lower case.
 	Transport string
-	Priority  uint32
+	// Priority is the candidate priority (RFC 8445 section 5.1.2).
+	Priority uint32
 	// Address is an IP literal, or an mDNS name ending in ".local" that
 	// browsers use to hide local addresses (see MDNS).
 	Address string
-	Port    int
+	// Port is the candidate's port.
+	Port int
 	// Type is "host", "srflx", "prflx" or "relay".
 	Type string
 	// RelatedAddress and RelatedPort are raddr and rport, when given.
@@ -116,7 +119,7 @@ const (
 	// section 5.1.2.1 requires of a multihomed agent.
 	maxLocalPreference = 65535
 	// rtpComponent is the only component: Strait's WebRTC legs always
-	// multiplex RTCP (RFC 8843 section 9 requires rtcp-mux with BUNDLE).
+	// multiplex RTCP (RFC 8843 requires rtcp-mux with BUNDLE).
 	rtpComponent = 1
 )
 

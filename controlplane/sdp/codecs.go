@@ -9,10 +9,13 @@ import (
 // Codec is one RTP payload format of a media section: a=rtpmap with its
 // a=fmtp and a=rtcp-fb lines.
 type Codec struct {
+	// PayloadType is the RTP payload type, 0-127.
 	PayloadType uint8
 	// Name is the encoding name as written, e.g. "opus", "PCMU",
 	// "telephone-event". Names compare case-insensitively.
-	Name      string
+	Name string
+	// ClockRate is the RTP clock rate in Hz (8000 for G.722, RFC 3551
+	// section 4.5.2).
 	ClockRate uint32
 	// Channels is the encoding parameter of audio codecs; 0 when absent,
 	// which means one.
@@ -69,8 +72,8 @@ func (c Codec) baseKey() string {
 }
 
 // refs returns the payload types a retransmission or redundancy format
-// refers to (rtx apt=, RFC 4588 section 8.6; red "pt/pt", RFC 2198
-// section 5), and whether c is such a format with readable references.
+// refers to (rtx "apt=pt", RFC 4588; red "pt/pt", RFC 2198), and whether
+// c is such a format with readable references.
 func (c Codec) refs() ([]uint8, bool) {
 	switch {
 	case c.Is(nameRTX):
@@ -224,9 +227,8 @@ func (p Policy) Allows(name string) bool {
 
 // Filter returns the codecs of offered the policy accepts, in the offerer's
 // order and numbering. Telephone-event and CN are kept only at the clock
-// rate of a kept media codec (RFC 4733 section 7.1.1 ties the event clock
-// to the audio clock); red and rtx only when the codecs they protect are
-// kept.
+// rate of a kept media codec (events share the audio stream's clock,
+// RFC 4733); red and rtx only when the codecs they protect are kept.
 func (p Policy) Filter(offered []Codec) []Codec {
 	rates := map[uint32]bool{}
 	kept := map[uint8]bool{}

@@ -65,7 +65,7 @@ type Media struct {
 	// Mid is a=mid (RFC 5888).
 	Mid string
 	// BundleOnly is a=bundle-only: port 0 but carried on the BUNDLE
-	// transport (RFC 8843 section 6).
+	// transport (RFC 8843).
 	BundleOnly bool
 	// ICE holds the credentials and options for this section.
 	ICE ICE
@@ -287,14 +287,18 @@ func parseDirection(attr string) (Direction, bool) {
 
 // ICE holds a section's ICE credentials and options (RFC 8839 section 5.4).
 type ICE struct {
+	// Ufrag is a=ice-ufrag.
 	Ufrag string
-	Pwd   string
+	// Pwd is a=ice-pwd.
+	Pwd string
 	// Options are the a=ice-options tokens, e.g. "trickle".
 	Options []string
 }
 
 // SSRC is one RTP source a section announces with a=ssrc (RFC 5576).
 type SSRC struct {
-	ID    uint32
+	// ID is the synchronization source identifier.
+	ID uint32
+	// CNAME is the source's canonical name (RFC 3550 section 6.5.1).
 	CNAME string
 }

@@ -14,7 +14,8 @@ import (
 // address to stay the same for the whole dialog, and the version to go up
 // by one whenever the description changes (and only then: a re-sent,
 // unchanged description keeps its version). The zero value is ready to use:
-// the first build picks a random session id and Strait's address.
+// the first build picks a random session id and Strait's address. A build
+// counts as sent: build again only what is sent, or the version skips.
 type Origin struct {
 	// Username is "-" unless set.
 	Username string

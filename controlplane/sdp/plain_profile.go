@@ -11,9 +11,9 @@ const (
 )
 
 // defaultPtime is the packet duration Strait announces for audio when the
-// source named none: what browsers and most PBXs send (RFC 3551 section 4.5
-// recommends 20 ms for G.711 and G.722), since the dataplane relays packets
-// as they come and cannot repacketise.
+// source named none: what browsers and most PBXs send (RFC 3551 section 4.2
+// makes 20 ms the default packetization), since the dataplane relays
+// packets as they come and cannot repacketise.
 const defaultPtime = 20
 
 // LocalPlain is Strait's side of one stream of a plain leg, from the
@@ -70,7 +70,7 @@ func (l LocalPlain) media(s Stream, proto string, cryptoTag int) Media {
 	}
 	switch {
 	case l.RTCPMux:
-		// RFC 5761 section 5.1.3: name the RTP port in a=rtcp too, for
+		// RFC 5761 section 5.1.1: name the RTP port in a=rtcp too, for
 		// peers that ignore a=rtcp-mux.
 		m.RTCPMux, m.RTCPPort = true, m.Port
 	case l.RTCP.IsValid() && (l.RTCP.Addr() != l.RTP.Addr() || l.RTCP.Port() != l.RTP.Port()+1):

@@ -1,6 +1,9 @@
 package sdp
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // Stream is one m-line as Strait describes it on a leg, whatever the
 // profile: what to carry, not how. [OfferStreams], [AnswerStreams] and
@@ -88,7 +91,7 @@ func OfferStreams(d *Description, p Policy) ([]Stream, error) {
 //
 // Each stream takes the codecs of offer that far also has, numbered as
 // offer numbers them, in far's order with Opus first ([AnswerCodecs]), and
-// far's ptime. Its direction is far's, narrowed to what offer allows
+// far's ptime (offer's when far names none). Its direction is far's, narrowed to what offer allows
 // (RFC 3264 section 6.1): an offer to send only is answered recvonly or
 // inactive. A section far rejected, or offer cannot have carried, is
 // rejected.
@@ -111,8 +114,8 @@ func AnswerStreams(offer, far *Description) ([]Stream, error) {
 		s := Stream{
 			Kind:      om.Kind,
 			Direction: fm.Direction.And(om.Direction.Reverse()),
-			Ptime:     fm.Ptime,
-			MaxPtime:  fm.MaxPtime,
+			Ptime:     cmp.Or(fm.Ptime, om.Ptime),
+			MaxPtime:  cmp.Or(fm.MaxPtime, om.MaxPtime),
 			media:     om.Type,
 			proto:     om.Proto,
 			formats:   slices.Clone(om.Formats),

@@ -159,9 +159,15 @@ func withDefaultFmtp(c Codec) Codec {
 // transport, for the dataplane's WebRTCSpec: remote ICE credentials,
 // certificate fingerprint, and the setup that decides the DTLS roles.
 type RemoteWebRTC struct {
-	ICE         ICE
+	// ICE holds the peer's credentials (WebRTCSpec.remote_ufrag and
+	// remote_pwd).
+	ICE ICE
+	// Fingerprint is the peer's certificate fingerprint
+	// (WebRTCSpec.remote_fingerprint).
 	Fingerprint Fingerprint
-	Setup       Setup
+	// Setup is the peer's a=setup; see [DTLSRoleForOffer] and
+	// [DTLSRoleFromAnswer] for Strait's role (WebRTCSpec.dtls_role).
+	Setup Setup
 }
 
 // RemoteWebRTC returns the peer's transport parameters, taken from the
@@ -227,10 +233,11 @@ func ICERestart(prev, next *Description) bool {
 // a=setup:actpass (RFC 8842 section 5.2), rtcp-mux, mids "0", "1", ... by
 // m-line index (stable across re-offers), and a BUNDLE group of every
 // accepted stream on one port. Payload types that would repeat across
-// bundled m-lines are renumbered (RFC 8843 section 9.1 wants them to
+// bundled m-lines are renumbered (RFC 8843 wants a payload type to
 // identify one codec across the bundle, and the dataplane demultiplexes by
-// them); the returned description's codecs are the ones to give the
-// dataplane. A rejected stream is written with port 0, and one that is not
+// it); the returned description's codecs are the ones to give the
+// dataplane. No a=ice-options is written: Strait lists all its candidates
+// at once and has none to trickle. A rejected stream is written with port 0, and one that is not
 // audio or video as a rejected data channel, which every browser parses.
 func WebRTCOffer(o *Origin, streams []Stream, local LocalWebRTC) (*Description, error) {
 	if err := local.validate(); err != nil {
