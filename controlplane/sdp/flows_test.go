@@ -528,3 +528,22 @@ func TestTopologyHiding(t *testing.T) {
 	}
 	wantAbsent(t, marshal(t, wo2), pbxSecrets...)
 }
+
+// Toward a browser Opus goes first when the far end offered it.
+func TestWebRTCOfferOpusFirst(t *testing.T) {
+	po := mustParse(t, []byte(strings.Replace(string(mustRead(t, "asterisk_offer.sdp")),
+		"RTP/AVP 0 8 101\r\n", "RTP/AVP 0 8 107 101\r\na=rtpmap:107 opus/48000/2\r\n", 1)))
+	streams, err := OfferStreams(po, WebRTCPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := brief(streams[0].Codecs); got[0] != "0 PCMU/8000" {
+		t.Errorf("OfferStreams reordered: %q", got)
+	}
+	var o Origin
+	wo, err := WebRTCOffer(&o, streams, localWebRTC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, marshal(t, wo), "m=audio 3478 UDP/TLS/RTP/SAVPF 107 0 8 101", "a=fmtp:107 minptime=10;useinbandfec=1")
+}

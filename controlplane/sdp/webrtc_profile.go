@@ -126,20 +126,31 @@ const (
 	fmtpOpus = "minptime=10;useinbandfec=1"
 )
 
+// webrtcCodecs returns a stream's codecs as a browser gets them: Opus
+// first, rtcp-fb limited to webrtcFeedback on video, default fmtp filled in.
 func webrtcCodecs(s Stream) []Codec {
-	out := make([]Codec, len(s.Codecs))
-	for i, c := range s.Codecs {
-		c = withDefaultFmtp(c.clone())
+	out := make([]Codec, 0, len(s.Codecs))
+	for _, c := range s.Codecs {
+		fb := c.RTCPFeedback
 		c.RTCPFeedback = nil
 		if s.Kind == KindVideo {
-			for _, fb := range s.Codecs[i].RTCPFeedback {
-				if slices.Contains(webrtcFeedback, fb) {
-					c.RTCPFeedback = append(c.RTCPFeedback, fb)
+			for _, f := range fb {
+				if slices.Contains(webrtcFeedback, f) {
+					c.RTCPFeedback = append(c.RTCPFeedback, f)
 				}
 			}
 		}
-		out[i] = c
+		out = append(out, withDefaultFmtp(c))
 	}
+	slices.SortStableFunc(out, func(a, b Codec) int {
+		switch {
+		case a.Is(nameOpus) && !b.Is(nameOpus):
+			return -1
+		case b.Is(nameOpus) && !a.Is(nameOpus):
+			return 1
+		}
+		return 0
+	})
 	return out
 }
 
@@ -232,7 +243,8 @@ func ICERestart(prev, next *Description) bool {
 // a=ice-lite, Strait's credentials, fingerprint and host candidates,
 // a=setup:actpass (RFC 8842 section 5.2), rtcp-mux, mids "0", "1", ... by
 // m-line index (stable across re-offers), and a BUNDLE group of every
-// accepted stream on one port. Payload types that would repeat across
+// accepted stream on one port. Opus, when a stream has it, goes first:
+// the far end has it too, and it is what browsers do best. Payload types that would repeat across
 // bundled m-lines are renumbered (RFC 8843 wants a payload type to
 // identify one codec across the bundle, and the dataplane demultiplexes by
 // it); the returned description's codecs are the ones to give the
