@@ -61,8 +61,9 @@ func Parse(b []byte) (*Description, error) {
 		var err error
 		switch a.Key {
 		case "group":
-			if f := strings.Fields(a.Value); len(f) > 0 && f[0] == "BUNDLE" && d.Bundle == nil {
-				d.Bundle = append([]string{}, f[1:]...)
+			// Only the first BUNDLE group counts: a leg has one transport.
+			if f := strings.Fields(a.Value); len(f) > 1 && f[0] == "BUNDLE" && d.Bundle == nil {
+				d.Bundle = f[1:]
 			}
 		case "ice-lite":
 			d.ICELite = true

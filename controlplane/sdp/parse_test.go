@@ -298,3 +298,43 @@ func TestMarshalRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCrypto(t *testing.T) {
+	key30 := "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz" // 30 bytes
+	tests := []struct {
+		in        string
+		want      Crypto
+		supported bool
+	}{
+		{"1 AES_CM_128_HMAC_SHA1_80 inline:" + key30,
+			Crypto{Tag: 1, Suite: "AES_CM_128_HMAC_SHA1_80"}, true},
+		{"2 AES_CM_128_HMAC_SHA1_32 inline:" + key30 + "|2^20|1:4",
+			Crypto{Tag: 2, Suite: "AES_CM_128_HMAC_SHA1_32", Lifetime: 1 << 20, MKI: 1, MKILength: 4}, false},
+		{"3 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + "|1:4",
+			Crypto{Tag: 3, Suite: "AES_CM_128_HMAC_SHA1_80", MKI: 1, MKILength: 4}, false},
+		{"4 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + " KDR=1 UNENCRYPTED_SRTCP",
+			Crypto{Tag: 4, Suite: "AES_CM_128_HMAC_SHA1_80", Params: []string{"KDR=1", "UNENCRYPTED_SRTCP"}}, false},
+		{"5 AES_CM_128_HMAC_SHA1_80 inline:" + key30 + ";inline:" + key30,
+			Crypto{Tag: 5, Suite: "AES_CM_128_HMAC_SHA1_80"}, true},
+		{"7 AEAD_AES_128_GCM inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw", // unpadded
+			Crypto{Tag: 7, Suite: "AEAD_AES_128_GCM"}, true},
+		{"6 SOME_FUTURE_SUITE inline:AAAA",
+			Crypto{Tag: 6, Suite: "SOME_FUTURE_SUITE"}, false},
+	}
+	for _, tt := range tests {
+		c, err := parseCrypto(tt.in)
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		supported, key := c.Supported(), c.Key
+		c.Key = nil
+		if !reflect.DeepEqual(c, tt.want) || supported != tt.supported {
+			t.Errorf("%q: %+v supported %v", tt.in, c, supported)
+		}
+		c.Key = key
+		if again, err := parseCrypto(c.String()); err != nil || !reflect.DeepEqual(again, c) {
+			t.Errorf("%q: String %q parses to %+v, %v", tt.in, c.String(), again, err)
+		}
+	}
+}
