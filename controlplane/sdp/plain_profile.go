@@ -162,7 +162,7 @@ func PlainAnswer(o *Origin, offer *Description, streams []Stream, local []LocalP
 				return nil, invalidInput("m-line %d does not offer suite %s", i, l.Crypto.Suite)
 			}
 		case l.Crypto != nil:
-			return nil, invalidInput("m-line %d is %s: no SDES key to answer with", i, om.Proto)
+			return nil, invalidInput("m-line %d is %s, which takes no SDES key", i, om.Proto)
 		}
 		if l.RTCPMux && !om.RTCPMux {
 			return nil, invalidInput("m-line %d did not offer rtcp-mux", i)
