@@ -7,6 +7,8 @@ package portalloc
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -105,3 +107,36 @@ func (a *Allocator) InUse() int {
 
 // Capacity is the number of pairs in the range.
 func (a *Allocator) Capacity() int { return len(a.used) }
+
+// ParseRange parses "first-last" or a single "port".
+func ParseRange(s string) (Range, error) {
+	var r Range
+	err := r.UnmarshalText([]byte(s))
+	return r, err
+}
+
+// UnmarshalText parses "first-last" or a single "port" (for flags and
+// configuration files).
+func (r *Range) UnmarshalText(b []byte) error {
+	s := string(b)
+	lo, hi, found := strings.Cut(s, "-")
+	if !found {
+		hi = lo
+	}
+	first, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil || first == 0 || last < first {
+		return fmt.Errorf("port range %q: want FIRST-LAST with 0 < FIRST <= LAST <= 65535", s)
+	}
+	*r = Range{First: uint16(first), Last: uint16(last)}
+	return nil
+}
+
+// MarshalText formats the range as UnmarshalText reads it; the zero range
+// is empty.
+func (r Range) MarshalText() ([]byte, error) {
+	if r == (Range{}) {
+		return nil, nil
+	}
+	return []byte(r.String()), nil
+}

@@ -98,3 +98,27 @@ func TestConcurrentAcquireIsUnique(t *testing.T) {
 		t.Fatalf("InUse %d", a.InUse())
 	}
 }
+
+func TestParseRange(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Range
+		ok   bool
+	}{
+		{"40000-49999", Range{40000, 49999}, true},
+		{"5060", Range{5060, 5060}, true},
+		{" 1 - 2 ", Range{1, 2}, true},
+		{"0-10", Range{}, false},
+		{"10-1", Range{}, false},
+		{"1-70000", Range{}, false},
+		{"x", Range{}, false},
+	} {
+		got, err := ParseRange(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseRange(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+	if b, _ := (Range{40000, 40009}).MarshalText(); string(b) != "40000-40009" {
+		t.Errorf("MarshalText = %q", b)
+	}
+}

@@ -1,0 +1,244 @@
+// Package cliconfig loads a binary's configuration the way operators expect:
+// built-in defaults, then a YAML file, then environment variables, then
+// command-line flags, each overriding the one before. One struct describes
+// it all: every field tagged `flag:"name"` is settable by the YAML key of
+// the same name with underscores, by the flag --name and by the variable
+// PREFIX_NAME (upper case, dashes as underscores).
+//
+// Supported field types: string, bool, int, uint, time.Duration, []string
+// (a repeatable flag; comma-separated in the environment; a YAML list), and
+// anything implementing encoding.TextUnmarshaler (and TextMarshaler, for
+// defaults in -help).
+package cliconfig
+
+import (
+	"encoding"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConfigFlag is the flag naming the YAML file.
+const ConfigFlag = "config"
+
+// Load fills cfg, a pointer to a struct already holding the defaults, from
+// the file named by --config (or PREFIX_CONFIG), the environment and args.
+// It returns flag.ErrHelp after printing usage for -h/-help.
+func Load(cfg any, name, prefix string, args []string, env func(string) string, usage io.Writer) error {
+	v := reflect.ValueOf(cfg)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return errors.New("cliconfig: cfg must be a pointer to a struct")
+	}
+	fields, err := collect(v.Elem())
+	if err != nil {
+		return err
+	}
+	if env == nil {
+		env = os.Getenv
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(usage)
+	configPath := fs.String(ConfigFlag, env(envName(prefix, ConfigFlag)), "YAML configuration `file` (flags and environment override it)")
+	seen := map[string]bool{}
+	for _, f := range fields {
+		set := func(s string) error {
+			if f.isList() && !seen[f.name] {
+				f.value.SetLen(0) // flags replace a list from the file or environment
+			}
+			seen[f.name] = true
+			return f.set(s)
+		}
+		if f.value.Kind() == reflect.Bool {
+			fs.BoolFunc(f.name, f.usage+f.defaultText(), set)
+		} else {
+			fs.Func(f.name, f.usage+f.defaultText(), set)
+		}
+	}
+	// The file comes first, so the config flag must be known before the
+	// other flags are applied: parse once to find it, on a scratch copy.
+	if p := findConfigFlag(args); p != "" {
+		*configPath = p
+	}
+	if *configPath != "" {
+		if err := loadFile(*configPath, v.Interface()); err != nil {
+			return err
+		}
+	}
+	for _, f := range fields {
+		if s := env(envName(prefix, f.name)); s != "" {
+			if f.isList() {
+				f.value.SetLen(0)
+				for _, part := range strings.Split(s, ",") {
+					if part = strings.TrimSpace(part); part != "" {
+						if err := f.set(part); err != nil {
+							return fmt.Errorf("%s: %w", envName(prefix, f.name), err)
+						}
+					}
+				}
+				continue
+			}
+			if err := f.set(s); err != nil {
+				return fmt.Errorf("%s: %w", envName(prefix, f.name), err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// findConfigFlag scans args for --config without applying anything else.
+func findConfigFlag(args []string) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		name := strings.TrimLeft(a, "-")
+		if len(a)-len(name) < 1 || len(a)-len(name) > 2 {
+			continue
+		}
+		if v, ok := strings.CutPrefix(name, ConfigFlag+"="); ok {
+			return v
+		}
+		if name == ConfigFlag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+func loadFile(path string, cfg any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func envName(prefix, flagName string) string {
+	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+type field struct {
+	name, usage string
+	value       reflect.Value
+}
+
+func collect(v reflect.Value) ([]*field, error) {
+	var out []*field
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name := sf.Tag.Get("flag")
+		if name == "" {
+			continue
+		}
+		f := &field{name: name, usage: sf.Tag.Get("usage"), value: v.Field(i)}
+		if !f.supported() {
+			return nil, fmt.Errorf("cliconfig: field %s has unsupported type %s", sf.Name, sf.Type)
+		}
+		if want := strings.ReplaceAll(name, "-", "_"); sf.Tag.Get("yaml") != want && sf.Tag.Get("yaml") != want+",omitempty" {
+			return nil, fmt.Errorf("cliconfig: field %s: yaml tag must be %q to match its flag", sf.Name, want)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+var (
+	durationType  = reflect.TypeFor[time.Duration]()
+	unmarshalType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	marshalType   = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+func (f *field) isList() bool {
+	return f.value.Kind() == reflect.Slice && f.value.Type().Elem().Kind() == reflect.String
+}
+
+func (f *field) supported() bool {
+	if reflect.PointerTo(f.value.Type()).Implements(unmarshalType) {
+		return true
+	}
+	switch f.value.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Uint:
+		return true
+	case reflect.Int64:
+		return f.value.Type() == durationType
+	}
+	return f.isList()
+}
+
+func (f *field) set(s string) error {
+	if u, ok := f.value.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return u.UnmarshalText([]byte(s))
+	}
+	switch f.value.Kind() {
+	case reflect.String:
+		f.value.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		f.value.SetBool(b)
+	case reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		f.value.SetInt(int64(n))
+	case reflect.Uint:
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		f.value.SetUint(n)
+	case reflect.Int64: // time.Duration
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.value.SetInt(int64(d))
+	case reflect.Slice:
+		f.value.Set(reflect.Append(f.value, reflect.ValueOf(s)))
+	}
+	return nil
+}
+
+func (f *field) defaultText() string {
+	v := f.value
+	if m, ok := v.Interface().(encoding.TextMarshaler); ok && v.Type().Implements(marshalType) {
+		if b, err := m.MarshalText(); err == nil && len(b) > 0 {
+			return fmt.Sprintf(" (default %s)", b)
+		}
+		return ""
+	}
+	if v.IsZero() {
+		return ""
+	}
+	switch v.Kind() {
+	case reflect.Slice:
+		return fmt.Sprintf(" (default %s; repeatable)", strings.Join(v.Interface().([]string), ","))
+	case reflect.Int64:
+		return fmt.Sprintf(" (default %s)", time.Duration(v.Int()))
+	}
+	return fmt.Sprintf(" (default %v)", v.Interface())
+}

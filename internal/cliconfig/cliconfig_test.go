@@ -1,0 +1,104 @@
+package cliconfig
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+type portRange struct{ lo, hi int }
+
+func (p *portRange) UnmarshalText(b []byte) error {
+	lo, hi, ok := strings.Cut(string(b), "-")
+	if !ok {
+		return errors.New("want LO-HI")
+	}
+	p.lo, p.hi = len(lo), len(hi) // enough to tell values apart
+	return nil
+}
+
+type cfg struct {
+	HTTP    string        `yaml:"http" flag:"http" usage:"listen address"`
+	Users   []string      `yaml:"user" flag:"user" usage:"NAME:PASSWORD"`
+	Workers int           `yaml:"workers" flag:"workers"`
+	Debug   bool          `yaml:"debug" flag:"debug"`
+	Timeout time.Duration `yaml:"timeout" flag:"timeout"`
+	Ports   portRange     `yaml:"ports" flag:"ports"`
+	Ignored string
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("http: file:1\nuser: [a:1, b:2]\nworkers: 3\ntimeout: 5s\nports: 1-22\n"), 0o600)
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want cfg
+	}{
+		{"defaults", nil, nil, cfg{HTTP: "def", Workers: 1}},
+		{"file", nil, []string{"--config", file}, cfg{HTTP: "file:1", Users: []string{"a:1", "b:2"}, Workers: 3, Timeout: 5 * time.Second, Ports: portRange{1, 2}}},
+		{"file from env", map[string]string{"X_CONFIG": file}, nil, cfg{HTTP: "file:1", Users: []string{"a:1", "b:2"}, Workers: 3, Timeout: 5 * time.Second, Ports: portRange{1, 2}}},
+		{"env over file", map[string]string{"X_HTTP": "env:1", "X_USER": "c:3, d:4"}, []string{"-config=" + file}, cfg{HTTP: "env:1", Users: []string{"c:3", "d:4"}, Workers: 3, Timeout: 5 * time.Second, Ports: portRange{1, 2}}},
+		{"flags over all", map[string]string{"X_HTTP": "env:1"}, []string{"--config", file, "--http", "flag:1", "--user", "e:5", "--user", "f:6", "--debug", "--ports", "333-4"}, cfg{HTTP: "flag:1", Users: []string{"e:5", "f:6"}, Workers: 3, Debug: true, Timeout: 5 * time.Second, Ports: portRange{3, 1}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cfg{HTTP: "def", Workers: 1}
+			if err := Load(&c, "x", "X", tt.args, env(tt.env), io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c, tt.want) {
+				t.Fatalf("got %+v\nwant %+v", c, tt.want)
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("htpt: typo\n"), 0o600)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown yaml key", nil, []string{"--config", bad}, "htpt"},
+		{"missing file", nil, []string{"--config", filepath.Join(dir, "nope")}, "no such file"},
+		{"bad int flag", nil, []string{"--workers", "many"}, "workers"},
+		{"bad env", map[string]string{"X_TIMEOUT": "soon"}, nil, "X_TIMEOUT"},
+		{"unknown flag", nil, []string{"--nope"}, "nope"},
+		{"stray argument", nil, []string{"stray"}, "stray"},
+		{"bad text value", nil, []string{"--ports", "x"}, "LO-HI"},
+	} {
+		var c cfg
+		err := Load(&c, "x", "X", tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", tc.name, err, tc.want)
+		}
+	}
+	var c cfg
+	if err := Load(&c, "x", "X", []string{"-h"}, env(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestTagMismatchIsAnError(t *testing.T) {
+	var c struct {
+		A string `yaml:"b" flag:"a"`
+	}
+	if err := Load(&c, "x", "X", nil, env(nil), io.Discard); err == nil {
+		t.Fatal("mismatched yaml/flag tags accepted")
+	}
+}
