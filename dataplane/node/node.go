@@ -85,6 +85,8 @@ type Node struct {
 	mu       sync.Mutex // guards watchers
 	watchers map[*watcher]struct{}
 	dropped  atomic.Uint64
+	done     chan struct{} // closed by Close
+	stopOnce sync.Once
 }
 
 var _ pb.Node = (*Node)(nil)
@@ -118,7 +120,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{})}
+	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{}), done: make(chan struct{})}
 	n.eng, err = relay.New(relay.Config{
 		Addrs:            cfg.MediaAddrs,
 		Advertised:       cfg.AdvertisedAddrs,
@@ -175,6 +177,7 @@ func (n *Node) Draining() bool { return n.draining.Load() }
 // Close deletes every session and stops the node; watchers' channels close.
 func (n *Node) Close() error {
 	err := n.eng.Close()
+	n.stopOnce.Do(func() { close(n.done) })
 	n.mu.Lock()
 	for w := range n.watchers {
 		w.close()

@@ -231,7 +231,12 @@ func TestWrongFingerprintFailsLeg(t *testing.T) {
 // would and reports whether an answer came.
 func stunCheck(t *testing.T, to netip.AddrPort, username, password string) bool {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return stunCheckFrom(t, "udp4", to, username, password)
+}
+
+func stunCheckFrom(t *testing.T, network string, to netip.AddrPort, username, password string) bool {
+	t.Helper()
+	conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to.Addr(), 0)))
 	if err != nil {
 		t.Fatal(err)
 	}

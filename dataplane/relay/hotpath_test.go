@@ -30,6 +30,10 @@ type hotPath struct {
 	sess             *Session
 	web, plain       *Leg
 	webSlot, rtpSlot *slot
+	// plainSlot is leg 0's RTP socket of a second, plain<->plain session:
+	// the baseline hop without SRTP.
+	plainSlot  *slot
+	plainPeers *Session
 	browser          netip.AddrPort // the browser's address (a sink socket)
 	pbx              netip.AddrPort // the PBX's address (a sink socket)
 	browserEnc       *srtp.Context  // what the browser encrypts with
@@ -89,7 +93,18 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 		tb.Fatal(err)
 	}
 	h := &hotPath{e: e, w: e.workers[0], sess: sess, web: sess.legs[0], plain: sess.legs[1], browser: browser, pbx: pbx, sinks: []*net.UDPConn{bs, ps}}
-	e.barrier(make([][]command, 1)) // the worker has applied the session
+	pcmuOnly := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
+	h.plainPeers, err = e.CreateSession(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmuOnly, Plain: &pb.PlainSpec{RemoteAddr: pbx.String()}}}},
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmuOnly, Plain: &pb.PlainSpec{RemoteAddr: browser.String()}}}},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Stop the worker goroutine: from here on the test is the worker and
+	// drives its per-packet functions itself.
+	h.w.poller.Close()
+	<-h.w.exited
 
 	// Keys as a DTLS handshake would have left them.
 	kl, _ := profile.KeyLen()
@@ -116,9 +131,11 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 			h.webSlot = s
 		case s.kind == sockPlain && s.stream == h.plain.streams[0] && !s.rtcp:
 			h.rtpSlot = s
+		case s.kind == sockPlain && s.stream == h.plainPeers.legs[0].streams[0] && !s.rtcp:
+			h.plainSlot = s
 		}
 	}
-	if h.webSlot == nil || h.rtpSlot == nil {
+	if h.webSlot == nil || h.rtpSlot == nil || h.plainSlot == nil {
 		tb.Fatal("session sockets not registered with the worker")
 	}
 	h.msg.Buf = make([]byte, BufferSize)
@@ -279,29 +296,14 @@ func BenchmarkRTPToSRTP(b *testing.B) {
 // (no SRTP), through the same code.
 func BenchmarkRTPToRTP(b *testing.B) {
 	h := newHotPath(b, srtp.ProtectionProfileAeadAes128Gcm)
-	// Turn the WebRTC leg's destination into a plain one by relaying
-	// PBX->PBX: an echo of the plain leg.
-	other, err := h.e.CreateSession(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{
-		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}, Plain: &pb.PlainSpec{RemoteAddr: h.pbx.String()}}}},
-		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}, Plain: &pb.PlainSpec{RemoteAddr: h.browser.String()}}}},
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var s *slot
-	for i := range h.w.slots {
-		if h.w.slots[i].stream == other.legs[0].streams[0] && !h.w.slots[i].rtcp {
-			s = &h.w.slots[i]
-		}
-	}
 	plain := rtpPacket(0, 0, 0x5eed)
 	b.ReportAllocs()
 	b.SetBytes(172)
 	for i := 0; b.Loop(); i++ {
 		binary.BigEndian.PutUint16(plain[2:], uint16(i))
-		h.deliver(s, plain, h.pbx)
+		h.deliver(h.plainSlot, plain, h.pbx)
 	}
-	if other.legs[1].ctr.packetsOut.Load() == 0 {
+	if h.plainPeers.legs[1].ctr.packetsOut.Load() == 0 {
 		b.Fatal("nothing relayed")
 	}
 }
