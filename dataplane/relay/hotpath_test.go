@@ -34,11 +34,11 @@ type hotPath struct {
 	// the baseline hop without SRTP.
 	plainSlot  *slot
 	plainPeers *Session
-	browser          netip.AddrPort // the browser's address (a sink socket)
-	pbx              netip.AddrPort // the PBX's address (a sink socket)
-	browserEnc       *srtp.Context  // what the browser encrypts with
-	msg              batchconn.Message
-	sinks            []*net.UDPConn
+	browser    netip.AddrPort // the browser's address (a sink socket)
+	pbx        netip.AddrPort // the PBX's address (a sink socket)
+	browserEnc *srtp.Context  // what the browser encrypts with
+	msg        batchconn.Message
+	sinks      []*net.UDPConn
 }
 
 var testCert = func() tls.Certificate {
