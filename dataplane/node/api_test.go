@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/strait-sbc/strait/dataplane/mediatest"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -193,4 +195,37 @@ func TestNoGoroutineLeak(t *testing.T) {
 	if n.Engine().Len() != 0 || n.Engine().PortsInUse() != 0 {
 		t.Fatalf("%d sessions, %d port pairs left", n.Engine().Len(), n.Engine().PortsInUse())
 	}
+}
+
+// FuzzAPI feeds arbitrary create and update requests (protobuf from the
+// wire, as a gRPC client sends them) to a node: errors are fine, panics and
+// leaks are not.
+func FuzzAPI(f *testing.F) {
+	n := newTestNode(f, nil)
+	seed, _ := proto.Marshal(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{webSpec(), plainSpec("127.0.0.1:5004")}})
+	f.Add(seed, seed)
+	f.Add([]byte{}, []byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, create, update []byte) {
+		var cr pb.CreateSessionRequest
+		if proto.Unmarshal(create, &cr) != nil {
+			return
+		}
+		cr.Id = ""
+		s, err := n.CreateSession(context.Background(), &cr)
+		if err != nil {
+			return
+		}
+		var ur pb.UpdateSessionRequest
+		if proto.Unmarshal(update, &ur) == nil {
+			ur.Id = s.Id
+			n.UpdateSession(context.Background(), &ur)
+		}
+		n.GetSession(context.Background(), s.Id)
+		if _, err := n.DeleteSession(context.Background(), &pb.DeleteSessionRequest{Id: s.Id}); err != nil {
+			t.Fatal(err)
+		}
+		if n.Engine().Len() != 0 || n.Engine().PortsInUse() != 0 {
+			t.Fatalf("leaked: %d sessions, %d port pairs", n.Engine().Len(), n.Engine().PortsInUse())
+		}
+	})
 }

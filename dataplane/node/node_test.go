@@ -18,7 +18,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 
 // newTestNode starts a node on loopback with port ranges of its own (tests
 // of several packages run at once, so fixed ports would collide).
-func newTestNode(t *testing.T, mutate func(*Config)) *Node {
+func newTestNode(t testing.TB, mutate func(*Config)) *Node {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {

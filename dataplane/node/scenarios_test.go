@@ -380,3 +380,52 @@ func TestMediaTimeoutEventAndDeleteFreesPorts(t *testing.T) {
 		t.Fatal("deleted session still listed")
 	}
 }
+
+// TestICERestart: the browser restarts ICE (new credentials); the node
+// takes the new remote credentials, issues new local ones, keeps the DTLS
+// association, and media continues.
+func TestICERestart(t *testing.T) {
+	n := newTestNode(t, nil)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	c.BrowserToPlain("before", 3)
+	oldUfrag := c.Sess.Legs[0].LocalUfrag
+	if err := c.Browser.RestartICE(); err != nil {
+		t.Fatal(err)
+	}
+	specs := []*pb.LegSpec{mediatest.WebRTCLeg(c.Browser, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(c.Plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
+	s, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs, IceRestart: []bool{true, false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Legs[0].LocalUfrag == oldUfrag || s.Legs[0].LocalPwd == c.Sess.Legs[0].LocalPwd {
+		t.Fatal("ICE restart kept the old local credentials")
+	}
+	c.Sess = s
+	if err := c.Browser.Accept(mediatest.AnswerSDP(s.Legs[0], mediatest.BrowserAudio, "active", c.Browser.MID)); err != nil {
+		t.Fatal(err)
+	}
+	// Checks with the new credentials are answered...
+	waitCounter(t, n, s.Id, 0, func(lc *pb.LegCounters) bool { return lc.StunIn > c.Sess.Legs[0].Counters.GetStunIn()+1 }, "checks with new credentials")
+	c.BrowserToPlain("after", 3)
+	c.PlainToBrowser("after-back", 200, 3)
+	if got, _ := n.GetSession(ctx(t), s.Id); got.Legs[0].State != pb.LegState_LEG_STATE_CONNECTED {
+		t.Fatalf("leg state %v after ICE restart", got.Legs[0].State)
+	}
+}
+
+// TestUnknownPayloadTypeDropped: media in a payload type the leg did not
+// negotiate is dropped and counted, not relayed.
+func TestUnknownPayloadTypeDropped(t *testing.T) {
+	n := newTestNode(t, nil)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	for i := 0; i < 3; i++ {
+		c.Browser.Send(8, c.BSeq, 0, false, []byte("pcma is not negotiated"))
+		c.BSeq++
+	}
+	waitCounter(t, n, c.Sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropUnknownPt == 3 }, "drop_unknown_pt")
+	c.Plain.SendRTP(c.PlainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 18, SequenceNumber: 1, SSRC: 0x5eed}, Payload: []byte("g729")})
+	waitCounter(t, n, c.Sess.Id, 1, func(lc *pb.LegCounters) bool { return lc.DropUnknownPt == 1 }, "drop_unknown_pt on the plain leg")
+	if s, _ := n.GetSession(ctx(t), c.Sess.Id); s.Legs[1].Counters.PacketsOut != 0 || s.Legs[0].Counters.PacketsOut != 0 {
+		t.Fatalf("unknown payload types were relayed: %v %v", s.Legs[0].Counters, s.Legs[1].Counters)
+	}
+}
