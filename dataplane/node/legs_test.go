@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,4 +209,29 @@ func TestIPv6(t *testing.T) {
 	if !stunCheckFrom(t, "udp6", netip.MustParseAddrPort(web.Legs[0].Streams[0].LocalAddr), "strait:peer", "abcdefghijklmnopqrstuvwxyz") {
 		t.Fatal("ICE check over IPv6 not answered")
 	}
+}
+
+// TestDTLSLingerReleasesHandshakeState: once the linger after a handshake
+// is over, the leg's handshake goroutine (and pion's behind it) is gone,
+// the keys stay, and media keeps flowing both ways.
+func TestDTLSLingerReleasesHandshakeState(t *testing.T) {
+	n := newTestNode(t, func(c *Config) { c.DTLSLinger = 300 * time.Millisecond })
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	if got := countStacks("relay.(*Engine).runDTLS"); got != 1 {
+		t.Fatalf("%d handshake goroutines during the linger, want 1", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for countStacks("relay.(*Engine).runDTLS") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the handshake goroutine outlived the linger")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.BrowserToPlain("after-linger", 5)
+	c.PlainToBrowser("after-linger-back", 10, 5)
+}
+
+func countStacks(fn string) int {
+	buf := make([]byte, 4<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), fn)
 }

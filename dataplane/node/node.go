@@ -61,6 +61,9 @@ type Config struct {
 	MediaTimeout time.Duration
 	// DTLSTimeout bounds handshakes (default 30 s).
 	DTLSTimeout time.Duration
+	// DTLSLinger is how long a completed DTLS association is kept for the
+	// peer's retransmissions before its state is released (default 30 s).
+	DTLSLinger time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 	// Logger; nil is slog.Default().
@@ -134,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 		Fingerprint:      n.fingerprint,
 		MaxSessions:      cfg.MaxSessions,
 		DTLSTimeout:      cfg.DTLSTimeout,
+		DTLSLinger:       cfg.DTLSLinger,
 		Observer:         n,
 		Now:              cfg.Now,
 		Logger:           cfg.Logger,
