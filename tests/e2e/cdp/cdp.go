@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -41,6 +42,9 @@ type Options struct {
 	UserDataDir string
 	// Output, if not nil, receives Chromium's stdout and stderr.
 	Output io.Writer
+	// SysProcAttr, if not nil, is given to the process (for example
+	// Pdeathsig, so that the browser dies with the test).
+	SysProcAttr *syscall.SysProcAttr
 }
 
 // Browser is a running Chromium. Its methods are safe for concurrent use.
@@ -92,6 +96,7 @@ func Launch(ctx context.Context, opt Options) (*Browser, error) {
 	cmd := exec.CommandContext(ctx, opt.Path, args...)
 	cmd.ExtraFiles = []*os.File{toChrome, fromChrome} // fds 3 and 4
 	cmd.Stdout, cmd.Stderr = opt.Output, opt.Output
+	cmd.SysProcAttr = opt.SysProcAttr
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Start()
 	toChrome.Close()
