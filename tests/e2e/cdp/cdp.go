@@ -373,14 +373,7 @@ func (p *Page) event(method string, params json.RawMessage) {
 		if json.Unmarshal(params, &e) != nil {
 			return
 		}
-		var buf bytes.Buffer
-		for i, a := range e.Args {
-			if i > 0 {
-				buf.WriteByte(' ')
-			}
-			buf.WriteString(a.String())
-		}
-		l = Log{Level: e.Type, Text: buf.String()}
+		l = Log{Level: e.Type, Text: formatConsole(e.Args)}
 	case "Runtime.exceptionThrown":
 		var e struct {
 			Details exceptionDetails `json:"exceptionDetails"`
@@ -413,6 +406,48 @@ func (p *Page) event(method string, params json.RawMessage) {
 	if f != nil {
 		f(l)
 	}
+}
+
+// formatConsole renders console arguments as the console would: a first
+// string argument is a format whose %s, %d, %i, %f, %o and %O take the next
+// arguments and whose %c (CSS) drops one; the rest are appended.
+func formatConsole(args []remoteObject) string {
+	var buf bytes.Buffer
+	rest := args
+	if len(args) > 0 && args[0].Type == "string" {
+		format := args[0].String()
+		rest = args[1:]
+		for i := 0; i < len(format); i++ {
+			if format[i] != '%' || i+1 == len(format) {
+				buf.WriteByte(format[i])
+				continue
+			}
+			i++
+			switch format[i] {
+			case 'c':
+				if len(rest) > 0 {
+					rest = rest[1:]
+				}
+			case 's', 'd', 'i', 'f', 'o', 'O':
+				if len(rest) > 0 {
+					buf.WriteString(rest[0].String())
+					rest = rest[1:]
+				}
+			case '%':
+				buf.WriteByte('%')
+			default:
+				buf.WriteByte('%')
+				buf.WriteByte(format[i])
+			}
+		}
+	}
+	for _, a := range rest {
+		if buf.Len() > 0 {
+			buf.WriteByte(' ')
+		}
+		buf.WriteString(a.String())
+	}
+	return buf.String()
 }
 
 // Navigate loads url and waits until the document and its scripts are

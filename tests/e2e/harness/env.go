@@ -187,7 +187,7 @@ func (e *Env) report() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "artifacts of the failed test are kept in %s", e.dir)
 	for _, ent := range entries {
-		if ent.IsDir() || strings.HasSuffix(ent.Name(), ".png") || strings.HasSuffix(ent.Name(), ".wav") || strings.HasSuffix(ent.Name(), ".al") {
+		if ent.IsDir() || !quoted(ent.Name()) {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join(e.dir, ent.Name()))
@@ -197,6 +197,17 @@ func (e *Env) report() {
 		fmt.Fprintf(&b, "\n===== %s (tail)\n%s", ent.Name(), lastLines(string(data), 40))
 	}
 	e.t.Log(b.String())
+}
+
+// quoted reports whether report prints the tail of an artifact: text that
+// says what went wrong. Chromium's own log is mostly noise about D-Bus and
+// sound cards in a container; it stays on disk with the rest.
+func quoted(name string) bool {
+	switch filepath.Ext(name) {
+	case ".png", ".wav", ".al":
+		return false
+	}
+	return name != "chromium.log"
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

@@ -14,6 +14,11 @@
 
 const log = document.getElementById('log');
 
+// The fake microphone's tone goes out unprocessed: echo cancellation would
+// take the echoed tone for acoustic echo and cut it, and gain control would
+// make levels drift between runs.
+const MEDIA = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false };
+
 class TestClient {
   state = { ws: 'disconnected', registered: false, registration: '', call: 'idle', cause: '', code: 0, incoming: 0, held: false };
   events = [];
@@ -97,26 +102,27 @@ class TestClient {
   call(target, { codecs = null } = {}) {
     this.codecs = codecs;
     this.ev('call', target);
-    this.#ua.call(target, { mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] } });
+    this.#ua.call(target, { mediaConstraints: MEDIA, pcConfig: { iceServers: [] } });
   }
 
   answer() {
-    this.#session.answer({ mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] } });
+    this.#session.answer({ mediaConstraints: MEDIA, pcConfig: { iceServers: [] } });
   }
 
   hangup() { if (this.#session && !this.#session.isEnded()) this.#session.terminate(); }
 
-  #reinvite(method, event) {
-    const s = this.#session;
+  // hold and unhold resolve when the re-INVITE's answer is in (JsSIP's
+  // own 'hold' event fires when it is sent).
+  #reinvite(method) {
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no ${event} within 10 s`)), 10000);
-      s.once(event, () => { clearTimeout(t); resolve(); });
-      if (!s[method]({ useUpdate: false })) { clearTimeout(t); reject(new Error(`${method} refused in state ${this.state.call}`)); }
+      const t = setTimeout(() => reject(new Error(`${method}: no answer to the re-INVITE within 10 s`)), 10000);
+      const done = () => { clearTimeout(t); this.ev(`${method} done`); resolve(); };
+      if (!this.#session[method]({ useUpdate: false }, done)) { clearTimeout(t); reject(new Error(`${method} refused in state ${this.state.call}`)); }
     });
   }
 
-  hold() { return this.#reinvite('hold', 'hold'); }
-  unhold() { return this.#reinvite('unhold', 'unhold'); }
+  hold() { return this.#reinvite('hold'); }
+  unhold() { return this.#reinvite('unhold'); }
 
   dtmf(digits, transport = 'RFC2833') {
     this.#session.sendDTMF(digits, { transportType: transport, duration: 160, interToneGap: 100 });
