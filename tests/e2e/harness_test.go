@@ -46,6 +46,13 @@ func TestHarnessSipp(t *testing.T) {
 	hold := e.StartSipp(harness.SippConfig{Scenario: "uac_reinvite.xml", Remote: uas.Addr(), Service: "echo"})
 	e.Step("hold and resume re-INVITEs answered recvonly then sendrecv", 20*time.Second, hold.Wait)
 	e.Step("uas_echo saw both calls through", 10*time.Second, uas.Wait)
+	e.Step("sipp's message trace shows the re-INVITEs", time.Second, func(context.Context) error {
+		inv := invites(uas)
+		if len(inv) != 4 || !strings.Contains(inv[2], "a=sendonly") {
+			return fmt.Errorf("uas_echo received %d INVITEs, want 4 with the third on hold", len(inv))
+		}
+		return nil
+	})
 }
 
 // TestHarnessJsSIP runs the JsSIP test page in Chromium against the

@@ -22,6 +22,9 @@ type SippConfig struct {
 	Remote string
 	// Service is the user part of the Request-URI a UAC calls (-s).
 	Service string
+	// Port is sipp's SIP port; 0 picks a free one. A fixed port lets one
+	// strait (whose --upstream names it) meet several sipp runs in turn.
+	Port int
 	// TCP selects SIP over TCP (one connection per sipp, -t t1); UDP by default.
 	TCP bool
 	// Calls is the number of calls before sipp exits (-m); default 1.
@@ -67,7 +70,10 @@ func (e *Env) StartSipp(cfg SippConfig) *Sipp {
 	if err := os.WriteFile(filepath.Join(dir, "tone.al"), toneALaw(4), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	s := &Sipp{Port: FreePort(e.t), MediaPort: freeMediaPort(e.t), dir: dir}
+	s := &Sipp{Port: cfg.Port, MediaPort: freeMediaPort(e.t), dir: dir}
+	if s.Port == 0 {
+		s.Port = FreePort(e.t)
+	}
 	if cfg.Calls == 0 {
 		cfg.Calls = 1
 	}
