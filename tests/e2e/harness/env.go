@@ -131,6 +131,9 @@ func check(r Requirement) (why string, always bool) {
 // ChromiumPath returns the Chromium binary: STRAIT_E2E_CHROMIUM, or chromium in PATH.
 func ChromiumPath() (string, error) {
 	if p := os.Getenv(envChromium); p != "" {
+		if _, err := exec.LookPath(p); err != nil {
+			return "", fmt.Errorf("%s=%s: %v", envChromium, p, err)
+		}
 		return p, nil
 	}
 	p, err := exec.LookPath("chromium")
