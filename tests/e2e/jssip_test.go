@@ -87,22 +87,22 @@ func audioArrives(e *harness.Env, p *harness.Page, what string) {
 	})
 }
 
-// baseline scrapes strait's metrics before the calls, for WaitIdle.
-func baseline(e *harness.Env, s *harness.Strait) harness.Metrics {
+// baseline records what strait holds before the calls, for idle.
+func baseline(e *harness.Env, s *harness.Strait) harness.Baseline {
 	e.T().Helper()
-	var m harness.Metrics
-	e.Step("metrics baseline", 5*time.Second, func(ctx context.Context) (err error) {
-		m, err = s.Metrics(ctx)
+	var b harness.Baseline
+	e.Step("baseline (metrics, media sockets)", 5*time.Second, func(ctx context.Context) (err error) {
+		b, err = s.Baseline(ctx)
 		if err == nil {
-			e.T().Logf("gauges checked for leaks: %s", strings.Join(m.HeldGauges(), ", "))
+			e.T().Logf("gauges checked for leaks: %s; %d media sockets bound", strings.Join(b.HeldGauges(), ", "), b.MediaSockets)
 		}
 		return err
 	})
-	return m
+	return b
 }
 
 // idle checks that strait let go of everything the calls held.
-func idle(e *harness.Env, s *harness.Strait, base harness.Metrics) {
+func idle(e *harness.Env, s *harness.Strait, base harness.Baseline) {
 	e.T().Helper()
 	e.Step("nothing left behind (API and metrics)", 15*time.Second, func(ctx context.Context) error {
 		return s.WaitIdle(ctx, base)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,13 +23,30 @@ func TestWebPhone(t *testing.T) {
 	})
 	t.Run("trunk to sipp", func(t *testing.T) {
 		e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedSipp)
-		c := capture(e)
+		c := capture(e, pbxEventPT)
 		pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_echo.xml", RTPEcho: true})
 		s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr())})
 		p := openWebPhone(e, s)
 		base := baseline(e, s)
 		dialAndConnect(e, p, "1000")
 		pbxMedia(e, c, pbx.MediaPort, pbx.MediaPort, minPackets)
+		e.Step("keypad DTMF reaches the PBX as telephone-event", 10*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `phone.dtmf("7")`, nil); err != nil {
+				return err
+			}
+			if c == nil {
+				return nil
+			}
+			for harness.DTMFDigits(c.Port(pbx.MediaPort).Events) != "7" {
+				select {
+				case <-ctx.Done():
+					got := c.Port(pbx.MediaPort)
+					return fmt.Errorf("PBX got events %q (payload types %v), want 7 at payload type %d", harness.DTMFDigits(got.Events), got.RTP, pbxEventPT)
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return nil
+		})
 		webPhoneHangsUp(e, p)
 		e.Step("the PBX got the BYE", 10*time.Second, pbx.Wait)
 		idle(e, s, base)

@@ -3,11 +3,11 @@ package harness
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -185,20 +185,20 @@ func (e *Env) report() {
 		}
 		return
 	}
-	entries, _ := os.ReadDir(e.dir)
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	var b strings.Builder
 	fmt.Fprintf(&b, "artifacts of the failed test are kept in %s", e.dir)
-	for _, ent := range entries {
-		if ent.IsDir() || !quoted(ent.Name()) {
-			continue
+	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !quoted(d.Name()) {
+			return nil
 		}
-		data, err := os.ReadFile(filepath.Join(e.dir, ent.Name()))
+		data, err := os.ReadFile(path)
 		if err != nil || len(data) == 0 {
-			continue
+			return nil
 		}
-		fmt.Fprintf(&b, "\n===== %s (tail)\n%s", ent.Name(), lastLines(string(data), 40))
-	}
+		rel, _ := filepath.Rel(e.dir, path)
+		fmt.Fprintf(&b, "\n===== %s (tail)\n%s", rel, lastLines(string(data), 40))
+		return nil
+	})
 	e.t.Log(b.String())
 }
 
@@ -207,7 +207,7 @@ func (e *Env) report() {
 // sound cards in a container; it stays on disk with the rest.
 func quoted(name string) bool {
 	switch filepath.Ext(name) {
-	case ".png", ".wav", ".al":
+	case ".png", ".wav", ".al", ".csv":
 		return false
 	}
 	return name != "chromium.log"

@@ -177,7 +177,12 @@ func (s *Strait) Metrics(ctx context.Context) (Metrics, error) {
 		return Metrics{}, fmt.Errorf("GET /metrics: %s", res.Status)
 	}
 	m := Metrics{Values: map[string]float64{}, Types: map[string]string{}}
-	sc := bufio.NewScanner(res.Body)
+	return m, parseMetrics(res.Body, &m)
+}
+
+// parseMetrics reads the Prometheus text format into m.
+func parseMetrics(r io.Reader, m *Metrics) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -188,19 +193,22 @@ func (s *Strait) Metrics(ctx context.Context) (Metrics, error) {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
+		// name{labels} value [timestamp]; label values may hold spaces.
+		series, rest := line, ""
+		if i := strings.LastIndexByte(line, '}'); i >= 0 {
+			series, rest = line[:i+1], line[i+1:]
+		} else if name, after, ok := strings.Cut(line, " "); ok {
+			series, rest = name, after
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
 			continue
 		}
-		series, val := line[:i], line[i+1:]
-		if j := strings.LastIndexByte(series, ' '); j >= 0 && !strings.Contains(series[j:], "}") {
-			series, val = series[:j], series[j+1:] // "name value timestamp"
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
 			m.Values[series] = v
 		}
 	}
-	return m, sc.Err()
+	return sc.Err()
 }
 
 // Sum adds up every series of the metric name.
@@ -222,18 +230,41 @@ var heldGauges = regexp.MustCompile(`^strait_\w*(dialog|session|leg|call|transac
 // notHeld excludes gauges about capacity or configuration from heldGauges.
 var notHeld = regexp.MustCompile(`(available|capacity|free|limit|max|total|config|info|start)`)
 
-// goroutineSlack is how many more goroutines an idle strait may run than at
-// the baseline: timers and idle HTTP connections come and go.
-const goroutineSlack = 10
+// Slack for counts that move on their own in an idle strait: timers and
+// idle HTTP connections come and go.
+const (
+	goroutineSlack = 10
+	fdSlack        = 5
+)
 
-// WaitIdle waits until strait holds nothing more than at baseline (a
-// Metrics taken before the calls): no call listed by the API, every gauge
-// matched by heldGauges back at or below its baseline value, and goroutines
-// within goroutineSlack of the baseline. The error names what was left.
-func (s *Strait) WaitIdle(ctx context.Context, baseline Metrics) error {
+// Baseline is what strait holds before a test's calls, for WaitIdle.
+type Baseline struct {
+	Metrics
+	// MediaSockets is the number of UDP sockets bound in strait's RTP and
+	// WebRTC port ranges (some may be bound for good, e.g. shared WebRTC ports).
+	MediaSockets int
+}
+
+// Baseline scrapes /metrics and counts the media sockets.
+func (s *Strait) Baseline(ctx context.Context) (Baseline, error) {
+	m, err := s.Metrics(ctx)
+	if err != nil {
+		return Baseline{}, err
+	}
+	n, err := s.mediaSockets()
+	return Baseline{Metrics: m, MediaSockets: n}, err
+}
+
+// WaitIdle waits until strait holds nothing more than at base: no call
+// listed by the API, every gauge matched by heldGauges back at or below its
+// baseline value, no more UDP sockets bound in its media port ranges (read
+// from /proc/net/udp, so it holds whatever strait's metrics say), and
+// goroutines and open files (when exported) within a small slack of the
+// baseline. The error names what was left.
+func (s *Strait) WaitIdle(ctx context.Context, base Baseline) error {
 	var last error
 	for {
-		last = s.idle(ctx, baseline)
+		last = s.idle(ctx, base)
 		if last == nil {
 			return nil
 		}
@@ -245,7 +276,7 @@ func (s *Strait) WaitIdle(ctx context.Context, baseline Metrics) error {
 	}
 }
 
-func (s *Strait) idle(ctx context.Context, base Metrics) error {
+func (s *Strait) idle(ctx context.Context, base Baseline) error {
 	calls, err := s.Calls(ctx)
 	if err != nil {
 		return err
@@ -259,21 +290,64 @@ func (s *Strait) idle(ctx context.Context, base Metrics) error {
 		return err
 	}
 	var left []string
-	for name, typ := range m.Types {
-		if typ != "gauge" || !heldGauges.MatchString(name) || notHeld.MatchString(name) {
-			continue
-		}
+	for _, name := range m.HeldGauges() {
 		if now, was := m.Sum(name), base.Sum(name); now > was {
 			left = append(left, fmt.Sprintf("%s=%g (was %g)", name, now, was))
 		}
 	}
-	if now, was := m.Sum("go_goroutines"), base.Sum("go_goroutines"); now > was+goroutineSlack {
-		left = append(left, fmt.Sprintf("go_goroutines=%g (was %g)", now, was))
+	for _, c := range []struct {
+		name  string
+		slack float64
+	}{{"go_goroutines", goroutineSlack}, {"process_open_fds", fdSlack}} {
+		if now, was := m.Sum(c.name), base.Sum(c.name); now > was+c.slack {
+			left = append(left, fmt.Sprintf("%s=%g (was %g)", c.name, now, was))
+		}
+	}
+	n, err := s.mediaSockets()
+	if err != nil {
+		return err
+	}
+	if n > base.MediaSockets {
+		left = append(left, fmt.Sprintf("%d UDP sockets bound in ports %s and %s (was %d)", n, s.RTPPorts, s.WebRTCPorts, base.MediaSockets))
 	}
 	if len(left) > 0 {
 		return fmt.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
 	return nil
+}
+
+// mediaSockets counts the UDP sockets bound to a port in strait's media
+// ranges, in this network namespace.
+func (s *Strait) mediaSockets() (int, error) {
+	rl, rh := splitRange(s.RTPPorts)
+	wl, wh := splitRange(s.WebRTCPorts)
+	return countUDPSockets(func(port int) bool { return port >= rl && port <= rh || port >= wl && port <= wh })
+}
+
+// countUDPSockets counts the sockets in /proc/net/udp and udp6 whose local
+// port satisfies match.
+func countUDPSockets(match func(int) bool) (int, error) {
+	n := 0
+	for _, file := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			return 0, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":") // local_address ADDR:PORT, hex
+			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil && match(int(port)) {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 // HeldGauges returns the names of the gauges WaitIdle checks, so that a
