@@ -48,6 +48,7 @@ func New(t testing.TB, needs ...Requirement) *Env {
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in short mode")
 	}
+	declareInputs()
 	var missing []string
 	for _, r := range needs {
 		if why, always := check(r); why != "" {
