@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/strait-sbc/strait/tests/e2e/harness"
@@ -85,66 +84,4 @@ func audioArrives(e *harness.Env, p *harness.Page, what string) {
 		e.T().Logf("%s: %s", p.Name, st)
 		return err
 	})
-}
-
-// baseline records what strait holds before the calls, for idle.
-func baseline(e *harness.Env, s *harness.Strait) harness.Baseline {
-	e.T().Helper()
-	var b harness.Baseline
-	e.Step("baseline (metrics, media sockets)", 5*time.Second, func(ctx context.Context) (err error) {
-		b, err = s.Baseline(ctx)
-		if err == nil {
-			e.T().Logf("gauges checked for leaks: %s; %d media sockets bound", strings.Join(b.HeldGauges(), ", "), b.MediaSockets)
-		}
-		return err
-	})
-	return b
-}
-
-// idle checks that strait let go of everything the calls held.
-func idle(e *harness.Env, s *harness.Strait, base harness.Baseline) {
-	e.T().Helper()
-	e.Step("nothing left behind (API and metrics)", 15*time.Second, func(ctx context.Context) error {
-		return s.WaitIdle(ctx, base)
-	})
-}
-
-// pbxMedia checks, by packet capture, that the PBX stand-in received at
-// least min RTP packets on ports [low, high], and returns the count.
-func pbxMedia(e *harness.Env, c *harness.Capture, low, high, min int) harness.PortCount {
-	e.T().Helper()
-	var pc harness.PortCount
-	if c == nil {
-		e.T().Logf("no packet capture: PBX-side media not checked")
-		return pc
-	}
-	e.Step("PBX side receives RTP", 10*time.Second, func(ctx context.Context) error {
-		for {
-			pc = c.Ports(low, high)
-			rtp := 0
-			for _, n := range pc.RTP {
-				rtp += n
-			}
-			if rtp >= min {
-				e.T().Logf("PBX side: %d RTP packets by payload type %v", rtp, pc.RTP)
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("PBX side got %d RTP packets (payload types %v), want %d: %w", rtp, pc.RTP, min, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	})
-	return pc
-}
-
-// capture starts packet capture, or logs why there is none.
-func capture(e *harness.Env, eventPTs ...uint8) *harness.Capture {
-	c, err := e.StartCapture(eventPTs...)
-	if err != nil {
-		e.T().Logf("%v: PBX-side media is checked only where sipp's exit status shows it", err)
-		return nil
-	}
-	return c
 }

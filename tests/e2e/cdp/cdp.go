@@ -251,8 +251,8 @@ func (b *Browser) NewPage(ctx context.Context) (*Page, error) {
 	return p, nil
 }
 
-// Close asks Chromium to quit, waits for it a few seconds, then kills it.
-// It returns nil when the browser exited.
+// Close asks Chromium to quit, waits for it a few seconds, then kills it,
+// and returns once the process is gone. Closing twice is harmless.
 func (b *Browser) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

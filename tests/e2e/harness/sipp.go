@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -127,34 +128,23 @@ func (e *Env) StartSipp(cfg SippConfig) *Sipp {
 	return s
 }
 
-// freeMediaPort returns an even port with the next three free too: sipp
-// binds media port, +1 (RTCP), +2 and +3 (video), and rtp_stream
+// freeMediaPort returns an even port with the next seven free too: sipp
+// binds the media port, +1 (RTCP), +2 and +3 (video), and rtp_stream
 // allocates from the media port upwards.
-func freeMediaPort(t interface {
-	Helper()
-	Fatal(...any)
-}) int {
+func freeMediaPort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
-		r := PortRangeFree(8)
-		if r > 0 {
-			return r
+		low, _ := splitRange(portRangeCandidate(8))
+		free := true
+		for p := low; p < low+8 && free; p++ {
+			free = udpFree(p)
+		}
+		if free {
+			return low
 		}
 	}
 	t.Fatal("no free UDP media ports for sipp")
 	return 0
-}
-
-// PortRangeFree returns the first port of n free UDP ports at a random
-// even base, or 0 if the ports it picked were not all free.
-func PortRangeFree(n int) int {
-	low, _ := splitRange(portRangeCandidate(n))
-	for p := low; p < low+n; p++ {
-		if !udpFree(p) {
-			return 0
-		}
-	}
-	return low
 }
 
 // Addr returns sipp's SIP address, host:port.
