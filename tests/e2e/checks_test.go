@@ -21,7 +21,7 @@ type mediaStats struct {
 }
 
 func (s mediaStats) String() string {
-	return fmt.Sprintf("%d packets in, %d out, energy %.4f, level %.3f, analyser %.3f",
+	return fmt.Sprintf("%d packets in, %d out, energy %.4f, audioLevel %.3f, analyser %.3f",
 		s.PacketsReceived, s.PacketsSent, s.AudioEnergy, s.AudioLevel, s.Level)
 }
 

@@ -250,7 +250,15 @@ func dialAndConnect(e *harness.Env, p *harness.Page, to string) {
 		if err := p.Eval(ctx, fmt.Sprintf(`document.getElementById("to").value = %q; document.getElementById("call").click()`, to), nil); err != nil {
 			return err
 		}
-		return p.WaitFor(ctx, `phone.state === "connected" || phone.state === "failed"`)
+		if err := p.WaitFor(ctx, `phone.state === "connected" || phone.state === "failed"`); err != nil {
+			return err
+		}
+		var st struct{ State, Reason string }
+		p.Eval(ctx, `({state: phone.state, reason: phone.reason})`, &st)
+		if st.State != "connected" {
+			return fmt.Errorf("web phone %s: %s", st.State, st.Reason)
+		}
+		return nil
 	})
 	e.Step("web phone receives audio and shows a level", 15*time.Second, func(ctx context.Context) error {
 		st, err := waitAudio(ctx, p, `Object.assign({level: phone.level}, phone.stats)`)
