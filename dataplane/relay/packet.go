@@ -352,26 +352,18 @@ func (w *worker) unprotect(l *Leg, st *Stream, buf []byte, n int, isRTCP bool) (
 // tailroom. It returns the length to send.
 func (w *worker) protectRTP(dst *Leg, dsc *streamConfig, buf []byte, n int, pt uint8) (int, bool) {
 	st := dsc.s
-	webrtc := dst.kind == pb.LegKind_LEG_KIND_WEBRTC
-	sdes := !webrtc && st.sdes.Load()
-	if !webrtc && !sdes && !dsc.rewriteSSRC {
+	if dst.kind == pb.LegKind_LEG_KIND_PLAIN && !st.sdes.Load() && !dsc.rewriteSSRC {
 		// Plain RTP toward a PBX: only the payload type changes; PBXs cope
 		// with the far side's sequence jumps themselves.
 		buf[1] = buf[1]&0x80 | pt
 		return n, true
 	}
-	dst.outMu.Lock()
-	ctx := dst.enc
-	if sdes {
-		ctx = st.enc
-	}
-	if (webrtc || sdes) && ctx == nil {
-		dst.outMu.Unlock()
-		dst.ctr.dropNotReady.Add(1)
+	ctx, ok := lockOut(dst, st)
+	if !ok {
 		return 0, false
 	}
+	defer dst.outMu.Unlock()
 	if err := st.normalise(buf[:n], pt, dsc, w.now); err != nil {
-		dst.outMu.Unlock()
 		if errors.Is(err, rewrite.ErrDuplicate) || errors.Is(err, rewrite.ErrStale) || errors.Is(err, rewrite.ErrJump) {
 			dst.ctr.dropReplay.Add(1) // a repeat, a straggler, or a jump on probation
 		} else {
@@ -379,53 +371,59 @@ func (w *worker) protectRTP(dst *Leg, dsc *streamConfig, buf []byte, n int, pt u
 		}
 		return 0, false
 	}
-	if ctx != nil {
-		out, err := ctx.EncryptRTP(buf[:0], buf[:n], &w.rtpHdr)
-		if err != nil {
-			dst.outMu.Unlock()
-			dst.ctr.dropMalformed.Add(1)
-			return 0, false
-		}
-		n = len(out)
+	if ctx == nil {
+		return n, true
 	}
-	dst.outMu.Unlock()
-	return n, true
+	out, err := ctx.EncryptRTP(buf[:0], buf[:n], &w.rtpHdr)
+	if err != nil {
+		dst.ctr.dropMalformed.Add(1)
+		return 0, false
+	}
+	return len(out), true
 }
 
 // protectRTCP translates the SSRCs an RTCP packet names for the
 // destination and encrypts it in place when the destination is SRTP.
 func (w *worker) protectRTCP(src, dst *Leg, dlc *legConfig, dsc *streamConfig, received *rewrite.StreamTable, buf []byte, n int) (int, bool) {
-	st := dsc.s
-	webrtc := dst.kind == pb.LegKind_LEG_KIND_WEBRTC
-	sdes := !webrtc && st.sdes.Load()
-	dst.outMu.Lock()
-	ctx := dst.enc
-	if sdes {
-		ctx = st.enc
-	}
-	if (webrtc || sdes) && ctx == nil {
-		dst.outMu.Unlock()
-		dst.ctr.dropNotReady.Add(1)
+	ctx, ok := lockOut(dst, dsc.s)
+	if !ok {
 		return 0, false
 	}
+	defer dst.outMu.Unlock()
 	var sent rewrite.StreamTable
 	mappings(dlc, &sent)
 	if err := rewrite.TranslateRTCP(buf[:n], &sent, received); err != nil {
-		dst.outMu.Unlock()
 		src.ctr.dropMalformed.Add(1)
 		return 0, false
 	}
-	if ctx != nil {
-		out, err := ctx.EncryptRTCP(buf[:0], buf[:n], &w.rtcpHdr)
-		if err != nil {
-			dst.outMu.Unlock()
-			dst.ctr.dropMalformed.Add(1)
-			return 0, false
-		}
-		n = len(out)
+	if ctx == nil {
+		return n, true
+	}
+	out, err := ctx.EncryptRTCP(buf[:0], buf[:n], &w.rtcpHdr)
+	if err != nil {
+		dst.ctr.dropMalformed.Add(1)
+		return 0, false
+	}
+	return len(out), true
+}
+
+// lockOut takes dst's outbound lock and returns the context that encrypts
+// what is sent on stream st: the leg's DTLS-SRTP context, the stream's SDES
+// one, or nil for plain RTP. When an SRTP destination has no keys yet it
+// counts the drop, releases the lock and reports false.
+func lockOut(dst *Leg, st *Stream) (*srtp.Context, bool) {
+	dst.outMu.Lock()
+	switch {
+	case dst.kind == pb.LegKind_LEG_KIND_WEBRTC && dst.enc != nil:
+		return dst.enc, true
+	case dst.kind == pb.LegKind_LEG_KIND_PLAIN && !st.sdes.Load():
+		return nil, true
+	case dst.kind == pb.LegKind_LEG_KIND_PLAIN && st.enc != nil:
+		return st.enc, true
 	}
 	dst.outMu.Unlock()
-	return n, true
+	dst.ctr.dropNotReady.Add(1)
+	return nil, false
 }
 
 // errSRTPReplay is the error pion/srtp wraps around a replayed packet. It

@@ -35,13 +35,8 @@ func setSDES(st *Stream, sd *pb.SDESCrypto) error {
 	l := st.leg
 	if sd == nil {
 		if st.sdes.Load() {
-			l.inMu.Lock()
-			st.dec = nil
-			l.inMu.Unlock()
-			l.outMu.Lock()
-			st.enc = nil
-			l.outMu.Unlock()
 			st.sdes.Store(false)
+			l.setKeys(st, nil, nil)
 			st.sdesSuite, st.sdesLocalKey, st.sdesRemote = "", nil, nil
 		}
 		return nil
@@ -70,21 +65,11 @@ func setSDES(st *Stream, sd *pb.SDESCrypto) error {
 	if st.sdes.Load() && st.sdesSuite == sd.GetSuite() && bytes.Equal(st.sdesLocalKey, local) && bytes.Equal(st.sdesRemote, remote) {
 		return nil
 	}
-	dec, err := srtp.CreateContext(remote[:keyLen], remote[keyLen:], profile,
-		srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+	dec, enc, err := newContexts(profile, local[:keyLen], local[keyLen:], remote[:keyLen], remote[keyLen:])
 	if err != nil {
-		return statusf(codes.InvalidArgument, "SDES remote key: %v", err)
+		return statusf(codes.InvalidArgument, "SDES keys: %v", err)
 	}
-	enc, err := srtp.CreateContext(local[:keyLen], local[keyLen:], profile)
-	if err != nil {
-		return statusf(codes.InvalidArgument, "SDES local key: %v", err)
-	}
-	l.inMu.Lock()
-	st.dec = dec
-	l.inMu.Unlock()
-	l.outMu.Lock()
-	st.enc = enc
-	l.outMu.Unlock()
+	l.setKeys(st, dec, enc)
 	st.sdesSuite = sd.GetSuite()
 	st.sdesLocalKey = append([]byte(nil), local...)
 	st.sdesRemote = append([]byte(nil), remote...)

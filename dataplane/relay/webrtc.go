@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
-	"github.com/pion/srtp/v3"
 
 	"github.com/strait-sbc/strait/dataplane/dtlsleg"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -164,19 +163,7 @@ func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *d
 		return
 	}
 	keys := res.SRTP.Keys
-	dec, err := srtp.CreateContext(keys.RemoteMasterKey, keys.RemoteMasterSalt, res.SRTP.Profile,
-		srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
-	if err == nil {
-		var enc *srtp.Context
-		if enc, err = srtp.CreateContext(keys.LocalMasterKey, keys.LocalMasterSalt, res.SRTP.Profile); err == nil {
-			l.inMu.Lock()
-			l.dec = dec
-			l.inMu.Unlock()
-			l.outMu.Lock()
-			l.enc = enc
-			l.outMu.Unlock()
-		}
-	}
+	dec, enc, err := newContexts(res.SRTP.Profile, keys.LocalMasterKey, keys.LocalMasterSalt, keys.RemoteMasterKey, keys.RemoteMasterSalt)
 	if err != nil {
 		res.Conn.Close()
 		t.Close()
@@ -184,6 +171,7 @@ func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *d
 		e.event(l, pb.EventType_EVENT_TYPE_DTLS_FAILED, err.Error())
 		return
 	}
+	l.setKeys(nil, dec, enc)
 	name := dtlsleg.ProfileName(res.SRTP.Profile)
 	l.profile.Store(&name)
 	l.dtls.mu.Lock()
@@ -232,12 +220,7 @@ func (e *Engine) stopDTLS(l *Leg, forgetKeys bool) {
 		<-done
 	}
 	if forgetKeys {
-		l.inMu.Lock()
-		l.dec = nil
-		l.inMu.Unlock()
-		l.outMu.Lock()
-		l.enc = nil
-		l.outMu.Unlock()
+		l.setKeys(nil, nil, nil)
 		l.profile.Store(nil)
 	}
 }
