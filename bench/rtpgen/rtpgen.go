@@ -158,23 +158,23 @@ type Engine struct {
 	// Totals for the progress line.
 	totalSent, totalRecv atomic.Uint64
 
-	genMu      sync.Mutex // guards the generator state below and in Flows
-	active     []*Flow
-	kick       []*Flow
-	perFlowPPS float64
-	rr         int
-	credit     float64
-	last       int64
-	sendDrops  uint64
+	genMu       sync.Mutex // guards the generator state below and in Flows
+	active      []*Flow
+	kick        []*Flow
+	perFlowPPS  float64
+	rr          int
+	credit      float64
+	last        int64
+	sendDrops   uint64
 	sendDropWin uint64
 
-	sinkMu       sync.Mutex // guards the sink state below and in Flows and Endpoints
-	hist         stats.Histogram
-	strays       uint64 // payloads naming no flow, or arriving at the wrong socket
+	sinkMu sync.Mutex // guards the sink state below and in Flows and Endpoints
+	hist   stats.Histogram
+	strays uint64 // payloads naming no flow, or arriving at the wrong socket
 	// Counts of removed flows, kept for the run's totals.
 	removedMismatches, removedDups uint64
-	srtpFail     uint64
-	rtcp, others uint64
+	srtpFail                       uint64
+	rtcp, others                   uint64
 }
 
 // Options tune an Engine's sockets.
@@ -635,6 +635,8 @@ type Window struct {
 	Latency stats.Histogram
 	// JitterNanos is the mean over flows of RFC 3550 jitter.
 	JitterNanos float64
+	// Starved counts flows that sent in the window and received nothing.
+	Starved int
 }
 
 // Duration is the window's length.
@@ -688,6 +690,9 @@ func (e *Engine) Collect() Window {
 		w.Received += f.recvWin
 		w.Mismatches += f.mismatches
 		w.Duplicates += f.dups
+		if f.sentWin > 0 && f.recvWin == 0 {
+			w.Starved++
+		}
 		if f.recvWin > 1 {
 			jit += f.jitter.Nanos()
 			nj++
