@@ -262,6 +262,7 @@ func (r *straitRelay) open(ctx context.Context, k kind, s *session) error {
 		return err
 	}
 	var leg *webrtcclient.Leg
+	var from0 *rtpgen.Endpoint
 	if k.legs == legsWebRTC {
 		cep, err := h.endpoint(s)
 		if err != nil {
@@ -282,7 +283,7 @@ func (r *straitRelay) open(ctx context.Context, k kind, s *session) error {
 			return err
 		}
 		req.Legs = append(req.Legs, r.plainLeg(b, k.shared))
-		s.eps = append(s.eps, b)
+		from0 = b
 	}
 	req.Legs = append(req.Legs, r.plainLeg(a, k.shared))
 	s.created = h.engine.Now()
@@ -299,11 +300,8 @@ func (r *straitRelay) open(ctx context.Context, k kind, s *session) error {
 	if err != nil {
 		return err
 	}
-	var from0 *rtpgen.Endpoint
 	if leg != nil {
 		from0 = leg.Endpoint
-	} else {
-		from0 = s.eps[len(s.eps)-1]
 	}
 	if err := s.addFlows(h, from0, relay0, a, relay1); err != nil {
 		return err
