@@ -95,6 +95,8 @@ type Config struct {
 	RtpengineBin string
 	// Concurrency of session setup.
 	Concurrency int
+	// FloodSteps bounds the flood search (0: 12 steps).
+	FloodSteps int
 	// ScaleRate is the aggregate packet rate of every scale step.
 	ScaleRate float64
 	// Warmup runs media before each window.
@@ -145,6 +147,7 @@ func (c *Config) setDefaults() error {
 	c.PlainPorts = orS(c.PlainPorts, "per-leg")
 	c.Peer = orS(c.Peer, "rtpengine")
 	c.Concurrency = or(c.Concurrency, 16)
+	c.FloodSteps = or(c.FloodSteps, 12)
 	if c.Warmup == 0 {
 		c.Warmup = 500 * time.Millisecond
 	}

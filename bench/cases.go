@@ -143,7 +143,7 @@ func (c *runCase) flood(ctx context.Context) (*report.Result, error) {
 	lo, hi := 0.0, 0.0
 	rate := float64(cadencePPS)
 	var best, over *measurement
-	for step := 0; step < 12; step++ {
+	for step := 0; step < h.cfg.FloodSteps; step++ {
 		h.engine.SetRate(rate)
 		if err := sleep(ctx, h.cfg.Warmup); err != nil {
 			return nil, err

@@ -178,15 +178,17 @@ func (s *session) firstMedia(ctx context.Context) (int64, error) {
 
 // teardown deletes the session on the relay and releases its harness side.
 func (h *harness) teardown(ctx context.Context, r relay, s *session) error {
+	// Stop sending first: a relay port freed while packets still head for
+	// it may be given to the next session, which would latch onto them.
+	if len(s.flows) > 0 {
+		h.engine.Remove(s.flows...)
+	}
 	err := r.close(ctx, s)
 	if s.leg != nil {
 		h.legsMu.Lock()
 		delete(h.legs, s.leg)
 		h.legsMu.Unlock()
 		s.leg.Close()
-	}
-	if len(s.flows) > 0 {
-		h.engine.Remove(s.flows...)
 	}
 	for _, ep := range s.eps {
 		h.engine.CloseEndpoint(ep)

@@ -125,6 +125,7 @@ type Flow struct {
 	sent    uint64
 
 	// Sink state, guarded by sinkMu.
+	removed    bool
 	recvWin    uint64
 	recv       uint64
 	dups       uint64
@@ -171,8 +172,7 @@ type Engine struct {
 	sinkMu sync.Mutex // guards the sink state below and in Flows and Endpoints
 	hist   stats.Histogram
 	strays uint64 // payloads naming no flow, or arriving at the wrong socket
-	// Counts of removed flows, kept for the run's totals.
-	removedMismatches, removedDups uint64
+	late         uint64 // packets of removed flows, still in flight
 	srtpFail                       uint64
 	rtcp, others                   uint64
 }
@@ -275,7 +275,8 @@ func (e *Engine) Activate(f *Flow, enc *srtp.Context) {
 	e.genMu.Unlock()
 }
 
-// Remove stops and forgets flows.
+// Remove stops flows. Their packets still in flight are recognised and
+// ignored; their counts stay in the run's totals.
 func (e *Engine) Remove(flows ...*Flow) {
 	drop := make(map[*Flow]bool, len(flows))
 	for _, f := range flows {
@@ -303,9 +304,7 @@ func (e *Engine) Remove(flows ...*Flow) {
 	e.genMu.Unlock()
 	e.sinkMu.Lock()
 	for _, f := range flows {
-		e.removedMismatches += f.mismatches
-		e.removedDups += f.dups
-		e.flows[f.ID].Store(nil)
+		f.removed = true // kept, so that packets still in flight are known
 	}
 	e.sinkMu.Unlock()
 }
@@ -538,6 +537,10 @@ func (e *Engine) handle(ep *Endpoint, pkt []byte, from netip.AddrPort, now int64
 	if ok && id < MaxFlows {
 		f = e.flows[id].Load()
 	}
+	if f != nil && f.removed {
+		e.late++
+		return false
+	}
 	if f == nil || f.Sink != ep {
 		e.strays++
 		return false
@@ -677,8 +680,7 @@ func (e *Engine) Collect() Window {
 	defer e.sinkMu.Unlock()
 	defer e.genMu.Unlock()
 	w := Window{Start: e.winStart.Load(), End: e.winEnd.Load(), SendDrops: e.sendDropWin,
-		Mismatches: e.strays + e.removedMismatches, Duplicates: e.removedDups,
-		SRTPFailures: e.srtpFail, Latency: e.hist}
+		Mismatches: e.strays, SRTPFailures: e.srtpFail, Latency: e.hist}
 	var jit float64
 	var nj int
 	for i := 1; i <= int(e.nextID.Load()) && i < MaxFlows; i++ {
@@ -709,7 +711,7 @@ func (e *Engine) Collect() Window {
 func (e *Engine) Mismatches() uint64 {
 	e.sinkMu.Lock()
 	defer e.sinkMu.Unlock()
-	n := e.strays + e.removedMismatches
+	n := e.strays
 	for i := 1; i <= int(e.nextID.Load()) && i < MaxFlows; i++ {
 		if f := e.flows[i].Load(); f != nil {
 			n += f.mismatches
