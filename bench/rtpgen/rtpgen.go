@@ -169,12 +169,12 @@ type Engine struct {
 	sendDrops   uint64
 	sendDropWin uint64
 
-	sinkMu sync.Mutex // guards the sink state below and in Flows and Endpoints
-	hist   stats.Histogram
-	strays uint64 // payloads naming no flow, or arriving at the wrong socket
+	sinkMu       sync.Mutex // guards the sink state below and in Flows and Endpoints
+	hist         stats.Histogram
+	strays       uint64 // payloads naming no flow, or arriving at the wrong socket
 	late         uint64 // packets of removed flows, still in flight
-	srtpFail                       uint64
-	rtcp, others                   uint64
+	srtpFail     uint64
+	rtcp, others uint64
 }
 
 // Options tune an Engine's sockets.
