@@ -91,6 +91,10 @@ type Config struct {
 	NodeBin     string
 	// Workers of a node the harness starts (0: the node's default).
 	Workers int
+	// RelayCPUs, if set, pins the relays the harness starts (Strait and
+	// rtpengine alike) to these CPUs (a taskset list, e.g. "1"), so that a
+	// flood can overload the relay before the generator runs out of CPU.
+	RelayCPUs string
 	// RtpengineBin overrides where rtpengine is looked for.
 	RtpengineBin string
 	// Concurrency of session setup.
@@ -117,7 +121,7 @@ type Config struct {
 func (c *Config) summary() map[string]any {
 	return map[string]any{
 		"mode": c.Mode, "sessions": c.Sessions, "duration": c.Duration.String(), "codec": c.Codec,
-		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "workers": c.Workers,
+		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
 	}
 }
@@ -256,7 +260,7 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			return nil, berr
 		}
 		defer cleanup()
-		node, err = startNode(ctx, bin, cfg.Workers, logw)
+		node, err = startNode(ctx, bin, cfg.Workers, cfg.RelayCPUs, logw)
 	}
 	if err != nil {
 		return nil, err
@@ -287,7 +291,7 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		var d *rtpengine.Daemon
 		if err == nil {
 			d, err = rtpengine.Start(ctx, rtpengine.Options{Binary: bin, Interface: rtpengineIP, PortMin: 10000, PortMax: 60000,
-				Threads: runtime.NumCPU(), Log: logw})
+				Threads: runtime.NumCPU(), CPUs: cfg.RelayCPUs, Log: logw})
 		}
 		if err != nil {
 			prog.Log("rtpengine baseline skipped: %v", err)

@@ -220,7 +220,9 @@ func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
 	defer func() { h.closeAll(context.WithoutCancel(ctx), c.r, all) }()
 	prefix := c.prefix()
 	for _, n := range scaleSteps(h.cfg.Sessions) {
-		h.engine.SetRate(cadencePPS)
+		// Media flows while sessions come up (first media proves each),
+		// but never above the step's aggregate rate.
+		h.engine.SetRate(min(cadencePPS, h.cfg.ScaleRate/float64(2*n)))
 		ss, st, err := c.bringUp(ctx, prefix, len(all), n)
 		all = append(all, ss...)
 		if err != nil {

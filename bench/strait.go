@@ -92,7 +92,7 @@ func freeTCP() (string, error) {
 }
 
 // startNode runs strait-dataplane and connects to it.
-func startNode(ctx context.Context, bin string, workers int, log io.Writer) (*straitNode, error) {
+func startNode(ctx context.Context, bin string, workers int, cpus string, log io.Writer) (*straitNode, error) {
 	grpcAddr, err := freeTCP()
 	if err != nil {
 		return nil, err
@@ -108,6 +108,10 @@ func startNode(ctx context.Context, bin string, workers int, log io.Writer) (*st
 		args = append(args, "--workers", strconv.Itoa(workers))
 	}
 	cmd := exec.Command(bin, args...)
+	if cpus != "" {
+		// taskset execs the node, so the pid stays the node's.
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

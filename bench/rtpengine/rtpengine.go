@@ -54,6 +54,8 @@ type Options struct {
 	PortMin, PortMax int
 	// Threads is --num-threads (0: one per CPU, rtpengine's default).
 	Threads int
+	// CPUs, if set, pins the daemon to these CPUs (a taskset list).
+	CPUs string
 	// Log receives the daemon's stderr (nil discards it).
 	Log io.Writer
 }
@@ -90,6 +92,9 @@ func Start(ctx context.Context, opt Options) (*Daemon, error) {
 		args = append(args, "--num-threads="+strconv.Itoa(opt.Threads))
 	}
 	cmd := exec.Command(opt.Binary, args...)
+	if opt.CPUs != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", opt.CPUs, opt.Binary}, args...)...) // execs: same pid
+	}
 	cmd.Stdout, cmd.Stderr = opt.Log, opt.Log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

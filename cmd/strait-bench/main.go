@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.NodeMetrics, "node-metrics", "", "metrics address of --node (default: its gRPC port + 1)")
 	fs.StringVar(&cfg.NodeBin, "node-bin", "", "strait-dataplane binary to start (default: beside strait-bench, on $PATH, or built)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "packet workers of the node it starts (default: one per CPU)")
+	fs.StringVar(&cfg.RelayCPUs, "relay-cpus", "", "pin the relays it starts to these CPUs (taskset list, e.g. 1) so that flood can overload them")
 	fs.StringVar(&cfg.RtpengineBin, "rtpengine-bin", "", "rtpengine binary (default: found on $PATH)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "sessions set up at once")
 	fs.Float64Var(&cfg.ScaleRate, "scale-rate", 10000, "scale: aggregate packets/s at every step")
