@@ -33,6 +33,7 @@ func Plot(r *Report, path string) error {
 	cpu.X.Scale, cpu.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
 	lat.X.Scale, lat.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
 	lat.Y.Min, lat.Y.Max = 0, 1
+	drawn := map[*plot.Plot]bool{}
 	i := 0
 	for _, res := range r.Results {
 		if res.Skipped != "" {
@@ -62,6 +63,8 @@ func Plot(r *Report, path string) error {
 		if err := addSeries(cpu, name, cp, col, shape); err != nil {
 			return err
 		}
+		drawn[thr] = drawn[thr] || len(tp) > 0
+		drawn[cpu] = drawn[cpu] || len(cp) > 0
 		if cdf := latencyCDF(res.Latency); len(cdf) > 0 {
 			l, err := plotter.NewLine(cdf)
 			if err != nil {
@@ -71,10 +74,15 @@ func Plot(r *Report, path string) error {
 			l.Width = vg.Points(1.5)
 			lat.Add(l)
 			lat.Legend.Add(name, l)
+			drawn[lat] = true
 		}
 	}
 	for _, p := range []*plot.Plot{thr, cpu, lat} {
 		p.Add(plotter.NewGrid())
+		if !drawn[p] {
+			// Nothing to draw: a log axis over no data would panic.
+			p.X.Scale, p.X.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
+		}
 	}
 	plots := [][]*plot.Plot{{thr}, {cpu}, {lat}}
 	w, h := 9*vg.Inch, 14*vg.Inch

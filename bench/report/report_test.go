@@ -30,6 +30,10 @@ func TestPlotWritesSVGAndPNG(t *testing.T) {
 			t.Fatalf("%s: %d bytes, %v", name, len(b), err)
 		}
 	}
+	empty := &Report{Mode: "cadence", Results: []*Result{{Target: TargetRtpengine, Skipped: "not installed"}}}
+	if err := Plot(empty, filepath.Join(dir, "empty.svg")); err != nil {
+		t.Fatalf("a report with nothing measured: %v", err)
+	}
 	if err := Plot(sample(), filepath.Join(dir, "p.gif")); err == nil {
 		t.Fatal("gif accepted")
 	}

@@ -275,6 +275,17 @@ func (e *Engine) Activate(f *Flow, enc *srtp.Context) {
 	e.genMu.Unlock()
 }
 
+// Kick sends one packet of an active flow at once, outside its rate (a
+// setup waiting for the first packet through does not wait for a slow
+// flow's next turn).
+func (e *Engine) Kick(f *Flow) {
+	e.genMu.Lock()
+	if f.active {
+		e.kick = append(e.kick, f)
+	}
+	e.genMu.Unlock()
+}
+
 // Remove stops flows. Their packets still in flight are recognised and
 // ignored; their counts stay in the run's totals.
 func (e *Engine) Remove(flows ...*Flow) {
