@@ -288,7 +288,7 @@ func (m *measurement) allocsPerPacket() *float64 {
 	if !m.s1.hasNodeCounters || f == 0 {
 		return nil
 	}
-	return report.F((m.s1.mallocs - m.s0.mallocs) / float64(f))
+	return report.F(max(0, m.s1.mallocs-m.s0.mallocs-m.s1.scrapeAllocs) / float64(f))
 }
 
 func (m *measurement) drops() map[string]uint64 {

@@ -64,6 +64,7 @@ type sample struct {
 	hasNodeCounters bool // Strait: forwarded, mallocs and drops are read from its metrics
 	forwarded       uint64
 	mallocs         float64
+	scrapeAllocs    float64 // what one metrics scrape allocates in the node
 	drops           map[string]uint64
 }
 

@@ -39,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config
-	var out, plot string
+	var out, plot, relayLog string
 	var quiet bool
 	fs.IntVar(&cfg.Sessions, "sessions", 0, "sessions per case; scale: the largest step (default: cadence 50, flood 20, setup 100, scale 1000)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "measured window; flood: each step (default: cadence 2s, flood 1s, setup 1s, scale 2s per step)")
@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ScaleRate, "scale-rate", 10000, "scale: aggregate packets/s at every step")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "media before each window (default 500ms)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "save a CPU profile of the node during the first Strait WebRTC window")
+	fs.StringVar(&relayLog, "relay-log", "", "append the relays' own output (node and rtpengine logs, crashes) to this file")
 	fs.StringVar(&out, "out", "", "also write the JSON report to this file")
 	fs.StringVar(&plot, "plot", "", "draw throughput, CPU per packet and latency to this .svg or .png")
 	fs.BoolVar(&quiet, "quiet", false, "no progress line")
@@ -82,6 +83,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if !quiet {
 		cfg.Progress = stderr
+	}
+	if relayLog != "" {
+		f, err := os.OpenFile(relayLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(stderr, "strait-bench:", err)
+			return 2
+		}
+		defer f.Close()
+		cfg.Log = f
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
