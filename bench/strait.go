@@ -217,9 +217,9 @@ func (r *straitRelay) sample() (sample, error) {
 	rss, _ := procstat.RSS(r.n.pidv)
 	s := sample{cpu: cpu, rss: rss, hasNodeCounters: true,
 		scrapeAllocs: m2["go_memstats_mallocs_total"] - m["go_memstats_mallocs_total"],
-		forwarded: uint64(m[`strait_dataplane_packets_total{direction="out"}`]),
-		mallocs:   m["go_memstats_mallocs_total"],
-		drops:     map[string]uint64{}}
+		forwarded:    uint64(m[`strait_dataplane_packets_total{direction="out"}`]),
+		mallocs:      m["go_memstats_mallocs_total"],
+		drops:        map[string]uint64{}}
 	for k, v := range m.Labelled("strait_dataplane_drops_total") {
 		s.drops[k] = uint64(v)
 	}
