@@ -33,6 +33,7 @@ func Plot(r *Report, path string) error {
 	cpu.X.Scale, cpu.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
 	lat.X.Scale, lat.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
 	lat.Y.Min, lat.Y.Max = 0, 1
+	thr.Y.Min, cpu.Y.Min = 0, 0 // differences in proportion
 	drawn := map[*plot.Plot]bool{}
 	i := 0
 	for _, res := range r.Results {
