@@ -229,8 +229,11 @@ func (r *straitRelay) sample() (sample, error) {
 // memory is the node's live Go heap plus goroutine stacks after a
 // collection: what sessions cost it, free of garbage not yet collected.
 func (r *straitRelay) memory() (float64, string, error) {
-	if err := procstat.CollectGarbage(r.n.metrics); err != nil {
-		return 0, "", err
+	// Twice: sync.Pool caches survive one collection (as victims).
+	for range 2 {
+		if err := procstat.CollectGarbage(r.n.metrics); err != nil {
+			return 0, "", err
+		}
 	}
 	m, err := procstat.Scrape(r.n.metrics)
 	if err != nil {
