@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -227,9 +228,11 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	}
 	raiseFileLimit()
 	prog := &report.Progress{W: cfg.Progress}
-	logw := cfg.Log
-	if logw == nil {
-		logw = io.Discard
+	var logw io.Writer = io.Discard
+	if cfg.Log != nil {
+		// The node's and rtpengine's output are copied by goroutines of
+		// their own.
+		logw = &syncWriter{w: cfg.Log}
 	}
 	rep := &report.Report{Mode: cfg.Mode, Date: time.Now().UTC(), Machine: machine(), Config: cfg.summary(), Failures: []string{}}
 
@@ -343,6 +346,18 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// syncWriter serialises writes from several processes' output copiers.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func orW(w io.Writer) io.Writer {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,12 @@ import (
 var nodeBin string
 
 func TestMain(m *testing.M) {
+	// Addresses of the test's own, so that a strait-bench running on the
+	// same machine (on 127.0.0.2-4) does not collide with the smoke runs.
+	b := byte(10 + rand.IntN(200))
+	harnessIP = netip.AddrFrom4([4]byte{127, 0, b, 2})
+	rtpengineIP = netip.AddrFrom4([4]byte{127, 0, b, 3})
+	nodeIP = netip.AddrFrom4([4]byte{127, 0, b, 4})
 	dir, err := os.MkdirTemp("", "bench-test")
 	if err != nil {
 		panic(err)
@@ -56,7 +64,7 @@ func smoke(t *testing.T, cfg Config) *report.Report {
 		cfg.Peer = "none"
 	}
 	var log bytes.Buffer
-	cfg.Log = &log
+	cfg.Log = &log // Run serialises writes to it
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, cfg)
