@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/bench/report"
+	"github.com/strait-sbc/strait/bench/rtpengine"
+)
+
+// nodeBin is a strait-dataplane built once for the smoke runs.
+var nodeBin string
+
+func TestMain(m *testing.M) {
+	// Addresses of the test's own, so that a strait-bench running on the
+	// same machine (on 127.0.0.2-4) does not collide with the smoke runs.
+	b := byte(10 + rand.IntN(200))
+	harnessIP = netip.AddrFrom4([4]byte{127, 0, b, 2})
+	rtpengineIP = netip.AddrFrom4([4]byte{127, 0, b, 3})
+	nodeIP = netip.AddrFrom4([4]byte{127, 0, b, 4})
+	dir, err := os.MkdirTemp("", "bench-test")
+	if err != nil {
+		panic(err)
+	}
+	nodeBin = filepath.Join(dir, "strait-dataplane")
+	if out, err := exec.Command("go", "build", "-o", nodeBin, "github.com/strait-sbc/strait/cmd/strait-dataplane").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// fields every result must carry in JSON, null or not.
+var fields = []string{"target", "mode", "sessions", "duration_s", "offered_pps", "delivered_pps", "loss_ratio",
+	"payload_mismatches", "latency_p50_us", "latency_p99_us", "node_cpu_ns_per_packet", "node_rss_bytes",
+	"bytes_per_session", "allocs_per_packet", "setup_per_s", "handshake_p99_ms", "cpu_ratio_to_plain", "cpu_ratio_to_rtpengine"}
+
+// smoke runs a mode with a few sessions for a moment and checks the report:
+// every field present, packets through every measured target, nothing
+// altered. No timing is asserted.
+func smoke(t *testing.T, cfg Config) *report.Report {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a node process")
+	}
+	cfg.NodeBin = nodeBin
+	cfg.Sessions = 2
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Warmup = 100 * time.Millisecond
+	cfg.FloodSteps = 3
+	cfg.Concurrency = 2
+	cfg.SetupTimeout = 20 * time.Second
+	if cfg.Peer == "" {
+		cfg.Peer = "none"
+	}
+	var log bytes.Buffer
+	cfg.Log = &log // Run serialises writes to it
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("%v\nrelay logs:\n%s", err, log.String())
+	}
+	if len(rep.Failures) > 0 {
+		t.Fatalf("failures: %v", rep.Failures)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Results []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Results) == 0 {
+		t.Fatal("no results")
+	}
+	for i, r := range doc.Results {
+		for _, f := range fields {
+			if _, ok := r[f]; !ok {
+				t.Errorf("result %d lacks %q", i, f)
+			}
+		}
+		res := rep.Results[i]
+		if res.Skipped != "" {
+			continue
+		}
+		if res.DeliveredPPS <= 0 || res.PacketsForwarded == 0 || res.PayloadMismatches != 0 {
+			t.Errorf("%s %s %s: delivered %.0f pps, forwarded %d, mismatches %d", res.Target, res.Legs, res.SRTP,
+				res.DeliveredPPS, res.PacketsForwarded, res.PayloadMismatches)
+		}
+		if res.NodeCPUnsPerPacket == nil || res.NodeRSSBytes == nil || res.SetupPerS == nil {
+			t.Errorf("%s: missing node figures", res.Target)
+		}
+	}
+	return rep
+}
+
+func TestSmokeCadence(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "both"})
+	targets := map[string]int{}
+	for _, r := range rep.Results {
+		targets[r.Target]++
+		if r.Target == report.TargetStrait && r.CPURatioToPlain == nil {
+			t.Errorf("%s: no ratio to plain", r.SRTP)
+		}
+		if r.Target == report.TargetStrait && r.HandshakeP99ms == nil {
+			t.Errorf("%s: no handshake latency", r.SRTP)
+		}
+	}
+	if targets[report.TargetStrait] != 2 || targets[report.TargetStraitPlain] != 1 {
+		t.Fatalf("targets %v, want Strait with both SRTP profiles and the plain baseline", targets)
+	}
+}
+
+func TestSmokeSharedPlainPorts(t *testing.T) {
+	smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", PlainPorts: "shared", Codec: "opus"})
+}
+
+func TestSmokeFlood(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeFlood, SRTP: "gcm"})
+	for _, r := range rep.Results {
+		if len(r.Steps) == 0 {
+			t.Errorf("%s: no flood steps", r.Target)
+		}
+	}
+}
+
+func TestSmokeSetup(t *testing.T) {
+	smoke(t, Config{Mode: ModeSetup, SRTP: "cm80"})
+}
+
+func TestSmokeScale(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeScale, SRTP: "gcm"})
+	for _, r := range rep.Results {
+		if len(r.Steps) != 2 { // 1 and 2 sessions
+			t.Errorf("%s: %d scale steps, want 2", r.Target, len(r.Steps))
+		}
+	}
+}
+
+// TestSmokeRtpengine runs the incumbent baseline when rtpengine is
+// installed; the test suite installs nothing.
+func TestSmokeRtpengine(t *testing.T) {
+	if _, err := rtpengine.Binary(""); err != nil {
+		t.Skip(err)
+	}
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", Peer: "rtpengine"})
+	for _, r := range rep.Results {
+		if r.Target == report.TargetRtpengine {
+			if r.Skipped != "" {
+				t.Fatalf("rtpengine installed but skipped: %s", r.Skipped)
+			}
+			return
+		}
+	}
+	t.Fatal("no rtpengine result")
+}
+
+func TestRtpengineMissingIsSkipped(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", Peer: "rtpengine", RtpengineBin: "/nonexistent/rtpengine"})
+	for _, r := range rep.Results {
+		if r.Target == report.TargetRtpengine {
+			if r.Skipped == "" {
+				t.Fatal("a missing rtpengine was not reported as skipped")
+			}
+			return
+		}
+	}
+	t.Fatal("no rtpengine result")
+}
+
+func TestScaleSteps(t *testing.T) {
+	for _, tc := range []struct {
+		max  int
+		want []int
+	}{{1, []int{1}}, {2, []int{1, 2}}, {1000, []int{1, 100, 1000}}, {10000, []int{1, 100, 1000, 10000}}, {5000, []int{1, 100, 1000, 5000}}} {
+		got := scaleSteps(tc.max)
+		if len(got) != len(tc.want) {
+			t.Errorf("scaleSteps(%d) = %v", tc.max, got)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("scaleSteps(%d) = %v", tc.max, got)
+			}
+		}
+	}
+}
+
+func TestParseSDP(t *testing.T) {
+	s := "v=0\r\no=- 1 1 IN IP4 127.0.0.3\r\ns=-\r\nt=0 0\r\nm=audio 30000 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.3\r\n" +
+		"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\na=fingerprint:sha-256 AA:BB\r\na=setup:active\r\n" +
+		"a=candidate:x 1 UDP 2130706431 127.0.0.3 30002 typ host\r\n"
+	got, err := parseSDP(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.addr.String() != "127.0.0.3:30002" || got.ufrag != "abcd" || got.fingerprint != "AA:BB" || got.setup != "active" {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestRatios(t *testing.T) {
+	rep := &report.Report{Results: []*report.Result{
+		{Target: report.TargetStrait, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(1200)},
+		{Target: report.TargetStraitPlain, PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(1000)},
+		{Target: report.TargetRtpengine, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(2000)},
+		{Target: report.TargetRtpengine, SRTP: "AES_CM_128_HMAC_SHA1_80", Skipped: "not installed"},
+	}}
+	ratios(rep)
+	r := rep.Results[0]
+	if r.CPURatioToPlain == nil || *r.CPURatioToPlain != 1.2 || r.CPURatioToRtpengine == nil || *r.CPURatioToRtpengine != 0.6 {
+		t.Fatalf("ratios %v %v", r.CPURatioToPlain, r.CPURatioToRtpengine)
+	}
+}

@@ -1,0 +1,398 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/strait-sbc/strait/bench/procstat"
+	"github.com/strait-sbc/strait/bench/report"
+	"github.com/strait-sbc/strait/bench/rtpgen"
+)
+
+// cadencePPS is each flow's rate in cadence: one packet per 20 ms.
+const cadencePPS = 50
+
+// drainWait lets packets in flight arrive after a window closes.
+const drainWait = 300 * time.Millisecond
+
+// runCase measures one target in one configuration.
+type runCase struct {
+	h     *harness
+	r     relay
+	k     kind
+	label string
+	rep   *report.Report
+
+	profile, metrics string // CPU profile file and the node's metrics address
+	mis0             uint64
+	seq              int
+}
+
+func (c *runCase) result() *report.Result {
+	return &report.Result{Target: c.r.target(c.k), Mode: c.h.cfg.Mode, Legs: c.k.legs, SRTP: c.srtpName(),
+		PlainPorts: c.k.portMode(), Sessions: c.h.cfg.Sessions, NodeDrops: map[string]uint64{}}
+}
+
+func (c *runCase) srtpName() string {
+	if c.k.legs == legsPlain {
+		return ""
+	}
+	return c.k.profile.Name
+}
+
+func (c *runCase) run(ctx context.Context) (*report.Result, error) {
+	c.mis0 = c.h.engine.Mismatches()
+	switch c.h.cfg.Mode {
+	case ModeFlood:
+		return c.flood(ctx)
+	case ModeScale:
+		return c.scale(ctx)
+	}
+	return c.cadence(ctx)
+}
+
+// prefix names a case's sessions uniquely within the run.
+func (c *runCase) prefix() string {
+	c.seq++
+	return fmt.Sprintf("bench-%d-%d", len(c.rep.Results), c.seq)
+}
+
+// bringUp opens sessions [from, to) and fails if any did not come up.
+func (c *runCase) bringUp(ctx context.Context, prefix string, from, to int) ([]*session, setupStats, error) {
+	ss, st, err := c.h.openMany(ctx, c.r, c.k, prefix, from, to, c.label)
+	if err != nil {
+		return ss, st, err
+	}
+	failed := 0
+	var first error
+	for _, s := range ss {
+		if s.err != nil {
+			failed++
+			if first == nil {
+				first = s.err
+			}
+		}
+	}
+	if failed > 0 {
+		return ss, st, fmt.Errorf("%d of %d sessions did not come up; first: %w", failed, len(ss), first)
+	}
+	return ss, st, nil
+}
+
+func (c *runCase) fillSetup(res *report.Result, st setupStats) {
+	if st.n == 0 {
+		return
+	}
+	res.SetupPerS = report.F(float64(st.n) / st.wall.Seconds())
+	res.SetupP50ms = ms(percentile(st.latency, 0.5))
+	res.SetupP99ms = ms(percentile(st.latency, 0.99))
+	if len(st.handshake) > 0 {
+		res.HandshakeP50ms = ms(percentile(st.handshake, 0.5))
+		res.HandshakeP99ms = ms(percentile(st.handshake, 0.99))
+	}
+	res.NodeCPUusPerSetup = report.F(float64(st.cpu) / 1e3 / float64(st.n))
+}
+
+// cadence (and setup): bring sessions up while media already flows at the
+// cadence rate, then measure a window.
+func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
+	h, n := c.h, c.h.cfg.Sessions
+	res := c.result()
+	h.engine.SetRate(cadencePPS)
+	mem0, basis, err := c.r.memory()
+	if err != nil {
+		return nil, err
+	}
+	ss, st, err := c.bringUp(ctx, c.prefix(), 0, n)
+	defer h.closeAll(context.WithoutCancel(ctx), c.r, ss)
+	if err != nil {
+		return nil, err
+	}
+	c.fillSetup(res, st)
+	mem1, _, err := c.r.memory()
+	if err != nil {
+		return nil, err
+	}
+	res.BytesPerSession, res.BytesPerSessionBasis = report.F((mem1-mem0)/float64(n)), basis
+	if err := sleep(ctx, h.cfg.Warmup); err != nil {
+		return nil, err
+	}
+	m, err := c.measure(ctx, h.cfg.Duration, n)
+	if err != nil {
+		return nil, err
+	}
+	c.fill(res, m)
+	return res, nil
+}
+
+// flood searches for the highest rate with loss under FloodLoss: doubling
+// from the cadence rate until a step fails, then bisecting.
+func (c *runCase) flood(ctx context.Context) (*report.Result, error) {
+	h, n := c.h, c.h.cfg.Sessions
+	res := c.result()
+	h.engine.SetRate(cadencePPS)
+	ss, st, err := c.bringUp(ctx, c.prefix(), 0, n)
+	defer h.closeAll(context.WithoutCancel(ctx), c.r, ss)
+	if err != nil {
+		return nil, err
+	}
+	c.fillSetup(res, st)
+	flows := float64(2 * n)
+	lo, hi := 0.0, 0.0
+	rate := float64(cadencePPS)
+	var best, over *measurement
+	for step := 0; step < h.cfg.FloodSteps; step++ {
+		h.engine.SetRate(rate)
+		if err := sleep(ctx, h.cfg.Warmup); err != nil {
+			return nil, err
+		}
+		m, err := c.measure(ctx, h.cfg.Duration, n)
+		if err != nil {
+			return nil, err
+		}
+		requested := rate * flows
+		offered := float64(m.w.Sent) / m.w.Duration().Seconds()
+		loss := m.loss()
+		limited := offered < 0.9*requested
+		pass := loss < FloodLoss && m.w.Starved == 0 && !limited
+		res.Steps = append(res.Steps, c.step(n, m, pass))
+		switch {
+		case pass:
+			best, lo = &m, rate
+		case limited && loss < FloodLoss:
+			// The generator cannot offer more: the relay's limit is
+			// beyond what this machine's harness can send.
+			res.GeneratorLimited = true
+			if best == nil || offered > best.offered() {
+				best = &m
+			}
+		default:
+			over, hi = &m, rate
+		}
+		if res.GeneratorLimited || (hi > 0 && (hi-lo)/hi < 0.08) {
+			break
+		}
+		if hi == 0 {
+			rate *= 2
+		} else {
+			rate = (lo + hi) / 2
+		}
+	}
+	h.engine.SetRate(cadencePPS)
+	if best == nil {
+		return nil, fmt.Errorf("no rate passed, not even %d packets/s per flow", cadencePPS)
+	}
+	c.fill(res, *best)
+	if over != nil {
+		// What overload did: drops the relay counted, and flows it
+		// stopped serving altogether.
+		res.OverloadDrops = over.drops()
+		res.OverloadFlowsStarved = report.Int(over.w.Starved)
+		res.OverloadOfferedPPS = report.F(over.offered())
+	}
+	return res, nil
+}
+
+// scaleSteps are the session counts scale measures, up to max.
+func scaleSteps(max int) []int {
+	var out []int
+	for _, n := range []int{1, 100, 1000, 10000} {
+		if n < max {
+			out = append(out, n)
+		}
+	}
+	return append(out, max)
+}
+
+// scale adds sessions step by step and measures each step at the same
+// aggregate rate.
+func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
+	h := c.h
+	res := c.result()
+	mem0, basis, err := c.r.memory()
+	if err != nil {
+		return nil, err
+	}
+	res.BytesPerSessionBasis = basis
+	var all []*session
+	defer func() { h.closeAll(context.WithoutCancel(ctx), c.r, all) }()
+	prefix := c.prefix()
+	for _, n := range scaleSteps(h.cfg.Sessions) {
+		// Media flows while sessions come up (first media proves each),
+		// but never above the step's aggregate rate.
+		h.engine.SetRate(min(cadencePPS, h.cfg.ScaleRate/float64(2*n)))
+		ss, st, err := c.bringUp(ctx, prefix, len(all), n)
+		all = append(all, ss...)
+		if err != nil {
+			return nil, err
+		}
+		c.fillSetup(res, st)
+		mem, _, err := c.r.memory()
+		if err != nil {
+			return nil, err
+		}
+		h.engine.SetRate(h.cfg.ScaleRate / float64(2*n))
+		if err := sleep(ctx, h.cfg.Warmup); err != nil {
+			return nil, err
+		}
+		m, err := c.measure(ctx, h.cfg.Duration, n)
+		if err != nil {
+			return nil, err
+		}
+		s := c.step(n, m, m.loss() < FloodLoss)
+		s.BytesPerSession = report.F((mem - mem0) / float64(n))
+		res.Steps = append(res.Steps, s)
+		c.fill(res, m)
+		res.Sessions = n
+		res.BytesPerSession = s.BytesPerSession
+	}
+	return res, nil
+}
+
+// measurement is one window and the relay's counters around it.
+type measurement struct {
+	w      rtpgen.Window
+	s0, s1 sample
+}
+
+func (m *measurement) loss() float64 {
+	if m.w.Sent == 0 {
+		return 1
+	}
+	return max(0, 1-float64(m.w.Received)/float64(m.w.Sent))
+}
+
+func (m *measurement) offered() float64 { return float64(m.w.Sent) / m.w.Duration().Seconds() }
+
+// forwarded is the packets the relay sent in the window: its own counter
+// when it has one, else what reached the harness.
+func (m *measurement) forwarded() uint64 {
+	if m.s1.hasNodeCounters {
+		return m.s1.forwarded - m.s0.forwarded
+	}
+	return m.w.Received
+}
+
+func (m *measurement) cpuPerPacket() *float64 {
+	f := m.forwarded()
+	if f == 0 {
+		return nil
+	}
+	return report.F(float64(m.s1.cpu-m.s0.cpu) / float64(f))
+}
+
+func (m *measurement) allocsPerPacket() *float64 {
+	f := m.forwarded()
+	if !m.s1.hasNodeCounters || f == 0 {
+		return nil
+	}
+	return report.F(max(0, m.s1.mallocs-m.s0.mallocs-m.s1.scrapeAllocs) / float64(f))
+}
+
+func (m *measurement) drops() map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m.s1.drops {
+		if d := v - m.s0.drops[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func (c *runCase) step(n int, m measurement, pass bool) report.Step {
+	var drops uint64
+	for _, v := range m.drops() {
+		drops += v
+	}
+	d := m.w.Duration().Seconds()
+	return report.Step{Sessions: n, OfferedPPS: m.offered(), DeliveredPPS: float64(m.w.Received) / d, LossRatio: m.loss(),
+		NodeCPUnsPerPacket: m.cpuPerPacket(), AllocsPerPacket: m.allocsPerPacket(), NodeRSSBytes: report.I(m.s1.rss),
+		LatencyP99us: report.F(float64(m.w.Latency.Quantile(0.99)) / 1e3), FlowsStarved: m.w.Starved, NodeDrops: drops, Pass: pass}
+}
+
+// measure runs one window of dur with n sessions up.
+func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measurement, error) {
+	var m measurement
+	var err error
+	if m.s0, err = c.r.sample(); err != nil {
+		return m, err
+	}
+	e := c.h.engine
+	e.StartWindow()
+	stop := c.h.progressLoop(c.label, func() string { return fmt.Sprintf("sessions up %d", n) }, dur)
+	profDone := make(chan error, 1)
+	if c.profile != "" {
+		path := c.profile
+		c.profile = ""
+		go func() {
+			f, err := os.Create(path)
+			if err == nil {
+				err = procstat.Profile(c.metrics, max(1, int(dur.Seconds())), f)
+				f.Close()
+			}
+			profDone <- err
+		}()
+	} else {
+		profDone <- nil
+	}
+	err = sleep(ctx, dur)
+	e.EndWindow()
+	s1, serr := c.r.sample()
+	stop()
+	if perr := <-profDone; perr != nil {
+		c.h.progress.Log("CPU profile: %v", perr)
+	}
+	if err != nil {
+		return m, err
+	}
+	if serr != nil {
+		return m, serr
+	}
+	m.s1 = s1
+	if err := sleep(ctx, drainWait); err != nil {
+		return m, err
+	}
+	m.w = e.Collect()
+	return m, nil
+}
+
+// fill writes a window's figures into res.
+func (c *runCase) fill(res *report.Result, m measurement) {
+	w := &m.w
+	d := w.Duration().Seconds()
+	res.DurationS = d
+	res.OfferedPPS = m.offered()
+	res.DeliveredPPS = float64(w.Received) / d
+	res.LossRatio = m.loss()
+	res.PayloadMismatches = w.Mismatches - c.mis0
+	if w.Latency.Count() > 0 {
+		res.LatencyP50us = report.F(float64(w.Latency.Quantile(0.5)) / 1e3)
+		res.LatencyP99us = report.F(float64(w.Latency.Quantile(0.99)) / 1e3)
+		res.JitterUs = report.F(w.JitterNanos / 1e3)
+	}
+	res.PacketsForwarded = m.forwarded()
+	res.NodeCPUnsPerPacket = m.cpuPerPacket()
+	res.NodeCPUCores = report.F(float64(m.s1.cpu-m.s0.cpu) / 1e9 / d)
+	res.NodeRSSBytes = report.I(m.s1.rss)
+	res.AllocsPerPacket = m.allocsPerPacket()
+	res.NodeDrops = m.drops()
+	res.GeneratorSendDrops = w.SendDrops
+	res.FlowsStarved = w.Starved
+	res.Latency = res.Latency[:0]
+	for _, p := range w.Latency.Points() {
+		res.Latency = append(res.Latency, [2]float64{float64(p.Upper) / 1e3, float64(p.Count)})
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

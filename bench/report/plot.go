@@ -1,0 +1,176 @@
+package report
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+// Plot draws the report to path (.svg or .png): delivered packets per
+// second and the relay's CPU per packet against the number of sessions (the
+// steps of a scale run, or one point per result otherwise), and each
+// result's one-way latency distribution.
+func Plot(r *Report, path string) error {
+	ext := strings.ToLower(filepath.Ext(path))
+	if ext != ".svg" && ext != ".png" {
+		return fmt.Errorf("plot %s: want .svg or .png", path)
+	}
+	thr := newPlot(fmt.Sprintf("Delivered packets/s (%s)", r.Mode), "sessions", "packets/s")
+	cpu := newPlot("Relay CPU per packet forwarded", "sessions", "ns/packet")
+	lat := newPlot("One-way latency through the relay (send to receive)", "µs", "fraction of packets at or below")
+	thr.X.Scale, thr.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+	cpu.X.Scale, cpu.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+	lat.X.Scale, lat.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+	lat.Y.Min, lat.Y.Max = 0, 1
+	thr.Y.Min, cpu.Y.Min = 0, 0 // differences in proportion
+	drawn := map[*plot.Plot]bool{}
+	i := 0
+	for _, res := range r.Results {
+		if res.Skipped != "" {
+			continue
+		}
+		name := label(res)
+		col := plotutil.Color(i)
+		shape := plotutil.Shape(i)
+		i++
+		var tp, cp plotter.XYs
+		if len(res.Steps) > 0 && r.Mode == "scale" {
+			for _, s := range res.Steps {
+				tp = append(tp, plotter.XY{X: float64(s.Sessions), Y: s.DeliveredPPS})
+				if s.NodeCPUnsPerPacket != nil {
+					cp = append(cp, plotter.XY{X: float64(s.Sessions), Y: *s.NodeCPUnsPerPacket})
+				}
+			}
+		} else {
+			tp = plotter.XYs{{X: float64(res.Sessions), Y: res.DeliveredPPS}}
+			if res.NodeCPUnsPerPacket != nil {
+				cp = plotter.XYs{{X: float64(res.Sessions), Y: *res.NodeCPUnsPerPacket}}
+			}
+		}
+		if err := addSeries(thr, name, tp, col, shape); err != nil {
+			return err
+		}
+		if err := addSeries(cpu, name, cp, col, shape); err != nil {
+			return err
+		}
+		drawn[thr] = drawn[thr] || len(tp) > 0
+		drawn[cpu] = drawn[cpu] || len(cp) > 0
+		if cdf := latencyCDF(res.Latency); len(cdf) > 0 {
+			l, err := plotter.NewLine(cdf)
+			if err != nil {
+				return err
+			}
+			l.Color = col
+			l.Width = vg.Points(1.5)
+			lat.Add(l)
+			lat.Legend.Add(name, l)
+			drawn[lat] = true
+		}
+	}
+	for _, p := range []*plot.Plot{thr, cpu, lat} {
+		p.Add(plotter.NewGrid())
+		if !drawn[p] {
+			// Nothing to draw: a log axis over no data would panic.
+			p.X.Scale, p.X.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
+		}
+	}
+	plots := [][]*plot.Plot{{thr}, {cpu}, {lat}}
+	w, h := 9*vg.Inch, 14*vg.Inch
+	var c vg.CanvasWriterTo
+	var dc draw.Canvas
+	if ext == ".svg" {
+		sc := vgsvg.New(w, h)
+		c, dc = sc, draw.New(sc)
+	} else {
+		ic := vgimg.New(w, h)
+		c, dc = vgimg.PngCanvas{Canvas: ic}, draw.New(ic)
+	}
+	tiles := draw.Tiles{Rows: 3, Cols: 1, PadTop: vg.Millimeter * 4, PadBottom: vg.Millimeter * 4, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 10}
+	canvases := plot.Align(plots, tiles, dc)
+	for j := range plots {
+		plots[j][0].Draw(canvases[j][0])
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func newPlot(title, x, y string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
+	p.Legend.Top = true
+	p.Legend.Left = true
+	return p
+}
+
+func addSeries(p *plot.Plot, name string, xys plotter.XYs, col color.Color, shape draw.GlyphDrawer) error {
+	if len(xys) == 0 {
+		return nil
+	}
+	sc, err := plotter.NewScatter(xys)
+	if err != nil {
+		return err
+	}
+	sc.GlyphStyle.Color, sc.GlyphStyle.Shape, sc.GlyphStyle.Radius = col, shape, vg.Points(4)
+	p.Add(sc)
+	if len(xys) > 1 {
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color = col
+		p.Add(l)
+	}
+	p.Legend.Add(name, sc)
+	return nil
+}
+
+func label(r *Result) string {
+	s := r.Target
+	if r.SRTP != "" {
+		s += " " + r.SRTP
+	}
+	return s + " (" + r.PlainPorts + ")"
+}
+
+// latencyCDF turns histogram buckets into a cumulative distribution.
+func latencyCDF(h [][2]float64) plotter.XYs {
+	pts := append([][2]float64(nil), h...)
+	sort.Slice(pts, func(i, j int) bool { return pts[i][0] < pts[j][0] })
+	var total float64
+	for _, p := range pts {
+		total += p[1]
+	}
+	if total == 0 {
+		return nil
+	}
+	var out plotter.XYs
+	var cum float64
+	for _, p := range pts {
+		if p[0] <= 0 {
+			continue
+		}
+		cum += p[1]
+		out = append(out, plotter.XY{X: p[0], Y: cum / total})
+	}
+	return out
+}

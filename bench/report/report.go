@@ -1,0 +1,221 @@
+// Package report holds what strait-bench prints: one Result per measured
+// target (Strait, and each baseline measured in the same run), the ratios
+// between them, a live progress line, and a plot.
+//
+// A field that does not apply to a target (allocations of a C daemon,
+// ratios without a baseline) is null in JSON, never left out, so that
+// scripts can rely on every key being there.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// Targets.
+const (
+	TargetStrait      = "strait"       // WebRTC <-> plain through a Strait node
+	TargetStraitPlain = "strait-plain" // baseline 1: plain <-> plain, same node
+	TargetRtpengine   = "rtpengine"    // baseline 2: WebRTC <-> plain through rtpengine
+)
+
+// Result is the measurement of one target in one configuration.
+type Result struct {
+	Target string `json:"target"`
+	Mode   string `json:"mode"`
+	// Legs is "webrtc-plain" or "plain-plain".
+	Legs string `json:"legs"`
+	// SRTP is the profile on the WebRTC leg (empty for plain-plain).
+	SRTP string `json:"srtp"`
+	// PlainPorts is the plain legs' port mode on the relay: "per-leg" or
+	// "shared".
+	PlainPorts string `json:"plain_ports"`
+	// Skipped says why the target was not measured (e.g. rtpengine not
+	// installed); a skipped target is not a pass.
+	Skipped string `json:"skipped,omitempty"`
+
+	Sessions  int     `json:"sessions"`
+	DurationS float64 `json:"duration_s"`
+
+	OfferedPPS        float64  `json:"offered_pps"`
+	DeliveredPPS      float64  `json:"delivered_pps"`
+	LossRatio         float64  `json:"loss_ratio"`
+	PayloadMismatches uint64   `json:"payload_mismatches"`
+	LatencyP50us      *float64 `json:"latency_p50_us"`
+	LatencyP99us      *float64 `json:"latency_p99_us"`
+	JitterUs          *float64 `json:"jitter_us"`
+
+	// PacketsForwarded is the relay's count of RTP packets sent in the
+	// window (Strait: its packets_total{direction="out"}; rtpengine: what
+	// the harness received).
+	PacketsForwarded   uint64   `json:"packets_forwarded"`
+	NodeCPUnsPerPacket *float64 `json:"node_cpu_ns_per_packet"`
+	NodeCPUCores       *float64 `json:"node_cpu_cores"`
+	NodeRSSBytes       *int64   `json:"node_rss_bytes"`
+	BytesPerSession    *float64 `json:"bytes_per_session"`
+	// BytesPerSessionBasis says what BytesPerSession measures.
+	BytesPerSessionBasis string   `json:"bytes_per_session_basis"`
+	AllocsPerPacket      *float64 `json:"allocs_per_packet"`
+
+	SetupPerS      *float64 `json:"setup_per_s"`
+	SetupP50ms     *float64 `json:"setup_p50_ms"`
+	SetupP99ms     *float64 `json:"setup_p99_ms"`
+	HandshakeP50ms *float64 `json:"handshake_p50_ms"`
+	HandshakeP99ms *float64 `json:"handshake_p99_ms"`
+	// NodeCPUusPerSetup is the relay's CPU time per session set up.
+	NodeCPUusPerSetup *float64 `json:"node_cpu_us_per_setup"`
+
+	// Drops the relay counted in the window, by reason (Strait only).
+	NodeDrops map[string]uint64 `json:"node_drops"`
+	// GeneratorSendDrops are packets the harness's own sockets refused.
+	GeneratorSendDrops uint64 `json:"generator_send_drops"`
+	// FlowsStarved counts flows that sent in the window and got nothing
+	// through (a relay that stopped serving a socket).
+	FlowsStarved int `json:"flows_starved"`
+
+	// GeneratorLimited (flood) means the harness could not offer more
+	// than the reported rate on this machine: the relay's limit is higher.
+	GeneratorLimited bool `json:"generator_limited"`
+	// Overload (flood): the first failing step's offered rate, the drops
+	// the relay counted there, and flows it did not serve at all.
+	OverloadOfferedPPS   *float64          `json:"overload_offered_pps"`
+	OverloadDrops        map[string]uint64 `json:"overload_node_drops"`
+	OverloadFlowsStarved *int              `json:"overload_flows_starved"`
+
+	// Ratios of this result's node CPU per packet to the baselines' in the
+	// same run, same packets (Strait WebRTC results only).
+	CPURatioToPlain     *float64 `json:"cpu_ratio_to_plain"`
+	CPURatioToRtpengine *float64 `json:"cpu_ratio_to_rtpengine"`
+
+	// Steps are the flood search's or scale's individual measurements.
+	Steps []Step `json:"steps,omitempty"`
+	// Latency is the latency distribution (bucket upper bound in µs,
+	// count), for plots.
+	Latency [][2]float64 `json:"latency_histogram,omitempty"`
+}
+
+// Step is one rate (flood) or session count (scale) of a search.
+type Step struct {
+	Sessions           int      `json:"sessions"`
+	OfferedPPS         float64  `json:"offered_pps"`
+	DeliveredPPS       float64  `json:"delivered_pps"`
+	LossRatio          float64  `json:"loss_ratio"`
+	NodeCPUnsPerPacket *float64 `json:"node_cpu_ns_per_packet"`
+	AllocsPerPacket    *float64 `json:"allocs_per_packet"`
+	BytesPerSession    *float64 `json:"bytes_per_session"`
+	NodeRSSBytes       *int64   `json:"node_rss_bytes"`
+	LatencyP99us       *float64 `json:"latency_p99_us"`
+	FlowsStarved       int      `json:"flows_starved"`
+	NodeDrops          uint64   `json:"node_drops"`
+	Pass               bool     `json:"pass"`
+}
+
+// Report is strait-bench's output.
+type Report struct {
+	Mode    string    `json:"mode"`
+	Date    time.Time `json:"date"`
+	Commit  string    `json:"commit"`
+	Command string    `json:"command"`
+	Machine Machine   `json:"machine"`
+	Config  any       `json:"config"`
+	Results []*Result `json:"results"`
+	// Failures lists what makes the run fail (payload mismatches,
+	// sessions that never came up); empty on success.
+	Failures []string `json:"failures"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+}
+
+// F returns a pointer to v (for optional fields).
+func F(v float64) *float64 { return &v }
+
+// Int returns a pointer to v.
+func Int(v int) *int { return &v }
+
+// I returns a pointer to v.
+func I(v int64) *int64 { return &v }
+
+// Ratio returns a/b, or nil when either is missing or b is zero.
+func Ratio(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 {
+		return nil
+	}
+	return F(*a / *b)
+}
+
+// WriteJSON writes r indented.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// Progress writes a live status line to a terminal (carriage return, no
+// newline until Done), at most every period.
+type Progress struct {
+	W io.Writer
+
+	mu   sync.Mutex
+	last string
+}
+
+// Update replaces the line.
+func (p *Progress) Update(format string, args ...any) {
+	if p == nil || p.W == nil {
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pad := ""
+	if n := len(p.last) - len(line); n > 0 {
+		pad = fmt.Sprintf("%*s", n, "")
+	}
+	fmt.Fprintf(p.W, "\r%s%s", line, pad)
+	p.last = line
+}
+
+// Done ends the line, leaving it visible.
+func (p *Progress) Done() {
+	if p == nil || p.W == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last != "" {
+		fmt.Fprintln(p.W)
+	}
+	p.last = ""
+}
+
+// Log prints a line of its own above the progress line.
+func (p *Progress) Log(format string, args ...any) {
+	if p == nil || p.W == nil {
+		return
+	}
+	p.Done()
+	fmt.Fprintf(p.W, format+"\n", args...)
+}
+
+// WriteFile writes the report as JSON to path.
+func (r *Report) WriteFile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := r.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
