@@ -23,27 +23,33 @@ type counters struct {
 
 // proto returns the counters as the API reports them.
 func (c *counters) proto() *pb.LegCounters {
-	return &pb.LegCounters{
-		PacketsIn:         c.packetsIn.Load(),
-		BytesIn:           c.bytesIn.Load(),
-		PacketsOut:        c.packetsOut.Load(),
-		BytesOut:          c.bytesOut.Load(),
-		RtcpIn:            c.rtcpIn.Load(),
-		RtcpOut:           c.rtcpOut.Load(),
-		StunIn:            c.stunIn.Load(),
-		DtlsIn:            c.dtlsIn.Load(),
-		DropUnknownSource: c.dropUnknownSource.Load(),
-		DropSrtpAuth:      c.dropSRTPAuth.Load(),
-		DropReplay:        c.dropReplay.Load(),
-		DropUnknownPt:     c.dropUnknownPT.Load(),
-		DropMalformed:     c.dropMalformed.Load(),
-		DropDirection:     c.dropDirection.Load(),
-		DropNoConsent:     c.dropNoConsent.Load(),
-		DropSend:          c.dropSend.Load(),
-		DropNotReady:      c.dropNotReady.Load(),
-		DropStunAuth:      c.dropSTUNAuth.Load(),
-		LastInUnixNano:    c.lastIn.Load(),
-	}
+	t := &pb.LegCounters{}
+	c.addTo(t)
+	return t
+}
+
+// addTo adds the counters to t without allocating (a scrape sums every
+// leg of the node).
+func (c *counters) addTo(t *pb.LegCounters) {
+	t.PacketsIn += c.packetsIn.Load()
+	t.BytesIn += c.bytesIn.Load()
+	t.PacketsOut += c.packetsOut.Load()
+	t.BytesOut += c.bytesOut.Load()
+	t.RtcpIn += c.rtcpIn.Load()
+	t.RtcpOut += c.rtcpOut.Load()
+	t.StunIn += c.stunIn.Load()
+	t.DtlsIn += c.dtlsIn.Load()
+	t.DropUnknownSource += c.dropUnknownSource.Load()
+	t.DropSrtpAuth += c.dropSRTPAuth.Load()
+	t.DropReplay += c.dropReplay.Load()
+	t.DropUnknownPt += c.dropUnknownPT.Load()
+	t.DropMalformed += c.dropMalformed.Load()
+	t.DropDirection += c.dropDirection.Load()
+	t.DropNoConsent += c.dropNoConsent.Load()
+	t.DropSend += c.dropSend.Load()
+	t.DropNotReady += c.dropNotReady.Load()
+	t.DropStunAuth += c.dropSTUNAuth.Load()
+	t.LastInUnixNano = max(t.LastInUnixNano, c.lastIn.Load())
 }
 
 // AddCounters adds b's counts to a (last_in_unix_nano takes the later).

@@ -38,8 +38,13 @@ type Engine struct {
 	nextOwner  atomic.Uint32
 	nextPair   atomic.Uint32
 
-	mu       sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// sessions holds the published sessions: fully set up and known to
+	// the workers. Everything that lists or looks up sessions sees only
+	// these; reserved holds the ids of sessions being created (counted
+	// against MaxSessions, refused as duplicates).
 	sessions map[string]*Session
+	reserved map[string]struct{}
 	totals   pb.LegCounters // of deleted legs
 	closed   bool
 
@@ -51,7 +56,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, sessions: make(map[string]*Session)}
+	e := &Engine{cfg: cfg, log: cfg.Logger, sessions: make(map[string]*Session), reserved: make(map[string]struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -208,7 +213,7 @@ func (e *Engine) Totals() *pb.LegCounters {
 	e.mu.Unlock()
 	for _, s := range live {
 		for _, l := range s.legs {
-			AddCounters(t, l.ctr.proto())
+			l.ctr.addTo(t)
 		}
 	}
 	for _, w := range e.workers {
@@ -270,15 +275,18 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 	case e.sessions[id] != nil:
 		e.mu.Unlock()
 		return nil, statusf(codes.AlreadyExists, "session %q exists", id)
-	case e.cfg.MaxSessions > 0 && len(e.sessions) >= e.cfg.MaxSessions:
+	case hasKey(e.reserved, id):
+		e.mu.Unlock()
+		return nil, statusf(codes.AlreadyExists, "session %q is being created", id)
+	case e.cfg.MaxSessions > 0 && len(e.sessions)+len(e.reserved) >= e.cfg.MaxSessions:
 		e.mu.Unlock()
 		return nil, statusf(codes.ResourceExhausted, "node is full (%d sessions)", e.cfg.MaxSessions)
 	}
-	e.sessions[id] = s // reserved; not reachable by packets until published
+	e.reserved[id] = struct{}{}
 	e.mu.Unlock()
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Nobody else can reach s until it is published below, so its mutex
+	// is not needed while it is set up.
 	err := func() error {
 		for i, spec := range specs {
 			l := &Leg{sess: s, index: i, kind: spec.GetKind(), addrIdx: int(spec.GetAddressIndex())}
@@ -299,12 +307,26 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 	if err != nil {
 		e.release(s)
 		e.mu.Lock()
-		delete(e.sessions, id)
+		delete(e.reserved, id)
 		e.mu.Unlock()
 		return nil, err
 	}
 	e.publish(s)
+	e.mu.Lock()
+	delete(e.reserved, id)
+	e.sessions[id] = s
+	closed := e.closed
+	e.mu.Unlock()
+	if closed { // Close ran while this session was being set up
+		e.DeleteSession(id, "node stopped")
+		return nil, statusf(codes.Unavailable, "node is stopping")
+	}
 	return s, nil
+}
+
+func hasKey[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
 }
 
 func (e *Engine) validateLeg(i int, spec *pb.LegSpec) error {
@@ -541,7 +563,7 @@ func (e *Engine) DeleteSession(id, reason string) (*Session, error) {
 	e.release(s)
 	e.mu.Lock()
 	for _, l := range s.legs {
-		AddCounters(&e.totals, l.ctr.proto())
+		l.ctr.addTo(&e.totals)
 	}
 	e.mu.Unlock()
 	for _, l := range s.legs {

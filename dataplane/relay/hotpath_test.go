@@ -58,7 +58,8 @@ func sink(tb testing.TB) (*net.UDPConn, netip.AddrPort) {
 	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
+// newTestEngine starts an engine on loopback with port ranges of its own.
+func newTestEngine(tb testing.TB, workers int) *Engine {
 	tb.Helper()
 	var e *Engine
 	var err error
@@ -68,7 +69,7 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 			Addrs:       []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 			WebRTCPorts: portalloc.Range{First: base, Last: base},
 			RTPPorts:    portalloc.Range{First: base + 2, Last: base + 9},
-			Workers:     1,
+			Workers:     workers,
 			Certificate: testCert,
 			Fingerprint: "00",
 		})
@@ -80,6 +81,13 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { e.Close() })
+	return e
+}
+
+func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
+	tb.Helper()
+	e := newTestEngine(tb, 1)
+	var err error
 	bs, browser := sink(tb)
 	ps, pbx := sink(tb)
 	pcmu := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 126, Name: "telephone-event", ClockRate: 8000}}
