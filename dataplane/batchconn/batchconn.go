@@ -29,4 +29,9 @@ type Message struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
+	// Drops is, on receive from a socket opened with Options.CountDrops,
+	// the socket's running count of datagrams the kernel dropped because
+	// its receive buffer was full (SO_RXQ_OVFL; wraps at 2^32), as of this
+	// datagram; 0 until the first drop.
+	Drops uint32
 }

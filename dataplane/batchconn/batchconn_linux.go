@@ -20,8 +20,12 @@ type Batch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
-	recv  int // bytes offered to the kernel per datagram
+	oob   []byte // control-message space, oobLen per datagram
+	recv  int    // bytes offered to the kernel per datagram
 }
+
+// oobLen fits one SO_RXQ_OVFL control message (a uint32) per datagram.
+var oobLen = unix.CmsgSpace(4)
 
 // NewBatch allocates a batch of size datagrams of bufSize bytes each, of which
 // the last tailroom bytes are kept free for in-place growth.
@@ -37,6 +41,7 @@ func NewBatch(size, bufSize, tailroom int) *Batch {
 		hdrs:  make([]unix.Mmsghdr, size),
 		iovs:  make([]unix.Iovec, size),
 		names: make([]unix.RawSockaddrInet6, size),
+		oob:   make([]byte, size*oobLen),
 		recv:  bufSize - tailroom,
 	}
 	// One backing array: fewer objects for the GC to scan, and neighbouring
@@ -50,6 +55,7 @@ func NewBatch(size, bufSize, tailroom int) *Batch {
 		h.Iov = &b.iovs[i]
 		h.SetIovlen(1)
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		h.Control = &b.oob[i*oobLen]
 	}
 	return b
 }
@@ -71,6 +77,7 @@ func (b *Batch) RecvAt(fd, off int) (int, error) {
 	hdrs := b.hdrs[off:]
 	for i := range hdrs {
 		hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		hdrs[i].Hdr.SetControllen(oobLen)
 		hdrs[i].Hdr.Flags = 0
 		hdrs[i].Len = 0
 	}
@@ -92,9 +99,25 @@ func (b *Batch) RecvAt(fd, off int) (int, error) {
 				m.N = -1 // larger than the buffer: the caller drops it as malformed
 			}
 			m.Addr = decodeSockaddr(&b.names[i])
+			m.Drops = b.drops(i)
 		}
 		return n, nil
 	}
+}
+
+// drops parses the SO_RXQ_OVFL control message of datagram i, if any,
+// without allocating (unix.ParseSocketControlMessage would).
+func (b *Batch) drops(i int) uint32 {
+	h := &b.hdrs[i].Hdr
+	if int(h.Controllen) < unix.CmsgLen(4) {
+		return 0
+	}
+	oob := b.oob[i*oobLen : i*oobLen+int(h.Controllen)]
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	if c.Level != unix.SOL_SOCKET || c.Type != unix.SO_RXQ_OVFL || int(c.Len) < unix.CmsgLen(4) {
+		return 0
+	}
+	return *(*uint32)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
 }
 
 // decodeSockaddr reads a sockaddr_in or sockaddr_in6 the kernel wrote.

@@ -53,7 +53,7 @@ func recvAll(t *testing.T, b *Batch, fd, n int) []Message {
 			if m.N >= 0 {
 				data = bytes.Clone(m.Buf[:m.N])
 			}
-			got = append(got, Message{Buf: data, N: m.N, Addr: m.Addr})
+			got = append(got, Message{Buf: data, N: m.N, Addr: m.Addr, Drops: m.Drops})
 		}
 	}
 	if len(got) != n {
@@ -146,6 +146,32 @@ func TestRecvAtFillsFromSeveralSockets(t *testing.T) {
 	if _, err := batch.RecvAt(b.FD, 4); err == nil {
 		t.Fatal("RecvAt past the end succeeded")
 	}
+}
+
+func TestRecvReportsKernelDrops(t *testing.T) {
+	a := listen(t, "127.0.0.1:0")
+	b, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), Options{RecvBuffer: 4096, CountDrops: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pkt := make([]byte, 1000)
+	for i := 0; i < 200; i++ { // far more than 4 KiB (doubled by the kernel) holds
+		a.SendTo(pkt, b.Local)
+	}
+	batch := NewBatch(64, 2048, 0)
+	for { // drain what fitted: those were queued before any drop
+		if _, err := batch.Recv(b.FD); err != nil {
+			break
+		}
+	}
+	// The next datagram carries the socket's running drop count.
+	a.SendTo(pkt, b.Local)
+	got := recvAll(t, batch, b.FD, 1)
+	if got[0].Drops == 0 || got[0].Drops >= 200 {
+		t.Fatalf("Drops = %d after overflowing a 4 KiB buffer with 200 datagrams", got[0].Drops)
+	}
+	t.Logf("kernel dropped %d of 200", got[0].Drops)
 }
 
 func TestSenderDropsUnreachableFamily(t *testing.T) {

@@ -85,6 +85,7 @@ type Options struct {
 	ReusePort              bool
 	RecvBuffer, SendBuffer int
 	TOS                    int
+	CountDrops             bool
 }
 
 // ErrAddrInUse reports that the port is taken.

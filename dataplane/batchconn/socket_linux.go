@@ -34,6 +34,10 @@ type Options struct {
 	// TOS sets the IP TOS / IPv6 traffic class byte (e.g. 0xb8, DSCP EF for
 	// voice, RFC 4594); 0 leaves it unset.
 	TOS int
+	// CountDrops asks the kernel to report, with received datagrams, how
+	// many it dropped for a full receive buffer (SO_RXQ_OVFL): overload
+	// shows up as a counted drop rather than as silence.
+	CountDrops bool
 }
 
 // ErrAddrInUse reports that the port is taken (by another leg or process).
@@ -72,6 +76,11 @@ func Listen(addr netip.AddrPort, opt Options) (*Socket, error) {
 	if opt.SendBuffer > 0 {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, opt.SendBuffer); err != nil {
 			return fail("SO_SNDBUF", err)
+		}
+	}
+	if opt.CountDrops {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
+			return fail("SO_RXQ_OVFL", err)
 		}
 	}
 	if opt.TOS > 0 {

@@ -85,5 +85,6 @@ func dropReasons(t *pb.LegCounters) []drop {
 		{"send", t.DropSend},
 		{"not_ready", t.DropNotReady},
 		{"stun_auth", t.DropStunAuth},
+		{"rcvbuf", t.DropRcvbuf},
 	}
 }

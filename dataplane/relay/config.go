@@ -122,6 +122,9 @@ func (c *Config) setDefaults() error {
 	if len(c.Certificate.Certificate) == 0 {
 		return errors.New("relay: no DTLS certificate")
 	}
+	// Overload must show as counted drops: every media socket reports
+	// the kernel's receive-buffer drops (SO_RXQ_OVFL).
+	c.Socket.CountDrops = true
 	if c.Workers <= 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
 	}

@@ -16,7 +16,7 @@ type counters struct {
 
 	dropUnknownSource, dropSRTPAuth, dropReplay, dropUnknownPT atomic.Uint64
 	dropMalformed, dropDirection, dropNoConsent, dropSend      atomic.Uint64
-	dropNotReady, dropSTUNAuth                                 atomic.Uint64
+	dropNotReady, dropSTUNAuth, dropRcvbuf                     atomic.Uint64
 
 	lastIn atomic.Int64 // unix nanoseconds
 }
@@ -49,6 +49,7 @@ func (c *counters) addTo(t *pb.LegCounters) {
 	t.DropSend += c.dropSend.Load()
 	t.DropNotReady += c.dropNotReady.Load()
 	t.DropStunAuth += c.dropSTUNAuth.Load()
+	t.DropRcvbuf += c.dropRcvbuf.Load()
 	t.LastInUnixNano = max(t.LastInUnixNano, c.lastIn.Load())
 }
 
@@ -72,6 +73,7 @@ func AddCounters(a, b *pb.LegCounters) {
 	a.DropSend += b.GetDropSend()
 	a.DropNotReady += b.GetDropNotReady()
 	a.DropStunAuth += b.GetDropStunAuth()
+	a.DropRcvbuf += b.GetDropRcvbuf()
 	if b.GetLastInUnixNano() > a.LastInUnixNano {
 		a.LastInUnixNano = b.GetLastInUnixNano()
 	}
@@ -82,4 +84,6 @@ func AddCounters(a, b *pb.LegCounters) {
 // that worker only.
 type nodeCounters struct {
 	unknownSource, malformed, stunUnknownUfrag atomic.Uint64
+	// rcvbuf counts kernel drops on shared ports (SO_RXQ_OVFL).
+	rcvbuf atomic.Uint64
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/stun/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
@@ -363,4 +364,28 @@ func FuzzHandle(f *testing.F) {
 		}
 		h.deliver(s, pkt, from)
 	})
+}
+
+// TestKernelDropsAreCounted: datagrams the kernel drops for a full receive
+// buffer (the node overloaded) show up as the leg's drop_rcvbuf.
+func TestKernelDropsAreCounted(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	if err := unix.SetsockoptInt(h.rtpSlot.sock.FD, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	pbx := h.sinks[1]
+	pkt := make([]byte, 1000)
+	pkt[0] = 0x80
+	for i := 0; i < 200; i++ {
+		pbx.WriteToUDPAddrPort(pkt, h.rtpSlot.sock.Local)
+	}
+	h.w.serve(h.rtpSlot, 0) // drains what fitted: queued before any drop
+	pbx.WriteToUDPAddrPort(pkt, h.rtpSlot.sock.Local)
+	h.w.serve(h.rtpSlot, 0) // this one carries the socket's drop count
+	if got := h.plain.ctr.dropRcvbuf.Load(); got == 0 || got >= 200 {
+		t.Fatalf("drop_rcvbuf = %d after overflowing the socket with 200 datagrams", got)
+	}
+	if tot := h.e.Totals(); tot.DropRcvbuf != h.plain.ctr.dropRcvbuf.Load() {
+		t.Fatalf("node totals drop_rcvbuf %d", tot.DropRcvbuf)
+	}
 }

@@ -32,6 +32,7 @@ type slot struct {
 	stream *Stream // sockPlain
 	rtcp   bool    // the RTCP half of a pair
 	gen    uint32
+	drops  uint32 // the socket's kernel drop count last seen (SO_RXQ_OVFL)
 }
 
 // latchKey names a peer on a shared port.
@@ -209,6 +210,10 @@ func (w *worker) serve(s *slot, off int) int {
 		if err != nil || n == 0 {
 			return off // EAGAIN: drained
 		}
+		if d := w.batch.Msgs[off+n-1].Drops; d != s.drops {
+			w.kernelDrops(s, d-s.drops) // wraps correctly: both are mod 2^32
+			s.drops = d
+		}
 		for i := off; i < off+n; i++ {
 			w.handle(s, &w.batch.Msgs[i])
 		}
@@ -218,6 +223,17 @@ func (w *worker) serve(s *slot, off int) int {
 		}
 	}
 	return off
+}
+
+// kernelDrops counts datagrams the kernel dropped on s because its
+// receive buffer was full: against the leg for its own ports, against the
+// node for shared ones.
+func (w *worker) kernelDrops(s *slot, n uint32) {
+	if s.kind == sockPlain {
+		s.stream.leg.ctr.dropRcvbuf.Add(uint64(n))
+		return
+	}
+	w.ctr.rcvbuf.Add(uint64(n))
 }
 
 func (w *worker) sendFailed(l *Leg, _ error) {

@@ -1856,7 +1856,11 @@ type LegCounters struct {
 	DropNotReady uint64 `protobuf:"varint,18,opt,name=drop_not_ready,json=dropNotReady,proto3" json:"drop_not_ready,omitempty"`
 	// ICE checks whose MESSAGE-INTEGRITY or USERNAME did not verify: never
 	// answered (the node is not an open relay).
-	DropStunAuth  uint64 `protobuf:"varint,19,opt,name=drop_stun_auth,json=dropStunAuth,proto3" json:"drop_stun_auth,omitempty"`
+	DropStunAuth uint64 `protobuf:"varint,19,opt,name=drop_stun_auth,json=dropStunAuth,proto3" json:"drop_stun_auth,omitempty"`
+	// Datagrams the kernel dropped because a socket's receive buffer was full
+	// (the node under overload). Charged to the leg for its own ports; drops
+	// on shared ports appear only in the node's totals.
+	DropRcvbuf    uint64 `protobuf:"varint,20,opt,name=drop_rcvbuf,json=dropRcvbuf,proto3" json:"drop_rcvbuf,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2020,6 +2024,13 @@ func (x *LegCounters) GetDropNotReady() uint64 {
 func (x *LegCounters) GetDropStunAuth() uint64 {
 	if x != nil {
 		return x.DropStunAuth
+	}
+	return 0
+}
+
+func (x *LegCounters) GetDropRcvbuf() uint64 {
+	if x != nil {
+		return x.DropRcvbuf
 	}
 	return 0
 }
@@ -2280,7 +2291,7 @@ const file_dataplane_proto_rawDesc = "" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\x94\x05\n" +
+	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xb5\x05\n" +
 	"\vLegCounters\x12\x1d\n" +
 	"\n" +
 	"packets_in\x18\x01 \x01(\x04R\tpacketsIn\x12\x19\n" +
@@ -2304,7 +2315,9 @@ const file_dataplane_proto_rawDesc = "" +
 	"\tdrop_send\x18\x10 \x01(\x04R\bdropSend\x12)\n" +
 	"\x11last_in_unix_nano\x18\x11 \x01(\x03R\x0elastInUnixNano\x12$\n" +
 	"\x0edrop_not_ready\x18\x12 \x01(\x04R\fdropNotReady\x12$\n" +
-	"\x0edrop_stun_auth\x18\x13 \x01(\x04R\fdropStunAuth\"3\n" +
+	"\x0edrop_stun_auth\x18\x13 \x01(\x04R\fdropStunAuth\x12\x1f\n" +
+	"\vdrop_rcvbuf\x18\x14 \x01(\x04R\n" +
+	"dropRcvbuf\"3\n" +
 	"\x12WatchEventsRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x9c\x02\n" +
