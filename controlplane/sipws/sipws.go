@@ -255,4 +255,3 @@ func headerHas(h http.Header, name, token string) bool {
 	}
 	return false
 }
-
