@@ -150,8 +150,12 @@ func (e *Engine) admit(req *sip.Request, tx sip.ServerTransaction) bool {
 		}
 		return false
 	}
+	// A new request carrying a Call-ID Strait made came back to it: a
+	// routing loop (in-dialog requests of Strait's UAC dialogs carry
+	// them legitimately, with a To tag).
+	tag, _ := req.To().Params.Get("tag")
 	e.mu.Lock()
-	loop := e.ownIDs[req.CallID().Value()]
+	loop := tag == "" && e.ownIDs[req.CallID().Value()]
 	e.mu.Unlock()
 	if loop {
 		if req.Method != sip.ACK {

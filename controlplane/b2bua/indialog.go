@@ -65,7 +65,14 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		st.Respond(tx, req, 491, "", nil, sip.NewHeader("Retry-After", "2"))
 		return
 	}
-	defer c.finishExchange()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			c.finishExchange()
+		}
+	}
+	defer release()
 	if req.Method == sip.INVITE {
 		st.Respond(tx, req, 100, "", nil)
 	}
@@ -161,6 +168,10 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		timers = append(timers, sip.NewHeader("Require", "timer"))
 	}
 	res := respond(200, "", answer, timers...)
+	// The exchange is over once the answer is sent: a new re-INVITE may
+	// follow the ACK at once (RFC 3261 section 14.2 only refuses one
+	// that overlaps).
+	release()
 	if req.Method == sip.INVITE {
 		if _, err := l.waitAck(tx, res, req.CSeq().SeqNo); err != nil {
 			c.log.Info("re-INVITE answer never confirmed", "err", err)
