@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -281,36 +283,6 @@ func receive(t *testing.T, b *mediatest.Browser, tag string, count int) {
 	}
 }
 
-// answerOffer makes the browser answer an offer from Strait: its own
-// offer is rolled back (a mediatest.Browser starts with one), the remote
-// offer applied and an answer created, with gathering complete.
-func answerOffer(t *testing.T, b *mediatest.Browser, offer []byte) []byte {
-	t.Helper()
-	pc := b.PC
-	if pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
-		if err := pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback}); err != nil {
-			t.Fatalf("rollback: %v", err)
-		}
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
-		t.Fatalf("browser refuses Strait's offer: %v\n%s", err, offer)
-	}
-	ans, err := pc.CreateAnswer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(ans); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-gathered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("gathering did not complete")
-	}
-	return []byte(pc.LocalDescription().SDP)
-}
-
 func newBrowserMedia(t *testing.T) *mediatest.Browser {
 	t.Helper()
 	b, err := mediatest.NewBrowser(mediatest.BrowserOptions{})
@@ -332,3 +304,162 @@ func newPlain(t *testing.T) *mediatest.Plain {
 }
 
 var _ = io.Discard
+
+// answerer is a browser's media for a call Strait offers it: a pion
+// PeerConnection that answers (mediatest.Browser only makes offers).
+type answerer struct {
+	pc       *webrtc.PeerConnection
+	track    *webrtc.TrackLocalStaticRTP
+	Received chan *rtp.Packet
+}
+
+func newAnswerer(t *testing.T) *answerer {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	for _, c := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, PayloadType: 0},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, Channels: 1}, PayloadType: 126},
+	} {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
+			t.Fatal(err)
+		}
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, "audio", "answerer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	a := &answerer{pc: pc, track: track, Received: make(chan *rtp.Packet, 1024)}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		go func() {
+			for {
+				p, _, err := tr.ReadRTP()
+				if err != nil {
+					return
+				}
+				select {
+				case a.Received <- p:
+				default:
+				}
+			}
+		}()
+	})
+	return a
+}
+
+// answer applies Strait's offer and returns the complete answer.
+func (a *answerer) answer(t *testing.T, offer []byte) []byte {
+	t.Helper()
+	if err := a.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
+		t.Fatalf("browser refuses Strait's offer: %v\n%s", err, offer)
+	}
+	ans, err := a.pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(a.pc)
+	if err := a.pc.SetLocalDescription(ans); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gathering did not complete")
+	}
+	return []byte(a.pc.LocalDescription().SDP)
+}
+
+func (a *answerer) waitConnected(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for a.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
+		if time.Now().After(deadline) {
+			t.Fatalf("answerer not connected: %v", a.pc.ConnectionState())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// send sends count tagged PCMU packets.
+func (a *answerer) send(t *testing.T, tag string, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		if err := a.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(160 * i)}, Payload: payload(tag, i)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// receiveAt waits for count packets tagged tag on ch.
+func receiveAt(t *testing.T, ch <-chan *rtp.Packet, tag string, count int) {
+	t.Helper()
+	got := 0
+	deadline := time.After(10 * time.Second)
+	for got < count {
+		select {
+		case pk := <-ch:
+			if bytes.HasPrefix(pk.Payload, []byte(tag)) {
+				got++
+			}
+		case <-deadline:
+			t.Fatalf("%q: %d of %d packets", tag, got, count)
+		}
+	}
+}
+
+// plainReceive waits for count packets tagged tag at a plain peer.
+func plainReceive(t *testing.T, p *mediatest.Plain, tag string, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		if _, err := p.Next(10*time.Second, func(pk mediatest.Packet) bool {
+			return pk.RTP != nil && bytes.HasPrefix(pk.RTP.Payload, []byte(tag))
+		}); err != nil {
+			t.Fatalf("%q at the plain peer: %d of %d: %v", tag, i, count, err)
+		}
+	}
+}
+
+// plainSend sends count tagged PCMU packets from a plain peer.
+func plainSend(t *testing.T, p *mediatest.Plain, to netip.AddrPort, seq *uint16, tag string, count int) {
+	t.Helper()
+	for i := 0; i < count; i++ {
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: *seq, Timestamp: uint32(*seq) * 160, SSRC: 0x5eed}, Payload: payload(tag, i)}
+		*seq++
+		if err := p.SendRTP(to, pkt); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// reanswer makes a connected browser answer a re-offer from Strait.
+func reanswer(t *testing.T, pc *webrtc.PeerConnection, offer []byte) []byte {
+	t.Helper()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
+		t.Errorf("browser refuses Strait's re-offer: %v\n%s", err, offer)
+		return nil
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	if err := pc.SetLocalDescription(ans); err != nil {
+		t.Error(err)
+		return nil
+	}
+	return []byte(pc.LocalDescription().SDP)
+}

@@ -2,7 +2,9 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/siptest"
+	"github.com/strait-sbc/strait/dataplane/mediatest"
 )
 
 // trunk is Strait in trunk mode with a PBX (a siptest phone with a digest
@@ -32,7 +35,7 @@ func startTrunk(t *testing.T) *trunk {
 	t.Cleanup(pbx.Close)
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
 	e := start(t, func(c *config.Config) { c.Upstream = "sip:" + pbx.Addr })
-	pbx.Peer = e.srv.SIPAddr()
+	pbx.SetPeer(e.srv.SIPAddr())
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +156,7 @@ func TestTrunkBrowserCallsPBX(t *testing.T) {
 
 	// The PBX holds the old way (c=0.0.0.0): the browser gets a
 	// direction, never 0.0.0.0; then it resumes.
-	call.OnReinvite(func(offer []byte) (int, []byte) { return 200, answerOffer(t, mb, offer) })
+	call.OnReinvite(func(offer []byte) (int, []byte) { return 200, reanswer(t, mb.PC, offer) })
 	hold := siptest.PlainSDP(2, plain.Addr(), plain.RTCPAddr(), "sendrecv", true)
 	r, err := inc.Reinvite(ctx(t), hold)
 	if err != nil || r.StatusCode != 200 {
@@ -202,4 +205,219 @@ func TestTrunkBrowserCallsPBX(t *testing.T) {
 	mb.Close()
 	plain.Close()
 	waitGoroutines(t, base, 8)
+}
+
+func TestTrunkPBXCallsBrowser(t *testing.T) {
+	tr := startTrunk(t)
+	binding := tr.register(t)
+	base := runtime.NumGoroutine()
+
+	// The PBX calls the contact the browser registered through Strait.
+	plain := newPlain(t)
+	offer := siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false)
+	call, err := tr.pbx.Invite(ctx(t), binding.Contact.User, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.browser.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden(t, "INVITE to the browser", inc.Invite.String(), call.CallID, plain.Addr().String(), "RTP/AVP", "0.0.0.0", tr.pbx.Addr)
+	if inc.Invite.Recipient.User != tr.browser.Contact.Address.User {
+		t.Fatalf("INVITE to %s, want the browser's contact", inc.Invite.Recipient.String())
+	}
+	mb := newAnswerer(t)
+	answer := mb.answer(t, inc.Invite.Body())
+	go func() {
+		inc.Ring()
+		inc.Answer(answer)
+	}()
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	hidden(t, "answer to the PBX", res.String(), ".invalid", "a=ice", "a=fingerprint", "UDP/TLS", inc.CallID)
+	mb.waitConnected(t)
+	tr.waitConnected()
+	straitRTP := plainAddr(t, res.Body())
+	var pseq uint16 = 200
+	plainSend(t, plain, straitRTP, &pseq, "p2b", 10)
+	receiveAt(t, mb.Received, "p2b", 10)
+	mb.send(t, "b2p", 10)
+	plainReceive(t, plain, "b2p", 10)
+
+	// MESSAGE both ways, outside the call.
+	if r, err := tr.pbx.Send(ctx(t), sip.MESSAGE, binding.Contact.User, []byte("hello browser"), "text/plain"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("MESSAGE to the browser: %v %v", r, err)
+	}
+	m, err := tr.browser.WaitRequest(sip.MESSAGE, 5*time.Second)
+	if err != nil || string(m.Body()) != "hello browser" || m.From().Address.User != "pbx" {
+		t.Fatalf("MESSAGE at the browser: %v %v", m, err)
+	}
+	hidden(t, "MESSAGE to the browser", m.String(), tr.pbx.Addr)
+	if r, err := tr.browser.Send(ctx(t), sip.MESSAGE, "bob", []byte("hello pbx"), "text/plain"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("MESSAGE to the PBX: %v %v", r, err)
+	}
+	m, err = tr.pbx.WaitRequest(sip.MESSAGE, 5*time.Second)
+	if err != nil || string(m.Body()) != "hello pbx" || m.Recipient.User != "bob" || m.From().Address.User != "alice" {
+		t.Fatalf("MESSAGE at the PBX: %v %v", m, err)
+	}
+	hidden(t, "MESSAGE to the PBX", m.String(), ".invalid")
+
+	// BYE from the PBX.
+	if err := call.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitSessions(0)
+	tr.waitCalls(0)
+	lines := tr.cdrLines()
+	if !strings.Contains(lines[len(lines)-1], `"direction":"sip-to-browser"`) || !strings.Contains(lines[len(lines)-1], `"reason":"caller bye"`) {
+		t.Fatalf("CDR %s", lines[len(lines)-1])
+	}
+	mb.pc.Close()
+	plain.Close()
+	waitGoroutines(t, base, 8)
+}
+
+func TestTrunkCancelAndRefusals(t *testing.T) {
+	tr := startTrunk(t)
+	tr.register(t)
+
+	// CANCEL before answer reaches the PBX; the browser gets 487.
+	mb := newBrowserMedia(t)
+	call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc.Ring()
+	cctx, cancel := context.WithCancel(ctx(t))
+	answered := make(chan *sip.Response, 1)
+	go func() {
+		res, _ := call.WaitAnswer(cctx, "")
+		answered <- res
+	}()
+	for ringing := false; !ringing; {
+		select {
+		case r := <-call.Provisional:
+			ringing = r.StatusCode == 180
+		case <-time.After(5 * time.Second):
+			t.Fatal("no 180")
+		}
+	}
+	cancel()
+	res := <-answered
+	select {
+	case <-inc.Cancelled():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the PBX never saw the CANCEL")
+	}
+	if res == nil || res.StatusCode != 487 {
+		t.Fatalf("cancelled call ended with %v", res)
+	}
+	tr.waitSessions(0)
+	tr.waitCalls(0)
+
+	// Busy passes as 486.
+	call, _ = tr.browser.Invite(ctx(t), "bob", []byte(newBrowserMedia(t).Offer))
+	inc, _ = tr.pbx.WaitCall(5 * time.Second)
+	go inc.Reject(486, "Busy Here")
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 486 {
+		t.Fatalf("busy: %v", res)
+	}
+	tr.waitSessions(0)
+
+	// No codec the trunk takes: 488 without bothering the PBX.
+	opusOnly, err := mediatest.NewBrowser(mediatest.BrowserOptions{Codecs: []mediatest.Codec{{PT: 111, Name: "opus", Clock: 48000, Channels: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opusOnly.Close()
+	call, _ = tr.browser.Invite(ctx(t), "bob", []byte(opusOnly.Offer))
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 488 {
+		t.Fatalf("opus-only offer: %v", res)
+	}
+	select {
+	case d := <-tr.pbx.Incoming:
+		t.Fatalf("the PBX got an INVITE it cannot take: %s", d.Invite.Body())
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Malformed SDP: 400.
+	call, _ = tr.browser.Invite(ctx(t), "bob", []byte("v=0\r\nthis is not sdp\r\n"))
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 400 {
+		t.Fatalf("malformed SDP: %v", res)
+	}
+	tr.waitSessions(0)
+	tr.waitCalls(0)
+	lines := tr.cdrLines()
+	var causes []string
+	for _, l := range lines {
+		var r struct{ Cause int }
+		json.Unmarshal([]byte(l), &r)
+		causes = append(causes, fmt.Sprint(r.Cause))
+	}
+	// The malformed INVITE never became a call: no record.
+	if got := strings.Join(causes, ","); got != "487,486,488" {
+		t.Fatalf("CDR causes %s", got)
+	}
+}
+
+// When the browser's WebSocket closes, its binding goes (upstream too),
+// the PBX's calls to it get 430, and once it reconnects and registers
+// again it is reachable at once under the same contact.
+func TestTrunkFlowFailure(t *testing.T) {
+	tr := startTrunk(t)
+	binding := tr.register(t)
+	contact := tr.browser.Contact
+	tr.browser.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tr.reg.Bindings()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("binding not removed upstream: %v", tr.reg.Bindings())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	plain := newPlain(t)
+	offer := siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false)
+	call, err := tr.pbx.Invite(ctx(t), binding.Contact.User, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 430 {
+		t.Fatalf("call to a closed flow: %v", res)
+	}
+
+	b2, err := siptest.NewBrowser(tr.srv.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	b2.Contact = contact // the same browser instance, reconnected
+	if res, err := b2.Register(ctx(t), "wonderland", 600); err != nil || res.StatusCode != 200 {
+		t.Fatalf("re-register: %v %v", res, err)
+	}
+	if bs := tr.reg.Bindings(); len(bs) != 1 || bs[0].Contact.User != binding.Contact.User {
+		t.Fatalf("the reconnected browser got a new key: %v, was %v", bs, binding.Contact.User)
+	}
+	call, err = tr.pbx.Invite(ctx(t), binding.Contact.User, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := b2.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go inc.Reject(486, "Busy Here")
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 486 {
+		t.Fatalf("call to the reconnected browser: %v", res)
+	}
+	tr.waitSessions(0)
 }

@@ -261,17 +261,25 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	d := newDialog(p, req)
 	d.in = sess
+	var once sync.Once
+	cancelled := func() {
+		once.Do(func() {
+			select {
+			case <-d.responded:
+			default:
+				close(d.cancelled)
+				d.end()
+			}
+		})
+	}
+	tx.OnCancel(func(*sip.Request) { cancelled() })
 	p.addDialog(d)
 	p.Incoming <- d
 	select {
 	case <-d.responded:
+	case <-d.cancelled:
 	case <-tx.Done():
-		select {
-		case <-d.responded:
-		default:
-			close(d.cancelled)
-			d.end()
-		}
+		cancelled()
 	case <-time.After(2 * time.Minute):
 	}
 }

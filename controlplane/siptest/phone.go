@@ -32,9 +32,9 @@ type Phone struct {
 	Server *sipgo.Server
 	// Transport is "WS" or "UDP".
 	Transport string
-	// Peer is where out-of-dialog requests go: Strait's HTTP address for
-	// WS (the path is /ws), its SIP address for UDP.
-	Peer string
+	// peer is where out-of-dialog requests go: Strait's HTTP address for
+	// WS (the path is /ws), its SIP address for UDP (see SetPeer).
+	peer string
 	// Addr is the phone's own UDP address (UDP only).
 	Addr string
 	// Contact is the phone's Contact.
@@ -77,7 +77,7 @@ func NewBrowser(httpAddr, user string) (*Phone, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Phone{UA: ua, Transport: "WS", Peer: httpAddr, Domain: strings.Split(httpAddr, ":")[0], user: user}
+	p := &Phone{UA: ua, Transport: "WS", peer: httpAddr, Domain: strings.Split(httpAddr, ":")[0], user: user}
 	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: randHex(4), Host: host,
 		UriParams: sip.NewParams(), Headers: sip.NewParams()}, Params: sip.NewParams()}
 	p.Contact.Address.UriParams.Add("transport", "ws")
@@ -107,7 +107,7 @@ func NewUDP(peer, user string) (*Phone, error) {
 		conn.Close()
 		return nil, err
 	}
-	p := &Phone{UA: ua, Transport: "UDP", Peer: peer, Addr: addr.String(), Domain: "127.0.0.1", conn: conn, user: user}
+	p := &Phone{UA: ua, Transport: "UDP", peer: peer, Addr: addr.String(), Domain: "127.0.0.1", conn: conn, user: user}
 	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: addr.Port}, Params: sip.NewParams()}
 	if p.Client, err = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(addr.Port),
 		sipgo.WithClientConnectionAddr(addr.String())); err != nil {
@@ -140,11 +140,14 @@ func (p *Phone) serve() error {
 		srv.OnRequest(m, p.onOther)
 	}
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) {
-		if p.registrar == nil {
+		p.mu.Lock()
+		r := p.registrar
+		p.mu.Unlock()
+		if r == nil {
 			tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
 			return
 		}
-		p.registrar.handle(req, tx)
+		r.handle(req, tx)
 	})
 	return nil
 }
@@ -169,15 +172,29 @@ func (p *Phone) addDialog(d *Dialog) {
 	p.mu.Unlock()
 }
 
+// SetPeer sets where out-of-dialog requests go.
+func (p *Phone) SetPeer(addr string) {
+	p.mu.Lock()
+	p.peer = addr
+	p.mu.Unlock()
+}
+
+// Peer is where out-of-dialog requests go.
+func (p *Phone) Peer() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peer
+}
+
 // route sets where an out-of-dialog request goes.
 func (p *Phone) route(req *sip.Request) {
 	req.SetTransport(p.Transport)
-	req.SetDestination(p.Peer)
+	req.SetDestination(p.Peer())
 }
 
 // URI returns sip:user@the phone's peer host, the AOR form Strait expects.
 func (p *Phone) URI(user string) sip.Uri {
-	host, _, _ := net.SplitHostPort(p.Peer)
+	host, _, _ := net.SplitHostPort(p.Peer())
 	if host == "" {
 		host = "127.0.0.1"
 	}
@@ -187,8 +204,7 @@ func (p *Phone) URI(user string) sip.Uri {
 // Register registers the phone's Contact for its user, answering a digest
 // challenge with password, and returns the final response.
 func (p *Phone) Register(ctx context.Context, password string, expires int) (*sip.Response, error) {
-	host, port, _ := net.SplitHostPort(p.Peer)
-	_ = port
+	host, _, _ := net.SplitHostPort(p.Peer())
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: host})
 	aor := p.URI(p.user)
 	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
@@ -314,32 +330,35 @@ type Binding struct {
 // password): REGISTER without valid credentials gets 401.
 func (p *Phone) ServeRegistrar(users map[string]string) *Registrar {
 	r := &Registrar{Realm: "pbx.test", Nonce: randHex(8), users: users, bindings: map[string]Binding{}}
+	p.mu.Lock()
 	p.registrar = r
+	p.mu.Unlock()
 	return r
 }
 
 func (r *Registrar) handle(req *sip.Request, tx sip.ServerTransaction) {
 	r.mu.Lock()
 	r.seen = append(r.seen, req)
+	nonce, realm := r.Nonce, r.Realm
 	r.mu.Unlock()
 	user := req.To().Address.User
 	h := req.GetHeader("Authorization")
 	ok := false
 	if h != nil {
 		cr, err := digest.ParseCredentials(h.Value())
-		if err == nil && cr.Username == user && cr.Nonce == r.Nonce {
-			chal := &digest.Challenge{Realm: r.Realm, Nonce: r.Nonce, Algorithm: cr.Algorithm}
+		if err == nil && cr.Username == user && cr.Nonce == nonce {
+			chal := &digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: cr.Algorithm}
 			if cr.QOP != "" {
 				chal.QOP = []string{cr.QOP}
 			}
 			want, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: cr.URI, Username: user,
-				Password: r.users[user], Cnonce: cr.Cnonce, Count: cr.Nc})
+				Password: r.password(user), Cnonce: cr.Cnonce, Count: cr.Nc})
 			ok = err == nil && want.Response == cr.Response
 		}
 	}
 	if !ok {
 		res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-		res.AppendHeader(sip.NewHeader("WWW-Authenticate", (&digest.Challenge{Realm: r.Realm, Nonce: r.Nonce, Algorithm: "MD5"}).String()))
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", (&digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: "MD5"}).String()))
 		tx.Respond(res)
 		return
 	}
@@ -367,6 +386,12 @@ func (r *Registrar) handle(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	r.mu.Unlock()
 	tx.Respond(res)
+}
+
+func (r *Registrar) password(user string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.users[user]
 }
 
 // Bindings returns the current bindings.
