@@ -140,6 +140,9 @@ func (s *Stack) Start(ws net.Listener) error {
 	s.mu.Unlock()
 	s.serve(func() error { return s.Server.ServeUDP(udp) })
 	s.serve(func() error { return s.Server.ServeTCP(tcp) })
+	// Requests reuse the listening socket (see Prepare), which sipgo
+	// pools only once ServeUDP runs: wait for it.
+	WaitUDP(s.UA, s.udpAddr)
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); <-ctx.Done(); udp.Close() }()
 	if s.cfg.TLS != nil && s.cfg.TLSAddr != "" {
@@ -161,6 +164,17 @@ func (s *Stack) Start(ws net.Listener) error {
 		s.serve(func() error { return s.Server.ServeWS(ws) })
 	}
 	return nil
+}
+
+// WaitUDP waits (at most a second) until ua's transport layer holds the
+// UDP listener at addr, so that requests sent from it reuse that socket.
+func WaitUDP(ua *sipgo.UserAgent, addr string) {
+	for range 200 {
+		if p := ua.TransportLayer().Pool("udp"); p != nil && p.Get(addr) != nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (s *Stack) serve(f func() error) {

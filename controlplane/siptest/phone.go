@@ -21,6 +21,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
 // Phone is a SIP user agent: it registers, calls, answers and passes
@@ -121,6 +123,7 @@ func NewUDP(peer, user string) (*Phone, error) {
 		return nil, err
 	}
 	go p.Server.ServeUDP(conn)
+	sipnet.WaitUDP(ua, p.Addr)
 	return p, nil
 }
 
