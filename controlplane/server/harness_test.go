@@ -85,13 +85,15 @@ func start(t *testing.T, mutate func(*config.Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := New(Options{Config: cfg, Nodes: []*dpool.Node{{Name: "local", API: n}}, Log: testLog(t)})
+	srv, err := New(Options{Config: cfg, Nodes: nodesOf(n), Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	return &env{t: t, srv: srv, node: n, cdr: cfg.CDRFile}
 }
+
+func nodesOf(n *node.Node) []*dpool.Node { return []*dpool.Node{{Name: "local", API: n}} }
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -110,6 +110,9 @@ func New(opt Options) (s *Server, err error) {
 		}
 	}
 	s.Pool = dpool.New(log.With("component", "dpool"), nodes...)
+	for _, n := range nodes {
+		s.Metrics.SetSessions(n.Name, 0)
+	}
 	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
 		return nil, err
 	}
