@@ -51,6 +51,7 @@ func New(cfg Config) *API {
 	a.mux.HandleFunc("DELETE /v1/calls/{id}", a.hangup)
 	a.mux.HandleFunc("POST /v1/calls/{id}/dtmf", a.dtmf)
 	a.mux.HandleFunc("GET /v1/events", a.events)
+	a.mux.HandleFunc("GET /v1/calls/{id}/events", a.events)
 	a.mux.HandleFunc("GET /v1/cdrs", a.cdrs)
 	a.mux.HandleFunc("GET /v1/registrations", a.registrations)
 	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
@@ -114,6 +115,8 @@ func httpStatus(sipCode int) int {
 		return http.StatusUnprocessableEntity
 	case sipCode == 503:
 		return http.StatusServiceUnavailable
+	case sipCode == 501:
+		return http.StatusNotImplemented
 	}
 	return http.StatusBadGateway
 }
@@ -206,9 +209,20 @@ func (a *API) dtmf(w http.ResponseWriter, r *http.Request) {
 // that proxies do not close it.
 const sseKeepalive = 15 * time.Second
 
-// events streams call events as server-sent events: "event: call" with a
-// JSON b2bua.Event as data.
+// events streams call events as server-sent events, named for the state
+// (ringing, early, answered, ended) with a JSON b2bua.Event as data; all calls', or one call's at
+// /v1/calls/{id}/events or with ?call=ID.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
+	only := r.PathValue("id")
+	if only == "" {
+		only = r.URL.Query().Get("call")
+	}
+	if id := r.PathValue("id"); id != "" {
+		if _, ok := a.cfg.Engine.Call(id); !ok {
+			writeError(w, http.StatusNotFound, "no such call")
+			return
+		}
+	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported")
@@ -234,9 +248,15 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
+			if only != "" && ev.Call != only {
+				continue
+			}
 			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: call\ndata: %s\n\n", b)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.State, b)
 			fl.Flush()
+			if only != "" && ev.State == "ended" {
+				return
+			}
 		}
 	}
 }

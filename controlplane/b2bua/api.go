@@ -145,16 +145,27 @@ func (e *Engine) Hangup(id string) error {
 // dtmfDuration is each digit's duration in SIP INFO (ms): what phones send.
 const dtmfDuration = 160
 
+// ErrDTMFInBand is returned by SendDTMF when the callee did not list INFO
+// in Allow: the digits must go in the media as RFC 4733 events, which the
+// caller's browser sends itself (the dataplane relays them with the
+// callee's payload type).
+var ErrDTMFInBand = sipError(501, "", errors.New("the callee takes no SIP INFO: send RFC 4733 telephone-events in the media"))
+
 // SendDTMF sends digits to the callee as SIP INFO application/dtmf-relay,
-// one request per digit, in order. (RFC 4733 events are the browser's to
-// send in its media; this is for web apps whose media has none.)
+// one request per digit, in order, when the callee lists INFO in Allow;
+// otherwise it returns ErrDTMFInBand. (The dataplane cannot generate RFC
+// 4733 events; a browser's RTCDTMFSender can, and the dataplane maps
+// their payload type.)
 func (c *Call) SendDTMF(ctx context.Context, digits string) error {
 	if c.State() != StateAnswered {
 		return sipError(481, "", errors.New("call not answered"))
 	}
 	l := c.legs[1]
 	if l == nil || l.d == nil {
-		return sipError(488, "", errors.New("nobody to send DTMF to"))
+		return ErrDTMFInBand
+	}
+	if !l.info {
+		return ErrDTMFInBand
 	}
 	for _, d := range digits {
 		body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", d, dtmfDuration)

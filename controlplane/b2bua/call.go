@@ -63,6 +63,20 @@ type leg struct {
 	kind legKind
 	// acks delivers ACKs for 2xx responses Strait sent on this dialog.
 	acks chan *sip.Request
+	// info: the peer listed INFO in Allow (so DTMF may go as SIP INFO).
+	info bool
+}
+
+// allowsInfo reports whether a message's Allow header lists INFO.
+func allowsInfo(m headers) bool {
+	for _, h := range m.GetHeaders("Allow") {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "INFO") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Call is one call: the caller's leg, the callee's leg (none for the
@@ -657,6 +671,7 @@ func (c *Call) bridge(ctx context.Context, tx sip.ClientTransaction, inv *sip.Re
 	st := c.e.st
 	b := c.legs[1]
 	b.d.established(res)
+	b.info = allowsInfo(res)
 	ack := b.d.ack(inv.CSeq().SeqNo, nil)
 	st.Write(ack)
 	tx.OnRetransmission(func(r *sip.Response) {

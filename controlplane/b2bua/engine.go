@@ -590,6 +590,9 @@ func (e *Engine) register(c *Call) error {
 		return sipError(503, "", errors.New("shutting down"))
 	}
 	e.calls[c.ID] = c
+	if !c.sub {
+		e.cfg.Metrics.CallState("", StateRinging.String())
+	}
 	return nil
 }
 

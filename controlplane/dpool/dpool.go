@@ -56,6 +56,7 @@ type Pool struct {
 	nodes    []*Node
 	owner    map[string]*Node // session id -> node
 	handlers []func(*pb.Event)
+	onChange func(node string, sessions int)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -78,6 +79,21 @@ func (p *Pool) OnEvent(f func(*pb.Event)) {
 	p.mu.Lock()
 	p.handlers = append(p.handlers, f)
 	p.mu.Unlock()
+}
+
+// OnChange registers f, called with a node's session count after each
+// session the pool creates or deletes on it (for a gauge).
+func (p *Pool) OnChange(f func(node string, sessions int)) {
+	p.mu.Lock()
+	p.onChange = f
+	p.mu.Unlock()
+}
+
+// changed reports n's count. p.mu held.
+func (p *Pool) changed(n *Node) {
+	if p.onChange != nil {
+		p.onChange(n.Name, n.sessions)
+	}
 }
 
 // Close stops watching. It does not close the nodes.
@@ -156,6 +172,7 @@ func (p *Pool) Create(ctx context.Context, req *pb.CreateSessionRequest) (*pb.Se
 			p.mu.Lock()
 			p.owner[s.GetId()] = n
 			n.sessions++
+			p.changed(n)
 			p.mu.Unlock()
 			return s, nil
 		}
@@ -213,6 +230,7 @@ func (p *Pool) Delete(ctx context.Context, id, reason string) (*pb.Session, erro
 	if _, ok := p.owner[id]; ok {
 		delete(p.owner, id)
 		n.sessions--
+		p.changed(n)
 	}
 	p.mu.Unlock()
 	return s, nil

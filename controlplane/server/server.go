@@ -113,6 +113,7 @@ func New(opt Options) (s *Server, err error) {
 	for _, n := range nodes {
 		s.Metrics.SetSessions(n.Name, 0)
 	}
+	s.Pool.OnChange(s.Metrics.SetSessions)
 	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
 		return nil, err
 	}

@@ -40,6 +40,9 @@ type Dialog struct {
 	ackBody   []byte // guarded by p.mu
 }
 
+// allowed is what JsSIP lists in Allow.
+const allowed = "INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY,SUBSCRIBE"
+
 func newDialog(p *Phone, req *sip.Request) *Dialog {
 	return &Dialog{p: p, CallID: req.CallID().Value(), Invite: req, Provisional: make(chan *sip.Response, 16),
 		Reinvites: make(chan *sip.Request, 16), ended: make(chan struct{}), responded: make(chan struct{}),
@@ -90,7 +93,7 @@ func (p *Phone) Invite(ctx context.Context, user string, offer []byte, hdrs ...s
 	req.AppendHeader(from)
 	cid := sip.CallIDHeader(randHex(10))
 	req.AppendHeader(&cid)
-	req.AppendHeader(sip.NewHeader("Allow", "INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY,SUBSCRIBE"))
+	req.AppendHeader(sip.NewHeader("Allow", allowed))
 	req.AppendHeader(sip.NewHeader("Supported", "ice,replaces,outbound,timer"))
 	for _, h := range hdrs {
 		req.AppendHeader(h)
@@ -210,7 +213,7 @@ func (d *Dialog) Progress(answer []byte) error {
 func (d *Dialog) Answer(sdp []byte) error {
 	defer d.done()
 	d.setLocal(sdp)
-	return d.in.RespondSDP(sdp)
+	return d.in.Respond(200, "OK", sdp, sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("Allow", allowed))
 }
 
 // Reject answers an incoming call with a failure.
