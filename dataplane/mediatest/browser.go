@@ -200,6 +200,27 @@ func (b *Browser) parseOffer() error {
 	return nil
 }
 
+// RestartICE makes a new offer with new ICE credentials (RFC 8445 section
+// 9), as a browser does after a network change; Offer, Ufrag and Pwd are
+// updated. Accept the SBC's answer to complete it.
+func (b *Browser) RestartICE() error {
+	offer, err := b.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		return err
+	}
+	gathered := webrtc.GatheringCompletePromise(b.PC)
+	if err := b.PC.SetLocalDescription(offer); err != nil {
+		return err
+	}
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		return errors.New("mediatest: ICE gathering did not complete")
+	}
+	b.Offer = b.PC.LocalDescription().SDP
+	return b.parseOffer()
+}
+
 // Accept applies the SBC's answer; ICE and DTLS start.
 func (b *Browser) Accept(answer string) error {
 	return b.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer})

@@ -54,7 +54,11 @@ func (n *Node) WatchEvents(ctx context.Context, sessionID string) (<-chan *pb.Ev
 	n.watchers[w] = struct{}{}
 	n.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-n.done: // Close already closed the channel
+			return
+		}
 		n.mu.Lock()
 		if _, ok := n.watchers[w]; ok {
 			delete(n.watchers, w)

@@ -61,6 +61,9 @@ type Config struct {
 	MediaTimeout time.Duration
 	// DTLSTimeout bounds handshakes (default 30 s).
 	DTLSTimeout time.Duration
+	// DTLSLinger is how long a completed DTLS association is kept for the
+	// peer's retransmissions before its state is released (default 30 s).
+	DTLSLinger time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 	// Logger; nil is slog.Default().
@@ -85,6 +88,8 @@ type Node struct {
 	mu       sync.Mutex // guards watchers
 	watchers map[*watcher]struct{}
 	dropped  atomic.Uint64
+	done     chan struct{} // closed by Close
+	stopOnce sync.Once
 }
 
 var _ pb.Node = (*Node)(nil)
@@ -118,7 +123,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{})}
+	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{}), done: make(chan struct{})}
 	n.eng, err = relay.New(relay.Config{
 		Addrs:            cfg.MediaAddrs,
 		Advertised:       cfg.AdvertisedAddrs,
@@ -132,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 		Fingerprint:      n.fingerprint,
 		MaxSessions:      cfg.MaxSessions,
 		DTLSTimeout:      cfg.DTLSTimeout,
+		DTLSLinger:       cfg.DTLSLinger,
 		Observer:         n,
 		Now:              cfg.Now,
 		Logger:           cfg.Logger,
@@ -175,6 +181,7 @@ func (n *Node) Draining() bool { return n.draining.Load() }
 // Close deletes every session and stops the node; watchers' channels close.
 func (n *Node) Close() error {
 	err := n.eng.Close()
+	n.stopOnce.Do(func() { close(n.done) })
 	n.mu.Lock()
 	for w := range n.watchers {
 		w.close()

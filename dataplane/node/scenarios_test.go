@@ -48,22 +48,22 @@ func waitEvent(t *testing.T, ch <-chan *pb.Event, typ pb.EventType, leg int) *pb
 func TestSDESPlainLeg(t *testing.T) {
 	n := newTestNode(t, nil)
 	remoteKey := bytes.Repeat([]byte{7}, 30) // AES_CM_128 key (16) + salt (14)
-	c := newCall(t, n, callOptions{plain: func(l *pb.LegSpec) {
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{Plain: func(l *pb.LegSpec) {
 		l.Streams[0].Plain.Sdes = &pb.SDESCrypto{Suite: "AES_CM_128_HMAC_SHA1_80", RemoteKey: remoteKey}
 	}})
-	local := c.sess.Legs[1].Streams[0].SdesLocalKey
+	local := c.Sess.Legs[1].Streams[0].SdesLocalKey
 	if len(local) != 30 {
 		t.Fatalf("node generated a %d-byte SDES key, want 30", len(local))
 	}
-	if err := c.plain.UseSDES(srtp.ProtectionProfileAes128CmHmacSha1_80, remoteKey, local); err != nil {
+	if err := c.Plain.UseSDES(srtp.ProtectionProfileAes128CmHmacSha1_80, remoteKey, local); err != nil {
 		t.Fatal(err)
 	}
-	c.browserToPlain("sdes-b2p", 10)
-	c.plainToBrowser("sdes-p2b", 500, 10)
+	c.BrowserToPlain("sdes-b2p", 10)
+	c.PlainToBrowser("sdes-p2b", 500, 10)
 	// A packet the PBX did not encrypt is an authentication failure.
 	raw, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 600, SSRC: 0x5eed}, Payload: make([]byte, 160)}).Marshal()
-	c.plain.RTP.WriteToUDPAddrPort(raw, c.plainLocal())
-	waitCounter(t, n, c.sess.Id, 1, func(lc *pb.LegCounters) bool { return lc.DropSrtpAuth > 0 }, "drop_srtp_auth")
+	c.Plain.RTP.WriteToUDPAddrPort(raw, c.PlainLocal())
+	waitCounter(t, n, c.Sess.Id, 1, func(lc *pb.LegCounters) bool { return lc.DropSrtpAuth > 0 }, "drop_srtp_auth")
 }
 
 func waitCounter(t *testing.T, n *Node, id string, leg int, ok func(*pb.LegCounters) bool, what string) *pb.LegCounters {
@@ -89,9 +89,9 @@ func TestSharedPlainPort(t *testing.T) {
 		c.PlainSharedPorts.First = c.RTPPorts.Last + 1
 		c.PlainSharedPorts.Last = c.RTPPorts.Last + 4
 	})
-	c := newCall(t, n, callOptions{mode: pb.PortMode_PORT_MODE_SHARED})
-	c.browserToPlain("shared-b2p", 10)
-	c.plainToBrowser("shared-p2b", 10, 10)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{Mode: pb.PortMode_PORT_MODE_SHARED})
+	c.BrowserToPlain("shared-b2p", 10)
+	c.PlainToBrowser("shared-p2b", 10, 10)
 	// Someone else writing to the shared port is nobody's media.
 	other, err := mediatest.NewPlain(loopback)
 	if err != nil {
@@ -99,7 +99,7 @@ func TestSharedPlainPort(t *testing.T) {
 	}
 	defer other.Close()
 	before, _ := n.NodeInfo(ctx(t))
-	other.SendRTP(c.plainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1}, Payload: []byte("intruder")})
+	other.SendRTP(c.PlainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1}, Payload: []byte("intruder")})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		info, _ := n.NodeInfo(ctx(t))
@@ -115,24 +115,24 @@ func TestSharedPlainPort(t *testing.T) {
 
 func TestHoldAndReinvite(t *testing.T) {
 	n := newTestNode(t, nil)
-	c := newCall(t, n, callOptions{})
-	c.plainToBrowser("before-hold", 10, 5)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	c.PlainToBrowser("before-hold", 10, 5)
 
 	// The PBX holds: it will only send (music on hold), so Strait's side
 	// is recvonly toward it and sendonly toward the browser.
-	specs := []*pb.LegSpec{webrtcLeg(c.browser, pb.DTLSRole_DTLS_ROLE_CLIENT), plainLeg(c.plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
+	specs := []*pb.LegSpec{mediatest.WebRTCLeg(c.Browser, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(c.Plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
 	specs[0].Streams[0].Direction = pb.Direction_DIRECTION_SENDONLY
 	specs[1].Streams[0].Direction = pb.Direction_DIRECTION_RECVONLY
-	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.sess.Id, Legs: specs}); err != nil {
+	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs}); err != nil {
 		t.Fatal(err)
 	}
-	c.plainToBrowser("moh", 20, 5) // music on hold still reaches the browser
-	before := waitCounter(t, n, c.sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
+	c.PlainToBrowser("moh", 20, 5) // music on hold still reaches the browser
+	before := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
 	for i := 0; i < 5; i++ {
-		c.browser.Send(0, c.bseq, 0, false, payload("held", i))
-		c.bseq++
+		c.Browser.Send(0, c.BSeq, 0, false, mediatest.Payload("held", i))
+		c.BSeq++
 	}
-	waitCounter(t, n, c.sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropDirection >= before.DropDirection+5 }, "drop_direction during hold")
+	waitCounter(t, n, c.Sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropDirection >= before.DropDirection+5 }, "drop_direction during hold")
 
 	// Re-INVITE: resume, and the PBX moves its media to a new address.
 	moved, err := mediatest.NewPlain(loopback)
@@ -140,13 +140,13 @@ func TestHoldAndReinvite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer moved.Close()
-	specs = []*pb.LegSpec{webrtcLeg(c.browser, pb.DTLSRole_DTLS_ROLE_CLIENT), plainLeg(moved, pb.PortMode_PORT_MODE_PER_LEG, false)}
-	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.sess.Id, Legs: specs}); err != nil {
+	specs = []*pb.LegSpec{mediatest.WebRTCLeg(c.Browser, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(moved, pb.PortMode_PORT_MODE_PER_LEG, false)}
+	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs}); err != nil {
 		t.Fatal(err)
 	}
-	c.plain = moved
-	c.browserToPlain("resumed", 10)
-	c.plainToBrowserFrom(moved, "resumed-p2b", 30, 4800, 5)
+	c.Plain = moved
+	c.BrowserToPlain("resumed", 10)
+	c.PlainToBrowserFrom(moved, "resumed-p2b", 30, 4800, 5)
 }
 
 // TestLongHoldSequenceJump: after 15 minutes of hold the PBX resumes with a
@@ -155,13 +155,13 @@ func TestHoldAndReinvite(t *testing.T) {
 func TestLongHoldSequenceJump(t *testing.T) {
 	clock := &fakeClock{}
 	n := newTestNode(t, func(c *Config) { c.Now = clock.Now })
-	c := newCall(t, n, callOptions{})
-	c.plainToBrowserFrom(c.plain, "pre", 40000, 1_000_000, 10)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	c.PlainToBrowserFrom(c.Plain, "pre", 40000, 1_000_000, 10)
 
-	specs := []*pb.LegSpec{webrtcLeg(c.browser, pb.DTLSRole_DTLS_ROLE_CLIENT), plainLeg(c.plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
+	specs := []*pb.LegSpec{mediatest.WebRTCLeg(c.Browser, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(c.Plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
 	specs[0].Streams[0].Direction = pb.Direction_DIRECTION_INACTIVE
 	specs[1].Streams[0].Direction = pb.Direction_DIRECTION_INACTIVE
-	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.sess.Id, Legs: specs}); err != nil {
+	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(15 * time.Minute)
@@ -170,23 +170,23 @@ func TestLongHoldSequenceJump(t *testing.T) {
 	waitConsent(t, n, c)
 	specs[0].Streams[0].Direction = pb.Direction_DIRECTION_SENDRECV
 	specs[1].Streams[0].Direction = pb.Direction_DIRECTION_SENDRECV
-	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.sess.Id, Legs: specs}); err != nil {
+	if _, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs}); err != nil {
 		t.Fatal(err)
 	}
 	// Sequence numbers 30000 behind, timestamps elsewhere entirely.
-	c.plainToBrowserFrom(c.plain, "post", 10000, 77, 20)
-	c.browserToPlain("post-b2p", 10)
+	c.PlainToBrowserFrom(c.Plain, "post", 10000, 77, 20)
+	c.BrowserToPlain("post-b2p", 10)
 }
 
 // waitConsent waits until the browser's path has fresh consent at the
 // node's (possibly advanced) clock.
-func waitConsent(t *testing.T, n *Node, c *call) {
+func waitConsent(t *testing.T, n *Node, c *mediatest.Call) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		before := waitCounter(t, n, c.sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
+		before := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
 		time.Sleep(2500 * time.Millisecond)
-		after := waitCounter(t, n, c.sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
+		after := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
 		if after.StunIn > before.StunIn {
 			return
 		}
@@ -203,10 +203,10 @@ func TestWrongFingerprintFailsLeg(t *testing.T) {
 	defer b.Close()
 	p, _ := mediatest.NewPlain(loopback)
 	defer p.Close()
-	leg := webrtcLeg(b, pb.DTLSRole_DTLS_ROLE_CLIENT)
+	leg := mediatest.WebRTCLeg(b, pb.DTLSRole_DTLS_ROLE_CLIENT)
 	leg.Webrtc.RemoteFingerprint.Value = "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"
 	events := watch(t, n, "")
-	sess, err := n.CreateSession(ctx(t), &pb.CreateSessionRequest{Legs: []*pb.LegSpec{leg, plainLeg(p, pb.PortMode_PORT_MODE_PER_LEG, false)}})
+	sess, err := n.CreateSession(ctx(t), &pb.CreateSessionRequest{Legs: []*pb.LegSpec{leg, mediatest.PlainLeg(p, pb.PortMode_PORT_MODE_PER_LEG, false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestWrongFingerprintFailsLeg(t *testing.T) {
 	}
 	ev := waitEvent(t, events, pb.EventType_EVENT_TYPE_DTLS_FAILED, 0)
 	t.Logf("DTLS_FAILED: %s", ev.Detail)
-	waitLegState(t, n, sess.Id, 0, pb.LegState_LEG_STATE_FAILED)
+	mediatest.WaitLegState(t, n, sess.Id, 0, pb.LegState_LEG_STATE_FAILED)
 	// No media flows either way.
 	for i := 0; i < 5; i++ {
 		p.SendRTP(netip.MustParseAddrPort(sess.Legs[1].Streams[0].LocalAddr), &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i)}, Payload: []byte("x")})
@@ -231,7 +231,12 @@ func TestWrongFingerprintFailsLeg(t *testing.T) {
 // would and reports whether an answer came.
 func stunCheck(t *testing.T, to netip.AddrPort, username, password string) bool {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return stunCheckFrom(t, "udp4", to, username, password)
+}
+
+func stunCheckFrom(t *testing.T, network string, to netip.AddrPort, username, password string) bool {
+	t.Helper()
+	conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to.Addr(), 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +273,7 @@ func TestSTUNIntegrityAndUnlatchedSources(t *testing.T) {
 		Webrtc:  &pb.WebRTCSpec{RemoteUfrag: "peer", LocalUfrag: "strait", LocalPwd: "abcdefghijklmnopqrstuvwxyz"},
 		Streams: []*pb.StreamSpec{{Codecs: mediatest.ProtoCodecs(mediatest.BrowserAudio)}},
 	}
-	pl := plainLeg(p, pb.PortMode_PORT_MODE_PER_LEG, false)
+	pl := mediatest.PlainLeg(p, pb.PortMode_PORT_MODE_PER_LEG, false)
 	pl.Streams[0].Plain.StrictSource = true
 	sess, err := n.CreateSession(ctx(t), &pb.CreateSessionRequest{Legs: []*pb.LegSpec{leg, pl}})
 	if err != nil {
@@ -322,16 +327,16 @@ func TestSTUNIntegrityAndUnlatchedSources(t *testing.T) {
 func TestConsentExpiryStopsSending(t *testing.T) {
 	clock := &fakeClock{}
 	n := newTestNode(t, func(c *Config) { c.Now = clock.Now })
-	c := newCall(t, n, callOptions{})
-	events := watch(t, n, c.sess.Id)
-	c.plainToBrowser("fresh", 10, 3)
-	c.browser.Close() // no more consent checks
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	events := watch(t, n, c.Sess.Id)
+	c.PlainToBrowser("fresh", 10, 3)
+	c.Browser.Close() // no more consent checks
 	clock.Advance(31 * time.Second)
-	before := waitCounter(t, n, c.sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
+	before := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
 	for i := 0; i < 3; i++ {
-		c.plain.SendRTP(c.plainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(20 + i), SSRC: 0x5eed}, Payload: []byte("late")})
+		c.Plain.SendRTP(c.PlainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(20 + i), SSRC: 0x5eed}, Payload: []byte("late")})
 	}
-	after := waitCounter(t, n, c.sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropNoConsent >= before.DropNoConsent+3 }, "drop_no_consent")
+	after := waitCounter(t, n, c.Sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropNoConsent >= before.DropNoConsent+3 }, "drop_no_consent")
 	if after.PacketsOut != before.PacketsOut {
 		t.Fatalf("sent %d packets after consent expired", after.PacketsOut-before.PacketsOut)
 	}
@@ -342,9 +347,9 @@ func TestConsentExpiryStopsSending(t *testing.T) {
 func TestMediaTimeoutEventAndDeleteFreesPorts(t *testing.T) {
 	clock := &fakeClock{}
 	n := newTestNode(t, func(c *Config) { c.Now = clock.Now })
-	c := newCall(t, n, callOptions{})
-	events := watch(t, n, c.sess.Id)
-	c.browserToPlain("talk", 3)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	events := watch(t, n, c.Sess.Id)
+	c.BrowserToPlain("talk", 3)
 	clock.Advance(61 * time.Second)
 	n.Engine().Sweep()
 	waitEvent(t, events, pb.EventType_EVENT_TYPE_MEDIA_TIMEOUT, 0)
@@ -352,8 +357,8 @@ func TestMediaTimeoutEventAndDeleteFreesPorts(t *testing.T) {
 	if got := n.Engine().PortsInUse(); got != 1 {
 		t.Fatalf("%d port pairs in use, want 1", got)
 	}
-	rtpAddr := c.plainLocal()
-	if _, err := n.DeleteSession(ctx(t), &pb.DeleteSessionRequest{Id: c.sess.Id, Reason: "test"}); err != nil {
+	rtpAddr := c.PlainLocal()
+	if _, err := n.DeleteSession(ctx(t), &pb.DeleteSessionRequest{Id: c.Sess.Id, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	ev := waitEvent(t, events, pb.EventType_EVENT_TYPE_SESSION_ENDED, 0)
@@ -371,7 +376,56 @@ func TestMediaTimeoutEventAndDeleteFreesPorts(t *testing.T) {
 		}
 		l.Close()
 	}
-	if _, err := n.GetSession(ctx(t), c.sess.Id); err == nil {
+	if _, err := n.GetSession(ctx(t), c.Sess.Id); err == nil {
 		t.Fatal("deleted session still listed")
+	}
+}
+
+// TestICERestart: the browser restarts ICE (new credentials); the node
+// takes the new remote credentials, issues new local ones, keeps the DTLS
+// association, and media continues.
+func TestICERestart(t *testing.T) {
+	n := newTestNode(t, nil)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	c.BrowserToPlain("before", 3)
+	oldUfrag := c.Sess.Legs[0].LocalUfrag
+	if err := c.Browser.RestartICE(); err != nil {
+		t.Fatal(err)
+	}
+	specs := []*pb.LegSpec{mediatest.WebRTCLeg(c.Browser, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(c.Plain, pb.PortMode_PORT_MODE_PER_LEG, false)}
+	s, err := n.UpdateSession(ctx(t), &pb.UpdateSessionRequest{Id: c.Sess.Id, Legs: specs, IceRestart: []bool{true, false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Legs[0].LocalUfrag == oldUfrag || s.Legs[0].LocalPwd == c.Sess.Legs[0].LocalPwd {
+		t.Fatal("ICE restart kept the old local credentials")
+	}
+	c.Sess = s
+	if err := c.Browser.Accept(mediatest.AnswerSDP(s.Legs[0], mediatest.BrowserAudio, "active", c.Browser.MID)); err != nil {
+		t.Fatal(err)
+	}
+	// Checks with the new credentials are answered...
+	waitCounter(t, n, s.Id, 0, func(lc *pb.LegCounters) bool { return lc.StunIn > c.Sess.Legs[0].Counters.GetStunIn()+1 }, "checks with new credentials")
+	c.BrowserToPlain("after", 3)
+	c.PlainToBrowser("after-back", 200, 3)
+	if got, _ := n.GetSession(ctx(t), s.Id); got.Legs[0].State != pb.LegState_LEG_STATE_CONNECTED {
+		t.Fatalf("leg state %v after ICE restart", got.Legs[0].State)
+	}
+}
+
+// TestUnknownPayloadTypeDropped: media in a payload type the leg did not
+// negotiate is dropped and counted, not relayed.
+func TestUnknownPayloadTypeDropped(t *testing.T) {
+	n := newTestNode(t, nil)
+	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
+	for i := 0; i < 3; i++ {
+		c.Browser.Send(8, c.BSeq, 0, false, []byte("pcma is not negotiated"))
+		c.BSeq++
+	}
+	waitCounter(t, n, c.Sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.DropUnknownPt == 3 }, "drop_unknown_pt")
+	c.Plain.SendRTP(c.PlainLocal(), &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 18, SequenceNumber: 1, SSRC: 0x5eed}, Payload: []byte("g729")})
+	waitCounter(t, n, c.Sess.Id, 1, func(lc *pb.LegCounters) bool { return lc.DropUnknownPt == 1 }, "drop_unknown_pt on the plain leg")
+	if s, _ := n.GetSession(ctx(t), c.Sess.Id); s.Legs[1].Counters.PacketsOut != 0 || s.Legs[0].Counters.PacketsOut != 0 {
+		t.Fatalf("unknown payload types were relayed: %v %v", s.Legs[0].Counters, s.Legs[1].Counters)
 	}
 }

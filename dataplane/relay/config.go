@@ -38,6 +38,11 @@ const (
 	// (RFC 3711 section 3.3.2 requires at least 64; libsrtp uses 128 to
 	// survive the reordering of a busy path).
 	ReplayWindow = 128
+	// DefaultDTLSLinger keeps a completed handshake's association for the
+	// peer's retransmissions: browsers retransmit a flight after 1 s,
+	// doubling up to 60 s (RFC 6347 section 4.2.4.1), and give up long
+	// before 30 s of silence.
+	DefaultDTLSLinger = 30 * time.Second
 	// maxRoundsPerSocket bounds how many batches a worker reads from one
 	// socket before it serves the other ready sockets: under overload every
 	// socket keeps being served (a flooded socket cannot starve the rest).
@@ -75,6 +80,9 @@ type Config struct {
 	MaxSessions int
 	// DTLSTimeout bounds a handshake (0: dtlsleg.DefaultTimeout).
 	DTLSTimeout time.Duration
+	// DTLSLinger is how long a completed DTLS association stays readable
+	// (0: DefaultDTLSLinger).
+	DTLSLinger time.Duration
 	// Observer receives events; it must not block. Optional.
 	Observer Observer
 	// Now is the clock (tests fake it); nil means time.Now.
@@ -119,6 +127,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.DTLSLinger <= 0 {
+		c.DTLSLinger = DefaultDTLSLinger
 	}
 	if c.Now == nil {
 		c.Now = time.Now

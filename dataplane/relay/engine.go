@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -249,7 +250,7 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 	}
 	s := &Session{
 		ID:      id,
-		Labels:  req.GetLabels(),
+		Labels:  maps.Clone(req.GetLabels()), // events share it: never the caller's map
 		Created: e.cfg.Now(),
 		engine:  e,
 		owner:   e.workers[int(e.nextOwner.Add(1))%len(e.workers)],

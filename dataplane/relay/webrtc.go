@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/srtp/v3"
@@ -190,7 +191,24 @@ func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *d
 	l.dtls.mu.Unlock()
 	l.state.Store(int32(pb.LegState_LEG_STATE_CONNECTED))
 	e.event(l, pb.EventType_EVENT_TYPE_DTLS_CONNECTED, name)
-	_ = dtlsleg.Serve(res.Conn) // until the leg is deleted or the peer closes
+	// Keep the association readable for a while, so that a peer whose copy
+	// of our last flight was lost gets it again when it retransmits its own
+	// (RFC 6347 section 4.2.4). After that nothing more is expected on DTLS
+	// (WebRTC without data channels sends no application data), so the
+	// Transport is closed: pion's two goroutines and its handshake state go
+	// (nothing is sent to the peer; the SRTP keys stay), which keeps a
+	// session's memory small. A new association needs an update with new
+	// DTLS parameters anyway.
+	linger := time.AfterFunc(e.cfg.DTLSLinger, func() { t.Close() })
+	_ = dtlsleg.Serve(res.Conn)
+	linger.Stop()
+	l.dtls.mu.Lock()
+	if l.dtls.conn == res.Conn {
+		l.dtls.conn = nil
+	}
+	l.dtls.mu.Unlock()
+	t.Close()
+	res.Conn.Close() // the Transport is closed: no close_notify goes out
 }
 
 // stopDTLS ends the leg's handshake goroutine and forgets its keys (for

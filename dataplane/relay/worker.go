@@ -51,8 +51,10 @@ type worker struct {
 	poller *batchconn.Poller
 	waker  *batchconn.Waker
 
-	mu   sync.Mutex // guards cmds
-	cmds []command
+	mu      sync.Mutex // guards cmds and stopped
+	cmds    []command
+	stopped bool          // run returned: posters apply commands themselves
+	exited  chan struct{} // closed when run returns
 
 	// Owned by the worker goroutine.
 	slots      []slot
@@ -120,6 +122,7 @@ func newWorker(e *Engine, id int) (*worker, error) {
 		batch:      batchconn.NewBatch(e.cfg.BatchSize, BufferSize, Tailroom),
 		sender:     batchconn.NewSender[*Leg](e.cfg.BatchSize),
 		tokens:     make([]batchconn.Token, 0, p.MaxEvents()),
+		exited:     make(chan struct{}),
 	}
 	w.onDrop = w.sendFailed
 	if w.waker, err = batchconn.NewWaker(p, batchconn.Token(wakeSlot)); err != nil {
@@ -130,8 +133,20 @@ func newWorker(e *Engine, id int) (*worker, error) {
 }
 
 // post queues cmds for the worker and wakes it. Safe for concurrent use.
+// Once the worker has stopped, the commands are applied at once, under mu,
+// so that deleting sessions during shutdown still releases everything.
 func (w *worker) post(cmds ...command) {
 	w.mu.Lock()
+	if w.stopped {
+		defer w.mu.Unlock()
+		for i := range cmds {
+			w.apply(&cmds[i])
+			if cmds[i].done != nil {
+				cmds[i].done.Done()
+			}
+		}
+		return
+	}
 	w.cmds = append(w.cmds, cmds...)
 	w.mu.Unlock()
 	w.waker.Wake()
@@ -140,13 +155,24 @@ func (w *worker) post(cmds ...command) {
 // run is the worker goroutine: wait, serve every ready socket, send.
 func (w *worker) run() {
 	defer w.e.wg.Done()
+	defer close(w.exited)
 	for {
 		toks, err := w.poller.Wait(w.tokens)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
 				w.e.log.Error("packet worker stopped", "worker", w.id, "err", err)
 			}
-			w.drainCommands() // release anyone waiting on a barrier
+			w.mu.Lock()
+			w.stopped = true
+			cmds := w.cmds
+			w.cmds = nil
+			for i := range cmds { // release anyone waiting on a barrier
+				w.apply(&cmds[i])
+				if cmds[i].done != nil {
+					cmds[i].done.Done()
+				}
+			}
+			w.mu.Unlock()
 			return
 		}
 		w.now = w.e.cfg.Now().UnixNano()

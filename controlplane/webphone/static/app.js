@@ -1,0 +1,427 @@
+// Strait web phone. Places calls through Strait's HTTP call API with the
+// browser's own RTCPeerConnection; no SIP in the page, nothing loaded from
+// elsewhere.
+//
+// A call: getUserMedia, createOffer, wait until ICE gathering is complete
+// (Strait takes a whole offer, no trickle), POST /v1/calls {to, offer} ->
+// 201 {id, answer}, setRemoteDescription(answer). The call's events come
+// from a server-sent event stream (EVENT_STREAMS); when the server offers
+// none, the page polls GET /v1/calls/{id}. Hang up is DELETE /v1/calls/{id},
+// DTMF is POST /v1/calls/{id}/dtmf {digits}.
+//
+// window.phone is the page's model, for people and for tests:
+//   phone.state    idle | starting | calling | ringing | connecting | connected | ended | failed
+//   phone.reason   why the last call ended or failed
+//   phone.callId   the API's id of the current call
+//   phone.level    the level meter, 0..1 (received audio, through an AnalyserNode)
+//   phone.stats    {packetsReceived, packetsSent, audioEnergy, audioLevel}, refreshed every STATS_INTERVAL_MS
+//   phone.events   [{t, type, detail}], what happened, oldest first
+//   phone.dial(to), phone.hangup(), phone.dtmf(digits), phone.setMuted(bool)
+
+// API is the base of Strait's call API, relative to the page so that a
+// reverse proxy may mount both under one prefix.
+const API = new URL('v1/', document.baseURI);
+
+// EVENT_STREAMS are where a call's server-sent events may be read, tried in
+// order: the first that answers 200 text/event-stream is used. Events for
+// other calls (on a shared stream) are ignored when they name their call.
+const EVENT_STREAMS = [
+  (id) => `calls/${encodeURIComponent(id)}/events`,
+  (id) => `events?call=${encodeURIComponent(id)}`,
+];
+
+const ICE_GATHER_TIMEOUT_MS = 5000; // host candidates take milliseconds; a stalled STUN server must not hang the dial
+const STATS_INTERVAL_MS = 500;
+const POLL_INTERVAL_MS = 2000;      // call state polling when there is no event stream
+const METER_INTERVAL_MS = 50;
+const DTMF_DIGITS = /^[0-9A-D*#]+$/i;
+
+const ACTIVE = new Set(['starting', 'calling', 'ringing', 'connecting', 'connected']);
+
+class Phone extends EventTarget {
+  state = 'idle';
+  reason = '';
+  callId = null;
+  to = '';
+  muted = false;
+  level = 0;
+  stats = { packetsReceived: 0, packetsSent: 0, audioEnergy: 0, audioLevel: 0 };
+  events = [];
+  connectedAt = 0;
+
+  #pc = null;
+  #mic = null;
+  #abort = null;  // aborts the POST and the event stream of the current call
+  #timers = [];
+  #audioCtx = null;
+  #analyser = null;
+  #audio;
+
+  constructor(audio) {
+    super();
+    this.#audio = audio;
+  }
+
+  get active() { return ACTIVE.has(this.state); }
+
+  #log(type, detail) {
+    this.events.push({ t: Math.round(performance.now()), type, detail });
+    if (this.events.length > 500) this.events.shift();
+  }
+
+  #set(state, reason = '') {
+    this.state = state;
+    this.reason = reason;
+    this.#log('state', reason ? `${state}: ${reason}` : state);
+    this.dispatchEvent(new Event('change'));
+  }
+
+  // dial places a call to `to` (a user, a number or a SIP URI). It resolves
+  // once the answer is applied; media connects a moment later (state
+  // "connected"). Failures set state "failed" and are not thrown.
+  async dial(to) {
+    to = String(to || '').trim();
+    if (!to) throw new Error('nothing to dial');
+    if (this.active) throw new Error(`already in a call (${this.state})`);
+    this.to = to;
+    this.callId = null;
+    this.connectedAt = 0;
+    this.level = 0;
+    this.stats = { packetsReceived: 0, packetsSent: 0, audioEnergy: 0, audioLevel: 0 };
+    const abort = this.#abort = new AbortController();
+    this.#set('starting');
+    try {
+      // The AudioContext is made here, inside the user's click, so that the
+      // autoplay policy lets it run.
+      this.#audioCtx ??= new AudioContext();
+      this.#audioCtx.resume().catch(() => {});
+      const mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+      if (abort.signal.aborted) { mic.getTracks().forEach((t) => t.stop()); return; }
+      this.#mic = mic;
+      this.#mic.getAudioTracks().forEach((t) => { t.enabled = !this.muted; });
+      const pc = this.#pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+      this.#mic.getTracks().forEach((t) => pc.addTrack(t, this.#mic));
+      pc.ontrack = (e) => this.#remoteTrack(e.streams[0] || new MediaStream([e.track]));
+      pc.onconnectionstatechange = () => this.#connectionState(pc);
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGathered(pc, ICE_GATHER_TIMEOUT_MS);
+      if (abort.signal.aborted) return;
+      this.#set('calling');
+      const res = await fetch(new URL('calls', API), {
+        method: 'POST', signal: abort.signal,
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify({ to, offer: pc.localDescription.sdp }),
+      });
+      const body = await readBody(res);
+      if (!res.ok) throw new Error(apiError(res, body));
+      if (!body.id || !body.answer) throw new Error('the API answered without id or answer');
+      this.callId = body.id;
+      this.#log('call', body.id);
+      if (abort.signal.aborted) { this.#delete(body.id); return; }
+      this.#watch(body.id, abort.signal);
+      this.#set('connecting');
+      await pc.setRemoteDescription({ type: 'answer', sdp: body.answer });
+      this.#every(STATS_INTERVAL_MS, () => this.#readStats());
+    } catch (e) {
+      if (abort.signal.aborted) return;
+      const id = this.callId;
+      this.#end('failed', e.message || String(e));
+      if (id) this.#delete(id);
+    }
+  }
+
+  // hangup ends the current call, or stops one being set up.
+  async hangup() {
+    if (!this.active) return;
+    const id = this.callId;
+    this.#end('ended', 'hung up');
+    if (id) await this.#delete(id);
+  }
+
+  // dtmf sends digits (0-9, A-D, * and #) through the API, or in band
+  // (RFC 4733, from the browser) if the API has no DTMF endpoint.
+  async dtmf(digits) {
+    digits = String(digits);
+    if (!DTMF_DIGITS.test(digits)) throw new Error(`not DTMF digits: ${digits}`);
+    if (this.state !== 'connected' || !this.callId) throw new Error('no call to send DTMF in');
+    const res = await fetch(new URL(`calls/${encodeURIComponent(this.callId)}/dtmf`, API), {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ digits }),
+    });
+    if (res.ok) { this.#log('dtmf', digits); return 'api'; }
+    if ([404, 405, 501].includes(res.status)) {
+      const sender = this.#pc && this.#pc.getSenders().find((s) => s.dtmf && s.dtmf.canInsertDTMF);
+      if (sender) { sender.dtmf.insertDTMF(digits, 100, 70); this.#log('dtmf', `${digits} (in band)`); return 'rtp'; }
+    }
+    const msg = apiError(res, await readBody(res));
+    this.#log('error', `dtmf: ${msg}`);
+    throw new Error(msg);
+  }
+
+  setMuted(muted) {
+    this.muted = !!muted;
+    if (this.#mic) this.#mic.getAudioTracks().forEach((t) => { t.enabled = !this.muted; });
+    this.#log('mute', this.muted);
+    this.dispatchEvent(new Event('change'));
+  }
+
+  #delete(id) {
+    return fetch(new URL(`calls/${encodeURIComponent(id)}`, API), { method: 'DELETE' })
+      .then((res) => { if (!res.ok && res.status !== 404) this.#log('error', `hang up: ${res.status}`); })
+      .catch((e) => this.#log('error', `hang up: ${e.message}`));
+  }
+
+  #remoteTrack(stream) {
+    this.#audio.srcObject = stream;
+    this.#audio.play().catch(() => {});
+    if (!this.#audioCtx) return;
+    // Chromium feeds a remote WebRTC track to Web Audio only while it also
+    // plays in a media element, hence both.
+    const src = this.#audioCtx.createMediaStreamSource(stream);
+    this.#analyser = this.#audioCtx.createAnalyser();
+    this.#analyser.fftSize = 1024;
+    src.connect(this.#analyser);
+    const buf = new Float32Array(this.#analyser.fftSize);
+    this.#every(METER_INTERVAL_MS, () => {
+      if (!this.#analyser) return;
+      this.#analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      const rms = Math.sqrt(sum / buf.length);
+      // -60 dBFS .. 0 dBFS onto 0..1; fall back slowly so the meter is readable.
+      const now = rms > 0 ? Math.min(1, Math.max(0, (20 * Math.log10(rms) + 60) / 60)) : 0;
+      this.level = Math.max(now, this.level * 0.8);
+      this.dispatchEvent(new Event('level'));
+    });
+  }
+
+  #connectionState(pc) {
+    if (pc !== this.#pc) return;
+    this.#log('pc', pc.connectionState);
+    if (pc.connectionState === 'connected' && this.state === 'connecting') {
+      this.connectedAt = performance.now();
+      this.#set('connected');
+    } else if (pc.connectionState === 'failed' && this.active) {
+      this.#end('failed', 'media connection failed');
+      if (this.callId) this.#delete(this.callId);
+    }
+  }
+
+  async #readStats() {
+    const pc = this.#pc;
+    if (!pc) return;
+    const st = { ...this.stats };
+    (await pc.getStats()).forEach((s) => {
+      if (s.kind !== 'audio') return;
+      if (s.type === 'inbound-rtp') {
+        st.packetsReceived = s.packetsReceived || 0;
+        st.audioEnergy = s.totalAudioEnergy || 0;
+        st.audioLevel = s.audioLevel || 0;
+      } else if (s.type === 'outbound-rtp') {
+        st.packetsSent = s.packetsSent || 0;
+      }
+    });
+    if (pc === this.#pc) { this.stats = st; this.dispatchEvent(new Event('stats')); }
+  }
+
+  // #watch follows the call's events: the first event stream that answers,
+  // else polling.
+  async #watch(id, signal) {
+    for (const path of EVENT_STREAMS) {
+      const url = new URL(path(id), API);
+      let res;
+      try {
+        res = await fetch(url, { headers: { accept: 'text/event-stream' }, signal });
+      } catch {
+        if (signal.aborted) return;
+        continue;
+      }
+      if (!res.ok || !(res.headers.get('content-type') || '').startsWith('text/event-stream')) continue;
+      this.#log('events', url.pathname);
+      try {
+        await readEventStream(res.body, (name, data) => this.#callEvent(id, name, data));
+      } catch {
+        // stream broken: poll below
+      }
+      break;
+    }
+    while (!signal.aborted && this.callId === id && this.active) {
+      await sleep(POLL_INTERVAL_MS);
+      if (signal.aborted) return;
+      try {
+        const res = await fetch(new URL(`calls/${encodeURIComponent(id)}`, API), { signal });
+        if (res.status === 404 || res.status === 410) { this.#callEvent(id, 'ended', {}); return; }
+        if (res.ok) this.#callEvent(id, 'poll', await readBody(res));
+      } catch {
+        if (signal.aborted) return;
+      }
+    }
+  }
+
+  // #callEvent takes an event from the stream (or a polled call) in
+  // whichever shape the server writes it: the SSE event name, or a type,
+  // event, state or status field of a JSON body.
+  #callEvent(id, name, data) {
+    if (this.callId !== id || !this.active) return;
+    if (data && typeof data === 'object') {
+      const about = data.call ?? data.call_id ?? data.callId ?? data.id;
+      if (about !== undefined && about !== id) return;
+    }
+    const kind = [name, data && (data.type ?? data.event ?? data.state ?? data.status)]
+      .filter((s) => typeof s === 'string').join(' ').toLowerCase();
+    if (name !== 'poll') this.#log('event', kind);
+    if (/ringing|progress|early/.test(kind) && this.state === 'calling') this.#set('ringing');
+    if (/end|hangup|hung|bye|terminat|closed|fail|cancel|reject|gone/.test(kind)) {
+      const why = data && (data.reason ?? data.cause ?? data.error);
+      this.#end('ended', typeof why === 'string' && why ? why : 'remote hung up');
+    }
+  }
+
+  #every(ms, f) { this.#timers.push(setInterval(f, ms)); }
+
+  // #end releases everything the call held and enters a final state.
+  #end(state, reason) {
+    if (this.#abort) this.#abort.abort();
+    this.#abort = null;
+    this.#timers.forEach(clearInterval);
+    this.#timers = [];
+    if (this.#pc) this.#pc.close();
+    this.#pc = null;
+    if (this.#mic) this.#mic.getTracks().forEach((t) => t.stop());
+    this.#mic = null;
+    this.#analyser = null;
+    this.#audio.srcObject = null;
+    this.level = 0;
+    this.#set(state, reason);
+  }
+}
+
+// iceGathered resolves when pc has gathered all candidates, or after ms.
+function iceGathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); pc.removeEventListener('icegatheringstatechange', check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+async function readBody(res) {
+  const text = await res.text().catch(() => '');
+  try { return JSON.parse(text); } catch { return { error: text.trim() }; }
+}
+
+function apiError(res, body) {
+  const msg = body && (body.error?.message ?? body.error ?? body.message);
+  return `${res.status} ${typeof msg === 'string' && msg ? msg : res.statusText}`;
+}
+
+// readEventStream parses a text/event-stream body (the WHATWG SSE format),
+// calling onEvent(name, data) per event with data parsed as JSON when it is
+// JSON. Unlike EventSource it sees named events it was not told about.
+async function readEventStream(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '', name = '', data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let nl;
+    while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
+      if (line === '') {
+        if (data.length) {
+          const text = data.join('\n');
+          let parsed = text;
+          try { parsed = JSON.parse(text); } catch { /* plain text */ }
+          onEvent(name || 'message', parsed);
+        }
+        name = '';
+        data = [];
+      } else if (!line.startsWith(':')) {
+        const i = line.indexOf(':');
+        const field = i < 0 ? line : line.slice(0, i);
+        const val = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+        if (field === 'event') name = val;
+        else if (field === 'data') data.push(val);
+      }
+    }
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// --- the page ---
+
+const $ = (id) => document.getElementById(id);
+const phone = new Phone($('remote'));
+window.phone = phone;
+
+const LABELS = {
+  idle: () => 'Ready',
+  starting: () => 'Starting microphone…',
+  calling: () => `Calling ${phone.to}…`,
+  ringing: () => `Ringing ${phone.to}…`,
+  connecting: () => 'Connecting media…',
+  connected: () => `In call with ${phone.to}`,
+  ended: () => `Call ended${phone.reason ? ` (${phone.reason})` : ''}`,
+  failed: () => `Call failed: ${phone.reason}`,
+};
+
+function render() {
+  const s = $('state');
+  s.textContent = LABELS[phone.state]();
+  s.dataset.state = phone.state;
+  $('call').disabled = phone.active;
+  $('to').disabled = phone.active;
+  $('hangup').disabled = !phone.active;
+  $('mute').disabled = !phone.active;
+  $('mute').setAttribute('aria-pressed', String(phone.muted));
+  $('mute').textContent = phone.muted ? 'Unmute' : 'Mute';
+  if (!phone.active) renderLevel();
+}
+
+function renderLevel() {
+  const pct = Math.round(phone.level * 100);
+  $('meter-bar').style.width = `${pct}%`;
+  $('meter').setAttribute('aria-valuenow', String(pct));
+}
+
+function renderStats() {
+  const st = phone.stats;
+  $('packets').textContent = st.packetsReceived ? `${st.packetsReceived} packets in` : '';
+}
+
+function tick() {
+  if (phone.state !== 'connected' || !phone.connectedAt) return;
+  const s = Math.floor((performance.now() - phone.connectedAt) / 1000);
+  $('timer').textContent = `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
+
+phone.addEventListener('change', render);
+phone.addEventListener('level', renderLevel);
+phone.addEventListener('stats', renderStats);
+setInterval(tick, 250);
+
+$('dial').addEventListener('submit', (e) => {
+  e.preventDefault();
+  $('timer').textContent = '00:00';
+  phone.dial($('to').value).catch((err) => { $('state').textContent = err.message; });
+});
+$('hangup').addEventListener('click', () => phone.hangup());
+$('mute').addEventListener('click', () => phone.setMuted(!phone.muted));
+$('keypad').addEventListener('click', (e) => {
+  const d = e.target.closest('button')?.dataset.digit;
+  if (!d) return;
+  if (phone.state === 'connected') phone.dtmf(d).catch(() => {});
+  else if (!phone.active) { $('to').value += d; $('to').focus(); }
+});
+document.addEventListener('keydown', (e) => {
+  if (phone.state !== 'connected' || e.target === $('to') || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (/^[0-9*#]$/.test(e.key)) phone.dtmf(e.key).catch(() => {});
+});
+
+const q = new URLSearchParams(location.search);
+if (q.get('to')) $('to').value = q.get('to');
+render();

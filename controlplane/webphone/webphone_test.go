@@ -1,0 +1,85 @@
+package webphone
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, method, path string) *http.Response {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec.Result()
+}
+
+func TestHandlerServesPageAndAssets(t *testing.T) {
+	h := Handler()
+	for _, tc := range []struct{ path, ctype, contains string }{
+		{"/", "text/html", `<script type="module" src="app.js">`},
+		{"/app.js", "text/javascript", "window.phone = phone"},
+		{"/style.css", "text/css", ".meter"},
+	} {
+		res := get(t, h, http.MethodGet, tc.path)
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", tc.path, res.Status)
+			continue
+		}
+		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.ctype) {
+			t.Errorf("GET %s: Content-Type %q, want %s", tc.path, ct, tc.ctype)
+		}
+		if !strings.Contains(string(body), tc.contains) {
+			t.Errorf("GET %s: body lacks %q", tc.path, tc.contains)
+		}
+		for _, k := range []string{"Content-Security-Policy", "X-Content-Type-Options", "Cache-Control"} {
+			if res.Header.Get(k) == "" {
+				t.Errorf("GET %s: no %s header", tc.path, k)
+			}
+		}
+	}
+}
+
+func TestHandlerRefusesOthers(t *testing.T) {
+	h := Handler()
+	for _, path := range []string{"/index.html", "/static/app.js", "/webphone.go", "/../go.mod", "/v1/calls"} {
+		if res := get(t, h, http.MethodGet, path); res.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %s, want 404", path, res.Status)
+		}
+	}
+	res := get(t, h, http.MethodPost, "/")
+	if res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") == "" {
+		t.Errorf("POST /: %s, Allow %q", res.Status, res.Header.Get("Allow"))
+	}
+	if res := get(t, h, http.MethodHead, "/app.js"); res.StatusCode != http.StatusOK {
+		t.Errorf("HEAD /app.js: %s", res.Status)
+	}
+}
+
+// TestPageReferencesOnlyItsOwnAssets keeps the page self-contained: every
+// src and href in index.html is one of the served files (or a data: URL),
+// so the binary never depends on a CDN.
+func TestPageReferencesOnlyItsOwnAssets(t *testing.T) {
+	h := Handler()
+	page, _ := io.ReadAll(get(t, h, http.MethodGet, "/").Body)
+	refs := regexp.MustCompile(`(?:src|href)="([^"]*)"`).FindAllStringSubmatch(string(page), -1)
+	if len(refs) == 0 {
+		t.Fatal("no src or href found in the page")
+	}
+	for _, m := range refs {
+		ref := m[1]
+		if strings.HasPrefix(ref, "data:") {
+			continue
+		}
+		if strings.Contains(ref, "//") {
+			t.Errorf("page refers to another origin: %s", ref)
+			continue
+		}
+		if res := get(t, h, http.MethodGet, "/"+ref); res.StatusCode != http.StatusOK {
+			t.Errorf("page refers to %s, which is %s", ref, res.Status)
+		}
+	}
+}

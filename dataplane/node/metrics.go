@@ -1,0 +1,89 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// Collector returns a Prometheus collector for the node. Counters are
+// read from the legs and workers when scraped (the packet path only adds to
+// atomics; labelled metric lookups, which lock, never happen per packet).
+func (n *Node) Collector() prometheus.Collector { return &collector{n: n} }
+
+type collector struct{ n *Node }
+
+var (
+	descSessions = prometheus.NewDesc("strait_dataplane_sessions", "Sessions held by the node.", nil, nil)
+	descDraining = prometheus.NewDesc("strait_dataplane_draining", "1 while the node drains (no new sessions).", nil, nil)
+	descPorts    = prometheus.NewDesc("strait_dataplane_port_pairs_in_use", "Plain RTP/RTCP port pairs allocated.", nil, nil)
+	descPortsCap = prometheus.NewDesc("strait_dataplane_port_pairs", "Plain RTP/RTCP port pairs in the range, per media address.", nil, nil)
+	descPackets  = prometheus.NewDesc("strait_dataplane_packets_total", "RTP packets relayed, by direction (in: from peers; out: to peers).", []string{"direction"}, nil)
+	descBytes    = prometheus.NewDesc("strait_dataplane_bytes_total", "RTP and RTCP bytes, by direction.", []string{"direction"}, nil)
+	descRTCP     = prometheus.NewDesc("strait_dataplane_rtcp_packets_total", "RTCP packets, by direction.", []string{"direction"}, nil)
+	descControl  = prometheus.NewDesc("strait_dataplane_control_packets_total", "ICE checks answered and DTLS datagrams received.", []string{"protocol"}, nil)
+	descDrops    = prometheus.NewDesc("strait_dataplane_drops_total", "Datagrams dropped, by reason.", []string{"reason"}, nil)
+	descEvents   = prometheus.NewDesc("strait_dataplane_events_dropped_total", "Events a slow watcher missed.", nil, nil)
+	descWorkers  = prometheus.NewDesc("strait_dataplane_workers", "Packet workers.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	e := n.eng
+	t := e.Totals()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descSessions, float64(e.Len()))
+	draining := 0.0
+	if n.draining.Load() {
+		draining = 1
+	}
+	gauge(descDraining, draining)
+	gauge(descPorts, float64(e.PortsInUse()))
+	gauge(descPortsCap, float64(e.Config().RTPPorts.Pairs()))
+	gauge(descWorkers, float64(e.Config().Workers))
+	counter(descPackets, t.PacketsIn, "in")
+	counter(descPackets, t.PacketsOut, "out")
+	counter(descBytes, t.BytesIn, "in")
+	counter(descBytes, t.BytesOut, "out")
+	counter(descRTCP, t.RtcpIn, "in")
+	counter(descRTCP, t.RtcpOut, "out")
+	counter(descControl, t.StunIn, "stun")
+	counter(descControl, t.DtlsIn, "dtls")
+	for _, d := range dropReasons(t) {
+		counter(descDrops, d.v, d.reason)
+	}
+	counter(descEvents, n.dropped.Load())
+}
+
+type drop struct {
+	reason string
+	v      uint64
+}
+
+// dropReasons lists the drop counters under the label values operators
+// alert on; they match the LegCounters field names.
+func dropReasons(t *pb.LegCounters) []drop {
+	return []drop{
+		{"unknown_source", t.DropUnknownSource},
+		{"srtp_auth", t.DropSrtpAuth},
+		{"replay", t.DropReplay},
+		{"unknown_pt", t.DropUnknownPt},
+		{"malformed", t.DropMalformed},
+		{"direction", t.DropDirection},
+		{"no_consent", t.DropNoConsent},
+		{"send", t.DropSend},
+		{"not_ready", t.DropNotReady},
+		{"stun_auth", t.DropStunAuth},
+	}
+}

@@ -1,0 +1,358 @@
+package relay
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/stun/v4"
+
+	"github.com/strait-sbc/strait/dataplane/batchconn"
+	"github.com/strait-sbc/strait/dataplane/portalloc"
+	"github.com/strait-sbc/strait/internal/racecheck"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// hotPath is one WebRTC<->plain session wired into a worker by hand, with
+// keys installed and the browser's path validated, so that the per-packet
+// functions can be driven without the network in front of them. Output
+// still goes out through the worker's Sender to real loopback sockets.
+type hotPath struct {
+	e                *Engine
+	w                *worker
+	sess             *Session
+	web, plain       *Leg
+	webSlot, rtpSlot *slot
+	// plainSlot is leg 0's RTP socket of a second, plain<->plain session:
+	// the baseline hop without SRTP.
+	plainSlot  *slot
+	plainPeers *Session
+	browser    netip.AddrPort // the browser's address (a sink socket)
+	pbx        netip.AddrPort // the PBX's address (a sink socket)
+	browserEnc *srtp.Context  // what the browser encrypts with
+	msg        batchconn.Message
+	sinks      []*net.UDPConn
+}
+
+var testCert = func() tls.Certificate {
+	c, err := selfsign.GenerateSelfSigned()
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
+
+func sink(tb testing.TB) (*net.UDPConn, netip.AddrPort) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
+	tb.Helper()
+	var e *Engine
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		base := uint16(20000 + 2*rand.IntN(20000))
+		e, err = New(Config{
+			Addrs:       []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+			WebRTCPorts: portalloc.Range{First: base, Last: base},
+			RTPPorts:    portalloc.Range{First: base + 2, Last: base + 9},
+			Workers:     1,
+			Certificate: testCert,
+			Fingerprint: "00",
+		})
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { e.Close() })
+	bs, browser := sink(tb)
+	ps, pbx := sink(tb)
+	pcmu := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 126, Name: "telephone-event", ClockRate: 8000}}
+	pbxCodecs := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 101, Name: "telephone-event", ClockRate: 8000}}
+	sess, err := e.CreateSession(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{
+		{Kind: pb.LegKind_LEG_KIND_WEBRTC, Webrtc: &pb.WebRTCSpec{RemoteUfrag: "brws", LocalUfrag: "node", LocalPwd: "abcdefghijklmnopqrstuvwxyz"},
+			Streams: []*pb.StreamSpec{{Codecs: pcmu, RewriteSsrc: true}}},
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pbxCodecs, Plain: &pb.PlainSpec{RemoteAddr: pbx.String()}}}},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &hotPath{e: e, w: e.workers[0], sess: sess, web: sess.legs[0], plain: sess.legs[1], browser: browser, pbx: pbx, sinks: []*net.UDPConn{bs, ps}}
+	pcmuOnly := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
+	h.plainPeers, err = e.CreateSession(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmuOnly, Plain: &pb.PlainSpec{RemoteAddr: pbx.String()}}}},
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmuOnly, Plain: &pb.PlainSpec{RemoteAddr: browser.String()}}}},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Stop the worker goroutine: from here on the test is the worker and
+	// drives its per-packet functions itself.
+	h.w.poller.Close()
+	<-h.w.exited
+
+	// Keys as a DTLS handshake would have left them.
+	kl, _ := profile.KeyLen()
+	sl, _ := profile.SaltLen()
+	k1, s1 := make([]byte, kl), make([]byte, sl)
+	k2, s2 := make([]byte, kl), make([]byte, sl)
+	for i := range k1 {
+		k1[i], k2[i] = byte(i), byte(100+i)
+	}
+	dec, _ := srtp.CreateContext(k1, s1, profile, srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+	enc, _ := srtp.CreateContext(k2, s2, profile)
+	h.browserEnc, _ = srtp.CreateContext(k1, s1, profile)
+	h.web.dec, h.web.enc = dec, enc
+	h.web.state.Store(int32(pb.LegState_LEG_STATE_CONNECTED))
+	p := &icePath{addr: browser}
+	p.consent.Store(time.Now().Add(time.Hour).UnixNano()) // consent stays fresh however long the benchmark runs
+	h.web.path.Store(p)
+	h.w.latch(latchKey{h.web.group.id, browser}, h.web)
+	h.w.now = time.Now().UnixNano()
+	for i := range h.w.slots {
+		s := &h.w.slots[i]
+		switch {
+		case s.kind == sockWebRTC && s.group == h.web.group:
+			h.webSlot = s
+		case s.kind == sockPlain && s.stream == h.plain.streams[0] && !s.rtcp:
+			h.rtpSlot = s
+		case s.kind == sockPlain && s.stream == h.plainPeers.legs[0].streams[0] && !s.rtcp:
+			h.plainSlot = s
+		}
+	}
+	if h.webSlot == nil || h.rtpSlot == nil || h.plainSlot == nil {
+		tb.Fatal("session sockets not registered with the worker")
+	}
+	h.msg.Buf = make([]byte, BufferSize)
+	return h
+}
+
+// deliver runs one received datagram through the worker as if recvmmsg had
+// just written it, and flushes the send queue when it is full.
+func (h *hotPath) deliver(s *slot, pkt []byte, from netip.AddrPort) {
+	h.msg.N = copy(h.msg.Buf, pkt)
+	h.msg.Addr = from
+	h.w.handle(s, &h.msg)
+	if h.w.sender.Len() == h.e.cfg.BatchSize {
+		h.w.sender.Flush(h.w.onDrop)
+	}
+}
+
+func rtpPacket(seq uint16, pt uint8, ssrc uint32) []byte {
+	b, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, Payload: make([]byte, 160)}).Marshal()
+	return b
+}
+
+// srtpPackets encrypts count browser packets starting at seq.
+func (h *hotPath) srtpPackets(seq uint16, count int) [][]byte {
+	out := make([][]byte, count)
+	for i := range out {
+		p, err := h.browserEnc.EncryptRTP(nil, rtpPacket(seq+uint16(i), 0, 0xb0b), nil)
+		if err != nil {
+			panic(err)
+		}
+		out[i] = p
+	}
+	return out
+}
+
+func TestHotPathRelaysBothWays(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	for _, p := range h.srtpPackets(1, 10) {
+		h.deliver(h.webSlot, p, h.browser)
+	}
+	for i := 0; i < 10; i++ {
+		h.deliver(h.rtpSlot, rtpPacket(uint16(500+i), 101, 0x5eed), h.pbx)
+	}
+	h.w.sender.Flush(h.w.onDrop)
+	c := h.web.ctr.proto()
+	if c.PacketsIn != 10 || c.PacketsOut != 10 || h.plain.ctr.packetsOut.Load() != 10 {
+		t.Fatalf("web %v plain out %d", c, h.plain.ctr.packetsOut.Load())
+	}
+	// What reached the browser decrypts with the node's keys and carries
+	// the mapped payload type and the leg's own SSRC.
+	kl, _ := srtp.ProtectionProfileAeadAes128Gcm.KeyLen()
+	sl, _ := srtp.ProtectionProfileAeadAes128Gcm.SaltLen()
+	k2 := make([]byte, kl)
+	for i := range k2 {
+		k2[i] = byte(100 + i)
+	}
+	bdec, _ := srtp.CreateContext(k2, make([]byte, sl), srtp.ProtectionProfileAeadAes128Gcm)
+	buf := make([]byte, 2048)
+	h.sinks[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _, err := h.sinks[0].ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hdr rtp.Header
+	if _, err := bdec.DecryptRTP(nil, buf[:n], &hdr); err != nil {
+		t.Fatalf("browser cannot decrypt: %v", err)
+	}
+	if hdr.PayloadType != 126 || hdr.SSRC != h.web.streams[0].localSSRC {
+		t.Fatalf("header %+v", hdr)
+	}
+}
+
+// The per-packet path allocates nothing: SRTP->RTP, RTP->SRTP (lookup,
+// decrypt, payload-type map, sequence/SSRC rewrite, encrypt, queueing and
+// the batched send included) and STUN answering.
+func TestHotPathAllocs(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("allocation counts are pinned without -race")
+	}
+	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
+		h := newHotPath(t, profile)
+		pkts := h.srtpPackets(1, 300)
+		i := 0
+		if a := testing.AllocsPerRun(200, func() { h.deliver(h.webSlot, pkts[i], h.browser); i++ }); a != 0 {
+			t.Errorf("%v SRTP->RTP: %v allocs per packet", profile, a)
+		}
+		seq := uint16(0)
+		plain := rtpPacket(0, 0, 0x5eed)
+		if a := testing.AllocsPerRun(200, func() {
+			binary.BigEndian.PutUint16(plain[2:], seq)
+			seq++
+			h.deliver(h.rtpSlot, plain, h.pbx)
+		}); a != 0 {
+			t.Errorf("%v RTP->SRTP: %v allocs per packet", profile, a)
+		}
+		if got := h.web.ctr.packetsOut.Load(); got < 200 {
+			t.Fatalf("only %d packets relayed to the browser", got)
+		}
+	}
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+		stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint)
+	if a := testing.AllocsPerRun(200, func() { h.deliver(h.webSlot, req.Raw, h.browser) }); a != 0 {
+		t.Errorf("STUN answer: %v allocs per check", a)
+	}
+	if h.web.ctr.stunIn.Load() < 200 {
+		t.Fatalf("checks answered: %d", h.web.ctr.stunIn.Load())
+	}
+}
+
+// BenchmarkSRTPToRTP is the browser->PBX hop per packet: demultiplex, find
+// the leg by its latched address, decrypt in place, map the payload type,
+// queue, and the batched send (one sendmmsg per 64 packets).
+func BenchmarkSRTPToRTP(b *testing.B) {
+	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
+		b.Run(profileName(profile), func(b *testing.B) {
+			h := newHotPath(b, profile)
+			const chunk = 4096
+			seq := uint16(1)
+			b.ReportAllocs()
+			b.SetBytes(172)
+			for i := 0; i < b.N; {
+				b.StopTimer() // the browser's encryption is not the node's cost
+				pkts := h.srtpPackets(seq, chunk)
+				seq += chunk
+				b.StartTimer()
+				for _, p := range pkts {
+					if i == b.N {
+						break
+					}
+					h.deliver(h.webSlot, p, h.browser)
+					i++
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRTPToSRTP is the PBX->browser hop per packet: the stream found
+// by its socket, source check, payload-type map, sequence/SSRC
+// normalisation, encryption in place into the tailroom, queue and send.
+func BenchmarkRTPToSRTP(b *testing.B) {
+	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
+		b.Run(profileName(profile), func(b *testing.B) {
+			h := newHotPath(b, profile)
+			plain := rtpPacket(0, 0, 0x5eed)
+			b.ReportAllocs()
+			b.SetBytes(172)
+			for i := 0; b.Loop(); i++ {
+				binary.BigEndian.PutUint16(plain[2:], uint16(i))
+				h.deliver(h.rtpSlot, plain, h.pbx)
+			}
+		})
+	}
+}
+
+// BenchmarkRTPToRTP is the baseline: the same hop between two plain legs
+// (no SRTP), through the same code.
+func BenchmarkRTPToRTP(b *testing.B) {
+	h := newHotPath(b, srtp.ProtectionProfileAeadAes128Gcm)
+	plain := rtpPacket(0, 0, 0x5eed)
+	b.ReportAllocs()
+	b.SetBytes(172)
+	for i := 0; b.Loop(); i++ {
+		binary.BigEndian.PutUint16(plain[2:], uint16(i))
+		h.deliver(h.plainSlot, plain, h.pbx)
+	}
+	if h.plainPeers.legs[1].ctr.packetsOut.Load() == 0 {
+		b.Fatal("nothing relayed")
+	}
+}
+
+// BenchmarkSTUNAnswer is an ICE check answered by a worker: parse, find
+// the leg by ufrag, verify MESSAGE-INTEGRITY and FINGERPRINT, answer.
+func BenchmarkSTUNAnswer(b *testing.B) {
+	h := newHotPath(b, srtp.ProtectionProfileAeadAes128Gcm)
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+		stun.RawAttribute{Type: stun.AttrUseCandidate}, stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint)
+	before := h.web.ctr.stunIn.Load()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.deliver(h.webSlot, req.Raw, h.browser)
+	}
+	if got := h.web.ctr.stunIn.Load() - before; got != uint64(b.N) {
+		b.Fatalf("answered %d of %d checks", got, b.N)
+	}
+}
+
+func profileName(p srtp.ProtectionProfile) string {
+	if p == srtp.ProtectionProfileAeadAes128Gcm {
+		return "gcm"
+	}
+	return "cm80"
+}
+
+// FuzzHandle feeds arbitrary datagrams to a worker on every kind of port
+// from the validated browser, the PBX and a stranger: nothing may panic,
+// and whatever is not media of the session is dropped.
+func FuzzHandle(f *testing.F) {
+	h := newHotPath(f, srtp.ProtectionProfileAeadAes128Gcm)
+	stranger := netip.MustParseAddrPort("127.0.0.1:9")
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+		stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint)
+	f.Add(byte(0), req.Raw)
+	f.Add(byte(1), h.srtpPackets(1, 1)[0])
+	f.Add(byte(2), rtpPacket(7, 0, 0x5eed))
+	f.Add(byte(3), []byte{0x80, 200, 0, 1, 0, 0, 0, 1})
+	f.Add(byte(4), []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1})
+	f.Fuzz(func(t *testing.T, who byte, pkt []byte) {
+		if len(pkt) > BufferSize-Tailroom {
+			return
+		}
+		from := []netip.AddrPort{h.browser, h.pbx, stranger}[int(who)%3]
+		s := h.webSlot
+		if who&4 != 0 {
+			s = h.rtpSlot
+		}
+		h.deliver(s, pkt, from)
+	})
+}

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs what Strait's end-to-end tests (tests/e2e) need on Debian, as root:
+# Chromium and sipp from apt, and the test page's JavaScript (JsSIP, esbuild)
+# from npm with the committed package-lock.json. test.sh runs it when it runs
+# as root on Debian, as CI does.
+#
+# Idempotent and quick when everything is in place: apt is consulted only for
+# a missing program, and npm ci only when package-lock.json changed since the
+# last install (a checksum kept in node_modules).
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v sipp >/dev/null 2>&1 || need="$need sip-tester"
+command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
+if [ -n "$need" ]; then
+	echo "install-test-deps: apt-get install$need"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086 # word splitting of the package list is intended
+	apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+js=tests/e2e/js
+sum=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+stamp="$js/node_modules/.strait-lock-sha256"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+	echo "install-test-deps: npm ci in $js"
+	(cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+	echo "$sum" >"$stamp"
+fi

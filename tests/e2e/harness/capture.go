@@ -1,0 +1,117 @@
+package harness
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Capture counts the UDP datagrams on the loopback interface while a test
+// runs, per destination port, and the RTP payload types among them: what a
+// PBX stand-in (sipp) received, without asking sipp. It needs a packet
+// socket (root, or CAP_NET_RAW), which the network-namespace mode has.
+type Capture struct {
+	mu    sync.Mutex
+	ports map[int]*PortCount
+	stop  func()
+}
+
+// PortCount is what a Capture saw sent to one UDP port.
+type PortCount struct {
+	Packets int
+	// RTP counts the datagrams that look like RTP (version 2, not RTCP),
+	// by payload type.
+	RTP map[uint8]int
+	// Events holds the RFC 4733 telephone-events seen, in order, one entry
+	// per event (the first packet of each): the event code (0-9, 10 = *, 11 = #).
+	Events []int
+	// lastEventTS dedups the retransmitted packets of one event.
+	lastEventTS uint32
+}
+
+// StartCapture starts counting, or returns an error when packet capture is
+// not available; the test then checks media from the browser's side only.
+// The capture stops at the end of the test.
+func (e *Env) StartCapture(eventPTs ...uint8) (*Capture, error) {
+	c := &Capture{ports: map[int]*PortCount{}}
+	stop, err := startCapture(func(dport int, payload []byte) { c.add(dport, payload, eventPTs) })
+	if err != nil {
+		return nil, fmt.Errorf("packet capture unavailable: %w", err)
+	}
+	c.stop = stop
+	e.t.Cleanup(stop)
+	return c, nil
+}
+
+func (c *Capture) add(dport int, p []byte, eventPTs []uint8) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pc := c.ports[dport]
+	if pc == nil {
+		pc = &PortCount{RTP: map[uint8]int{}}
+		c.ports[dport] = pc
+	}
+	pc.Packets++
+	if len(p) < 12 || p[0]>>6 != 2 {
+		return
+	}
+	pt := p[1] & 0x7f
+	if pt >= 72 && pt <= 76 { // RTCP 200-204 with the marker bit's place, RFC 5761 section 4
+		return
+	}
+	pc.RTP[pt]++
+	for _, ev := range eventPTs {
+		if pt != ev || len(p) < 16 {
+			continue
+		}
+		ts := uint32(p[4])<<24 | uint32(p[5])<<16 | uint32(p[6])<<8 | uint32(p[7])
+		if len(pc.Events) == 0 || ts != pc.lastEventTS {
+			pc.Events = append(pc.Events, int(p[12]))
+			pc.lastEventTS = ts
+		}
+	}
+}
+
+// Port returns a copy of what was sent to port so far.
+func (c *Capture) Port(port int) PortCount {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pc := c.ports[port]
+	if pc == nil {
+		return PortCount{RTP: map[uint8]int{}}
+	}
+	out := *pc
+	out.RTP = make(map[uint8]int, len(pc.RTP))
+	for k, v := range pc.RTP {
+		out.RTP[k] = v
+	}
+	out.Events = append([]int(nil), pc.Events...)
+	return out
+}
+
+// Ports returns the totals over the port range [low, high].
+func (c *Capture) Ports(low, high int) PortCount {
+	sum := PortCount{RTP: map[uint8]int{}}
+	for p := low; p <= high; p++ {
+		pc := c.Port(p)
+		sum.Packets += pc.Packets
+		for k, v := range pc.RTP {
+			sum.RTP[k] += v
+		}
+		sum.Events = append(sum.Events, pc.Events...)
+	}
+	return sum
+}
+
+// DTMFDigits renders RFC 4733 event codes as the digits they stand for.
+func DTMFDigits(events []int) string {
+	const digits = "0123456789*#ABCD"
+	var b []byte
+	for _, e := range events {
+		if e >= 0 && e < len(digits) {
+			b = append(b, digits[e])
+		} else {
+			b = append(b, '?')
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package harness
+
+import "errors"
+
+func startCapture(func(int, []byte)) (func(), error) {
+	return nil, errors.New("packet capture needs Linux")
+}

@@ -1,0 +1,73 @@
+package harness
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"testing"
+)
+
+// FreePort returns a port free on 127.0.0.1 for both UDP and TCP (SIP
+// listens on both). Another process may take it before it is used; on
+// loopback inside a namespace of its own nobody else is there.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp4", LoopbackIP+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp4", fmt.Sprintf("%s:%d", LoopbackIP, port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP on 127.0.0.1")
+	return 0
+}
+
+// PortRange returns a range of n UDP ports as "LOW-HIGH" (the form of
+// strait's --rtp-ports), chosen at random between 20000 and 60000 so that
+// tests running on the host's loopback do not all pick the same one.
+func PortRange(t testing.TB, n int) string {
+	t.Helper()
+	for range 50 {
+		r := portRangeCandidate(n)
+		low, high := splitRange(r)
+		if udpFree(low) && udpFree((low+high)/2) && udpFree(high) {
+			return r
+		}
+	}
+	t.Fatalf("no free range of %d UDP ports", n)
+	return ""
+}
+
+// portRangeCandidate picks n ports at a random even base in 20000-60000.
+func portRangeCandidate(n int) string {
+	low := 20000 + 2*rand.IntN((40000-n)/2)
+	return fmt.Sprintf("%d-%d", low, low+n-1)
+}
+
+func udpFree(port int) bool {
+	u, err := net.ListenPacket("udp4", fmt.Sprintf("%s:%d", LoopbackIP, port))
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
+}
+
+// hostPort joins the loopback address and port.
+func hostPort(port int) string { return fmt.Sprintf("%s:%d", LoopbackIP, port) }
+
+// splitRange parses "LOW-HIGH".
+func splitRange(r string) (low, high int) {
+	a, b, _ := strings.Cut(r, "-")
+	fmt.Sscan(a, &low)
+	fmt.Sscan(b, &high)
+	return low, high
+}

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/tests/e2e/harness"
+)
+
+// Scenario 1: JsSIP in Chromium registers through Strait (standalone mode,
+// digest auth) and calls echo; the fake microphone's tone comes back.
+func TestJsSIPRegisterAndCallEcho(t *testing.T) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP)
+	s := e.StartStrait(harness.StraitConfig{Users: []string{"alice:secret"}})
+	pages := e.StartPageServer(nil)
+	b := e.StartBrowser()
+
+	e.Step("a wrong password is refused", 20*time.Second, func(ctx context.Context) error {
+		p, err := b.Open(ctx, "mallory", pages.JsSIPURL())
+		if err != nil {
+			return err
+		}
+		err = p.Eval(ctx, fmt.Sprintf(`sip.start({ws: %q, uri: "sip:alice@127.0.0.1", password: "wrong"})`, s.WS()), nil)
+		if err == nil || !strings.Contains(err.Error(), "registration failed") {
+			return fmt.Errorf("registration with a wrong password: %v, want registration failed", err)
+		}
+		return p.Eval(ctx, `sip.stop()`, nil)
+	})
+	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
+	base := baseline(e, s)
+	callConfirmed(e, alice, "sip:echo@127.0.0.1")
+	audioArrives(e, alice, "its echo")
+	e.Step("the API lists the call", 5*time.Second, func(ctx context.Context) error {
+		calls, err := s.Calls(ctx)
+		if err == nil && len(calls) != 1 {
+			err = fmt.Errorf("GET /v1/calls lists %d calls, want 1: %v", len(calls), calls)
+		}
+		return err
+	})
+	hangUp(e, alice)
+	idle(e, s, base)
+}
+
+// Scenario 4: two Chromium pages with JsSIP registered to standalone
+// Strait call each other; audio flows both ways.
+func TestBrowserToBrowser(t *testing.T) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP)
+	s := e.StartStrait(harness.StraitConfig{Users: []string{"alice:secret", "bob:hunter2"}})
+	pages := e.StartPageServer(nil)
+	b := e.StartBrowser()
+	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
+	bob := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "bob", password: "hunter2", register: true, autoAnswer: true})
+	base := baseline(e, s)
+	callConfirmed(e, alice, "sip:bob@127.0.0.1")
+	e.Step("bob's side is confirmed", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, bob, "confirmed") })
+	audioArrives(e, alice, "bob")
+	audioArrives(e, bob, "alice")
+	hangUp(e, alice)
+	e.Step("bob's side ends", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, bob, "ended") })
+	idle(e, s, base)
+}

@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/tests/e2e/harness"
+)
+
+// Scenario 5: the built-in web page, served by strait at /, dials echo in
+// standalone mode and sipp in trunk mode, and shows a non-zero level.
+func TestWebPhone(t *testing.T) {
+	t.Run("standalone echo", func(t *testing.T) {
+		e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
+		s := e.StartStrait(harness.StraitConfig{})
+		p := openWebPhone(e, s)
+		base := baseline(e, s)
+		dialAndConnect(e, p, "echo")
+		webPhoneHangsUp(e, p)
+		idle(e, s, base)
+	})
+	t.Run("trunk to sipp", func(t *testing.T) {
+		e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedSipp)
+		c := capture(e, pbxEventPT)
+		pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_echo.xml", RTPEcho: true})
+		s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr())})
+		p := openWebPhone(e, s)
+		base := baseline(e, s)
+		dialAndConnect(e, p, "1000")
+		pbxMedia(e, c, pbx.MediaPort, pbx.MediaPort, minPackets)
+		e.Step("keypad DTMF reaches the PBX as telephone-event", 10*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `phone.dtmf("7")`, nil); err != nil {
+				return err
+			}
+			if c == nil {
+				return nil
+			}
+			for harness.DTMFDigits(c.Port(pbx.MediaPort).Events) != "7" {
+				select {
+				case <-ctx.Done():
+					got := c.Port(pbx.MediaPort)
+					return fmt.Errorf("PBX got events %q (payload types %v), want 7 at payload type %d", harness.DTMFDigits(got.Events), got.RTP, pbxEventPT)
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return nil
+		})
+		webPhoneHangsUp(e, p)
+		e.Step("the PBX got the BYE", 10*time.Second, pbx.Wait)
+		idle(e, s, base)
+	})
+}
+
+// openWebPhone opens strait's own page at /.
+func openWebPhone(e *harness.Env, s *harness.Strait) *harness.Page {
+	e.T().Helper()
+	var p *harness.Page
+	e.Step("open the web phone served by strait", 20*time.Second, func(ctx context.Context) (err error) {
+		p, err = e.StartBrowser().Open(ctx, "webphone", s.URL()+"/")
+		if err != nil {
+			return err
+		}
+		if err := p.WaitFor(ctx, `window.phone && phone.state === "idle"`); err != nil {
+			return err
+		}
+		return p.NoExceptions()
+	})
+	return p
+}
+
+func webPhoneHangsUp(e *harness.Env, p *harness.Page) {
+	e.T().Helper()
+	e.Step("web phone hangs up", 10*time.Second, func(ctx context.Context) error {
+		if err := p.Eval(ctx, `phone.hangup()`, nil); err != nil {
+			return err
+		}
+		if err := p.WaitFor(ctx, `phone.state === "ended"`); err != nil {
+			return err
+		}
+		return p.NoExceptions()
+	})
+}
