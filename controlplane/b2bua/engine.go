@@ -62,6 +62,7 @@ type Engine struct {
 	watchers  map[chan Event]struct{}
 	closing   bool
 	upstream  bool // last OPTIONS ping answered
+	pinged    bool // a ping has completed
 	handlerWG sync.WaitGroup
 
 	stop chan struct{}
@@ -404,18 +405,16 @@ func (e *Engine) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 // records whether it answers (any response means alive).
 func (e *Engine) pingUpstream() {
 	defer e.wg.Done()
+	// The first ping waits an interval too: a PBX that just started is
+	// given time, and a scripted test PBX sees calls before pings.
 	t := time.NewTicker(e.cfg.OptionsInterval)
 	defer t.Stop()
-	first := true
 	for {
-		if !first {
-			select {
-			case <-e.stop:
-				return
-			case <-t.C:
-			}
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
 		}
-		first = false
 		up := e.cfg.Upstream
 		req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: up.Host, Port: up.Port})
 		local := sip.Uri{Scheme: "sip", User: "strait", Host: e.st.Host()}
@@ -432,8 +431,8 @@ func (e *Engine) pingUpstream() {
 		cancel()
 		alive := err == nil && res != nil
 		e.mu.Lock()
-		changed := alive != e.upstream
-		e.upstream = alive
+		changed := !e.pinged || alive != e.upstream
+		e.upstream, e.pinged = alive, true
 		e.mu.Unlock()
 		e.cfg.Metrics.SetUpstreamUp(alive)
 		if changed {
@@ -447,14 +446,14 @@ func (e *Engine) pingUpstream() {
 }
 
 // UpstreamUp reports whether the upstream answered the last OPTIONS ping
-// (true when there is no upstream or no pinging).
+// (true when there is no upstream, no pinging, or no ping yet).
 func (e *Engine) UpstreamUp() bool {
 	if e.cfg.Upstream == nil || e.cfg.OptionsInterval == 0 {
 		return true
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.upstream
+	return !e.pinged || e.upstream
 }
 
 // onDataplaneEvent ends calls whose media stopped or whose DTLS failed.
