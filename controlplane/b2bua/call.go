@@ -766,6 +766,35 @@ func (c *Call) Hangup(cause int, reason string) {
 	})
 }
 
+// lost ends a call whose leg l can no longer be reached (its WebSocket
+// closed): a ringing call is cancelled (or refused, when l is the
+// callee), an answered one gets BYE on the other leg only.
+func (c *Call) lost(l *leg) {
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	if st == StateEnded {
+		return
+	}
+	if st != StateAnswered && !c.sub {
+		c.cancel(480, "connection lost")
+		return
+	}
+	reason := "caller connection lost"
+	if l.idx == 1 {
+		reason = "callee connection lost"
+	}
+	c.finish(480, reason, func() {
+		o := c.other(l)
+		if o == nil || o.d == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+		defer cancel()
+		o.d.send(ctx, o.d.request(sip.BYE, nil, ""))
+	})
+}
+
 // byeFrom ends an answered call on the BYE of one leg: the other leg gets
 // BYE.
 func (c *Call) byeFrom(l *leg) {

@@ -480,6 +480,21 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 	}
 }
 
+// FlowClosed ends the calls (and subscriptions) that had a leg on a
+// browser's WebSocket that closed: the browser is gone, so the other leg
+// gets BYE (or CANCEL while ringing) and the session is deleted.
+func (e *Engine) FlowClosed(flow string) {
+	for _, c := range e.snapshot() {
+		for _, l := range c.legs {
+			if l != nil && l.d != nil && l.d.flow == flow {
+				c.log.Info("browser connection lost", "leg", l.idx)
+				c.lost(l)
+				break
+			}
+		}
+	}
+}
+
 // Calls returns every call in progress.
 func (e *Engine) Calls() []Info {
 	e.mu.Lock()

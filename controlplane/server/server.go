@@ -147,11 +147,14 @@ func New(opt Options) (s *Server, err error) {
 	}
 	s.Registrar = registrar.New(registrar.Config{Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
 		Digest: digest, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
-	s.WS.OnClose(s.Registrar.FlowClosed)
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
 		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval})
+	s.WS.OnClose(func(flow string) {
+		s.Engine.FlowClosed(flow)
+		s.Registrar.FlowClosed(flow)
+	})
 	if err := s.Stack.Start(s.WS); err != nil {
 		return nil, err
 	}
