@@ -85,7 +85,6 @@ var (
 	errNoRoute    = sipError(404, "", errors.New("no such user"))
 	errOffline    = sipError(480, "", errors.New("user not registered"))
 	errFlowFailed = sipError(430, "", errors.New("the browser's connection is gone"))
-	errNoDP       = sipError(503, "", errors.New("no dataplane node"))
 )
 
 // mapFailure maps a final failure from one leg to what the other leg is

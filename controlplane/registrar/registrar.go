@@ -84,13 +84,13 @@ func parseRegister(req *sip.Request, def int) (aor string, cs []contact, star bo
 		}
 		if c.Address.Wildcard || strings.TrimSpace(c.Value()) == "*" {
 			if hdrExp != 0 {
-				return "", nil, false, fmt.Errorf("Contact * needs Expires: 0")
+				return "", nil, false, fmt.Errorf("contact * needs Expires: 0")
 			}
 			star = true
 			continue
 		}
 		if c.Address.Host == "" {
-			return "", nil, false, fmt.Errorf("Contact without host")
+			return "", nil, false, fmt.Errorf("contact without host")
 		}
 		e := hdrExp
 		if v, ok := c.Params.Get("expires"); ok {
@@ -105,7 +105,7 @@ func parseRegister(req *sip.Request, def int) (aor string, cs []contact, star bo
 		cs = append(cs, contact{uri: *c.Address.Clone(), expires: e, instance: strings.Trim(inst, "\""), regID: reg})
 	}
 	if star && len(cs) > 0 {
-		return "", nil, false, fmt.Errorf("Contact * with other contacts")
+		return "", nil, false, fmt.Errorf("contact * with other contacts")
 	}
 	return aor, cs, star, nil
 }
