@@ -848,7 +848,6 @@ func (c *Call) finish(cause int, reason string, bye func()) {
 		for _, l := range c.legs {
 			c.e.removeDialog(l)
 		}
-		c.e.unregister(c)
 		if !c.sub {
 			c.e.cfg.Metrics.CallState(old.String(), "")
 			c.e.cfg.Metrics.CallEnded(cause)
@@ -864,6 +863,8 @@ func (c *Call) finish(cause int, reason string, bye func()) {
 				Caller: final.Caller, Callee: final.Callee})
 			c.log.Info("call ended", "cause", cause, "reason", reason, "duration", final.Duration)
 		}
+		// Unlisted last: whoever sees the call gone finds its record.
+		c.e.unregister(c)
 		close(c.done)
 	})
 }

@@ -167,11 +167,11 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	if len(timers) > 0 {
 		timers = append(timers, sip.NewHeader("Require", "timer"))
 	}
-	res := respond(200, "", answer, timers...)
-	// The exchange is over once the answer is sent: a new re-INVITE may
+	// The exchange is over once the answer is ready: a new re-INVITE may
 	// follow the ACK at once (RFC 3261 section 14.2 only refuses one
 	// that overlaps).
 	release()
+	res := respond(200, "", answer, timers...)
 	if req.Method == sip.INVITE {
 		if _, err := l.waitAck(tx, res, req.CSeq().SeqNo); err != nil {
 			c.log.Info("re-INVITE answer never confirmed", "err", err)

@@ -135,6 +135,15 @@ func (d *Dialog) WaitAnswer(ctx context.Context, password string) (*sip.Response
 // Ack confirms a 2xx.
 func (d *Dialog) Ack(ctx context.Context) error { return d.out.Ack(ctx) }
 
+// AckSDP confirms a 2xx that carried an offer (the INVITE had none) with
+// the answer in the ACK.
+func (d *Dialog) AckSDP(ctx context.Context, answer []byte) error {
+	ack := sip.NewRequest(sip.ACK, d.remoteTarget())
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(answer)
+	return d.out.WriteAck(ctx, ack)
+}
+
 // Hangup sends BYE.
 func (d *Dialog) Hangup(ctx context.Context) error {
 	defer d.end()

@@ -55,6 +55,7 @@ type Phone struct {
 
 	mu      sync.Mutex
 	dialogs map[string]*Dialog // by Call-ID
+	subTags map[string]string  // SUBSCRIBE Call-ID -> the tag of our 2xx
 	conn    net.PacketConn
 	user    string
 	// Reply decides the answer to out-of-dialog MESSAGE, NOTIFY,
@@ -136,6 +137,7 @@ func (p *Phone) serve() error {
 	p.Incoming = make(chan *Dialog, 16)
 	p.Requests = make(chan *sip.Request, 64)
 	p.dialogs = map[string]*Dialog{}
+	p.subTags = map[string]string{}
 	srv.OnInvite(p.onInvite)
 	srv.OnAck(p.onAck)
 	srv.OnBye(p.onBye)
@@ -272,12 +274,49 @@ func (p *Phone) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	if req.Method == sip.SUBSCRIBE && code < 300 {
 		res.AppendHeader(sip.NewHeader("Expires", "600"))
 		res.AppendHeader(p.Contact.Clone())
+		tag, _ := res.To().Params.Get("tag")
+		p.mu.Lock()
+		p.subTags[req.CallID().Value()] = tag
+		p.mu.Unlock()
 	}
 	tx.Respond(res)
 	select {
 	case p.Requests <- req:
 	default:
 	}
+}
+
+// Notify sends a NOTIFY in the subscription a SUBSCRIBE the phone
+// accepted made, with the given Subscription-State, and returns the final
+// response.
+func (p *Phone) Notify(ctx context.Context, sub *sip.Request, state string, body []byte, contentType string) (*sip.Response, error) {
+	p.mu.Lock()
+	tag := p.subTags[sub.CallID().Value()]
+	p.mu.Unlock()
+	req := sip.NewRequest(sip.NOTIFY, *sub.Contact().Address.Clone())
+	from := &sip.FromHeader{Address: *sub.To().Address.Clone(), Params: sip.NewParams()}
+	from.Params.Add("tag", tag)
+	req.AppendHeader(from)
+	to := &sip.ToHeader{Address: *sub.From().Address.Clone(), Params: sub.From().Params.Clone()}
+	req.AppendHeader(to)
+	req.AppendHeader(sip.HeaderClone(sub.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.NOTIFY})
+	if ev := sub.GetHeader("Event"); ev != nil {
+		req.AppendHeader(sip.NewHeader("Event", ev.Value()))
+	}
+	req.AppendHeader(sip.NewHeader("Subscription-State", state))
+	req.AppendHeader(p.Contact.Clone())
+	if len(body) > 0 {
+		req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+		req.SetBody(body)
+	}
+	req.SetTransport(p.Transport)
+	if p.Transport == "WS" {
+		req.SetDestination(p.Peer())
+	} else {
+		req.SetDestination(sub.Source())
+	}
+	return p.Client.Do(ctx, req)
 }
 
 // Errors.
