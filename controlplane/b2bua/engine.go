@@ -46,6 +46,9 @@ type Config struct {
 	// upstream keepalive (0: none).
 	RingTimeout     time.Duration
 	OptionsInterval time.Duration
+	// MediaTimeout is the silence after which the dataplane reports
+	// MEDIA_TIMEOUT and Strait hangs up (0: the node's default).
+	MediaTimeout time.Duration
 }
 
 // Engine routes SIP requests to calls and holds them. It is safe for

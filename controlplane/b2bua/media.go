@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/sdp"
@@ -80,8 +81,9 @@ type exchange struct {
 // are serialised by the call (one at a time); mu guards the state against
 // concurrent hang-up.
 type media struct {
-	pool   *dpool.Pool
-	callID string
+	pool    *dpool.Pool
+	callID  string
+	timeout time.Duration // media timeout for the session, 0 for the node's
 
 	mu     sync.Mutex
 	legs   []*mediaLeg
@@ -94,8 +96,8 @@ type media struct {
 // errClosed is returned by media operations after the call ended.
 var errClosed = sipError(487, "", errors.New("call ended"))
 
-func newMedia(pool *dpool.Pool, callID string, legs ...*mediaLeg) *media {
-	return &media{pool: pool, callID: callID, legs: legs}
+func newMedia(pool *dpool.Pool, callID string, timeout time.Duration, legs ...*mediaLeg) *media {
+	return &media{pool: pool, callID: callID, timeout: timeout, legs: legs}
 }
 
 // sessionID is the dataplane session id, empty before one exists.
@@ -203,7 +205,7 @@ func (m *media) specs() []*pb.LegSpec {
 // create makes the dataplane session. m.mu held.
 func (m *media) create(ctx context.Context) error {
 	s, err := m.pool.Create(ctx, &pb.CreateSessionRequest{Legs: m.specs(),
-		Labels: map[string]string{dpool.LabelCall: m.callID}})
+		MediaTimeoutS: uint32(m.timeout / time.Second), Labels: map[string]string{dpool.LabelCall: m.callID}})
 	if err != nil {
 		return sipError(503, "", fmt.Errorf("dataplane: %w", err))
 	}

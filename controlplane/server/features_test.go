@@ -306,3 +306,37 @@ func TestBadRequests(t *testing.T) {
 	}
 	e.waitCalls(0)
 }
+
+// Media that stops ends the call: the dataplane's MEDIA_TIMEOUT makes
+// Strait send BYE both ways.
+func TestMediaTimeoutHangsUp(t *testing.T) {
+	pbx, err := siptest.NewUDP("", "pbx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
+	e := start(t, func(c *config.Config) {
+		c.Upstream = "sip:" + pbx.Addr
+		c.MediaTimeout = 2 * time.Second
+	})
+	pbx.SetPeer(e.srv.SIPAddr())
+	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tr := &trunk{env: e, pbx: pbx, browser: b}
+	call, inc, _ := tr.establish(t) // sends a little media, then nothing
+	if err := call.WaitEnded(10 * time.Second); err != nil {
+		t.Fatal("the browser got no BYE after the media stopped")
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the PBX got no BYE after the media stopped")
+	}
+	e.waitSessions(0)
+	e.waitCalls(0)
+	if lines := e.cdrLines(); !strings.Contains(lines[len(lines)-1], `"reason":"media timeout"`) {
+		t.Fatalf("CDR %s", lines[len(lines)-1])
+	}
+}

@@ -150,7 +150,7 @@ func New(opt Options) (s *Server, err error) {
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
 		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
-		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval})
+		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout})
 	s.WS.OnClose(func(flow string) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
