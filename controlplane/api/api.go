@@ -25,12 +25,15 @@ import (
 
 // Config configures the API.
 type Config struct {
-	Engine   *b2bua.Engine
+	// Engine places and holds the calls.
+	Engine *b2bua.Engine
+	// CDR serves /v1/cdrs; Registry /v1/registrations. Either may be nil.
 	CDR      *cdr.Store
 	Registry *registrar.Registry
 	// Token, when set, must be sent as "Authorization: Bearer TOKEN".
 	Token string
-	Log   *slog.Logger
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // API serves /v1.
@@ -89,6 +92,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Error is the body of every error response.
 type Error struct {
+	// Error says what went wrong.
 	Error string `json:"error"`
 	// SIPStatus is the SIP status behind a failed call, when there is one.
 	SIPStatus int `json:"sip_status,omitempty"`
@@ -136,7 +140,9 @@ func writeCallError(w http.ResponseWriter, err error) {
 
 // CallResponse is the body of a successful POST /v1/calls.
 type CallResponse struct {
-	ID     string `json:"id"`
+	// ID names the call in the other endpoints.
+	ID string `json:"id"`
+	// Answer is the SDP answer for the browser's RTCPeerConnection.
 	Answer string `json:"answer"`
 }
 
@@ -271,10 +277,14 @@ func (a *API) cdrs(w http.ResponseWriter, _ *http.Request) {
 
 // Registration is one binding as the API shows it.
 type Registration struct {
-	User      string    `json:"user"`
-	Contact   string    `json:"contact"`
-	Transport string    `json:"transport"`
-	Expires   time.Time `json:"expires"`
+	// User is the registered user name.
+	User string `json:"user"`
+	// Contact is the device's own contact URI.
+	Contact string `json:"contact"`
+	// Transport is WS for a browser, UDP or TCP for a SIP device.
+	Transport string `json:"transport"`
+	// Expires is when the binding lapses.
+	Expires time.Time `json:"expires"`
 }
 
 func (a *API) registrations(w http.ResponseWriter, _ *http.Request) {

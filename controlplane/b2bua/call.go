@@ -30,6 +30,7 @@ const (
 	StateEnded
 )
 
+// String returns the state's name as the API and metrics show it.
 func (s State) String() string {
 	switch s {
 	case StateRinging:
@@ -113,14 +114,22 @@ type Call struct {
 
 // Info describes a call for the API.
 type Info struct {
-	ID        string     `json:"id"`
-	Caller    string     `json:"caller"`
-	Callee    string     `json:"callee"`
-	Direction string     `json:"direction"`
-	State     string     `json:"state"`
-	Start     time.Time  `json:"start"`
-	Answer    *time.Time `json:"answer,omitempty"`
-	Session   string     `json:"session,omitempty"`
+	// ID is the call's id.
+	ID string `json:"id"`
+	// Caller and Callee are the user parts of the two sides ("api" for a
+	// web app without a name).
+	Caller string `json:"caller"`
+	Callee string `json:"callee"`
+	// Direction is browser-to-sip, sip-to-browser, browser-to-browser,
+	// api, echo or sip-to-sip.
+	Direction string `json:"direction"`
+	// State is ringing, early, answered or ended.
+	State string `json:"state"`
+	// Start is when the call arrived; Answer when it was answered.
+	Start  time.Time  `json:"start"`
+	Answer *time.Time `json:"answer,omitempty"`
+	// Session is the dataplane session id.
+	Session string `json:"session,omitempty"`
 }
 
 func (e *Engine) newCall(caller, callee string) *Call {

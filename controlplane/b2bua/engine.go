@@ -25,7 +25,10 @@ const EchoUser = "echo"
 
 // Config configures an Engine.
 type Config struct {
-	Stack     *sipnet.Stack
+	// Stack is the SIP stack; the engine registers its handlers on it.
+	Stack *sipnet.Stack
+	// Registry holds the bindings calls are routed to; Registrar handles
+	// REGISTER.
 	Registry  *registrar.Registry
 	Registrar *registrar.Registrar
 	// Flows tells whether a browser's WebSocket is still connected.
@@ -35,13 +38,16 @@ type Config struct {
 	// Digest authenticates callers in standalone mode that have not
 	// registered from where they call; nil accepts everyone.
 	Digest *registrar.Digest
-	Pool   *dpool.Pool
+	// Pool holds the dataplane nodes.
+	Pool *dpool.Pool
 	// TrunkPolicy is what plain legs may carry; SDES offers RTP/SAVP.
 	TrunkPolicy sdp.Policy
 	SDES        bool
-	CDR         *cdr.Store
-	Metrics     *metrics.Metrics
-	Log         *slog.Logger
+	// CDR receives a record per ended call; Metrics counts; both may be
+	// nil. Log is the logger.
+	CDR     *cdr.Store
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
 	// RingTimeout bounds an unanswered INVITE; OptionsInterval paces the
 	// upstream keepalive (0: none).
 	RingTimeout     time.Duration
@@ -553,11 +559,13 @@ type Event struct {
 	State string `json:"state"`
 	// Time of the change.
 	Time time.Time `json:"time"`
-	// Cause and Reason say why a call ended.
-	Cause  int    `json:"cause,omitempty"`
+	// Cause is the SIP status that ended a call.
+	Cause int `json:"cause,omitempty"`
+	// Reason says who or what ended it.
 	Reason string `json:"reason,omitempty"`
-	// Caller and Callee identify the call.
+	// Caller is the caller's user part.
 	Caller string `json:"caller,omitempty"`
+	// Callee is the callee's user part.
 	Callee string `json:"callee,omitempty"`
 }
 

@@ -21,6 +21,7 @@ type Error struct {
 	Err error
 }
 
+// Error describes the failure with its status.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("sip %d", e.Status)
 	if e.Reason != "" {

@@ -41,11 +41,14 @@ type Record struct {
 
 // LegMedia are one leg's media counters.
 type LegMedia struct {
+	// PacketsIn and BytesIn came from the leg's peer; PacketsOut and
+	// BytesOut went to it.
 	PacketsIn  uint64 `json:"packets_in"`
 	PacketsOut uint64 `json:"packets_out"`
 	BytesIn    uint64 `json:"bytes_in"`
 	BytesOut   uint64 `json:"bytes_out"`
-	Dropped    uint64 `json:"dropped"`
+	// Dropped adds up the packets dropped for any reason.
+	Dropped uint64 `json:"dropped"`
 }
 
 // maxKept bounds the records kept in memory; older ones are only in the

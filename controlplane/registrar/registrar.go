@@ -25,6 +25,7 @@ const minExpiry = 60
 
 // Config configures a Registrar.
 type Config struct {
+	// Stack sends the relayed REGISTERs and the responses.
 	Stack *sipnet.Stack
 	// Registry stores the bindings.
 	Registry *Registry
@@ -35,7 +36,8 @@ type Config struct {
 	Digest *Digest
 	// MaxExpiry caps granted lifetimes and is the default.
 	MaxExpiry time.Duration
-	Log       *slog.Logger
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
 }
 
 // Registrar handles REGISTER. It is safe for concurrent use.

@@ -61,6 +61,7 @@ type Server struct {
 	cfg config.Config
 	log *slog.Logger
 
+	// The parts, for tests and for programs that embed the control plane.
 	Metrics   *metrics.Metrics
 	Registry  *registrar.Registry
 	Registrar *registrar.Registrar

@@ -363,6 +363,8 @@ type Registrar struct {
 
 // Binding is what the test PBX registered.
 type Binding struct {
+	// User is the AOR's user; Contact the registered contact; Expires the
+	// granted lifetime in seconds.
 	User    string
 	Contact sip.Uri
 	Expires int
