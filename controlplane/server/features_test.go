@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,9 +11,11 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/dataplane/mediatest"
 )
@@ -168,6 +171,8 @@ func TestTrunkICERestartReferUpdate(t *testing.T) {
 	}
 	tr.waitSessions(0)
 }
+
+var sdpParse = sdp.Parse
 
 func port(hostport string) string { _, p, _ := net.SplitHostPort(hostport); return p }
 
@@ -339,4 +344,63 @@ func TestMediaTimeoutHangsUp(t *testing.T) {
 	if lines := e.cdrLines(); !strings.Contains(lines[len(lines)-1], `"reason":"media timeout"`) {
 		t.Fatalf("CDR %s", lines[len(lines)-1])
 	}
+}
+
+// With --sdes the trunk is offered RTP/SAVP with Strait's key; the PBX's
+// answer key decrypts what it sends, and media flows both ways encrypted.
+func TestTrunkSDES(t *testing.T) {
+	pbx, err := siptest.NewUDP("", "pbx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	e := start(t, func(c *config.Config) {
+		c.Upstream = "sip:" + pbx.Addr
+		c.SDES = true
+	})
+	pbx.SetPeer(e.srv.SIPAddr())
+	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	mb := newBrowserMedia(t)
+	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := sdpParse(inc.Invite.Body())
+	if err != nil || offer.Media[0].Proto != "RTP/SAVP" || len(offer.Media[0].Crypto) != 1 {
+		t.Fatalf("offer to the PBX (%v):\n%s", err, inc.Invite.Body())
+	}
+	straitKey := offer.Media[0].Crypto[0].Key
+	pbxKey := bytes.Repeat([]byte{0x42}, 30)
+	plain := newPlain(t)
+	if err := plain.UseSDES(srtp.ProtectionProfileAes128CmHmacSha1_80, pbxKey, straitKey); err != nil {
+		t.Fatal(err)
+	}
+	ans := strings.Replace(string(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false)), "RTP/AVP", "RTP/SAVP", 1)
+	ans += "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.StdEncoding.EncodeToString(pbxKey) + "\r\n"
+	go inc.Answer([]byte(ans))
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := mb.Accept(string(res.Body())); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitConnected()
+	var bseq, pseq uint16 = 1, 1
+	browserToPlain(t, mb, &bseq, plain, "srtp-b2p", 5)
+	plainToBrowser(t, plain, plainAddr(t, inc.Invite.Body()), &pseq, mb, "srtp-p2b", 5)
+	call.Hangup(ctx(t))
+	e.waitSessions(0)
 }
