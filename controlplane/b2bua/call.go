@@ -203,9 +203,18 @@ func (c *Call) finishExchange() {
 
 func (c *Call) other(l *leg) *leg { return c.legs[1-l.idx] }
 
+// webrtcVideo are the video codecs browsers share (RFC 7742 makes VP8 and
+// H.264 mandatory), with their retransmission format: a browser leg takes
+// video whenever the other leg does too (another browser, or a trunk
+// whose --codecs lists one of them).
+var webrtcVideo = []string{"VP8", "H264", "VP9", "AV1", "rtx"}
+
+// policy is what a leg of kind k may be offered.
 func (c *Call) policy(k legKind) sdp.Policy {
 	if k == kindWebRTC {
-		return sdp.WebRTCPolicy()
+		p := sdp.WebRTCPolicy()
+		p.Codecs = append(p.Codecs, webrtcVideo...)
+		return p
 	}
 	return c.e.cfg.TrunkPolicy
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -238,4 +239,46 @@ func TestStandaloneOpenRegistration(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Video goes between browsers, and is turned down (port 0) toward a trunk
+// that takes none; the m-line count stays.
+func TestVideoOffers(t *testing.T) {
+	offer, err := os.ReadFile("testdata/chrome_av_bundle_offer.sdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startStandalone(t)
+	alice := registered(t, e, "alice", "a-secret")
+	bob := registered(t, e, "bob", "b-secret")
+	call, err := alice.Invite(ctx(t), "bob", offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := bob.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(inc.Invite.Body())
+	if !strings.Contains(body, "a=group:BUNDLE 0 1") || !strings.Contains(body, "VP8/90000") || strings.Contains(body, "m=video 0 ") {
+		t.Fatalf("browser-to-browser offer lacks video:\n%s", body)
+	}
+	go inc.Reject(486, "Busy Here")
+	call.WaitAnswer(ctx(t), "")
+
+	tr := startTrunk(t)
+	tr.register(t)
+	call, _ = tr.browser.Invite(ctx(t), "bob", offer)
+	pinc, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = string(pinc.Invite.Body())
+	if strings.Count(body, "m=") != 2 || !strings.Contains(body, "m=video 0 ") {
+		t.Fatalf("trunk offer does not turn video down:\n%s", body)
+	}
+	go pinc.Reject(486, "Busy Here")
+	call.WaitAnswer(ctx(t), "")
+	e.waitSessions(0)
+	tr.waitSessions(0)
 }
