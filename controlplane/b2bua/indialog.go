@@ -94,9 +94,11 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if offer == nil {
-		// A re-INVITE without an offer asks for one; Strait does not
-		// make offers mid-call on its own (see NOTES.md).
-		respond(488, "Not Acceptable Here: re-INVITE without SDP", nil)
+		if req.Method != sip.INVITE {
+			respond(488, "Not Acceptable Here: UPDATE without SDP is a refresh", nil)
+			return
+		}
+		c.offerless(l, req, tx, release)
 		return
 	}
 	o := c.other(l)
@@ -128,7 +130,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		if supportsTimer(req) {
 			fwd.AppendHeader(sip.NewHeader("Supported", "timer"))
 		}
-		res, err := c.sendOffer(ctx, o, fwd)
+		res, err := c.sendOffer(ctx, o, fwd, true)
 		if err != nil {
 			c.m.abandon()
 			respond(408, "", nil)
@@ -180,8 +182,9 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // sendOffer sends a re-INVITE or UPDATE on leg o and returns its final
-// response, ACKing a 2xx to INVITE.
-func (c *Call) sendOffer(ctx context.Context, o *leg, req *sip.Request) (*sip.Response, error) {
+// response, ACKing a 2xx to INVITE when ack is set (otherwise the caller
+// sends the ACK, with the answer to an offer the 2xx carried).
+func (c *Call) sendOffer(ctx context.Context, o *leg, req *sip.Request, ack bool) (*sip.Response, error) {
 	st := c.e.st
 	if req.Method != sip.INVITE {
 		return o.d.send(ctx, req)
@@ -200,7 +203,9 @@ func (c *Call) sendOffer(ctx context.Context, o *leg, req *sip.Request) (*sip.Re
 			}
 			if res.IsSuccess() {
 				o.d.established(res)
-				st.Write(o.d.ack(req.CSeq().SeqNo, nil))
+				if ack {
+					st.Write(o.d.ack(req.CSeq().SeqNo, nil))
+				}
 			}
 			return res, nil
 		case <-tx.Done():
@@ -209,6 +214,72 @@ func (c *Call) sendOffer(ctx context.Context, o *leg, req *sip.Request) (*sip.Re
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// offerless passes a re-INVITE without SDP (its sender wants an offer)
+// to the other leg as one too: that leg's offer in its 2xx becomes
+// Strait's offer in the 2xx on leg l, and l's answer in its ACK becomes
+// Strait's answer in the ACK to the other leg (RFC 3261 section 14.1).
+func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, release func()) {
+	st := c.e.st
+	o := c.other(l)
+	if o == nil || o.d == nil {
+		st.Respond(tx, req, 488, "Not Acceptable Here: nobody to ask for an offer", nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), reinviteTimeout)
+	defer cancel()
+	fwd := o.d.request(sip.INVITE, nil, "")
+	copyHeaders(req, fwd, sessionTimerHeaders...)
+	res, err := c.sendOffer(ctx, o, fwd, false)
+	if err != nil {
+		st.Respond(tx, req, 408, "", nil)
+		return
+	}
+	if !res.IsSuccess() {
+		st.Respond(tx, req, mapFailure(res.StatusCode), "", nil)
+		return
+	}
+	ackOther := func(body []byte) { st.Write(o.d.ack(fwd.CSeq().SeqNo, body)) }
+	theirs, err := sdpBody(res.Body(), contentType(res))
+	if err != nil || theirs == nil {
+		ackOther(nil)
+		c.log.Info("offerless re-INVITE answered without an offer", "err", err)
+		st.Respond(tx, req, 488, "", nil)
+		return
+	}
+	out, err := c.m.offer(ctx, o.idx, theirs)
+	if err != nil {
+		ackOther(nil)
+		code, reason := statusOf(err)
+		st.Respond(tx, req, code, reason, nil)
+		return
+	}
+	ok := st.Response(req, 200, "", out, st.Contact(l.d.transport, l.d.contact), sip.NewHeader("Content-Type", "application/sdp"))
+	st.RespondWith(tx, ok)
+	release()
+	ack, err := l.waitAck(tx, ok, req.CSeq().SeqNo)
+	if err != nil {
+		c.m.abandon()
+		ackOther(nil)
+		c.log.Info("offerless re-INVITE never confirmed", "err", err)
+		return
+	}
+	ans, err := sdpBody(ack.Body(), contentType(ack))
+	if err != nil || ans == nil {
+		c.m.abandon()
+		ackOther(nil)
+		c.log.Info("ACK without an answer to Strait's offer", "err", err)
+		return
+	}
+	back, _, err := c.m.answer(ctx, l.idx, ans, ack.Body())
+	if err != nil {
+		c.log.Info("answer in ACK refused", "err", err)
+		ackOther(nil)
+		return
+	}
+	ackOther(back)
+	c.log.Info("re-negotiated without an offer", "from", l.idx)
 }
 
 // forward passes an in-dialog request (INFO, MESSAGE, NOTIFY, REFER,

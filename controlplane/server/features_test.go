@@ -404,3 +404,49 @@ func TestTrunkSDES(t *testing.T) {
 	call.Hangup(ctx(t))
 	e.waitSessions(0)
 }
+
+// The PBX sends a re-INVITE without SDP: the browser is asked for an
+// offer the same way, Strait offers the PBX in its 200, and the PBX's
+// answer in the ACK reaches the browser in Strait's ACK. Media flows on.
+func TestTrunkOfferlessReinvite(t *testing.T) {
+	tr := startTrunk(t)
+	tr.register(t)
+	call, inc, m := tr.establish(t)
+	pc := m.b.PC
+	call.OnReinvite(func(offer []byte) (int, []byte) {
+		if len(offer) != 0 {
+			t.Errorf("the browser got an offer: %s", offer)
+		}
+		o, err := pc.CreateOffer(nil)
+		if err != nil {
+			t.Error(err)
+			return 500, nil
+		}
+		gathered := webrtc.GatheringCompletePromise(pc)
+		pc.SetLocalDescription(o)
+		<-gathered
+		return 200, []byte(pc.LocalDescription().SDP)
+	})
+	var pbxOffer []byte
+	res, err := inc.ReinviteForOffer(ctx(t), func(offer []byte) []byte {
+		pbxOffer = offer
+		return siptest.PlainSDP(2, m.plain.Addr(), m.plain.RTCPAddr(), "sendrecv", false)
+	})
+	if err != nil || res.StatusCode != 200 || !bytes.Contains(pbxOffer, []byte("RTP/AVP")) {
+		t.Fatalf("offerless re-INVITE: %v %v\n%s", res, err, pbxOffer)
+	}
+	var ack *sip.Request
+	select {
+	case ack = <-call.Acks:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the browser got no ACK")
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(ack.Body())}); err != nil {
+		t.Fatalf("answer in the ACK: %v\n%s", err, ack.Body())
+	}
+	m.strait = plainAddr(t, pbxOffer)
+	m.warm(t)
+	m.both(t, "after")
+	call.Hangup(ctx(t))
+	tr.waitSessions(0)
+}

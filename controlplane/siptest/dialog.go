@@ -22,8 +22,9 @@ type Dialog struct {
 	// returned.
 	Final *sip.Response
 	// Reinvites delivers the in-dialog INVITEs the phone received (after
-	// answering them with OnReinvite).
+	// answering them with OnReinvite); Acks the ACKs of those answers.
 	Reinvites chan *sip.Request
+	Acks      chan *sip.Request
 
 	mu         sync.Mutex // guards onReinvite and localSDP
 	onReinvite func(offer []byte) (int, []byte)
@@ -45,7 +46,7 @@ const allowed = "INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY,
 
 func newDialog(p *Phone, req *sip.Request) *Dialog {
 	return &Dialog{p: p, CallID: req.CallID().Value(), Invite: req, Provisional: make(chan *sip.Response, 16),
-		Reinvites: make(chan *sip.Request, 16), ended: make(chan struct{}), responded: make(chan struct{}),
+		Reinvites: make(chan *sip.Request, 16), Acks: make(chan *sip.Request, 16), ended: make(chan struct{}), responded: make(chan struct{}),
 		cancelled: make(chan struct{})}
 }
 
@@ -197,6 +198,35 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 	return res, err
 }
 
+// ReinviteForOffer sends a re-INVITE without SDP (asking for an offer),
+// answers the offer of a 2xx with answer in the ACK, and returns the
+// final response.
+func (d *Dialog) ReinviteForOffer(ctx context.Context, answer func(offer []byte) []byte) (*sip.Response, error) {
+	req := sip.NewRequest(sip.INVITE, d.remoteTarget())
+	req.AppendHeader(d.p.Contact.Clone())
+	var res *sip.Response
+	var err error
+	if d.out != nil {
+		res, err = d.out.Do(ctx, req)
+	} else {
+		res, err = d.in.Do(ctx, req)
+	}
+	if err != nil || !res.IsSuccess() {
+		return res, err
+	}
+	body := answer(res.Body())
+	ack := sip.NewRequest(sip.ACK, d.remoteTarget())
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(body)
+	if d.out != nil {
+		err = d.out.WriteRequest(ack)
+	} else {
+		err = d.in.WriteRequest(ack)
+	}
+	d.setLocal(body)
+	return res, err
+}
+
 // Reinvite sends a re-INVITE with a new offer, ACKs a 2xx, and returns the
 // final response.
 func (d *Dialog) Reinvite(ctx context.Context, offer []byte) (*sip.Response, error) {
@@ -298,7 +328,14 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 func (p *Phone) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	d := p.dialog(req.CallID().Value())
-	if d == nil || d.in == nil {
+	if d == nil {
+		return
+	}
+	select {
+	case d.Acks <- req:
+	default:
+	}
+	if d.in == nil {
 		return
 	}
 	p.mu.Lock()
