@@ -450,3 +450,38 @@ func TestTrunkOfferlessReinvite(t *testing.T) {
 	call.Hangup(ctx(t))
 	tr.waitSessions(0)
 }
+
+// A PBX over TCP: the registration is relayed, the browser calls it, and
+// the PBX hangs up (its in-dialog request reaches Strait's TCP port).
+func TestTrunkOverTCP(t *testing.T) {
+	pbx, err := siptest.NewTCP("", "pbx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
+	e := start(t, func(c *config.Config) { c.Upstream = "sip:" + pbx.Addr + ";transport=tcp" })
+	pbx.SetPeer(e.srv.SIPAddr())
+	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tr := &trunk{env: e, pbx: pbx, reg: reg, browser: b}
+	binding := tr.register(t)
+	if binding.Contact.UriParams == nil || !binding.Contact.UriParams.Has("transport") {
+		t.Fatalf("contact registered over TCP lacks transport=tcp: %s", binding.Contact.String())
+	}
+	call, inc, m := tr.establish(t)
+	if inc.Invite.Transport() != "TCP" {
+		t.Fatalf("INVITE came over %s", inc.Invite.Transport())
+	}
+	_ = m
+	if err := inc.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSessions(0)
+}

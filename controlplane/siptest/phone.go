@@ -32,12 +32,12 @@ type Phone struct {
 	UA     *sipgo.UserAgent
 	Client *sipgo.Client
 	Server *sipgo.Server
-	// Transport is "WS" or "UDP".
+	// Transport is "WS", "UDP" or "TCP".
 	Transport string
 	// peer is where out-of-dialog requests go: Strait's HTTP address for
 	// WS (the path is /ws), its SIP address for UDP (see SetPeer).
 	peer string
-	// Addr is the phone's own UDP address (UDP only).
+	// Addr is the phone's own UDP or TCP address (not for WS).
 	Addr string
 	// Contact is the phone's Contact.
 	Contact sip.ContactHeader
@@ -53,11 +53,12 @@ type Phone struct {
 	// Registrar, when set, answers REGISTER (see ServeRegistrar).
 	registrar *Registrar
 
-	mu      sync.Mutex
-	dialogs map[string]*Dialog // by Call-ID
-	subTags map[string]string  // SUBSCRIBE Call-ID -> the tag of our 2xx
-	conn    net.PacketConn
-	user    string
+	mu       sync.Mutex
+	dialogs  map[string]*Dialog // by Call-ID
+	subTags  map[string]string  // SUBSCRIBE Call-ID -> the tag of our 2xx
+	conn     net.PacketConn
+	listener net.Listener
+	user     string
 	// Reply decides the answer to out-of-dialog MESSAGE, NOTIFY,
 	// SUBSCRIBE and OPTIONS and in-dialog INFO, MESSAGE, NOTIFY, REFER;
 	// nil answers 200 (202 for REFER).
@@ -128,6 +129,38 @@ func NewUDP(peer, user string) (*Phone, error) {
 	return p, nil
 }
 
+// NewTCP returns a phone on a TCP port of its own on 127.0.0.1 (a PBX
+// reached with ;transport=tcp); requests it sends open connections to
+// peer.
+func NewTCP(peer, user string) (*Phone, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("siptest-tcp"), sipgo.WithUserAgentHostname("127.0.0.1"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	p := &Phone{UA: ua, Transport: "TCP", peer: peer, Addr: addr.String(), Domain: "127.0.0.1", listener: ln, user: user}
+	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: addr.Port,
+		UriParams: sip.NewParams(), Headers: sip.NewParams()}, Params: sip.NewParams()}
+	p.Contact.Address.UriParams.Add("transport", "tcp")
+	if p.Client, err = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(addr.Port)); err != nil {
+		ua.Close()
+		ln.Close()
+		return nil, err
+	}
+	if err := p.serve(); err != nil {
+		ua.Close()
+		ln.Close()
+		return nil, err
+	}
+	go p.Server.ServeTCP(ln)
+	return p, nil
+}
+
 func (p *Phone) serve() error {
 	srv, err := sipgo.NewServer(p.UA, sipgo.WithServerLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -162,6 +195,9 @@ func (p *Phone) Close() {
 	p.UA.Close()
 	if p.conn != nil {
 		p.conn.Close()
+	}
+	if p.listener != nil {
+		p.listener.Close()
 	}
 }
 
