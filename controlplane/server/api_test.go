@@ -5,14 +5,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"google.golang.org/grpc"
 
 	"github.com/strait-sbc/strait/controlplane/config"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
 type apiClient struct {
@@ -245,4 +248,51 @@ func TestRootHandler(t *testing.T) {
 	if code, body := api.do("GET", "/v1/nothing", nil); code != 404 || !strings.Contains(string(body), `"error"`) {
 		t.Fatalf("/v1/nothing: %d %s", code, body)
 	}
+}
+
+// A remote dataplane node over gRPC carries the calls just as the
+// in-process one does.
+func TestRemoteDataplane(t *testing.T) {
+	n := newNode(t)
+	gs := grpc.NewServer()
+	pb.RegisterDataplaneServer(gs, pb.NewServer(n))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	defer gs.Stop()
+	cfg := config.Default()
+	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Dataplane = []string{"grpc://" + lis.Addr().String()}
+	srv, err := New(Options{Config: cfg, Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	api := apiClient{t: t, base: "http://" + srv.HTTPAddr()}
+	mb := newBrowserMedia(t)
+	code, body := api.do("POST", "/v1/calls", map[string]any{"to": "echo", "offer": mb.Offer})
+	if code != 201 {
+		t.Fatalf("POST /v1/calls: %d %s", code, body)
+	}
+	var created struct{ ID, Answer string }
+	json.Unmarshal(body, &created)
+	if err := mb.Accept(created.Answer); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, srv: srv, node: n}
+	e.waitConnected()
+	for i := 0; i < 5; i++ {
+		mb.Send(0, uint16(i), uint32(160*i), false, payload("remote", i))
+		time.Sleep(2 * time.Millisecond)
+	}
+	receive(t, mb, "remote", 5)
+	if code, _ := api.do("DELETE", "/v1/calls/"+created.ID, nil); code != 204 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	e.waitSessions(0)
 }
