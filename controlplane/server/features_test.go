@@ -485,3 +485,32 @@ func TestTrunkOverTCP(t *testing.T) {
 	}
 	e.waitSessions(0)
 }
+
+// An upstream that routes Strait's INVITE back to Strait is a loop: the
+// request comes back with a Call-ID Strait made and gets 482.
+func TestLoopDetected(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := l.LocalAddr().String()
+	l.Close()
+	e := start(t, func(c *config.Config) {
+		c.SIP = self
+		c.Upstream = "sip:" + self
+	})
+	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	call, err := b.Invite(ctx(t), "bob", []byte(newBrowserMedia(t).Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := call.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 482 {
+		t.Fatalf("looped call: %v", res)
+	}
+	e.waitCalls(0)
+	e.waitSessions(0)
+}
