@@ -84,7 +84,7 @@ type Server struct {
 
 // New builds and starts a server: it binds the HTTP and SIP listeners and
 // starts serving. Close stops it.
-func New(opt Options) (s *Server, err error) {
+func New(opt Options) (_ *Server, err error) {
 	cfg := opt.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func New(opt Options) (s *Server, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s = &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()

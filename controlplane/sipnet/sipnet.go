@@ -116,22 +116,12 @@ func New(cfg Config) (*Stack, error) {
 func (s *Stack) Start(ws net.Listener) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	udp, err := net.ListenPacket("udp", s.cfg.Addr)
+	udp, tcp, err := listenPair(s.cfg.Addr)
 	if err != nil {
 		cancel()
-		return fmt.Errorf("sip udp: %w", err)
+		return err
 	}
 	port := udp.LocalAddr().(*net.UDPAddr).Port
-	tcpAddr := s.cfg.Addr
-	if h, p, _ := net.SplitHostPort(s.cfg.Addr); p == "0" {
-		tcpAddr = net.JoinHostPort(h, strconv.Itoa(port))
-	}
-	tcp, err := net.Listen("tcp", tcpAddr)
-	if err != nil {
-		udp.Close()
-		cancel()
-		return fmt.Errorf("sip tcp: %w", err)
-	}
 	s.mu.Lock()
 	s.udpAddr = udp.LocalAddr().String()
 	s.udpPort = port
@@ -164,6 +154,33 @@ func (s *Stack) Start(ws net.Listener) error {
 		s.serve(func() error { return s.Server.ServeWS(ws) })
 	}
 	return nil
+}
+
+// listenPair binds UDP and TCP on addr; with port 0 both get the same
+// port, which UDP picks (retried when TCP already has it elsewhere).
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip udp: %w", err)
+		}
+		tcpAddr := addr
+		if p == "0" {
+			tcpAddr = net.JoinHostPort(host, strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))
+		}
+		tcp, err := net.Listen("tcp", tcpAddr)
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if p != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("sip tcp: %w", err)
+		}
+	}
 }
 
 // WaitUDP waits (at most a second) until ua's transport layer holds the

@@ -147,11 +147,25 @@ func (d *Dialog) AckSDP(ctx context.Context, answer []byte) error {
 
 // Hangup sends BYE.
 func (d *Dialog) Hangup(ctx context.Context) error {
+	d.settled()
 	defer d.end()
 	if d.out != nil {
 		return d.out.Bye(ctx)
 	}
 	return d.in.Bye(ctx)
+}
+
+// settled waits until an incoming call's Answer (or Reject) returned, so
+// that requests in the dialog see its final response (tests often answer
+// in a goroutine).
+func (d *Dialog) settled() {
+	if d.in == nil {
+		return
+	}
+	select {
+	case <-d.responded:
+	case <-time.After(10 * time.Second):
+	}
 }
 
 func (d *Dialog) remoteTarget() sip.Uri {
@@ -168,6 +182,7 @@ func (d *Dialog) remoteTarget() sip.Uri {
 // INVITE for a re-INVITE...) and returns its final response; a 2xx to a
 // re-INVITE is ACKed.
 func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []byte, contentType string, hdrs ...sip.Header) (*sip.Response, error) {
+	d.settled()
 	req := sip.NewRequest(method, d.remoteTarget())
 	for _, h := range hdrs {
 		req.AppendHeader(h)
@@ -202,6 +217,7 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 // answers the offer of a 2xx with answer in the ACK, and returns the
 // final response.
 func (d *Dialog) ReinviteForOffer(ctx context.Context, answer func(offer []byte) []byte) (*sip.Response, error) {
+	d.settled()
 	req := sip.NewRequest(sip.INVITE, d.remoteTarget())
 	req.AppendHeader(d.p.Contact.Clone())
 	var res *sip.Response
