@@ -125,7 +125,13 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	} else {
-		fwd := o.d.request(req.Method, out, "application/sdp")
+		// An UPDATE offer in a confirmed dialog goes on as a re-INVITE,
+		// which every PBX takes (UPDATE is optional, RFC 3311).
+		method := req.Method
+		if method == sip.UPDATE && c.State() == StateAnswered {
+			method = sip.INVITE
+		}
+		fwd := o.d.request(method, out, "application/sdp")
 		copyHeaders(req, fwd, sessionTimerHeaders...)
 		if supportsTimer(req) {
 			fwd.AppendHeader(sip.NewHeader("Supported", "timer"))

@@ -152,6 +152,27 @@ func TestTrunkICERestartReferUpdate(t *testing.T) {
 	if _, err := tr.pbx.WaitRequest(sip.UPDATE, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// An UPDATE offer from the browser reaches the PBX as a re-INVITE.
+	upd, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetLocalDescription(upd); err != nil {
+		t.Fatal(err)
+	}
+	ur, err := call.Request(ctx(t), sip.UPDATE, []byte(pc.LocalDescription().SDP), "application/sdp")
+	if err != nil || ur.StatusCode != 200 || len(ur.Body()) == 0 {
+		t.Fatalf("UPDATE with an offer: %v %v", ur, err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(ur.Body())}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inc.Reinvites:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the PBX got no re-INVITE for the UPDATE")
+	}
+	m.both(t, "updated")
 	r, err := call.Request(ctx(t), sip.REFER, nil, "", sip.NewHeader("Refer-To", "<sip:carol@"+tr.srv.HTTPAddr()+">"))
 	if err != nil || r.StatusCode != 202 {
 		t.Fatalf("REFER: %v %v", r, err)
