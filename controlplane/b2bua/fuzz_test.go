@@ -49,7 +49,7 @@ func FuzzRequests(f *testing.F) {
 	pool := dpool.New(slog.New(slog.DiscardHandler))
 	defer pool.Close()
 	e := New(Config{Stack: st, Registry: reg, Registrar: registrar.New(registrar.Config{Stack: st, Registry: reg}),
-		Pool: pool,
+		Pool:        pool,
 		TrunkPolicy: sdp.DefaultPolicy(), Log: slog.New(slog.DiscardHandler)})
 	defer e.Close()
 	for _, s := range []string{
