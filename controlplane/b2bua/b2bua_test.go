@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -144,6 +145,24 @@ func TestHostPort(t *testing.T) {
 	} {
 		if got := hostPort(tc.u, tc.tr); got != tc.want {
 			t.Errorf("hostPort(%v) = %s, want %s", tc.u, got, tc.want)
+		}
+	}
+}
+
+func TestIsUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		host, ip string
+		want     bool
+	}{
+		{"127.0.0.1", "127.0.0.1", true},
+		{"127.0.0.1", "127.0.0.2", false},
+		{"localhost", "127.0.0.1", true},
+		{"::1", "::1", true},
+		{"[::1]", "::1", true},
+	} {
+		e := &Engine{log: slog.New(slog.DiscardHandler), cfg: Config{Upstream: &config.Upstream{Host: tc.host, Port: 5060}}}
+		if got := e.isUpstream(tc.ip); got != tc.want {
+			t.Errorf("isUpstream(%s) with upstream %s = %v", tc.ip, tc.host, got)
 		}
 	}
 }

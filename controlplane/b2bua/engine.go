@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +73,8 @@ type Engine struct {
 	watchers  map[chan Event]struct{}
 	closing   bool
 	upstream  bool // last OPTIONS ping answered
+	upAddrs   []netip.Addr
+	upAt      time.Time // when upAddrs were resolved
 	pinged    bool // a ping has completed
 	handlerWG sync.WaitGroup
 
@@ -245,7 +249,7 @@ func (e *Engine) sideOf(req *sip.Request) (side, bool) {
 	}
 	if u := e.cfg.Upstream; u != nil {
 		host, _, err := sip.ParseAddr(req.Source())
-		if err == nil && sameHost(host, u.Host) {
+		if err == nil && e.isUpstream(host) {
 			return fromUpstream, true
 		}
 		return 0, false
@@ -253,13 +257,40 @@ func (e *Engine) sideOf(req *sip.Request) (side, bool) {
 	return fromDevice, true
 }
 
-// sameHost compares a source IP with a configured host.
-func sameHost(ip, host string) bool {
-	if strings.EqualFold(ip, host) {
-		return true
+// upstreamTTL is how long the upstream's resolved addresses are trusted
+// (a PBX named by DNS may move).
+const upstreamTTL = time.Minute
+
+// isUpstream reports whether a source IP is the upstream's: its literal
+// address, or one its name resolves to.
+func (e *Engine) isUpstream(ip string) bool {
+	host := e.cfg.Upstream.Host
+	src, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
 	}
-	if host == "localhost" && (ip == "127.0.0.1" || ip == "::1") {
-		return true
+	src = src.Unmap()
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return a.Unmap() == src
+	}
+	e.mu.Lock()
+	if time.Since(e.upAt) > upstreamTTL {
+		e.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		e.mu.Lock()
+		if err == nil {
+			e.upAddrs, e.upAt = addrs, time.Now()
+		} else {
+			e.log.Warn("cannot resolve the upstream", "host", host, "err", err)
+		}
+	}
+	defer e.mu.Unlock()
+	for _, a := range e.upAddrs {
+		if a.Unmap() == src {
+			return true
+		}
 	}
 	return false
 }
