@@ -75,7 +75,7 @@ type Engine struct {
 	upstream  bool // last OPTIONS ping answered
 	upAddrs   []netip.Addr
 	upAt      time.Time // when upAddrs were resolved
-	pinged    bool // a ping has completed
+	pinged    bool      // a ping has completed
 	handlerWG sync.WaitGroup
 
 	stop chan struct{}
