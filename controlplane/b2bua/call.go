@@ -363,7 +363,7 @@ func supportsTimer(m headers) bool {
 func (e *Engine) outbound(tgt target, fromUser, fromName string) (*dialog, legKind) {
 	if tgt.upstream {
 		up := e.cfg.Upstream
-		ruri := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host, Port: up.Port, UriParams: sip.NewParams(), Headers: sip.NewParams()}
+		ruri := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host, Port: up.URIPort(), UriParams: sip.NewParams(), Headers: sip.NewParams()}
 		if up.Transport != sipnet.UDP {
 			ruri.UriParams.Add("transport", strings.ToLower(up.Transport))
 		}

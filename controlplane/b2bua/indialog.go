@@ -350,7 +350,7 @@ func (e *Engine) referTo(v string, to *leg) string {
 	}
 	out := sip.Uri{Scheme: "sip", User: u.User}
 	if up := e.cfg.Upstream; up != nil && to.kind == kindPlain {
-		out.Host, out.Port = up.Host, up.Port
+		out.Host, out.Port = up.Host, up.URIPort()
 	} else {
 		out.Host = e.st.Host()
 	}

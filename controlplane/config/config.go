@@ -152,6 +152,16 @@ type Upstream struct {
 // Addr is host:port.
 func (u Upstream) Addr() string { return net.JoinHostPort(u.Host, fmt.Sprint(u.Port)) }
 
+// URIPort is the port to write in a SIP URI for the upstream: 0 (none)
+// when it is the transport's default, so that a URI reads as the domain
+// users and PBXs configure (digest checks compare it).
+func (u Upstream) URIPort() int {
+	if (u.Transport == "TLS" && u.Port == 5061) || (u.Transport != "TLS" && u.Port == 5060) {
+		return 0
+	}
+	return u.Port
+}
+
 // ParseUpstream parses sip:HOST[:PORT][;transport=udp|tcp|tls].
 func ParseUpstream(s string) (Upstream, error) {
 	var uri sip.Uri

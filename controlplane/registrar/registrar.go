@@ -307,7 +307,7 @@ func (r *Registrar) upstreamTransport() string { return r.cfg.Upstream.Transport
 func (r *Registrar) upstreamRegister(b Binding, cseq uint32, expires int, auth sip.Header) *sip.Request {
 	up := r.cfg.Upstream
 	st := r.cfg.Stack
-	ruri := sip.Uri{Scheme: "sip", Host: up.Host, Port: up.Port}
+	ruri := sip.Uri{Scheme: "sip", Host: up.Host, Port: up.URIPort()}
 	req := sip.NewRequest(sip.REGISTER, ruri)
 	aorURI := sip.Uri{Scheme: "sip", User: b.AOR, Host: up.Host}
 	from := &sip.FromHeader{Address: aorURI, Params: sip.NewParams()}
