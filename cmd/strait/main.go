@@ -16,6 +16,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/server"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/webphone"
 	"github.com/strait-sbc/strait/internal/cliconfig"
 )
@@ -37,6 +38,9 @@ func main() {
 	level.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel)))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	if level <= slog.LevelDebug {
+		sipnet.EnableTrace(log.With("component", "sip"))
+	}
 	srv, err := server.New(server.Options{Config: cfg, Log: log, Root: webphone.Handler()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
