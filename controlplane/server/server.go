@@ -56,6 +56,10 @@ type Options struct {
 // refreshed.
 const housekeeping = 5 * time.Second
 
+// headerTimeout bounds reading a request's headers (slowloris); it does
+// not apply to a WebSocket once upgraded.
+const headerTimeout = 5 * time.Second
+
 // Server is a running control plane.
 type Server struct {
 	cfg config.Config
@@ -170,7 +174,7 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	cancel()
 
-	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: 10 * time.Second,
+	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	s.wg.Add(2)
 	go func() {
