@@ -136,7 +136,10 @@ func TestTrunkInboundToRegisteredUser(t *testing.T) {
 	})
 
 	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_rtpstream.xml", Remote: s.SIPAddr, Service: "alice", Pause: 6 * time.Second})
-	e.Step("the call rings in the browser", 15*time.Second, func(ctx context.Context) error { return waitCall(ctx, alice, "incoming") })
+	// JsSIP answers an incoming INVITE with 180 at once and fires
+	// 'progress', so the page's state moves from incoming to progress
+	// within a millisecond: wait for the latter.
+	e.Step("the call rings in the browser", 15*time.Second, func(ctx context.Context) error { return waitCall(ctx, alice, "progress") })
 	e.Step("the browser answers", 10*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.answer()`, nil); err != nil {
 			return err

@@ -1,0 +1,245 @@
+package b2bua
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/sipnet"
+)
+
+// dialog is one SIP dialog Strait is an end of (RFC 3261 section 12): the
+// identifiers, the remote target and route set, and both CSeq spaces. A
+// call has two; nothing of one is ever copied into the other, which is
+// what hides each side's topology from the other.
+type dialog struct {
+	st *sipnet.Stack
+
+	mu        sync.Mutex // guards the fields below
+	callID    string
+	localTag  string
+	remoteTag string
+	local     sip.Uri // our URI in From (UAC) / To (UAS)
+	remote    sip.Uri // the peer's
+	localName string
+	target    sip.Uri  // remote target (the peer's Contact)
+	routes    []string // route set, in the order Route headers take
+	transport string
+	flow      string // WebSocket: the connection the peer is on
+	dest      string // a SIP device: the address it registered from
+	cseq      uint32 // our last CSeq
+	rcseq     uint32 // the peer's last CSeq
+	uas       bool
+	invite    *sip.Request // the INVITE (or SUBSCRIBE) that made the dialog
+	inviteTx  sip.ServerTransaction
+	contact   string // our Contact user part
+}
+
+// key identifies a dialog among Strait's: its Call-ID and our tag.
+func key(callID, localTag string) string { return callID + "\x00" + localTag }
+
+func (d *dialog) key() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return key(d.callID, d.localTag)
+}
+
+// newUAS makes the dialog of a request Strait answers (INVITE, SUBSCRIBE).
+func newUAS(st *sipnet.Stack, req *sip.Request, tx sip.ServerTransaction) *dialog {
+	d := &dialog{st: st, uas: true, invite: req, inviteTx: tx, localTag: sip.GenerateTagN(16),
+		transport: strings.ToUpper(req.Transport()), contact: "strait"}
+	d.callID = req.CallID().Value()
+	if f := req.From(); f != nil {
+		d.remote = *f.Address.Clone()
+		d.remoteTag, _ = f.Params.Get("tag")
+	}
+	if t := req.To(); t != nil {
+		d.local = *t.Address.Clone()
+	}
+	if c := req.Contact(); c != nil {
+		d.target = *c.Address.Clone()
+	} else {
+		d.target = *d.remote.Clone()
+	}
+	for _, h := range req.GetHeaders("Record-Route") {
+		d.routes = append(d.routes, h.Value())
+	}
+	if sipnet.IsWebSocket(d.transport) {
+		d.flow = req.Source()
+	}
+	d.rcseq = req.CSeq().SeqNo
+	return d
+}
+
+// newUAC makes a dialog Strait starts: a fresh Call-ID and tag, nothing
+// taken from the other leg.
+func newUAC(st *sipnet.Stack, target, local, remote sip.Uri, localName, transport, flow string) *dialog {
+	return &dialog{st: st, callID: sip.GenerateTagN(24), localTag: sip.GenerateTagN(16),
+		local: local, remote: remote, localName: localName, target: target,
+		transport: strings.ToUpper(transport), flow: flow, cseq: uint32(rand.IntN(1 << 15)), contact: "strait"}
+}
+
+// route returns where the dialog's requests go: the flow for a browser,
+// else the first route or the remote target.
+func (d *dialog) route() sipnet.Route {
+	if d.flow != "" {
+		return sipnet.Route{Transport: d.transport, Dest: d.flow}
+	}
+	if d.dest != "" {
+		return sipnet.Route{Transport: d.transport, Dest: d.dest}
+	}
+	if len(d.routes) > 0 {
+		var u sip.Uri
+		v := strings.Trim(strings.SplitN(d.routes[0], ",", 2)[0], " <>")
+		if i := strings.IndexByte(v, '>'); i >= 0 {
+			v = v[:i]
+		}
+		if err := sip.ParseUri(v, &u); err == nil {
+			return sipnet.Route{Transport: d.transport, Dest: hostPort(u, d.transport)}
+		}
+	}
+	return sipnet.Route{Transport: d.transport, Dest: hostPort(d.target, d.transport)}
+}
+
+// hostPort is a URI's host and port, the transport's default port if none.
+func hostPort(u sip.Uri, transport string) string {
+	p := u.Port
+	if p == 0 {
+		p = 5060
+		if strings.EqualFold(transport, sipnet.TLS) {
+			p = 5061
+		}
+	}
+	host := u.Host
+	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		host = a.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p))
+}
+
+func (d *dialog) fromTo() (*sip.FromHeader, *sip.ToHeader) {
+	from := &sip.FromHeader{DisplayName: d.localName, Address: *d.local.Clone(), Params: sip.NewParams()}
+	from.Params.Add("tag", d.localTag)
+	to := &sip.ToHeader{Address: *d.remote.Clone(), Params: sip.NewParams()}
+	if d.remoteTag != "" {
+		to.Params.Add("tag", d.remoteTag)
+	}
+	return from, to
+}
+
+// request builds an in-dialog request (or the dialog's first request when
+// Strait is the UAC) with the next CSeq, ready to send.
+func (d *dialog) request(method sip.RequestMethod, body []byte, contentType string) *sip.Request {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	req := sip.NewRequest(method, *d.target.Clone())
+	from, to := d.fromTo()
+	req.AppendHeader(from)
+	req.AppendHeader(to)
+	cid := sip.CallIDHeader(d.callID)
+	req.AppendHeader(&cid)
+	if method != sip.ACK && method != sip.CANCEL {
+		d.cseq++
+	}
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: d.cseq, MethodName: method})
+	for _, r := range d.routes {
+		req.AppendHeader(sip.NewHeader("Route", r))
+	}
+	if method == sip.INVITE || method == sip.UPDATE || method == sip.SUBSCRIBE || method == sip.REFER || method == sip.NOTIFY {
+		req.AppendHeader(d.st.Contact(d.transport, d.contact))
+	}
+	if len(body) > 0 {
+		req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+		req.SetBody(body)
+	}
+	d.st.Prepare(req, d.route())
+	return req
+}
+
+// ack builds the ACK for a 2xx to the dialog's INVITE with CSeq number seq.
+func (d *dialog) ack(seq uint32, body []byte) *sip.Request {
+	req := d.request(sip.ACK, body, "application/sdp")
+	req.CSeq().SeqNo = seq
+	return req
+}
+
+// cancel builds the CANCEL for an INVITE Strait sent (RFC 3261 section
+// 9.1: same R-URI, Call-ID, From, To, CSeq number and top Via).
+func cancelFor(st *sipnet.Stack, inv *sip.Request) *sip.Request {
+	req := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	req.AppendHeader(sip.HeaderClone(inv.Via()))
+	for _, name := range []string{"From", "To", "Call-ID", "Max-Forwards", "Route"} {
+		for _, h := range inv.GetHeaders(name) {
+			req.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	req.SetTransport(inv.Transport())
+	req.SetDestination(inv.Destination())
+	req.Laddr = inv.Laddr
+	req.SetBody(nil)
+	return req
+}
+
+// established records the peer's tag, target and route set from a
+// response to the dialog's first request (1xx with a tag, or 2xx).
+func (d *dialog) established(res *sip.Response) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t := res.To(); t != nil {
+		if tag, ok := t.Params.Get("tag"); ok {
+			d.remoteTag = tag
+		}
+	}
+	if c := res.Contact(); c != nil && d.flow == "" {
+		d.target = *c.Address.Clone()
+	}
+	rr := res.GetHeaders("Record-Route")
+	d.routes = d.routes[:0]
+	for i := len(rr) - 1; i >= 0; i-- {
+		d.routes = append(d.routes, rr[i].Value())
+	}
+}
+
+// checkCSeq validates an in-dialog request's CSeq (RFC 3261 section
+// 12.2.2: lower than the last one is an error) and records it.
+func (d *dialog) checkCSeq(req *sip.Request) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := req.CSeq().SeqNo
+	if d.rcseq != 0 && n < d.rcseq {
+		return false
+	}
+	d.rcseq = n
+	if c := req.Contact(); c != nil && d.flow == "" && req.Method == sip.INVITE {
+		d.target = *c.Address.Clone() // a target refresh (section 12.2.2)
+	}
+	return true
+}
+
+// response builds Strait's response to the dialog's INVITE (UAS) with our
+// tag and Contact.
+func (d *dialog) response(code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
+	res := d.st.Response(d.invite, code, reason, body, hdrs...)
+	if code > 100 {
+		res.To().Params.Add("tag", d.localTag)
+	}
+	if code > 100 && code < 300 {
+		res.AppendHeader(d.st.Contact(d.transport, d.contact))
+	}
+	if len(body) > 0 {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	return res
+}
+
+// send sends a built request and waits for its final response.
+func (d *dialog) send(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	return d.st.Do(ctx, req)
+}

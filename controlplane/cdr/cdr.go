@@ -1,0 +1,114 @@
+// Package cdr keeps call detail records: one [Record] per ended call, held
+// in memory for the API (GET /v1/cdrs) and appended as a JSON line to a file
+// when one is configured.
+package cdr
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// Record is one ended call.
+type Record struct {
+	// ID is the call id (the API's id, never a SIP Call-ID).
+	ID string `json:"id"`
+	// Caller and Callee are the user parts (or "api") of each side.
+	Caller string `json:"caller"`
+	Callee string `json:"callee"`
+	// Direction is "browser-to-sip", "sip-to-browser", "browser-to-browser",
+	// "api", "echo" or "sip-to-sip".
+	Direction string `json:"direction"`
+	// Start is when the call arrived, Answer when it was answered (zero
+	// when never), End when it ended.
+	Start  time.Time  `json:"start"`
+	Answer *time.Time `json:"answer,omitempty"`
+	End    time.Time  `json:"end"`
+	// Duration is End - Answer in seconds (0 when unanswered).
+	Duration float64 `json:"duration_s"`
+	// Cause is the SIP status that ended the call (200 for a normal hang
+	// up) and Reason says who or what ended it ("caller bye", "callee
+	// bye", "cancel", "media timeout", "busy", ...).
+	Cause  int    `json:"cause"`
+	Reason string `json:"reason"`
+	// Media are the dataplane's final counters of each leg.
+	Media []LegMedia `json:"media,omitempty"`
+	// Node is the dataplane node that carried the media.
+	Node string `json:"node,omitempty"`
+}
+
+// LegMedia are one leg's media counters.
+type LegMedia struct {
+	// PacketsIn and BytesIn came from the leg's peer; PacketsOut and
+	// BytesOut went to it.
+	PacketsIn  uint64 `json:"packets_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+	// Dropped adds up the packets dropped for any reason.
+	Dropped uint64 `json:"dropped"`
+}
+
+// maxKept bounds the records kept in memory; older ones are only in the
+// file.
+const maxKept = 10000
+
+// Store keeps records. It is safe for concurrent use.
+type Store struct {
+	mu   sync.Mutex // guards the fields below
+	recs []Record
+	file *os.File
+}
+
+// NewStore returns a store that also appends to path when it is not empty.
+func NewStore(path string) (*Store, error) {
+	s := &Store{}
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("cdr: %w", err)
+		}
+		s.file = f
+	}
+	return s, nil
+}
+
+// Add stores a record and appends it to the file.
+func (s *Store) Add(r Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs = append(s.recs, r)
+	if len(s.recs) > maxKept {
+		s.recs = append(s.recs[:0:0], s.recs[len(s.recs)-maxKept:]...)
+	}
+	if s.file == nil {
+		return nil
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.file.Write(append(b, '\n'))
+	return err
+}
+
+// List returns the records, oldest first.
+func (s *Store) List() []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Record(nil), s.recs...)
+}
+
+// Close closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return nil
+	}
+	err := s.file.Close()
+	s.file = nil
+	return err
+}

@@ -1,0 +1,332 @@
+// Package config is the control plane's one configuration struct: what the
+// strait binary reads from its YAML file, STRAIT_* environment variables
+// and flags (internal/cliconfig applies them in that order over the
+// defaults here), and the validation that runs before anything starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/dataplane/portalloc"
+)
+
+// EnvPrefix prefixes every environment variable: --http is STRAIT_HTTP.
+const EnvPrefix = "STRAIT"
+
+// Defaults. Everything listens on loopback unless told otherwise, so that
+// `strait` with no flags is a safe local demo.
+const (
+	// DefaultHTTP serves the web page, the API and SIP over WebSocket (/ws).
+	DefaultHTTP = "127.0.0.1:8080"
+	// DefaultSIP is where SIP over UDP and TCP listens (RFC 3261's port).
+	DefaultSIP = "127.0.0.1:5060"
+	// DefaultMediaIP is where the in-process dataplane binds media sockets.
+	DefaultMediaIP = "127.0.0.1"
+	// DefaultRealm names the digest realm of the standalone registrar.
+	DefaultRealm = "strait"
+	// DefaultRegisterExpiry bounds a binding's lifetime when the REGISTER
+	// asks for none (RFC 3261 section 10.2.1.1 suggests 3600 s; browsers
+	// re-register every few minutes anyway).
+	DefaultRegisterExpiry = 600 * time.Second
+	// DefaultOptionsInterval is how often the upstream is pinged with
+	// OPTIONS (a typical SBC keepalive: short enough to notice a dead PBX
+	// within a minute, long enough to cost nothing).
+	DefaultOptionsInterval = 30 * time.Second
+	// DefaultMediaTimeout ends a call whose media stopped this long
+	// (the dataplane's MEDIA_TIMEOUT event).
+	DefaultMediaTimeout = 60 * time.Second
+	// DefaultRingTimeout bounds how long an outgoing INVITE may ring
+	// before Strait gives up with 408.
+	DefaultRingTimeout = 120 * time.Second
+)
+
+// DefaultCodecs are the codecs a trunk is offered unless --codecs says
+// otherwise: G.711 both laws, G.722 and DTMF events (add "opus" when the
+// trunk takes it).
+var DefaultCodecs = []string{"PCMU", "PCMA", "G722", "telephone-event"}
+
+// Config is the whole control-plane configuration. Each field's flag is its
+// `flag` tag, its YAML key the `yaml` tag and its environment variable
+// STRAIT_ plus the flag in upper case with dashes as underscores.
+type Config struct {
+	// HTTP is the listen address of the HTTP server: the web page at /,
+	// the API under /v1, SIP over WebSocket at /ws. Example: 0.0.0.0:443.
+	HTTP string `yaml:"http" flag:"http" usage:"HTTP listen address (web page, /v1 API, SIP over WebSocket at /ws)"`
+	// SIP is the listen address of SIP over UDP and TCP (and TLS on the
+	// next port up when a certificate is configured). Example: 0.0.0.0:5060.
+	SIP string `yaml:"sip" flag:"sip" usage:"SIP UDP and TCP listen address"`
+	// SIPTLS is the listen address of SIP over TLS; empty disables it.
+	// Needs TLSCert and TLSKey. Example: 0.0.0.0:5061.
+	SIPTLS string `yaml:"sip_tls" flag:"sip-tls" usage:"SIP over TLS listen address (needs --tls-cert/--tls-key)"`
+	// SIPHost is the host Strait names itself with in Via, Contact and
+	// From toward SIP peers; default: the public IP, else the SIP listen
+	// address.
+	SIPHost string `yaml:"sip_host" flag:"sip-host" usage:"host Strait names itself with toward SIP peers (default: public IP or SIP address)"`
+	// Upstream is the PBX or trunk: sip:HOST:PORT[;transport=udp|tcp|tls].
+	// Empty runs the standalone mode (local registrar). Optional.
+	Upstream string `yaml:"upstream" flag:"upstream" usage:"PBX or trunk, sip:HOST:PORT[;transport=udp|tcp|tls] (empty: standalone mode)"`
+	// MediaIP is where the in-process dataplane binds media sockets.
+	MediaIP string `yaml:"media_ip" flag:"media-ip" usage:"media bind address of the in-process dataplane"`
+	// PublicIP is advertised in SDP instead of MediaIP (1:1 NAT).
+	PublicIP string `yaml:"public_ip" flag:"public-ip" usage:"address advertised in SDP when different from --media-ip"`
+	// RTPPorts is the plain RTP port range of the in-process dataplane.
+	RTPPorts portalloc.Range `yaml:"rtp_ports" flag:"rtp-ports" usage:"RTP port range toward SIP peers"`
+	// WebRTCPorts are the shared WebRTC ports of the in-process dataplane.
+	WebRTCPorts portalloc.Range `yaml:"webrtc_ports" flag:"webrtc-ports" usage:"shared WebRTC media ports"`
+	// Dataplane lists remote dataplane nodes (grpc://HOST:PORT); empty runs
+	// one in process.
+	Dataplane []string `yaml:"dataplane" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT (repeatable; default: in process)"`
+	// DataplaneCert, DataplaneKey and DataplaneCA are the mTLS client
+	// certificate, key and CA for remote nodes; all empty means plaintext
+	// (only sensible on a private network or loopback).
+	DataplaneCert string `yaml:"dataplane_cert" flag:"dataplane-cert" usage:"mTLS client certificate for remote dataplane nodes"`
+	DataplaneKey  string `yaml:"dataplane_key" flag:"dataplane-key" usage:"mTLS client key for remote dataplane nodes"`
+	DataplaneCA   string `yaml:"dataplane_ca" flag:"dataplane-ca" usage:"CA that signed the remote dataplane nodes' certificates"`
+	// Users are NAME:PASSWORD pairs of the standalone registrar. With none,
+	// standalone mode accepts any user name without a password, and only
+	// on loopback listeners.
+	Users []string `yaml:"user" flag:"user" usage:"standalone user NAME:PASSWORD (repeatable)"`
+	// Realm is the digest realm of the standalone registrar.
+	Realm string `yaml:"realm" flag:"realm" usage:"digest realm of the standalone registrar"`
+	// Codecs are the codecs offered to and accepted from the trunk.
+	Codecs []string `yaml:"codecs" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
+	// SDES offers RTP/SAVP with SDES keys (RFC 4568) to the trunk.
+	SDES bool `yaml:"sdes" flag:"sdes" usage:"offer RTP/SAVP with SDES keys to the trunk"`
+	// TLSCert and TLSKey serve HTTPS/WSS on --http and SIP over TLS.
+	TLSCert string `yaml:"tls_cert" flag:"tls-cert" usage:"TLS certificate (PEM) for HTTPS/WSS and SIP TLS"`
+	TLSKey  string `yaml:"tls_key" flag:"tls-key" usage:"TLS private key (PEM)"`
+	// APIToken, when set, is required as "Authorization: Bearer TOKEN" on
+	// /v1 and /metrics.
+	APIToken string `yaml:"api_token" flag:"api-token" usage:"bearer token required by the /v1 API"`
+	// CDRFile appends each call record as a JSON line; empty keeps them in
+	// memory only.
+	CDRFile string `yaml:"cdr_file" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level" flag:"log-level" usage:"log level: debug, info, warn, error"`
+	// RegisterExpiry is the binding lifetime granted when a REGISTER names
+	// none, and the most the standalone registrar grants.
+	RegisterExpiry time.Duration `yaml:"register_expiry" flag:"register-expiry" usage:"longest registration lifetime"`
+	// OptionsInterval is how often the upstream is pinged; 0 disables.
+	OptionsInterval time.Duration `yaml:"options_interval" flag:"options-interval" usage:"OPTIONS keepalive interval toward the upstream (0: off)"`
+	// MediaTimeout ends calls whose media stopped for this long.
+	MediaTimeout time.Duration `yaml:"media_timeout" flag:"media-timeout" usage:"hang up calls after this long without media"`
+	// RingTimeout bounds an unanswered outgoing INVITE.
+	RingTimeout time.Duration `yaml:"ring_timeout" flag:"ring-timeout" usage:"give up on an unanswered call after this long"`
+}
+
+// Default returns the configuration `strait` runs with when given nothing.
+func Default() Config {
+	return Config{
+		HTTP:            DefaultHTTP,
+		SIP:             DefaultSIP,
+		MediaIP:         DefaultMediaIP,
+		RTPPorts:        portalloc.Range{First: 40000, Last: 49999},
+		WebRTCPorts:     portalloc.Range{First: 20000, Last: 20003},
+		Realm:           DefaultRealm,
+		Codecs:          append([]string(nil), DefaultCodecs...),
+		LogLevel:        "info",
+		RegisterExpiry:  DefaultRegisterExpiry,
+		OptionsInterval: DefaultOptionsInterval,
+		MediaTimeout:    DefaultMediaTimeout,
+		RingTimeout:     DefaultRingTimeout,
+	}
+}
+
+// Upstream is a parsed --upstream.
+type Upstream struct {
+	// Host and Port of the PBX; Port defaults to 5060 (5061 for TLS).
+	Host string
+	Port int
+	// Transport is "UDP", "TCP" or "TLS".
+	Transport string
+}
+
+// Addr is host:port.
+func (u Upstream) Addr() string { return net.JoinHostPort(u.Host, fmt.Sprint(u.Port)) }
+
+// URIPort is the port to write in a SIP URI for the upstream: 0 (none)
+// when it is the transport's default, so that a URI reads as the domain
+// users and PBXs configure (digest checks compare it).
+func (u Upstream) URIPort() int {
+	if (u.Transport == "TLS" && u.Port == 5061) || (u.Transport != "TLS" && u.Port == 5060) {
+		return 0
+	}
+	return u.Port
+}
+
+// ParseUpstream parses sip:HOST[:PORT][;transport=udp|tcp|tls].
+func ParseUpstream(s string) (Upstream, error) {
+	var uri sip.Uri
+	if !strings.HasPrefix(strings.ToLower(s), "sip:") {
+		return Upstream{}, fmt.Errorf("upstream %q: want sip:HOST:PORT[;transport=udp|tcp|tls]", s)
+	}
+	if err := sip.ParseUri(s, &uri); err != nil || uri.Host == "" {
+		return Upstream{}, fmt.Errorf("upstream %q: want sip:HOST:PORT[;transport=udp|tcp|tls]", s)
+	}
+	u := Upstream{Host: uri.Host, Port: uri.Port, Transport: "UDP"}
+	if t, ok := uri.UriParams.Get("transport"); ok {
+		switch strings.ToLower(t) {
+		case "udp", "tcp", "tls":
+			u.Transport = strings.ToUpper(t)
+		default:
+			return Upstream{}, fmt.Errorf("upstream %q: transport %q is not udp, tcp or tls", s, t)
+		}
+	}
+	if u.Port == 0 {
+		u.Port = 5060
+		if u.Transport == "TLS" {
+			u.Port = 5061
+		}
+	}
+	return u, nil
+}
+
+// User is one standalone account.
+type User struct{ Name, Password string }
+
+// ParseUsers parses NAME:PASSWORD entries.
+func ParseUsers(list []string) ([]User, error) {
+	var out []User
+	seen := map[string]bool{}
+	for _, e := range list {
+		name, pw, ok := strings.Cut(e, ":")
+		if !ok || name == "" || pw == "" || strings.ContainsAny(name, "@:;<> \t") {
+			return nil, fmt.Errorf("user %q: want NAME:PASSWORD (name without @ : ; < > or spaces)", e)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("user %q given twice", name)
+		}
+		seen[name] = true
+		out = append(out, User{Name: name, Password: pw})
+	}
+	return out, nil
+}
+
+// Validate checks the configuration as a whole and says what is wrong with
+// each bad field, all at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	checkHostPort := func(name, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad("--%s %q: want HOST:PORT", name, v)
+		}
+	}
+	checkHostPort("http", c.HTTP)
+	checkHostPort("sip", c.SIP)
+	if c.SIPTLS != "" {
+		checkHostPort("sip-tls", c.SIPTLS)
+		if c.TLSCert == "" {
+			bad("--sip-tls needs --tls-cert and --tls-key")
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("--tls-cert and --tls-key go together")
+	}
+	for _, f := range []struct{ name, path string }{{"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey},
+		{"dataplane-cert", c.DataplaneCert}, {"dataplane-key", c.DataplaneKey}, {"dataplane-ca", c.DataplaneCA}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				bad("--%s: %v", f.name, err)
+			}
+		}
+	}
+	if c.Upstream != "" {
+		if _, err := ParseUpstream(c.Upstream); err != nil {
+			bad("--upstream: %v", err)
+		}
+	}
+	if ip, err := netip.ParseAddr(c.MediaIP); err != nil || ip.IsUnspecified() && len(c.Dataplane) == 0 && c.PublicIP == "" {
+		if err != nil {
+			bad("--media-ip %q is not an IP address", c.MediaIP)
+		} else {
+			bad("--media-ip %s is unspecified: give --public-ip so SDP names a reachable address", c.MediaIP)
+		}
+	}
+	if c.PublicIP != "" {
+		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() {
+			bad("--public-ip %q is not a unicast IP address", c.PublicIP)
+		}
+	}
+	if c.RTPPorts.Pairs() == 0 {
+		bad("--rtp-ports %v holds no even/odd port pair", c.RTPPorts)
+	}
+	if c.WebRTCPorts == (portalloc.Range{}) {
+		bad("--webrtc-ports is empty")
+	}
+	for _, d := range c.Dataplane {
+		if _, err := DataplaneAddr(d); err != nil {
+			bad("--dataplane: %v", err)
+		}
+	}
+	if (c.DataplaneCert == "") != (c.DataplaneKey == "") {
+		bad("--dataplane-cert and --dataplane-key go together")
+	}
+	users, err := ParseUsers(c.Users)
+	if err != nil {
+		bad("--user: %v", err)
+	}
+	if c.Upstream == "" && len(users) == 0 && (!loopback(c.HTTP) || !loopback(c.SIP)) {
+		bad("standalone mode on a non-loopback address needs at least one --user NAME:PASSWORD (without users anyone may register)")
+	}
+	if c.Realm == "" || strings.ContainsAny(c.Realm, "\"\\\r\n") {
+		bad("--realm %q: want a non-empty name without quotes", c.Realm)
+	}
+	if len(c.Codecs) == 0 {
+		bad("--codecs is empty: the trunk would get no codec")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.RegisterExpiry < time.Minute {
+		bad("--register-expiry %v: want at least 1m", c.RegisterExpiry)
+	}
+	if c.MediaTimeout < time.Second {
+		bad("--media-timeout %v: want at least 1s", c.MediaTimeout)
+	}
+	if c.RingTimeout < time.Second {
+		bad("--ring-timeout %v: want at least 1s", c.RingTimeout)
+	}
+	if c.OptionsInterval < 0 {
+		bad("--options-interval %v is negative", c.OptionsInterval)
+	}
+	return errors.Join(errs...)
+}
+
+// DataplaneAddr returns the host:port of a grpc://HOST:PORT node address.
+func DataplaneAddr(s string) (string, error) {
+	rest, ok := strings.CutPrefix(s, "grpc://")
+	if !ok {
+		return "", fmt.Errorf("%q: want grpc://HOST:PORT", s)
+	}
+	if _, port, err := net.SplitHostPort(rest); err != nil || port == "" {
+		return "", fmt.Errorf("%q: want grpc://HOST:PORT", s)
+	}
+	return rest, nil
+}
+
+// loopback reports whether a listen address only accepts local peers.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// Standalone reports whether Strait runs without an upstream.
+func (c *Config) Standalone() bool { return c.Upstream == "" }

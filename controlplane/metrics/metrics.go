@@ -1,0 +1,120 @@
+// Package metrics holds the control plane's Prometheus collectors:
+// registrations, calls by state and end cause, SIP messages by method and
+// response code, and dataplane sessions. Collectors live on a registry of
+// their own (not the global one) so that tests can run several servers in
+// one process.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the collectors. All methods are safe for concurrent use, and
+// a nil *Metrics records nothing.
+type Metrics struct {
+	// Registry holds every collector; serve it with promhttp.HandlerFor.
+	Registry *prometheus.Registry
+
+	registrations prometheus.Gauge
+	calls         *prometheus.GaugeVec
+	callsEnded    *prometheus.CounterVec
+	sipRequests   *prometheus.CounterVec
+	sipResponses  *prometheus.CounterVec
+	sessions      *prometheus.GaugeVec
+	upstreamUp    prometheus.Gauge
+}
+
+// New creates the collectors on a fresh registry, with Go runtime and
+// process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		registrations: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_registrations",
+			Help: "Current registration bindings (browsers and SIP devices)."}),
+		calls: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_calls",
+			Help: "Calls in progress by state (ringing, answered)."}, []string{"state"}),
+		callsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_calls_ended_total",
+			Help: "Ended calls by SIP cause code."}, []string{"cause"}),
+		sipRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_requests_total",
+			Help: "SIP requests by method and direction (in, out)."}, []string{"method", "direction"}),
+		sipResponses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_responses_total",
+			Help: "SIP responses by method, status code and direction (in, out)."}, []string{"method", "code", "direction"}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_dataplane_sessions",
+			Help: "Dataplane sessions held for calls, by node."}, []string{"node"}),
+		upstreamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_upstream_up",
+			Help: "1 when the upstream answered the last OPTIONS ping."}),
+	}
+	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
+		m.upstreamUp, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetRegistrations sets the binding count.
+func (m *Metrics) SetRegistrations(n int) {
+	if m != nil {
+		m.registrations.Set(float64(n))
+	}
+}
+
+// CallState moves one call from state from to state to ("" for none).
+func (m *Metrics) CallState(from, to string) {
+	if m == nil {
+		return
+	}
+	if from != "" {
+		m.calls.WithLabelValues(from).Dec()
+	}
+	if to != "" {
+		m.calls.WithLabelValues(to).Inc()
+	}
+}
+
+// CallEnded counts an ended call.
+func (m *Metrics) CallEnded(cause int) {
+	if m != nil {
+		m.callsEnded.WithLabelValues(strconv.Itoa(cause)).Inc()
+	}
+}
+
+// Request counts a SIP request; in is true for received ones.
+func (m *Metrics) Request(method string, in bool) {
+	if m != nil {
+		m.sipRequests.WithLabelValues(method, dir(in)).Inc()
+	}
+}
+
+// Response counts a SIP response to a request of method.
+func (m *Metrics) Response(method string, code int, in bool) {
+	if m != nil {
+		m.sipResponses.WithLabelValues(method, strconv.Itoa(code), dir(in)).Inc()
+	}
+}
+
+// SetSessions sets a node's session count.
+func (m *Metrics) SetSessions(node string, n int) {
+	if m != nil {
+		m.sessions.WithLabelValues(node).Set(float64(n))
+	}
+}
+
+// SetUpstreamUp records the last OPTIONS ping's outcome.
+func (m *Metrics) SetUpstreamUp(up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.upstreamUp.Set(v)
+}
+
+func dir(in bool) string {
+	if in {
+		return "in"
+	}
+	return "out"
+}

@@ -1,0 +1,394 @@
+// Package server wires the control plane together: configuration, the
+// dataplane nodes (in process or remote over gRPC), the SIP stack with
+// its WebSocket flows on the HTTP listener, the registrar, the B2BUA, the
+// HTTP API, metrics and health. cmd/strait is a thin main around it;
+// tests start whole servers with it on loopback.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/strait-sbc/strait/controlplane/api"
+	"github.com/strait-sbc/strait/controlplane/b2bua"
+	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/metrics"
+	"github.com/strait-sbc/strait/controlplane/registrar"
+	"github.com/strait-sbc/strait/controlplane/sdp"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/sipws"
+	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/internal/tlsconfig"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	// Config is the validated configuration.
+	Config config.Config
+	// Root, when set, serves GET / and everything the other routes do not
+	// claim (the embedded web phone page).
+	Root http.Handler
+	// Nodes replaces the dataplane nodes the configuration names (tests
+	// pass an in-process node with ports of their own).
+	Nodes []*dpool.Node
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
+}
+
+// housekeeping is how often expired bindings are dropped and gauges
+// refreshed.
+const housekeeping = 5 * time.Second
+
+// headerTimeout bounds reading a request's headers (slowloris); it does
+// not apply to a WebSocket once upgraded.
+const headerTimeout = 5 * time.Second
+
+// Server is a running control plane.
+type Server struct {
+	cfg config.Config
+	log *slog.Logger
+
+	// The parts, for tests and for programs that embed the control plane.
+	Metrics   *metrics.Metrics
+	Registry  *registrar.Registry
+	Registrar *registrar.Registrar
+	Engine    *b2bua.Engine
+	Pool      *dpool.Pool
+	Stack     *sipnet.Stack
+	CDR       *cdr.Store
+	WS        *sipws.Listener
+
+	local    *node.Node // the in-process dataplane, if any
+	conns    []*grpc.ClientConn
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	tls      *tls.Config
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closeErr error
+	once     sync.Once
+}
+
+// New builds and starts a server: it binds the HTTP and SIP listeners and
+// starts serving. Close stops it.
+func New(opt Options) (_ *Server, err error) {
+	cfg := opt.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if cfg.TLSCert != "" {
+		if s.tls, err = tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, ""); err != nil {
+			return nil, err
+		}
+	}
+	nodes := opt.Nodes
+	if len(nodes) == 0 {
+		if nodes, err = s.dataplane(); err != nil {
+			return nil, err
+		}
+	}
+	s.Pool = dpool.New(log.With("component", "dpool"), nodes...)
+	for _, n := range nodes {
+		s.Metrics.SetSessions(n.Name, 0)
+	}
+	s.Pool.OnChange(s.Metrics.SetSessions)
+	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
+		return nil, err
+	}
+	s.Registry.OnChange(s.Metrics.SetRegistrations)
+
+	s.httpLn, err = net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	s.WS = sipws.New(s.httpLn.Addr(), log.With("component", "sipws"))
+
+	var upstream *config.Upstream
+	if cfg.Upstream != "" {
+		u, _ := config.ParseUpstream(cfg.Upstream)
+		upstream = &u
+	}
+	sipHost := sipHostOf(cfg)
+	s.Stack, err = sipnet.New(sipnet.Config{Host: sipHost, Addr: cfg.SIP, TLSAddr: cfg.SIPTLS, TLS: s.tls,
+		WSHost: wsHostOf(cfg), UserAgent: "Strait", Log: log.With("component", "sip"), Metrics: s.Metrics})
+	if err != nil {
+		return nil, err
+	}
+	users, _ := config.ParseUsers(cfg.Users)
+	var digest *registrar.Digest
+	if upstream == nil && len(users) > 0 {
+		m := map[string]string{}
+		for _, u := range users {
+			m[u.Name] = u.Password
+		}
+		digest = registrar.NewDigest(cfg.Realm, m)
+	}
+	s.Registrar = registrar.New(registrar.Config{Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
+		Digest: digest, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
+	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
+		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
+		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
+		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout})
+	s.WS.OnClose(func(flow string) {
+		s.Engine.FlowClosed(flow)
+		s.Registrar.FlowClosed(flow)
+	})
+	if err := s.Stack.Start(s.WS); err != nil {
+		return nil, err
+	}
+
+	// Sessions left on the nodes by a previous control plane belong to
+	// calls whose dialogs are gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if n, err := s.Pool.Reap(ctx, func(string) bool { return false }); err != nil {
+		log.Warn("could not list dataplane sessions", "err", err)
+	} else if n > 0 {
+		log.Info("deleted orphaned dataplane sessions", "count", n)
+	}
+	cancel()
+
+	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if s.tls != nil {
+			s.httpSrv.TLSConfig = s.tls
+			err = s.httpSrv.ServeTLS(s.httpLn, "", "")
+		} else {
+			err = s.httpSrv.Serve(s.httpLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	go s.housekeep()
+	mode := "standalone"
+	if upstream != nil {
+		mode = "trunk " + upstream.Addr() + " (" + upstream.Transport + ")"
+	}
+	log.Info("strait started", "mode", mode, "http", s.HTTPAddr(), "ws", s.WSURL(), "sip", s.SIPAddr(),
+		"sip_host", sipHost, "open_registration", upstream == nil && digest == nil)
+	return s, nil
+}
+
+// dataplane creates the in-process node or connects to the remote ones.
+func (s *Server) dataplane() ([]*dpool.Node, error) {
+	cfg := s.cfg
+	if len(cfg.Dataplane) == 0 {
+		media := netip.MustParseAddr(cfg.MediaIP)
+		nc := node.Config{ID: "local", MediaAddrs: []netip.Addr{media}, WebRTCPorts: cfg.WebRTCPorts,
+			RTPPorts: cfg.RTPPorts, MediaTimeout: cfg.MediaTimeout, Logger: s.log.With("component", "dataplane")}
+		if cfg.PublicIP != "" {
+			nc.AdvertisedAddrs = []netip.Addr{netip.MustParseAddr(cfg.PublicIP)}
+		}
+		n, err := node.New(nc)
+		if err != nil {
+			return nil, fmt.Errorf("in-process dataplane: %w", err)
+		}
+		s.local = n
+		return []*dpool.Node{{Name: "local", API: n}}, nil
+	}
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if cfg.DataplaneCert != "" || cfg.DataplaneCA != "" {
+		tc, err := tlsconfig.Client(cfg.DataplaneCert, cfg.DataplaneKey, cfg.DataplaneCA, "")
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	var out []*dpool.Node
+	for _, d := range cfg.Dataplane {
+		addr, _ := config.DataplaneAddr(d)
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return nil, fmt.Errorf("dataplane %s: %w", d, err)
+		}
+		s.conns = append(s.conns, conn)
+		out = append(out, &dpool.Node{Name: addr, API: pb.NewClient(conn)})
+	}
+	return out, nil
+}
+
+// sipHostOf is the host Strait names itself with toward SIP peers.
+func sipHostOf(cfg config.Config) string {
+	if cfg.SIPHost != "" {
+		return cfg.SIPHost
+	}
+	if cfg.PublicIP != "" {
+		return cfg.PublicIP
+	}
+	host, _, _ := net.SplitHostPort(cfg.SIP)
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() || host == "" {
+		return cfg.MediaIP
+	}
+	return host
+}
+
+// wsHostOf names Strait in Via and Contact toward browsers.
+func wsHostOf(cfg config.Config) string {
+	host, _, _ := net.SplitHostPort(cfg.HTTP)
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() || host == "" {
+		return "strait.invalid"
+	}
+	return host
+}
+
+// handler routes the HTTP listener: /ws to SIP, /v1 to the API, health
+// and metrics, and the rest to root.
+func (s *Server) handler(root http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/ws", s.WS)
+	mux.Handle("/v1/", api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Token: s.cfg.APIToken,
+		Log: s.log.With("component", "api")}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	metricsHandler := promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !api.Authorized(r, s.cfg.APIToken) {
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		metricsHandler.ServeHTTP(w, r)
+	}))
+	if root == nil {
+		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/" {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "Strait is running.\nSIP over WebSocket: %s\nAPI: /v1/calls, /v1/cdrs, /v1/events\n", s.WSURL())
+		})
+	}
+	mux.Handle("/", root)
+	return mux
+}
+
+// ready reports 200 when every dataplane node answers and the upstream
+// (if any, and pinged) answers OPTIONS.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var problems []string
+	if _, err := s.Pool.NodeInfo(ctx); err != nil {
+		problems = append(problems, "dataplane: "+err.Error())
+	}
+	if !s.Engine.UpstreamUp() {
+		problems = append(problems, "upstream does not answer OPTIONS")
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(strings.Join(problems, "\n") + "\n"))
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (s *Server) housekeep() {
+	defer s.wg.Done()
+	t := time.NewTicker(housekeeping)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Registrar.Sweep()
+			for name, n := range s.Pool.Sessions() {
+				s.Metrics.SetSessions(name, n)
+			}
+		}
+	}
+}
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// WSURL is the SIP over WebSocket URL browsers connect to.
+func (s *Server) WSURL() string {
+	scheme := "ws"
+	if s.tls != nil {
+		scheme = "wss"
+	}
+	return scheme + "://" + s.HTTPAddr() + "/ws"
+}
+
+// SIPAddr is the bound SIP UDP address.
+func (s *Server) SIPAddr() string { return s.Stack.UDPAddr() }
+
+// Local is the in-process dataplane node, nil with remote nodes.
+func (s *Server) Local() *node.Node { return s.local }
+
+// Close hangs up every call, stops the listeners and the dataplane.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		close(s.stop)
+		if s.Engine != nil {
+			s.Engine.Close()
+		}
+		if s.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.httpSrv.Shutdown(ctx)
+			cancel()
+			s.httpSrv.Close()
+		} else if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+		if s.WS != nil {
+			s.WS.Close()
+		}
+		if s.Stack != nil {
+			s.Stack.Close()
+		}
+		if s.Pool != nil {
+			s.Pool.Close()
+		}
+		if s.local != nil {
+			s.local.Close()
+		}
+		for _, c := range s.conns {
+			c.Close()
+		}
+		if s.CDR != nil {
+			s.closeErr = s.CDR.Close()
+		}
+		if s.httpSrv == nil {
+			return
+		}
+		s.wg.Wait()
+	})
+	return s.closeErr
+}

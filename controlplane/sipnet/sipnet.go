@@ -1,0 +1,385 @@
+// Package sipnet is Strait's SIP stack: one sipgo user agent with its
+// server and client, the listeners (UDP and TCP toward PBXs, TLS when
+// configured, WebSocket through the HTTP listener), and Strait's identity
+// on each transport (Via sent-by, Contact). The registrar and the B2BUA
+// build every request they send through it, so that the headers of the
+// side a message came from never reach the other side.
+package sipnet
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/metrics"
+)
+
+// Transports as sipgo names them.
+const (
+	UDP = "UDP"
+	TCP = "TCP"
+	TLS = "TLS"
+	WS  = "WS"
+	WSS = "WSS"
+)
+
+// IsWebSocket reports whether t is a browser transport.
+func IsWebSocket(t string) bool { return strings.EqualFold(t, WS) || strings.EqualFold(t, WSS) }
+
+// Config configures a Stack.
+type Config struct {
+	// Host is the host Strait names itself with toward SIP peers (Via,
+	// Contact, From): the public IP or the SIP listen host.
+	Host string
+	// Addr is where UDP and TCP listen; TLSAddr is where TLS listens when
+	// TLS is set.
+	Addr    string
+	TLSAddr string
+	TLS     *tls.Config
+	// WSHost names Strait in Via and Contact toward browsers.
+	WSHost string
+	// UserAgent is the User-Agent and Server header value.
+	UserAgent string
+	// Log and Metrics; Metrics may be nil.
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+}
+
+// Stack is a running SIP stack. Register handlers on Server before Start.
+type Stack struct {
+	// UA, Server and Client are sipgo's; all three share one transport
+	// layer, so a request to a browser leaves on its WebSocket.
+	UA     *sipgo.UserAgent
+	Server *sipgo.Server
+	Client *sipgo.Client
+
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex // guards the fields below
+	udpAddr   string     // bound UDP address (ip:port), for reusing the socket
+	udpPort   int
+	tcpPort   int
+	tlsPort   int
+	cancel    context.CancelFunc
+	listeners []net.Listener
+
+	wg sync.WaitGroup
+}
+
+// New creates the user agent, server and client.
+func New(cfg Config) (*Stack, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "Strait"
+	}
+	if cfg.WSHost == "" {
+		cfg.WSHost = "strait.invalid"
+	}
+	sipLog := cfg.Log.With("component", "sipgo")
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
+		sipgo.WithUserAgenTLSConfig(cfg.TLS),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {})),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog))
+	if err != nil {
+		ua.Close()
+		return nil, err
+	}
+	cli, err := sipgo.NewClient(ua, sipgo.WithClientLogger(sipLog), sipgo.WithClientHostname(cfg.Host))
+	if err != nil {
+		ua.Close()
+		return nil, err
+	}
+	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log}, nil
+}
+
+// Start binds UDP and TCP (and TLS) and serves them; ws, when not nil,
+// serves SIP over WebSocket (see package sipws). With port 0 in Addr, UDP
+// picks a port and TCP takes the same one.
+func (s *Stack) Start(ws net.Listener) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	udp, tcp, err := listenPair(s.cfg.Addr)
+	if err != nil {
+		cancel()
+		return err
+	}
+	port := udp.LocalAddr().(*net.UDPAddr).Port
+	s.mu.Lock()
+	s.udpAddr = udp.LocalAddr().String()
+	s.udpPort = port
+	s.tcpPort = tcp.Addr().(*net.TCPAddr).Port
+	s.listeners = append(s.listeners, tcp)
+	s.mu.Unlock()
+	s.serve(func() error { return s.Server.ServeUDP(udp) })
+	s.serve(func() error { return s.Server.ServeTCP(tcp) })
+	// Requests reuse the listening socket (see Prepare), which sipgo
+	// pools only once ServeUDP runs: wait for it.
+	WaitUDP(s.UA, s.udpAddr)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); <-ctx.Done(); udp.Close() }()
+	if s.cfg.TLS != nil && s.cfg.TLSAddr != "" {
+		tl, err := tls.Listen("tcp", s.cfg.TLSAddr, s.cfg.TLS)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("sip tls: %w", err)
+		}
+		s.mu.Lock()
+		s.tlsPort = tl.Addr().(*net.TCPAddr).Port
+		s.listeners = append(s.listeners, tl)
+		s.mu.Unlock()
+		s.serve(func() error { return s.Server.ServeTLS(tl) })
+	}
+	if ws != nil {
+		s.mu.Lock()
+		s.listeners = append(s.listeners, ws)
+		s.mu.Unlock()
+		s.serve(func() error { return s.Server.ServeWS(ws) })
+	}
+	return nil
+}
+
+// listenPair binds UDP and TCP on addr; with port 0 both get the same
+// port, which UDP picks (retried when TCP already has it elsewhere).
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip udp: %w", err)
+		}
+		tcpAddr := addr
+		if p == "0" {
+			tcpAddr = net.JoinHostPort(host, strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))
+		}
+		tcp, err := net.Listen("tcp", tcpAddr)
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if p != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("sip tcp: %w", err)
+		}
+	}
+}
+
+// WaitUDP waits (at most a second) until ua's transport layer holds the
+// UDP listener at addr, so that requests sent from it reuse that socket.
+func WaitUDP(ua *sipgo.UserAgent, addr string) {
+	for range 200 {
+		if p := ua.TransportLayer().Pool("udp"); p != nil && p.Get(addr) != nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (s *Stack) serve(f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("sip listener stopped", "err", err)
+		}
+	}()
+}
+
+// Close stops the listeners and the user agent.
+func (s *Stack) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Lock()
+	ls := s.listeners
+	s.listeners = nil
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	err := s.UA.Close()
+	s.wg.Wait()
+	return err
+}
+
+// UDPAddr is the bound UDP address (ip:port).
+func (s *Stack) UDPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.udpAddr
+}
+
+// Port returns Strait's SIP port on transport t (0 for WebSocket).
+func (s *Stack) Port(t string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch strings.ToUpper(t) {
+	case UDP:
+		return s.udpPort
+	case TCP:
+		return s.tcpPort
+	case TLS:
+		return s.tlsPort
+	}
+	return 0
+}
+
+// Host is Strait's host toward SIP peers.
+func (s *Stack) Host() string { return s.cfg.Host }
+
+// Via returns a new top Via for a request Strait sends on transport t.
+func (s *Stack) Via(t string) *sip.ViaHeader {
+	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(t), Params: sip.NewParams()}
+	if IsWebSocket(t) {
+		v.Host = s.cfg.WSHost
+	} else {
+		v.Host, v.Port = s.cfg.Host, s.Port(t)
+		v.Params.Add("rport", "")
+	}
+	v.Params.Add("branch", sip.GenerateBranchN(16))
+	return v
+}
+
+// ContactURI returns Strait's URI on transport t with the given user part.
+func (s *Stack) ContactURI(t, user string) sip.Uri {
+	u := sip.Uri{Scheme: "sip", User: user, UriParams: sip.NewParams(), Headers: sip.NewParams()}
+	if IsWebSocket(t) {
+		u.Host = s.cfg.WSHost
+		u.UriParams.Add("transport", "ws")
+		return u
+	}
+	u.Host, u.Port = s.cfg.Host, s.Port(t)
+	if !strings.EqualFold(t, UDP) {
+		u.UriParams.Add("transport", strings.ToLower(t))
+	}
+	return u
+}
+
+// Contact returns a Contact header with ContactURI.
+func (s *Stack) Contact(t, user string) *sip.ContactHeader {
+	return &sip.ContactHeader{Address: s.ContactURI(t, user), Params: sip.NewParams()}
+}
+
+// Route says where a request goes: the transport and the address (for
+// WebSocket, the browser's flow).
+type Route struct {
+	Transport string
+	Dest      string // host:port
+}
+
+// Prepare sets a request's destination and transport, a fresh top Via,
+// Max-Forwards and User-Agent when missing, and, for UDP, the listening
+// socket as the source (so that the PBX sees Strait at its SIP port).
+func (s *Stack) Prepare(req *sip.Request, r Route) {
+	req.SetTransport(strings.ToUpper(r.Transport))
+	req.SetDestination(r.Dest)
+	req.RemoveHeader("Via")
+	req.PrependHeader(s.Via(r.Transport))
+	if req.MaxForwards() == nil {
+		mf := sip.MaxForwardsHeader(70)
+		req.AppendHeader(&mf)
+	}
+	if req.GetHeader("User-Agent") == nil {
+		req.AppendHeader(sip.NewHeader("User-Agent", s.cfg.UserAgent))
+	}
+	if strings.EqualFold(r.Transport, UDP) {
+		if h, p, err := sip.ParseAddr(s.UDPAddr()); err == nil {
+			req.Laddr = sip.Addr{IP: net.ParseIP(h), Port: p, Hostname: h}
+		}
+	}
+	if req.Body() == nil {
+		req.SetBody(nil)
+	}
+	s.cfg.Metrics.Request(string(req.Method), false)
+}
+
+// asIs is a ClientRequestOption that leaves a prepared request alone.
+func asIs(*sipgo.Client, *sip.Request) error { return nil }
+
+// Transaction starts a client transaction for a prepared request.
+func (s *Stack) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	return s.Client.TransactionRequest(ctx, req, asIs)
+}
+
+// Do sends a prepared non-INVITE request and returns its final response.
+func (s *Stack) Do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	tx, err := s.Transaction(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			s.cfg.Metrics.Response(string(req.Method), res.StatusCode, true)
+			if res.IsProvisional() {
+				continue
+			}
+			return res, nil
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, sip.ErrTransactionTimeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Write sends a prepared request outside any transaction (ACK).
+func (s *Stack) Write(req *sip.Request) error {
+	return s.Client.WriteRequest(req, asIs)
+}
+
+// Respond answers a request with a status and optional body and headers.
+func (s *Stack) Respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, hdrs ...sip.Header) error {
+	return s.RespondWith(tx, s.Response(req, code, reason, body, hdrs...))
+}
+
+// Response builds a response to req with the Server header set.
+func (s *Stack) Response(req *sip.Request, code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
+	if reason == "" {
+		reason = ReasonPhrase(code)
+	}
+	res := sip.NewResponseFromRequest(req, code, reason, body)
+	res.RemoveHeader("Record-Route") // Strait ends every dialog it is in
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	if res.GetHeader("Server") == nil {
+		res.AppendHeader(sip.NewHeader("Server", s.cfg.UserAgent))
+	}
+	return res
+}
+
+// RespondWith sends a built response on tx and counts it.
+func (s *Stack) RespondWith(tx sip.ServerTransaction, res *sip.Response) error {
+	if c := res.CSeq(); c != nil {
+		s.cfg.Metrics.Response(string(c.MethodName), res.StatusCode, false)
+	}
+	return tx.Respond(res)
+}
+
+// T1 is the SIP round-trip estimate that paces 2xx retransmission over
+// UDP (RFC 3261 section 17.1.1.1).
+const T1 = 500 * time.Millisecond
