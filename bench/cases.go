@@ -111,11 +111,6 @@ func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 		return nil, err
 	}
 	c.fillSetup(res, st)
-	mem1, _, err := c.r.memory()
-	if err != nil {
-		return nil, err
-	}
-	res.BytesPerSession, res.BytesPerSessionBasis = report.F((mem1-mem0)/float64(n)), basis
 	if err := sleep(ctx, h.cfg.Warmup); err != nil {
 		return nil, err
 	}
@@ -123,6 +118,14 @@ func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Memory in steady state: after the window, when the handshakes'
+	// state has been released (the harness starts the node with a 1 s
+	// DTLS linger).
+	mem1, _, err := c.r.memory()
+	if err != nil {
+		return nil, err
+	}
+	res.BytesPerSession, res.BytesPerSessionBasis = report.F((mem1-mem0)/float64(n)), basis
 	c.fill(res, m)
 	return res, nil
 }
@@ -229,15 +232,15 @@ func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
 			return nil, err
 		}
 		c.fillSetup(res, st)
-		mem, _, err := c.r.memory()
-		if err != nil {
-			return nil, err
-		}
 		h.engine.SetRate(h.cfg.ScaleRate / float64(2*n))
 		if err := sleep(ctx, h.cfg.Warmup); err != nil {
 			return nil, err
 		}
 		m, err := c.measure(ctx, h.cfg.Duration, n)
+		if err != nil {
+			return nil, err
+		}
+		mem, _, err := c.r.memory() // steady state, as in cadence
 		if err != nil {
 			return nil, err
 		}

@@ -103,7 +103,11 @@ func startNode(ctx context.Context, bin string, workers int, cpus string, log io
 	}
 	args := []string{"--grpc", grpcAddr, "--metrics", metrics, "--media-ip", nodeIP.String(),
 		"--webrtc-ports", nodeWebRTCPorts, "--plain-shared-ports", nodeSharedPorts, "--rtp-ports", nodeRTPPorts,
-		"--media-timeout", "1h", "--log-level", "warn"}
+		"--media-timeout", "1h", "--log-level", "warn",
+		// A completed handshake's state is released after the linger
+		// (30 s by default); a short one lets memory per session be
+		// measured in steady state within a short run.
+		"--dtls-linger", "1s"}
 	if workers > 0 {
 		args = append(args, "--workers", strconv.Itoa(workers))
 	}

@@ -57,6 +57,7 @@ type config struct {
 	MaxSessions      int             `yaml:"max_sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
 	MediaTimeout     time.Duration   `yaml:"media_timeout" flag:"media-timeout" usage:"default silence before a MEDIA_TIMEOUT event"`
 	DrainTimeout     time.Duration   `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
+	DTLSLinger       time.Duration   `yaml:"dtls_linger" flag:"dtls-linger" usage:"how long a completed DTLS handshake's state is kept for the peer's retransmissions"`
 	SocketBuffer     int             `yaml:"socket_buffer" flag:"socket-buffer" usage:"SO_RCVBUF/SO_SNDBUF bytes per media socket (capped by net.core.rmem_max/wmem_max)"`
 	DSCP             int             `yaml:"dscp" flag:"dscp" usage:"DSCP of media packets (46 = EF; 0 leaves it unset)"`
 	LogLevel         string          `yaml:"log_level" flag:"log-level" usage:"debug, info, warn or error"`
@@ -73,6 +74,7 @@ func defaults() config {
 		Batch:        64,
 		MediaTimeout: 60 * time.Second,
 		DrainTimeout: 15 * time.Minute,
+		DTLSLinger:   30 * time.Second,
 		SocketBuffer: 4 << 20,
 		DSCP:         46,
 		LogLevel:     "info",
@@ -207,6 +209,7 @@ func (c *config) nodeConfig(log *slog.Logger) (node.Config, error) {
 		BatchSize:        c.Batch,
 		MaxSessions:      c.MaxSessions,
 		MediaTimeout:     c.MediaTimeout,
+		DTLSLinger:       c.DTLSLinger,
 		Logger:           log,
 		Socket:           batchconn.Options{RecvBuffer: c.SocketBuffer, SendBuffer: c.SocketBuffer},
 	}
