@@ -14,7 +14,7 @@ func (st *Stream) normalise(pkt []byte, pt uint8, dsc *streamConfig, now int64) 
 	}
 	st.out.RewriteSSRC = dsc.rewriteSSRC
 	st.out.SSRC = st.localSSRC
-	_, err = st.out.Rewrite(pkt, h, pt, dsc.clock[pt], now)
+	_, err = st.out.Rewrite(pkt, h, pt, dsc.clock(pt), now)
 	return err
 }
 

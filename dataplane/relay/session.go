@@ -77,8 +77,10 @@ type streamConfig struct {
 	recv, send bool
 	// toPeer maps this stream's inbound payload types to the peer stream's.
 	toPeer rewrite.PTMap
-	// clock is the clock rate of each payload type sent on this stream.
-	clock [128]uint32
+	// clocks are the clock rates of the payload types sent on this stream
+	// (a handful: a table indexed by payload type would cost 512 bytes per
+	// stream for the same answer).
+	clocks []ptClock
 	// rewriteSSRC: media sent on this stream carries Stream.localSSRC.
 	rewriteSSRC bool
 	// Plain streams: the SDP addresses, and whether only they are accepted.
@@ -212,7 +214,7 @@ func compile(legs []*Leg, specs []*pb.LegSpec) (*sessionConfig, error) {
 					return nil, statusf(codes.InvalidArgument, "leg %d stream %d: payload type %d out of range", i, j, c.GetPayloadType())
 				}
 				pt := uint8(c.GetPayloadType())
-				sc.clock[pt] = c.GetClockRate()
+				sc.clocks = append(sc.clocks, ptClock{pt, c.GetClockRate()})
 				if l.kind == pb.LegKind_LEG_KIND_WEBRTC {
 					if prev := lc.ptStream[pt]; prev >= 0 && int(prev) != j {
 						return nil, statusf(codes.InvalidArgument, "leg %d: payload type %d used by streams %d and %d of one WebRTC transport", i, pt, prev, j)
@@ -237,6 +239,23 @@ func compile(legs []*Leg, specs []*pb.LegSpec) (*sessionConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// ptClock is a payload type's RTP clock rate.
+type ptClock struct {
+	pt    uint8
+	clock uint32
+}
+
+// clock returns the clock rate of payload type pt sent on the stream, or 0
+// (unknown) if it has none.
+func (sc *streamConfig) clock(pt uint8) uint32 {
+	for _, c := range sc.clocks {
+		if c.pt == pt {
+			return c.clock
+		}
+	}
+	return 0
 }
 
 // matchCodec finds c's counterpart (same name, case-insensitive, and clock

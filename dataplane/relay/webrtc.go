@@ -98,6 +98,10 @@ type dtlsState struct {
 	cancel context.CancelFunc
 	conn   *dtls.Conn
 	done   chan struct{}
+	// started is set once an association was attempted with the current
+	// parameters: a leg does not handshake twice unless an update brings
+	// new DTLS parameters (stopDTLS clears it).
+	started bool
 }
 
 // deliverDTLS hands a DTLS datagram to the leg's handshake goroutine.
@@ -119,9 +123,10 @@ func (e *Engine) startDTLS(l *Leg) {
 	}
 	l.dtls.mu.Lock()
 	defer l.dtls.mu.Unlock()
-	if l.dtls.transport.Load() != nil || l.sess.closed.Load() {
+	if l.dtls.started || l.sess.closed.Load() {
 		return
 	}
+	l.dtls.started = true
 	sock := l.group.socks[0] // any worker's socket of the port sends from it
 	t := dtlsleg.NewTransport(sock.Local, p.addr, func(b []byte) error {
 		p := l.path.Load()
@@ -135,16 +140,29 @@ func (e *Engine) startDTLS(l *Leg) {
 	l.dtls.cancel, l.dtls.done = cancel, done
 	l.dtls.transport.Store(t)
 	e.wg.Add(1)
-	go e.runDTLS(ctx, l, t, params, done)
+	go e.runDTLS(ctx, cancel, l, t, params, done)
 }
 
 var errNoPath = errors.New("relay: leg has no ICE path")
 
 // runDTLS is a leg's handshake goroutine: handshake, install SRTP keys,
 // then keep reading so a retransmitted final flight is answered.
-func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *dtlsParams, done chan struct{}) {
+func (e *Engine) runDTLS(ctx context.Context, cancel context.CancelFunc, l *Leg, t *dtlsleg.Transport, p *dtlsParams, done chan struct{}) {
 	defer e.wg.Done()
 	defer close(done)
+	// However it ends, let go of everything the association held: the
+	// Transport (workers then drop the leg's DTLS datagrams) and the
+	// context, whose registration in the engine's context would otherwise
+	// keep pion's connection alive for as long as the node runs.
+	defer func() {
+		l.dtls.mu.Lock()
+		if l.dtls.transport.Load() == t {
+			l.dtls.transport.Store(nil)
+			l.dtls.conn = nil
+		}
+		l.dtls.mu.Unlock()
+		cancel()
+	}()
 	res, err := dtlsleg.Handshake(ctx, t, dtlsleg.Config{
 		Certificate:       e.cfg.Certificate,
 		Role:              p.role,
@@ -190,11 +208,6 @@ func (e *Engine) runDTLS(ctx context.Context, l *Leg, t *dtlsleg.Transport, p *d
 	linger := time.AfterFunc(e.cfg.DTLSLinger, func() { t.Close() })
 	_ = dtlsleg.Serve(res.Conn)
 	linger.Stop()
-	l.dtls.mu.Lock()
-	if l.dtls.conn == res.Conn {
-		l.dtls.conn = nil
-	}
-	l.dtls.mu.Unlock()
 	t.Close()
 	res.Conn.Close() // the Transport is closed: no close_notify goes out
 }
@@ -206,6 +219,7 @@ func (e *Engine) stopDTLS(l *Leg, forgetKeys bool) {
 	cancel, conn, done, t := l.dtls.cancel, l.dtls.conn, l.dtls.done, l.dtls.transport.Load()
 	l.dtls.cancel, l.dtls.conn, l.dtls.done = nil, nil, nil
 	l.dtls.transport.Store(nil)
+	l.dtls.started = false
 	l.dtls.mu.Unlock()
 	if cancel != nil {
 		cancel()
