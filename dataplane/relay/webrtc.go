@@ -158,7 +158,7 @@ func (e *Engine) runDTLS(ctx context.Context, cancel context.CancelFunc, l *Leg,
 		l.dtls.mu.Lock()
 		if l.dtls.transport.Load() == t {
 			l.dtls.transport.Store(nil)
-			l.dtls.conn = nil
+			l.dtls.conn, l.dtls.cancel = nil, nil
 		}
 		l.dtls.mu.Unlock()
 		cancel()
