@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -133,8 +131,8 @@ func TestHarnessJsSIP(t *testing.T) {
 
 // TestHarnessWebPhone runs the built-in web phone in Chromium against a
 // stub of the call API: dial, media and level meter, DTMF, mute, hang up
-// from either side, a refused call; no uncaught exception throughout. With
-// STRAIT_UPDATE_SCREENSHOT=1 it rewrites docs/webphone.png mid-call.
+// from either side, a refused call; no uncaught exception throughout.
+// (TestWebPhone takes the README's screenshot against the real strait.)
 func TestHarnessWebPhone(t *testing.T) {
 	e := harness.New(t, harness.NeedChromium)
 	api := newAPIStub()
@@ -184,24 +182,6 @@ func TestHarnessWebPhone(t *testing.T) {
 		}
 		return p.Eval(ctx, `phone.setMuted(false)`, nil)
 	})
-	if harness.UpdateScreenshot() {
-		e.Step("screenshot to docs/webphone.png", 10*time.Second, func(ctx context.Context) error {
-			if err := p.Eval(ctx, `document.activeElement.blur()`, nil); err != nil {
-				return err
-			}
-			time.Sleep(1500 * time.Millisecond) // a running timer and a settled meter
-			png, err := p.Screenshot(ctx)
-			if err != nil {
-				return err
-			}
-			path := filepath.Join(harness.RepoRoot(), "docs", "webphone.png")
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				return err
-			}
-			t.Logf("wrote %s (%d bytes)", path, len(png))
-			return os.WriteFile(path, png, 0o644)
-		})
-	}
 	e.Step("far end hangs up", 10*time.Second, func(ctx context.Context) error {
 		var id string
 		if err := p.Eval(ctx, `phone.callId`, &id); err != nil {

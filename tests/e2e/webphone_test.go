@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,6 +20,9 @@ func TestWebPhone(t *testing.T) {
 		p := openWebPhone(e, s)
 		base := baseline(e, s)
 		dialAndConnect(e, p, "echo")
+		if harness.UpdateScreenshot() {
+			screenshot(e, p)
+		}
 		webPhoneHangsUp(e, p)
 		idle(e, s, base)
 	})
@@ -80,5 +85,30 @@ func webPhoneHangsUp(e *harness.Env, p *harness.Page) {
 			return err
 		}
 		return p.NoExceptions()
+	})
+}
+
+// screenshot writes docs/webphone.png: the web phone mid-call, for the
+// README (STRAIT_UPDATE_SCREENSHOT=1).
+func screenshot(e *harness.Env, p *harness.Page) {
+	e.T().Helper()
+	e.Step("screenshot to docs/webphone.png", 15*time.Second, func(ctx context.Context) error {
+		if err := p.SetViewport(ctx, 420, 760, 2); err != nil {
+			return err
+		}
+		if err := p.Eval(ctx, `document.activeElement.blur()`, nil); err != nil {
+			return err
+		}
+		time.Sleep(1500 * time.Millisecond) // a running timer and a settled meter
+		png, err := p.Screenshot(ctx)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(harness.RepoRoot(), "docs", "webphone.png")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		e.T().Logf("wrote %s (%d bytes)", path, len(png))
+		return os.WriteFile(path, png, 0o644)
 	})
 }
