@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -307,90 +305,38 @@ func newPlain(t *testing.T) *mediatest.Plain {
 
 var _ = io.Discard
 
-// answerer is a browser's media for a call Strait offers it: a pion
-// PeerConnection that answers (mediatest.Browser only makes offers).
+// answerer is a browser's media for a call Strait offers it.
 type answerer struct {
-	pc       *webrtc.PeerConnection
-	track    *webrtc.TrackLocalStaticRTP
-	Received chan *rtp.Packet
+	*mediatest.Browser
+	seq uint16
 }
 
 func newAnswerer(t *testing.T) *answerer {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	for _, c := range []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, PayloadType: 0},
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, Channels: 1}, PayloadType: 126},
-	} {
-		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
-			t.Fatal(err)
-		}
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	b, err := mediatest.NewAnswerer(mediatest.BrowserOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, "audio", "answerer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	a := &answerer{pc: pc, track: track, Received: make(chan *rtp.Packet, 1024)}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		go func() {
-			for {
-				p, _, err := tr.ReadRTP()
-				if err != nil {
-					return
-				}
-				select {
-				case a.Received <- p:
-				default:
-				}
-			}
-		}()
-	})
-	return a
+	t.Cleanup(b.Close)
+	return &answerer{Browser: b}
 }
 
 // answer applies Strait's offer and returns the complete answer.
 func (a *answerer) answer(t *testing.T, offer []byte) []byte {
 	t.Helper()
-	if err := a.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
-		t.Fatalf("browser refuses Strait's offer: %v\n%s", err, offer)
-	}
-	ans, err := a.pc.CreateAnswer(nil)
+	ans, err := a.Answer(string(offer))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, offer)
 	}
-	gathered := webrtc.GatheringCompletePromise(a.pc)
-	if err := a.pc.SetLocalDescription(ans); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-gathered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("gathering did not complete")
-	}
-	return []byte(a.pc.LocalDescription().SDP)
+	return []byte(ans)
 }
 
 func (a *answerer) waitConnected(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for a.pc.ConnectionState() != webrtc.PeerConnectionStateConnected {
-		if time.Now().After(deadline) {
-			t.Fatalf("answerer not connected: %v", a.pc.ConnectionState())
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -398,9 +344,10 @@ func (a *answerer) waitConnected(t *testing.T) {
 func (a *answerer) send(t *testing.T, tag string, count int) {
 	t.Helper()
 	for i := 0; i < count; i++ {
-		if err := a.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(160 * i)}, Payload: payload(tag, i)}); err != nil {
+		if err := a.Send(0, a.seq, uint32(160*i), false, payload(tag, i)); err != nil {
 			t.Fatal(err)
 		}
+		a.seq++
 		time.Sleep(2 * time.Millisecond)
 	}
 }

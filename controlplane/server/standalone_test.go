@@ -110,7 +110,7 @@ func TestStandaloneBrowserToBrowser(t *testing.T) {
 		t.Fatalf("CDR %s", last)
 	}
 	ma.Close()
-	mbob.pc.Close()
+	mbob.Close()
 	waitGoroutines(t, base, 8)
 }
 

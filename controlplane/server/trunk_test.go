@@ -279,7 +279,7 @@ func TestTrunkPBXCallsBrowser(t *testing.T) {
 	if !strings.Contains(lines[len(lines)-1], `"direction":"sip-to-browser"`) || !strings.Contains(lines[len(lines)-1], `"reason":"caller bye"`) {
 		t.Fatalf("CDR %s", lines[len(lines)-1])
 	}
-	mb.pc.Close()
+	mb.Close()
 	plain.Close()
 	waitGoroutines(t, base, 8)
 }

@@ -56,6 +56,65 @@ type BrowserOptions struct {
 // NewBrowser creates a browser peer and its offer (gathering complete, no
 // trickle, as JsSIP sends it).
 func NewBrowser(opt BrowserOptions) (*Browser, error) {
+	b, err := newPeer(opt)
+	if err != nil {
+		return nil, err
+	}
+	offer, err := b.PC.CreateOffer(nil)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := b.setLocal(offer); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.Offer = b.PC.LocalDescription().SDP
+	if err := b.parseOffer(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// NewAnswerer creates a browser peer that will answer an SBC's offer (a
+// call toward the browser): see Answer.
+func NewAnswerer(opt BrowserOptions) (*Browser, error) { return newPeer(opt) }
+
+// Answer applies the SBC's offer and returns the browser's complete
+// answer (gathering done, as JsSIP sends it).
+func (b *Browser) Answer(offer string) (string, error) {
+	if err := b.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("mediatest: the browser refuses the offer: %w", err)
+	}
+	answer, err := b.PC.CreateAnswer(nil)
+	if err != nil {
+		return "", err
+	}
+	if err := b.setLocal(answer); err != nil {
+		return "", err
+	}
+	return b.PC.LocalDescription().SDP, nil
+}
+
+// setLocal applies a local description and waits until ICE gathering is
+// complete.
+func (b *Browser) setLocal(d webrtc.SessionDescription) error {
+	gathered := webrtc.GatheringCompletePromise(b.PC)
+	if err := b.PC.SetLocalDescription(d); err != nil {
+		return err
+	}
+	select {
+	case <-gathered:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("mediatest: ICE gathering did not complete")
+	}
+}
+
+// newPeer creates the browser's PeerConnection with a send track and
+// readers for what it receives.
+func newPeer(opt BrowserOptions) (*Browser, error) {
 	if len(opt.Codecs) == 0 {
 		opt.Codecs = BrowserAudio
 	}
@@ -135,27 +194,6 @@ func NewBrowser(opt BrowserOptions) (*Browser, error) {
 		go b.readRTCP(r.ReadRTCP)
 	})
 	go b.readRTCP(b.sender.ReadRTCP)
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		pc.Close()
-		return nil, err
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		pc.Close()
-		return nil, err
-	}
-	select {
-	case <-gathered:
-	case <-time.After(10 * time.Second):
-		pc.Close()
-		return nil, errors.New("mediatest: ICE gathering did not complete")
-	}
-	b.Offer = pc.LocalDescription().SDP
-	if err := b.parseOffer(); err != nil {
-		pc.Close()
-		return nil, err
-	}
 	return b, nil
 }
 
@@ -208,14 +246,8 @@ func (b *Browser) RestartICE() error {
 	if err != nil {
 		return err
 	}
-	gathered := webrtc.GatheringCompletePromise(b.PC)
-	if err := b.PC.SetLocalDescription(offer); err != nil {
+	if err := b.setLocal(offer); err != nil {
 		return err
-	}
-	select {
-	case <-gathered:
-	case <-time.After(10 * time.Second):
-		return errors.New("mediatest: ICE gathering did not complete")
 	}
 	b.Offer = b.PC.LocalDescription().SDP
 	return b.parseOffer()
