@@ -323,6 +323,16 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			c.metrics = node.metrics
 			profiled = true
 		}
+		if need, limit := fdsNeeded(j.k, cfg.Sessions), fileLimit(); j.r == relay(strait) && j.k.legs == legsPlain && need > limit {
+			// A baseline this machine cannot hold is skipped, and says why:
+			// the run's other figures stand on their own.
+			prog.Done()
+			reason := fmt.Sprintf("needs about %d file descriptors for %d sessions, RLIMIT_NOFILE is %d here", need, cfg.Sessions, limit)
+			prog.Log("%s skipped: %s", label, reason)
+			rep.Results = append(rep.Results, &report.Result{Target: j.r.target(j.k), Mode: cfg.Mode, Legs: j.k.legs, PlainPorts: j.k.portMode(),
+				Sessions: cfg.Sessions, Skipped: reason, NodeDrops: map[string]uint64{}})
+			continue
+		}
 		res, err := c.run(ctx)
 		prog.Done()
 		if err != nil {
@@ -417,6 +427,28 @@ func raiseFileLimit() {
 		l.Cur = l.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+}
+
+// fdsNeeded estimates the node's file descriptors for a case: a plain leg
+// with ports of its own holds an RTP and an RTCP socket.
+func fdsNeeded(k kind, sessions int) int {
+	perSession := 0
+	if k.portMode() == "per-leg" {
+		perSession = 2
+		if k.legs == legsPlain {
+			perSession = 4
+		}
+	}
+	return perSession*sessions + 1000 // shared ports, gRPC, metrics, slack
+}
+
+// fileLimit is the soft RLIMIT_NOFILE the node inherits.
+func fileLimit() int {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 1024
+	}
+	return int(l.Cur)
 }
 
 func machine() report.Machine {
