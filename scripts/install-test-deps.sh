@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs what Strait's end-to-end tests (tests/e2e) need on Debian, as root:
+# Installs what Strait's end-to-end tests (tests/e2e) need on Debian (as root,
+# or through passwordless sudo for the apt part):
 # Chromium and sipp from apt, and the test page's JavaScript (JsSIP, esbuild)
 # from npm with the committed package-lock.json. test.sh runs it when it runs
 # as root on Debian, as CI does.
@@ -17,9 +18,11 @@ command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
 if [ -n "$need" ]; then
 	echo "install-test-deps: apt-get install$need"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo -E"
+	$sudo apt-get update -qq
 	# shellcheck disable=SC2086 # word splitting of the package list is intended
-	apt-get install -y -qq --no-install-recommends $need >/dev/null
+	$sudo apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
 js=tests/e2e/js
