@@ -13,8 +13,10 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/internal/tlsconfig"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -253,8 +255,29 @@ func TestRootHandler(t *testing.T) {
 // A remote dataplane node over gRPC carries the calls just as the
 // in-process one does.
 func TestRemoteDataplane(t *testing.T) {
+	t.Run("loopback", func(t *testing.T) { remoteDataplane(t, false) })
+	t.Run("mutual TLS", func(t *testing.T) { remoteDataplane(t, true) })
+}
+
+// remoteDataplane places an API call through a node served over gRPC, as
+// strait --dataplane grpc://... does, with or without mutual TLS.
+func remoteDataplane(t *testing.T, mtls bool) {
 	n := newNode(t)
-	gs := grpc.NewServer()
+	cfg := config.Default()
+	var opts []grpc.ServerOption
+	if mtls {
+		pki, err := tlsconfig.GeneratePKI(t.TempDir(), []string{"127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc, err := tlsconfig.Server(pki.ServerCert, pki.ServerKey, pki.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		cfg.DataplaneCert, cfg.DataplaneKey, cfg.DataplaneCA = pki.ClientCert, pki.ClientKey, pki.CA
+	}
+	gs := grpc.NewServer(opts...)
 	pb.RegisterDataplaneServer(gs, pb.NewServer(n))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -262,7 +285,6 @@ func TestRemoteDataplane(t *testing.T) {
 	}
 	go gs.Serve(lis)
 	defer gs.Stop()
-	cfg := config.Default()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Dataplane = []string{"grpc://" + lis.Addr().String()}
 	srv, err := New(Options{Config: cfg, Log: testLog(t)})
