@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +103,50 @@ func TestSendRecvRoundTrip(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestListenOptions(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		s, err := Listen(netip.MustParseAddrPort(addr), Options{ReusePort: true, RecvBuffer: 1 << 20, TOS: 0xb8, CountDrops: true})
+		if err != nil {
+			t.Skipf("%s: %v", addr, err)
+		}
+		level, name := unix.IPPROTO_IP, unix.IP_TOS
+		if s.V6 {
+			level, name = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+		}
+		for _, o := range []struct {
+			what        string
+			level, name int
+			want        int
+		}{
+			{"DSCP EF", level, name, 0xb8},
+			{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
+			{"SO_RXQ_OVFL", unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1},
+		} {
+			if got, err := unix.GetsockoptInt(s.FD, o.level, o.name); err != nil || got != o.want {
+				t.Errorf("%s %s = %d, %v; want %d", addr, o.what, got, err, o.want)
+			}
+		}
+		// The kernel caps the request at net.core.rmem_max and doubles it.
+		want := 1 << 20
+		if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+			if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && max < want {
+				want = max
+			}
+		}
+		if got, _ := unix.GetsockoptInt(s.FD, unix.SOL_SOCKET, unix.SO_RCVBUF); got < want {
+			t.Errorf("%s SO_RCVBUF = %d, want at least %d", addr, got, want)
+		}
+		// A second socket on the same port is another worker's share.
+		s2, err := Listen(s.Local, Options{ReusePort: true})
+		if err != nil {
+			t.Errorf("%s: second SO_REUSEPORT socket on %v: %v", addr, s.Local, err)
+		} else {
+			s2.Close()
+		}
+		s.Close()
 	}
 }
 
