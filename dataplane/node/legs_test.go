@@ -172,12 +172,12 @@ func TestSSRCRewriteAndRTCPTranslation(t *testing.T) {
 // on IPv6 loopback.)
 func TestIPv6(t *testing.T) {
 	v6 := netip.MustParseAddr("::1")
-	n := newTestNode(t, func(c *Config) { c.MediaAddrs = []netip.Addr{v6} })
 	a, err := mediatest.NewPlain(v6)
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
 	}
 	defer a.Close()
+	n := newTestNode(t, func(c *Config) { c.MediaAddrs = []netip.Addr{v6} })
 	b, _ := mediatest.NewPlain(v6)
 	defer b.Close()
 	sess, err := n.CreateSession(ctx(t), &pb.CreateSessionRequest{Legs: []*pb.LegSpec{
