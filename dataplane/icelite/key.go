@@ -86,6 +86,20 @@ func padState(key []byte, pad byte) ([]byte, error) {
 	return m.MarshalBinary()
 }
 
+// ValidUfrag reports whether u can be a local ICE ufrag: 4 to 256
+// ice-chars (RFC 8839 section 5.4).
+func ValidUfrag(u string) bool {
+	if len(u) < 4 || len(u) > 256 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if !isICEChar(u[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func isICEChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '/'
 }

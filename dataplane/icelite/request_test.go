@@ -305,3 +305,11 @@ func TestRFC5769(t *testing.T) {
 		t.Error("Verify rejects the RFC 5769 request")
 	}
 }
+
+func TestValidUfrag(t *testing.T) {
+	for u, want := range map[string]bool{"abcd": true, "A+/9": true, "abc": false, "ab:c": false, "ab cd": false, string(make([]byte, 257)): false} {
+		if got := ValidUfrag(u); got != want {
+			t.Errorf("ValidUfrag(%q) = %v", u, got)
+		}
+	}
+}

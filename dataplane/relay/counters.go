@@ -53,32 +53,6 @@ func (c *counters) addTo(t *pb.LegCounters) {
 	t.LastInUnixNano = max(t.LastInUnixNano, c.lastIn.Load())
 }
 
-// AddCounters adds b's counts to a (last_in_unix_nano takes the later).
-func AddCounters(a, b *pb.LegCounters) {
-	a.PacketsIn += b.GetPacketsIn()
-	a.BytesIn += b.GetBytesIn()
-	a.PacketsOut += b.GetPacketsOut()
-	a.BytesOut += b.GetBytesOut()
-	a.RtcpIn += b.GetRtcpIn()
-	a.RtcpOut += b.GetRtcpOut()
-	a.StunIn += b.GetStunIn()
-	a.DtlsIn += b.GetDtlsIn()
-	a.DropUnknownSource += b.GetDropUnknownSource()
-	a.DropSrtpAuth += b.GetDropSrtpAuth()
-	a.DropReplay += b.GetDropReplay()
-	a.DropUnknownPt += b.GetDropUnknownPt()
-	a.DropMalformed += b.GetDropMalformed()
-	a.DropDirection += b.GetDropDirection()
-	a.DropNoConsent += b.GetDropNoConsent()
-	a.DropSend += b.GetDropSend()
-	a.DropNotReady += b.GetDropNotReady()
-	a.DropStunAuth += b.GetDropStunAuth()
-	a.DropRcvbuf += b.GetDropRcvbuf()
-	if b.GetLastInUnixNano() > a.LastInUnixNano {
-		a.LastInUnixNano = b.GetLastInUnixNano()
-	}
-}
-
 // nodeCounters count what cannot be charged to a leg: datagrams from
 // nobody the node knows, or too broken to tell. One per worker, written by
 // that worker only.

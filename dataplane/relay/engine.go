@@ -344,7 +344,7 @@ func (e *Engine) validateLeg(i int, spec *pb.LegSpec) error {
 	switch spec.GetKind() {
 	case pb.LegKind_LEG_KIND_WEBRTC:
 		w := spec.GetWebrtc()
-		if u := w.GetLocalUfrag(); u != "" && !validUfrag(u) {
+		if u := w.GetLocalUfrag(); u != "" && !icelite.ValidUfrag(u) {
 			return statusf(codes.InvalidArgument, "leg %d: local ufrag must be 4 to 256 ice-chars", i)
 		}
 		if p := w.GetLocalPwd(); p != "" {
@@ -809,19 +809,6 @@ func randomSSRC() uint32 {
 		return v
 	}
 	return 1
-}
-
-func validUfrag(u string) bool {
-	if len(u) < 4 || len(u) > 256 {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		c := u[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '/') {
-			return false
-		}
-	}
-	return true
 }
 
 func cloneSpecs(specs []*pb.LegSpec) []*pb.LegSpec {
