@@ -21,4 +21,18 @@
 // the answer updates it, and re-INVITE or UPDATE exchanges (hold,
 // resume, codec change, new address, ICE restart) update it again. A call
 // that ends deletes its session and leaves a CDR.
+//
+// Files by concern: engine.go (the Engine, its handlers and shutdown),
+// route.go (where a request comes from and goes), upstream.go (the PBX's
+// addresses and OPTIONS keepalive), registry.go (calls and dialogs by id),
+// events.go (the API's event stream); call.go (the Call and its state),
+// invite.go (a new call: the callee's INVITE, ringing, CANCEL), bridge.go
+// (the answer and its ACK), reoffer.go (re-INVITE and UPDATE offers),
+// indialog.go (other in-dialog requests), outofdialog.go (MESSAGE,
+// SUBSCRIBE and OPTIONS outside a dialog), hangup.go (every way a call
+// ends), cdr.go (its record), api.go (calls placed by the HTTP API);
+// dialog.go (one SIP dialog), sipmsg.go (header helpers); media.go (the
+// session and what was negotiated), offeranswer.go (offer/answer
+// exchanges), media_sdp.go (Strait's SDP from the session), media_spec.go
+// (the session's legs as the dataplane takes them).
 package b2bua

@@ -1,0 +1,110 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/sipnet"
+)
+
+var errNoAck = sipError(408, "", errors.New("no ACK for 2xx"))
+
+// waitAck waits for the ACK of a 2xx Strait sent for request seq on this
+// dialog, retransmitting the 2xx over UDP (RFC 3261 section 13.3.1.4).
+func (l *leg) waitAck(tx sip.ServerTransaction, res *sip.Response, seq uint32) (*sip.Request, error) {
+	giveUp := time.NewTimer(64 * sipnet.T1)
+	defer giveUp.Stop()
+	interval := sipnet.T1
+	resend := time.NewTimer(interval)
+	defer resend.Stop()
+	if !strings.EqualFold(l.d.transport, sipnet.UDP) {
+		resend.Stop()
+	}
+	for {
+		select {
+		case ack := <-l.acks:
+			if ack.CSeq().SeqNo == seq {
+				return ack, nil
+			}
+		case <-resend.C:
+			tx.Respond(res)
+			interval = min(2*interval, 4*time.Second)
+			resend.Reset(interval)
+		case <-giveUp.C:
+			return nil, errNoAck
+		case <-l.c.done:
+			return nil, errClosed
+		}
+	}
+}
+
+// bridge completes a call the callee answered: ACK the callee, answer
+// the caller, wait for its ACK.
+func (c *Call) bridge(ctx context.Context, tx sip.ClientTransaction, inv *sip.Request, res *sip.Response, cl caller, delayed bool) {
+	st := c.e.st
+	b := c.legs[1]
+	b.d.established(res)
+	b.info = allowsInfo(res)
+	ack := b.d.ack(inv.CSeq().SeqNo, nil)
+	st.Write(ack)
+	tx.OnRetransmission(func(r *sip.Response) {
+		if r.IsSuccess() {
+			st.Write(b.d.ack(inv.CSeq().SeqNo, nil))
+		}
+	})
+	fail := func(code int, reason string, err error) {
+		c.log.Info("answer refused", "err", err)
+		cl.failed(code, reason, nil)
+		bctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+		b.d.send(bctx, b.d.request(sip.BYE, nil, ""))
+		cancel()
+		c.finish(code, "answer: "+err.Error(), nil)
+	}
+	var out []byte
+	if len(res.Body()) > 0 {
+		ans, err := sdpBody(res.Body(), contentType(res))
+		if err != nil {
+			fail(488, "", err)
+			return
+		}
+		out, _, err = c.m.answer(ctx, 1, ans, res.Body())
+		if err != nil {
+			code, reason := statusOf(err)
+			fail(code, reason, err)
+			return
+		}
+	} else {
+		c.m.mu.Lock()
+		ex := c.m.pend
+		c.m.mu.Unlock()
+		if ex == nil || ex.answerOut == nil {
+			fail(502, "Bad Gateway: no answer", errors.New("2xx without SDP"))
+			return
+		}
+		out = ex.answerOut
+	}
+	c.setState(StateAnswered)
+	c.log.Info("answered")
+	ackReq, err := cl.answered(out)
+	if err != nil {
+		c.log.Info("caller never confirmed the answer", "err", err)
+		c.Hangup(408, "no ack")
+		return
+	}
+	if delayed && ackReq != nil {
+		d, err := sdpBody(ackReq.Body(), contentType(ackReq))
+		if err != nil || d == nil {
+			c.log.Info("delayed-offer ACK without a usable answer", "err", err)
+			c.Hangup(488, "no answer in ack")
+			return
+		}
+		if _, _, err := c.m.answer(context.Background(), 0, d, ackReq.Body()); err != nil {
+			c.log.Info("delayed-offer answer refused", "err", err)
+			c.Hangup(488, "bad answer in ack")
+		}
+	}
+}

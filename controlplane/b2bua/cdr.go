@@ -1,0 +1,36 @@
+package b2bua
+
+import (
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/cdr"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// record is the call's CDR so far, ended now with cause and reason.
+func (c *Call) record(cause int, reason string) *cdr.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := &cdr.Record{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, Start: c.start,
+		End: time.Now(), Cause: cause, Reason: reason}
+	if !c.answer.IsZero() {
+		t := c.answer
+		r.Answer = &t
+		r.Duration = r.End.Sub(t).Seconds()
+	}
+	return r
+}
+
+// legMedia is the CDR's media section from a deleted session's final
+// state (nil when the call never had one).
+func legMedia(s *pb.Session) []cdr.LegMedia {
+	var out []cdr.LegMedia
+	for _, l := range s.GetLegs() {
+		lc := l.GetCounters()
+		out = append(out, cdr.LegMedia{PacketsIn: lc.GetPacketsIn(), PacketsOut: lc.GetPacketsOut(),
+			BytesIn: lc.GetBytesIn(), BytesOut: lc.GetBytesOut(),
+			Dropped: lc.GetDropUnknownSource() + lc.GetDropSrtpAuth() + lc.GetDropReplay() + lc.GetDropUnknownPt() +
+				lc.GetDropMalformed() + lc.GetDropDirection() + lc.GetDropNoConsent() + lc.GetDropSend() + lc.GetDropNotReady()})
+	}
+	return out
+}

@@ -1,0 +1,343 @@
+package b2bua
+
+import (
+	"context"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/sdp"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
+)
+
+// caller is the caller's side of a call being set up: a SIP UAS dialog,
+// or an API request waiting for the answer.
+type caller interface {
+	// progress passes a provisional response (with early media SDP).
+	progress(code int, body []byte)
+	// answered sends the final answer and returns the ACK that confirms
+	// it (nil for an API client).
+	answered(body []byte) (*sip.Request, error)
+	// failed ends the caller's request with a failure.
+	failed(code int, reason string, hdrs []sip.Header)
+}
+
+// sipCaller is a caller over SIP.
+type sipCaller struct {
+	c  *Call
+	l  *leg
+	tx sip.ServerTransaction
+}
+
+func (s *sipCaller) progress(code int, body []byte) {
+	s.c.e.st.RespondWith(s.tx, s.l.d.response(code, "", body, sip.NewHeader("Allow", allow)))
+}
+
+func (s *sipCaller) answered(body []byte) (*sip.Request, error) {
+	res := s.l.d.response(200, "", body, sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
+	if err := s.c.e.st.RespondWith(s.tx, res); err != nil {
+		return nil, err
+	}
+	return s.l.waitAck(s.tx, res, s.l.d.invite.CSeq().SeqNo)
+}
+
+func (s *sipCaller) failed(code int, reason string, hdrs []sip.Header) {
+	s.c.e.st.RespondWith(s.tx, s.l.d.response(code, reason, nil, hdrs...))
+}
+
+// outbound builds the callee's dialog toward a target, with nothing of the
+// caller's dialog but the user name and display name.
+func (e *Engine) outbound(tgt target, fromUser, fromName string) (*dialog, legKind) {
+	if tgt.upstream {
+		up := e.cfg.Upstream
+		ruri := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host, Port: up.URIPort(), UriParams: sip.NewParams(), Headers: sip.NewParams()}
+		if up.Transport != sipnet.UDP {
+			ruri.UriParams.Add("transport", strings.ToLower(up.Transport))
+		}
+		local := sip.Uri{Scheme: "sip", User: fromUser, Host: up.Host}
+		remote := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host}
+		d := newUAC(e.st, ruri, local, remote, fromName, up.Transport, "")
+		return d, kindPlain
+	}
+	b := tgt.binding
+	host := e.st.Host()
+	local := sip.Uri{Scheme: "sip", User: fromUser, Host: host}
+	remote := sip.Uri{Scheme: "sip", User: b.AOR, Host: host}
+	if b.WebSocket() {
+		return newUAC(e.st, b.Contact, local, remote, fromName, b.Transport, b.Source), kindWebRTC
+	}
+	d := newUAC(e.st, b.Contact, local, remote, fromName, b.Transport, "")
+	d.dest = b.Source // symmetric: where the device registered from
+	return d, kindPlain
+}
+
+// onInvite handles an INVITE: a re-INVITE goes to its call, a new one
+// makes a call.
+func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if req.To() != nil {
+		if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+			e.onInDialog(req, tx)
+			return
+		}
+	}
+	if !e.admit(req, tx) {
+		return
+	}
+	e.st.Respond(tx, req, 100, "", nil)
+	s, ok := e.sideOf(req)
+	if !ok {
+		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
+		return
+	}
+	if !e.authorize(req, tx, s) {
+		return
+	}
+	if req.Contact() == nil {
+		e.st.Respond(tx, req, 400, "Bad Request: no Contact", nil)
+		return
+	}
+	offer, err := sdpBody(req.Body(), contentType(req))
+	if err != nil {
+		code, reason := statusOf(err)
+		e.st.Respond(tx, req, code, reason, nil, sip.NewHeader("Warning", `399 strait "`+sanitize(err.Error())+`"`))
+		return
+	}
+	tgt, err := e.resolve(s, req.Recipient.User, true)
+	if err != nil {
+		code, reason := statusOf(err)
+		e.st.Respond(tx, req, code, reason, nil)
+		return
+	}
+	kind := kindPlain
+	if s == fromBrowser {
+		kind = kindWebRTC
+	}
+	if offer != nil && offer.IsWebRTC() != (kind == kindWebRTC) {
+		e.st.Respond(tx, req, 488, "Not Acceptable Here: unexpected SDP profile", nil)
+		return
+	}
+	from := req.From()
+	c := e.newCall(from.Address.User, tgt.user)
+	a := &leg{c: c, idx: 0, d: newUAS(e.st, req, tx), kind: kind, acks: make(chan *sip.Request, 4)}
+	c.legs[0] = a
+	if err := e.register(c); err != nil {
+		e.st.Respond(tx, req, 503, "", nil)
+		return
+	}
+	e.addDialog(a)
+	c.log = c.log.With("caller", c.caller, "callee", c.callee)
+	c.log.Info("call", "from", s, "transport", req.Transport())
+	sc := &sipCaller{c: c, l: a, tx: tx}
+	if !tx.OnCancel(func(*sip.Request) { c.cancel(487, "caller cancel") }) {
+		c.finish(487, "caller cancel", nil)
+		return
+	}
+	if tgt.echo {
+		c.runEcho(offer, sc)
+		return
+	}
+	c.runInvite(req, offer, tgt, sc, from.DisplayName)
+}
+
+// runEcho answers the caller with a one-leg session that reflects its
+// media.
+func (c *Call) runEcho(offer *sdp.Description, cl caller) {
+	a := c.legs[0]
+	c.direction = "echo"
+	if offer == nil {
+		cl.failed(488, "Not Acceptable Here: the echo extension needs an offer", nil)
+		c.finish(488, "no offer", nil)
+		return
+	}
+	c.m = newMedia(c.e.cfg.Pool, c.ID, c.e.cfg.MediaTimeout, c.mediaLeg(a.kind))
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	ans, err := c.m.echo(ctx, offer)
+	if err != nil {
+		code, reason := statusOf(err)
+		c.log.Info("echo refused", "err", err)
+		cl.failed(code, reason, nil)
+		c.finish(code, "echo: "+err.Error(), nil)
+		return
+	}
+	c.setState(StateAnswered)
+	if _, err := cl.answered(ans); err != nil {
+		c.log.Info("echo: caller never confirmed", "err", err)
+		c.Hangup(408, "no ack")
+	}
+}
+
+// runInvite places the callee's leg and bridges it to the caller.
+func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, cl caller, fromName string) {
+	e := c.e
+	a := c.legs[0]
+	d, kind := e.outbound(tgt, c.caller, fromName)
+	b := &leg{c: c, idx: 1, d: d, kind: kind, acks: make(chan *sip.Request, 4)}
+	c.legs[1] = b
+	c.direction = direction(a, b, c.api)
+	c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(a.kind), c.mediaLeg(b.kind))
+
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RingTimeout)
+	defer cancel()
+	c.mu.Lock()
+	c.out = cancel
+	pre := c.outCause
+	c.mu.Unlock()
+	if pre != 0 {
+		cl.failed(pre, "", nil)
+		c.finish(pre, c.outReason, nil)
+		return
+	}
+
+	var body []byte
+	var err error
+	delayed := offer == nil
+	if delayed {
+		body, err = c.m.offerFresh(ctx, 1)
+	} else {
+		body, err = c.m.offer(ctx, 0, offer)
+	}
+	if err != nil {
+		code, reason := statusOf(err)
+		c.log.Info("offer refused", "err", err)
+		cl.failed(code, reason, nil)
+		c.finish(code, "offer: "+err.Error(), nil)
+		return
+	}
+	inv := d.request(sip.INVITE, body, "application/sdp")
+	inv.ReplaceHeader(maxForwards(req))
+	inv.AppendHeader(sip.NewHeader("Allow", allow))
+	if req != nil {
+		copyHeaders(req, inv, sessionTimerHeaders...)
+		if supportsTimer(req) {
+			inv.AppendHeader(sip.NewHeader("Supported", "timer"))
+		}
+		if tgt.upstream {
+			// The PBX challenges its users itself; its challenge went to
+			// the browser and the browser's answer goes back to it.
+			copyHeaders(req, inv, "Authorization", "Proxy-Authorization")
+		}
+	}
+	e.addDialog(b)
+	tx, err := e.st.Transaction(ctx, inv)
+	if err != nil {
+		c.log.Warn("callee unreachable", "err", err)
+		cl.failed(503, "", nil)
+		c.finish(503, "callee unreachable", nil)
+		return
+	}
+	defer tx.Terminate()
+	early := false
+	for {
+		select {
+		case res := <-tx.Responses():
+			e.cfg.Metrics.Response(string(sip.INVITE), res.StatusCode, true)
+			switch {
+			case res.StatusCode == 100:
+				continue
+			case res.IsProvisional():
+				if tag, ok := res.To().Params.Get("tag"); ok && tag != "" {
+					d.established(res)
+				}
+				if len(res.Body()) > 0 && !delayed {
+					ans, perr := sdpBody(res.Body(), contentType(res))
+					if perr == nil && ans != nil {
+						out, _, aerr := c.m.answer(ctx, 1, ans, res.Body())
+						if aerr == nil {
+							cl.progress(183, out)
+							early = true
+							c.setState(StateEarly)
+							continue
+						}
+						c.log.Info("early answer refused", "err", aerr)
+					}
+				}
+				if !early {
+					code := res.StatusCode
+					if code != 180 && code != 181 && code != 182 {
+						code = 180
+					}
+					cl.progress(code, nil)
+				}
+			case res.IsSuccess():
+				c.bridge(ctx, tx, inv, res, cl, delayed)
+				return
+			default:
+				code := mapFailure(res.StatusCode)
+				var hdrs []sip.Header
+				if (code == 401 || code == 407) && tgt.upstream {
+					for _, n := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
+						for _, h := range res.GetHeaders(n) {
+							hdrs = append(hdrs, sip.NewHeader(n, h.Value()))
+						}
+					}
+				} else if code == 401 || code == 407 {
+					code = 403
+				}
+				if code == 422 {
+					for _, h := range res.GetHeaders("Min-SE") {
+						hdrs = append(hdrs, sip.NewHeader("Min-SE", h.Value()))
+					}
+				}
+				reason := ""
+				if code == res.StatusCode {
+					reason = res.Reason
+				}
+				c.log.Info("callee refused", "status", res.StatusCode)
+				cl.failed(code, reason, hdrs)
+				c.finish(code, "callee "+strings.ToLower(sipnet.ReasonPhrase(code)), nil)
+				return
+			}
+		case <-ctx.Done():
+			c.mu.Lock()
+			code, reason := c.outCause, c.outReason
+			c.mu.Unlock()
+			if code == 0 {
+				code, reason = 408, "ring timeout"
+			}
+			c.cancelCallee(tx, inv)
+			if code != 487 || reason != "caller cancel" {
+				cl.failed(code, "", nil)
+			}
+			c.finish(code, reason, nil)
+			return
+		case <-tx.Done():
+			c.log.Info("callee did not answer the INVITE", "err", tx.Err())
+			cl.failed(408, "", nil)
+			c.finish(408, "callee timeout", nil)
+			return
+		}
+	}
+}
+
+// cancelCallee sends CANCEL for the callee's INVITE and waits for its
+// final response; a 2xx that crossed the CANCEL is ACKed and hung up.
+func (c *Call) cancelCallee(tx sip.ClientTransaction, inv *sip.Request) {
+	st := c.e.st
+	cctx, cancel := context.WithTimeout(context.Background(), cancelWait)
+	defer cancel()
+	creq := cancelFor(st, inv)
+	c.e.cfg.Metrics.Request(string(sip.CANCEL), false)
+	go st.Do(cctx, creq)
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			if res.IsSuccess() {
+				b := c.legs[1]
+				b.d.established(res)
+				st.Write(b.d.ack(inv.CSeq().SeqNo, nil))
+				bctx, bc := context.WithTimeout(context.Background(), byeTimeout)
+				b.d.send(bctx, b.d.request(sip.BYE, nil, ""))
+				bc()
+			}
+			return
+		case <-tx.Done():
+			return
+		case <-cctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package b2bua
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/sipnet"
+)
+
+// onOptions answers OPTIONS outside a dialog; inside one it is passed on.
+func (e *Engine) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+		e.onInDialog(req, tx)
+		return
+	}
+	if !e.admit(req, tx) {
+		return
+	}
+	e.st.Respond(tx, req, 200, "", nil, sip.NewHeader("Allow", allow),
+		sip.NewHeader("Accept", "application/sdp"), sip.NewHeader("Supported", "timer, outbound"))
+}
+
+// onOutOfDialog relays MESSAGE, NOTIFY (e.g. message waiting) and
+// SUBSCRIBE outside a dialog to where the R-URI's user is: the upstream
+// for a browser in trunk mode, a registered browser or device otherwise.
+func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
+	if tag, ok := req.To().Params.Get("tag"); ok && tag != "" {
+		e.onInDialog(req, tx)
+		return
+	}
+	if !e.admit(req, tx) {
+		return
+	}
+	s, ok := e.sideOf(req)
+	if !ok {
+		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
+		return
+	}
+	if !e.authorize(req, tx, s) {
+		return
+	}
+	tgt, err := e.resolve(s, req.Recipient.User, false)
+	if err != nil {
+		code, reason := statusOf(err)
+		e.st.Respond(tx, req, code, reason, nil)
+		return
+	}
+	from := req.From()
+	d, kind := e.outbound(tgt, from.Address.User, from.DisplayName)
+	if req.Method == sip.SUBSCRIBE {
+		e.relaySubscribe(req, tx, d, kind)
+		return
+	}
+	fwd := d.request(req.Method, req.Body(), contentType(req))
+	fwd.ReplaceHeader(maxForwards(req))
+	copyHeaders(req, fwd, passHeaders...)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	e.mu.Lock()
+	e.ownIDs[d.callID] = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.ownIDs, d.callID)
+		e.mu.Unlock()
+	}()
+	res, err := d.send(ctx, fwd)
+	if err != nil {
+		e.st.Respond(tx, req, 408, "", nil)
+		return
+	}
+	out := e.st.Response(req, mapFailure(res.StatusCode), "", res.Body())
+	if len(res.Body()) > 0 {
+		out.AppendHeader(sip.NewHeader("Content-Type", contentType(res)))
+	}
+	e.st.RespondWith(tx, out)
+}
+
+// subscriptionSlack is how long a relayed subscription outlives its
+// Expires without a refresh before Strait forgets it.
+const subscriptionSlack = 32 * time.Second
+
+// relaySubscribe makes a subscription relay: two dialogs and no media.
+// NOTIFYs and refreshes then pass as in-dialog requests.
+func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *dialog, kind legKind) {
+	c := e.newCall(req.From().Address.User, req.Recipient.User)
+	c.sub = true
+	a := &leg{c: c, idx: 0, d: newUAS(e.st, req, tx), kind: kindPlain, acks: make(chan *sip.Request, 1)}
+	if sipnet.IsWebSocket(req.Transport()) {
+		a.kind = kindWebRTC
+	}
+	b := &leg{c: c, idx: 1, d: d, kind: kind, acks: make(chan *sip.Request, 1)}
+	c.legs = [2]*leg{a, b}
+	if err := e.register(c); err != nil {
+		e.st.Respond(tx, req, 503, "", nil)
+		return
+	}
+	e.addDialog(a)
+	e.addDialog(b) // a NOTIFY may come before the 2xx (RFC 6665 section 4.1.2.4)
+	fwd := d.request(sip.SUBSCRIBE, req.Body(), contentType(req))
+	fwd.ReplaceHeader(maxForwards(req))
+	copyHeaders(req, fwd, passHeaders...)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	res, err := d.send(ctx, fwd)
+	if err != nil {
+		e.st.Respond(tx, req, 408, "", nil)
+		c.finish(408, "subscribe timeout", nil)
+		return
+	}
+	if !res.IsSuccess() {
+		e.st.Respond(tx, req, mapFailure(res.StatusCode), "", nil)
+		c.finish(res.StatusCode, "subscribe refused", nil)
+		return
+	}
+	d.established(res)
+	out := a.d.response(res.StatusCode, res.Reason, nil)
+	copyHeaders(res, out, "Expires")
+	e.st.RespondWith(tx, out)
+	c.subscriptionUpdate(req, res)
+}
+
+// subscriptionUpdate keeps a subscription relay alive for its Expires, or
+// ends it on a terminating NOTIFY or an unsubscribe.
+func (c *Call) subscriptionUpdate(req *sip.Request, res *sip.Response) {
+	if req.Method == sip.NOTIFY {
+		if h := req.GetHeader("Subscription-State"); h != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Value())), "terminated") {
+			c.finish(200, "subscription terminated", nil)
+		}
+		return
+	}
+	if req.Method != sip.SUBSCRIBE {
+		return
+	}
+	exp := 3600
+	for _, m := range []headers{res, req} {
+		if h := m.GetHeader("Expires"); h != nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
+				exp = n
+				break
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.subTimer != nil {
+		c.subTimer.Stop()
+	}
+	c.subTimer = time.AfterFunc(time.Duration(exp)*time.Second+subscriptionSlack, func() {
+		c.finish(408, "subscription expired", nil)
+	})
+	c.mu.Unlock()
+}

@@ -1,0 +1,148 @@
+package b2bua
+
+import (
+	"errors"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/dpool"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+func (e *Engine) addDialog(l *leg) {
+	k := l.d.key()
+	e.mu.Lock()
+	e.dialogs[k] = l
+	if !l.d.uas {
+		e.ownIDs[l.d.callID] = true
+	}
+	e.mu.Unlock()
+}
+
+func (e *Engine) removeDialog(l *leg) {
+	if l == nil || l.d == nil {
+		return
+	}
+	k := l.d.key()
+	e.mu.Lock()
+	if e.dialogs[k] == l {
+		delete(e.dialogs, k)
+	}
+	if !l.d.uas {
+		delete(e.ownIDs, l.d.callID)
+	}
+	e.mu.Unlock()
+}
+
+// legOf finds the leg an in-dialog request (or ACK) belongs to.
+func (e *Engine) legOf(req *sip.Request) *leg {
+	tag, _ := req.To().Params.Get("tag")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dialogs[key(req.CallID().Value(), tag)]
+}
+
+// onDataplaneEvent ends calls whose media stopped or whose DTLS failed.
+func (e *Engine) onDataplaneEvent(ev *pb.Event) {
+	id := ev.GetLabels()[dpool.LabelCall]
+	if id == "" {
+		return
+	}
+	e.mu.Lock()
+	c := e.calls[id]
+	e.mu.Unlock()
+	if c == nil {
+		return
+	}
+	switch ev.GetType() {
+	case pb.EventType_EVENT_TYPE_MEDIA_TIMEOUT:
+		if c.State() == StateAnswered {
+			c.log.Info("media timeout", "leg", ev.GetLeg())
+			go c.Hangup(408, "media timeout")
+		}
+	case pb.EventType_EVENT_TYPE_DTLS_FAILED:
+		c.log.Warn("DTLS failed", "leg", ev.GetLeg(), "detail", ev.GetDetail())
+		go c.Hangup(488, "dtls failed")
+	}
+}
+
+// FlowClosed ends the calls (and subscriptions) that had a leg on a
+// browser's WebSocket that closed: the browser is gone, so the other leg
+// gets BYE (or CANCEL while ringing) and the session is deleted.
+func (e *Engine) FlowClosed(flow string) {
+	for _, c := range e.snapshot() {
+		for _, l := range c.legs {
+			if l != nil && l.d != nil && l.d.flow == flow {
+				c.log.Info("browser connection lost", "leg", l.idx)
+				c.lost(l)
+				break
+			}
+		}
+	}
+}
+
+// Calls returns every call in progress.
+func (e *Engine) Calls() []Info {
+	e.mu.Lock()
+	calls := make([]*Call, 0, len(e.calls))
+	for _, c := range e.calls {
+		calls = append(calls, c)
+	}
+	e.mu.Unlock()
+	out := make([]Info, 0, len(calls))
+	for _, c := range calls {
+		out = append(out, c.Info())
+	}
+	return out
+}
+
+// Call returns a call in progress by id.
+func (e *Engine) Call(id string) (*Call, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.calls[id]
+	return c, ok
+}
+
+// ActiveSessions lists the dataplane sessions of calls in progress (for
+// reaping orphans after a restart).
+func (e *Engine) ActiveSessions() map[string]bool {
+	out := map[string]bool{}
+	for _, c := range e.snapshot() {
+		if c.m != nil {
+			if id := c.m.sessionID(); id != "" {
+				out[id] = true
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) snapshot() []*Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*Call, 0, len(e.calls))
+	for _, c := range e.calls {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (e *Engine) register(c *Call) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing {
+		return sipError(503, "", errors.New("shutting down"))
+	}
+	e.calls[c.ID] = c
+	if !c.sub {
+		e.cfg.Metrics.CallState("", StateRinging.String())
+	}
+	return nil
+}
+
+func (e *Engine) unregister(c *Call) {
+	e.mu.Lock()
+	delete(e.calls, c.ID)
+	e.mu.Unlock()
+}

@@ -1,0 +1,100 @@
+package b2bua
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/sdp"
+)
+
+// allowsInfo reports whether a message's Allow header lists INFO.
+func allowsInfo(m headers) bool {
+	for _, h := range m.GetHeaders("Allow") {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "INFO") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sdpBody parses a message's SDP body, nil when there is none.
+func sdpBody(body []byte, contentType string) (*sdp.Description, error) {
+	if len(body) == 0 {
+		return nil, nil
+	}
+	if ct := strings.ToLower(strings.TrimSpace(strings.SplitN(contentType, ";", 2)[0])); ct != "" && ct != "application/sdp" {
+		return nil, sipError(415, "", errors.New("body is "+ct+", not application/sdp"))
+	}
+	return sdp.Parse(body)
+}
+
+// headers is what requests and responses share for header access.
+type headers interface {
+	GetHeader(name string) sip.Header
+	GetHeaders(name string) []sip.Header
+	AppendHeader(h sip.Header)
+}
+
+func contentType(m headers) string {
+	if h := m.GetHeader("Content-Type"); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// sessionTimerHeaders pass end to end so that the endpoints keep their
+// session timers (RFC 4028): Strait relays every refresh.
+var sessionTimerHeaders = []string{"Session-Expires", "Min-SE"}
+
+func copyHeaders(from, to headers, names ...string) {
+	for _, n := range names {
+		for _, h := range from.GetHeaders(n) {
+			to.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+		}
+	}
+}
+
+// supportsTimer reports whether a message lists "timer" in Supported or
+// Require.
+func supportsTimer(m headers) bool {
+	for _, n := range []string{"Supported", "Require", "k"} {
+		for _, h := range m.GetHeaders(n) {
+			for _, t := range strings.Split(h.Value(), ",") {
+				if strings.EqualFold(strings.TrimSpace(t), "timer") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// sanitize makes text safe inside a quoted header value.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 120 {
+		s = s[:120]
+	}
+	return s
+}
+
+// maxForwards is what Strait sends on: one less than received.
+func maxForwards(req *sip.Request) *sip.MaxForwardsHeader {
+	n := sip.MaxForwardsHeader(70)
+	if req == nil {
+		return &n
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() > 0 {
+		n = sip.MaxForwardsHeader(mf.Val() - 1)
+	}
+	return &n
+}
