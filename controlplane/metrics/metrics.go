@@ -25,6 +25,7 @@ type Metrics struct {
 	sipResponses  *prometheus.CounterVec
 	sessions      *prometheus.GaugeVec
 	upstreamUp    prometheus.Gauge
+	sipDropped    *prometheus.CounterVec
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -46,9 +47,12 @@ func New() *Metrics {
 			Help: "Dataplane sessions held for calls, by node."}, []string{"node"}),
 		upstreamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_upstream_up",
 			Help: "1 when the upstream answered the last OPTIONS ping."}),
+		sipDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_dropped_total",
+			Help: "SIP messages, connections and dials Strait refused at its edge, by transport and reason."},
+			[]string{"transport", "reason"}),
 	}
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamUp, m.sipDropped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -88,12 +88,13 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.WSHost == "" {
 		cfg.WSHost = "strait.invalid"
 	}
-	sipLog := cfg.Log.With("component", "sipgo")
+	sipLog := slog.New(quietRefusals{cfg.Log.Handler()}).With("component", "sipgo")
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
 		sipgo.WithUserAgenTLSConfig(cfg.TLS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
 			sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {})),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerTransports(transports(cfg.Metrics))))
 	if err != nil {
 		return nil, err
 	}
@@ -315,9 +316,10 @@ func (s *Stack) Prepare(req *sip.Request, r Route) {
 // asIs is a ClientRequestOption that leaves a prepared request alone.
 func asIs(*sipgo.Client, *sip.Request) error { return nil }
 
-// Transaction starts a client transaction for a prepared request.
+// Transaction starts a client transaction for a prepared request. It may
+// open a connection to the request's destination (see dial.go).
 func (s *Stack) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
-	return s.Client.TransactionRequest(ctx, req, asIs)
+	return s.Client.TransactionRequest(allowDial(ctx), req, asIs)
 }
 
 // Do sends a prepared non-INVITE request and returns its final response.
@@ -346,9 +348,18 @@ func (s *Stack) Do(ctx context.Context, req *sip.Request) (*sip.Response, error)
 	}
 }
 
-// Write sends a prepared request outside any transaction (ACK).
+// Write sends a prepared request outside any transaction (ACK). Like
+// sipgo's Client.WriteRequest, but under a context that may open a
+// connection to the request's destination (see dial.go).
 func (s *Stack) Write(req *sip.Request) error {
-	return s.Client.WriteRequest(req, asIs)
+	ctx, cancel := context.WithTimeout(allowDial(context.Background()), dialTimeout)
+	defer cancel()
+	conn, err := s.UA.TransportLayer().ClientRequestConnection(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer conn.TryClose()
+	return conn.WriteMsg(req)
 }
 
 // Respond answers a request with a status and optional body and headers.

@@ -16,7 +16,8 @@ import (
 type SippConfig struct {
 	// Name names the run's artifacts (default: the scenario's base name).
 	Name string
-	// Scenario is the file name of the scenario in tests/e2e/sipp. Required.
+	// Scenario is the file name of the scenario in tests/e2e/sipp, or an
+	// absolute path (another suite's scenario). Required.
 	Scenario string
 	// Remote is where a UAC sends its first request ("127.0.0.1:5060");
 	// empty for a UAS.
@@ -62,7 +63,11 @@ func (e *Env) StartSipp(cfg SippConfig) *Sipp {
 	e.t.Helper()
 	name := cfg.Name
 	if name == "" {
-		name = strings.TrimSuffix(cfg.Scenario, ".xml")
+		name = strings.TrimSuffix(filepath.Base(cfg.Scenario), ".xml")
+	}
+	scenario := cfg.Scenario
+	if !filepath.IsAbs(scenario) {
+		scenario = filepath.Join(E2EDir(), "sipp", scenario)
 	}
 	dir := e.Artifact("sipp-" + name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -81,7 +86,7 @@ func (e *Env) StartSipp(cfg SippConfig) *Sipp {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 60 * time.Second
 	}
-	argv := []string{"sipp", "-sf", filepath.Join(E2EDir(), "sipp", cfg.Scenario),
+	argv := []string{"sipp", "-sf", scenario,
 		"-i", LoopbackIP, "-mi", LoopbackIP, "-p", strconv.Itoa(s.Port), "-mp", strconv.Itoa(s.MediaPort),
 		"-m", strconv.Itoa(cfg.Calls), "-nostdin", "-aa",
 		"-timeout", fmt.Sprintf("%ds", int(cfg.Timeout.Seconds())), "-timeout_error",

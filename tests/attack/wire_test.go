@@ -1,0 +1,179 @@
+package attack
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// attackerIP returns the i-th attacker's source address: 127.0.0.2 and up
+// (the legitimate caller is 127.0.0.1).
+func attackerIP(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i%250) }
+
+// token returns n random bytes in hex, for tags, branches and Call-IDs.
+func token(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sipMsg is a SIP request as an attacker writes it: by hand, every header
+// under its control.
+type sipMsg struct {
+	Method, RURI string
+	// Via is the top Via's value without branch ("SIP/2.0/UDP h:p;rport").
+	Via     string
+	From    string // with tag
+	To      string
+	CallID  string
+	CSeq    int
+	Contact string
+	// Headers are extra "Name: value" lines.
+	Headers []string
+	Body    string
+}
+
+// String renders the request with a fresh branch.
+func (m sipMsg) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s SIP/2.0\r\n", m.Method, m.RURI)
+	fmt.Fprintf(&b, "Via: %s;branch=z9hG4bK%s\r\n", m.Via, token(8))
+	b.WriteString("Max-Forwards: 70\r\n")
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n", m.From, m.To, m.CallID, m.CSeq, m.Method)
+	if m.Contact != "" {
+		fmt.Fprintf(&b, "Contact: %s\r\n", m.Contact)
+	}
+	for _, h := range m.Headers {
+		b.WriteString(h + "\r\n")
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(m.Body), m.Body)
+	return b.String()
+}
+
+// register returns a REGISTER for user@host from a contact at via's
+// address over transport.
+func register(transport, src string, srcPort int, host, user string, cseq int) sipMsg {
+	return sipMsg{Method: "REGISTER", RURI: "sip:" + host,
+		Via:     fmt.Sprintf("SIP/2.0/%s %s:%d;rport", transport, src, srcPort),
+		From:    fmt.Sprintf("<sip:%s@%s>;tag=%s", user, host, token(4)),
+		To:      fmt.Sprintf("<sip:%s@%s>", user, host),
+		CallID:  token(10),
+		CSeq:    cseq,
+		Contact: fmt.Sprintf("<sip:%s@%s:%d;transport=%s>", user, src, srcPort, strings.ToLower(transport)),
+		Headers: []string{"Expires: 300"}}
+}
+
+// options returns an OPTIONS to host with the given Via transport and sent-by.
+func options(transport, sentBy, host string) sipMsg {
+	return sipMsg{Method: "OPTIONS", RURI: "sip:" + host, Via: fmt.Sprintf("SIP/2.0/%s %s", transport, sentBy),
+		From: fmt.Sprintf("<sip:probe@%s>;tag=%s", host, token(4)), To: "<sip:" + host + ">", CallID: token(10), CSeq: 1}
+}
+
+var statusLine = regexp.MustCompile(`^SIP/2\.0 (\d{3}) `)
+
+// statusOf returns a response's status code, or 0 when msg is not one.
+func statusOf(msg string) int {
+	m := statusLine.FindStringSubmatch(msg)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// header returns the first value of a header in a raw message.
+func header(msg, name string) string {
+	for _, line := range strings.Split(msg, "\r\n") {
+		if line == "" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// udpFrom opens a UDP socket on src (an attacker address).
+func udpFrom(src string) (*net.UDPConn, error) {
+	return net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(src)})
+}
+
+// dialTCPFrom opens a TCP connection from src to addr.
+func dialTCPFrom(ctx context.Context, src, addr string) (*net.TCPConn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// readSIPStream reads one SIP message (headers and Content-Length body)
+// from a stream.
+func readSIPStream(r *bufio.Reader) (string, error) {
+	var b strings.Builder
+	length := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return b.String(), err
+		}
+		b.WriteString(line)
+		t := strings.TrimRight(line, "\r\n")
+		if t == "" {
+			if b.Len() <= 2 { // keepalive CRLF between messages
+				b.Reset()
+				continue
+			}
+			break
+		}
+		if k, v, ok := strings.Cut(t, ":"); ok && (strings.EqualFold(k, "Content-Length") || k == "l") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return b.String(), err
+	}
+	return b.String() + string(body), nil
+}
+
+// wsConn is SIP over WebSocket from an attacker address (RFC 7118): one
+// text frame per message.
+type wsConn struct{ net.Conn }
+
+// dialWSFrom opens a SIP WebSocket from src to strait's /ws URL.
+func dialWSFrom(ctx context.Context, src, url string) (*wsConn, error) {
+	d := ws.Dialer{Protocols: []string{"sip"}, Timeout: 5 * time.Second,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			return nd.DialContext(ctx, "tcp4", addr)
+		}}
+	c, _, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &wsConn{c}, nil
+}
+
+// Send writes one SIP message as a text frame.
+func (c *wsConn) Send(msg string) error { return wsutil.WriteClientText(c.Conn, []byte(msg)) }
+
+// Recv reads the next SIP message (text frame).
+func (c *wsConn) Recv(timeout time.Duration) (string, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	b, err := wsutil.ReadServerText(c.Conn)
+	return string(b), err
+}
