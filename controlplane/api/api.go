@@ -13,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 )
@@ -128,7 +131,21 @@ func httpStatus(sipCode int) int {
 func writeCallError(w http.ResponseWriter, err error) {
 	var be *b2bua.Error
 	var se *sdp.Error
+	var refusal *dialplan.Refusal
 	code := 500
+	if errors.As(err, &refusal) {
+		// The dial plan's refusals: 403 for a destination, 429 (RFC 6585)
+		// for a user's limits, with Retry-After when there is one.
+		status := http.StatusForbidden
+		if refusal.Reason != dialplan.ReasonDestination {
+			status = http.StatusTooManyRequests
+		}
+		if refusal.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(refusal.RetryAfter.Seconds()))))
+		}
+		writeJSON(w, status, Error{Error: refusal.Phrase + " (" + string(refusal.Reason) + ")", SIPStatus: refusal.Status})
+		return
+	}
 	switch {
 	case errors.As(err, &be):
 		code = be.Status

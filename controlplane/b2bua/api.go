@@ -97,14 +97,21 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	if !offer.IsWebRTC() {
 		return "", nil, sipError(488, "", errors.New("the offer is not a WebRTC offer"))
 	}
+	release, err := e.admitCall(from, user)
+	if err != nil {
+		return "", nil, err
+	}
 	tgt, err := e.resolve(fromBrowser, user, true)
 	if err != nil {
+		release()
 		return "", nil, err
 	}
 	c := e.newCall(from, user)
 	c.api = true
+	c.release = release
 	c.legs[0] = &leg{c: c, idx: 0, kind: kindWebRTC, acks: make(chan *sip.Request, 1)}
 	if err := e.register(c); err != nil {
+		release()
 		return "", nil, err
 	}
 	c.log = c.log.With("caller", from, "callee", user)

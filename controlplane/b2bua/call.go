@@ -76,6 +76,9 @@ type Call struct {
 	legs [2]*leg
 	sub  bool // a SUBSCRIBE relay: dialogs, no media
 	api  bool
+	// release gives back the caller's dial-plan slot; set before the call
+	// is registered, called once by finish (nil: none taken).
+	release func()
 
 	mu        sync.Mutex // guards the fields below
 	state     State

@@ -23,7 +23,8 @@
 // that ends deletes its session and leaves a CDR.
 //
 // Files by concern: engine.go (the Engine, its handlers and shutdown),
-// route.go (where a request comes from and goes), upstream.go (the PBX's
+// route.go (where a request comes from and goes), policy.go (who may
+// place a request, as whom, and the dial plan), upstream.go (the PBX's
 // addresses and OPTIONS keepalive), registry.go (calls and dialogs by id),
 // events.go (the API's event stream); call.go (the Call and its state),
 // invite.go (a new call: the callee's INVITE, ringing, CANCEL), bridge.go

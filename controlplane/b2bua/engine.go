@@ -10,6 +10,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/registrar"
@@ -52,6 +53,14 @@ type Config struct {
 	// MediaTimeout is the silence after which the dataplane reports
 	// MEDIA_TIMEOUT and Strait hangs up (0: the node's default).
 	MediaTimeout time.Duration
+	// Guard applies the dial plan (destinations, per-user limits) to calls
+	// from browsers, SIP devices and the API; nil allows everything.
+	Guard *dialplan.Guard
+	// PBXAuthenticatesCalls, in trunk mode, passes INVITEs from browsers
+	// that did not register through Strait to the upstream, with their own
+	// From: the upstream challenges every INVITE itself. Off, only a
+	// WebSocket with a live registration may call, as its registered user.
+	PBXAuthenticatesCalls bool
 }
 
 // Engine routes SIP requests to calls and holds them. It is safe for

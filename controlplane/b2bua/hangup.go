@@ -131,6 +131,9 @@ func (c *Call) finish(cause int, reason string, bye func()) {
 		for _, l := range c.legs {
 			c.e.removeDialog(l)
 		}
+		if c.release != nil {
+			c.release()
+		}
 		if !c.sub {
 			c.e.cfg.Metrics.CallState(old.String(), "")
 			c.e.cfg.Metrics.CallEnded(cause)

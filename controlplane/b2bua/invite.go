@@ -89,7 +89,8 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
 		return
 	}
-	if !e.authorize(req, tx, s) {
+	who, ok := e.authorize(req, tx, s)
+	if !ok {
 		return
 	}
 	if req.Contact() == nil {
@@ -102,8 +103,19 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, code, reason, nil, sip.NewHeader("Warning", `399 strait "`+sanitize(err.Error())+`"`))
 		return
 	}
+	release := func() {}
+	if s != fromUpstream {
+		// Calls from users pass the dial plan; calls from the upstream
+		// are the PBX's to police.
+		if release, err = e.admitCall(who, req.Recipient.User); err != nil {
+			code, reason := statusOf(err)
+			e.st.Respond(tx, req, code, reason, nil, refusalHeaders(err)...)
+			return
+		}
+	}
 	tgt, err := e.resolve(s, req.Recipient.User, true)
 	if err != nil {
+		release()
 		code, reason := statusOf(err)
 		e.st.Respond(tx, req, code, reason, nil)
 		return
@@ -113,14 +125,17 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		kind = kindWebRTC
 	}
 	if offer != nil && offer.IsWebRTC() != (kind == kindWebRTC) {
+		release()
 		e.st.Respond(tx, req, 488, "Not Acceptable Here: unexpected SDP profile", nil)
 		return
 	}
 	from := req.From()
-	c := e.newCall(from.Address.User, tgt.user)
+	c := e.newCall(who, tgt.user)
+	c.release = release
 	a := &leg{c: c, idx: 0, d: newUAS(e.st, req, tx), kind: kind, acks: make(chan *sip.Request, 4)}
 	c.legs[0] = a
 	if err := e.register(c); err != nil {
+		release()
 		e.st.Respond(tx, req, 503, "", nil)
 		return
 	}

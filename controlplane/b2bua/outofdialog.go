@@ -40,7 +40,8 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
 		return
 	}
-	if !e.authorize(req, tx, s) {
+	who, ok := e.authorize(req, tx, s)
+	if !ok {
 		return
 	}
 	tgt, err := e.resolve(s, req.Recipient.User, false)
@@ -49,10 +50,9 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, code, reason, nil)
 		return
 	}
-	from := req.From()
-	d, kind := e.outbound(tgt, from.Address.User, from.DisplayName)
+	d, kind := e.outbound(tgt, who, req.From().DisplayName)
 	if req.Method == sip.SUBSCRIBE {
-		e.relaySubscribe(req, tx, d, kind)
+		e.relaySubscribe(req, tx, d, kind, who)
 		return
 	}
 	fwd := d.request(req.Method, req.Body(), contentType(req))
@@ -86,8 +86,8 @@ const subscriptionSlack = 32 * time.Second
 
 // relaySubscribe makes a subscription relay: two dialogs and no media.
 // NOTIFYs and refreshes then pass as in-dialog requests.
-func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *dialog, kind legKind) {
-	c := e.newCall(req.From().Address.User, req.Recipient.User)
+func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *dialog, kind legKind, who string) {
+	c := e.newCall(who, req.Recipient.User)
 	c.sub = true
 	a := &leg{c: c, idx: 0, d: newUAS(e.st, req, tx), kind: kindPlain, acks: make(chan *sip.Request, 1)}
 	if sipnet.IsWebSocket(req.Transport()) {

@@ -77,32 +77,3 @@ func (e *Engine) reachable(b registrar.Binding, user string) (target, error) {
 	}
 	return target{binding: b, user: b.AOR}, nil
 }
-
-// authorize decides whether a standalone-mode caller may place a request:
-// it registered from where it calls, or answers a digest challenge (407).
-// It reports false after answering the request itself.
-func (e *Engine) authorize(req *sip.Request, tx sip.ServerTransaction, s side) bool {
-	if e.cfg.Upstream != nil {
-		return s != 0
-	}
-	d := e.cfg.Digest
-	if d == nil {
-		return true
-	}
-	user := req.From().Address.User
-	for _, aor := range e.cfg.Registry.FromSource(req.Source()) {
-		if aor == user {
-			return true
-		}
-	}
-	auth := ""
-	if h := req.GetHeader("Proxy-Authorization"); h != nil {
-		auth = h.Value()
-	}
-	verdict, who := d.Check(auth, string(req.Method))
-	if verdict == registrar.Granted && who == user {
-		return true
-	}
-	e.st.Respond(tx, req, 407, "", nil, sip.NewHeader("Proxy-Authenticate", d.Challenge(verdict == registrar.Stale)))
-	return false
-}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 )
 
@@ -46,6 +47,13 @@ const (
 	// DefaultRingTimeout bounds how long an outgoing INVITE may ring
 	// before Strait gives up with 408.
 	DefaultRingTimeout = 120 * time.Second
+	// DefaultMaxCallsPerUser bounds one user's calls in progress: a
+	// person has one or two; a stolen account used for toll fraud starts
+	// dozens at once.
+	DefaultMaxCallsPerUser = 10
+	// DefaultMaxCallRatePerUser bounds the calls one user may start per
+	// minute, for the same reason (a person dials a few a minute at most).
+	DefaultMaxCallRatePerUser = 30
 )
 
 // DefaultCodecs are the codecs a trunk is offered unless --codecs says
@@ -104,8 +112,27 @@ type Config struct {
 	TLSCert string `yaml:"tls_cert" flag:"tls-cert" usage:"TLS certificate (PEM) for HTTPS/WSS and SIP TLS"`
 	TLSKey  string `yaml:"tls_key" flag:"tls-key" usage:"TLS private key (PEM)"`
 	// APIToken, when set, is required as "Authorization: Bearer TOKEN" on
-	// /v1 and /metrics.
-	APIToken string `yaml:"api_token" flag:"api-token" usage:"bearer token required by the /v1 API"`
+	// /v1 and /metrics. Required when --http is not a loopback address.
+	APIToken string `yaml:"api_token" flag:"api-token" usage:"bearer token required by the /v1 API and /metrics (required off loopback)"`
+	// PBXAuthenticatesCalls, in trunk mode, lets browsers that did not
+	// register through Strait call the upstream, as whoever their From
+	// says: only for a PBX that challenges every INVITE itself. Off, only
+	// a WebSocket with a live registration the PBX accepted may call, as
+	// the identity it registered.
+	PBXAuthenticatesCalls bool `yaml:"pbx_authenticates_calls" flag:"pbx-authenticates-calls" usage:"trunk mode: the PBX challenges every INVITE itself, so unregistered browsers may call (default: only registered ones, as their registered identity)"`
+	// AllowDial are destinations users may call: "PATTERN" for everyone,
+	// "USER:PATTERN" for one user (see controlplane/dialplan). With no
+	// global pattern every destination but the denied ones is allowed.
+	// Example: ["_1XXX", "alice:_+44."].
+	AllowDial []string `yaml:"allow_dial" flag:"allow-dial" usage:"destination pattern users may call, PATTERN or USER:PATTERN (repeatable; global patterns make an allowlist)"`
+	// DenyDial are destination patterns refused unless allowed, besides
+	// the international prefixes "+", "00" and "011". Example: ["_09."].
+	DenyDial []string `yaml:"deny_dial" flag:"deny-dial" usage:"destination pattern refused unless allowed, besides international prefixes + 00 011 (repeatable)"`
+	// MaxCallsPerUser bounds each user's calls in progress; 0: no limit.
+	MaxCallsPerUser int `yaml:"max_calls_per_user" flag:"max-calls-per-user" usage:"calls one user may have in progress (0: no limit)"`
+	// MaxCallRatePerUser bounds the calls each user may start in a
+	// minute; 0: no limit.
+	MaxCallRatePerUser int `yaml:"max_call_rate_per_user" flag:"max-call-rate-per-user" usage:"calls one user may start per minute (0: no limit)"`
 	// CDRFile appends each call record as a JSON line; empty keeps them in
 	// memory only.
 	CDRFile string `yaml:"cdr_file" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
@@ -137,6 +164,9 @@ func Default() Config {
 		OptionsInterval: DefaultOptionsInterval,
 		MediaTimeout:    DefaultMediaTimeout,
 		RingTimeout:     DefaultRingTimeout,
+
+		MaxCallsPerUser:    DefaultMaxCallsPerUser,
+		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
 	}
 }
 
@@ -277,6 +307,12 @@ func (c *Config) Validate() error {
 	if c.Upstream == "" && len(users) == 0 && (!loopback(c.HTTP) || !loopback(c.SIP)) {
 		bad("standalone mode on a non-loopback address needs at least one --user NAME:PASSWORD (without users anyone may register)")
 	}
+	if !c.apiAuthenticated() && !loopback(c.HTTP) {
+		bad("--http %s is not a loopback address: the HTTP API (/v1, /metrics) needs --api-token there, or anyone who reaches it may place calls", c.HTTP)
+	}
+	if _, err := c.DialPlan(); err != nil {
+		bad("%v", err)
+	}
 	if c.Realm == "" || strings.ContainsAny(c.Realm, "\"\\\r\n") {
 		bad("--realm %q: want a non-empty name without quotes", c.Realm)
 	}
@@ -326,6 +362,17 @@ func loopback(hostport string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// apiAuthenticated reports whether the HTTP API demands credentials. It is
+// the one place that decides whether the API may listen off loopback: a
+// new kind of API credential is added here.
+func (c *Config) apiAuthenticated() bool { return c.APIToken != "" }
+
+// DialPlan returns the dial policy the configuration describes.
+func (c *Config) DialPlan() (*dialplan.Plan, error) {
+	return dialplan.New(dialplan.Config{Allow: c.AllowDial, Deny: c.DenyDial,
+		MaxCalls: c.MaxCallsPerUser, MaxPerMinute: c.MaxCallRatePerUser})
 }
 
 // Standalone reports whether Strait runs without an upstream.

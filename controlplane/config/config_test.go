@@ -62,6 +62,10 @@ func TestValidateErrors(t *testing.T) {
 		"codecs":       {func(c *Config) { c.Codecs = nil }, "--codecs"},
 		"rtp ports":    {func(c *Config) { c.RTPPorts.First, c.RTPPorts.Last = 5, 5 }, "--rtp-ports"},
 		"twice a user": {func(c *Config) { c.Users = []string{"a:1", "a:2"} }, "twice"},
+		"api public":   {func(c *Config) { c.HTTP, c.Users = "0.0.0.0:8080", []string{"a:1"} }, "--api-token"},
+		"allow dial":   {func(c *Config) { c.AllowDial = []string{"_[12"} }, "--allow-dial"},
+		"deny dial":    {func(c *Config) { c.DenyDial = []string{"_["} }, "--deny-dial"},
+		"call limit":   {func(c *Config) { c.MaxCallsPerUser = -1 }, "--max-calls-per-user"},
 	} {
 		c := Default()
 		tc.mutate(&c)

@@ -26,6 +26,7 @@ type Metrics struct {
 	sessions      *prometheus.GaugeVec
 	upstreamUp    prometheus.Gauge
 	sipDropped    *prometheus.CounterVec
+	callsRefused  *prometheus.CounterVec
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -50,9 +51,15 @@ func New() *Metrics {
 		sipDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_dropped_total",
 			Help: "SIP messages, connections and dials Strait refused at its edge, by transport and reason."},
 			[]string{"transport", "reason"}),
+		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_calls_refused_total",
+			Help: "Calls and requests refused before they went anywhere, by reason (unregistered, identity, destination, concurrent, rate)."},
+			[]string{"reason"}),
 	}
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, m.sipDropped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamUp, m.sipDropped, m.callsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for r := range refusalReasons {
+		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
+	}
 	return m
 }
 
@@ -95,6 +102,22 @@ func (m *Metrics) Response(method string, code int, in bool) {
 	if m != nil {
 		m.sipResponses.WithLabelValues(method, strconv.Itoa(code), dir(in)).Inc()
 	}
+}
+
+// refusalReasons are the values CallRefused counts under; anything else
+// is "other", so that the label stays bounded.
+var refusalReasons = map[string]bool{"unregistered": true, "identity": true, "destination": true,
+	"concurrent": true, "rate": true}
+
+// CallRefused counts a call (or out-of-dialog request) refused by policy.
+func (m *Metrics) CallRefused(reason string) {
+	if m == nil {
+		return
+	}
+	if !refusalReasons[reason] {
+		reason = "other"
+	}
+	m.callsRefused.WithLabelValues(reason).Inc()
 }
 
 // SetSessions sets a node's session count.

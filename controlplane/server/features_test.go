@@ -249,26 +249,12 @@ func TestTrunkDelayedOffer(t *testing.T) {
 // the subscription, and a terminating NOTIFY ends the relay. The upstream
 // is pinged with OPTIONS; OPTIONS to Strait is answered.
 func TestTrunkSubscribeNotifyOptions(t *testing.T) {
-	pbx, err := siptest.NewUDP("", "pbx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbx.Close()
-	pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	e := start(t, func(c *config.Config) {
-		c.Upstream = "sip:" + pbx.Addr
-		c.OptionsInterval = 100 * time.Millisecond
-	})
-	pbx.SetPeer(e.srv.SIPAddr())
-	tr := &trunk{env: e, pbx: pbx}
-	tr.browser, err = siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.browser.Close()
+	tr := startTrunkWith(t, func(c *config.Config) { c.OptionsInterval = 100 * time.Millisecond })
+	pbx := tr.pbx
 	if _, err := pbx.WaitRequest(sip.OPTIONS, 5*time.Second); err != nil {
 		t.Fatal("no OPTIONS ping at the upstream")
 	}
+	tr.register(t)
 	if r, err := tr.browser.Send(ctx(t), sip.OPTIONS, "", nil, ""); err != nil || r.StatusCode != 200 || r.GetHeader("Allow") == nil {
 		t.Fatalf("OPTIONS: %v %v", r, err)
 	}
@@ -336,23 +322,9 @@ func TestBadRequests(t *testing.T) {
 // Media that stops ends the call: the dataplane's MEDIA_TIMEOUT makes
 // Strait send BYE both ways.
 func TestMediaTimeoutHangsUp(t *testing.T) {
-	pbx, err := siptest.NewUDP("", "pbx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbx.Close()
-	pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	e := start(t, func(c *config.Config) {
-		c.Upstream = "sip:" + pbx.Addr
-		c.MediaTimeout = 2 * time.Second
-	})
-	pbx.SetPeer(e.srv.SIPAddr())
-	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	tr := &trunk{env: e, pbx: pbx, browser: b}
+	tr := startTrunkWith(t, func(c *config.Config) { c.MediaTimeout = 2 * time.Second })
+	e := tr.env
+	tr.register(t)
 	call, inc, _ := tr.establish(t) // sends a little media, then nothing
 	if err := call.WaitEnded(10 * time.Second); err != nil {
 		t.Fatal("the browser got no BYE after the media stopped")
@@ -370,21 +342,9 @@ func TestMediaTimeoutHangsUp(t *testing.T) {
 // With --sdes the trunk is offered RTP/SAVP with Strait's key; the PBX's
 // answer key decrypts what it sends, and media flows both ways encrypted.
 func TestTrunkSDES(t *testing.T) {
-	pbx, err := siptest.NewUDP("", "pbx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbx.Close()
-	e := start(t, func(c *config.Config) {
-		c.Upstream = "sip:" + pbx.Addr
-		c.SDES = true
-	})
-	pbx.SetPeer(e.srv.SIPAddr())
-	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	tr := startTrunkWith(t, func(c *config.Config) { c.SDES = true })
+	e, pbx, b := tr.env, tr.pbx, tr.browser
+	tr.register(t)
 	mb := newBrowserMedia(t)
 	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
 	if err != nil {
@@ -519,6 +479,7 @@ func TestLoopDetected(t *testing.T) {
 	e := start(t, func(c *config.Config) {
 		c.SIP = self
 		c.Upstream = "sip:" + self
+		c.PBXAuthenticatesCalls = true // nothing to register with: the upstream is Strait
 	})
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/registrar"
@@ -74,6 +75,7 @@ type Server struct {
 	Stack     *sipnet.Stack
 	CDR       *cdr.Store
 	WS        *sipws.Listener
+	Guard     *dialplan.Guard
 
 	local    *node.Node // the in-process dataplane, if any
 	conns    []*grpc.ClientConn
@@ -150,12 +152,18 @@ func New(opt Options) (_ *Server, err error) {
 		}
 		digest = registrar.NewDigest(cfg.Realm, m)
 	}
+	plan, err := cfg.DialPlan()
+	if err != nil {
+		return nil, err
+	}
+	s.Guard = dialplan.NewGuard(plan)
 	s.Registrar = registrar.New(registrar.Config{Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
 		Digest: digest, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
 		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
-		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout})
+		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
+		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls})
 	s.WS.OnClose(func(flow string) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)

@@ -26,7 +26,10 @@ type trunk struct {
 	browser *siptest.Phone
 }
 
-func startTrunk(t *testing.T) *trunk {
+func startTrunk(t *testing.T) *trunk { t.Helper(); return startTrunkWith(t, nil) }
+
+// startTrunkWith is startTrunk with more configuration.
+func startTrunkWith(t *testing.T, mutate func(*config.Config)) *trunk {
 	t.Helper()
 	pbx, err := siptest.NewUDP("", "pbx")
 	if err != nil {
@@ -34,7 +37,12 @@ func startTrunk(t *testing.T) *trunk {
 	}
 	t.Cleanup(pbx.Close)
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	e := start(t, func(c *config.Config) { c.Upstream = "sip:" + pbx.Addr })
+	e := start(t, func(c *config.Config) {
+		c.Upstream = "sip:" + pbx.Addr
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 	pbx.SetPeer(e.srv.SIPAddr())
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
 	if err != nil {

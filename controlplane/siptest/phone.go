@@ -242,6 +242,10 @@ func (p *Phone) URI(user string) sip.Uri {
 	return sip.Uri{Scheme: "sip", User: user, Host: host}
 }
 
+// SetUser changes the user the phone calls and registers as (an attacker
+// forging its From, in tests). Call it between requests, not during one.
+func (p *Phone) SetUser(user string) { p.user = user }
+
 // Register registers the phone's Contact for its user, answering a digest
 // challenge with password, and returns the final response.
 func (p *Phone) Register(ctx context.Context, password string, expires int) (*sip.Response, error) {

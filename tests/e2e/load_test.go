@@ -23,7 +23,8 @@ const (
 func TestSippLoad(t *testing.T) {
 	e := harness.New(t, harness.NeedStrait, harness.NeedSipp)
 	c := capture(e)
-	s := e.StartStrait(harness.StraitConfig{})
+	// Every call comes from one sipp user: lift the per-user limits.
+	s := e.StartStrait(harness.StraitConfig{Args: []string{"--max-calls-per-user", "0", "--max-call-rate-per-user", "0"}})
 	base := baseline(e, s)
 	uac := e.StartSipp(harness.SippConfig{
 		Scenario: "uac_rtpstream.xml", Remote: s.SIPAddr, Service: "echo",

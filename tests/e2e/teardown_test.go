@@ -18,7 +18,10 @@ import (
 func TestAbnormalEndsLeaveNothing(t *testing.T) {
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
 	pbxPort := harness.FreePort(t)
-	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(fmt.Sprintf("127.0.0.1:%d", pbxPort)), Users: []string{"alice:secret"}})
+	// The sipp PBXs take calls without registrations: the browser calls
+	// unregistered, so Strait must be told the PBX vouches.
+	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(fmt.Sprintf("127.0.0.1:%d", pbxPort)), Users: []string{"alice:secret"},
+		Args: []string{"--pbx-authenticates-calls"}})
 	pages := e.StartPageServer(nil)
 	b := e.StartBrowser()
 	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret"})

@@ -26,7 +26,10 @@ func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
 	c := capture(e, pbxEventPT)
 	pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_echo.xml", RTPEcho: true})
-	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr()), Users: []string{"alice:secret"}})
+	// sipp plays a PBX that takes calls without registrations, so the
+	// browser calls unregistered: Strait must be told the PBX vouches.
+	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr()), Users: []string{"alice:secret"},
+		Args: []string{"--pbx-authenticates-calls"}})
 	pages := e.StartPageServer(nil)
 	b := e.StartBrowser()
 	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret"})
