@@ -39,6 +39,10 @@ const (
 	envScreenshot = "STRAIT_UPDATE_SCREENSHOT" // "1": tests may rewrite docs/webphone.png
 )
 
+// StraitBin is the strait binary the harness built (or was given), for
+// tests that run it themselves; empty outside a harness run.
+func StraitBin() string { return os.Getenv(envStraitBin) }
+
 // CI reports whether the tests run in CI (CI=true), where a missing tool is
 // a failure.
 func CI() bool { return os.Getenv(envCI) == "true" }
