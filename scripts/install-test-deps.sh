@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs what Strait's end-to-end tests (tests/e2e) need on Debian (as root,
 # or through passwordless sudo for the apt part):
-# Chromium and sipp from apt, and the test page's JavaScript (JsSIP, esbuild)
+# Chromium, sipp, Kamailio (a record-routing and TLS proxy in front of the
+# PBX stand-in) and baresip (a TLS SIP peer) from apt, and the test page's
+# JavaScript (JsSIP, esbuild)
 # from npm with the committed package-lock.json. test.sh runs it when it runs
 # as root on Debian, as CI does.
 #
@@ -15,6 +17,10 @@ need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v sipp >/dev/null 2>&1 || need="$need sip-tester"
 command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
+if ! command -v kamailio >/dev/null 2>&1 || ! dpkg -s kamailio-tls-modules >/dev/null 2>&1; then
+	need="$need kamailio kamailio-tls-modules kamailio-websocket-modules kamailio-extra-modules kamailio-utils-modules"
+fi
+command -v baresip >/dev/null 2>&1 || need="$need baresip"
 if [ -n "$need" ]; then
 	echo "install-test-deps: apt-get install$need"
 	export DEBIAN_FRONTEND=noninteractive

@@ -36,6 +36,7 @@ type dialog struct {
 	cseq      uint32 // our last CSeq
 	rcseq     uint32 // the peer's last CSeq
 	uas       bool
+	fixed     bool         // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
 	invite    *sip.Request // the INVITE (or SUBSCRIBE) that made the dialog
 	inviteTx  sip.ServerTransaction
 	contact   string // our Contact user part
@@ -52,7 +53,7 @@ func (d *dialog) key() string {
 
 // newUAS makes the dialog of a request Strait answers (INVITE, SUBSCRIBE).
 func newUAS(st *sipnet.Stack, req *sip.Request, tx sip.ServerTransaction) *dialog {
-	d := &dialog{st: st, uas: true, invite: req, inviteTx: tx, localTag: sip.GenerateTagN(16),
+	d := &dialog{st: st, uas: true, fixed: true, invite: req, inviteTx: tx, localTag: sip.GenerateTagN(16),
 		transport: strings.ToUpper(req.Transport()), contact: "strait"}
 	d.callID = req.CallID().Value()
 	if f := req.From(); f != nil {
@@ -67,9 +68,9 @@ func newUAS(st *sipnet.Stack, req *sip.Request, tx sip.ServerTransaction) *dialo
 	} else {
 		d.target = *d.remote.Clone()
 	}
-	for _, h := range req.GetHeaders("Record-Route") {
-		d.routes = append(d.routes, h.Value())
-	}
+	// RFC 3261 section 12.1.1: the UAS's route set is the request's
+	// Record-Route, in order.
+	d.routes = routeEntries(req.GetHeaders("Record-Route"))
 	if sipnet.IsWebSocket(d.transport) {
 		d.flow = req.Source()
 	}
@@ -95,16 +96,64 @@ func (d *dialog) route() sipnet.Route {
 		return sipnet.Route{Transport: d.transport, Dest: d.dest}
 	}
 	if len(d.routes) > 0 {
-		var u sip.Uri
-		v := strings.Trim(strings.SplitN(d.routes[0], ",", 2)[0], " <>")
-		if i := strings.IndexByte(v, '>'); i >= 0 {
-			v = v[:i]
-		}
-		if err := sip.ParseUri(v, &u); err == nil {
+		if u, err := routeURI(d.routes[0]); err == nil {
 			return sipnet.Route{Transport: d.transport, Dest: hostPort(u, d.transport)}
 		}
 	}
 	return sipnet.Route{Transport: d.transport, Dest: hostPort(d.target, d.transport)}
+}
+
+// routeEntries splits Record-Route (or Route) header values into their
+// entries, in order: one header line may carry several, comma-separated
+// (RFC 3261 section 7.3.1).
+func routeEntries(hs []sip.Header) []string {
+	var out []string
+	for _, h := range hs {
+		v := h.Value()
+		start, inURI, inQuote := 0, false, false
+		for i := 0; i < len(v); i++ {
+			switch c := v[i]; {
+			case c == '"' && !inURI:
+				inQuote = !inQuote
+			case c == '<' && !inQuote:
+				inURI = true
+			case c == '>' && !inQuote:
+				inURI = false
+			case c == ',' && !inURI && !inQuote:
+				if e := strings.TrimSpace(v[start:i]); e != "" {
+					out = append(out, e)
+				}
+				start = i + 1
+			}
+		}
+		if e := strings.TrimSpace(v[start:]); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// routeURI parses the URI of one route entry (name-addr or addr-spec).
+func routeURI(entry string) (sip.Uri, error) {
+	var u sip.Uri
+	v := strings.TrimSpace(entry)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	}
+	err := sip.ParseUri(v, &u)
+	return u, err
+}
+
+// looseRoute reports whether a route entry's URI has the lr parameter.
+func looseRoute(entry string) bool {
+	u, err := routeURI(entry)
+	if err != nil || u.UriParams == nil {
+		return false
+	}
+	return u.UriParams.Has("lr")
 }
 
 // hostPort is a URI's host and port, the transport's default port if none.
@@ -138,7 +187,17 @@ func (d *dialog) fromTo() (*sip.FromHeader, *sip.ToHeader) {
 func (d *dialog) request(method sip.RequestMethod, body []byte, contentType string) *sip.Request {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	req := sip.NewRequest(method, *d.target.Clone())
+	ruri, routes := *d.target.Clone(), d.routes
+	if len(routes) > 0 && d.flow == "" && d.dest == "" && !looseRoute(routes[0]) {
+		// A strict router (RFC 3261 section 12.2.1.1): the first route
+		// becomes the Request-URI, the remote target the last route.
+		if u, err := routeURI(routes[0]); err == nil {
+			u.UriParams, u.Headers = sip.NewParams(), sip.NewParams()
+			routes = append(append([]string(nil), routes[1:]...), "<"+d.target.String()+">")
+			ruri = u
+		}
+	}
+	req := sip.NewRequest(method, ruri)
 	from, to := d.fromTo()
 	req.AppendHeader(from)
 	req.AppendHeader(to)
@@ -148,7 +207,7 @@ func (d *dialog) request(method sip.RequestMethod, body []byte, contentType stri
 		d.cseq++
 	}
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: d.cseq, MethodName: method})
-	for _, r := range d.routes {
+	for _, r := range routes {
 		req.AppendHeader(sip.NewHeader("Route", r))
 	}
 	if method == sip.INVITE || method == sip.UPDATE || method == sip.SUBSCRIBE || method == sip.REFER || method == sip.NOTIFY {
@@ -188,10 +247,23 @@ func cancelFor(st *sipnet.Stack, inv *sip.Request) *sip.Request {
 }
 
 // established records the peer's tag, target and route set from a
-// response to the dialog's first request (1xx with a tag, or 2xx).
+// response to the dialog's first request (1xx with a tag, or 2xx). Once
+// the route set is fixed (a UAS dialog, or a UAC dialog after its 2xx) a
+// 2xx, to a re-INVITE, only refreshes the target: the route set never
+// changes (RFC 3261 section 12.2.1.2), even when the proxies did not
+// record-route the re-INVITE.
 func (d *dialog) established(res *sip.Response) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.fixed {
+		if c := res.Contact(); c != nil && d.flow == "" && res.IsSuccess() {
+			d.target = *c.Address.Clone()
+		}
+		return
+	}
+	if res.IsSuccess() {
+		d.fixed = true
+	}
 	if t := res.To(); t != nil {
 		if tag, ok := t.Params.Get("tag"); ok {
 			d.remoteTag = tag
@@ -200,11 +272,14 @@ func (d *dialog) established(res *sip.Response) {
 	if c := res.Contact(); c != nil && d.flow == "" {
 		d.target = *c.Address.Clone()
 	}
-	rr := res.GetHeaders("Record-Route")
-	d.routes = d.routes[:0]
+	// RFC 3261 section 12.1.2: the UAC's route set is the response's
+	// Record-Route in reverse order.
+	rr := routeEntries(res.GetHeaders("Record-Route"))
+	routes := make([]string, 0, len(rr))
 	for i := len(rr) - 1; i >= 0; i-- {
-		d.routes = append(d.routes, rr[i].Value())
+		routes = append(routes, rr[i])
 	}
+	d.routes = routes
 }
 
 // checkCSeq validates an in-dialog request's CSeq (RFC 3261 section

@@ -367,13 +367,18 @@ func (s *Stack) Respond(tx sip.ServerTransaction, req *sip.Request, code int, re
 	return s.RespondWith(tx, s.Response(req, code, reason, body, hdrs...))
 }
 
-// Response builds a response to req with the Server header set.
+// Response builds a response to req with the Server header set. The
+// request's Record-Route values are copied, in order, into every 1xx
+// (but 100) and 2xx (sipgo's NewResponseFromRequest does it): RFC 3261
+// section 12.1.1 makes a UAS copy them into each response that
+// establishes a dialog, and a proxy that record-routed the request
+// (Kamailio, a carrier's edge) drops in-dialog requests that do not come
+// back through it.
 func (s *Stack) Response(req *sip.Request, code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
 	if reason == "" {
 		reason = ReasonPhrase(code)
 	}
 	res := sip.NewResponseFromRequest(req, code, reason, body)
-	res.RemoveHeader("Record-Route") // Strait ends every dialog it is in
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/strait-sbc/strait/tests/e2e/harness"
 )
 
-// pbxEventPT is the telephone-event payload type uas_echo.xml answers
+// pbxEventPT is the telephone-event payload type uas_trunk.xml answers
 // with; Chromium offers 126, so seeing 101 at the PBX shows that strait
 // mapped the event payload type.
 const pbxEventPT = 101
@@ -18,17 +18,57 @@ const pbxEventPT = 101
 // upstream returns strait's --upstream for a sipp PBX.
 func upstream(addr string) string { return "sip:" + addr + ";transport=udp" }
 
-// Scenario 2: trunk mode. JsSIP calls out through Strait to sipp (UAS with
-// RTP echo); the call is held and resumed by re-INVITE; DTMF from the
+// trunkPath is how strait reaches the PBX in a trunk scenario: directly,
+// or through Kamailio record-routing (RFC 3261 section 12.1.1: every
+// in-dialog request and ACK then passes the proxy, and only if strait
+// copied its Record-Route into the responses that made the dialog).
+type trunkPath struct {
+	name        string
+	recordRoute bool
+}
+
+var trunkPaths = []trunkPath{{"direct", false}, {"record-route", true}}
+
+// trunkPeer is a PBX stand-in and the address strait's --upstream names:
+// the PBX itself, or the proxy in front of it.
+type trunkPeer struct {
+	upstream string // strait's --upstream
+	pbxSide  string // where the PBX sends its requests
+}
+
+// viaPath starts Kamailio between strait (at straitAddr) and the PBX (at
+// pbxAddr) when the path asks for it.
+func viaPath(e *harness.Env, p trunkPath, straitAddr, pbxAddr string) trunkPeer {
+	if !p.recordRoute {
+		return trunkPeer{upstream: upstream(pbxAddr), pbxSide: straitAddr}
+	}
+	k := e.StartKamailio(harness.KamailioConfig{Strait: straitAddr, PBX: pbxAddr, RecordRoute: true})
+	return trunkPeer{upstream: upstream(k.StraitAddr()), pbxSide: k.PBXAddr()}
+}
+
+// Scenario 2: trunk mode, a browser calls the PBX, directly and through a
+// record-routing proxy. JsSIP calls sipp (RTP echo) through strait; the
+// browser holds and resumes by re-INVITE, then the PBX does; DTMF from the
 // browser reaches sipp as RFC 4733 telephone-event with the PBX's payload
-// type.
-func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
-	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
+// type; the PBX hangs up.
+func TestTrunkOutbound(t *testing.T) {
+	for _, p := range trunkPaths {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			trunkOutbound(t, p)
+		})
+	}
+}
+
+func trunkOutbound(t *testing.T, path trunkPath) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp, needProxy(path))
 	c := capture(e, pbxEventPT)
-	pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_echo.xml", RTPEcho: true})
+	pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_trunk.xml", RTPEcho: true})
+	straitSIP := harness.FreeAddr(t)
+	peer := viaPath(e, path, straitSIP, pbx.Addr())
 	// sipp plays a PBX that takes calls without registrations, so the
 	// browser calls unregistered: Strait must be told the PBX vouches.
-	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr()), Users: []string{"alice:secret"},
+	s := e.StartStrait(harness.StraitConfig{SIPAddr: straitSIP, Upstream: peer.upstream, Users: []string{"alice:secret"},
 		Args: []string{"--pbx-authenticates-calls"}})
 	pages := e.StartPageServer(nil)
 	b := e.StartBrowser()
@@ -39,7 +79,7 @@ func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
 	audioArrives(e, alice, "the PBX's echo")
 	pbxMedia(e, c, pbx.MediaPort, pbx.MediaPort, minPackets)
 
-	e.Step("hold: re-INVITE reaches the PBX without sendrecv", 15*time.Second, func(ctx context.Context) error {
+	e.Step("the browser holds: the re-INVITE reaches the PBX without sendrecv", 15*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.hold()`, nil); err != nil {
 			return err
 		}
@@ -56,7 +96,7 @@ func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
 	if c != nil {
 		held = c.Port(pbx.MediaPort).Packets
 	}
-	e.Step("resume: re-INVITE, and audio flows again", 15*time.Second, func(ctx context.Context) error {
+	e.Step("the browser resumes: re-INVITE, and audio flows again", 15*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.unhold()`, nil); err != nil {
 			return err
 		}
@@ -76,6 +116,7 @@ func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
 		}
 		return nil
 	})
+	pbxHolds(e, alice)
 	e.Step("DTMF reaches the PBX as telephone-event 101", 10*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.dtmf("1#9")`, nil); err != nil {
 			return err
@@ -99,32 +140,84 @@ func TestTrunkOutboundHoldResumeDTMF(t *testing.T) {
 			}
 		}
 	})
-	hangUp(e, alice)
-	e.Step("the PBX got the BYE", 10*time.Second, pbx.Wait)
+	pbxHangsUp(e, alice, pbx)
 	idle(e, s, base)
+}
+
+// needProxy is the requirement a path adds.
+func needProxy(p trunkPath) harness.Requirement {
+	if p.recordRoute {
+		return harness.NeedKamailio
+	}
+	return harness.NeedSipp
+}
+
+// pbxHolds asks the PBX (by an INFO the sipp scenarios understand) to put
+// the call on hold and take it off again, and waits until the browser has
+// seen both re-INVITEs.
+func pbxHolds(e *harness.Env, p *harness.Page) {
+	e.T().Helper()
+	e.Step("the PBX holds and resumes: the browser sees both re-INVITEs", 15*time.Second, func(ctx context.Context) error {
+		if err := p.Eval(ctx, `sip.info("pbx-hold")`, nil); err != nil {
+			return err
+		}
+		return p.WaitFor(ctx, `sip.events.some((e) => e.name === "hold" && e.data.originator === "remote") &&
+			sip.events.some((e) => e.name === "unhold" && e.data.originator === "remote")`)
+	})
+}
+
+// pbxHangsUp asks the PBX to send BYE and waits for the browser to see it
+// and for the PBX's scenario to succeed.
+func pbxHangsUp(e *harness.Env, p *harness.Page, pbx *harness.Sipp) {
+	e.T().Helper()
+	e.Step("the PBX hangs up: the browser sees the BYE", 10*time.Second, func(ctx context.Context) error {
+		if err := p.Eval(ctx, `sip.info("pbx-bye")`, nil); err != nil {
+			return err
+		}
+		return waitCall(ctx, p, "ended")
+	})
+	e.Step("the PBX's call succeeded", 10*time.Second, pbx.Wait)
 }
 
 // invites returns the INVITE requests the PBX received, in order.
 func invites(pbx *harness.Sipp) []string {
+	return received(pbx, "INVITE")
+}
+
+// received returns the requests of a method the PBX received, in order.
+func received(pbx *harness.Sipp, method string) []string {
 	var out []string
 	for _, m := range pbx.Received() {
-		if strings.HasPrefix(m, "INVITE ") {
+		if strings.HasPrefix(m, method+" ") {
 			out = append(out, m)
 		}
 	}
 	return out
 }
 
-// Scenario 3: trunk mode. sipp calls in (a UAC streaming a tone) to a user
-// registered from JsSIP; the browser answers and hears the tone; sipp hangs
-// up, and the session is gone from the dataplane.
-func TestTrunkInboundToRegisteredUser(t *testing.T) {
-	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
+// Scenario 3: trunk mode, the PBX calls a browser, directly and through a
+// record-routing proxy. sipp (a UAC streaming a tone) calls a user
+// registered from JsSIP; the browser answers and hears the tone; the
+// browser holds and resumes, then the PBX does; the browser transfers the
+// PBX (blind, REFER) and hangs up; the session is gone from the dataplane.
+func TestTrunkInbound(t *testing.T) {
+	for _, p := range trunkPaths {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			trunkInbound(t, p)
+		})
+	}
+}
+
+func trunkInbound(t *testing.T, path trunkPath) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp, needProxy(path))
 	c := capture(e)
-	// Strait may relay registrations to the PBX in trunk mode: this one
+	// Strait relays registrations to the PBX in trunk mode: this one
 	// accepts them.
 	registrar := e.StartSipp(harness.SippConfig{Name: "pbx-registrar", Scenario: "uas_register.xml"})
-	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(registrar.Addr()), Users: []string{"alice:secret"}})
+	straitSIP := harness.FreeAddr(t)
+	peer := viaPath(e, path, straitSIP, registrar.Addr())
+	s := e.StartStrait(harness.StraitConfig{SIPAddr: straitSIP, Upstream: peer.upstream, Users: []string{"alice:secret"}})
 	pages := e.StartPageServer(nil)
 	b := e.StartBrowser()
 	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
@@ -138,7 +231,7 @@ func TestTrunkInboundToRegisteredUser(t *testing.T) {
 		return fmt.Errorf("no strait_*session* gauge in /metrics (have %v): cannot tell the session is gone", base.HeldGauges())
 	})
 
-	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_rtpstream.xml", Remote: s.SIPAddr, Service: "alice", Pause: 6 * time.Second})
+	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: peer.pbxSide, Service: "alice"})
 	// JsSIP answers an incoming INVITE with 180 at once and fires
 	// 'progress', so the page's state moves from incoming to progress
 	// within a millisecond: wait for the latter.
@@ -151,7 +244,33 @@ func TestTrunkInboundToRegisteredUser(t *testing.T) {
 	})
 	audioArrives(e, alice, "the PBX's tone")
 	pbxMedia(e, c, caller.MediaPort, caller.MediaPort+7, minPackets)
-	e.Step("the PBX hangs up and its call succeeds", 20*time.Second, caller.Wait)
-	e.Step("the browser sees the BYE", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, alice, "ended") })
+	e.Step("the browser holds and resumes: the PBX answers both re-INVITEs", 20*time.Second, func(ctx context.Context) error {
+		if err := alice.Eval(ctx, `sip.hold()`, nil); err != nil {
+			return err
+		}
+		if err := alice.Eval(ctx, `sip.unhold()`, nil); err != nil {
+			return err
+		}
+		if inv := invites(caller); len(inv) != 2 || !strings.Contains(inv[0], "a=sendonly") {
+			return fmt.Errorf("PBX got %d re-INVITEs, want hold and resume:\n%s", len(inv), strings.Join(inv, "\n"))
+		}
+		return nil
+	})
+	pbxHolds(e, alice)
+	e.Step("the browser transfers the PBX (REFER) and hears it succeeded (NOTIFY)", 15*time.Second, func(ctx context.Context) error {
+		if err := alice.Eval(ctx, `sip.refer("sip:2000@127.0.0.1")`, nil); err != nil {
+			return err
+		}
+		refers := received(caller, "REFER")
+		if len(refers) != 1 {
+			return fmt.Errorf("PBX got %d REFERs", len(refers))
+		}
+		if !strings.Contains(refers[0], "Refer-To: <sip:2000@") {
+			return fmt.Errorf("REFER at the PBX lacks the transfer target:\n%s", refers[0])
+		}
+		return nil
+	})
+	hangUp(e, alice)
+	e.Step("the PBX got the BYE and its call succeeded", 20*time.Second, caller.Wait)
 	idle(e, s, base)
 }

@@ -25,6 +25,8 @@ const (
 	NeedSipp
 	// NeedJsSIP is the test page's JavaScript: tests/e2e/js/node_modules (npm ci) and node to bundle it.
 	NeedJsSIP
+	// NeedKamailio is Debian's kamailio with its tls and websocket modules.
+	NeedKamailio
 )
 
 // TestTimeout bounds one test, whatever its steps ask for.
@@ -117,6 +119,10 @@ func check(r Requirement) (why string, always bool) {
 	case NeedSipp:
 		if _, err := exec.LookPath("sipp"); err != nil {
 			return "sipp not installed (Debian package sip-tester; scripts/install-test-deps.sh)", false
+		}
+	case NeedKamailio:
+		if _, err := exec.LookPath("kamailio"); err != nil {
+			return "kamailio not installed (Debian packages kamailio, kamailio-tls-modules; scripts/install-test-deps.sh)", false
 		}
 	case NeedJsSIP:
 		if _, err := os.Stat(filepath.Join(E2EDir(), "js", "node_modules", "jssip", "package.json")); err != nil {

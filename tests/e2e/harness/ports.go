@@ -30,6 +30,9 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+// FreeAddr returns 127.0.0.1:PORT with a FreePort.
+func FreeAddr(t testing.TB) string { return hostPort(FreePort(t)) }
+
 // PortRange returns a range of n UDP ports as "LOW-HIGH" (the form of
 // strait's --rtp-ports), chosen at random between 20000 and 60000 so that
 // tests running on the host's loopback do not all pick the same one.

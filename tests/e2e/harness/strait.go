@@ -23,6 +23,10 @@ type StraitConfig struct {
 	Upstream string
 	// Users are "NAME:PASSWORD" pairs for the local registrar (--user).
 	Users []string
+	// SIPAddr is the SIP UDP/TCP listen address; empty picks a free port
+	// (give one when a proxy in front of the PBX must know it first:
+	// harness.FreeAddr).
+	SIPAddr string
 	// Args are extra flags.
 	Args []string
 }
@@ -48,10 +52,13 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	low, _ := splitRange(PortRange(e.t, 220))
 	s := &Strait{
 		HTTPAddr:    hostPort(FreePort(e.t)),
-		SIPAddr:     hostPort(FreePort(e.t)),
+		SIPAddr:     cfg.SIPAddr,
 		RTPPorts:    fmt.Sprintf("%d-%d", low, low+199),
 		WebRTCPorts: fmt.Sprintf("%d-%d", low+200, low+219),
 		e:           e,
+	}
+	if s.SIPAddr == "" {
+		s.SIPAddr = FreeAddr(e.t)
 	}
 	argv := []string{bin,
 		"--http", s.HTTPAddr, "--sip", s.SIPAddr,

@@ -6,6 +6,8 @@
 //   sip.call(target, {codecs})    codecs: keep only these rtpmap names in the offer (e.g. ['opus'])
 //   sip.answer(), sip.hangup(), await sip.hold(), await sip.unhold()
 //   sip.dtmf(digits, transport)   'RFC2833' (default: in the media, RFC 4733) or 'INFO'
+//   sip.info(body)                SIP INFO with an application/x-strait-test body (tells sipp what to do next)
+//   await sip.refer(target)       blind transfer (REFER); resolves when the NOTIFY says the transfer succeeded
 //   sip.dropWebSocket()           closes the WebSocket with no BYE and no reconnection
 //   await sip.stats()             {packetsReceived, packetsSent, audioEnergy, audioLevel, level}
 //   sip.state                     {ws, registered, registration, call, cause, code, incoming}
@@ -83,8 +85,8 @@ class TestClient {
       Object.assign(this.state, { call: 'failed', cause: ev.cause, code });
       this.ev('failed', { cause: ev.cause, code, originator: ev.originator });
     });
-    s.on('hold', () => { this.state.held = true; this.ev('hold'); });
-    s.on('unhold', () => { this.state.held = false; this.ev('unhold'); });
+    s.on('hold', (ev) => { this.state.held = true; this.ev('hold', { originator: ev.originator }); });
+    s.on('unhold', (ev) => { this.state.held = false; this.ev('unhold', { originator: ev.originator }); });
     s.on('newDTMF', (ev) => this.ev('dtmf', { originator: ev.originator, tone: ev.dtmf.tone }));
     s.on('sdp', (ev) => {
       if (ev.originator === 'local' && this.codecs) ev.sdp = keepCodecs(ev.sdp, this.codecs);
@@ -127,6 +129,32 @@ class TestClient {
   dtmf(digits, transport = 'RFC2833') {
     this.#session.sendDTMF(digits, { transportType: transport, duration: 160, interToneGap: 100 });
     this.ev('sendDTMF', { digits, transport });
+  }
+
+  info(body) {
+    this.#session.sendInfo('application/x-strait-test', body);
+    this.ev('sendInfo', body);
+  }
+
+  refer(target) {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('refer: no final NOTIFY within 10 s')), 10000);
+      const fail = (what) => (ev) => {
+        clearTimeout(t);
+        const code = ev && ev.response ? ev.response.status_code : 0;
+        this.ev('refer ' + what, { code });
+        reject(new Error(`refer ${what} (${code})`));
+      };
+      this.#session.refer(target, {
+        eventHandlers: {
+          requestSucceeded: () => this.ev('refer accepted by the peer'),
+          requestFailed: fail('refused'),
+          accepted: () => { clearTimeout(t); this.ev('refer done'); resolve(); },
+          failed: fail('failed'),
+        },
+      });
+      this.ev('refer', target);
+    });
   }
 
   dropWebSocket() {
