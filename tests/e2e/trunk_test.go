@@ -116,7 +116,7 @@ func trunkOutbound(t *testing.T, path trunkPath) {
 		}
 		return nil
 	})
-	pbxHolds(e, alice)
+	pbxHolds(e, alice, pbx)
 	e.Step("DTMF reaches the PBX as telephone-event 101", 10*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.dtmf("1#9")`, nil); err != nil {
 			return err
@@ -154,16 +154,43 @@ func needProxy(p trunkPath) harness.Requirement {
 
 // pbxHolds asks the PBX (by an INFO the sipp scenarios understand) to put
 // the call on hold and take it off again, and waits until the browser has
-// seen both re-INVITEs.
-func pbxHolds(e *harness.Env, p *harness.Page) {
+// seen both re-INVITEs and the PBX has ACKed both answers.
+func pbxHolds(e *harness.Env, p *harness.Page, pbx *harness.Sipp) {
 	e.T().Helper()
 	e.Step("the PBX holds and resumes: the browser sees both re-INVITEs", 15*time.Second, func(ctx context.Context) error {
+		acks := len(sentACKs(pbx))
 		if err := p.Eval(ctx, `sip.info("pbx-hold")`, nil); err != nil {
 			return err
 		}
-		return p.WaitFor(ctx, `sip.events.some((e) => e.name === "hold" && e.data.originator === "remote") &&
-			sip.events.some((e) => e.name === "unhold" && e.data.originator === "remote")`)
+		if err := p.WaitFor(ctx, `sip.events.some((e) => e.name === "hold" && e.data.originator === "remote") &&
+			sip.events.some((e) => e.name === "unhold" && e.data.originator === "remote")`); err != nil {
+			return err
+		}
+		for len(sentACKs(pbx)) < acks+2 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the PBX ACKed %d of its 2 re-INVITEs", len(sentACKs(pbx))-acks)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return nil
 	})
+}
+
+// sentACKs returns the CSeq numbers of the ACKs the PBX sent, each once.
+func sentACKs(pbx *harness.Sipp) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range pbx.Sent() {
+		if !strings.HasPrefix(m, "ACK ") {
+			continue
+		}
+		for _, line := range strings.Split(m, "\n") {
+			if strings.HasPrefix(line, "CSeq:") {
+				out[strings.TrimSpace(line)] = true
+			}
+		}
+	}
+	return out
 }
 
 // pbxHangsUp asks the PBX to send BYE and waits for the browser to see it
@@ -256,7 +283,7 @@ func trunkInbound(t *testing.T, path trunkPath) {
 		}
 		return nil
 	})
-	pbxHolds(e, alice)
+	pbxHolds(e, alice, caller)
 	e.Step("the browser transfers the PBX (REFER) and hears it succeeded (NOTIFY)", 15*time.Second, func(ctx context.Context) error {
 		if err := alice.Eval(ctx, `sip.refer("sip:2000@127.0.0.1")`, nil); err != nil {
 			return err

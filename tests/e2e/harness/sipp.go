@@ -192,10 +192,16 @@ func (s *Sipp) Messages() string {
 }
 
 // Received returns the SIP messages sipp received, each from its start line.
-func (s *Sipp) Received() []string {
+func (s *Sipp) Received() []string { return s.trace("message received [") }
+
+// Sent returns the SIP messages sipp sent (retransmissions included), each
+// from its start line.
+func (s *Sipp) Sent() []string { return s.trace("message sent (") }
+
+func (s *Sipp) trace(marker string) []string {
 	var out []string
 	for _, block := range strings.Split(s.Messages(), "\n----------------------------------------------- ") {
-		i := strings.Index(block, "message received [")
+		i := strings.Index(block, marker)
 		if i < 0 {
 			continue
 		}
