@@ -6,8 +6,6 @@
 package metrics
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -83,24 +81,27 @@ func (m *Metrics) CallState(from, to string) {
 	}
 }
 
-// CallEnded counts an ended call.
+// CallEnded counts an ended call under its SIP cause (bounded like a
+// response code).
 func (m *Metrics) CallEnded(cause int) {
 	if m != nil {
-		m.callsEnded.WithLabelValues(strconv.Itoa(cause)).Inc()
+		m.callsEnded.WithLabelValues(codeLabel(cause)).Inc()
 	}
 }
 
-// Request counts a SIP request; in is true for received ones.
+// Request counts a SIP request; in is true for received ones. Methods
+// outside the known set count as "other".
 func (m *Metrics) Request(method string, in bool) {
 	if m != nil {
-		m.sipRequests.WithLabelValues(method, dir(in)).Inc()
+		m.sipRequests.WithLabelValues(methodLabel(method), dir(in)).Inc()
 	}
 }
 
-// Response counts a SIP response to a request of method.
+// Response counts a SIP response to a request of method. Codes outside
+// the IANA registry count as their class ("4xx").
 func (m *Metrics) Response(method string, code int, in bool) {
 	if m != nil {
-		m.sipResponses.WithLabelValues(method, strconv.Itoa(code), dir(in)).Inc()
+		m.sipResponses.WithLabelValues(methodLabel(method), codeLabel(code), dir(in)).Inc()
 	}
 }
 
