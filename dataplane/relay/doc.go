@@ -18,8 +18,20 @@
 // A session's negotiated configuration (codecs, payload-type maps,
 // directions, SDP addresses) is an immutable snapshot behind an atomic
 // pointer, replaced whole by UpdateSession: the packet path reads it with one
-// atomic load. Latched addresses, the nominated ICE path and consent times
-// are atomics too.
+// atomic load. ICE credentials are immutable values behind an atomic pointer
+// too, replaced and never changed in place. Latched addresses, the
+// nominated ICE path and consent times are atomics.
+//
+// Creating, updating and deleting a session are one mechanism (change.go):
+// the next state is built whole (configuration, credentials, keys, ports)
+// without touching the session, so a refused request leaves it exactly as
+// it was; then it is published in one step, and one function
+// (tableCommands) turns what the workers' tables held for the session into
+// what they must hold now. A session's mutex serialises its changes; the
+// engine's mutex guards only the set of sessions, and is never held while
+// a session's is. Lock order: Session.mu, then Engine.mu, a leg's
+// dtlsState.mu or a worker's mu (for posting), never the reverse; no lock is
+// held across network I/O.
 //
 // The SRTP contexts and the outbound stream state (sequence normalisation)
 // of a leg are mutable per packet, and two workers can touch them: inbound

@@ -138,17 +138,18 @@ func (w *worker) fromPlain(st *Stream, rtcpPort, shared bool, m *batchconn.Messa
 				l.ctr.dropUnknownSource.Add(1)
 				return
 			}
-		case a == nil:
+		case a == nil || a.epoch != sc.epoch:
 			// Symmetric RTP (RFC 4961): the first packet's source is where
 			// the peer really is (behind NAT, or a PBX that sends from
 			// another address than its SDP says). Latched once per
 			// negotiation; an update with a new address re-opens it.
-			addr := m.Addr
-			if !st.latch[i].CompareAndSwap(nil, &addr) && *st.latch[i].Load() != m.Addr {
-				l.ctr.dropUnknownSource.Add(1)
-				return
+			if !st.latch[i].CompareAndSwap(a, &source{m.Addr, sc.epoch}) {
+				if b := st.latched(i, sc); b == nil || b.addr != m.Addr {
+					l.ctr.dropUnknownSource.Add(1)
+					return
+				}
 			}
-		case *a != m.Addr:
+		case a.addr != m.Addr:
 			l.ctr.dropUnknownSource.Add(1)
 			return
 		}
@@ -247,6 +248,15 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 	w.sender.Add(sock.FD, sock.V6, buf[:n], addr, dst)
 }
 
+// latched returns the source latched for component i (0 RTP, 1 RTCP) in
+// the negotiation sc, or nil.
+func (st *Stream) latched(i int, sc *streamConfig) *source {
+	if a := st.latch[i].Load(); a != nil && a.epoch == sc.epoch {
+		return a
+	}
+	return nil
+}
+
 // rtcpStream picks the stream an RTCP packet from a WebRTC leg belongs to:
 // the one whose media SSRC sent it, else the first.
 func rtcpStream(lc *legConfig, pkt []byte) *Stream {
@@ -283,9 +293,9 @@ func (w *worker) destination(dst *Leg, dsc *streamConfig, rtcp bool) (netip.Addr
 		i = 1
 	}
 	var addr netip.AddrPort
-	switch a := st.latch[i].Load(); {
+	switch a := st.latched(i, dsc); {
 	case a != nil:
-		addr = *a
+		addr = a.addr
 	case i == 1:
 		addr = dsc.remoteRTCP
 	default:

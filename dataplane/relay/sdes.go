@@ -26,53 +26,81 @@ func sdesProfile(suite string) (srtp.ProtectionProfile, error) {
 	return 0, fmt.Errorf("unsupported SDES crypto suite %q", suite)
 }
 
-// setSDES installs a plain stream's SDES-SRTP keys (RFC 4568): the peer's
-// key decrypts what it sends, the node's (generated when the spec leaves it
-// empty, and kept across updates) encrypts what is sent to it. Keys that did
-// not change keep their contexts, so the replay and rollover state survives
-// a re-INVITE that merely repeats them.
-func setSDES(st *Stream, sd *pb.SDESCrypto) error {
-	l := st.leg
+// sdesKeys are a plain stream's SDES-SRTP keys (RFC 4568) and the contexts
+// made from them. Immutable once published (Stream.keys).
+type sdesKeys struct {
+	suite         string
+	local, remote []byte // key and salt
+	dec, enc      *srtp.Context
+}
+
+// sdesChange is what a change does to a stream's SDES keys: nothing
+// (keep), or install keys (nil keys: back to plain RTP/AVP).
+type sdesChange struct {
+	set  bool
+	keys *sdesKeys
+}
+
+// planSDES works out a plain stream's keys for spec sd, given the ones it
+// has (cur, nil for none): the peer's key decrypts what it sends, the
+// node's (generated when the spec leaves it empty, and kept across
+// updates) encrypts what is sent to it. Keys that did not change keep
+// their contexts, so the replay and rollover state survives a re-INVITE
+// that merely repeats them. It changes nothing.
+func planSDES(cur *sdesKeys, sd *pb.SDESCrypto) (sdesChange, error) {
 	if sd == nil {
-		if st.sdes.Load() {
-			st.sdes.Store(false)
-			l.setKeys(st, nil, nil)
-			st.sdesSuite, st.sdesLocalKey, st.sdesRemote = "", nil, nil
-		}
-		return nil
+		return sdesChange{set: cur != nil}, nil
 	}
 	profile, err := sdesProfile(sd.GetSuite())
 	if err != nil {
-		return statusf(codes.InvalidArgument, "%v", err)
+		return sdesChange{}, statusf(codes.InvalidArgument, "%v", err)
 	}
 	keyLen, _ := profile.KeyLen()
 	saltLen, _ := profile.SaltLen()
 	want := keyLen + saltLen
 	local := sd.GetLocalKey()
 	switch {
-	case len(local) == 0 && st.sdesSuite == sd.GetSuite() && len(st.sdesLocalKey) == want:
-		local = st.sdesLocalKey // keep ours across re-offers
+	case len(local) == 0 && cur != nil && cur.suite == sd.GetSuite() && len(cur.local) == want:
+		local = cur.local // keep ours across re-offers
 	case len(local) == 0:
 		local = make([]byte, want)
 		rand.Read(local)
 	case len(local) != want:
-		return statusf(codes.InvalidArgument, "SDES local key is %d bytes, %s needs %d", len(local), sd.GetSuite(), want)
+		return sdesChange{}, statusf(codes.InvalidArgument, "SDES local key is %d bytes, %s needs %d", len(local), sd.GetSuite(), want)
 	}
 	remote := sd.GetRemoteKey()
 	if len(remote) != want {
-		return statusf(codes.InvalidArgument, "SDES remote key is %d bytes, %s needs %d", len(remote), sd.GetSuite(), want)
+		return sdesChange{}, statusf(codes.InvalidArgument, "SDES remote key is %d bytes, %s needs %d", len(remote), sd.GetSuite(), want)
 	}
-	if st.sdes.Load() && st.sdesSuite == sd.GetSuite() && bytes.Equal(st.sdesLocalKey, local) && bytes.Equal(st.sdesRemote, remote) {
-		return nil
+	if cur != nil && cur.suite == sd.GetSuite() && bytes.Equal(cur.local, local) && bytes.Equal(cur.remote, remote) {
+		return sdesChange{}, nil
 	}
 	dec, enc, err := newContexts(profile, local[:keyLen], local[keyLen:], remote[:keyLen], remote[keyLen:])
 	if err != nil {
-		return statusf(codes.InvalidArgument, "SDES keys: %v", err)
+		return sdesChange{}, statusf(codes.InvalidArgument, "SDES keys: %v", err)
 	}
-	l.setKeys(st, dec, enc)
-	st.sdesSuite = sd.GetSuite()
-	st.sdesLocalKey = append([]byte(nil), local...)
-	st.sdesRemote = append([]byte(nil), remote...)
-	st.sdes.Store(true)
-	return nil
+	return sdesChange{set: true, keys: &sdesKeys{
+		suite:  sd.GetSuite(),
+		local:  bytes.Clone(local),
+		remote: bytes.Clone(remote),
+		dec:    dec,
+		enc:    enc,
+	}}, nil
+}
+
+// install publishes a stream's new SDES keys to the packet path. Called
+// with sess.mu held.
+func (c sdesChange) install(st *Stream) {
+	if !c.set {
+		return
+	}
+	l := st.leg
+	if c.keys == nil {
+		st.sdes.Store(false)
+		l.setKeys(st, nil, nil)
+	} else {
+		l.setKeys(st, c.keys.dec, c.keys.enc)
+		st.sdes.Store(true)
+	}
+	st.keys = c.keys
 }

@@ -1,16 +1,12 @@
 package relay
 
 import (
-	"fmt"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/srtp/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/icelite"
@@ -28,7 +24,7 @@ type Session struct {
 	owner   *worker // serves the session's port-per-stream sockets
 	legs    []*Leg  // one or two
 
-	// cfg is the negotiated configuration, replaced whole on update and
+	// cfg is the negotiated configuration, replaced whole by a change and
 	// read by the packet path with one atomic load.
 	cfg atomic.Pointer[sessionConfig]
 
@@ -36,9 +32,13 @@ type Session struct {
 	updated      atomic.Int64 // unix nanoseconds of creation or the last update
 	closed       atomic.Bool
 
-	// mu guards specs and serialises updates and deletion of this session.
+	// mu serialises changes (create, update, delete) and guards the fields
+	// below, which only the control side reads.
 	mu    sync.Mutex
 	specs []*pb.LegSpec
+	// tables is exactly what the workers' tables hold for the session: a
+	// change moves them from this to its own, and deletion removes this.
+	tables tables
 }
 
 // peer returns the leg that media from l is relayed to: the other leg, or
@@ -56,38 +56,6 @@ func (s *Session) Legs() []*Leg { return s.legs }
 // MediaTimeout is the session's media timeout.
 func (s *Session) MediaTimeout() time.Duration { return time.Duration(s.mediaTimeout.Load()) }
 
-// sessionConfig is an immutable snapshot of what was negotiated.
-type sessionConfig struct {
-	legs [2]legConfig
-}
-
-type legConfig struct {
-	streams []streamConfig
-	// ptStream maps an inbound payload type to its stream on WebRTC legs,
-	// whose streams share one transport (BUNDLE); -1 is unknown.
-	ptStream [128]int8
-}
-
-// streamConfig is one stream's negotiated state. "in" is media received on
-// this stream, "out" media sent on it.
-type streamConfig struct {
-	s *Stream
-	// recv: media from the peer on this stream is relayed; send: media is
-	// sent to the peer on this stream (direction, from Strait's side).
-	recv, send bool
-	// toPeer maps this stream's inbound payload types to the peer stream's.
-	toPeer rewrite.PTMap
-	// clocks are the clock rates of the payload types sent on this stream
-	// (a handful: a table indexed by payload type would cost 512 bytes per
-	// stream for the same answer).
-	clocks []ptClock
-	// rewriteSSRC: media sent on this stream carries Stream.localSSRC.
-	rewriteSSRC bool
-	// Plain streams: the SDP addresses, and whether only they are accepted.
-	remote, remoteRTCP netip.AddrPort
-	strict, mux        bool
-}
-
 // Leg is one side of a session.
 type Leg struct {
 	// Frozen at creation.
@@ -97,14 +65,16 @@ type Leg struct {
 	addrIdx int
 	group   *group // WebRTC: the shared port the leg listens on
 
-	// streams grow when an update adds media sections; guarded by sess.mu,
-	// published to the packet path through sess.cfg.
-	streams []*Stream
-	// oldUfrags are local ufrags of earlier ICE restarts still registered
-	// with the workers (removed with the session); guarded by sess.mu.
-	oldUfrags []string
+	// Guarded by sess.mu (control side only). streams are the leg's
+	// streams, the ones the published configuration names; they grow when
+	// an update adds media sections. restartedFor is the remote ufrag the
+	// last ICE restart was applied for: a retry of that request issues no
+	// new credentials.
+	streams      []*Stream
+	restartedFor *string
 
-	// WebRTC transport state, lock-free for the packet path.
+	// WebRTC transport state, lock-free for the packet path. ice is
+	// immutable once stored: it is replaced, never changed in place.
 	ice   atomic.Pointer[iceCreds]
 	path  atomic.Pointer[icePath]
 	dtls  dtlsState
@@ -128,8 +98,9 @@ type Leg struct {
 // Index is the leg's position in its session.
 func (l *Leg) Index() int { return l.index }
 
-// iceCreds are a WebRTC leg's current ICE credentials. prev keeps the ones
-// before an ICE restart valid until the peer uses the new ones.
+// iceCreds are a WebRTC leg's current ICE credentials, immutable once
+// published. prev keeps the ones before an ICE restart valid until the peer
+// uses the new ones (then a copy without prev replaces them).
 type iceCreds struct {
 	localUfrag, localPwd string
 	remoteUfrag          string
@@ -146,7 +117,7 @@ type icePath struct {
 
 // Stream is one media section of a leg.
 type Stream struct {
-	// Frozen at creation.
+	// Frozen once published.
 	leg       *Leg
 	index     int
 	localSSRC uint32
@@ -156,19 +127,29 @@ type Stream struct {
 	rtp, rtcp *batchconn.Socket
 	rtpPort   uint16
 	shared    *sharedPair
-	// latch[0] is the RTP source latched by symmetric RTP, latch[1] RTCP's.
-	latch [2]atomic.Pointer[netip.AddrPort]
+	// latch[0] is the RTP source latched by symmetric RTP, latch[1] RTCP's;
+	// each is valid only for the negotiation (epoch) it was learnt in.
+	latch [2]atomic.Pointer[source]
 	// inSSRC is the last SSRC received on the stream (RTCP routing).
 	inSSRC atomic.Uint32
 
-	// SDES keys and contexts; dec guarded by leg.inMu, enc and out by
-	// leg.outMu. sdes tells the packet path whether to take those locks.
-	sdes         atomic.Bool
-	sdesSuite    string
-	sdesLocalKey []byte
-	sdesRemote   []byte
-	dec, enc     *srtp.Context
-	out          rewrite.OutStream
+	// SDES: sdes tells the packet path whether the stream is RTP/SAVP (and
+	// so whether to take the leg's locks); dec (under leg.inMu) and enc
+	// (under leg.outMu) are its contexts, and keys what they were made
+	// from (guarded by sess.mu). out (under leg.outMu) is the outbound
+	// rewrite state.
+	sdes     atomic.Bool
+	keys     *sdesKeys
+	dec, enc *srtp.Context
+	out      rewrite.OutStream
+}
+
+// source is an address a plain stream latched to, for the negotiation
+// whose streamConfig.epoch it carries: a new SDP address starts a new
+// epoch, which makes every earlier latch void without anyone writing to it.
+type source struct {
+	addr  netip.AddrPort
+	epoch uint32
 }
 
 // group is a shared port: one SO_REUSEPORT socket per worker.
@@ -183,133 +164,3 @@ type group struct {
 
 // sharedPair is a shared plain RTP/RTCP port pair.
 type sharedPair struct{ rtp, rtcp *group }
-
-func statusf(c codes.Code, format string, args ...any) error {
-	return status.Errorf(c, format, args...)
-}
-
-// compile builds the configuration snapshot for specs. It validates what the
-// packet path relies on; allocation-time checks happen in the engine.
-func compile(legs []*Leg, specs []*pb.LegSpec) (*sessionConfig, error) {
-	cfg := &sessionConfig{}
-	for i, l := range legs {
-		spec := specs[i]
-		lc := &cfg.legs[i]
-		for j := range lc.ptStream {
-			lc.ptStream[j] = -1
-		}
-		peerIdx := 1 - i
-		if len(legs) == 1 {
-			peerIdx = i
-		}
-		peerSpec := specs[peerIdx]
-		lc.streams = make([]streamConfig, len(spec.GetStreams()))
-		for j, ss := range spec.GetStreams() {
-			sc := &lc.streams[j]
-			sc.s = l.streams[j]
-			sc.recv, sc.send = direction(ss.GetDirection())
-			sc.rewriteSSRC = ss.GetRewriteSsrc() || len(legs) == 1
-			for _, c := range ss.GetCodecs() {
-				if c.GetPayloadType() > 127 {
-					return nil, statusf(codes.InvalidArgument, "leg %d stream %d: payload type %d out of range", i, j, c.GetPayloadType())
-				}
-				pt := uint8(c.GetPayloadType())
-				sc.clocks = append(sc.clocks, ptClock{pt, c.GetClockRate()})
-				if l.kind == pb.LegKind_LEG_KIND_WEBRTC {
-					if prev := lc.ptStream[pt]; prev >= 0 && int(prev) != j {
-						return nil, statusf(codes.InvalidArgument, "leg %d: payload type %d used by streams %d and %d of one WebRTC transport", i, pt, prev, j)
-					}
-					lc.ptStream[pt] = int8(j)
-				}
-				if j >= len(peerSpec.GetStreams()) {
-					continue // no peer stream: nothing to relay to
-				}
-				if out, ok := matchCodec(c, peerSpec.GetStreams()[j].GetCodecs()); ok {
-					sc.toPeer.Set(pt, out)
-				}
-			}
-			if p := ss.GetPlain(); l.kind == pb.LegKind_LEG_KIND_PLAIN && p != nil {
-				var err error
-				if sc.remote, sc.remoteRTCP, err = plainRemotes(p); err != nil {
-					return nil, statusf(codes.InvalidArgument, "leg %d stream %d: %v", i, j, err)
-				}
-				sc.mux = p.GetRtcpMux()
-				sc.strict = p.GetStrictSource() || p.GetPortMode() == pb.PortMode_PORT_MODE_SHARED
-			}
-		}
-	}
-	return cfg, nil
-}
-
-// ptClock is a payload type's RTP clock rate.
-type ptClock struct {
-	pt    uint8
-	clock uint32
-}
-
-// clock returns the clock rate of payload type pt sent on the stream, or 0
-// (unknown) if it has none.
-func (sc *streamConfig) clock(pt uint8) uint32 {
-	for _, c := range sc.clocks {
-		if c.pt == pt {
-			return c.clock
-		}
-	}
-	return 0
-}
-
-// matchCodec finds c's counterpart (same name, case-insensitive, and clock
-// rate) among codecs and returns its payload type.
-func matchCodec(c *pb.Codec, codecs []*pb.Codec) (uint8, bool) {
-	for _, d := range codecs {
-		if strings.EqualFold(c.GetName(), d.GetName()) && c.GetClockRate() == d.GetClockRate() && d.GetPayloadType() <= 127 {
-			return uint8(d.GetPayloadType()), true
-		}
-	}
-	return 0, false
-}
-
-// direction returns whether Strait relays media received on a stream, and
-// whether it sends on it, for the direction Strait wrote in its SDP.
-func direction(d pb.Direction) (recv, send bool) {
-	switch d {
-	case pb.Direction_DIRECTION_SENDONLY:
-		return false, true
-	case pb.Direction_DIRECTION_RECVONLY:
-		return true, false
-	case pb.Direction_DIRECTION_INACTIVE:
-		return false, false
-	}
-	return true, true
-}
-
-// plainRemotes parses a plain stream's SDP addresses.
-func plainRemotes(p *pb.PlainSpec) (rtp, rtcp netip.AddrPort, err error) {
-	if s := p.GetRemoteAddr(); s != "" {
-		if rtp, err = netip.ParseAddrPort(s); err != nil {
-			return rtp, rtcp, fmt.Errorf("remote_addr %q: %v", s, err)
-		}
-		rtp = netip.AddrPortFrom(rtp.Addr().Unmap(), rtp.Port())
-		if rtp.Addr().IsUnspecified() || rtp.Port() == 0 {
-			// Old-style hold (c=0.0.0.0, RFC 3264 section 8.4) or a
-			// rejected stream: nowhere to send.
-			rtp = netip.AddrPort{}
-		}
-	}
-	switch s := p.GetRemoteRtcpAddr(); {
-	case s != "":
-		if rtcp, err = netip.ParseAddrPort(s); err != nil {
-			return rtp, rtcp, fmt.Errorf("remote_rtcp_addr %q: %v", s, err)
-		}
-		rtcp = netip.AddrPortFrom(rtcp.Addr().Unmap(), rtcp.Port())
-		if rtcp.Addr().IsUnspecified() || rtcp.Port() == 0 {
-			rtcp = netip.AddrPort{}
-		}
-	case !rtp.IsValid():
-	case p.GetRtcpMux():
-		rtcp = rtp
-	default:
-		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
-	}
-	return rtp, rtcp, nil
-}

@@ -57,14 +57,17 @@ func (s *Session) Proto() *pb.Session {
 				if i < len(s.specs) && st.index < len(s.specs[i].GetStreams()) && s.specs[i].GetStreams()[st.index].GetPlain().GetRtcpMux() {
 					ps.LocalRtcpAddr = ps.LocalAddr
 				}
-				ps.SdesLocalKey = st.sdesLocalKey
-				if a := st.latch[0].Load(); a != nil {
-					ps.RemoteAddr = a.String()
-				} else if cfg := s.cfg.Load(); cfg != nil && st.index < len(cfg.legs[i].streams) && cfg.legs[i].streams[st.index].remote.IsValid() {
-					ps.RemoteAddr = cfg.legs[i].streams[st.index].remote.String()
+				if k := st.keys; k != nil {
+					ps.SdesLocalKey = k.local
+					leg.SrtpProfile = k.suite
 				}
-				if st.sdesSuite != "" {
-					leg.SrtpProfile = st.sdesSuite
+				if cfg := s.cfg.Load(); st.index < len(cfg.legs[i].streams) {
+					sc := &cfg.legs[i].streams[st.index]
+					if a := st.latched(0, sc); a != nil {
+						ps.RemoteAddr = a.addr.String()
+					} else if sc.remote.IsValid() {
+						ps.RemoteAddr = sc.remote.String()
+					}
 				}
 			}
 			leg.Streams = append(leg.Streams, ps)

@@ -1256,7 +1256,12 @@ type UpdateSessionRequest struct {
 	Legs []*LegSpec `protobuf:"bytes,2,rep,name=legs,proto3" json:"legs,omitempty"`
 	// Per leg (same order), true requests an ICE restart: the node generates new
 	// local credentials unless the spec gives them, and keeps the current path
-	// until a check with the new credentials arrives.
+	// (and the current credentials valid) until a check with the new
+	// credentials arrives. A restart is applied once per remote_ufrag: a peer
+	// that restarts ICE offers a new ufrag (RFC 8839 section 4.4.1.1.1), so a
+	// request asking again for the remote ufrag of the last restart is a retry
+	// and keeps the credentials that restart issued. New local credentials in
+	// the spec are a restart whatever this says.
 	IceRestart []bool `protobuf:"varint,3,rep,packed,name=ice_restart,json=iceRestart,proto3" json:"ice_restart,omitempty"`
 	// 0 keeps the current value.
 	MediaTimeoutS uint32 `protobuf:"varint,4,opt,name=media_timeout_s,json=mediaTimeoutS,proto3" json:"media_timeout_s,omitempty"`

@@ -56,7 +56,10 @@ type DataplaneClient interface {
 	// INVALID_ARGUMENT for a malformed request, ALREADY_EXISTS for a duplicate id.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*Session, error)
 	// UpdateSession changes a running session: remote addresses, codecs,
-	// direction (hold), ICE restart, new DTLS fingerprint or SDES keys.
+	// direction (hold), ICE restart, new DTLS fingerprint or SDES keys. The
+	// update applies whole or not at all: a refused update (any error) leaves
+	// the session exactly as it was. Repeating an update (a retry) changes
+	// nothing more, ICE restarts included (see ice_restart).
 	UpdateSession(ctx context.Context, in *UpdateSessionRequest, opts ...grpc.CallOption) (*Session, error)
 	// DeleteSession stops a session and frees its ports. Deleting an unknown
 	// session returns NOT_FOUND.
@@ -175,7 +178,10 @@ type DataplaneServer interface {
 	// INVALID_ARGUMENT for a malformed request, ALREADY_EXISTS for a duplicate id.
 	CreateSession(context.Context, *CreateSessionRequest) (*Session, error)
 	// UpdateSession changes a running session: remote addresses, codecs,
-	// direction (hold), ICE restart, new DTLS fingerprint or SDES keys.
+	// direction (hold), ICE restart, new DTLS fingerprint or SDES keys. The
+	// update applies whole or not at all: a refused update (any error) leaves
+	// the session exactly as it was. Repeating an update (a retry) changes
+	// nothing more, ICE restarts included (see ice_restart).
 	UpdateSession(context.Context, *UpdateSessionRequest) (*Session, error)
 	// DeleteSession stops a session and frees its ports. Deleting an unknown
 	// session returns NOT_FOUND.

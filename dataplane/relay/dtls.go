@@ -3,7 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
-	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,57 +13,6 @@ import (
 	"github.com/strait-sbc/strait/dataplane/dtlsleg"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
-
-// match returns the credentials whose local ufrag is ufrag: the current
-// ones, or those from before an ICE restart.
-func (c *iceCreds) match(ufrag []byte) *iceCreds {
-	for ; c != nil; c = c.prev {
-		if string(ufrag) == c.localUfrag {
-			return c
-		}
-	}
-	return nil
-}
-
-// validCheck records a verified ICE check from addr. The first one gives the
-// leg its path; later ones refresh consent on it (RFC 7675), and a
-// nominated check from another address moves the path there (RFC 8445
-// section 8.1.1: the controlling agent nominates the pair to use).
-func (l *Leg) validCheck(creds *iceCreds, addr netip.AddrPort, nominated bool, now int64) {
-	if cur := l.ice.Load(); creds == cur && cur.prev != nil {
-		// The peer uses the credentials of the ICE restart: forget the old
-		// ones (the replacement is a new immutable value: rare).
-		next := *cur
-		next.prev = nil
-		l.ice.CompareAndSwap(cur, &next)
-	}
-	p := l.path.Load()
-	if p != nil && p.addr == addr {
-		p.consent.Store(now)
-		if p.expired.Load() {
-			p.expired.Store(false)
-		}
-		return
-	}
-	if p != nil && !nominated {
-		return // answered and latched, but media stays on the nominated path
-	}
-	np := &icePath{addr: addr}
-	np.consent.Store(now)
-	if !l.path.CompareAndSwap(p, np) {
-		return // another worker moved the path at the same moment
-	}
-	e := l.sess.engine
-	if p == nil {
-		l.state.CompareAndSwap(int32(pb.LegState_LEG_STATE_NEW), int32(pb.LegState_LEG_STATE_CONNECTING))
-		e.event(l, pb.EventType_EVENT_TYPE_ICE_CONNECTED, addr.String())
-		e.startDTLS(l)
-		return
-	}
-	if t := l.dtls.transport.Load(); t != nil {
-		t.SetRemote(addr)
-	}
-}
 
 // dtlsParams are what the control plane negotiated for a leg's handshake.
 type dtlsParams struct {
@@ -87,6 +36,16 @@ func paramsOf(spec *pb.WebRTCSpec) *dtlsParams {
 }
 
 func (p *dtlsParams) ready() bool { return p != nil && p.role != 0 && p.value != "" }
+
+// redo reports whether a leg whose handshake ran with p must redo it with
+// np: a new fingerprint or role means the peer has a new DTLS association
+// (RFC 5763 section 5).
+func (p *dtlsParams) redo(np *dtlsParams) bool {
+	if !p.ready() {
+		return false
+	}
+	return np.role != p.role || !strings.EqualFold(np.value, p.value) || !strings.EqualFold(np.algorithm, p.algorithm)
+}
 
 // dtlsState is a leg's handshake: the Transport workers deliver to, the
 // goroutine running it, and the parameters it runs with.
