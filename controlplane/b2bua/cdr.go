@@ -29,8 +29,7 @@ func legMedia(s *pb.Session) []cdr.LegMedia {
 		lc := l.GetCounters()
 		out = append(out, cdr.LegMedia{PacketsIn: lc.GetPacketsIn(), PacketsOut: lc.GetPacketsOut(),
 			BytesIn: lc.GetBytesIn(), BytesOut: lc.GetBytesOut(),
-			Dropped: lc.GetDropUnknownSource() + lc.GetDropSrtpAuth() + lc.GetDropReplay() + lc.GetDropUnknownPt() +
-				lc.GetDropMalformed() + lc.GetDropDirection() + lc.GetDropNoConsent() + lc.GetDropSend() + lc.GetDropNotReady()})
+			Dropped: lc.Dropped()}) // every drop_ counter of the proto
 	}
 	return out
 }

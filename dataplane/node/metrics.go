@@ -60,31 +60,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRTCP, t.RtcpOut, "out")
 	counter(descControl, t.StunIn, "stun")
 	counter(descControl, t.DtlsIn, "dtls")
-	for _, d := range dropReasons(t) {
-		counter(descDrops, d.v, d.reason)
+	for r := range pb.NumDropReasons {
+		counter(descDrops, t.Drop(r), r.String()) // labels: the LegCounters field names without drop_
 	}
 	counter(descEvents, n.dropped.Load())
-}
-
-type drop struct {
-	reason string
-	v      uint64
-}
-
-// dropReasons lists the drop counters under the label values operators
-// alert on; they match the LegCounters field names.
-func dropReasons(t *pb.LegCounters) []drop {
-	return []drop{
-		{"unknown_source", t.DropUnknownSource},
-		{"srtp_auth", t.DropSrtpAuth},
-		{"replay", t.DropReplay},
-		{"unknown_pt", t.DropUnknownPt},
-		{"malformed", t.DropMalformed},
-		{"direction", t.DropDirection},
-		{"no_consent", t.DropNoConsent},
-		{"send", t.DropSend},
-		{"not_ready", t.DropNotReady},
-		{"stun_auth", t.DropStunAuth},
-		{"rcvbuf", t.DropRcvbuf},
-	}
 }

@@ -9,14 +9,13 @@ import (
 // counters are a leg's traffic counters. Workers add to them with atomic
 // operations on the packet path (a leg's flows are served by one worker in
 // steady state, so the cache lines do not bounce); readers sum them on
-// demand.
+// demand. The drop reasons are the proto's (pb.DropReason, generated from
+// LegCounters), so this list cannot drift from what the API reports.
 type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	rtcpIn, rtcpOut, stunIn, dtlsIn          atomic.Uint64
 
-	dropUnknownSource, dropSRTPAuth, dropReplay, dropUnknownPT atomic.Uint64
-	dropMalformed, dropDirection, dropNoConsent, dropSend      atomic.Uint64
-	dropNotReady, dropSTUNAuth, dropRcvbuf                     atomic.Uint64
+	drop [pb.NumDropReasons]atomic.Uint64
 
 	lastIn atomic.Int64 // unix nanoseconds
 }
@@ -39,25 +38,23 @@ func (c *counters) addTo(t *pb.LegCounters) {
 	t.RtcpOut += c.rtcpOut.Load()
 	t.StunIn += c.stunIn.Load()
 	t.DtlsIn += c.dtlsIn.Load()
-	t.DropUnknownSource += c.dropUnknownSource.Load()
-	t.DropSrtpAuth += c.dropSRTPAuth.Load()
-	t.DropReplay += c.dropReplay.Load()
-	t.DropUnknownPt += c.dropUnknownPT.Load()
-	t.DropMalformed += c.dropMalformed.Load()
-	t.DropDirection += c.dropDirection.Load()
-	t.DropNoConsent += c.dropNoConsent.Load()
-	t.DropSend += c.dropSend.Load()
-	t.DropNotReady += c.dropNotReady.Load()
-	t.DropStunAuth += c.dropSTUNAuth.Load()
-	t.DropRcvbuf += c.dropRcvbuf.Load()
+	for r := range pb.NumDropReasons {
+		t.AddDrop(r, c.drop[r].Load())
+	}
 	t.LastInUnixNano = max(t.LastInUnixNano, c.lastIn.Load())
 }
 
 // nodeCounters count what cannot be charged to a leg: datagrams from
-// nobody the node knows, or too broken to tell. One per worker, written by
-// that worker only.
+// nobody the node knows (unknown source, including ICE checks for a ufrag
+// no leg has), too broken to tell (malformed), or dropped by the kernel on
+// a shared port (rcvbuf). One per worker, written by that worker only.
 type nodeCounters struct {
-	unknownSource, malformed, stunUnknownUfrag atomic.Uint64
-	// rcvbuf counts kernel drops on shared ports (SO_RXQ_OVFL).
-	rcvbuf atomic.Uint64
+	drop [pb.NumDropReasons]atomic.Uint64
+}
+
+// addTo adds the counters to t.
+func (c *nodeCounters) addTo(t *pb.LegCounters) {
+	for r := range pb.NumDropReasons {
+		t.AddDrop(r, c.drop[r].Load())
+	}
 }

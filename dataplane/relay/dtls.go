@@ -67,7 +67,7 @@ type dtlsState struct {
 func (l *Leg) deliverDTLS(pkt []byte) {
 	t := l.dtls.transport.Load()
 	if t == nil || !t.Deliver(pkt) {
-		l.ctr.dropNotReady.Add(1)
+		l.ctr.drop[pb.DropNotReady].Add(1)
 	}
 }
 

@@ -210,9 +210,7 @@ func (e *Engine) Totals() *pb.LegCounters {
 		}
 	}
 	for _, w := range e.workers {
-		t.DropUnknownSource += w.ctr.unknownSource.Load() + w.ctr.stunUnknownUfrag.Load()
-		t.DropMalformed += w.ctr.malformed.Load()
-		t.DropRcvbuf += w.ctr.rcvbuf.Load()
+		w.ctr.addTo(t)
 	}
 	return t
 }

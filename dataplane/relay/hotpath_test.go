@@ -382,10 +382,24 @@ func TestKernelDropsAreCounted(t *testing.T) {
 	h.w.serve(h.rtpSlot, 0) // drains what fitted: queued before any drop
 	pbx.WriteToUDPAddrPort(pkt, h.rtpSlot.sock.Local)
 	h.w.serve(h.rtpSlot, 0) // this one carries the socket's drop count
-	if got := h.plain.ctr.dropRcvbuf.Load(); got == 0 || got >= 200 {
+	if got := h.plain.ctr.drop[pb.DropRcvbuf].Load(); got == 0 || got >= 200 {
 		t.Fatalf("drop_rcvbuf = %d after overflowing the socket with 200 datagrams", got)
 	}
-	if tot := h.e.Totals(); tot.DropRcvbuf != h.plain.ctr.dropRcvbuf.Load() {
+	if tot := h.e.Totals(); tot.DropRcvbuf != h.plain.ctr.drop[pb.DropRcvbuf].Load() {
 		t.Fatalf("node totals drop_rcvbuf %d", tot.DropRcvbuf)
+	}
+}
+
+// TestSequenceRefusalsAreNotReplays: a duplicate RTP packet from the PBX
+// is refused by the browser leg's sequence normalisation and counted as
+// drop_sequence on the leg it was to be sent to, not as an SRTP replay.
+func TestSequenceRefusalsAreNotReplays(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	pkt := rtpPacket(500, 0, 0x5eed)
+	h.deliver(h.rtpSlot, pkt, h.pbx)
+	h.deliver(h.rtpSlot, pkt, h.pbx)
+	c := h.web.ctr.proto()
+	if c.PacketsOut != 1 || c.DropSequence != 1 || c.DropReplay != 0 {
+		t.Fatalf("browser leg after a duplicate from the PBX: out %d, drop_sequence %d, drop_replay %d", c.PacketsOut, c.DropSequence, c.DropReplay)
 	}
 }

@@ -21,7 +21,7 @@ import (
 // handle processes one received datagram of slot s.
 func (w *worker) handle(s *slot, m *batchconn.Message) {
 	if m.N <= 0 { // empty, or truncated because larger than a buffer
-		w.ctr.malformed.Add(1)
+		w.ctr.drop[pb.DropMalformed].Add(1)
 		return
 	}
 	switch s.kind {
@@ -32,7 +32,7 @@ func (w *worker) handle(s *slot, m *batchconn.Message) {
 	case sockPlainShared:
 		st := w.shared[latchKey{s.group.id, m.Addr}]
 		if st == nil {
-			w.ctr.unknownSource.Add(1)
+			w.ctr.drop[pb.DropUnknownSource].Add(1)
 			return
 		}
 		w.fromPlain(st, s.rtcp, true, m)
@@ -51,7 +51,7 @@ func (w *worker) fromWebRTC(s *slot, m *batchconn.Message) {
 	// with a valid ICE check: the node is never an open relay.
 	l := w.latches[latchKey{s.group.id, m.Addr}]
 	if l == nil {
-		w.ctr.unknownSource.Add(1)
+		w.ctr.drop[pb.DropUnknownSource].Add(1)
 		return
 	}
 	switch class {
@@ -63,7 +63,7 @@ func (w *worker) fromWebRTC(s *slot, m *batchconn.Message) {
 	case demux.RTCP:
 		w.media(l, nil, m, true)
 	default:
-		l.ctr.dropMalformed.Add(1)
+		l.ctr.drop[pb.DropMalformed].Add(1)
 	}
 }
 
@@ -75,28 +75,28 @@ func (w *worker) answerSTUN(s *slot, m *batchconn.Message) {
 	pkt := m.Buf[:m.N]
 	r := &w.stunReq
 	if err := icelite.ParseRequest(pkt, r); err != nil {
-		w.ctr.malformed.Add(1)
+		w.ctr.drop[pb.DropMalformed].Add(1)
 		return
 	}
 	l := w.ufrags[string(r.LocalUfrag)] // no allocation: map lookup by converted bytes
 	if l == nil || l.group != s.group {
-		w.ctr.stunUnknownUfrag.Add(1)
+		w.ctr.drop[pb.DropUnknownSource].Add(1)
 		return
 	}
 	creds := l.ice.Load().match(r.LocalUfrag)
 	if creds == nil || !w.stun.Verify(pkt, r, creds.key) ||
 		(creds.remoteUfrag != "" && string(r.RemoteUfrag) != creds.remoteUfrag) {
-		l.ctr.dropSTUNAuth.Add(1)
+		l.ctr.drop[pb.DropStunAuth].Add(1)
 		return
 	}
 	if cap(m.Buf)-m.N < icelite.MaxResponseSize {
-		l.ctr.dropMalformed.Add(1)
+		l.ctr.drop[pb.DropMalformed].Add(1)
 		return
 	}
 	// The answer is written into the same buffer, after the request.
 	resp, err := w.stun.AppendSuccess(m.Buf[m.N:m.N], r, m.Addr, creds.key)
 	if err != nil {
-		l.ctr.dropMalformed.Add(1)
+		l.ctr.drop[pb.DropMalformed].Add(1)
 		return
 	}
 	l.ctr.stunIn.Add(1)
@@ -118,13 +118,13 @@ func (w *worker) fromPlain(st *Stream, rtcpPort, shared bool, m *batchconn.Messa
 	case demux.RTCP:
 		isRTCP = true
 	default:
-		l.ctr.dropMalformed.Add(1) // no STUN or DTLS on plain legs
+		l.ctr.drop[pb.DropMalformed].Add(1) // no STUN or DTLS on plain legs
 		return
 	}
 	if !shared {
 		cfg := l.sess.cfg.Load()
 		if st.index >= len(cfg.legs[l.index].streams) {
-			l.ctr.dropDirection.Add(1)
+			l.ctr.drop[pb.DropDirection].Add(1)
 			return
 		}
 		sc := &cfg.legs[l.index].streams[st.index]
@@ -135,7 +135,7 @@ func (w *worker) fromPlain(st *Stream, rtcpPort, shared bool, m *batchconn.Messa
 		switch a := st.latch[i].Load(); {
 		case sc.strict:
 			if m.Addr != expected {
-				l.ctr.dropUnknownSource.Add(1)
+				l.ctr.drop[pb.DropUnknownSource].Add(1)
 				return
 			}
 		case a == nil || a.epoch != sc.epoch:
@@ -145,12 +145,12 @@ func (w *worker) fromPlain(st *Stream, rtcpPort, shared bool, m *batchconn.Messa
 			// negotiation; an update with a new address re-opens it.
 			if !st.latch[i].CompareAndSwap(a, &source{m.Addr, sc.epoch}) {
 				if b := st.latched(i, sc); b == nil || b.addr != m.Addr {
-					l.ctr.dropUnknownSource.Add(1)
+					l.ctr.drop[pb.DropUnknownSource].Add(1)
 					return
 				}
 			}
 		case a.addr != m.Addr:
-			l.ctr.dropUnknownSource.Add(1)
+			l.ctr.drop[pb.DropUnknownSource].Add(1)
 			return
 		}
 	}
@@ -180,7 +180,7 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 			st = rtcpStream(lc, buf[:n])
 		}
 		if st == nil || st.index >= len(dlc.streams) {
-			src.ctr.dropDirection.Add(1)
+			src.ctr.drop[pb.DropDirection].Add(1)
 			return
 		}
 		dsc := &dlc.streams[st.index]
@@ -210,12 +210,12 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 	if st == nil {
 		idx := lc.ptStream[pt]
 		if idx < 0 || int(idx) >= len(lc.streams) {
-			src.ctr.dropUnknownPT.Add(1)
+			src.ctr.drop[pb.DropUnknownPt].Add(1)
 			return
 		}
 		st = lc.streams[idx].s
 	} else if st.index >= len(lc.streams) {
-		src.ctr.dropDirection.Add(1)
+		src.ctr.drop[pb.DropDirection].Add(1)
 		return
 	}
 	if ssrc := binary.BigEndian.Uint32(buf[8:12]); st.inSSRC.Load() != ssrc {
@@ -223,16 +223,16 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 	}
 	sc := &lc.streams[st.index]
 	if !sc.recv {
-		src.ctr.dropDirection.Add(1)
+		src.ctr.drop[pb.DropDirection].Add(1)
 		return
 	}
 	outPT, known := sc.toPeer.Lookup(pt)
 	if !known {
-		src.ctr.dropUnknownPT.Add(1)
+		src.ctr.drop[pb.DropUnknownPt].Add(1)
 		return
 	}
 	if st.index >= len(dlc.streams) || !dlc.streams[st.index].send {
-		src.ctr.dropDirection.Add(1)
+		src.ctr.drop[pb.DropDirection].Add(1)
 		return
 	}
 	dsc := &dlc.streams[st.index]
@@ -282,7 +282,7 @@ func (w *worker) destination(dst *Leg, dsc *streamConfig, rtcp bool) (netip.Addr
 		// Never send where no valid check came from, nor after consent
 		// expired (RFC 7675 section 5.1).
 		if p == nil || w.now-p.consent.Load() > int64(ConsentTimeout) {
-			dst.ctr.dropNoConsent.Add(1)
+			dst.ctr.drop[pb.DropNoConsent].Add(1)
 			return netip.AddrPort{}, nil
 		}
 		return p.addr, w.groupSocks[dst.group.id]
@@ -302,7 +302,7 @@ func (w *worker) destination(dst *Leg, dsc *streamConfig, rtcp bool) (netip.Addr
 		addr = dsc.remote
 	}
 	if !addr.IsValid() {
-		dst.ctr.dropDirection.Add(1) // no address known yet
+		dst.ctr.drop[pb.DropDirection].Add(1) // no address known yet
 		return addr, nil
 	}
 	if st.shared != nil {
@@ -334,7 +334,7 @@ func (w *worker) unprotect(l *Leg, st *Stream, buf []byte, n int, isRTCP bool) (
 	}
 	if ctx == nil {
 		l.inMu.Unlock()
-		l.ctr.dropNotReady.Add(1)
+		l.ctr.drop[pb.DropNotReady].Add(1)
 		return 0, false
 	}
 	if isRTCP {
@@ -346,11 +346,11 @@ func (w *worker) unprotect(l *Leg, st *Stream, buf []byte, n int, isRTCP bool) (
 	if err != nil {
 		switch {
 		case errors.Is(err, srtp.ErrFailedToVerifyAuthTag):
-			l.ctr.dropSRTPAuth.Add(1)
+			l.ctr.drop[pb.DropSrtpAuth].Add(1)
 		case errors.Is(err, errSRTPReplay):
-			l.ctr.dropReplay.Add(1)
+			l.ctr.drop[pb.DropReplay].Add(1)
 		default:
-			l.ctr.dropMalformed.Add(1)
+			l.ctr.drop[pb.DropMalformed].Add(1)
 		}
 		return 0, false
 	}
@@ -375,9 +375,9 @@ func (w *worker) protectRTP(dst *Leg, dsc *streamConfig, buf []byte, n int, pt u
 	defer dst.outMu.Unlock()
 	if err := st.normalise(buf[:n], pt, dsc, w.now); err != nil {
 		if errors.Is(err, rewrite.ErrDuplicate) || errors.Is(err, rewrite.ErrStale) || errors.Is(err, rewrite.ErrJump) {
-			dst.ctr.dropReplay.Add(1) // a repeat, a straggler, or a jump on probation
+			dst.ctr.drop[pb.DropSequence].Add(1) // a repeat, a straggler, or a jump on probation
 		} else {
-			dst.ctr.dropMalformed.Add(1)
+			dst.ctr.drop[pb.DropMalformed].Add(1)
 		}
 		return 0, false
 	}
@@ -386,7 +386,7 @@ func (w *worker) protectRTP(dst *Leg, dsc *streamConfig, buf []byte, n int, pt u
 	}
 	out, err := ctx.EncryptRTP(buf[:0], buf[:n], &w.rtpHdr)
 	if err != nil {
-		dst.ctr.dropMalformed.Add(1)
+		dst.ctr.drop[pb.DropMalformed].Add(1)
 		return 0, false
 	}
 	return len(out), true
@@ -403,7 +403,7 @@ func (w *worker) protectRTCP(src, dst *Leg, dlc *legConfig, dsc *streamConfig, r
 	var sent rewrite.StreamTable
 	mappings(dlc, &sent)
 	if err := rewrite.TranslateRTCP(buf[:n], &sent, received); err != nil {
-		src.ctr.dropMalformed.Add(1)
+		src.ctr.drop[pb.DropMalformed].Add(1)
 		return 0, false
 	}
 	if ctx == nil {
@@ -411,7 +411,7 @@ func (w *worker) protectRTCP(src, dst *Leg, dlc *legConfig, dsc *streamConfig, r
 	}
 	out, err := ctx.EncryptRTCP(buf[:0], buf[:n], &w.rtcpHdr)
 	if err != nil {
-		dst.ctr.dropMalformed.Add(1)
+		dst.ctr.drop[pb.DropMalformed].Add(1)
 		return 0, false
 	}
 	return len(out), true
@@ -432,7 +432,7 @@ func lockOut(dst *Leg, st *Stream) (*srtp.Context, bool) {
 		return st.enc, true
 	}
 	dst.outMu.Unlock()
-	dst.ctr.dropNotReady.Add(1)
+	dst.ctr.drop[pb.DropNotReady].Add(1)
 	return nil, false
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/icelite"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
 // sockKind is what a worker's socket carries.
@@ -230,15 +231,15 @@ func (w *worker) serve(s *slot, off int) int {
 // node for shared ones.
 func (w *worker) kernelDrops(s *slot, n uint32) {
 	if s.kind == sockPlain {
-		s.stream.leg.ctr.dropRcvbuf.Add(uint64(n))
+		s.stream.leg.ctr.drop[pb.DropRcvbuf].Add(uint64(n))
 		return
 	}
-	w.ctr.rcvbuf.Add(uint64(n))
+	w.ctr.drop[pb.DropRcvbuf].Add(uint64(n))
 }
 
 func (w *worker) sendFailed(l *Leg, _ error) {
 	if l != nil {
-		l.ctr.dropSend.Add(1)
+		l.ctr.drop[pb.DropSend].Add(1)
 	}
 }
 

@@ -1828,7 +1828,10 @@ func (x *Stream) GetLocalSsrc() uint32 {
 }
 
 // LegCounters count a leg's traffic. "in" is from the peer to the node, "out"
-// from the node to the peer. Drops are counted by reason.
+// from the node to the peer. Drops are counted by reason: every drop_* field
+// is a reason, and the node's drop metric, the CDR's sum and the relay's
+// counters are generated from this list (internal/gendrops), so a new reason
+// is added here only.
 type LegCounters struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	PacketsIn  uint64                 `protobuf:"varint,1,opt,name=packets_in,json=packetsIn,proto3" json:"packets_in,omitempty"`
@@ -1843,7 +1846,10 @@ type LegCounters struct {
 	DropUnknownSource uint64 `protobuf:"varint,9,opt,name=drop_unknown_source,json=dropUnknownSource,proto3" json:"drop_unknown_source,omitempty"`
 	// SRTP/SRTCP authentication failed.
 	DropSrtpAuth uint64 `protobuf:"varint,10,opt,name=drop_srtp_auth,json=dropSrtpAuth,proto3" json:"drop_srtp_auth,omitempty"`
-	// SRTP/SRTCP replayed packet.
+	// SRTP/SRTCP packets from the peer that the replay window refused (RFC 3711
+	// section 3.3.2): a repeat of one already received, or older than the
+	// window. Only inbound SRTP; refusals of the sequence normalisation toward
+	// the peer are drop_sequence.
 	DropReplay uint64 `protobuf:"varint,11,opt,name=drop_replay,json=dropReplay,proto3" json:"drop_replay,omitempty"`
 	// RTP payload type not in the leg's codecs.
 	DropUnknownPt uint64 `protobuf:"varint,12,opt,name=drop_unknown_pt,json=dropUnknownPt,proto3" json:"drop_unknown_pt,omitempty"`
@@ -1865,7 +1871,12 @@ type LegCounters struct {
 	// Datagrams the kernel dropped because a socket's receive buffer was full
 	// (the node under overload). Charged to the leg for its own ports; drops
 	// on shared ports appear only in the node's totals.
-	DropRcvbuf    uint64 `protobuf:"varint,20,opt,name=drop_rcvbuf,json=dropRcvbuf,proto3" json:"drop_rcvbuf,omitempty"`
+	DropRcvbuf uint64 `protobuf:"varint,20,opt,name=drop_rcvbuf,json=dropRcvbuf,proto3" json:"drop_rcvbuf,omitempty"`
+	// RTP not sent to this leg because its sequence normalisation refused it
+	// (the leg receives a rewritten sequence, e.g. an SRTP or SSRC-rewritten
+	// stream): a duplicate, a straggler older than what was already sent, or a
+	// sequence jump held on probation. Charged to the destination leg.
+	DropSequence  uint64 `protobuf:"varint,21,opt,name=drop_sequence,json=dropSequence,proto3" json:"drop_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2036,6 +2047,13 @@ func (x *LegCounters) GetDropStunAuth() uint64 {
 func (x *LegCounters) GetDropRcvbuf() uint64 {
 	if x != nil {
 		return x.DropRcvbuf
+	}
+	return 0
+}
+
+func (x *LegCounters) GetDropSequence() uint64 {
+	if x != nil {
+		return x.DropSequence
 	}
 	return 0
 }
@@ -2296,7 +2314,7 @@ const file_dataplane_proto_rawDesc = "" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xb5\x05\n" +
+	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xda\x05\n" +
 	"\vLegCounters\x12\x1d\n" +
 	"\n" +
 	"packets_in\x18\x01 \x01(\x04R\tpacketsIn\x12\x19\n" +
@@ -2322,7 +2340,8 @@ const file_dataplane_proto_rawDesc = "" +
 	"\x0edrop_not_ready\x18\x12 \x01(\x04R\fdropNotReady\x12$\n" +
 	"\x0edrop_stun_auth\x18\x13 \x01(\x04R\fdropStunAuth\x12\x1f\n" +
 	"\vdrop_rcvbuf\x18\x14 \x01(\x04R\n" +
-	"dropRcvbuf\"3\n" +
+	"dropRcvbuf\x12#\n" +
+	"\rdrop_sequence\x18\x15 \x01(\x04R\fdropSequence\"3\n" +
 	"\x12WatchEventsRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x9c\x02\n" +

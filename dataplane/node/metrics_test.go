@@ -1,0 +1,46 @@
+package node
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// TestDropMetricHasEveryReason: the node's drop metric has one series per
+// drop counter of the proto, labelled with the field's name, among them
+// the ones a hand-kept list once missed.
+func TestDropMetricHasEveryReason(t *testing.T) {
+	n := newTestNode(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(n.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() != "strait_dataplane_drops_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got = append(got, m.GetLabel()[0].GetValue())
+		}
+	}
+	var want []string
+	for r := range pb.NumDropReasons {
+		want = append(want, r.String())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("drop reasons in the metric %v, want %v", got, want)
+	}
+	for _, r := range []string{"stun_auth", "rcvbuf", "sequence", "replay"} {
+		if !slices.Contains(got, r) {
+			t.Errorf("no series for reason %q", r)
+		}
+	}
+}
