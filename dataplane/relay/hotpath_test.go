@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/stun/v4"
@@ -401,5 +402,65 @@ func TestSequenceRefusalsAreNotReplays(t *testing.T) {
 	c := h.web.ctr.proto()
 	if c.PacketsOut != 1 || c.DropSequence != 1 || c.DropReplay != 0 {
 		t.Fatalf("browser leg after a duplicate from the PBX: out %d, drop_sequence %d, drop_replay %d", c.PacketsOut, c.DropSequence, c.DropReplay)
+	}
+}
+
+// TestReplayIsCountedAsReplay pins how a replayed SRTP or SRTCP packet is
+// recognised (errSRTPReplay, learnt from pion at start): it must count as
+// drop_replay, never as drop_malformed or drop_srtp_auth, and a pion
+// upgrade that wraps the error differently fails here.
+func TestReplayIsCountedAsReplay(t *testing.T) {
+	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
+		h := newHotPath(t, profile)
+		pkt := h.srtpPackets(1, 1)[0]
+		h.deliver(h.webSlot, pkt, h.browser)
+		h.deliver(h.webSlot, pkt, h.browser)
+		rr, _ := (&rtcp.ReceiverReport{SSRC: 0xb0b}).Marshal()
+		srtcp, err := h.browserEnc.EncryptRTCP(nil, rr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.deliver(h.webSlot, srtcp, h.browser)
+		h.deliver(h.webSlot, srtcp, h.browser)
+		c := h.web.ctr.proto()
+		if c.PacketsIn != 1 || c.RtcpIn != 1 || c.DropReplay != 2 || c.DropMalformed != 0 || c.DropSrtpAuth != 0 {
+			t.Fatalf("%v: after replaying one SRTP and one SRTCP packet: %v", profile, c)
+		}
+	}
+	if errSRTPReplay == nil || errSRTPReplay.Error() != "duplicated packet" {
+		t.Logf("pion's replay error is now %q", errSRTPReplay)
+	}
+}
+
+// TestSendQueueFullIsFlushed: the worker's send queue is never full in
+// steady state (see worker.send); a queue smaller than the traffic it gets
+// is flushed instead of losing datagrams.
+func TestSendQueueFullIsFlushed(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	h.w.sender = batchconn.NewSender[*Leg](1)
+	for _, p := range h.srtpPackets(1, 3) {
+		h.msg.N = copy(h.msg.Buf, p) // one buffer, as deliver: flushed before reuse
+		h.msg.Addr = h.browser
+		h.w.handle(h.webSlot, &h.msg)
+		h.w.sender.Flush(h.w.onDrop)
+	}
+	// Two datagrams queued from two buffers: the second Add finds the
+	// queue full and flushes the first.
+	b1, b2 := make([]byte, BufferSize), make([]byte, BufferSize)
+	for i, p := range h.srtpPackets(4, 2) {
+		m := batchconn.Message{Buf: [][]byte{b1, b2}[i], Addr: h.browser}
+		m.N = copy(m.Buf, p)
+		h.w.handle(h.webSlot, &m)
+	}
+	h.w.sender.Flush(h.w.onDrop)
+	if out, drops := h.plain.ctr.packetsOut.Load(), h.plain.ctr.drop[pb.DropSend].Load(); out != 5 || drops != 0 {
+		t.Fatalf("relayed %d of 5, %d send drops", out, drops)
+	}
+	buf := make([]byte, 2048)
+	for i := 0; i < 5; i++ {
+		h.sinks[1].SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := h.sinks[1].ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("datagram %d never reached the PBX: %v", i, err)
+		}
 	}
 }

@@ -100,12 +100,25 @@ func (w *worker) answerSTUN(s *slot, m *batchconn.Message) {
 		return
 	}
 	l.ctr.stunIn.Add(1)
-	w.sender.Add(s.sock.FD, s.sock.V6, resp, m.Addr, l)
+	w.send(s.sock, resp, m.Addr, l)
 	k := latchKey{s.group.id, m.Addr}
 	if w.latches[k] != l {
 		w.latch(k, l) // first valid check from this address: rare, may allocate
 	}
 	l.validCheck(creds, m.Addr, r.UseCandidate, w.now)
+}
+
+// send queues b for addr on sock, charged to leg l if the kernel refuses
+// it. The Sender holds as many datagrams as a receive batch, and each
+// received datagram yields at most one to send (serve flushes before it
+// reuses the batch), so it is not full here; if that ever stops being true
+// the queue is flushed now (what it references is still untouched) rather
+// than the datagram lost.
+func (w *worker) send(sock *batchconn.Socket, b []byte, addr netip.AddrPort, l *Leg) {
+	if !w.sender.Add(sock.FD, sock.V6, b, addr, l) {
+		w.sender.Flush(w.onDrop)
+		w.sender.Add(sock.FD, sock.V6, b, addr, l)
+	}
 }
 
 // fromPlain checks the source of a datagram on a plain stream's port and
@@ -195,7 +208,7 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 		}
 		dst.ctr.rtcpOut.Add(1)
 		dst.ctr.bytesOut.Add(uint64(n))
-		w.sender.Add(sock.FD, sock.V6, buf[:n], addr, dst)
+		w.send(sock, buf[:n], addr, dst)
 		return
 	}
 
@@ -245,7 +258,7 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 	}
 	dst.ctr.packetsOut.Add(1)
 	dst.ctr.bytesOut.Add(uint64(n))
-	w.sender.Add(sock.FD, sock.V6, buf[:n], addr, dst)
+	w.send(sock, buf[:n], addr, dst)
 }
 
 // latched returns the source latched for component i (0 RTP, 1 RTCP) in
@@ -434,30 +447,4 @@ func lockOut(dst *Leg, st *Stream) (*srtp.Context, bool) {
 	dst.outMu.Unlock()
 	dst.ctr.drop[pb.DropNotReady].Add(1)
 	return nil, false
-}
-
-// errSRTPReplay is the error pion/srtp wraps around a replayed packet. It
-// is unexported there, so it is learnt once by replaying a packet.
-var errSRTPReplay = probeReplayError()
-
-func probeReplayError() error {
-	key, salt := make([]byte, 16), make([]byte, 12)
-	enc, err1 := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm)
-	dec, err2 := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, srtp.SRTPReplayProtection(64))
-	if err1 != nil || err2 != nil {
-		return errors.New("relay: srtp replay probe failed")
-	}
-	pkt := []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa}
-	ct, err := enc.EncryptRTP(nil, pkt, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := dec.DecryptRTP(nil, append([]byte(nil), ct...), nil); err != nil {
-		return err
-	}
-	_, err = dec.DecryptRTP(nil, ct, nil)
-	if u := errors.Unwrap(err); u != nil {
-		return u
-	}
-	return errors.New("relay: srtp replay probe found no error")
 }
