@@ -65,15 +65,15 @@ func (e *Engine) authorize(req *sip.Request, tx sip.ServerTransaction, s side) (
 			return from, true
 		}
 	}
-	auth := ""
-	if h := req.GetHeader("Proxy-Authorization"); h != nil {
-		auth = h.Value()
-	}
-	verdict, who := d.Check(auth, string(req.Method))
-	if verdict == registrar.Granted && who == from {
+	res := d.Check(req, "Proxy-Authorization")
+	if res.Verdict == registrar.Granted && res.User == from {
 		return from, true
 	}
-	e.st.Respond(tx, req, 407, "", nil, sip.NewHeader("Proxy-Authenticate", d.Challenge(verdict == registrar.Stale)))
+	if res.Verdict == registrar.Granted {
+		res.Reason = registrar.ReasonIdentity
+	}
+	e.cfg.Metrics.AuthFailure(res.Reason)
+	e.st.Respond(tx, req, 407, "", nil, d.ChallengeHeaders("Proxy-Authenticate", res.Verdict == registrar.Stale)...)
 	return "", false
 }
 

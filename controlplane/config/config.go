@@ -104,6 +104,11 @@ type Config struct {
 	Users []string `yaml:"user" flag:"user" usage:"standalone user NAME:PASSWORD (repeatable)"`
 	// Realm is the digest realm of the standalone registrar.
 	Realm string `yaml:"realm" flag:"realm" usage:"digest realm of the standalone registrar"`
+	// DigestAlgorithms are the digest algorithms the standalone registrar
+	// offers, most preferred first: MD5 and SHA-256 (RFC 8760). JsSIP and
+	// SIP.js answer only the first challenge and only MD5, so MD5 leads by
+	// default.
+	DigestAlgorithms []string `yaml:"digest_algorithms" flag:"digest-algorithms" usage:"digest algorithms offered, most preferred first: MD5, SHA-256 (repeatable)"`
 	// Codecs are the codecs offered to and accepted from the trunk.
 	Codecs []string `yaml:"codecs" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
 	// SDES offers RTP/SAVP with SDES keys (RFC 4568) to the trunk.
@@ -152,18 +157,19 @@ type Config struct {
 // Default returns the configuration `strait` runs with when given nothing.
 func Default() Config {
 	return Config{
-		HTTP:            DefaultHTTP,
-		SIP:             DefaultSIP,
-		MediaIP:         DefaultMediaIP,
-		RTPPorts:        portalloc.Range{First: 40000, Last: 49999},
-		WebRTCPorts:     portalloc.Range{First: 20000, Last: 20003},
-		Realm:           DefaultRealm,
-		Codecs:          append([]string(nil), DefaultCodecs...),
-		LogLevel:        "info",
-		RegisterExpiry:  DefaultRegisterExpiry,
-		OptionsInterval: DefaultOptionsInterval,
-		MediaTimeout:    DefaultMediaTimeout,
-		RingTimeout:     DefaultRingTimeout,
+		HTTP:             DefaultHTTP,
+		SIP:              DefaultSIP,
+		MediaIP:          DefaultMediaIP,
+		RTPPorts:         portalloc.Range{First: 40000, Last: 49999},
+		WebRTCPorts:      portalloc.Range{First: 20000, Last: 20003},
+		Realm:            DefaultRealm,
+		DigestAlgorithms: []string{"MD5", "SHA-256"},
+		Codecs:           append([]string(nil), DefaultCodecs...),
+		LogLevel:         "info",
+		RegisterExpiry:   DefaultRegisterExpiry,
+		OptionsInterval:  DefaultOptionsInterval,
+		MediaTimeout:     DefaultMediaTimeout,
+		RingTimeout:      DefaultRingTimeout,
 
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
@@ -312,6 +318,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.DialPlan(); err != nil {
 		bad("%v", err)
+	}
+	if len(c.DigestAlgorithms) == 0 {
+		bad("--digest-algorithms: want MD5, SHA-256 or both")
+	}
+	for _, a := range c.DigestAlgorithms {
+		if u := strings.ToUpper(a); u != "MD5" && u != "SHA-256" {
+			bad("--digest-algorithms %q: want MD5 or SHA-256", a)
+		}
 	}
 	if c.Realm == "" || strings.ContainsAny(c.Realm, "\"\\\r\n") {
 		bad("--realm %q: want a non-empty name without quotes", c.Realm)

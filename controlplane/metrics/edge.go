@@ -27,3 +27,12 @@ func transportLabel(t string) string {
 	}
 	return "other"
 }
+
+// AuthFailure counts credentials Strait refused, by reason (the Reason
+// constants of package registrar, a closed set); "" (a request without
+// credentials, answered with a challenge) is not a failure.
+func (m *Metrics) AuthFailure(reason string) {
+	if m != nil && reason != "" {
+		m.authFailures.WithLabelValues(reason).Inc()
+	}
+}

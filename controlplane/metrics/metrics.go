@@ -25,6 +25,7 @@ type Metrics struct {
 	upstreamUp    prometheus.Gauge
 	sipDropped    *prometheus.CounterVec
 	callsRefused  *prometheus.CounterVec
+	authFailures  *prometheus.CounterVec
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -49,12 +50,15 @@ func New() *Metrics {
 		sipDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_dropped_total",
 			Help: "SIP messages, connections and dials Strait refused at its edge, by transport and reason."},
 			[]string{"transport", "reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_auth_failures_total",
+			Help: "Digest credentials refused, by reason (wrong_password, unknown_user, replay, uri_mismatch, stale, ...)."},
+			[]string{"reason"}),
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_calls_refused_total",
 			Help: "Calls and requests refused before they went anywhere, by reason (unregistered, identity, destination, concurrent, rate)."},
 			[]string{"reason"}),
 	}
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, m.sipDropped, m.callsRefused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamUp, m.sipDropped, m.callsRefused, m.authFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}

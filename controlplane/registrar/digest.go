@@ -6,70 +6,193 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 )
 
 // nonceLifetime is how long a nonce Strait issued stays valid; a client
-// presenting an older one is challenged again with stale=true (RFC 2617
-// section 3.2.1), which JsSIP and SIP.js answer without asking the user.
+// presenting an older one with the right password is challenged again
+// with stale=true (RFC 7616 section 3.3), which JsSIP and SIP.js answer
+// without asking the user.
 const nonceLifetime = 5 * time.Minute
 
-// Digest checks SIP digest credentials (RFC 3261 section 22, RFC 8760)
-// against a user table. Nonces are stateless: a timestamp and its HMAC
-// under a key made at start, so nothing is stored per challenge.
+// Digest algorithms (RFC 7616 section 3.3, RFC 8760 for SIP).
+const (
+	MD5    = "MD5"
+	SHA256 = "SHA-256"
+)
+
+// DefaultAlgorithms are offered in this order. MD5 comes first because
+// JsSIP (3.13) and SIP.js answer only the first challenge and only MD5;
+// RFC 8760 section 2.5 has a client that knows SHA-256 pick the topmost
+// challenge it supports, so an operator whose clients all do SHA-256 puts
+// it first (--digest-algorithms SHA-256,MD5) or alone.
+var DefaultAlgorithms = []string{MD5, SHA256}
+
+// ParseAlgorithms checks a list of digest algorithm names (case
+// insensitive) and returns them in canonical form, in order.
+func ParseAlgorithms(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		switch strings.ToUpper(strings.TrimSpace(n)) {
+		case MD5:
+			out = append(out, MD5)
+		case SHA256:
+			out = append(out, SHA256)
+		default:
+			return nil, fmt.Errorf("digest algorithm %q: want MD5 or SHA-256", n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no digest algorithm")
+	}
+	return out, nil
+}
+
+// Reasons a check fails, for metrics and logs (a bounded set). The SIP
+// answer is the same challenge whatever the reason, so that it never
+// tells whether a user exists.
+const (
+	ReasonMalformed     = "malformed"      // not Digest, unparsable, a directive missing
+	ReasonRealm         = "realm"          // another realm
+	ReasonAlgorithm     = "algorithm"      // an algorithm or qop not offered, userhash
+	ReasonNonce         = "nonce"          // a nonce Strait did not issue
+	ReasonURI           = "uri_mismatch"   // uri is not the Request-URI
+	ReasonUnknownUser   = "unknown_user"   // no such user (answered as a wrong password)
+	ReasonWrongPassword = "wrong_password" // the response does not verify
+	ReasonStale         = "stale"          // right password, expired or forgotten nonce
+	ReasonReplay        = "replay"         // right password, nonce count already used
+	ReasonIdentity      = "identity"       // right password of another user than the request is for
+)
+
+// Digest checks SIP digest credentials (RFC 3261 section 22 with the
+// directives of RFC 7616, SHA-256 per RFC 8760) against a user table.
+//
+// A nonce is a timestamp, 8 random bytes and their HMAC under a key made
+// at start: Strait can tell its own nonces and their age without storing
+// them. What it stores (in a NonceStore) is each nonce's highest nonce
+// count once it authenticated a request, so a captured Authorization
+// cannot be presented again, from anywhere. The credentials must name the
+// request's method (in the digest), its Request-URI (uri) and the realm.
+// qop=auth is offered; credentials without qop (RFC 2069 clients) are
+// accepted once per nonce.
+//
+// A Digest is safe for concurrent use; its fields are frozen after
+// NewDigest.
 type Digest struct {
 	// Realm is the protection realm.
 	Realm string
 
-	users map[string]string
-	key   []byte
-	now   func() time.Time
+	algorithms []string
+	users      map[string]string
+	key        []byte
+	nonces     NonceStore
+	now        func() time.Time
 }
 
-// NewDigest returns a checker for users (name to password).
+// DigestConfig configures a Digest.
+type DigestConfig struct {
+	// Realm is the protection realm. Required.
+	Realm string
+	// Users maps user names to passwords.
+	Users map[string]string
+	// Algorithms are offered in this order; nil is DefaultAlgorithms.
+	Algorithms []string
+	// Nonces remembers nonce counts; nil is a MemoryNonces of
+	// DefaultNonceCapacity.
+	Nonces NonceStore
+}
+
+// NewDigest returns a checker for users (name to password) with the
+// default algorithms and an in-memory nonce store.
 func NewDigest(realm string, users map[string]string) *Digest {
+	return NewDigestWith(DigestConfig{Realm: realm, Users: users})
+}
+
+// NewDigestWith returns a checker configured by cfg.
+func NewDigestWith(cfg DigestConfig) *Digest {
 	k := make([]byte, 32)
 	rand.Read(k)
-	return &Digest{Realm: realm, users: users, key: k, now: time.Now}
+	d := &Digest{Realm: cfg.Realm, users: cfg.Users, algorithms: cfg.Algorithms, key: k, nonces: cfg.Nonces, now: time.Now}
+	if len(d.algorithms) == 0 {
+		d.algorithms = DefaultAlgorithms
+	}
+	if d.nonces == nil {
+		d.nonces = NewMemoryNonces(DefaultNonceCapacity, nonceLifetime+time.Minute)
+	}
+	return d
 }
 
 // Known reports whether name is a configured user.
 func (d *Digest) Known(name string) bool { _, ok := d.users[name]; return ok }
 
-// Challenge returns a WWW-Authenticate / Proxy-Authenticate value.
-func (d *Digest) Challenge(stale bool) string {
-	c := digest.Challenge{Realm: d.Realm, Nonce: d.nonce(d.now()), Algorithm: "MD5", QOP: []string{"auth"}, Stale: stale}
-	return c.String()
-}
-
-func (d *Digest) nonce(t time.Time) string {
-	ts := strconv.FormatInt(t.Unix(), 16)
-	m := hmac.New(sha256.New, d.key)
-	m.Write([]byte(ts))
-	return ts + "." + hex.EncodeToString(m.Sum(nil)[:16])
-}
-
-// checkNonce reports whether the nonce is Strait's and whether it is still
-// fresh.
-func (d *Digest) checkNonce(n string) (ours, fresh bool) {
-	ts, _, ok := strings.Cut(n, ".")
-	if !ok {
-		return false, false
+// Challenges returns the WWW-Authenticate / Proxy-Authenticate values of
+// one challenge: one per offered algorithm, in order of preference, with
+// the same fresh nonce (RFC 8760 section 2.4). stale marks a challenge to
+// credentials that were right but whose nonce was no longer good.
+func (d *Digest) Challenges(stale bool) []string {
+	nonce := d.nonce(d.now())
+	out := make([]string, 0, len(d.algorithms))
+	for _, alg := range d.algorithms {
+		c := digest.Challenge{Realm: d.Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		out = append(out, c.String())
 	}
+	return out
+}
+
+// ChallengeHeaders returns the challenge as headers named name
+// ("WWW-Authenticate" for 401, "Proxy-Authenticate" for 407).
+func (d *Digest) ChallengeHeaders(name string, stale bool) []sip.Header {
+	var hs []sip.Header
+	for _, v := range d.Challenges(stale) {
+		hs = append(hs, sip.NewHeader(name, v))
+	}
+	return hs
+}
+
+// Challenge returns the first challenge value (the preferred algorithm).
+func (d *Digest) Challenge(stale bool) string { return d.Challenges(stale)[0] }
+
+// nonce is "TS.RAND.MAC": TS the issue time (unix seconds, hex), RAND 8
+// random bytes (hex) so that no two challenges share a nonce, MAC the
+// first 16 bytes of HMAC-SHA256(key, "TS.RAND") in hex.
+func (d *Digest) nonce(t time.Time) string {
+	r := make([]byte, 8)
+	rand.Read(r)
+	body := strconv.FormatInt(t.Unix(), 16) + "." + hex.EncodeToString(r)
+	return body + "." + d.mac(body)
+}
+
+func (d *Digest) mac(body string) string {
+	m := hmac.New(sha256.New, d.key)
+	m.Write([]byte(body))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// checkNonce reports whether n is a nonce Strait issued, when, and
+// whether it is still within its lifetime.
+func (d *Digest) checkNonce(n string) (issued time.Time, ours, fresh bool) {
+	i := strings.LastIndexByte(n, '.')
+	if i < 0 || len(n) > 64 {
+		return time.Time{}, false, false
+	}
+	body, mac := n[:i], n[i+1:]
+	if subtle.ConstantTimeCompare([]byte(d.mac(body)), []byte(mac)) != 1 {
+		return time.Time{}, false, false
+	}
+	ts, _, _ := strings.Cut(body, ".")
 	sec, err := strconv.ParseInt(ts, 16, 64)
 	if err != nil {
-		return false, false
+		return time.Time{}, false, false
 	}
-	t := time.Unix(sec, 0)
-	if subtle.ConstantTimeCompare([]byte(d.nonce(t)), []byte(n)) != 1 {
-		return false, false
-	}
-	age := d.now().Sub(t)
-	return true, age >= -time.Minute && age <= nonceLifetime
+	issued = time.Unix(sec, 0)
+	age := d.now().Sub(issued)
+	return issued, true, age >= -time.Minute && age <= nonceLifetime
 }
 
 // Verdict is the outcome of checking credentials.
@@ -79,42 +202,117 @@ type Verdict int
 const (
 	// Denied: no credentials, wrong ones, or an unknown user: challenge.
 	Denied Verdict = iota
-	// Stale: right credentials with an expired nonce: challenge with
-	// stale=true.
+	// Stale: right credentials with an expired or forgotten nonce:
+	// challenge with stale=true.
 	Stale
 	// Granted: the user is who they say.
 	Granted
 )
 
-// Check verifies an Authorization or Proxy-Authorization header value for a
-// request of method, and returns the user name the credentials claim.
-func (d *Digest) Check(header, method string) (Verdict, string) {
-	if header == "" {
-		return Denied, ""
+// Result is the outcome of a check.
+type Result struct {
+	Verdict Verdict
+	// User is the user name the credentials claim ("" with none).
+	User string
+	// Reason says why the verdict is not Granted (one of the Reason
+	// constants; "" when there were no credentials at all).
+	Reason string
+}
+
+// Check verifies the credentials in req's header hdr ("Authorization" or
+// "Proxy-Authorization") for req: its method, its Request-URI and the
+// realm. With several headers of that name, the one for this realm
+// counts. A Granted result has used up the credentials' nonce count.
+func (d *Digest) Check(req *sip.Request, hdr string) Result {
+	var value string
+	for _, h := range req.GetHeaders(hdr) {
+		if value == "" || strings.Contains(h.Value(), `realm="`+d.Realm+`"`) {
+			value = h.Value()
+		}
 	}
-	cr, err := digest.ParseCredentials(header)
-	if err != nil || cr.Realm != d.Realm {
-		return Denied, ""
+	if value == "" {
+		return Result{Verdict: Denied}
 	}
-	pw, ok := d.users[cr.Username]
-	if !ok {
-		return Denied, cr.Username
+	return d.check(value, string(req.Method), req.Recipient)
+}
+
+func (d *Digest) check(value, method string, ruri sip.Uri) Result {
+	cr, err := digest.ParseCredentials(value)
+	if err != nil || cr.Username == "" || cr.Nonce == "" || cr.URI == "" || cr.Response == "" {
+		return Result{Verdict: Denied, Reason: ReasonMalformed}
 	}
-	ours, fresh := d.checkNonce(cr.Nonce)
+	deny := func(reason string) Result { return Result{Verdict: Denied, User: cr.Username, Reason: reason} }
+	if cr.Realm != d.Realm {
+		return deny(ReasonRealm)
+	}
+	alg := strings.ToUpper(cr.Algorithm)
+	if alg == "" {
+		alg = MD5 // RFC 7616 section 3.4: absent means MD5
+	}
+	offered := false
+	for _, a := range d.algorithms {
+		offered = offered || a == alg
+	}
+	if !offered || cr.Userhash || (cr.QOP != "" && cr.QOP != "auth") {
+		return deny(ReasonAlgorithm)
+	}
+	nc := uint64(1) // without qop a nonce is good for one request
+	if cr.QOP == "auth" {
+		if cr.Nc < 1 || cr.Cnonce == "" {
+			return deny(ReasonMalformed)
+		}
+		nc = uint64(cr.Nc)
+	}
+	issued, ours, fresh := d.checkNonce(cr.Nonce)
 	if !ours {
-		return Denied, cr.Username
+		return deny(ReasonNonce)
 	}
-	chal := &digest.Challenge{Realm: d.Realm, Nonce: cr.Nonce, Algorithm: cr.Algorithm, Opaque: cr.Opaque}
+	// RFC 7616 section 3.4.6: the uri directive must name the resource of
+	// the request line.
+	if !sameResource(cr.URI, ruri) {
+		return deny(ReasonURI)
+	}
+	pw, known := d.users[cr.Username]
+	if !known {
+		// Do the same work as for a known user, so that timing does not
+		// tell them apart either.
+		pw = "\x00unknown"
+	}
+	chal := &digest.Challenge{Realm: d.Realm, Nonce: cr.Nonce, Algorithm: alg, Opaque: cr.Opaque}
 	if cr.QOP != "" {
 		chal.QOP = []string{cr.QOP}
 	}
 	want, err := digest.Digest(chal, digest.Options{Method: method, URI: cr.URI, Username: cr.Username,
 		Password: pw, Cnonce: cr.Cnonce, Count: cr.Nc})
-	if err != nil || subtle.ConstantTimeCompare([]byte(want.Response), []byte(strings.ToLower(cr.Response))) != 1 {
-		return Denied, cr.Username
+	if err != nil || subtle.ConstantTimeCompare([]byte(want.Response), []byte(strings.ToLower(cr.Response))) != 1 || !known {
+		if !known {
+			return deny(ReasonUnknownUser)
+		}
+		return deny(ReasonWrongPassword)
 	}
+	// Right password from here on: a stale nonce gets stale=true.
 	if !fresh {
-		return Stale, cr.Username
+		return Result{Verdict: Stale, User: cr.Username, Reason: ReasonStale}
 	}
-	return Granted, cr.Username
+	switch d.nonces.Use(cr.Nonce, issued, nc) {
+	case NonceReplayed:
+		return deny(ReasonReplay)
+	case NonceForgotten:
+		return Result{Verdict: Stale, User: cr.Username, Reason: ReasonStale}
+	}
+	return Result{Verdict: Granted, User: cr.Username}
+}
+
+// sameResource reports whether a digest uri names the Request-URI: the
+// same text, or the same scheme, user, host (case-insensitive) and port.
+func sameResource(uri string, ruri sip.Uri) bool {
+	if uri == ruri.String() {
+		return true
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(uri, &u); err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User &&
+		strings.EqualFold(u.Host, ruri.Host) && u.Port == ruri.Port
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
@@ -34,6 +35,8 @@ type Config struct {
 	// Digest authenticates users in standalone mode; nil accepts anyone
 	// (the open demo mode).
 	Digest *Digest
+	// Metrics counts authentication failures; nil counts nothing.
+	Metrics *metrics.Metrics
 	// MaxExpiry caps granted lifetimes and is the default.
 	MaxExpiry time.Duration
 	// Log is the logger; nil is slog.Default().
@@ -133,16 +136,16 @@ func (r *Registrar) Handle(req *sip.Request, tx sip.ServerTransaction) {
 func (r *Registrar) local(req *sip.Request, tx sip.ServerTransaction, aor string, cs []contact, star bool, log *slog.Logger) {
 	st := r.cfg.Stack
 	if d := r.cfg.Digest; d != nil {
-		auth := ""
-		if h := req.GetHeader("Authorization"); h != nil {
-			auth = h.Value()
-		}
-		verdict, user := d.Check(auth, string(sip.REGISTER))
-		if verdict != Granted || user != aor {
-			if auth != "" {
-				log.Info("registration refused", "user", user)
+		res := d.Check(req, "Authorization")
+		if res.Verdict != Granted || res.User != aor {
+			if res.Verdict == Granted {
+				res.Reason = ReasonIdentity
 			}
-			st.Respond(tx, req, 401, "", nil, sip.NewHeader("WWW-Authenticate", d.Challenge(verdict == Stale)))
+			if res.Reason != "" {
+				log.Debug("registration refused", "user", res.User, "reason", res.Reason)
+			}
+			r.cfg.Metrics.AuthFailure(res.Reason)
+			st.Respond(tx, req, 401, "", nil, d.ChallengeHeaders("WWW-Authenticate", res.Verdict == Stale)...)
 			return
 		}
 	}

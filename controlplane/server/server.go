@@ -150,7 +150,11 @@ func New(opt Options) (_ *Server, err error) {
 		for _, u := range users {
 			m[u.Name] = u.Password
 		}
-		digest = registrar.NewDigest(cfg.Realm, m)
+		algs, err := registrar.ParseAlgorithms(cfg.DigestAlgorithms)
+		if err != nil {
+			return nil, err
+		}
+		digest = registrar.NewDigestWith(registrar.DigestConfig{Realm: cfg.Realm, Users: m, Algorithms: algs})
 	}
 	plan, err := cfg.DialPlan()
 	if err != nil {
@@ -158,7 +162,7 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	s.Guard = dialplan.NewGuard(plan)
 	s.Registrar = registrar.New(registrar.Config{Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
-		Digest: digest, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
+		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
 		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),

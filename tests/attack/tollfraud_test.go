@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,8 +255,8 @@ func TestAPIPublicNeedsToken(t *testing.T) {
 
 	// With a token it starts, and the API wants it.
 	with := exec.CommandContext(ctx, harness.StraitBin(), append(args, "--api-token", "s3cret")...)
-	out.Reset()
-	with.Stdout, with.Stderr = &out, &out
+	var running lockedBuffer // written by exec's copier while waitFor reads it
+	with.Stdout, with.Stderr = &running, &running
 	if err := with.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestAPIPublicNeedsToken(t *testing.T) {
 			c.Close()
 			return true, ""
 		}
-		return false, out.String()
+		return false, running.String()
 	})
 	s := &harness.Strait{HTTPAddr: url}
 	if code, _ := s.Do(ctx, "GET", "/v1/calls", nil, nil); code != 401 {
@@ -282,4 +283,23 @@ func firstLine(s, containing string) string {
 		}
 	}
 	return ""
+}
+
+// lockedBuffer is a bytes.Buffer safe to write from one goroutine and read
+// from another.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -65,13 +65,22 @@ func (m sipMsg) String() string {
 // address over transport.
 func register(transport, src string, srcPort int, host, user string, cseq int) sipMsg {
 	return sipMsg{Method: "REGISTER", RURI: "sip:" + host,
-		Via:     fmt.Sprintf("SIP/2.0/%s %s:%d;rport", transport, src, srcPort),
+		Via:     fmt.Sprintf("SIP/2.0/%s %s;rport", transport, hostPort(src, srcPort)),
 		From:    fmt.Sprintf("<sip:%s@%s>;tag=%s", user, host, token(4)),
 		To:      fmt.Sprintf("<sip:%s@%s>", user, host),
 		CallID:  token(10),
 		CSeq:    cseq,
-		Contact: fmt.Sprintf("<sip:%s@%s:%d;transport=%s>", user, src, srcPort, strings.ToLower(transport)),
+		Contact: fmt.Sprintf("<sip:%s@%s;transport=%s>", user, hostPort(src, srcPort), strings.ToLower(transport)),
 		Headers: []string{"Expires: 300"}}
+}
+
+// hostPort is host:port, or host alone when port is 0 (a browser's
+// .invalid host over WebSocket).
+func hostPort(host string, port int) string {
+	if port == 0 {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // options returns an OPTIONS to host with the given Via transport and sent-by.
@@ -177,3 +186,71 @@ func (c *wsConn) Recv(timeout time.Duration) (string, error) {
 	b, err := wsutil.ReadServerText(c.Conn)
 	return string(b), err
 }
+
+// exchange sends one request from src over transport ("UDP", "TCP" or
+// "WS") on a socket or connection of its own and returns the final
+// response. build gets the local address and port to name in Via and
+// Contact.
+func exchange(ctx context.Context, tg *target, transport, src string, build func(host string, port int) sipMsg) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	final := func(next func() (string, error)) (string, error) {
+		for {
+			res, err := next()
+			if err != nil {
+				return res, err
+			}
+			if code := statusOf(res); code >= 200 {
+				return res, nil
+			}
+		}
+	}
+	switch transport {
+	case "UDP":
+		u, err := udpFrom(src)
+		if err != nil {
+			return "", err
+		}
+		defer u.Close()
+		dst, err := net.ResolveUDPAddr("udp4", tg.SIPAddr)
+		if err != nil {
+			return "", err
+		}
+		if _, err := u.WriteTo([]byte(build(src, u.LocalAddr().(*net.UDPAddr).Port).String()), dst); err != nil {
+			return "", err
+		}
+		u.SetReadDeadline(deadline)
+		buf := make([]byte, 65536)
+		return final(func() (string, error) {
+			n, err := u.Read(buf)
+			return string(buf[:n]), err
+		})
+	case "TCP":
+		c, err := dialTCPFrom(ctx, src, tg.SIPAddr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(build(src, c.LocalAddr().(*net.TCPAddr).Port).String())); err != nil {
+			return "", err
+		}
+		c.SetReadDeadline(deadline)
+		r := bufio.NewReader(c)
+		return final(func() (string, error) { return readSIPStream(r) })
+	case "WS":
+		c, err := dialWSFrom(ctx, src, tg.WS())
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		if err := c.Send(build(token(4)+".invalid", 0).String()); err != nil {
+			return "", err
+		}
+		return final(func() (string, error) { return c.Recv(time.Until(deadline)) })
+	}
+	return "", fmt.Errorf("unknown transport %q", transport)
+}
+
+// transports are the SIP transports an attacker tries in turn.
+var transports = []string{"UDP", "TCP", "WS"}
