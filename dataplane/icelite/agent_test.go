@@ -43,12 +43,14 @@ func (l *liteLoop) run() {
 		if out, err = x.AppendSuccess(out[:0], &r, src, l.key); err != nil {
 			panic(err)
 		}
-		if _, err := l.pc.WriteToUDPAddrPort(out, src); err != nil {
-			return
-		}
+		// Count before answering: the agent may report Connected (and the
+		// test read the counts) as soon as the answer is out.
 		l.answered.Add(1)
 		if r.UseCandidate {
 			l.nominate.Add(1)
+		}
+		if _, err := l.pc.WriteToUDPAddrPort(out, src); err != nil {
+			return
 		}
 	}
 }
@@ -111,7 +113,7 @@ func TestPionAgentConnects(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a bound, not a wait
 	defer cancel()
 	if _, err := agent.Dial(ctx, ufrag, pwd); err != nil {
 		t.Fatalf("Dial: %v (answered %d, dropped %d)", err, l.answered.Load(), l.dropped.Load())
@@ -164,13 +166,28 @@ func TestPionAgentConnects(t *testing.T) {
 	if err := bad.AddRemoteCandidate(remote2); err != nil {
 		t.Fatal(err)
 	}
+	// Wait on what matters, not on a clock: the agent's checks reach the
+	// responder and are dropped, and the agent does not connect. (A fixed
+	// 1.5 s dial once ran out on a busy machine before any check left.)
 	before := l.dropped.Load()
-	ctx2, cancel2 := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel2()
-	if _, err := bad.Dial(ctx2, ufrag, "WrongPassword0123456789+"); err == nil {
-		t.Error("agent with the wrong password connected")
+	dialed := make(chan error, 1)
+	go func() {
+		_, err := bad.Dial(ctx2, ufrag, "WrongPassword0123456789+")
+		dialed <- err
+	}()
+	for l.dropped.Load() < before+3 {
+		select {
+		case err := <-dialed:
+			t.Fatalf("agent with the wrong password: Dial returned %v after %d dropped checks", err, l.dropped.Load()-before)
+		case <-ctx2.Done():
+			t.Fatalf("responder saw %d checks from the agent with the wrong password", l.dropped.Load()-before)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	if l.dropped.Load() == before {
-		t.Error("responder saw no checks from the agent with the wrong password")
+	cancel2()
+	if err := <-dialed; err == nil {
+		t.Error("agent with the wrong password connected")
 	}
 }

@@ -171,7 +171,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		c.Browser.Close()
 		c.Plain.Close()
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitNoHandshakes(t)
 	before := runtime.NumGoroutine()
 	for i := 0; i < 5; i++ {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -184,6 +184,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			c.Plain.Close()
 		})
 	}
+	waitNoHandshakes(t)
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -194,6 +195,29 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	if n.Engine().Len() != 0 || n.Engine().PortsInUse() != 0 {
 		t.Fatalf("%d sessions, %d port pairs left", n.Engine().Len(), n.Engine().PortsInUse())
+	}
+}
+
+// waitNoHandshakes waits until no goroutine of a DTLS association (the
+// node's handshake goroutine, pion's behind it, the test browsers') is
+// left: a goroutine baseline is only taken, or compared, once they are
+// gone, whatever the machine's load (a fixed sleep was not enough).
+func waitNoHandshakes(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := 0
+		for _, fn := range []string{"relay.(*Engine).runDTLS", "pion/dtls/v3.(*Conn)", "pion/webrtc/v4.(*PeerConnection)", "pion/ice/v4.(*Agent)"} {
+			n += countStacks(fn)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d DTLS/ICE goroutine frames left:\n%s", n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -215,12 +215,14 @@ func TestIPv6(t *testing.T) {
 // is over, the leg's handshake goroutine (and pion's behind it) is gone,
 // the keys stay, and media keeps flowing both ways.
 func TestDTLSLingerReleasesHandshakeState(t *testing.T) {
-	n := newTestNode(t, func(c *Config) { c.DTLSLinger = 300 * time.Millisecond })
+	// Long enough that the handshake goroutine is certainly still there when
+	// NewCall returns, even on a busy machine; the end is waited for below.
+	n := newTestNode(t, func(c *Config) { c.DTLSLinger = 2 * time.Second })
 	c := mediatest.NewCall(t, n, mediatest.CallOptions{})
 	if got := countStacks("relay.(*Engine).runDTLS"); got != 1 {
 		t.Fatalf("%d handshake goroutines during the linger, want 1", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for countStacks("relay.(*Engine).runDTLS") != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the handshake goroutine outlived the linger")

@@ -68,7 +68,7 @@ func TestSDESPlainLeg(t *testing.T) {
 
 func waitCounter(t *testing.T, n *Node, id string, leg int, ok func(*pb.LegCounters) bool, what string) *pb.LegCounters {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second) // a bound for a busy machine, not a wait
 	for {
 		s, err := n.GetSession(ctx(t), id)
 		if err != nil {
@@ -182,16 +182,8 @@ func TestLongHoldSequenceJump(t *testing.T) {
 // node's (possibly advanced) clock.
 func waitConsent(t *testing.T, n *Node, c *mediatest.Call) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		before := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
-		time.Sleep(2500 * time.Millisecond)
-		after := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
-		if after.StunIn > before.StunIn {
-			return
-		}
-	}
-	t.Fatal("the browser sent no consent checks")
+	before := waitCounter(t, n, c.Sess.Id, 0, func(*pb.LegCounters) bool { return true }, "")
+	waitCounter(t, n, c.Sess.Id, 0, func(lc *pb.LegCounters) bool { return lc.StunIn > before.StunIn }, "a consent check from the browser")
 }
 
 func TestWrongFingerprintFailsLeg(t *testing.T) {
