@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 	if err != nil {
 		return err
 	}
-	creds, err := cfg.grpcCredentials()
+	creds, cert, err := cfg.grpcCredentials()
 	if err != nil {
 		return err
 	}
@@ -159,14 +159,24 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 		"media", strings.Join(info.MediaAddresses, ","), "webrtc_ports", cfg.WebRTCPorts.String(),
 		"rtp_ports", cfg.RTPPorts.String(), "workers", info.Workers, "fingerprint", n.Fingerprint())
 
+	// SIGHUP rereads the gRPC server certificate (new connections get it;
+	// control planes already connected and every session carry on);
+	// SIGTERM and SIGINT drain.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	select {
-	case <-ctx.Done():
-		return nil
-	case s := <-sig:
-		log.Info("draining", "signal", s.String(), "sessions", n.Engine().Len(), "deadline", cfg.DrainTimeout)
+	for draining := false; !draining; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reloadCert(cert, log)
+				continue
+			}
+			draining = true
+			log.Info("draining", "signal", s.String(), "sessions", n.Engine().Len(), "deadline", cfg.DrainTimeout)
+		}
 	}
 	n.Drain()
 	deadline := time.NewTimer(cfg.DrainTimeout)
@@ -179,6 +189,10 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 			log.Warn("drain deadline passed; ending sessions", "sessions", n.Engine().Len())
 			return nil
 		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reloadCert(cert, log)
+				continue
+			}
 			log.Warn("second signal; ending sessions now", "signal", s.String(), "sessions", n.Engine().Len())
 			return nil
 		case <-ctx.Done():
@@ -188,6 +202,19 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 	}
 	log.Info("drained")
 	return nil
+}
+
+// reloadCert rereads the gRPC server certificate, if there is one.
+func reloadCert(cert *tlsconfig.Certificate, log *slog.Logger) {
+	if cert == nil {
+		log.Info("SIGHUP: no certificate to reload")
+		return
+	}
+	if err := cert.Reload(); err != nil {
+		log.Error("SIGHUP: certificate not reloaded; the one in use stays", "err", err)
+		return
+	}
+	log.Info("SIGHUP: certificate reloaded", "subject", cert.Leaf().Subject.String(), "not_after", cert.Leaf().NotAfter)
 }
 
 func newLogger(level string, w *os.File) (*slog.Logger, error) {
@@ -245,23 +272,28 @@ func (c *config) nodeConfig(log *slog.Logger) (node.Config, error) {
 
 // grpcCredentials enforces that only a loopback listener may go without
 // mutual TLS, unless the operator says otherwise in so many words.
-func (c *config) grpcCredentials() (credentials.TransportCredentials, error) {
+// With mutual TLS it also returns the server certificate, for SIGHUP.
+func (c *config) grpcCredentials() (credentials.TransportCredentials, *tlsconfig.Certificate, error) {
 	if c.GRPCCert != "" || c.GRPCKey != "" || c.GRPCClientCA != "" {
 		if c.GRPCCert == "" || c.GRPCKey == "" || c.GRPCClientCA == "" {
-			return nil, errors.New("mutual TLS needs --grpc-cert, --grpc-key and --grpc-client-ca together")
+			return nil, nil, errors.New("mutual TLS needs --grpc-cert, --grpc-key and --grpc-client-ca together")
 		}
-		tc, err := tlsconfig.Server(c.GRPCCert, c.GRPCKey, c.GRPCClientCA)
+		cert, err := tlsconfig.LoadCertificate(c.GRPCCert, c.GRPCKey)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return credentials.NewTLS(tc), nil
+		tc, err := tlsconfig.NewServer(cert, c.GRPCClientCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		return credentials.NewTLS(tc), cert, nil
 	}
 	host, _, err := net.SplitHostPort(c.GRPC)
 	if err != nil {
-		return nil, fmt.Errorf("--grpc %q: %v", c.GRPC, err)
+		return nil, nil, fmt.Errorf("--grpc %q: %v", c.GRPC, err)
 	}
 	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" || c.GRPCInsecure {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return nil, fmt.Errorf("--grpc %s is not a loopback address: give --grpc-cert, --grpc-key and --grpc-client-ca (mutual TLS; --gen-pki DIR makes a set), or --grpc-insecure to accept the risk", c.GRPC)
+	return nil, nil, fmt.Errorf("--grpc %s is not a loopback address: give --grpc-cert, --grpc-key and --grpc-client-ca (mutual TLS; --gen-pki DIR makes a set), or --grpc-insecure to accept the risk", c.GRPC)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -34,23 +35,60 @@ func main() {
 		fmt.Fprintf(os.Stderr, "strait: invalid configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	var level slog.Level
-	level.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel)))
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
-	if level <= slog.LevelDebug {
-		sipnet.EnableTrace(log.With("component", "sip"))
+	trace := func() {
+		if level.Level() <= slog.LevelDebug {
+			sipnet.EnableTrace(log.With("component", "sip"))
+		}
 	}
-	srv, err := server.New(server.Options{Config: cfg, Log: log, Root: webphone.Handler()})
+	trace()
+	srv, err := server.New(server.Options{Config: cfg, Log: log, Level: level, Root: webphone.Handler()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
 	}
+	// SIGHUP rereads the configuration and applies what can change live
+	// (certificates, dial plan, limits, API token, log level); SIGTERM and
+	// SIGINT stop: every call is hung up (BYE both ways, CDRs written),
+	// then the listeners close.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	s := <-sig
-	log.Info("stopping", "signal", s.String())
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	for s := range sig {
+		if s != syscall.SIGHUP {
+			log.Info("stopping", "signal", s.String())
+			break
+		}
+		reload(srv, log)
+		trace()
+	}
 	if err := srv.Close(); err != nil {
 		log.Warn("stopped with an error", "err", err)
 	}
+}
+
+// reload reads the configuration again, from the same file, environment
+// and flags, and hands it to the server. A configuration that does not
+// load or validate changes nothing.
+func reload(srv *server.Server, log *slog.Logger) {
+	cfg := config.Default()
+	if err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, os.Args[1:], nil, io.Discard); err != nil {
+		log.Error("SIGHUP: configuration not reloaded", "err", err)
+		return
+	}
+	restart, err := srv.Reload(cfg)
+	if err != nil {
+		log.Error("SIGHUP: reload incomplete", "err", err)
+	}
+	if len(restart) > 0 {
+		log.Warn("SIGHUP: these settings changed but take effect only after a restart", "flags", restart)
+	}
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(strings.ToUpper(s)))
+	return l
 }

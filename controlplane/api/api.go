@@ -33,8 +33,10 @@ type Config struct {
 	// CDR serves /v1/cdrs; Registry /v1/registrations. Either may be nil.
 	CDR      *cdr.Store
 	Registry *registrar.Registry
-	// Token, when set, must be sent as "Authorization: Bearer TOKEN".
-	Token string
+	// Token returns the token that must be sent as "Authorization: Bearer
+	// TOKEN" (read per request, so that a reload may change it); nil or an
+	// empty token requires none.
+	Token func() string
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -68,7 +70,11 @@ func New(cfg Config) *API {
 
 // ServeHTTP checks the token and serves the API.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !Authorized(r, a.cfg.Token) {
+	token := ""
+	if a.cfg.Token != nil {
+		token = a.cfg.Token()
+	}
+	if !Authorized(r, token) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="strait"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 		return

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,6 +52,9 @@ type Options struct {
 	Nodes []*dpool.Node
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
+	// Level, when set, is the level Log logs at: Reload sets it from
+	// --log-level.
+	Level *slog.LevelVar
 }
 
 // housekeeping is how often expired bindings are dropped and gauges
@@ -63,7 +67,7 @@ const headerTimeout = 5 * time.Second
 
 // Server is a running control plane.
 type Server struct {
-	cfg config.Config
+	cfg config.Config // read only by New and Reload (under reloadMu)
 	log *slog.Logger
 
 	// The parts, for tests and for programs that embed the control plane.
@@ -77,7 +81,12 @@ type Server struct {
 	WS        *sipws.Listener
 	Guard     *dialplan.Guard
 
-	local    *node.Node // the in-process dataplane, if any
+	local    *node.Node             // the in-process dataplane, if any
+	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
+	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
+	level    *slog.LevelVar         // nil: the level is not Reload's to set
+	token    atomic.Pointer[string] // the API token in force
+	reloadMu sync.Mutex             // serialises Reload; guards cfg's live fields
 	conns    []*grpc.ClientConn
 	httpLn   net.Listener
 	httpSrv  *http.Server
@@ -99,14 +108,19 @@ func New(opt Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{}),
+		level: opt.Level}
+	s.token.Store(&cfg.APIToken)
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
 	if cfg.TLSCert != "" {
-		if s.tls, err = tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, ""); err != nil {
+		if s.tlsCert, err = tlsconfig.LoadCertificate(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
+		if s.tls, err = tlsconfig.NewServer(s.tlsCert, ""); err != nil {
 			return nil, err
 		}
 	}
@@ -231,7 +245,13 @@ func (s *Server) dataplane() ([]*dpool.Node, error) {
 	}
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if cfg.DataplaneCert != "" || cfg.DataplaneCA != "" {
-		tc, err := tlsconfig.Client(cfg.DataplaneCert, cfg.DataplaneKey, cfg.DataplaneCA, "")
+		if cfg.DataplaneCert != "" {
+			var err error
+			if s.dpCert, err = tlsconfig.LoadCertificate(cfg.DataplaneCert, cfg.DataplaneKey); err != nil {
+				return nil, err
+			}
+		}
+		tc, err := tlsconfig.NewClient(s.dpCert, cfg.DataplaneCA, "")
 		if err != nil {
 			return nil, err
 		}
@@ -279,7 +299,7 @@ func wsHostOf(cfg config.Config) string {
 func (s *Server) handler(root http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.WS)
-	mux.Handle("/v1/", api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Token: s.cfg.APIToken,
+	mux.Handle("/v1/", api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Token: s.apiToken,
 		Log: s.log.With("component", "api")}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -288,7 +308,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 	mux.HandleFunc("GET /readyz", s.ready)
 	metricsHandler := promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !api.Authorized(r, s.cfg.APIToken) {
+		if !api.Authorized(r, s.apiToken()) {
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return
 		}

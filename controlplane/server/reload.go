@@ -1,0 +1,89 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/internal/tlsconfig"
+)
+
+// liveFields are the configuration fields (by flag name) Reload applies
+// to the running server. Every other field needs a restart: listeners,
+// ports, the upstream, the dataplane nodes, codecs, timers.
+var liveFields = map[string]bool{
+	"allow-dial": true, "deny-dial": true, "max-calls-per-user": true, "max-call-rate-per-user": true,
+	"api-token": true, "log-level": true,
+	// Certificates are reread from the same files; new paths need a
+	// restart.
+}
+
+// Reload applies what can change live from cfg, a complete and validated
+// configuration (what SIGHUP reads again): it rereads the TLS
+// certificates (HTTPS/WSS and SIP TLS, the mTLS client certificate toward
+// dataplane nodes: handshakes from now on use them, connections and calls
+// already up are untouched), and takes the dial plan and per-user limits,
+// the API token and the log level. It returns the flags that changed but
+// need a restart (still in force as they were), and an error when
+// nothing was applied because something is wrong: the running
+// configuration stays then.
+func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	plan, err := cfg.DialPlan()
+	if err != nil {
+		return nil, err
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	needRestart = restartOnly(s.cfg, cfg)
+	var errs []error
+	for flag, cert := range map[string]*tlsconfig.Certificate{"--tls-cert": s.tlsCert, "--dataplane-cert": s.dpCert} {
+		if cert == nil {
+			continue
+		}
+		if err := cert.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w (the certificate in use stays)", flag, err))
+		}
+	}
+	s.Guard.SetPlan(plan)
+	token := cfg.APIToken
+	s.token.Store(&token)
+	if s.level != nil {
+		var l = s.level.Level()
+		if err := l.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err == nil {
+			s.level.Set(l)
+		}
+	}
+	live := s.cfg
+	live.AllowDial, live.DenyDial = cfg.AllowDial, cfg.DenyDial
+	live.MaxCallsPerUser, live.MaxCallRatePerUser = cfg.MaxCallsPerUser, cfg.MaxCallRatePerUser
+	live.APIToken, live.LogLevel = cfg.APIToken, cfg.LogLevel
+	s.cfg = live
+	s.log.Info("configuration reloaded", "need_restart", needRestart, "errors", len(errs))
+	return needRestart, errors.Join(errs...)
+}
+
+// restartOnly lists the flags whose values differ between a and b and
+// that Reload cannot apply.
+func restartOnly(a, b config.Config) []string {
+	var out []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	t := va.Type()
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("flag")
+		if name == "" || liveFields[name] {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, "--"+name)
+		}
+	}
+	return out
+}
+
+// apiToken is the API token in force.
+func (s *Server) apiToken() string { return *s.token.Load() }
