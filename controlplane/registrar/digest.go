@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -89,7 +90,7 @@ type Digest struct {
 	Realm string
 
 	algorithms []string
-	users      map[string]string
+	users      atomic.Pointer[map[string]string] // replaced whole by SetUsers
 	key        []byte
 	nonces     NonceStore
 	now        func() time.Time
@@ -118,7 +119,8 @@ func NewDigest(realm string, users map[string]string) *Digest {
 func NewDigestWith(cfg DigestConfig) *Digest {
 	k := make([]byte, 32)
 	rand.Read(k)
-	d := &Digest{Realm: cfg.Realm, users: cfg.Users, algorithms: cfg.Algorithms, key: k, nonces: cfg.Nonces, now: time.Now}
+	d := &Digest{Realm: cfg.Realm, algorithms: cfg.Algorithms, key: k, nonces: cfg.Nonces, now: time.Now}
+	d.SetUsers(cfg.Users)
 	if len(d.algorithms) == 0 {
 		d.algorithms = DefaultAlgorithms
 	}
@@ -129,7 +131,11 @@ func NewDigestWith(cfg DigestConfig) *Digest {
 }
 
 // Known reports whether name is a configured user.
-func (d *Digest) Known(name string) bool { _, ok := d.users[name]; return ok }
+func (d *Digest) Known(name string) bool { _, ok := (*d.users.Load())[name]; return ok }
+
+// SetUsers replaces the user table (a configuration reload); checks that
+// start afterwards use it. users must not be changed afterwards.
+func (d *Digest) SetUsers(users map[string]string) { d.users.Store(&users) }
 
 // Challenges returns the WWW-Authenticate / Proxy-Authenticate values of
 // one challenge: one per offered algorithm, in order of preference, with
@@ -272,7 +278,7 @@ func (d *Digest) check(value, method string, ruri sip.Uri) Result {
 	if !sameResource(cr.URI, ruri) {
 		return deny(ReasonURI)
 	}
-	pw, known := d.users[cr.Username]
+	pw, known := (*d.users.Load())[cr.Username]
 	if !known {
 		// Do the same work as for a known user, so that timing does not
 		// tell them apart either.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/strait-sbc/strait/controlplane/config"
@@ -16,6 +17,9 @@ import (
 var liveFields = map[string]bool{
 	"allow-dial": true, "deny-dial": true, "max-calls-per-user": true, "max-call-rate-per-user": true,
 	"api-token": true, "log-level": true,
+	// Users change live when the registrar has users before and after
+	// (from none, or to none, the open demo mode is a restart).
+	"user": true,
 	// Certificates are reread from the same files; new paths need a
 	// restart.
 }
@@ -25,7 +29,7 @@ var liveFields = map[string]bool{
 // certificates (HTTPS/WSS and SIP TLS, the mTLS client certificate toward
 // dataplane nodes: handshakes from now on use them, connections and calls
 // already up are untouched), and takes the dial plan and per-user limits,
-// the API token and the log level. It returns the flags that changed but
+// the API token, the log level and the standalone users. It returns the flags that changed but
 // need a restart (still in force as they were), and an error when
 // nothing was applied because something is wrong: the running
 // configuration stays then.
@@ -40,6 +44,10 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	needRestart = restartOnly(s.cfg, cfg)
+	usersLive := s.digest != nil && len(cfg.Users) > 0
+	if !usersLive && !slices.Equal(s.cfg.Users, cfg.Users) {
+		needRestart = append(needRestart, "--user")
+	}
 	var errs []error
 	for flag, cert := range map[string]*tlsconfig.Certificate{"--tls-cert": s.tlsCert, "--dataplane-cert": s.dpCert} {
 		if cert == nil {
@@ -48,6 +56,9 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 		if err := cert.Reload(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w (the certificate in use stays)", flag, err))
 		}
+	}
+	if usersLive {
+		s.setUsers(cfg.Users)
 	}
 	s.Guard.SetPlan(plan)
 	token := cfg.APIToken
@@ -62,6 +73,9 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 	live.AllowDial, live.DenyDial = cfg.AllowDial, cfg.DenyDial
 	live.MaxCallsPerUser, live.MaxCallRatePerUser = cfg.MaxCallsPerUser, cfg.MaxCallRatePerUser
 	live.APIToken, live.LogLevel = cfg.APIToken, cfg.LogLevel
+	if usersLive {
+		live.Users = cfg.Users
+	}
 	s.cfg = live
 	s.log.Info("configuration reloaded", "need_restart", needRestart, "errors", len(errs))
 	return needRestart, errors.Join(errs...)
@@ -83,6 +97,29 @@ func restartOnly(a, b config.Config) []string {
 		}
 	}
 	return out
+}
+
+// setUsers gives the registrar a new user table. The bindings of users
+// removed or whose password changed are dropped (whoever registered with
+// the old password must prove the new one); their calls in progress go
+// on.
+func (s *Server) setUsers(list []string) {
+	users, _ := config.ParseUsers(list)
+	next := make(map[string]string, len(users))
+	for _, u := range users {
+		next[u.Name] = u.Password
+	}
+	prev, _ := config.ParseUsers(s.cfg.Users)
+	s.digest.SetUsers(next)
+	for _, u := range prev {
+		if pw, ok := next[u.Name]; ok && pw == u.Password {
+			continue
+		}
+		for _, b := range s.Registry.Lookup(u.Name) {
+			s.Registry.Remove(b.Key)
+		}
+		s.log.Info("user removed or its password changed: bindings dropped", "user", u.Name)
+	}
 }
 
 // apiToken is the API token in force.

@@ -234,3 +234,39 @@ func TestReloadSwapsCertificateKeepsCalls(t *testing.T) {
 		t.Fatalf("after a refused reload: %d", code)
 	}
 }
+
+// Users change live: a removed user's bindings go (and it cannot register
+// again), a new one registers; from no users (open registration) is a
+// restart.
+func TestReloadUsers(t *testing.T) {
+	var cfg config.Config
+	e := start(t, func(c *config.Config) {
+		c.Users = []string{"alice:a-secret", "bob:b-secret"}
+		cfg = *c
+	})
+	alice := registered(t, e, "alice", "a-secret")
+	registered(t, e, "bob", "b-secret")
+	next := cfg
+	next.Users = []string{"bob:b-secret", "dave:d-secret"}
+	if restart, err := e.srv.Reload(next); err != nil || len(restart) != 0 {
+		t.Fatalf("reload: %v %v", restart, err)
+	}
+	if bs := e.srv.Registry.Lookup("alice"); len(bs) != 0 {
+		t.Fatalf("alice still bound: %v", bs)
+	}
+	if bs := e.srv.Registry.Lookup("bob"); len(bs) != 1 {
+		t.Fatalf("bob lost his binding: %v", bs)
+	}
+	if res, err := alice.Register(ctx(t), "a-secret", 600); err != nil || res.StatusCode != 401 {
+		t.Fatalf("removed alice registers: %v %v", res, err)
+	}
+	registered(t, e, "dave", "d-secret")
+
+	open := start(t, nil)
+	openCfg := config.Default()
+	openCfg.HTTP, openCfg.SIP, openCfg.OptionsInterval = "127.0.0.1:0", "127.0.0.1:0", 0
+	openCfg.Users = []string{"eve:e-secret"}
+	if restart, err := open.srv.Reload(openCfg); err != nil || !slices.Contains(restart, "--user") {
+		t.Fatalf("users on an open registrar: %v %v, want --user to need a restart", restart, err)
+	}
+}

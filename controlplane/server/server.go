@@ -82,6 +82,7 @@ type Server struct {
 	Guard     *dialplan.Guard
 
 	local    *node.Node             // the in-process dataplane, if any
+	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
 	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
 	level    *slog.LevelVar         // nil: the level is not Reload's to set
@@ -169,6 +170,7 @@ func New(opt Options) (_ *Server, err error) {
 			return nil, err
 		}
 		digest = registrar.NewDigestWith(registrar.DigestConfig{Realm: cfg.Realm, Users: m, Algorithms: algs})
+		s.digest = digest
 	}
 	plan, err := cfg.DialPlan()
 	if err != nil {
