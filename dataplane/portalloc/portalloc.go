@@ -1,12 +1,14 @@
 // Package portalloc hands out UDP port pairs (RTP on an even port, RTCP on
 // the next odd one, RFC 3550 section 11) from a configured range, the way
 // PBXs expect a media relay to: one pair per stream, reused only after it is
-// released.
+// released, drawn at random so that the next call's ports cannot be guessed.
 package portalloc
 
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,50 +34,91 @@ func (r Range) Pairs() int {
 
 // Allocator hands out port pairs of a Range. It is safe for concurrent use.
 // The zero value is unusable; use New.
+//
+// Pairs are drawn at random among the free ones: a relay that hands out
+// 40000, 40002, ... in order tells an attacker where the next call's media
+// will be, so that spraying a few ports just ahead of the last one seen
+// reaches it before its peer does (RTP bleed). A released pair first
+// cools down (it is handed out again only after cooling more recent
+// releases, or when nothing else is free), so that late packets of the old
+// call find no listener rather than a new call.
 type Allocator struct {
-	first uint16 // first even port
+	// Frozen after New. coolMax bounds cool: a quarter of the range, up to
+	// 256 pairs (a few seconds of call turnover on a busy node).
+	first   uint16 // first even port
+	pairs   int
+	coolMax int
 
-	mu   sync.Mutex
-	used []bool // per pair
-	next int    // where the next search starts (next-fit, so a released
-	// pair is not handed out again at once: late packets of the old call
-	// find no listener rather than a new call)
+	mu   sync.Mutex // guards the fields below
+	free []int      // free pairs (indexes), in no order
+	at   []int      // at[j]: j's position in free, -1 when not there
+	cool []int      // released pairs, oldest first, not yet back in free
+	// inUse counts pairs handed out (or being tried by Acquire).
 	inUse int
 }
 
 // New returns an allocator over r's whole pairs.
 func New(r Range) *Allocator {
 	first := r.First + r.First%2
-	return &Allocator{first: first, used: make([]bool, r.Pairs())}
+	a := &Allocator{first: first, pairs: r.Pairs()}
+	a.free = make([]int, a.pairs)
+	a.at = make([]int, a.pairs)
+	for j := range a.free {
+		a.free[j], a.at[j] = j, j
+	}
+	a.coolMax = min(a.pairs/4, 256)
+	a.cool = make([]int, 0, a.coolMax)
+	return a
 }
 
-// Acquire reserves a pair and returns its RTP (even) port; RTCP is port+1.
-// try is called with candidate ports until it succeeds (it binds the
-// sockets; a port some other process holds makes it fail) or every free
-// pair was tried.
+// take removes pair j from free. a.mu held.
+func (a *Allocator) take(j int) {
+	k := a.at[j]
+	last := a.free[len(a.free)-1]
+	a.free[k], a.at[last] = last, k
+	a.free = a.free[:len(a.free)-1]
+	a.at[j] = -1
+}
+
+// put adds pair j to free. a.mu held.
+func (a *Allocator) put(j int) {
+	a.at[j] = len(a.free)
+	a.free = append(a.free, j)
+}
+
+// Acquire reserves a pair, drawn at random among the free ones, and returns
+// its RTP (even) port; RTCP is port+1. try is called with candidate ports
+// until it succeeds (it binds the sockets; a port some other process holds
+// makes it fail) or every pair that was free was tried.
 func (a *Allocator) Acquire(try func(rtpPort uint16) error) (uint16, error) {
 	var lastErr error
-	for i := range a.used {
+	var failed []int
+	defer func() { // pairs another process holds may be free next time
 		a.mu.Lock()
-		j := (a.next + i) % len(a.used)
-		if a.used[j] {
-			a.mu.Unlock()
-			continue
+		for _, j := range failed {
+			a.put(j)
+			a.inUse--
 		}
-		a.used[j] = true
+		a.mu.Unlock()
+	}()
+	for {
+		a.mu.Lock()
+		if len(a.free) == 0 && len(a.cool) > 0 {
+			a.warm()
+		}
+		if len(a.free) == 0 {
+			a.mu.Unlock()
+			break
+		}
+		j := a.free[rand.IntN(len(a.free))]
+		a.take(j)
 		a.inUse++
 		a.mu.Unlock()
 		port := a.first + uint16(2*j)
 		if lastErr = try(port); lastErr == nil {
-			a.mu.Lock()
-			a.next = (j + 1) % len(a.used)
-			a.mu.Unlock()
 			return port, nil
 		}
-		a.mu.Lock()
-		a.used[j] = false
-		a.inUse--
-		a.mu.Unlock()
+		failed = append(failed, j)
 	}
 	if lastErr != nil {
 		return 0, fmt.Errorf("%w (last error: %v)", ErrExhausted, lastErr)
@@ -92,10 +135,20 @@ func (a *Allocator) Release(port uint16) {
 	j := int(port-a.first) / 2
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if j < len(a.used) && a.used[j] {
-		a.used[j] = false
-		a.inUse--
+	if j >= a.pairs || a.at[j] >= 0 || slices.Contains(a.cool, j) {
+		return
 	}
+	a.inUse--
+	a.cool = append(a.cool, j)
+	if len(a.cool) > a.coolMax {
+		a.warm()
+	}
+}
+
+// warm moves the pair that cooled longest back to free. a.mu held.
+func (a *Allocator) warm() {
+	a.put(a.cool[0])
+	a.cool = append(a.cool[:0], a.cool[1:]...)
 }
 
 // InUse is the number of pairs held.
@@ -106,7 +159,7 @@ func (a *Allocator) InUse() int {
 }
 
 // Capacity is the number of pairs in the range.
-func (a *Allocator) Capacity() int { return len(a.used) }
+func (a *Allocator) Capacity() int { return a.pairs }
 
 // ParseRange parses "first-last" or a single "port".
 func ParseRange(s string) (Range, error) {

@@ -23,28 +23,90 @@ func TestRangePairs(t *testing.T) {
 	}
 }
 
-func TestAcquireReleaseNextFit(t *testing.T) {
+func TestAcquireRelease(t *testing.T) {
 	a := New(Range{40000, 40005})
 	ok := func(uint16) error { return nil }
-	p1, _ := a.Acquire(ok)
-	p2, _ := a.Acquire(ok)
-	if p1 != 40000 || p2 != 40002 {
-		t.Fatalf("got %d %d", p1, p2)
-	}
-	a.Release(p1)
-	p3, _ := a.Acquire(ok)
-	if p3 != 40004 {
-		t.Fatalf("next-fit: got %d, want 40004 (a released pair is not reused at once)", p3)
-	}
-	p4, _ := a.Acquire(ok)
-	if p4 != 40000 {
-		t.Fatalf("wrap: got %d, want 40000", p4)
+	seen := map[uint16]bool{}
+	for i := 0; i < 3; i++ {
+		p, err := a.Acquire(ok)
+		if err != nil || p < 40000 || p > 40004 || p%2 != 0 || seen[p] {
+			t.Fatalf("acquire %d: %d, %v (seen %v)", i, p, err, seen)
+		}
+		seen[p] = true
 	}
 	if _, err := a.Acquire(ok); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("full range: %v", err)
 	}
 	if a.InUse() != 3 || a.Capacity() != 3 {
 		t.Fatalf("InUse %d Capacity %d", a.InUse(), a.Capacity())
+	}
+	a.Release(40002)
+	a.Release(40002) // not held any more: no-op
+	a.Release(39998) // below the range: no-op
+	if a.InUse() != 2 {
+		t.Fatalf("InUse %d after one release", a.InUse())
+	}
+	// The only pair left is the one that is cooling: it is handed out
+	// rather than nothing.
+	if p, err := a.Acquire(ok); err != nil || p != 40002 {
+		t.Fatalf("got %d, %v; want the released 40002", p, err)
+	}
+}
+
+// TestAcquireIsUnpredictable: pairs are drawn at random, so the port of
+// the next call cannot be guessed from the last one (ports handed out in
+// order let an attacker spray just ahead of them).
+func TestAcquireIsUnpredictable(t *testing.T) {
+	const pairs = 1000
+	ok := func(uint16) error { return nil }
+	order := func() []uint16 {
+		a := New(Range{40000, 40000 + 2*pairs - 1})
+		var out []uint16
+		for i := 0; i < 50; i++ {
+			p, err := a.Acquire(ok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	a, b := order(), order()
+	ascending, same, next := 0, 0, 0
+	for i := range a {
+		if a[i] == b[i] {
+			same++
+		}
+		if i > 0 && a[i] > a[i-1] {
+			ascending++
+		}
+		if i > 0 && a[i] == a[i-1]+2 {
+			next++
+		}
+	}
+	// Random draws: about half the steps go up, almost none to the next
+	// pair, and two allocators agree almost nowhere (each bound is many
+	// standard deviations away from what chance gives).
+	if ascending > 40 || next > 5 || same > 5 {
+		t.Fatalf("predictable order: %d of 49 steps ascending, %d to the next pair, %d of 50 equal between two allocators: %v", ascending, next, same, a)
+	}
+}
+
+// TestReleasedPairCoolsDown: a released pair is not handed out again while
+// other pairs are free, so late packets of the old call reach no new call.
+func TestReleasedPairCoolsDown(t *testing.T) {
+	a := New(Range{40000, 40399}) // 200 pairs, 50 cool down
+	ok := func(uint16) error { return nil }
+	p, _ := a.Acquire(ok)
+	a.Release(p)
+	for i := 0; i < 150; i++ {
+		q, err := a.Acquire(ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == p {
+			t.Fatalf("released pair %d handed out again after %d acquisitions with %d pairs free", p, i, 199-i)
+		}
 	}
 }
 

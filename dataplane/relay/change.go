@@ -57,7 +57,7 @@ func (e *Engine) plan(s *Session, specs []*pb.LegSpec, restart []bool) (*change,
 		}
 		streams[i] = lc.streams
 	}
-	cfg, err := compile(s.legs, streams, c.specs, s.cfg.Load())
+	cfg, err := compile(s.legs, streams, c.specs, s.cfg.Load(), e.cfg.Now().UnixNano())
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
+	"github.com/strait-sbc/strait/dataplane/icelite"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 	"github.com/strait-sbc/strait/internal/racecheck"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -341,17 +342,56 @@ func profileName(p srtp.ProtectionProfile) string {
 	return "cm80"
 }
 
-// FuzzHandle feeds arbitrary datagrams to a worker on every kind of port
-// from the validated browser, the PBX and a stranger: nothing may panic,
-// and whatever is not media of the session is dropped.
+// FuzzHandle feeds arbitrary datagrams to a worker on the WebRTC port and
+// the plain leg's port, from the validated browser, the PBX (at its SDP
+// address, which has spoken) and a stranger. Nothing may panic; every
+// datagram is accounted for (received and relayed, answered, or counted as
+// a drop); what is relayed is the session's media (from the browser: it
+// decrypts with the browser's keys; on the plain port: from the PBX), and
+// a check is answered only if it verifies with the leg's password.
 func FuzzHandle(f *testing.F) {
 	h := newHotPath(f, srtp.ProtectionProfileAeadAes128Gcm)
 	stranger := netip.MustParseAddrPort("127.0.0.1:9")
+	const pwd = "abcdefghijklmnopqrstuvwxyz"
 	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
-		stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint)
+		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	// The PBX has spoken from its SDP address: nobody else can be learnt.
+	h.deliver(h.rtpSlot, rtpPacket(1, 0, 0x5eed), h.pbx)
+	h.w.sender.Flush(h.w.onDrop)
+	kl, _ := srtp.ProtectionProfileAeadAes128Gcm.KeyLen()
+	sl, _ := srtp.ProtectionProfileAeadAes128Gcm.SaltLen()
+	k1 := make([]byte, kl)
+	for i := range k1 {
+		k1[i] = byte(i)
+	}
+	oracle, err := srtp.CreateContext(k1, make([]byte, sl), srtp.ProtectionProfileAeadAes128Gcm)
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, err := icelite.NewKey([]byte(pwd))
+	if err != nil {
+		f.Fatal(err)
+	}
+	isBrowserMedia := func(pkt []byte) bool {
+		b := append([]byte(nil), pkt...)
+		if _, err := oracle.DecryptRTP(nil, b, nil); err == nil {
+			return true
+		}
+		b = append(b[:0], pkt...)
+		_, err := oracle.DecryptRTCP(nil, b, nil)
+		return err == nil
+	}
+	isValidCheck := func(pkt []byte) bool {
+		var r icelite.Request
+		var x icelite.Responder
+		return icelite.ParseRequest(pkt, &r) == nil && string(r.LocalUfrag) == "node" && x.Verify(pkt, &r, key)
+	}
 	f.Add(byte(0), req.Raw)
 	f.Add(byte(1), h.srtpPackets(1, 1)[0])
-	f.Add(byte(2), rtpPacket(7, 0, 0x5eed))
+	f.Add(byte(2), h.srtpPackets(2, 1)[0])
+	f.Add(byte(2), req.Raw)
+	f.Add(byte(5), rtpPacket(7, 0, 0x5eed))
+	f.Add(byte(6), rtpPacket(8, 0, 0x5eed))
 	f.Add(byte(3), []byte{0x80, 200, 0, 1, 0, 0, 0, 1})
 	f.Add(byte(4), []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1})
 	f.Fuzz(func(t *testing.T, who byte, pkt []byte) {
@@ -363,7 +403,28 @@ func FuzzHandle(f *testing.F) {
 		if who&4 != 0 {
 			s = h.rtpSlot
 		}
+		strangerValid := h.w.latches[latchKey{h.web.group.id, stranger}] != nil
+		b := h.e.Totals()
 		h.deliver(s, pkt, from)
+		a := h.e.Totals()
+		seen := func(c *pb.LegCounters) uint64 { return c.PacketsIn + c.RtcpIn + c.StunIn + c.DtlsIn + c.Dropped() }
+		if seen(a) == seen(b) {
+			t.Fatalf("a datagram from %v was neither received nor counted as a drop", from)
+		}
+		if a.PacketsOut+a.RtcpOut > b.PacketsOut+b.RtcpOut {
+			switch {
+			case s == h.webSlot && (from == h.browser || (from == stranger && strangerValid)):
+				if !isBrowserMedia(pkt) {
+					t.Fatalf("relayed a datagram from %v that does not authenticate as the browser's", from)
+				}
+			case s == h.rtpSlot && from == h.pbx:
+			default:
+				t.Fatalf("relayed a datagram from %v on %v that is not the session's media", from, s.kind)
+			}
+		}
+		if a.StunIn > b.StunIn && (s != h.webSlot || !isValidCheck(pkt)) {
+			t.Fatalf("answered a check from %v that does not verify", from)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -44,20 +45,33 @@ type streamConfig struct {
 	// Plain streams: the SDP addresses, and whether only they are accepted.
 	remote, remoteRTCP netip.AddrPort
 	strict, mux        bool
+	// sigIP is the signalling peer's IP (PlainSpec.signalling_ip), whose
+	// media is learnt at once; invalid when unknown.
+	sigIP netip.Addr
 	// epoch numbers the stream's source negotiations: it stays while the
-	// SDP addresses stay, and grows when an update changes them, so that
-	// what was latched under the old addresses no longer counts.
-	epoch uint32
+	// addresses above stay, and grows when an update changes them, so that
+	// what was latched under the old addresses no longer counts. since is
+	// when the epoch began (unix nanoseconds), retired the addresses of
+	// earlier epochs (SDP and learnt), which are never learnt again: stale
+	// packets after a media move must not win the stream back (see latch.go).
+	epoch   uint32
+	since   int64
+	retired []netip.AddrPort
 }
+
+// maxRetired bounds the addresses a stream remembers from earlier
+// negotiations (a few re-INVITEs' worth).
+const maxRetired = 8
 
 func statusf(c codes.Code, format string, args ...any) error {
 	return status.Errorf(c, format, args...)
 }
 
 // compile builds the configuration snapshot for specs, whose streams are
-// streams (by leg); old is the snapshot it replaces (nil at creation). It
-// validates what the packet path relies on and changes nothing.
-func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *sessionConfig) (*sessionConfig, error) {
+// streams (by leg); old is the snapshot it replaces (nil at creation), now
+// the time of the change. It validates what the packet path relies on and
+// changes nothing.
+func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *sessionConfig, now int64) (*sessionConfig, error) {
 	cfg := &sessionConfig{}
 	for i, l := range legs {
 		spec := specs[i]
@@ -102,13 +116,17 @@ func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *session
 				}
 				sc.mux = p.GetRtcpMux()
 				sc.strict = p.GetStrictSource() || p.GetPortMode() == pb.PortMode_PORT_MODE_SHARED
+				if sc.sigIP, err = signallingIP(p); err != nil {
+					return nil, statusf(codes.InvalidArgument, "leg %d stream %d: %v", i, j, err)
+				}
 			}
-			sc.epoch = 1
+			sc.epoch, sc.since = 1, now
 			if old != nil && j < len(old.legs[i].streams) {
 				oc := &old.legs[i].streams[j]
-				sc.epoch = oc.epoch
+				sc.epoch, sc.since, sc.retired = oc.epoch, oc.since, oc.retired
 				if !sc.sameSources(oc) {
-					sc.epoch++
+					sc.epoch, sc.since = oc.epoch+1, now
+					sc.retired = retire(oc, sc)
 				}
 			}
 		}
@@ -120,7 +138,53 @@ func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *session
 // learn sources alike, so that what was latched under one holds under the
 // other.
 func (sc *streamConfig) sameSources(o *streamConfig) bool {
-	return sc.remote == o.remote && sc.remoteRTCP == o.remoteRTCP && sc.mux == o.mux
+	return sc.remote == o.remote && sc.remoteRTCP == o.remoteRTCP && sc.mux == o.mux && sc.sigIP == o.sigIP && sc.strict == o.strict
+}
+
+// retire lists the addresses the negotiation old gives up for next: its
+// SDP addresses and what its stream learnt (read once, here), with what
+// it had retired itself, newest first, never one next names.
+func retire(old, next *streamConfig) []netip.AddrPort {
+	var out []netip.AddrPort
+	add := func(a netip.AddrPort) {
+		if a.IsValid() && a != next.remote && a != next.remoteRTCP && !slices.Contains(out, a) && len(out) < maxRetired {
+			out = append(out, a)
+		}
+	}
+	add(old.remote)
+	add(old.remoteRTCP)
+	for i := range old.s.latch {
+		if a := old.s.latched(i, old); a != nil {
+			add(a.addr)
+		}
+	}
+	for _, a := range old.retired {
+		add(a)
+	}
+	return out
+}
+
+// isRetired reports whether a is an address of an earlier negotiation.
+func (sc *streamConfig) isRetired(a netip.AddrPort) bool {
+	for _, r := range sc.retired {
+		if r == a {
+			return true
+		}
+	}
+	return false
+}
+
+// signallingIP parses PlainSpec.signalling_ip.
+func signallingIP(p *pb.PlainSpec) (netip.Addr, error) {
+	s := p.GetSignallingIp()
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("signalling_ip %q: not an IP address", s)
+	}
+	return a.Unmap(), nil
 }
 
 // ptClock is a payload type's RTP clock rate.

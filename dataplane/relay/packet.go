@@ -121,59 +121,20 @@ func (w *worker) send(sock *batchconn.Socket, b []byte, addr netip.AddrPort, l *
 	}
 }
 
-// fromPlain checks the source of a datagram on a plain stream's port and
-// relays it. shared means the stream was found by the exact source address.
-func (w *worker) fromPlain(st *Stream, rtcpPort, shared bool, m *batchconn.Message) {
-	l := st.leg
-	var isRTCP bool
-	switch demux.Classify(m.Buf[:m.N]) {
-	case demux.RTP:
-	case demux.RTCP:
-		isRTCP = true
-	default:
-		l.ctr.drop[pb.DropMalformed].Add(1) // no STUN or DTLS on plain legs
-		return
-	}
-	if !shared {
-		cfg := l.sess.cfg.Load()
-		if st.index >= len(cfg.legs[l.index].streams) {
-			l.ctr.drop[pb.DropDirection].Add(1)
-			return
-		}
-		sc := &cfg.legs[l.index].streams[st.index]
-		i, expected := 0, sc.remote
-		if rtcpPort {
-			i, expected = 1, sc.remoteRTCP
-		}
-		switch a := st.latch[i].Load(); {
-		case sc.strict:
-			if m.Addr != expected {
-				l.ctr.drop[pb.DropUnknownSource].Add(1)
-				return
-			}
-		case a == nil || a.epoch != sc.epoch:
-			// Symmetric RTP (RFC 4961): the first packet's source is where
-			// the peer really is (behind NAT, or a PBX that sends from
-			// another address than its SDP says). Latched once per
-			// negotiation; an update with a new address re-opens it.
-			if !st.latch[i].CompareAndSwap(a, &source{m.Addr, sc.epoch}) {
-				if b := st.latched(i, sc); b == nil || b.addr != m.Addr {
-					l.ctr.drop[pb.DropUnknownSource].Add(1)
-					return
-				}
-			}
-		case a.addr != m.Addr:
-			l.ctr.drop[pb.DropUnknownSource].Add(1)
-			return
-		}
-	}
-	w.media(l, st, m, isRTCP)
-}
-
 // media relays one RTP or RTCP datagram from leg src (stream st, nil when
 // the transport is shared by the leg's streams) to its peer leg.
 func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) {
-	buf, n := m.Buf, m.N
+	n, ok := w.unprotect(src, st, m.Buf, m.N, isRTCP)
+	if !ok {
+		return
+	}
+	w.relay(src, st, m.Buf, n, isRTCP)
+}
+
+// relay relays one decrypted RTP or RTCP datagram (buf[:n]) from leg src
+// (stream st, nil when the transport is shared by the leg's streams) to
+// its peer leg.
+func (w *worker) relay(src *Leg, st *Stream, buf []byte, n int, isRTCP bool) {
 	sess := src.sess
 	cfg := sess.cfg.Load()
 	lc := &cfg.legs[src.index]
@@ -181,9 +142,6 @@ func (w *worker) media(src *Leg, st *Stream, m *batchconn.Message, isRTCP bool) 
 	dlc := &cfg.legs[dst.index]
 
 	var ok bool
-	if n, ok = w.unprotect(src, st, buf, n, isRTCP); !ok {
-		return
-	}
 	src.ctr.bytesIn.Add(uint64(n))
 	src.ctr.lastIn.Store(w.now)
 

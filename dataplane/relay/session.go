@@ -127,9 +127,13 @@ type Stream struct {
 	rtp, rtcp *batchconn.Socket
 	rtpPort   uint16
 	shared    *sharedPair
-	// latch[0] is the RTP source latched by symmetric RTP, latch[1] RTCP's;
+	// latch[0] is the RTP source learnt (see latch.go), latch[1] RTCP's;
 	// each is valid only for the negotiation (epoch) it was learnt in.
+	// Written only by the worker that serves the stream's own port (the
+	// session's owner), read by any worker that sends to the stream. learn
+	// is that worker's learning state, owned by it.
 	latch [2]atomic.Pointer[source]
+	learn learner
 	// inSSRC is the last SSRC received on the stream (RTCP routing).
 	inSSRC atomic.Uint32
 

@@ -41,6 +41,9 @@ func (e *Engine) validateLeg(i int, spec *pb.LegSpec) error {
 			if _, _, err := plainRemotes(p); err != nil {
 				return statusf(codes.InvalidArgument, "leg %d stream %d: %v", i, j, err)
 			}
+			if _, err := signallingIP(p); err != nil {
+				return statusf(codes.InvalidArgument, "leg %d stream %d: %v", i, j, err)
+			}
 			if p.GetPortMode() == pb.PortMode_PORT_MODE_SHARED && len(e.plainPairs[spec.GetAddressIndex()]) == 0 {
 				return statusf(codes.FailedPrecondition, "leg %d stream %d: the node has no shared plain ports", i, j)
 			}

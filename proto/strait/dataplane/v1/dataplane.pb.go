@@ -1089,11 +1089,24 @@ func (x *WebRTCSpec) GetDtlsRole() DTLSRole {
 }
 
 // PlainSpec is the transport of one stream of a plain leg.
+//
+// Where media is accepted from (RTP bleed, CVE-2017-14099 class): packets
+// from the SDP address (remote_addr, remote_rtcp_addr) are always accepted
+// and always win: the stream sends there from then on. Another source is
+// learnt (symmetric RTP, RFC 4961, for a peer behind NAT) only while the SDP
+// address has sent nothing in this negotiation, only when an SDP address is
+// known, never an address of an earlier negotiation, and only (a) from the
+// signalling peer's IP (signalling_ip) or, for RTCP, the IP RTP was learnt
+// from, or (b) after the SDP address stayed silent for a second, from a
+// source that sent four RTP packets in sequence (Asterisk's strictrtp=seqno).
+// Once learnt, no other source is accepted until a new negotiation (an update
+// that changes these addresses), except the SDP address. With SDES, a source
+// is learnt only from a packet that authenticates (CVE-2025-53399).
 type PlainSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The peer's RTP address from SDP ("ip:port"); empty until known (e.g. an
 	// offer sent before the peer answered). Media is only sent once an address
-	// is known: this one, or one latched from the peer's packets.
+	// is known: this one, or one learnt from the peer's packets.
 	RemoteAddr string `protobuf:"bytes,1,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// The peer's RTCP address (a=rtcp); empty means RTP port + 1, or the RTP
 	// address with rtcp_mux.
@@ -1102,10 +1115,18 @@ type PlainSpec struct {
 	RtcpMux bool `protobuf:"varint,3,opt,name=rtcp_mux,json=rtcpMux,proto3" json:"rtcp_mux,omitempty"`
 	// Port allocation for this stream.
 	PortMode PortMode `protobuf:"varint,4,opt,name=port_mode,json=portMode,proto3,enum=strait.dataplane.v1.PortMode" json:"port_mode,omitempty"`
-	// Only accept media from remote_addr (no symmetric-RTP latching).
+	// Only accept media from remote_addr and remote_rtcp_addr (nothing is
+	// learnt). Shared ports are always strict.
 	StrictSource bool `protobuf:"varint,5,opt,name=strict_source,json=strictSource,proto3" json:"strict_source,omitempty"`
 	// SDES-SRTP (RFC 4568) for RTP/SAVP; unset means plain RTP/AVP.
-	Sdes          *SDESCrypto `protobuf:"bytes,6,opt,name=sdes,proto3" json:"sdes,omitempty"`
+	Sdes *SDESCrypto `protobuf:"bytes,6,opt,name=sdes,proto3" json:"sdes,omitempty"`
+	// The IP address the signalling peer's SIP messages come from (the source
+	// of the PBX's INVITE or answer, the address a phone registered from), as
+	// the control plane saw it; empty when unknown. A peer behind NAT sends
+	// its media from that IP, whatever private address its SDP names: media
+	// from it is learnt at once (see above). Setting it to an address the
+	// control plane did not see packets from opens the stream to that address.
+	SignallingIp  string `protobuf:"bytes,7,opt,name=signalling_ip,json=signallingIp,proto3" json:"signalling_ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1180,6 +1201,13 @@ func (x *PlainSpec) GetSdes() *SDESCrypto {
 		return x.Sdes
 	}
 	return nil
+}
+
+func (x *PlainSpec) GetSignallingIp() string {
+	if x != nil {
+		return x.SignallingIp
+	}
+	return ""
 }
 
 // SDESCrypto is one negotiated a=crypto line's worth of keys (RFC 4568).
@@ -2254,7 +2282,7 @@ const file_dataplane_proto_rawDesc = "" +
 	"localUfrag\x12\x1b\n" +
 	"\tlocal_pwd\x18\x04 \x01(\tR\blocalPwd\x12O\n" +
 	"\x12remote_fingerprint\x18\x05 \x01(\v2 .strait.dataplane.v1.FingerprintR\x11remoteFingerprint\x12:\n" +
-	"\tdtls_role\x18\x06 \x01(\x0e2\x1d.strait.dataplane.v1.DTLSRoleR\bdtlsRole\"\x87\x02\n" +
+	"\tdtls_role\x18\x06 \x01(\x0e2\x1d.strait.dataplane.v1.DTLSRoleR\bdtlsRole\"\xac\x02\n" +
 	"\tPlainSpec\x12\x1f\n" +
 	"\vremote_addr\x18\x01 \x01(\tR\n" +
 	"remoteAddr\x12(\n" +
@@ -2262,7 +2290,8 @@ const file_dataplane_proto_rawDesc = "" +
 	"\brtcp_mux\x18\x03 \x01(\bR\artcpMux\x12:\n" +
 	"\tport_mode\x18\x04 \x01(\x0e2\x1d.strait.dataplane.v1.PortModeR\bportMode\x12#\n" +
 	"\rstrict_source\x18\x05 \x01(\bR\fstrictSource\x123\n" +
-	"\x04sdes\x18\x06 \x01(\v2\x1f.strait.dataplane.v1.SDESCryptoR\x04sdes\"^\n" +
+	"\x04sdes\x18\x06 \x01(\v2\x1f.strait.dataplane.v1.SDESCryptoR\x04sdes\x12#\n" +
+	"\rsignalling_ip\x18\a \x01(\tR\fsignallingIp\"^\n" +
 	"\n" +
 	"SDESCrypto\x12\x14\n" +
 	"\x05suite\x18\x01 \x01(\tR\x05suite\x12\x1d\n" +
