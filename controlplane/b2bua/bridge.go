@@ -71,6 +71,7 @@ func (c *Call) bridge(ctx context.Context, tx sip.ClientTransaction, inv *sip.Re
 			fail(488, "", err)
 			return
 		}
+		c.m.signalledFrom(1, res.Source())
 		out, _, err = c.m.answer(ctx, 1, ans, res.Body())
 		if err != nil {
 			code, reason := statusOf(err)

@@ -164,7 +164,7 @@ func (c *Call) runEcho(offer *sdp.Description, cl caller) {
 		c.finish(488, "no offer", nil)
 		return
 	}
-	c.m = newMedia(c.e.cfg.Pool, c.ID, c.e.cfg.MediaTimeout, c.mediaLeg(a.kind))
+	c.m = newMedia(c.e.cfg.Pool, c.ID, c.e.cfg.MediaTimeout, c.mediaLeg(a))
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	ans, err := c.m.echo(ctx, offer)
@@ -190,7 +190,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 	b := &leg{c: c, idx: 1, d: d, kind: kind, acks: make(chan *sip.Request, 4)}
 	c.legs[1] = b
 	c.direction = direction(a, b, c.api)
-	c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(a.kind), c.mediaLeg(b.kind))
+	c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(a), c.mediaLeg(b))
 
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RingTimeout)
 	defer cancel()
@@ -257,6 +257,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				if len(res.Body()) > 0 && !delayed {
 					ans, perr := sdpBody(res.Body(), contentType(res))
 					if perr == nil && ans != nil {
+						c.m.signalledFrom(1, res.Source())
 						out, _, aerr := c.m.answer(ctx, 1, ans, res.Body())
 						if aerr == nil {
 							cl.progress(183, out)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +49,32 @@ type mediaLeg struct {
 	sdesSuite  []string
 	sdesLocal  [][]byte
 	sdesRemote [][]byte
+	// sigIP is the IP the leg's SIP peer signals from, as Strait saw it
+	// (the INVITE's or the answer's source, or where a phone registered
+	// from), invalid when unknown. The node learns media from it at once
+	// (a PBX behind NAT whose SDP names a private address); other sources
+	// only as the SDP allows (PlainSpec.signalling_ip).
+	sigIP netip.Addr
+}
+
+// signalledFrom records the SIP source address (host:port) of leg i's
+// peer, unless one is known already.
+func (m *media) signalledFrom(i int, source string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l := m.legs[i]; !l.sigIP.IsValid() {
+		l.sigIP = sourceIP(source)
+	}
+}
+
+// sourceIP is the IP of a SIP source or destination "host:port", invalid
+// when it is a name or malformed.
+func sourceIP(hostport string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return ap.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(strings.Trim(hostport, "[]"))
+	return a.Unmap()
 }
 
 func (l *mediaLeg) grow(n int) {
@@ -164,6 +192,14 @@ func (c *Call) policy(k legKind) sdp.Policy {
 	return c.e.cfg.TrunkPolicy
 }
 
-func (c *Call) mediaLeg(k legKind) *mediaLeg {
-	return &mediaLeg{kind: k, policy: c.policy(k), sdes: k == kindPlain && c.e.cfg.SDES}
+func (c *Call) mediaLeg(l *leg) *mediaLeg {
+	ml := &mediaLeg{kind: l.kind, policy: c.policy(l.kind), sdes: l.kind == kindPlain && c.e.cfg.SDES}
+	switch {
+	case l.d == nil:
+	case l.d.invite != nil: // Strait answers: the INVITE's source
+		ml.sigIP = sourceIP(l.d.invite.Source())
+	default: // Strait calls: where it sends (an IP, or a name resolved later from the answer)
+		ml.sigIP = sourceIP(l.d.route().Dest)
+	}
+	return ml
 }

@@ -64,6 +64,9 @@ func (m *media) spec(i int) *pb.LegSpec {
 		}
 		if l.kind == kindPlain {
 			ps := &pb.PlainSpec{PortMode: pb.PortMode_PORT_MODE_PER_LEG}
+			if l.sigIP.IsValid() {
+				ps.SignallingIp = l.sigIP.String() // media from it is learnt at once (NAT)
+			}
 			if l.remote != nil && j < len(l.remote.Media) {
 				rm := &l.remote.Media[j]
 				if a, ok := rm.RemoteRTP(); ok && !rm.Rejected() {
