@@ -8,6 +8,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
@@ -34,8 +35,10 @@ type Config struct {
 	// Upstream is the PBX or trunk; nil is standalone mode.
 	Upstream *config.Upstream
 	// Digest authenticates callers in standalone mode that have not
-	// registered from where they call; nil accepts everyone.
-	Digest *registrar.Digest
+	// registered from where they call; nil accepts everyone. AuthGuard
+	// blocks sources that keep failing it; nil blocks nothing.
+	Digest    *registrar.Digest
+	AuthGuard *authguard.Guard
 	// Pool holds the dataplane nodes.
 	Pool *dpool.Pool
 	// TrunkPolicy is what plain legs may carry; SDES offers RTP/SAVP.

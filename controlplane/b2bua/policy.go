@@ -9,6 +9,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/registrar"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
 // Reasons a call or request is refused before it goes anywhere, besides
@@ -65,14 +66,26 @@ func (e *Engine) authorize(req *sip.Request, tx sip.ServerTransaction, s side) (
 			return from, true
 		}
 	}
+	if ok, retry := e.cfg.AuthGuard.Allow(req.Source(), req.Transport()); !ok {
+		e.st.Respond(tx, req, 403, "Forbidden", nil, sipnet.RetryAfter(retry))
+		return "", false
+	}
 	res := d.Check(req, "Proxy-Authorization")
 	if res.Verdict == registrar.Granted && res.User == from {
+		e.cfg.AuthGuard.Success(req.Source())
 		return from, true
 	}
 	if res.Verdict == registrar.Granted {
 		res.Reason = registrar.ReasonIdentity
 	}
 	e.cfg.Metrics.AuthFailure(res.Reason)
+	if registrar.GuessingFailure(res.Reason) {
+		who := res.User
+		if who == "" {
+			who = from
+		}
+		e.cfg.AuthGuard.Failure(req.Source(), who)
+	}
 	e.st.Respond(tx, req, 407, "", nil, d.ChallengeHeaders("Proxy-Authenticate", res.Verdict == registrar.Stale)...)
 	return "", false
 }

@@ -109,6 +109,18 @@ type Config struct {
 	// SIP.js answer only the first challenge and only MD5, so MD5 leads by
 	// default.
 	DigestAlgorithms []string `yaml:"digest_algorithms" flag:"digest-algorithms" usage:"digest algorithms offered, most preferred first: MD5, SHA-256 (repeatable)"`
+	// AuthFailuresPerSource is how many failed authentications one address
+	// (an IPv6 /64) may make within ten minutes before it is blocked: for
+	// 1 s, then twice as long after each further failure, up to
+	// AuthBlockMax (package authguard). In trunk mode the PBX's refusals
+	// count, and a blocked source's REGISTERs never reach it.
+	AuthFailuresPerSource int `yaml:"auth_failures_per_source" flag:"auth-failures-per-source" usage:"failed authentications an address may make in 10 minutes before it is blocked (with doubling blocks)"`
+	// AuthFailuresPerUser is how many failed authentications for one user
+	// name, from anywhere, put it under attack: then one failure blocks
+	// the address it came from.
+	AuthFailuresPerUser int `yaml:"auth_failures_per_user" flag:"auth-failures-per-user" usage:"failed authentications for one user name in 10 minutes before every failing address is blocked at once"`
+	// AuthBlockMax caps the doubling blocks.
+	AuthBlockMax time.Duration `yaml:"auth_block_max" flag:"auth-block-max" usage:"longest block of an address that keeps failing authentication"`
 	// Codecs are the codecs offered to and accepted from the trunk.
 	Codecs []string `yaml:"codecs" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
 	// SDES offers RTP/SAVP with SDES keys (RFC 4568) to the trunk.
@@ -157,19 +169,22 @@ type Config struct {
 // Default returns the configuration `strait` runs with when given nothing.
 func Default() Config {
 	return Config{
-		HTTP:             DefaultHTTP,
-		SIP:              DefaultSIP,
-		MediaIP:          DefaultMediaIP,
-		RTPPorts:         portalloc.Range{First: 40000, Last: 49999},
-		WebRTCPorts:      portalloc.Range{First: 20000, Last: 20003},
-		Realm:            DefaultRealm,
-		DigestAlgorithms: []string{"MD5", "SHA-256"},
-		Codecs:           append([]string(nil), DefaultCodecs...),
-		LogLevel:         "info",
-		RegisterExpiry:   DefaultRegisterExpiry,
-		OptionsInterval:  DefaultOptionsInterval,
-		MediaTimeout:     DefaultMediaTimeout,
-		RingTimeout:      DefaultRingTimeout,
+		HTTP:                  DefaultHTTP,
+		SIP:                   DefaultSIP,
+		MediaIP:               DefaultMediaIP,
+		RTPPorts:              portalloc.Range{First: 40000, Last: 49999},
+		WebRTCPorts:           portalloc.Range{First: 20000, Last: 20003},
+		Realm:                 DefaultRealm,
+		DigestAlgorithms:      []string{"MD5", "SHA-256"},
+		AuthFailuresPerSource: 5,
+		AuthFailuresPerUser:   20,
+		AuthBlockMax:          15 * time.Minute,
+		Codecs:                append([]string(nil), DefaultCodecs...),
+		LogLevel:              "info",
+		RegisterExpiry:        DefaultRegisterExpiry,
+		OptionsInterval:       DefaultOptionsInterval,
+		MediaTimeout:          DefaultMediaTimeout,
+		RingTimeout:           DefaultRingTimeout,
 
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
@@ -318,6 +333,10 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.DialPlan(); err != nil {
 		bad("%v", err)
+	}
+	if c.AuthFailuresPerSource < 1 || c.AuthFailuresPerUser < 1 || c.AuthBlockMax < time.Second {
+		bad("--auth-failures-per-source %d, --auth-failures-per-user %d, --auth-block-max %s: want at least 1, 1 and 1s",
+			c.AuthFailuresPerSource, c.AuthFailuresPerUser, c.AuthBlockMax)
 	}
 	if len(c.DigestAlgorithms) == 0 {
 		bad("--digest-algorithms: want MD5, SHA-256 or both")

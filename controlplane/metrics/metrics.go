@@ -6,6 +6,8 @@
 package metrics
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -26,6 +28,7 @@ type Metrics struct {
 	sipDropped    *prometheus.CounterVec
 	callsRefused  *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
+	authBlocked   atomic.Pointer[func() (sources, users int)]
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -58,7 +61,7 @@ func New() *Metrics {
 			[]string{"reason"}),
 	}
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, m.sipDropped, m.callsRefused, m.authFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamUp, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}

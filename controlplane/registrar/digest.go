@@ -69,6 +69,7 @@ const (
 	ReasonStale         = "stale"          // right password, expired or forgotten nonce
 	ReasonReplay        = "replay"         // right password, nonce count already used
 	ReasonIdentity      = "identity"       // right password of another user than the request is for
+	ReasonUpstream      = "upstream"       // trunk mode: the PBX refused the credentials Strait relayed
 )
 
 // Digest checks SIP digest credentials (RFC 3261 section 22 with the

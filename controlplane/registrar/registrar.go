@@ -11,6 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -35,6 +36,9 @@ type Config struct {
 	// Digest authenticates users in standalone mode; nil accepts anyone
 	// (the open demo mode).
 	Digest *Digest
+	// Guard blocks sources that keep failing authentication (here, or at
+	// the upstream in trunk mode); nil blocks nothing.
+	Guard *authguard.Guard
 	// Metrics counts authentication failures; nil counts nothing.
 	Metrics *metrics.Metrics
 	// MaxExpiry caps granted lifetimes and is the default.
@@ -136,6 +140,9 @@ func (r *Registrar) Handle(req *sip.Request, tx sip.ServerTransaction) {
 func (r *Registrar) local(req *sip.Request, tx sip.ServerTransaction, aor string, cs []contact, star bool, log *slog.Logger) {
 	st := r.cfg.Stack
 	if d := r.cfg.Digest; d != nil {
+		if !r.allow(req, tx) {
+			return
+		}
 		res := d.Check(req, "Authorization")
 		if res.Verdict != Granted || res.User != aor {
 			if res.Verdict == Granted {
@@ -144,10 +151,11 @@ func (r *Registrar) local(req *sip.Request, tx sip.ServerTransaction, aor string
 			if res.Reason != "" {
 				log.Debug("registration refused", "user", res.User, "reason", res.Reason)
 			}
-			r.cfg.Metrics.AuthFailure(res.Reason)
+			r.failed(req, res, aor)
 			st.Respond(tx, req, 401, "", nil, d.ChallengeHeaders("WWW-Authenticate", res.Verdict == Stale)...)
 			return
 		}
+		r.cfg.Guard.Success(req.Source())
 	}
 	now := time.Now()
 	if star {
@@ -177,6 +185,37 @@ func (r *Registrar) local(req *sip.Request, tx sip.ServerTransaction, aor string
 	}
 	st.RespondWith(tx, r.okResponse(req, aor))
 }
+
+// allow answers 403 with Retry-After, and reports false, when req's
+// source is blocked for failing authentication (package authguard): its
+// credentials are not even looked at, and in trunk mode its REGISTER
+// never reaches the PBX.
+func (r *Registrar) allow(req *sip.Request, tx sip.ServerTransaction) bool {
+	ok, retry := r.cfg.Guard.Allow(req.Source(), req.Transport())
+	if !ok {
+		r.cfg.Stack.Respond(tx, req, 403, "Forbidden", nil, sipnet.RetryAfter(retry))
+	}
+	return ok
+}
+
+// failed counts a refused credential and, unless the refusal is part of
+// a normal exchange (no credentials yet, an expired nonce), feeds the
+// guard under the user the credentials claim (else the AOR).
+func (r *Registrar) failed(req *sip.Request, res Result, aor string) {
+	r.cfg.Metrics.AuthFailure(res.Reason)
+	if GuessingFailure(res.Reason) {
+		user := res.User
+		if user == "" {
+			user = aor
+		}
+		r.cfg.Guard.Failure(req.Source(), user)
+	}
+}
+
+// GuessingFailure reports whether a refusal reason counts toward blocking
+// its source: everything but no credentials at all and a stale nonce
+// (which a client with the password answers at once).
+func GuessingFailure(reason string) bool { return reason != "" && reason != ReasonStale }
 
 // okResponse is a 200 to a REGISTER listing the AOR's bindings with their
 // remaining lifetimes.
@@ -211,6 +250,9 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 		return
 	}
 	c := cs[0]
+	if !r.allow(req, tx) {
+		return
+	}
 	r.mu.Lock()
 	b, known := r.cfg.Registry.Find(aor, c.uri, c.instance, c.regID)
 	if !known {
@@ -244,6 +286,16 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 		log.Warn("upstream REGISTER failed", "err", err)
 		st.Respond(tx, req, 503, "Upstream Unreachable", nil)
 		return
+	}
+	switch {
+	case auth != nil && (res.StatusCode == 401 || res.StatusCode == 407 || res.StatusCode == 403):
+		// The PBX refused the browser's credentials: a failure here too,
+		// so that a source that keeps failing is blocked before the PBX's
+		// own fail2ban bans Strait's address.
+		r.cfg.Metrics.AuthFailure(ReasonUpstream)
+		r.cfg.Guard.Failure(req.Source(), aor)
+	case auth != nil && res.StatusCode < 300:
+		r.cfg.Guard.Success(req.Source())
 	}
 	switch {
 	case res.StatusCode == 401 || res.StatusCode == 407:

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/strait-sbc/strait/controlplane/api"
+	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
@@ -74,6 +75,7 @@ type Server struct {
 	Metrics   *metrics.Metrics
 	Registry  *registrar.Registry
 	Registrar *registrar.Registrar
+	AuthGuard *authguard.Guard
 	Engine    *b2bua.Engine
 	Pool      *dpool.Pool
 	Stack     *sipnet.Stack
@@ -177,10 +179,13 @@ func New(opt Options) (_ *Server, err error) {
 		return nil, err
 	}
 	s.Guard = dialplan.NewGuard(plan)
-	s.Registrar = registrar.New(registrar.Config{Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
+	s.AuthGuard = authguard.New(authguard.Config{SourceThreshold: cfg.AuthFailuresPerSource,
+		UserThreshold: cfg.AuthFailuresPerUser, MaxBlock: cfg.AuthBlockMax, Metrics: s.Metrics,
+		Log: log.With("component", "authguard")})
+	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
-		Upstream: upstream, Digest: digest, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
+		Upstream: upstream, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls})
@@ -204,7 +209,8 @@ func New(opt Options) (_ *Server, err error) {
 
 	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.AuthGuard.Run(s.stop) }()
 	go func() {
 		defer s.wg.Done()
 		var err error

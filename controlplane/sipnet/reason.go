@@ -1,5 +1,12 @@
 package sipnet
 
+import (
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
 // reasons are the RFC 3261 section 21 (and RFC 5626, RFC 4028) reason
 // phrases Strait sends.
 var reasons = map[int]string{
@@ -33,4 +40,11 @@ func ReasonPhrase(code int) string {
 		return "Server Error"
 	}
 	return "Global Failure"
+}
+
+// RetryAfter is a Retry-After header for d, in whole seconds rounded up
+// (RFC 3261 section 20.33), at least 1.
+func RetryAfter(d time.Duration) sip.Header {
+	s := int64((d + time.Second - 1) / time.Second)
+	return sip.NewHeader("Retry-After", strconv.FormatInt(max(s, 1), 10))
 }

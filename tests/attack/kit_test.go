@@ -28,6 +28,10 @@ type targetConfig struct {
 	// that accepts every REGISTER, answers every INVITE and echoes RTP.
 	// Standalone mode otherwise, with the legitimate user and Users.
 	Trunk bool
+	// PBXScenario replaces the trunk-mode PBX's scenario (a file of
+	// tests/attack/sipp): pbx_auth.xml challenges REGISTERs and accepts
+	// only the legitimate user's password.
+	PBXScenario string
 	// Users are more standalone NAME:PASSWORD pairs.
 	Users []string
 	// Args are extra strait flags (they come last, so they override).
@@ -59,7 +63,11 @@ func startTarget(t *testing.T, cfg targetConfig) *target {
 	tg := &target{e: e, t: t, cfg: cfg}
 	sc := harness.StraitConfig{Users: append([]string{legitUser + ":" + legitPassword}, cfg.Users...)}
 	if cfg.Trunk {
-		tg.pbx = e.StartSipp(harness.SippConfig{Name: "pbx", Scenario: scenario("pbx.xml"), RTPEcho: true,
+		pbxScenario := cfg.PBXScenario
+		if pbxScenario == "" {
+			pbxScenario = "pbx.xml"
+		}
+		tg.pbx = e.StartSipp(harness.SippConfig{Name: "pbx", Scenario: scenario(pbxScenario), RTPEcho: true,
 			Calls: 100000, Timeout: harness.TestTimeout})
 		sc = harness.StraitConfig{Upstream: "sip:" + tg.pbx.Addr() + ";transport=udp"}
 	}

@@ -254,3 +254,139 @@ func exchange(ctx context.Context, tg *target, transport, src string, build func
 
 // transports are the SIP transports an attacker tries in turn.
 var transports = []string{"UDP", "TCP", "WS"}
+
+// udpSession is one attacker socket that sends requests one at a time
+// and reads their final responses.
+type udpSession struct {
+	conn *net.UDPConn
+	dst  *net.UDPAddr
+	buf  []byte
+}
+
+func newUDPSession(src, dst string) (*udpSession, error) {
+	u, err := udpFrom(src)
+	if err != nil {
+		return nil, err
+	}
+	d, err := net.ResolveUDPAddr("udp4", dst)
+	if err != nil {
+		u.Close()
+		return nil, err
+	}
+	return &udpSession{conn: u, dst: d, buf: make([]byte, 65536)}, nil
+}
+
+// Port is the session's local port.
+func (s *udpSession) Port() int { return s.conn.LocalAddr().(*net.UDPAddr).Port }
+
+func (s *udpSession) Close() { s.conn.Close() }
+
+// Do sends m and returns the final response with its Call-ID.
+func (s *udpSession) Do(m sipMsg, timeout time.Duration) (string, error) {
+	if _, err := s.conn.WriteTo([]byte(m.String()), s.dst); err != nil {
+		return "", err
+	}
+	s.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		n, err := s.conn.Read(s.buf)
+		if err != nil {
+			return "", err
+		}
+		res := string(s.buf[:n])
+		if statusOf(res) >= 200 && header(res, "Call-ID") == m.CallID {
+			return res, nil
+		}
+	}
+}
+
+// session is an attacker's connection (or socket) that sends requests one
+// at a time and reads their final responses: UDP, TCP or WS.
+type session interface {
+	// Do sends m and returns its final response.
+	Do(m sipMsg) (string, error)
+	// Via is what the session names itself with: transport, host, port
+	// (0 over WebSocket).
+	Via() (transport, host string, port int)
+	Close()
+}
+
+type udpSess struct {
+	*udpSession
+	src string
+}
+
+func (s udpSess) Do(m sipMsg) (string, error) { return s.udpSession.Do(m, 5*time.Second) }
+func (s udpSess) Via() (string, string, int)  { return "UDP", s.src, s.Port() }
+
+type tcpSess struct {
+	c   *net.TCPConn
+	r   *bufio.Reader
+	src string
+}
+
+func (s tcpSess) Do(m sipMsg) (string, error) {
+	if _, err := s.c.Write([]byte(m.String())); err != nil {
+		return "", err
+	}
+	s.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		res, err := readSIPStream(s.r)
+		if err != nil {
+			return res, err
+		}
+		if statusOf(res) >= 200 && header(res, "Call-ID") == m.CallID {
+			return res, nil
+		}
+	}
+}
+func (s tcpSess) Via() (string, string, int) {
+	return "TCP", s.src, s.c.LocalAddr().(*net.TCPAddr).Port
+}
+func (s tcpSess) Close() { s.c.Close() }
+
+type wsSess struct {
+	c    *wsConn
+	host string
+}
+
+func (s wsSess) Do(m sipMsg) (string, error) {
+	if err := s.c.Send(m.String()); err != nil {
+		return "", err
+	}
+	for {
+		res, err := s.c.Recv(5 * time.Second)
+		if err != nil {
+			return res, err
+		}
+		if statusOf(res) >= 200 && header(res, "Call-ID") == m.CallID {
+			return res, nil
+		}
+	}
+}
+func (s wsSess) Via() (string, string, int) { return "WS", s.host, 0 }
+func (s wsSess) Close()                     { s.c.Close() }
+
+// openSession opens an attacker session from src to strait over transport.
+func openSession(ctx context.Context, tg *target, transport, src string) (session, error) {
+	switch transport {
+	case "UDP":
+		u, err := newUDPSession(src, tg.SIPAddr)
+		if err != nil {
+			return nil, err
+		}
+		return udpSess{u, src}, nil
+	case "TCP":
+		c, err := dialTCPFrom(ctx, src, tg.SIPAddr)
+		if err != nil {
+			return nil, err
+		}
+		return tcpSess{c: c, r: bufio.NewReader(c), src: src}, nil
+	case "WS":
+		c, err := dialWSFrom(ctx, src, tg.WS())
+		if err != nil {
+			return nil, err
+		}
+		return wsSess{c: c, host: token(4) + ".invalid"}, nil
+	}
+	return nil, fmt.Errorf("unknown transport %q", transport)
+}
