@@ -21,12 +21,12 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,160 +66,6 @@ const (
 // FloodLoss is the loss ratio under which a flood step passes (0.1%).
 const FloodLoss = 0.001
 
-// Config is one run.
-type Config struct {
-	// Mode is one of the Mode constants.
-	Mode string
-	// Sessions per case (scale: the largest step). 0: the mode's default.
-	Sessions int
-	// Duration of the measured window (flood: of each step). 0: default.
-	Duration time.Duration
-	// Codec is "pcmu" (G.711, 160-byte payloads) or "opus" (80 bytes).
-	Codec string
-	// SRTP is "gcm", "cm80" or "both": the profiles the client legs offer.
-	SRTP string
-	// PlainPorts is "per-leg", "shared" or "both": the plain legs' port
-	// mode on Strait (WebRTC legs always share a few ports).
-	PlainPorts string
-	// Peer is "rtpengine" or "none".
-	Peer string
-	// Node is grpc://HOST:PORT of a running node, with NodePID (and
-	// NodeMetrics, default port+1); empty starts one from NodeBin (default:
-	// strait-dataplane beside this executable or on $PATH, else built).
-	Node        string
-	NodePID     int
-	NodeMetrics string
-	NodeBin     string
-	// Workers of a node the harness starts (0: the node's default).
-	Workers int
-	// RelayCPUs, if set, pins the relays the harness starts (Strait and
-	// rtpengine alike) to these CPUs (a taskset list, e.g. "1"), so that a
-	// flood can overload the relay before the generator runs out of CPU.
-	RelayCPUs string
-	// RtpengineBin overrides where rtpengine is looked for.
-	RtpengineBin string
-	// Concurrency of session setup.
-	Concurrency int
-	// FloodSteps bounds the flood search (0: 12 steps).
-	FloodSteps int
-	// ScaleRate is the aggregate packet rate of every scale step.
-	ScaleRate float64
-	// Warmup runs media before each window.
-	Warmup time.Duration
-	// SetupTimeout bounds one session's setup.
-	SetupTimeout time.Duration
-	// CPUProfile, if set, saves a CPU profile of the node during the
-	// first Strait WebRTC window to this file.
-	CPUProfile string
-
-	// Progress gets the live status line and notes (nil: quiet).
-	Progress io.Writer `json:"-"`
-	// Log gets the relays' own output (nil: discarded).
-	Log io.Writer `json:"-"`
-}
-
-// summary is the configuration as the report records it.
-func (c *Config) summary() map[string]any {
-	return map[string]any{
-		"mode": c.Mode, "sessions": c.Sessions, "duration": c.Duration.String(), "codec": c.Codec,
-		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
-		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
-	}
-}
-
-func (c *Config) setDefaults() error {
-	switch c.Mode {
-	case ModeCadence:
-		c.Sessions = or(c.Sessions, 50)
-		c.Duration = orD(c.Duration, 2*time.Second)
-	case ModeFlood:
-		c.Sessions = or(c.Sessions, 20)
-		c.Duration = orD(c.Duration, time.Second)
-	case ModeSetup:
-		c.Sessions = or(c.Sessions, 100)
-		c.Duration = orD(c.Duration, time.Second)
-	case ModeScale:
-		c.Sessions = or(c.Sessions, 1000)
-		c.Duration = orD(c.Duration, 2*time.Second)
-	default:
-		return fmt.Errorf("unknown mode %q: want cadence, flood, setup or scale", c.Mode)
-	}
-	if c.ScaleRate <= 0 {
-		c.ScaleRate = 10000
-	}
-	c.Codec = orS(c.Codec, "pcmu")
-	c.SRTP = orS(c.SRTP, "both")
-	c.PlainPorts = orS(c.PlainPorts, "per-leg")
-	c.Peer = orS(c.Peer, "rtpengine")
-	c.Concurrency = or(c.Concurrency, 16)
-	c.FloodSteps = or(c.FloodSteps, 12)
-	if c.Warmup == 0 {
-		c.Warmup = 500 * time.Millisecond
-	}
-	c.SetupTimeout = orD(c.SetupTimeout, 30*time.Second)
-	if c.Codec != "pcmu" && c.Codec != "opus" {
-		return fmt.Errorf("--codec %q: want pcmu or opus", c.Codec)
-	}
-	if c.Peer != "rtpengine" && c.Peer != "none" {
-		return fmt.Errorf("--peer %q: want rtpengine or none", c.Peer)
-	}
-	if _, err := c.profiles(); err != nil {
-		return err
-	}
-	if _, err := c.portModes(); err != nil {
-		return err
-	}
-	if c.Sessions < 1 {
-		return errors.New("--sessions: at least 1")
-	}
-	return nil
-}
-
-func or(v, d int) int {
-	if v == 0 {
-		return d
-	}
-	return v
-}
-
-func orD(v, d time.Duration) time.Duration {
-	if v == 0 {
-		return d
-	}
-	return v
-}
-
-func orS(v, d string) string {
-	if v == "" {
-		return d
-	}
-	return v
-}
-
-func (c *Config) profiles() ([]webrtcclient.Profile, error) {
-	switch c.SRTP {
-	case "gcm":
-		return []webrtcclient.Profile{webrtcclient.GCM}, nil
-	case "cm80":
-		return []webrtcclient.Profile{webrtcclient.CM80}, nil
-	case "both":
-		return []webrtcclient.Profile{webrtcclient.GCM, webrtcclient.CM80}, nil
-	}
-	return nil, fmt.Errorf("--srtp %q: want gcm, cm80 or both", c.SRTP)
-}
-
-func (c *Config) portModes() ([]bool, error) {
-	switch c.PlainPorts {
-	case "per-leg":
-		return []bool{false}, nil
-	case "shared":
-		return []bool{true}, nil
-	case "both":
-		return []bool{false, true}, nil
-	}
-	return nil, fmt.Errorf("--plain-ports %q: want per-leg, shared or both", c.PlainPorts)
-}
-
 // Run performs one run and returns its report. The report's Failures say
 // whether it passed; an error means it could not run at all.
 func Run(ctx context.Context, cfg Config) (*report.Report, error) {
@@ -234,7 +80,9 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		// their own.
 		logw = &syncWriter{w: cfg.Log}
 	}
-	rep := &report.Report{Mode: cfg.Mode, Date: time.Now().UTC(), Machine: machine(), Config: cfg.summary(), Failures: []string{}}
+	rep := &report.Report{Mode: cfg.Mode, Date: time.Now().UTC(), Machine: machine(), Config: cfg.summary(), Failures: []string{},
+		LoadAvgStart: loadAvg()}
+	defer func() { rep.LoadAvgEnd = loadAvg() }()
 
 	codec := rtpgen.PCMU
 	if cfg.Codec == "opus" {
@@ -254,41 +102,43 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	defer stopConsent()
 	go h.consent(cctx)
 
-	var node *straitNode
+	// One node per I/O mode, each on an address of its own, so that the
+	// cases of both can interleave in one run.
+	ioModes, _ := cfg.ioModes()
+	var straits []*straitRelay
 	if cfg.Node != "" {
-		node, err = attachNode(ctx, cfg.Node, cfg.NodePID, cfg.NodeMetrics)
+		node, err := attachNode(ctx, cfg.Node, cfg.NodePID, cfg.NodeMetrics)
+		if err != nil {
+			return nil, err
+		}
+		defer node.close()
+		straits = append(straits, &straitRelay{n: node, h: h, io: "attached"})
 	} else {
 		bin, cleanup, berr := nodeBinary(cfg.NodeBin, orW(cfg.Progress))
 		if berr != nil {
 			return nil, berr
 		}
 		defer cleanup()
-		node, err = startNode(ctx, bin, cfg.Workers, cfg.RelayCPUs, logw)
+		for i, m := range ioModes {
+			node, err := startNode(ctx, bin, nodeOptions{ip: nthAddr(nodeIP, i), workers: cfg.Workers, cpus: cfg.RelayCPUs,
+				io: m, coalesce: cfg.Coalesce}, logw)
+			if err != nil {
+				return nil, err
+			}
+			defer node.close()
+			straits = append(straits, &straitRelay{n: node, h: h, io: node.ioMode(m)})
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer node.close()
-	strait := &straitRelay{n: node, h: h}
 
 	profiles, _ := cfg.profiles()
 	modes, _ := cfg.portModes()
 	type job struct {
 		r relay
 		k kind
-	}
-	var jobs []job
-	for _, shared := range modes {
-		for i, p := range profiles {
-			jobs = append(jobs, job{strait, kind{legs: legsWebRTC, profile: p, shared: shared}})
-			if i == 0 {
-				// The plain baseline runs between the profiles, so that
-				// drift in the machine's load hits both alike.
-				jobs = append(jobs, job{strait, kind{legs: legsPlain, shared: shared}})
-			}
-		}
+		n int
 	}
 	var rtpe *rtpengineRelay
+	var rtpeErr error
 	if cfg.Peer == "rtpengine" {
 		bin, err := rtpengine.Binary(cfg.RtpengineBin)
 		var d *rtpengine.Daemon
@@ -298,15 +148,33 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		}
 		if err != nil {
 			prog.Log("rtpengine baseline skipped: %v", err)
-			for _, p := range profiles {
-				rep.Results = append(rep.Results, &report.Result{Target: report.TargetRtpengine, Mode: cfg.Mode, Legs: legsWebRTC,
-					SRTP: p.Name, PlainPorts: "per-leg", Sessions: cfg.Sessions, Skipped: err.Error(), NodeDrops: map[string]uint64{}})
-			}
+			rtpeErr = err
 		} else {
 			defer d.Close()
 			rtpe = &rtpengineRelay{d: d, h: h}
-			for _, p := range profiles {
-				jobs = append(jobs, job{rtpe, kind{legs: legsWebRTC, profile: p}})
+		}
+	}
+	var jobs []job
+	for _, n := range cfg.counts() {
+		for _, strait := range straits {
+			for _, shared := range modes {
+				for i, p := range profiles {
+					jobs = append(jobs, job{strait, kind{legs: legsWebRTC, profile: p, shared: shared, io: strait.io}, n})
+					if i == 0 {
+						// The plain baseline runs between the profiles, so
+						// that drift in the machine's load hits both alike.
+						jobs = append(jobs, job{strait, kind{legs: legsPlain, shared: shared, io: strait.io}, n})
+					}
+				}
+			}
+		}
+		for _, p := range profiles {
+			switch {
+			case rtpe != nil:
+				jobs = append(jobs, job{rtpe, kind{legs: legsWebRTC, profile: p}, n})
+			case rtpeErr != nil:
+				rep.Results = append(rep.Results, &report.Result{Target: report.TargetRtpengine, Mode: cfg.Mode, Legs: legsWebRTC,
+					SRTP: p.Name, PlainPorts: "per-leg", Sessions: n, Skipped: rtpeErr.Error(), NodeDrops: map[string]uint64{}})
 			}
 		}
 	}
@@ -316,32 +184,34 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		label := fmt.Sprintf("%s %s", j.r.target(j.k), j.k)
-		c := &runCase{h: h, r: j.r, k: j.k, label: label, rep: rep}
-		if !profiled && j.r == relay(strait) && j.k.legs == legsWebRTC {
+		label := fmt.Sprintf("%s %s %d", j.r.target(j.k), j.k, j.n)
+		c := &runCase{h: h, r: j.r, k: j.k, n: j.n, label: label, rep: rep}
+		sr, isStrait := j.r.(*straitRelay)
+		if !profiled && isStrait && j.k.legs == legsWebRTC {
 			c.profile = cfg.CPUProfile
-			c.metrics = node.metrics
+			c.metrics = sr.n.metrics
 			profiled = true
 		}
-		if need, limit := fdsNeeded(j.k, cfg.Sessions), fileLimit(); j.r == relay(strait) && j.k.legs == legsPlain && need > limit {
+		if need, limit := fdsNeeded(j.k, j.n), fileLimit(); isStrait && j.k.legs == legsPlain && need > limit {
 			// A baseline this machine cannot hold is skipped, and says why:
 			// the run's other figures stand on their own.
 			prog.Done()
-			reason := fmt.Sprintf("needs about %d file descriptors for %d sessions, RLIMIT_NOFILE is %d here", need, cfg.Sessions, limit)
+			reason := fmt.Sprintf("needs about %d file descriptors for %d sessions, RLIMIT_NOFILE is %d here", need, j.n, limit)
 			prog.Log("%s skipped: %s", label, reason)
 			rep.Results = append(rep.Results, &report.Result{Target: j.r.target(j.k), Mode: cfg.Mode, Legs: j.k.legs, PlainPorts: j.k.portMode(),
-				Sessions: cfg.Sessions, Skipped: reason, NodeDrops: map[string]uint64{}})
+				IO: j.k.io, Sessions: j.n, Skipped: reason, NodeDrops: map[string]uint64{}})
 			continue
 		}
 		res, err := c.run(ctx)
 		prog.Done()
 		if err != nil {
-			if j.r == relay(rtpe) {
+			if !isStrait {
 				// The incumbent could not do this case (e.g. a profile it
-				// does not negotiate): skipped, said so, not a pass.
+				// does not negotiate, or more sessions than it holds):
+				// skipped, said so, not a pass.
 				prog.Log("%s skipped: %v", label, err)
 				res = &report.Result{Target: report.TargetRtpengine, Mode: cfg.Mode, Legs: j.k.legs, SRTP: j.k.profile.Name,
-					PlainPorts: j.k.portMode(), Sessions: cfg.Sessions, Skipped: err.Error(), NodeDrops: map[string]uint64{}}
+					PlainPorts: j.k.portMode(), Sessions: j.n, Skipped: err.Error(), NodeDrops: map[string]uint64{}}
 			} else {
 				return rep, fmt.Errorf("%s: %w", label, err)
 			}
@@ -378,19 +248,22 @@ func orW(w io.Writer) io.Writer {
 }
 
 // ratios fills in the Strait WebRTC results' CPU ratios to the baselines
-// of the same run: plain <-> plain with the same plain port mode, and
-// rtpengine with the same SRTP profile.
+// of the same run, at the same session count: plain <-> plain through the
+// same node (same I/O mode) with the same plain port mode, and rtpengine
+// with the same SRTP profile. A result the harness could not offer the
+// asked rate for is compared with nothing: relays measured at different
+// rates are not comparable.
 func ratios(rep *report.Report) {
 	for _, r := range rep.Results {
-		if r.Target != report.TargetStrait || r.Skipped != "" {
+		if r.Target != report.TargetStrait || r.Skipped != "" || r.GeneratorLimited {
 			continue
 		}
 		for _, b := range rep.Results {
-			if b.Skipped != "" {
+			if b.Skipped != "" || b.GeneratorLimited || b.Sessions != r.Sessions {
 				continue
 			}
 			switch {
-			case b.Target == report.TargetStraitPlain && b.PlainPorts == r.PlainPorts:
+			case b.Target == report.TargetStraitPlain && b.PlainPorts == r.PlainPorts && b.IO == r.IO:
 				r.CPURatioToPlain = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
 			case b.Target == report.TargetRtpengine && b.SRTP == r.SRTP:
 				r.CPURatioToRtpengine = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
@@ -406,9 +279,14 @@ func summary(r *report.Result) string {
 		}
 		return fmt.Sprintf(format, *p)
 	}
-	return fmt.Sprintf("  %-12s %-12s %-24s %-7s sessions %-5d delivered %8.0f pps  loss %.4f%%  p99 %s us  cpu %s ns/pkt  allocs/pkt %s  setup %s/s",
-		r.Target, r.Legs, r.SRTP, r.PlainPorts, r.Sessions, r.DeliveredPPS, 100*r.LossRatio,
-		f(r.LatencyP99us, "%.0f"), f(r.NodeCPUnsPerPacket, "%.0f"), f(r.AllocsPerPacket, "%.4f"), f(r.SetupPerS, "%.0f"))
+	limited := ""
+	if r.GeneratorLimited {
+		limited = fmt.Sprintf(" GENERATOR-LIMITED (asked %.0f)", r.RequestedPPS)
+	}
+	return fmt.Sprintf("  %-12s %-5s %-12s %-24s %-7s sessions %-5d delivered %8.0f pps%s  loss %.4f%%  p99 %s us  cpu %s ns/pkt  syscalls/pkt %s (own count %s)  allocs/pkt %s  setup %s/s",
+		r.Target, r.IO, r.Legs, r.SRTP, r.PlainPorts, r.Sessions, r.DeliveredPPS, limited, 100*r.LossRatio,
+		f(r.LatencyP99us, "%.0f"), f(r.NodeCPUnsPerPacket, "%.0f"), f(r.SyscallsPerPacket, "%.3f"), f(r.NodeSyscallsPerPacket, "%.3f"),
+		f(r.AllocsPerPacket, "%.4f"), f(r.SetupPerS, "%.0f"))
 }
 
 // raiseFileLimit lifts RLIMIT_NOFILE as far as allowed: 10 000 sessions
@@ -449,6 +327,20 @@ func fileLimit() int {
 		return 1024
 	}
 	return int(l.Cur)
+}
+
+// loadAvg is the machine's 1-minute load average.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func machine() report.Machine {

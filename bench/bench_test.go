@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/strait-sbc/strait/bench/procstat"
 	"github.com/strait-sbc/strait/bench/report"
 	"github.com/strait-sbc/strait/bench/rtpengine"
 )
@@ -43,7 +45,8 @@ func TestMain(m *testing.M) {
 // fields every result must carry in JSON, null or not.
 var fields = []string{"target", "mode", "sessions", "duration_s", "offered_pps", "delivered_pps", "loss_ratio",
 	"payload_mismatches", "latency_p50_us", "latency_p99_us", "node_cpu_ns_per_packet", "node_rss_bytes",
-	"bytes_per_session", "allocs_per_packet", "setup_per_s", "handshake_p99_ms", "cpu_ratio_to_plain", "cpu_ratio_to_rtpengine"}
+	"bytes_per_session", "allocs_per_packet", "setup_per_s", "handshake_p99_ms", "cpu_ratio_to_plain", "cpu_ratio_to_rtpengine",
+	"io", "requested_pps", "generator_limited", "syscalls_per_packet", "syscalls_method", "node_syscalls_per_packet", "datagrams_per_round"}
 
 // smoke runs a mode with a few sessions for a moment and checks the report:
 // every field present, packets through every measured target, nothing
@@ -60,6 +63,7 @@ func smoke(t *testing.T, cfg Config) *report.Report {
 	cfg.FloodSteps = 3
 	cfg.Concurrency = 2
 	cfg.SetupTimeout = 20 * time.Second
+	cfg.SyscallWindow = 300 * time.Millisecond
 	if cfg.Peer == "" {
 		cfg.Peer = "none"
 	}
@@ -103,6 +107,15 @@ func smoke(t *testing.T, cfg Config) *report.Report {
 		}
 		if res.NodeCPUnsPerPacket == nil || res.NodeRSSBytes == nil || res.SetupPerS == nil {
 			t.Errorf("%s: missing node figures", res.Target)
+		}
+		if cfg.Mode == ModeFlood {
+			continue
+		}
+		if res.Target != report.TargetRtpengine && (res.NodeSyscallsPerPacket == nil || *res.NodeSyscallsPerPacket <= 0 || res.IO == "") {
+			t.Errorf("%s: the node's own system call count is missing (io %q)", res.Target, res.IO)
+		}
+		if canCountSyscalls() && (res.SyscallsPerPacket == nil || *res.SyscallsPerPacket <= 0 || res.SyscallsMethod == "") {
+			t.Errorf("%s: system calls per packet not counted", res.Target)
 		}
 	}
 	return rep
@@ -227,7 +240,29 @@ func TestRatios(t *testing.T) {
 	if r.CPURatioToPlain == nil || *r.CPURatioToPlain != 1.2 || r.CPURatioToRtpengine == nil || *r.CPURatioToRtpengine != 0.6 {
 		t.Fatalf("ratios %v %v", r.CPURatioToPlain, r.CPURatioToRtpengine)
 	}
+	// Other session counts, other I/O modes and generator-limited
+	// baselines are not compared.
+	rep = &report.Report{Results: []*report.Result{
+		{Target: report.TargetStrait, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", IO: "uring", Sessions: 500, NodeCPUnsPerPacket: report.F(1200)},
+		{Target: report.TargetStraitPlain, PlainPorts: "per-leg", IO: "mmsg", Sessions: 500, NodeCPUnsPerPacket: report.F(1000)},
+		{Target: report.TargetStraitPlain, PlainPorts: "per-leg", IO: "uring", Sessions: 1000, NodeCPUnsPerPacket: report.F(1000)},
+		{Target: report.TargetRtpengine, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", Sessions: 500, GeneratorLimited: true, NodeCPUnsPerPacket: report.F(2000)},
+	}}
+	ratios(rep)
+	if r := rep.Results[0]; r.CPURatioToPlain != nil || r.CPURatioToRtpengine != nil {
+		t.Fatalf("compared across modes, session counts or with a generator-limited baseline: %v %v", r.CPURatioToPlain, r.CPURatioToRtpengine)
+	}
 }
+
+// canCountSyscalls: perf or strace can count a process's system calls here.
+var canCountSyscalls = sync.OnceValue(func() bool {
+	c, err := procstat.StartSyscalls(os.Getpid())
+	if err != nil {
+		return false
+	}
+	_, err = c.Stop()
+	return err == nil
+})
 
 // baselineCPU is the plain baseline's CPU per packet (0 if unmeasured).
 func baselineCPU(rep *report.Report, ports string) float64 {

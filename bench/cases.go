@@ -22,6 +22,7 @@ type runCase struct {
 	h     *harness
 	r     relay
 	k     kind
+	n     int // sessions (scale: the largest step)
 	label string
 	rep   *report.Report
 
@@ -32,7 +33,7 @@ type runCase struct {
 
 func (c *runCase) result() *report.Result {
 	return &report.Result{Target: c.r.target(c.k), Mode: c.h.cfg.Mode, Legs: c.k.legs, SRTP: c.srtpName(),
-		PlainPorts: c.k.portMode(), Sessions: c.h.cfg.Sessions, NodeDrops: map[string]uint64{}}
+		PlainPorts: c.k.portMode(), IO: c.k.io, Sessions: c.n, NodeDrops: map[string]uint64{}}
 }
 
 func (c *runCase) srtpName() string {
@@ -98,7 +99,7 @@ func (c *runCase) fillSetup(res *report.Result, st setupStats) {
 // cadence (and setup): bring sessions up while media already flows at the
 // cadence rate, then measure a window.
 func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
-	h, n := c.h, c.h.cfg.Sessions
+	h, n := c.h, c.n
 	res := c.result()
 	h.engine.SetRate(cadencePPS)
 	mem0, basis, err := c.r.memory()
@@ -118,6 +119,10 @@ func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.requested, m.flows = float64(2*n)*cadencePPS, 2*n
+	if err := c.countSyscalls(ctx, &m); err != nil {
+		return nil, err
+	}
 	// Memory in steady state: after the window, when the handshakes'
 	// state has been released (the harness starts the node with a 1 s
 	// DTLS linger).
@@ -133,7 +138,7 @@ func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 // flood searches for the highest rate with loss under FloodLoss: doubling
 // from the cadence rate until a step fails, then bisecting.
 func (c *runCase) flood(ctx context.Context) (*report.Result, error) {
-	h, n := c.h, c.h.cfg.Sessions
+	h, n := c.h, c.n
 	res := c.result()
 	h.engine.SetRate(cadencePPS)
 	ss, st, err := c.bringUp(ctx, c.prefix(), 0, n)
@@ -222,7 +227,7 @@ func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
 	var all []*session
 	defer func() { h.closeAll(context.WithoutCancel(ctx), c.r, all) }()
 	prefix := c.prefix()
-	for _, n := range scaleSteps(h.cfg.Sessions) {
+	for _, n := range scaleSteps(c.n) {
 		// Media flows while sessions come up (first media proves each),
 		// but never above the step's aggregate rate.
 		h.engine.SetRate(min(cadencePPS, h.cfg.ScaleRate/float64(2*n)))
@@ -240,11 +245,15 @@ func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		m.requested, m.flows = h.cfg.ScaleRate, 2*n
+		if err := c.countSyscalls(ctx, &m); err != nil {
+			return nil, err
+		}
 		mem, _, err := c.r.memory() // steady state, as in cadence
 		if err != nil {
 			return nil, err
 		}
-		s := c.step(n, m, m.loss() < FloodLoss)
+		s := c.step(n, m, m.loss() < FloodLoss && !m.limited())
 		s.BytesPerSession = report.F((mem - mem0) / float64(n))
 		res.Steps = append(res.Steps, s)
 		c.fill(res, m)
@@ -258,6 +267,55 @@ func (c *runCase) scale(ctx context.Context) (*report.Result, error) {
 type measurement struct {
 	w      rtpgen.Window
 	s0, s1 sample
+	// requested is the rate the harness was asked to offer (0: flood,
+	// which finds out), by flows flows.
+	requested float64
+	flows     int
+	// sys is the relay's system calls in the calibration window after
+	// it, and sysPackets what the relay forwarded meanwhile (nil: not
+	// counted).
+	sys        *procstat.Syscalls
+	sysPackets uint64
+}
+
+// limited reports whether the harness offered less than asked: under 97%
+// of the rate, less one packet per flow of slack for a window's edges (the
+// generator paces in 500 µs ticks and drops what it could not send within
+// 20 ms, so a machine that keeps up loses well under 1%).
+func (m *measurement) limited() bool {
+	if m.requested <= 0 {
+		return false
+	}
+	slack := float64(m.flows) / m.w.Duration().Seconds()
+	return m.offered() < 0.97*m.requested-slack
+}
+
+// syscallsPerPacket is the calibration window's system calls per packet
+// forwarded.
+func (m *measurement) syscallsPerPacket() *float64 {
+	if m.sys == nil || m.sysPackets == 0 {
+		return nil
+	}
+	return report.F(float64(m.sys.Total) / float64(m.sysPackets))
+}
+
+// nodeSyscalls is the node's own count of its workers' system calls in
+// the window, in total and by call, per packet forwarded.
+func (m *measurement) nodeSyscalls() (*float64, map[string]float64) {
+	f := m.forwarded()
+	if !m.s1.hasNodeCounters || f == 0 || len(m.s1.syscalls) == 0 {
+		return nil, nil
+	}
+	var total uint64
+	by := map[string]float64{}
+	for k, v := range m.s1.syscalls {
+		d := v - m.s0.syscalls[k]
+		total += d
+		if d > 0 {
+			by[k] = float64(d) / float64(f)
+		}
+	}
+	return report.F(float64(total) / float64(f)), by
 }
 
 func (m *measurement) loss() float64 {
@@ -310,8 +368,11 @@ func (c *runCase) step(n int, m measurement, pass bool) report.Step {
 		drops += v
 	}
 	d := m.w.Duration().Seconds()
-	return report.Step{Sessions: n, OfferedPPS: m.offered(), DeliveredPPS: float64(m.w.Received) / d, LossRatio: m.loss(),
+	own, _ := m.nodeSyscalls()
+	return report.Step{Sessions: n, RequestedPPS: m.requested, GeneratorLimited: m.limited(), OfferedPPS: m.offered(),
+		DeliveredPPS: float64(m.w.Received) / d, LossRatio: m.loss(),
 		NodeCPUnsPerPacket: m.cpuPerPacket(), AllocsPerPacket: m.allocsPerPacket(), NodeRSSBytes: report.I(m.s1.rss),
+		SyscallsPerPacket: m.syscallsPerPacket(), NodeSyscallsPerPkt: own,
 		LatencyP99us: report.F(float64(m.w.Latency.Quantile(0.99)) / 1e3), FlowsStarved: m.w.Starved, NodeDrops: drops, Pass: pass}
 }
 
@@ -383,10 +444,73 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 	res.NodeDrops = m.drops()
 	res.GeneratorSendDrops = w.SendDrops
 	res.FlowsStarved = w.Starved
+	res.RequestedPPS = m.requested
+	if m.requested > 0 {
+		res.GeneratorLimited = m.limited()
+	}
+	res.SyscallsPerPacket = m.syscallsPerPacket()
+	res.SyscallsByCall = nil
+	res.SyscallsMethod = ""
+	if m.sys != nil && m.sysPackets > 0 {
+		res.SyscallsMethod = m.sys.Method
+		res.SyscallsByCall = map[string]float64{}
+		for k, v := range m.sys.ByCall {
+			res.SyscallsByCall[k] = float64(v) / float64(m.sysPackets)
+		}
+	}
+	res.NodeSyscallsPerPacket, res.NodeSyscallsByCall = m.nodeSyscalls()
+	res.DatagramsPerRound = nil
+	if r := m.s1.rounds - m.s0.rounds; m.s1.hasNodeCounters && r > 0 {
+		res.DatagramsPerRound = report.F(float64(m.forwarded()) / float64(r))
+	}
 	res.Latency = res.Latency[:0]
 	for _, p := range w.Latency.Points() {
 		res.Latency = append(res.Latency, [2]float64{float64(p.Upper) / 1e3, float64(p.Count)})
 	}
+}
+
+// countSyscalls counts the relay's system calls from outside over the
+// calibration window that follows a measurement (the same traffic, right
+// after it), and what it forwarded meanwhile. A machine where neither perf
+// nor strace can count leaves it out, and says so once.
+func (c *runCase) countSyscalls(ctx context.Context, m *measurement) error {
+	h := c.h
+	if h.cfg.SyscallWindow < 0 || h.noSyscalls {
+		return nil
+	}
+	counter, err := procstat.StartSyscalls(c.r.pid())
+	if err != nil {
+		h.noSyscalls = true
+		h.progress.Log("system calls not counted: %v", err)
+		return nil
+	}
+	// The packets are counted inside the counted span (the scrapes' own
+	// few system calls are a rounding error against seconds of media).
+	s0, err := c.r.sample()
+	var s1 sample
+	if err == nil {
+		stop := h.progressLoop(c.label+" (counting system calls)", func() string { return "" }, h.cfg.SyscallWindow)
+		err = sleep(ctx, h.cfg.SyscallWindow)
+		stop()
+	}
+	if err == nil {
+		s1, err = c.r.sample()
+	}
+	sys, serr := counter.Stop()
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		h.progress.Log("system calls not counted: %v", serr)
+		return nil
+	}
+	m.sys = &sys
+	if s1.hasNodeCounters {
+		m.sysPackets = s1.forwarded - s0.forwarded
+	} else {
+		m.sysPackets = s1.received - s0.received
+	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -27,6 +27,7 @@ type kind struct {
 	legs    string
 	profile webrtcclient.Profile // legsWebRTC
 	shared  bool                 // plain legs on the relay's shared ports
+	io      string               // Strait: the node's I/O mode
 }
 
 func (k kind) portMode() string {
@@ -37,10 +38,14 @@ func (k kind) portMode() string {
 }
 
 func (k kind) String() string {
-	if k.legs == legsPlain {
-		return fmt.Sprintf("%s %s", k.legs, k.portMode())
+	s := k.legs
+	if k.io != "" {
+		s = k.io + " " + s
 	}
-	return fmt.Sprintf("%s %s %s", k.legs, k.profile.Name, k.portMode())
+	if k.legs == legsPlain {
+		return fmt.Sprintf("%s %s", s, k.portMode())
+	}
+	return fmt.Sprintf("%s %s %s", s, k.profile.Name, k.portMode())
 }
 
 // relay is a target under measurement.
@@ -66,6 +71,13 @@ type sample struct {
 	mallocs         float64
 	scrapeAllocs    float64 // what one metrics scrape allocates in the node
 	drops           map[string]uint64
+	// Strait: the workers' own count of their system calls, by call, and
+	// their rounds (wake-ups).
+	syscalls map[string]uint64
+	rounds   uint64
+	// received is what the harness received so far (every flow): the
+	// forwarded count of a relay without counters of its own.
+	received uint64
 }
 
 // harness is the state of one run shared by every case.
@@ -82,6 +94,8 @@ type harness struct {
 
 	legsMu sync.Mutex
 	legs   map[*webrtcclient.Leg]bool // connected, for consent
+
+	noSyscalls bool // nothing counts system calls here (said once)
 }
 
 // plainPoolSize is how many harness sockets the plain side of per-leg

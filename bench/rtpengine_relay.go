@@ -34,7 +34,8 @@ func (r *rtpengineRelay) sample() (sample, error) {
 		return sample{}, err
 	}
 	rss, _ := procstat.RSS(r.d.PID())
-	return sample{cpu: cpu, rss: rss}, nil
+	_, recv := r.h.engine.Totals()
+	return sample{cpu: cpu, rss: rss, received: recv}, nil
 }
 
 func (r *rtpengineRelay) memory() (float64, string, error) {

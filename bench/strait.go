@@ -91,8 +91,25 @@ func freeTCP() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// nodeOptions are what a started node is told.
+type nodeOptions struct {
+	ip       netip.Addr
+	workers  int
+	cpus     string
+	io       string // --io
+	coalesce time.Duration
+}
+
+// nthAddr is a + n (an address of its own for each node of a run).
+func nthAddr(a netip.Addr, n int) netip.Addr {
+	for ; n > 0; n-- {
+		a = a.Next()
+	}
+	return a
+}
+
 // startNode runs strait-dataplane and connects to it.
-func startNode(ctx context.Context, bin string, workers int, cpus string, log io.Writer) (*straitNode, error) {
+func startNode(ctx context.Context, bin string, o nodeOptions, log io.Writer) (*straitNode, error) {
 	grpcAddr, err := freeTCP()
 	if err != nil {
 		return nil, err
@@ -101,20 +118,26 @@ func startNode(ctx context.Context, bin string, workers int, cpus string, log io
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--grpc", grpcAddr, "--metrics", metrics, "--media-ip", nodeIP.String(),
+	args := []string{"--grpc", grpcAddr, "--metrics", metrics, "--media-ip", o.ip.String(),
 		"--webrtc-ports", nodeWebRTCPorts, "--plain-shared-ports", nodeSharedPorts, "--rtp-ports", nodeRTPPorts,
 		"--media-timeout", "1h", "--log-level", "warn",
 		// A completed handshake's state is released after the linger
 		// (30 s by default); a short one lets memory per session be
 		// measured in steady state within a short run.
 		"--dtls-linger", "1s"}
-	if workers > 0 {
-		args = append(args, "--workers", strconv.Itoa(workers))
+	if o.workers > 0 {
+		args = append(args, "--workers", strconv.Itoa(o.workers))
+	}
+	if o.io != "" {
+		args = append(args, "--io", o.io)
+	}
+	if o.coalesce > 0 {
+		args = append(args, "--coalesce", o.coalesce.String())
 	}
 	cmd := exec.Command(bin, args...)
-	if cpus != "" {
+	if o.cpus != "" {
 		// taskset execs the node, so the pid stays the node's.
-		cmd = exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+		cmd = exec.Command("taskset", append([]string{"-c", o.cpus, bin}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -186,10 +209,26 @@ func (n *straitNode) close() {
 	}
 }
 
+// ioMode is the I/O implementation the node reports it runs (what "auto"
+// chose), or asked when it does not say.
+func (n *straitNode) ioMode(asked string) string {
+	m, err := procstat.Scrape(n.metrics)
+	if err != nil {
+		return asked
+	}
+	for mode, v := range m.Labelled("strait_dataplane_io_mode") {
+		if v == 1 {
+			return mode
+		}
+	}
+	return asked
+}
+
 // straitRelay measures a Strait node.
 type straitRelay struct {
-	n *straitNode
-	h *harness
+	n  *straitNode
+	h  *harness
+	io string // the node's I/O mode
 }
 
 func (r *straitRelay) target(k kind) string {
@@ -227,6 +266,12 @@ func (r *straitRelay) sample() (sample, error) {
 	for k, v := range m.Labelled("strait_dataplane_drops_total") {
 		s.drops[k] = uint64(v)
 	}
+	s.syscalls = map[string]uint64{}
+	for k, v := range m.Labelled("strait_dataplane_syscalls_total") {
+		s.syscalls[k] = uint64(v)
+	}
+	s.rounds = uint64(m["strait_dataplane_io_rounds_total"])
+	_, s.received = r.h.engine.Totals()
 	return s, nil
 }
 

@@ -3,6 +3,7 @@ package procstat
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,4 +51,48 @@ strait_dataplane_drops_total{reason="srtp_auth"} 0
 	if d := m.Labelled("strait_dataplane_drops_total"); d["send"] != 2 || len(d) != 2 {
 		t.Fatalf("labelled %v", d)
 	}
+}
+
+func TestParsePerf(t *testing.T) {
+	out := "\n220906,,raw_syscalls:sys_enter,403868720,100.00,,\n1200,,syscalls:sys_enter_recvmmsg,403896993,100.00,,\n<not counted>,,syscalls:sys_enter_futex,0,100.00,,\n"
+	s, err := parsePerf([]byte(out))
+	if err != nil || s.Total != 220906 || s.ByCall["recvmmsg"] != 1200 || len(s.ByCall) != 1 {
+		t.Fatalf("%+v %v", s, err)
+	}
+	if _, err := parsePerf([]byte("Error: no such event\n")); err == nil {
+		t.Fatal("no error for output without a count")
+	}
+}
+
+func TestParseStrace(t *testing.T) {
+	out := `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 55.23    0.001234          12       100           recvmmsg
+ 30.00    0.000700           7       100        40 epoll_wait
+ 14.77    0.000300           3        10           madvise
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.002234          10       210        40 total
+`
+	s, err := parseStrace([]byte(out))
+	if err != nil || s.Total != 210 || s.ByCall["recvmmsg"] != 100 || s.ByCall["epoll_wait"] != 100 || s.ByCall["madvise"] != 0 {
+		t.Fatalf("%+v %v", s, err)
+	}
+}
+
+func TestCountSyscallsOfOwnProcess(t *testing.T) {
+	c, err := StartSyscalls(os.Getpid())
+	if err != nil {
+		t.Skipf("no way to count system calls here: %v", err)
+	}
+	for i := 0; i < 1000; i++ {
+		syscall.Getppid()
+	}
+	s, err := c.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Total < 1000 {
+		t.Fatalf("counted %d system calls, made at least 1000: %+v", s.Total, s)
+	}
+	t.Logf("%d system calls (%s)", s.Total, s.Method)
 }

@@ -18,9 +18,11 @@ import (
 )
 
 // Plot draws the report to path (.svg or .png): delivered packets per
-// second and the relay's CPU per packet against the number of sessions (the
-// steps of a scale run, or one point per result otherwise), and each
-// result's one-way latency distribution.
+// second, the relay's CPU per packet and its system calls per packet
+// against the number of sessions (a scale run's steps, or the results of
+// each session count of a run: one line per target and configuration),
+// and the one-way latency distribution of each result at the run's largest
+// session count.
 func Plot(r *Report, path string) error {
 	ext := strings.ToLower(filepath.Ext(path))
 	if ext != ".svg" && ext != ".png" {
@@ -28,65 +30,91 @@ func Plot(r *Report, path string) error {
 	}
 	thr := newPlot(fmt.Sprintf("Delivered packets/s (%s)", r.Mode), "sessions", "packets/s")
 	cpu := newPlot("Relay CPU per packet forwarded", "sessions", "ns/packet")
+	sys := newPlot("Relay system calls per packet forwarded (whole process)", "sessions", "system calls/packet")
 	lat := newPlot("One-way latency through the relay (send to receive)", "µs", "fraction of packets at or below")
-	thr.X.Scale, thr.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
-	cpu.X.Scale, cpu.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
-	lat.X.Scale, lat.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+	for _, p := range []*plot.Plot{thr, cpu, sys, lat} {
+		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+	}
 	lat.Y.Min, lat.Y.Max = 0, 1
-	thr.Y.Min, cpu.Y.Min = 0, 0 // differences in proportion
+	thr.Y.Min, cpu.Y.Min, sys.Y.Min = 0, 0, 0 // differences in proportion
 	drawn := map[*plot.Plot]bool{}
-	i := 0
+	largest := 0
+	for _, res := range r.Results {
+		if res.Skipped == "" {
+			largest = max(largest, res.Sessions)
+		}
+	}
+	series := map[string]*struct{ tp, cp, sp plotter.XYs }{}
+	var names []string
 	for _, res := range r.Results {
 		if res.Skipped != "" {
 			continue
 		}
 		name := label(res)
-		col := plotutil.Color(i)
-		shape := plotutil.Shape(i)
-		i++
-		var tp, cp plotter.XYs
+		sr := series[name]
+		if sr == nil {
+			sr = &struct{ tp, cp, sp plotter.XYs }{}
+			series[name] = sr
+			names = append(names, name)
+		}
 		if len(res.Steps) > 0 && r.Mode == "scale" {
 			for _, s := range res.Steps {
-				tp = append(tp, plotter.XY{X: float64(s.Sessions), Y: s.DeliveredPPS})
+				sr.tp = append(sr.tp, plotter.XY{X: float64(s.Sessions), Y: s.DeliveredPPS})
 				if s.NodeCPUnsPerPacket != nil {
-					cp = append(cp, plotter.XY{X: float64(s.Sessions), Y: *s.NodeCPUnsPerPacket})
+					sr.cp = append(sr.cp, plotter.XY{X: float64(s.Sessions), Y: *s.NodeCPUnsPerPacket})
+				}
+				if s.SyscallsPerPacket != nil {
+					sr.sp = append(sr.sp, plotter.XY{X: float64(s.Sessions), Y: *s.SyscallsPerPacket})
 				}
 			}
 		} else {
-			tp = plotter.XYs{{X: float64(res.Sessions), Y: res.DeliveredPPS}}
+			x := float64(res.Sessions)
+			sr.tp = append(sr.tp, plotter.XY{X: x, Y: res.DeliveredPPS})
 			if res.NodeCPUnsPerPacket != nil {
-				cp = plotter.XYs{{X: float64(res.Sessions), Y: *res.NodeCPUnsPerPacket}}
+				sr.cp = append(sr.cp, plotter.XY{X: x, Y: *res.NodeCPUnsPerPacket})
+			}
+			if res.SyscallsPerPacket != nil {
+				sr.sp = append(sr.sp, plotter.XY{X: x, Y: *res.SyscallsPerPacket})
 			}
 		}
-		if err := addSeries(thr, name, tp, col, shape); err != nil {
-			return err
+		if res.Sessions != largest {
+			continue
 		}
-		if err := addSeries(cpu, name, cp, col, shape); err != nil {
-			return err
-		}
-		drawn[thr] = drawn[thr] || len(tp) > 0
-		drawn[cpu] = drawn[cpu] || len(cp) > 0
 		if cdf := latencyCDF(res.Latency); len(cdf) > 0 {
 			l, err := plotter.NewLine(cdf)
 			if err != nil {
 				return err
 			}
-			l.Color = col
+			l.Color = plotutil.Color(len(names) - 1)
 			l.Width = vg.Points(1.5)
 			lat.Add(l)
-			lat.Legend.Add(name, l)
+			lat.Legend.Add(fmt.Sprintf("%s, %d sessions", name, res.Sessions), l)
 			drawn[lat] = true
 		}
 	}
-	for _, p := range []*plot.Plot{thr, cpu, lat} {
+	for i, name := range names {
+		sr := series[name]
+		col, shape := plotutil.Color(i), plotutil.Shape(i)
+		for _, ps := range []struct {
+			p   *plot.Plot
+			xys plotter.XYs
+		}{{thr, sr.tp}, {cpu, sr.cp}, {sys, sr.sp}} {
+			sort.Slice(ps.xys, func(a, b int) bool { return ps.xys[a].X < ps.xys[b].X })
+			if err := addSeries(ps.p, name, ps.xys, col, shape); err != nil {
+				return err
+			}
+			drawn[ps.p] = drawn[ps.p] || len(ps.xys) > 0
+		}
+	}
+	for _, p := range []*plot.Plot{thr, cpu, sys, lat} {
 		p.Add(plotter.NewGrid())
 		if !drawn[p] {
 			// Nothing to draw: a log axis over no data would panic.
 			p.X.Scale, p.X.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
 		}
 	}
-	plots := [][]*plot.Plot{{thr}, {cpu}, {lat}}
-	w, h := 9*vg.Inch, 14*vg.Inch
+	plots := [][]*plot.Plot{{thr}, {cpu}, {sys}, {lat}}
+	w, h := 9*vg.Inch, 18*vg.Inch
 	var c vg.CanvasWriterTo
 	var dc draw.Canvas
 	if ext == ".svg" {
@@ -96,7 +124,7 @@ func Plot(r *Report, path string) error {
 		ic := vgimg.New(w, h)
 		c, dc = vgimg.PngCanvas{Canvas: ic}, draw.New(ic)
 	}
-	tiles := draw.Tiles{Rows: 3, Cols: 1, PadTop: vg.Millimeter * 4, PadBottom: vg.Millimeter * 4, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 10}
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Millimeter * 4, PadBottom: vg.Millimeter * 4, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 10}
 	canvases := plot.Align(plots, tiles, dc)
 	for j := range plots {
 		plots[j][0].Draw(canvases[j][0])
@@ -146,6 +174,9 @@ func addSeries(p *plot.Plot, name string, xys plotter.XYs, col color.Color, shap
 
 func label(r *Result) string {
 	s := r.Target
+	if r.IO != "" {
+		s += " " + r.IO
+	}
 	if r.SRTP != "" {
 		s += " " + r.SRTP
 	}

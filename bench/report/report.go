@@ -34,6 +34,9 @@ type Result struct {
 	// PlainPorts is the plain legs' port mode on the relay: "per-leg" or
 	// "shared".
 	PlainPorts string `json:"plain_ports"`
+	// IO is a Strait node's packet I/O ("uring" or "mmsg"); empty for
+	// rtpengine.
+	IO string `json:"io"`
 	// Skipped says why the target was not measured (e.g. rtpengine not
 	// installed); a skipped target is not a pass.
 	Skipped string `json:"skipped,omitempty"`
@@ -41,6 +44,9 @@ type Result struct {
 	Sessions  int     `json:"sessions"`
 	DurationS float64 `json:"duration_s"`
 
+	// RequestedPPS is the rate the harness was asked to offer (cadence
+	// and scale); OfferedPPS what it did.
+	RequestedPPS      float64  `json:"requested_pps"`
 	OfferedPPS        float64  `json:"offered_pps"`
 	DeliveredPPS      float64  `json:"delivered_pps"`
 	LossRatio         float64  `json:"loss_ratio"`
@@ -61,6 +67,22 @@ type Result struct {
 	BytesPerSessionBasis string   `json:"bytes_per_session_basis"`
 	AllocsPerPacket      *float64 `json:"allocs_per_packet"`
 
+	// SyscallsPerPacket is every system call of the relay process (all
+	// threads) per packet forwarded, counted from outside in a calibration
+	// window right after the measured one (SyscallsMethod says how); the
+	// same method for every target. SyscallsByCall itemises it per packet
+	// for the calls of packet I/O and wake-ups.
+	SyscallsPerPacket *float64           `json:"syscalls_per_packet"`
+	SyscallsMethod    string             `json:"syscalls_method"`
+	SyscallsByCall    map[string]float64 `json:"syscalls_by_call"`
+	// NodeSyscallsPerPacket is Strait's own count of its packet workers'
+	// I/O system calls per packet forwarded, over the measured window, by
+	// call in NodeSyscallsByCall; DatagramsPerRound is what a worker
+	// received per wake-up.
+	NodeSyscallsPerPacket *float64           `json:"node_syscalls_per_packet"`
+	NodeSyscallsByCall    map[string]float64 `json:"node_syscalls_by_call"`
+	DatagramsPerRound     *float64           `json:"datagrams_per_round"`
+
 	SetupPerS      *float64 `json:"setup_per_s"`
 	SetupP50ms     *float64 `json:"setup_p50_ms"`
 	SetupP99ms     *float64 `json:"setup_p99_ms"`
@@ -77,8 +99,12 @@ type Result struct {
 	// through (a relay that stopped serving a socket).
 	FlowsStarved int `json:"flows_starved"`
 
-	// GeneratorLimited (flood) means the harness could not offer more
-	// than the reported rate on this machine: the relay's limit is higher.
+	// GeneratorLimited means the harness could not offer the rate it was
+	// asked for on this machine (cadence, scale: under 97% of
+	// RequestedPPS; flood: it could not offer more than the reported rate,
+	// the relay's limit is higher). Such a result is not compared with
+	// others (its ratios are null): relays at different rates are not
+	// comparable.
 	GeneratorLimited bool `json:"generator_limited"`
 	// Overload (flood): the first failing step's offered rate, the drops
 	// the relay counted there, and flows it did not serve at all.
@@ -101,11 +127,15 @@ type Result struct {
 // Step is one rate (flood) or session count (scale) of a search.
 type Step struct {
 	Sessions           int      `json:"sessions"`
+	RequestedPPS       float64  `json:"requested_pps"`
+	GeneratorLimited   bool     `json:"generator_limited"`
 	OfferedPPS         float64  `json:"offered_pps"`
 	DeliveredPPS       float64  `json:"delivered_pps"`
 	LossRatio          float64  `json:"loss_ratio"`
 	NodeCPUnsPerPacket *float64 `json:"node_cpu_ns_per_packet"`
 	AllocsPerPacket    *float64 `json:"allocs_per_packet"`
+	SyscallsPerPacket  *float64 `json:"syscalls_per_packet"`
+	NodeSyscallsPerPkt *float64 `json:"node_syscalls_per_packet"`
 	BytesPerSession    *float64 `json:"bytes_per_session"`
 	NodeRSSBytes       *int64   `json:"node_rss_bytes"`
 	LatencyP99us       *float64 `json:"latency_p99_us"`
@@ -122,7 +152,11 @@ type Report struct {
 	Command string    `json:"command"`
 	Machine Machine   `json:"machine"`
 	Config  any       `json:"config"`
-	Results []*Result `json:"results"`
+	// LoadAvg is the machine's load average (1 min) when the run began
+	// and ended: what else was running.
+	LoadAvgStart float64   `json:"load_avg_start"`
+	LoadAvgEnd   float64   `json:"load_avg_end"`
+	Results      []*Result `json:"results"`
 	// Failures lists what makes the run fail (payload mismatches,
 	// sessions that never came up); empty on success.
 	Failures []string `json:"failures"`

@@ -20,8 +20,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/strait-sbc/strait/bench"
 	"github.com/strait-sbc/strait/bench/report"
@@ -39,9 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config
-	var out, plot, relayLog string
+	var out, plot, relayLog, sessions string
 	var quiet bool
-	fs.IntVar(&cfg.Sessions, "sessions", 0, "sessions per case; scale: the largest step (default: cadence 50, flood 20, setup 100, scale 1000)")
+	fs.StringVar(&sessions, "sessions", "", "sessions per case; scale: the largest step (default: cadence 50, flood 20, setup 100, scale 1000); cadence and setup take a list, 200,500,1000, and measure every case at each")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "measured window; flood: each step (default: cadence 2s, flood 1s, setup 1s, scale 2s per step)")
 	fs.StringVar(&cfg.Codec, "codec", "pcmu", "pcmu (160-byte payloads) or opus (80 bytes)")
 	fs.StringVar(&cfg.SRTP, "srtp", "both", "SRTP profile of the WebRTC legs: gcm, cm80 or both")
@@ -52,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.NodeMetrics, "node-metrics", "", "metrics address of --node (default: its gRPC port + 1)")
 	fs.StringVar(&cfg.NodeBin, "node-bin", "", "strait-dataplane binary to start (default: beside strait-bench, on $PATH, or built)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "packet workers of the node it starts (default: one per CPU)")
+	fs.StringVar(&cfg.IO, "io", "auto", "the node's packet I/O: uring, mmsg, auto, or both (a node of each, in the same run)")
+	fs.DurationVar(&cfg.Coalesce, "coalesce", 0, "the node's --coalesce (default: the node's)")
+	fs.DurationVar(&cfg.SyscallWindow, "syscall-window", 2*time.Second, "window after each measurement in which the relays' system calls are counted with perf or strace (negative: skip)")
 	fs.StringVar(&cfg.RelayCPUs, "relay-cpus", "", "pin the relays it starts to these CPUs (taskset list, e.g. 1) so that flood can overload them")
 	fs.StringVar(&cfg.RtpengineBin, "rtpengine-bin", "", "rtpengine binary (default: found on $PATH)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "sessions set up at once")
@@ -76,6 +81,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return 2
+	}
+	for _, f := range strings.Split(sessions, ",") {
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintf(stderr, "strait-bench: --sessions %q: %v\n", sessions, err)
+			return 2
+		}
+		cfg.SessionCounts = append(cfg.SessionCounts, n)
+	}
+	if len(cfg.SessionCounts) == 1 {
+		cfg.Sessions, cfg.SessionCounts = cfg.SessionCounts[0], nil
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "strait-bench: unexpected arguments %q\n", fs.Args())

@@ -54,6 +54,8 @@ type config struct {
 	Metrics          string          `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics and /debug/pprof (empty: off)"`
 	Workers          int             `yaml:"workers" flag:"workers" usage:"packet workers (0: one per CPU)"`
 	Batch            int             `yaml:"batch" flag:"batch" usage:"datagrams per recvmmsg/sendmmsg"`
+	IO               string          `yaml:"io" flag:"io" usage:"packet I/O: uring (io_uring), mmsg (recvmmsg/sendmmsg with epoll) or auto (uring where the kernel allows it)"`
+	Coalesce         time.Duration   `yaml:"coalesce" flag:"coalesce" usage:"with io_uring, the longest a datagram waits for others to join its batch (0: none)"`
 	MaxSessions      int             `yaml:"max_sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
 	MediaTimeout     time.Duration   `yaml:"media_timeout" flag:"media-timeout" usage:"default silence before a MEDIA_TIMEOUT event"`
 	DrainTimeout     time.Duration   `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
@@ -72,6 +74,7 @@ func defaults() config {
 		GRPC:         "127.0.0.1:9090",
 		Metrics:      "127.0.0.1:9091",
 		Batch:        64,
+		IO:           string(batchconn.ModeAuto),
 		MediaTimeout: 60 * time.Second,
 		DrainTimeout: 15 * time.Minute,
 		DTLSLinger:   30 * time.Second,
@@ -157,7 +160,7 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 	info, _ := n.NodeInfo(ctx)
 	log.Info("dataplane node ready", "id", info.Id, "grpc", lis.Addr().String(), "mtls", creds != nil,
 		"media", strings.Join(info.MediaAddresses, ","), "webrtc_ports", cfg.WebRTCPorts.String(),
-		"rtp_ports", cfg.RTPPorts.String(), "workers", info.Workers, "fingerprint", n.Fingerprint())
+		"rtp_ports", cfg.RTPPorts.String(), "workers", info.Workers, "io", n.Engine().IOStats().Mode, "fingerprint", n.Fingerprint())
 
 	// SIGHUP rereads the gRPC server certificate (new connections get it;
 	// control planes already connected and every session carry on);
@@ -234,6 +237,7 @@ func (c *config) nodeConfig(log *slog.Logger) (node.Config, error) {
 		PlainSharedPorts: c.PlainSharedPorts,
 		Workers:          c.Workers,
 		BatchSize:        c.Batch,
+		Coalesce:         c.Coalesce,
 		MaxSessions:      c.MaxSessions,
 		MediaTimeout:     c.MediaTimeout,
 		DTLSLinger:       c.DTLSLinger,
@@ -263,6 +267,14 @@ func (c *config) nodeConfig(log *slog.Logger) (node.Config, error) {
 			return nc, fmt.Errorf("--public-ip %q: %v", s, err)
 		}
 		nc.AdvertisedAddrs = append(nc.AdvertisedAddrs, a)
+	}
+	mode, err := batchconn.ParseMode(c.IO)
+	if err != nil {
+		return nc, fmt.Errorf("--io: %v", err)
+	}
+	nc.IO = mode
+	if c.Coalesce < 0 || c.Coalesce > time.Millisecond {
+		return nc, fmt.Errorf("--coalesce %v: want 0 to 1ms", c.Coalesce)
 	}
 	if c.Batch < 1 || c.Batch > 1024 {
 		return nc, fmt.Errorf("--batch %d: want 1 to 1024", c.Batch)

@@ -22,6 +22,7 @@ type Batch struct {
 	names []unix.RawSockaddrInet6
 	oob   []byte // control-message space, oobLen per datagram
 	recv  int    // bytes offered to the kernel per datagram
+	calls uint64 // recvmmsg calls made
 }
 
 // oobLen fits one SO_RXQ_OVFL control message (a uint32) per datagram.
@@ -82,6 +83,7 @@ func (b *Batch) RecvAt(fd, off int) (int, error) {
 		hdrs[i].Len = 0
 	}
 	for {
+		b.calls++
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd),
 			uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
 			unix.MSG_DONTWAIT, 0, 0)

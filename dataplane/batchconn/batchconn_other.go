@@ -34,9 +34,6 @@ func (s *Sender[T]) Len() int { return 0 }
 // Flush sends nothing here.
 func (s *Sender[T]) Flush(dropped func(tag T, err error)) int { return 0 }
 
-// Token identifies a registered descriptor.
-type Token uint64
-
 // Poller is an epoll set (Linux only).
 type Poller struct{}
 
@@ -99,3 +96,8 @@ func (s *Socket) SendTo(b []byte, to netip.AddrPort) error { return ErrUnsupport
 
 // Close does nothing here.
 func (s *Socket) Close() error { return nil }
+
+type unsupportedLoop[T any] struct{ Loop[T] }
+
+func newEpollLoop[T any](cfg LoopConfig[T]) (*unsupportedLoop[T], error) { return nil, ErrUnsupported }
+func newUringLoop[T any](cfg LoopConfig[T]) (*unsupportedLoop[T], error) { return nil, ErrUnsupported }

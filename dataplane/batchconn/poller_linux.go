@@ -30,6 +30,7 @@ type Poller struct {
 	waitFn func(fd uintptr) bool
 	n      int
 	err    error
+	calls  uint64 // epoll_wait calls made
 
 	closed atomic.Bool
 }
@@ -60,10 +61,6 @@ func NewPoller(maxEvents int) (*Poller, error) {
 	p.waitFn = p.poll
 	return p, nil
 }
-
-// Token is the 64-bit value registered with a socket and reported with its
-// events. Callers typically encode a slot index and a generation.
-type Token uint64
 
 // Add registers fd for read readiness, reported with tok.
 func (p *Poller) Add(fd int, tok Token) error {
@@ -113,6 +110,7 @@ func (p *Poller) MaxEvents() int { return len(p.events) }
 // becomes readable again.
 func (p *Poller) poll(fd uintptr) bool {
 	for {
+		p.calls++
 		n, err := unix.EpollWait(int(fd), p.events, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue

@@ -22,6 +22,7 @@ type Sender[T any] struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
+	calls uint64 // sendmmsg calls made
 }
 
 type outMsg[T any] struct {
@@ -121,6 +122,7 @@ func (s *Sender[T]) Flush(dropped func(tag T, err error)) int {
 func (s *Sender[T]) sendAll(fd, k int, dropped func(T, error)) int {
 	sent := 0
 	for off := 0; off < k; {
+		s.calls++
 		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd),
 			uintptr(unsafe.Pointer(&s.hdrs[off])), uintptr(k-off), unix.MSG_DONTWAIT, 0, 0)
 		switch {

@@ -3,6 +3,7 @@ package node
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strait-sbc/strait/dataplane/batchconn"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -25,10 +26,13 @@ var (
 	descDrops    = prometheus.NewDesc("strait_dataplane_drops_total", "Datagrams dropped, by reason.", []string{"reason"}, nil)
 	descEvents   = prometheus.NewDesc("strait_dataplane_events_dropped_total", "Events a slow watcher missed.", nil, nil)
 	descWorkers  = prometheus.NewDesc("strait_dataplane_workers", "Packet workers.", nil, nil)
+	descSyscalls = prometheus.NewDesc("strait_dataplane_syscalls_total", "System calls the packet workers made for datagram I/O, by call.", []string{"call"}, nil)
+	descRounds   = prometheus.NewDesc("strait_dataplane_io_rounds_total", "Packet worker wake-ups (rounds of datagrams handled).", nil, nil)
+	descIOMode   = prometheus.NewDesc("strait_dataplane_io_mode", "1 for the packet workers' I/O implementation.", []string{"mode"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers} {
+	for _, d := range []*prometheus.Desc{descSessions, descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode} {
 		ch <- d
 	}
 }
@@ -64,4 +68,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDrops, t.Drop(r), r.String()) // labels: the LegCounters field names without drop_
 	}
 	counter(descEvents, n.dropped.Load())
+	io := e.IOStats()
+	for c, v := range io.Calls {
+		counter(descSyscalls, v, batchconn.Call(c).String())
+	}
+	counter(descRounds, io.Rounds)
+	gauge(descIOMode, 1, string(io.Mode))
 }

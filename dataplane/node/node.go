@@ -49,6 +49,12 @@ type Config struct {
 	PlainSharedPorts portalloc.Range
 	// Workers per core by default; BatchSize 64 by default.
 	Workers, BatchSize int
+	// IO is the workers' I/O implementation (default: io_uring where the
+	// kernel allows it, else recvmmsg/sendmmsg with epoll).
+	IO batchconn.Mode
+	// Coalesce is, with io_uring, the longest a datagram waits for others
+	// to join its round (0: none).
+	Coalesce time.Duration
 	// Socket tunes media sockets.
 	Socket batchconn.Options
 	// Certificate is the DTLS certificate; zero generates an ECDSA P-256
@@ -132,6 +138,8 @@ func New(cfg Config) (*Node, error) {
 		PlainSharedPorts: cfg.PlainSharedPorts,
 		Workers:          cfg.Workers,
 		BatchSize:        cfg.BatchSize,
+		IO:               cfg.IO,
+		Coalesce:         cfg.Coalesce,
 		Socket:           cfg.Socket,
 		Certificate:      cfg.Certificate,
 		Fingerprint:      n.fingerprint,

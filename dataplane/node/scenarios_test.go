@@ -12,6 +12,7 @@ import (
 	"github.com/pion/srtp/v3"
 	"github.com/pion/stun/v4"
 
+	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/mediatest"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
@@ -85,9 +86,16 @@ func waitCounter(t *testing.T, n *Node, id string, leg int, ok func(*pb.LegCount
 }
 
 func TestSharedPlainPort(t *testing.T) {
+	for _, io := range ioModes(t) {
+		t.Run(string(io), func(t *testing.T) { testSharedPlainPort(t, io) })
+	}
+}
+
+func testSharedPlainPort(t *testing.T, io batchconn.Mode) {
 	n := newTestNode(t, func(c *Config) {
 		c.PlainSharedPorts.First = c.RTPPorts.Last + 1
 		c.PlainSharedPorts.Last = c.RTPPorts.Last + 4
+		c.IO = io
 	})
 	c := mediatest.NewCall(t, n, mediatest.CallOptions{Mode: pb.PortMode_PORT_MODE_SHARED})
 	c.BrowserToPlain("shared-b2p", 10)

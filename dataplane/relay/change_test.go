@@ -46,11 +46,13 @@ func newStoppedEngine(tb testing.TB, workers int) *Engine {
 	}
 	tb.Cleanup(func() { e.Close() })
 	for _, w := range e.workers {
-		w.poller.Close()
+		w.io.Stop()
 		<-w.exited
-		// A poller nobody waits on, so that sockets can still be
-		// registered (and are counted as such); Close closes it.
-		if w.poller, err = batchconn.NewPoller(16); err != nil {
+		w.io.Close()
+		// A Loop nobody waits on, so that sockets can still be registered
+		// (and are counted as such); Close closes it. An epoll one: it
+		// needs no owner thread.
+		if w.io, err = batchconn.NewLoop(batchconn.LoopConfig[*Leg]{Mode: batchconn.ModeMmsg, BatchSize: 1, BufSize: BufferSize}); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -43,10 +43,6 @@ const (
 	// doubling up to 60 s (RFC 6347 section 4.2.4.1), and give up long
 	// before 30 s of silence.
 	DefaultDTLSLinger = 30 * time.Second
-	// maxRoundsPerSocket bounds how many batches a worker reads from one
-	// socket before it serves the other ready sockets: under overload every
-	// socket keeps being served (a flooded socket cannot starve the rest).
-	maxRoundsPerSocket = 4
 )
 
 // Config configures an Engine.
@@ -70,6 +66,12 @@ type Config struct {
 	Workers int
 	// BatchSize is datagrams per recvmmsg/sendmmsg; 0 means DefaultBatchSize.
 	BatchSize int
+	// IO chooses the workers' I/O: batchconn.ModeUring, ModeMmsg, or
+	// ModeAuto (empty: io_uring where the kernel allows it).
+	IO batchconn.Mode
+	// Coalesce is, with io_uring, the longest a datagram waits for others
+	// to join its round (0: none).
+	Coalesce time.Duration
 	// Socket tunes every media socket (buffers, DSCP).
 	Socket batchconn.Options
 	// Certificate is the node's DTLS certificate. Required.

@@ -3,6 +3,8 @@ package relay
 import (
 	"sync/atomic"
 
+	"github.com/strait-sbc/strait/dataplane/batchconn"
+
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -57,4 +59,34 @@ func (c *nodeCounters) addTo(t *pb.LegCounters) {
 	for r := range pb.NumDropReasons {
 		t.AddDrop(r, c.drop[r].Load())
 	}
+}
+
+// ioCounters are a worker's system call and round counts, copied from its
+// Loop once per round (the Loop's own counts are plain fields only the
+// worker may touch). Padded so that two workers' copies never share a
+// cache line.
+type ioCounters struct {
+	_         [64]byte
+	calls     [batchconn.NumCalls]atomic.Uint64
+	rounds    atomic.Uint64
+	datagrams atomic.Uint64
+	_         [64]byte
+}
+
+func (c *ioCounters) publish(from *batchconn.Calls) {
+	for i := range c.calls {
+		c.calls[i].Store(from.N[i])
+	}
+	c.rounds.Store(from.Rounds)
+	c.datagrams.Store(from.Datagrams)
+}
+
+// IOStats are the workers' I/O figures, summed.
+type IOStats struct {
+	// Mode is the workers' I/O implementation.
+	Mode batchconn.Mode
+	// Calls counts system calls by kind (indexed by batchconn.Call).
+	Calls [batchconn.NumCalls]uint64
+	// Rounds counts the workers' wake-ups; Datagrams what they received.
+	Rounds, Datagrams uint64
 }

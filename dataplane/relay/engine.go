@@ -144,11 +144,11 @@ func (e *Engine) Close() error {
 func (e *Engine) shutdown() {
 	e.cancel()
 	for _, w := range e.workers {
-		w.poller.Close()
+		w.io.Stop()
 	}
 	e.wg.Wait()
 	for _, w := range e.workers {
-		w.waker.Close()
+		w.io.Close()
 	}
 	for _, g := range e.groups {
 		for _, s := range g.socks {
@@ -213,6 +213,20 @@ func (e *Engine) Totals() *pb.LegCounters {
 		w.ctr.addTo(t)
 	}
 	return t
+}
+
+// IOStats sums the workers' system calls and rounds.
+func (e *Engine) IOStats() IOStats {
+	var st IOStats
+	for _, w := range e.workers {
+		st.Mode = w.io.Mode()
+		for i := range st.Calls {
+			st.Calls[i] += w.ioStats.calls[i].Load()
+		}
+		st.Rounds += w.ioStats.rounds.Load()
+		st.Datagrams += w.ioStats.datagrams.Load()
+	}
+	return st
 }
 
 // PortsInUse is the number of port pairs held by plain streams.

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -41,6 +43,7 @@ type hotPath struct {
 	pbx        netip.AddrPort // the PBX's address (a sink socket)
 	browserEnc *srtp.Context  // what the browser encrypts with
 	msg        batchconn.Message
+	queued     int
 	sinks      []*net.UDPConn
 }
 
@@ -63,6 +66,10 @@ func sink(tb testing.TB) (*net.UDPConn, netip.AddrPort) {
 
 // newTestEngine starts an engine on loopback with port ranges of its own.
 func newTestEngine(tb testing.TB, workers int) *Engine {
+	return newTestEngineIO(tb, workers, batchconn.ModeAuto)
+}
+
+func newTestEngineIO(tb testing.TB, workers int, io batchconn.Mode) *Engine {
 	tb.Helper()
 	var e *Engine
 	var err error
@@ -73,6 +80,7 @@ func newTestEngine(tb testing.TB, workers int) *Engine {
 			WebRTCPorts: portalloc.Range{First: base, Last: base},
 			RTPPorts:    portalloc.Range{First: base + 2, Last: base + 9},
 			Workers:     workers,
+			IO:          io,
 			Certificate: testCert,
 			Fingerprint: "00",
 		})
@@ -88,8 +96,12 @@ func newTestEngine(tb testing.TB, workers int) *Engine {
 }
 
 func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
+	return newHotPathIO(tb, profile, batchconn.ModeAuto)
+}
+
+func newHotPathIO(tb testing.TB, profile srtp.ProtectionProfile, io batchconn.Mode) *hotPath {
 	tb.Helper()
-	e := newTestEngine(tb, 1)
+	e := newTestEngineIO(tb, 1, io)
 	var err error
 	bs, browser := sink(tb)
 	ps, pbx := sink(tb)
@@ -114,8 +126,7 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 	}
 	// Stop the worker goroutine: from here on the test is the worker and
 	// drives its per-packet functions itself.
-	h.w.poller.Close()
-	<-h.w.exited
+	h.takeOver(tb)
 
 	// Keys as a DTLS handshake would have left them.
 	kl, _ := profile.KeyLen()
@@ -153,15 +164,72 @@ func newHotPath(tb testing.TB, profile srtp.ProtectionProfile) *hotPath {
 	return h
 }
 
-// deliver runs one received datagram through the worker as if recvmmsg had
-// just written it, and flushes the send queue when it is full.
+// takeOver stops the worker goroutine and gives the worker a Loop of the
+// same kind owned by the test's goroutine, with the worker's sockets
+// registered in it: the test then is the worker.
+func (h *hotPath) takeOver(tb testing.TB) {
+	tb.Helper()
+	h.w.io.Stop()
+	<-h.w.exited
+	h.w.io.Close()
+	h.newLoop(tb, h.e.cfg.BatchSize)
+}
+
+// replaceLoop gives the worker a new Loop of batch datagrams.
+func (h *hotPath) replaceLoop(tb testing.TB, batch int) {
+	tb.Helper()
+	h.w.io.Close()
+	h.newLoop(tb, batch)
+}
+
+func (h *hotPath) newLoop(tb testing.TB, batch int) {
+	tb.Helper()
+	io, err := batchconn.NewLoop(batchconn.LoopConfig[*Leg]{Mode: h.w.io.Mode(), BatchSize: batch,
+		BufSize: BufferSize, Tailroom: Tailroom, Dropped: h.w.sendFailed})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	runtime.LockOSThread() // an io_uring Loop is single-issuer
+	tb.Cleanup(func() { io.Close(); runtime.UnlockOSThread() })
+	if err := io.Bind(); err != nil {
+		tb.Fatal(err)
+	}
+	h.w.io = io
+	for i := range h.w.slots {
+		if s := &h.w.slots[i]; s.sock != nil {
+			if err := io.Add(s.sock, batchconn.Token(i)|batchconn.Token(s.gen)<<32); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+}
+
+// deliver runs one received datagram through the worker as if the Loop had
+// just returned it, and flushes the send queue when it is full.
 func (h *hotPath) deliver(s *slot, pkt []byte, from netip.AddrPort) {
 	h.msg.N = copy(h.msg.Buf, pkt)
 	h.msg.Addr = from
 	h.w.handle(s, &h.msg)
-	if h.w.sender.Len() == h.e.cfg.BatchSize {
-		h.w.sender.Flush(h.w.onDrop)
+	if h.queued++; h.queued == h.e.cfg.BatchSize {
+		h.flush()
 	}
+}
+
+func (h *hotPath) flush() {
+	h.w.io.Flush()
+	h.queued = 0
+}
+
+// serve reads what is ready on the worker's sockets, as one round of the
+// worker does.
+func (h *hotPath) serve(tb testing.TB) {
+	tb.Helper()
+	h.w.io.Wake() // Next returns even when nothing is ready
+	msgs, err := h.w.io.Next()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.w.round(msgs)
 }
 
 func rtpPacket(seq uint16, pt uint8, ssrc uint32) []byte {
@@ -183,14 +251,20 @@ func (h *hotPath) srtpPackets(seq uint16, count int) [][]byte {
 }
 
 func TestHotPathRelaysBothWays(t *testing.T) {
-	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	for _, io := range ioModes(t) {
+		t.Run(string(io), func(t *testing.T) { testHotPathRelaysBothWays(t, io) })
+	}
+}
+
+func testHotPathRelaysBothWays(t *testing.T, io batchconn.Mode) {
+	h := newHotPathIO(t, srtp.ProtectionProfileAeadAes128Gcm, io)
 	for _, p := range h.srtpPackets(1, 10) {
 		h.deliver(h.webSlot, p, h.browser)
 	}
 	for i := 0; i < 10; i++ {
 		h.deliver(h.rtpSlot, rtpPacket(uint16(500+i), 101, 0x5eed), h.pbx)
 	}
-	h.w.sender.Flush(h.w.onDrop)
+	h.flush()
 	c := h.web.ctr.proto()
 	if c.PacketsIn != 10 || c.PacketsOut != 10 || h.plain.ctr.packetsOut.Load() != 10 {
 		t.Fatalf("web %v plain out %d", c, h.plain.ctr.packetsOut.Load())
@@ -226,8 +300,18 @@ func TestHotPathAllocs(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip("allocation counts are pinned without -race")
 	}
-	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
-		h := newHotPath(t, profile)
+	for _, c := range []struct {
+		profile srtp.ProtectionProfile
+		io      batchconn.Mode
+	}{
+		{srtp.ProtectionProfileAeadAes128Gcm, batchconn.ModeMmsg}, {srtp.ProtectionProfileAes128CmHmacSha1_80, batchconn.ModeMmsg},
+		{srtp.ProtectionProfileAeadAes128Gcm, batchconn.ModeUring}, {srtp.ProtectionProfileAes128CmHmacSha1_80, batchconn.ModeUring},
+	} {
+		if c.io == batchconn.ModeUring && len(ioModes(t)) == 1 {
+			continue
+		}
+		profile := c.profile
+		h := newHotPathIO(t, profile, c.io)
 		pkts := h.srtpPackets(1, 300)
 		i := 0
 		if a := testing.AllocsPerRun(200, func() { h.deliver(h.webSlot, pkts[i], h.browser); i++ }); a != 0 {
@@ -431,7 +515,13 @@ func FuzzHandle(f *testing.F) {
 // TestKernelDropsAreCounted: datagrams the kernel drops for a full receive
 // buffer (the node overloaded) show up as the leg's drop_rcvbuf.
 func TestKernelDropsAreCounted(t *testing.T) {
-	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	for _, io := range ioModes(t) {
+		t.Run(string(io), func(t *testing.T) { testKernelDropsAreCounted(t, io) })
+	}
+}
+
+func testKernelDropsAreCounted(t *testing.T, io batchconn.Mode) {
+	h := newHotPathIO(t, srtp.ProtectionProfileAeadAes128Gcm, io)
 	if err := unix.SetsockoptInt(h.rtpSlot.sock.FD, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096); err != nil {
 		t.Fatal(err)
 	}
@@ -441,9 +531,13 @@ func TestKernelDropsAreCounted(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		pbx.WriteToUDPAddrPort(pkt, h.rtpSlot.sock.Local)
 	}
-	h.w.serve(h.rtpSlot, 0) // drains what fitted: queued before any drop
+	waitReadable(t, h.rtpSlot.sock)
+	for range 4 {
+		h.serve(t) // drains what fitted: queued before any drop
+	}
 	pbx.WriteToUDPAddrPort(pkt, h.rtpSlot.sock.Local)
-	h.w.serve(h.rtpSlot, 0) // this one carries the socket's drop count
+	waitReadable(t, h.rtpSlot.sock)
+	h.serve(t) // this one carries the socket's drop count
 	if got := h.plain.ctr.drop[pb.DropRcvbuf].Load(); got == 0 || got >= 200 {
 		t.Fatalf("drop_rcvbuf = %d after overflowing the socket with 200 datagrams", got)
 	}
@@ -497,31 +591,52 @@ func TestReplayIsCountedAsReplay(t *testing.T) {
 // steady state (see worker.send); a queue smaller than the traffic it gets
 // is flushed instead of losing datagrams.
 func TestSendQueueFullIsFlushed(t *testing.T) {
-	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
-	h.w.sender = batchconn.NewSender[*Leg](1)
-	for _, p := range h.srtpPackets(1, 3) {
-		h.msg.N = copy(h.msg.Buf, p) // one buffer, as deliver: flushed before reuse
-		h.msg.Addr = h.browser
-		h.w.handle(h.webSlot, &h.msg)
-		h.w.sender.Flush(h.w.onDrop)
+	for _, io := range ioModes(t) {
+		t.Run(string(io), func(t *testing.T) {
+			h := newHotPathIO(t, srtp.ProtectionProfileAeadAes128Gcm, io)
+			h.replaceLoop(t, 1) // a queue of one datagram
+			bufs := [][]byte{make([]byte, BufferSize), make([]byte, BufferSize), make([]byte, BufferSize)}
+			for i, p := range h.srtpPackets(1, 3) {
+				m := batchconn.Message{Buf: bufs[i], Addr: h.browser}
+				m.N = copy(m.Buf, p)
+				h.w.handle(h.webSlot, &m)
+			}
+			h.flush()
+			if out, drops := h.plain.ctr.packetsOut.Load(), h.plain.ctr.drop[pb.DropSend].Load(); out != 3 || drops != 0 {
+				t.Fatalf("relayed %d of 3, %d send drops", out, drops)
+			}
+			buf := make([]byte, 2048)
+			for i := 0; i < 3; i++ {
+				h.sinks[1].SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, _, err := h.sinks[1].ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatalf("datagram %d never reached the PBX: %v", i, err)
+				}
+			}
+		})
 	}
-	// Two datagrams queued from two buffers: the second Add finds the
-	// queue full and flushes the first.
-	b1, b2 := make([]byte, BufferSize), make([]byte, BufferSize)
-	for i, p := range h.srtpPackets(4, 2) {
-		m := batchconn.Message{Buf: [][]byte{b1, b2}[i], Addr: h.browser}
-		m.N = copy(m.Buf, p)
-		h.w.handle(h.webSlot, &m)
+}
+
+// waitReadable waits until s has a datagram queued.
+func waitReadable(t *testing.T, s *batchconn.Socket) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(s.FD), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 2000); n != 1 || err != nil {
+		t.Fatalf("socket %v not readable: %v", s.Local, err)
 	}
-	h.w.sender.Flush(h.w.onDrop)
-	if out, drops := h.plain.ctr.packetsOut.Load(), h.plain.ctr.drop[pb.DropSend].Load(); out != 5 || drops != 0 {
-		t.Fatalf("relayed %d of 5, %d send drops", out, drops)
-	}
-	buf := make([]byte, 2048)
-	for i := 0; i < 5; i++ {
-		h.sinks[1].SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, _, err := h.sinks[1].ReadFromUDPAddrPort(buf); err != nil {
-			t.Fatalf("datagram %d never reached the PBX: %v", i, err)
+}
+
+// ioModes are the packet I/O implementations to test: mmsg always, io_uring
+// where the kernel has it (CI=true: it must).
+func ioModes(t *testing.T) []batchconn.Mode {
+	modes := []batchconn.Mode{batchconn.ModeMmsg}
+	l, err := batchconn.NewLoop(batchconn.LoopConfig[int]{Mode: batchconn.ModeUring, BatchSize: 1, BufSize: 2048})
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("io_uring unavailable in CI: %v", err)
 		}
+		t.Logf("io_uring not tested: %v", err)
+		return modes
 	}
+	l.Close()
+	return append(modes, batchconn.ModeUring)
 }

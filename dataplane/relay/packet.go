@@ -109,15 +109,13 @@ func (w *worker) answerSTUN(s *slot, m *batchconn.Message) {
 }
 
 // send queues b for addr on sock, charged to leg l if the kernel refuses
-// it. The Sender holds as many datagrams as a receive batch, and each
-// received datagram yields at most one to send (serve flushes before it
-// reuses the batch), so it is not full here; if that ever stops being true
-// the queue is flushed now (what it references is still untouched) rather
-// than the datagram lost.
+// it. The Loop holds as many datagrams as a round returns, and each
+// received datagram yields at most one to send, so it is not full here; if
+// that ever stops being true the Loop flushes what it holds first, and only
+// a Loop that cannot send at all makes this a counted drop.
 func (w *worker) send(sock *batchconn.Socket, b []byte, addr netip.AddrPort, l *Leg) {
-	if !w.sender.Add(sock.FD, sock.V6, b, addr, l) {
-		w.sender.Flush(w.onDrop)
-		w.sender.Add(sock.FD, sock.V6, b, addr, l)
+	if !w.io.Send(sock, b, addr, l) {
+		w.sendFailed(l, nil)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -23,8 +24,8 @@ const (
 	sockPlain                           // a plain stream's own RTP or RTCP port
 )
 
-// slot is a socket registered in a worker's Poller. Its index and gen make
-// up the Poller token, so an event for a socket removed in the same round is
+// slot is a socket registered in a worker's Loop. Its index and gen make up
+// the Loop token, so a datagram of a socket removed in the same round is
 // recognised and ignored.
 type slot struct {
 	sock   *batchconn.Socket
@@ -42,19 +43,16 @@ type latchKey struct {
 	addr  netip.AddrPort
 }
 
-// wakeSlot is the slot index of the worker's Waker.
-const wakeSlot = 0
-
 // worker is one packet worker. Everything below mu is owned by the worker
 // goroutine; other goroutines reach it only through post.
 type worker struct {
-	id     int
-	e      *Engine
-	poller *batchconn.Poller
-	waker  *batchconn.Waker
+	id int
+	e  *Engine
+	io batchconn.Loop[*Leg]
 
 	mu      sync.Mutex // guards cmds and stopped
 	cmds    []command
+	pending atomic.Bool   // cmds is not empty: the worker takes mu only then
 	stopped bool          // run returned: posters apply commands themselves
 	exited  chan struct{} // closed when run returns
 
@@ -68,10 +66,6 @@ type worker struct {
 	legLatches map[*Leg][]latchKey // for removal
 	shared     map[latchKey]*Stream
 
-	batch   *batchconn.Batch
-	sender  *batchconn.Sender[*Leg]
-	onDrop  func(*Leg, error)
-	tokens  []batchconn.Token
 	stunReq icelite.Request
 	stun    icelite.Responder
 	rtpHdr  rtp.Header
@@ -79,6 +73,8 @@ type worker struct {
 	now     int64 // unix nanoseconds, read once per round
 
 	ctr nodeCounters
+	// io is the Loop's system call counts, published once per round.
+	ioStats ioCounters
 }
 
 // command is a change to a worker's tables, applied between batches.
@@ -107,30 +103,29 @@ const (
 )
 
 func newWorker(e *Engine, id int) (*worker, error) {
-	p, err := batchconn.NewPoller(256)
-	if err != nil {
-		return nil, err
-	}
 	w := &worker{
 		id:         id,
 		e:          e,
-		poller:     p,
-		slots:      make([]slot, 1, 64), // slot 0: the waker
+		slots:      make([]slot, 0, 64),
 		sockSlot:   make(map[*batchconn.Socket]uint32),
 		ufrags:     make(map[string]*Leg),
 		latches:    make(map[latchKey]*Leg),
 		legLatches: make(map[*Leg][]latchKey),
 		shared:     make(map[latchKey]*Stream),
-		batch:      batchconn.NewBatch(e.cfg.BatchSize, BufferSize, Tailroom),
-		sender:     batchconn.NewSender[*Leg](e.cfg.BatchSize),
-		tokens:     make([]batchconn.Token, 0, p.MaxEvents()),
 		exited:     make(chan struct{}),
 	}
-	w.onDrop = w.sendFailed
-	if w.waker, err = batchconn.NewWaker(p, batchconn.Token(wakeSlot)); err != nil {
-		p.Close()
+	io, err := batchconn.NewLoop(batchconn.LoopConfig[*Leg]{
+		Mode:      e.cfg.IO,
+		BatchSize: e.cfg.BatchSize,
+		BufSize:   BufferSize,
+		Tailroom:  Tailroom,
+		Coalesce:  e.cfg.Coalesce,
+		Dropped:   w.sendFailed,
+	})
+	if err != nil {
 		return nil, err
 	}
+	w.io = io
 	return w, nil
 }
 
@@ -150,80 +145,64 @@ func (w *worker) post(cmds ...command) {
 		return
 	}
 	w.cmds = append(w.cmds, cmds...)
+	w.pending.Store(true)
+	// Woken under mu: the worker marks itself stopped under mu before its
+	// Loop is closed, so a wake never reaches a closed (or reused)
+	// descriptor.
+	w.io.Wake()
 	w.mu.Unlock()
-	w.waker.Wake()
 }
 
-// run is the worker goroutine: wait, serve every ready socket, send.
+// run is the worker goroutine: wait, handle every datagram of the round,
+// apply commands; the round's sends go out with the next wait.
 func (w *worker) run() {
 	defer w.e.wg.Done()
 	defer close(w.exited)
-	for {
-		toks, err := w.poller.Wait(w.tokens)
+	err := w.io.Bind()
+	for err == nil {
+		var msgs []batchconn.Message
+		msgs, err = w.io.Next()
 		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				w.e.log.Error("packet worker stopped", "worker", w.id, "err", err)
-			}
-			w.mu.Lock()
-			w.stopped = true
-			cmds := w.cmds
-			w.cmds = nil
-			for i := range cmds { // release anyone waiting on a barrier
-				w.apply(&cmds[i])
-				if cmds[i].done != nil {
-					cmds[i].done.Done()
-				}
-			}
-			w.mu.Unlock()
-			return
+			break
 		}
-		w.now = w.e.cfg.Now().UnixNano()
-		off := 0
-		for _, tok := range toks {
-			idx, gen := uint32(tok), uint32(tok>>32)
-			if idx == wakeSlot {
-				w.waker.Drain()
-				continue
-			}
-			if int(idx) >= len(w.slots) || w.slots[idx].gen != gen || w.slots[idx].sock == nil {
-				continue // removed since the event was queued
-			}
-			off = w.serve(&w.slots[idx], off)
+		w.round(msgs)
+		if w.pending.Load() {
+			w.drainCommands()
 		}
-		if w.sender.Len() > 0 {
-			w.sender.Flush(w.onDrop)
-		}
-		w.drainCommands()
 	}
+	if !errors.Is(err, os.ErrClosed) {
+		w.e.log.Error("packet worker stopped", "worker", w.id, "err", err)
+	}
+	w.mu.Lock()
+	w.stopped = true
+	cmds := w.cmds
+	w.cmds = nil
+	for i := range cmds { // release anyone waiting on a barrier
+		w.apply(&cmds[i])
+		if cmds[i].done != nil {
+			cmds[i].done.Done()
+		}
+	}
+	w.mu.Unlock()
 }
 
-// serve reads up to maxRoundsPerSocket batches' worth from one ready socket
-// into the shared batch starting at off, handling each datagram; it flushes
-// the send queue whenever the batch fills, and returns the new offset.
-func (w *worker) serve(s *slot, off int) int {
-	size := len(w.batch.Msgs)
-	for round := 0; round < maxRoundsPerSocket; round++ {
-		if off == size {
-			w.sender.Flush(w.onDrop)
-			off = 0
+// round handles one round's datagrams.
+func (w *worker) round(msgs []batchconn.Message) {
+	w.now = w.e.cfg.Now().UnixNano()
+	for i := range msgs {
+		m := &msgs[i]
+		idx, gen := uint32(m.Token), uint32(m.Token>>32)
+		if int(idx) >= len(w.slots) || w.slots[idx].gen != gen || w.slots[idx].sock == nil {
+			continue // removed since the datagram was queued
 		}
-		n, err := w.batch.RecvAt(s.sock.FD, off)
-		if err != nil || n == 0 {
-			return off // EAGAIN: drained
+		s := &w.slots[idx]
+		if m.Drops != s.drops {
+			w.kernelDrops(s, m.Drops-s.drops) // wraps correctly: both are mod 2^32
+			s.drops = m.Drops
 		}
-		if d := w.batch.Msgs[off+n-1].Drops; d != s.drops {
-			w.kernelDrops(s, d-s.drops) // wraps correctly: both are mod 2^32
-			s.drops = d
-		}
-		for i := off; i < off+n; i++ {
-			w.handle(s, &w.batch.Msgs[i])
-		}
-		off += n
-		if off < size {
-			return off // the socket had fewer than we could take: drained
-		}
+		w.handle(s, m)
 	}
-	return off
+	w.ioStats.publish(w.io.Calls())
 }
 
 // kernelDrops counts datagrams the kernel dropped on s because its
@@ -248,6 +227,7 @@ func (w *worker) drainCommands() {
 	w.mu.Lock()
 	cmds := w.cmds
 	w.cmds = nil
+	w.pending.Store(false)
 	w.mu.Unlock()
 	for i := range cmds {
 		w.apply(&cmds[i])
@@ -287,7 +267,7 @@ func (w *worker) apply(c *command) {
 	}
 }
 
-// addSlot registers s in the worker's Poller. Called by the worker itself,
+// addSlot registers s in the worker's Loop. Called by the worker itself,
 // or before it runs.
 func (w *worker) addSlot(s slot) error {
 	var idx uint32
@@ -299,7 +279,7 @@ func (w *worker) addSlot(s slot) error {
 		idx = uint32(len(w.slots))
 		w.slots = append(w.slots, slot{})
 	}
-	if err := w.poller.Add(s.sock.FD, batchconn.Token(idx)|batchconn.Token(s.gen)<<32); err != nil {
+	if err := w.io.Add(s.sock, batchconn.Token(idx)|batchconn.Token(s.gen)<<32); err != nil {
 		w.slots[idx].gen = s.gen
 		w.freeSlots = append(w.freeSlots, idx)
 		return err
@@ -315,7 +295,9 @@ func (w *worker) removeSlot(sock *batchconn.Socket) {
 		return
 	}
 	delete(w.sockSlot, sock)
-	w.poller.Remove(sock.FD)
+	if err := w.io.Remove(sock); err != nil {
+		w.e.log.Error("unregistering media socket", "worker", w.id, "local", sock.Local, "err", err)
+	}
 	w.slots[idx] = slot{gen: w.slots[idx].gen}
 	w.freeSlots = append(w.freeSlots, idx)
 }
