@@ -441,7 +441,7 @@ func FuzzHandle(f *testing.F) {
 		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
 	// The PBX has spoken from its SDP address: nobody else can be learnt.
 	h.deliver(h.rtpSlot, rtpPacket(1, 0, 0x5eed), h.pbx)
-	h.w.sender.Flush(h.w.onDrop)
+	h.flush()
 	kl, _ := srtp.ProtectionProfileAeadAes128Gcm.KeyLen()
 	sl, _ := srtp.ProtectionProfileAeadAes128Gcm.SaltLen()
 	k1 := make([]byte, kl)

@@ -80,7 +80,7 @@ func (s *sourceTest) from(peer string, n int, encrypt bool) int {
 		}
 		s.deliver(s.rtpSlot, pkt, s.addrs[peer])
 	}
-	s.w.sender.Flush(s.w.onDrop)
+	s.flush()
 	return int(s.hotPath.web.ctr.packetsOut.Load() - before)
 }
 
@@ -90,7 +90,7 @@ func (s *sourceTest) browserSends() string {
 	s.t.Helper()
 	s.bseq++
 	s.deliver(s.webSlot, s.srtpPackets(s.bseq, 1)[0], s.browser)
-	s.w.sender.Flush(s.w.onDrop)
+	s.flush()
 	got := ""
 	buf := make([]byte, 2048)
 	for name, c := range s.peers {
