@@ -6,6 +6,7 @@ require (
 	github.com/emiago/sipgo v1.7.2
 	github.com/gobwas/ws v1.3.2
 	github.com/icholy/digest v1.2.0
+	github.com/miekg/dns v1.1.73
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/pion/ice/v4 v4.4.8
 	github.com/pion/interceptor v0.1.51

@@ -3,6 +3,7 @@ package b2bua
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -10,9 +11,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 func TestUserOf(t *testing.T) {
@@ -48,7 +49,7 @@ func TestReferTo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	e := &Engine{st: st, cfg: Config{Upstream: &config.Upstream{Host: "198.51.100.7", Port: 5070, Transport: "UDP"}}}
+	e := &Engine{st: st, cfg: Config{Upstreams: testUpstreams(t, "sip:198.51.100.7:5070")}}
 	pbx := &leg{kind: kindPlain}
 	if got := e.referTo("<sip:carol@192.0.2.9:8080;transport=ws>", pbx); got != "<sip:carol@198.51.100.7:5070>" {
 		t.Errorf("to the PBX: %s", got)
@@ -68,7 +69,7 @@ func FuzzReferTo(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer st.Close()
-	e := &Engine{st: st, cfg: Config{Upstream: &config.Upstream{Host: "198.51.100.7", Port: 5070, Transport: "UDP"}}}
+	e := &Engine{st: st, cfg: Config{Upstreams: testUpstreams(f, "sip:198.51.100.7:5070")}}
 	for _, s := range []string{"<sip:carol@192.0.2.9>", "sip:x@y?Replaces=abc", "<sip:@>", "\"Carol\" <sip:carol@192.0.2.9;lr>;p=1"} {
 		f.Add(s)
 	}
@@ -149,20 +150,47 @@ func TestHostPort(t *testing.T) {
 	}
 }
 
-func TestIsUpstream(t *testing.T) {
+func testUpstreams(t testing.TB, uris ...string) *upstream.Set {
+	t.Helper()
+	var specs []upstream.Spec
+	for _, u := range uris {
+		sp, err := upstream.ParseSpec(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	return upstream.NewSet(upstream.Config{Specs: specs})
+}
+
+// Issue 8 item 8: an upstream is its address, port and transport, not its
+// IP alone; --sip-trust ranges are let in besides; the rest is refused
+// and counted.
+func TestSideOf(t *testing.T) {
+	e := &Engine{st: testStack(t), log: slog.New(slog.DiscardHandler), cfg: Config{
+		Upstreams: testUpstreams(t, "sip:192.0.2.1:5060", "sip:192.0.2.2:5070;transport=tcp", "sip:[2001:db8::1]:5060"),
+		Trust:     []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}}
 	for _, tc := range []struct {
-		host, ip string
-		want     bool
+		transport, src string
+		want           side
 	}{
-		{"127.0.0.1", "127.0.0.1", true},
-		{"127.0.0.1", "127.0.0.2", false},
-		{"localhost", "127.0.0.1", true},
-		{"::1", "::1", true},
-		{"[::1]", "::1", true},
+		{"UDP", "192.0.2.1:5060", fromUpstream},
+		{"UDP", "192.0.2.1:5061", 0}, // another process on the PBX's host
+		{"TCP", "192.0.2.1:5060", 0}, // another transport
+		{"TCP", "192.0.2.2:41234", fromUpstream},
+		{"UDP", "192.0.2.2:5070", 0},
+		{"UDP", "[2001:db8::1]:5060", fromUpstream},
+		{"UDP", "10.1.2.3:5060", fromUpstream}, // a trusted range
+		{"UDP", "10.2.0.1:5060", 0},
+		{"TLS", "192.0.2.1:5061", 0}, // no TLS connection, no identity
+		{"WS", "198.51.100.9:40000", fromBrowser},
 	} {
-		e := &Engine{log: slog.New(slog.DiscardHandler), cfg: Config{Upstream: &config.Upstream{Host: tc.host, Port: 5060}}}
-		if got := e.isUpstream(tc.ip); got != tc.want {
-			t.Errorf("isUpstream(%s) with upstream %s = %v", tc.ip, tc.host, got)
+		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "alice", Host: "strait"})
+		req.SetTransport(tc.transport)
+		req.SetSource(tc.src)
+		got, ok := e.sideOf(req)
+		if got != tc.want || ok != (tc.want != 0) {
+			t.Errorf("sideOf(%s %s) = %v %v, want %v", tc.transport, tc.src, got, ok, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // dialog is one SIP dialog Strait is an end of (RFC 3261 section 12): the
@@ -31,10 +32,11 @@ type dialog struct {
 	target    sip.Uri  // remote target (the peer's Contact)
 	routes    []string // route set, in the order Route headers take
 	transport string
-	flow      string // WebSocket: the connection the peer is on
-	dest      string // a SIP device: the address it registered from
-	cseq      uint32 // our last CSeq
-	rcseq     uint32 // the peer's last CSeq
+	flow      string           // WebSocket: the connection the peer is on
+	dest      string           // where requests go without a route set: a SIP device's registration source, an upstream target
+	up        *upstream.Target // the upstream target the dialog is with, if any
+	cseq      uint32           // our last CSeq
+	rcseq     uint32           // the peer's last CSeq
 	uas       bool
 	fixed     bool         // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
 	invite    *sip.Request // the INVITE (or SUBSCRIBE) that made the dialog
@@ -92,13 +94,13 @@ func (d *dialog) route() sipnet.Route {
 	if d.flow != "" {
 		return sipnet.Route{Transport: d.transport, Dest: d.flow}
 	}
-	if d.dest != "" {
-		return sipnet.Route{Transport: d.transport, Dest: d.dest}
-	}
 	if len(d.routes) > 0 {
 		if u, err := routeURI(d.routes[0]); err == nil {
 			return sipnet.Route{Transport: d.transport, Dest: hostPort(u, d.transport)}
 		}
+	}
+	if d.dest != "" {
+		return sipnet.Route{Transport: d.transport, Dest: d.dest}
 	}
 	return sipnet.Route{Transport: d.transport, Dest: hostPort(d.target, d.transport)}
 }
@@ -188,7 +190,7 @@ func (d *dialog) request(method sip.RequestMethod, body []byte, contentType stri
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ruri, routes := *d.target.Clone(), d.routes
-	if len(routes) > 0 && d.flow == "" && d.dest == "" && !looseRoute(routes[0]) {
+	if len(routes) > 0 && d.flow == "" && !looseRoute(routes[0]) {
 		// A strict router (RFC 3261 section 12.2.1.1): the first route
 		// becomes the Request-URI, the remote target the last route.
 		if u, err := routeURI(routes[0]); err == nil {

@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // EchoUser is the standalone echo extension's user part (sip:echo@...).
@@ -32,8 +34,14 @@ type Config struct {
 	Registrar *registrar.Registrar
 	// Flows tells whether a browser's WebSocket is still connected.
 	Flows interface{ Open(flow string) bool }
-	// Upstream is the PBX or trunk; nil is standalone mode.
-	Upstream *config.Upstream
+	// Upstreams are the PBXs or trunks; nil is standalone mode.
+	Upstreams *upstream.Set
+	// UpstreamRoots are the CAs an upstream's TLS certificate must chain
+	// to (nil: the system's).
+	UpstreamRoots *x509.CertPool
+	// Trust lists the address ranges whose SIP requests are taken besides
+	// the upstreams' (in standalone mode, when not empty, the only ones).
+	Trust []netip.Prefix
 	// Digest authenticates callers in standalone mode that have not
 	// registered from where they call; nil accepts everyone. AuthGuard
 	// blocks sources that keep failing it; nil blocks nothing.
@@ -79,10 +87,6 @@ type Engine struct {
 	ownIDs    map[string]bool // Call-IDs Strait generated (loop detection)
 	watchers  map[chan Event]struct{}
 	closing   bool
-	upstream  bool // last OPTIONS ping answered
-	upAddrs   []netip.Addr
-	upAt      time.Time // when upAddrs were resolved
-	pinged    bool      // a ping has completed
 	handlerWG sync.WaitGroup
 
 	stop chan struct{}
@@ -116,7 +120,7 @@ func New(cfg Config) *Engine {
 		e.st.Respond(tx, req, 501, "", nil)
 	}))
 	srv.OnRegister(e.wrap(func(req *sip.Request, tx sip.ServerTransaction) {
-		if !e.admit(req, tx) {
+		if !e.admit(req, tx) || !e.trustedSource(req, tx) {
 			return
 		}
 		cfg.Registrar.Handle(req, tx)
@@ -127,9 +131,9 @@ func New(cfg Config) *Engine {
 	if cfg.Pool != nil {
 		cfg.Pool.OnEvent(e.onDataplaneEvent)
 	}
-	if cfg.Upstream != nil && cfg.OptionsInterval > 0 {
+	if cfg.Upstreams != nil && cfg.OptionsInterval > 0 {
 		e.wg.Add(1)
-		go e.pingUpstream()
+		go e.pingUpstreams()
 	}
 	return e
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // passHeaders are the headers a passed-through request or response keeps
@@ -109,10 +111,24 @@ func (e *Engine) referTo(v string, to *leg) string {
 		return v
 	}
 	out := sip.Uri{Scheme: "sip", User: u.User}
-	if up := e.cfg.Upstream; up != nil && to.kind == kindPlain {
-		out.Host, out.Port = up.Host, up.URIPort()
-	} else {
-		out.Host = e.st.Host()
+	out.Host = e.st.Host()
+	if e.trunk() && to.kind == kindPlain {
+		// Toward an upstream, its own host: the dialog's target's, or
+		// the first upstream's when the dialog came from a trusted peer.
+		var up *upstream.Target
+		if to.d != nil {
+			to.d.mu.Lock()
+			up = to.d.up
+			to.d.mu.Unlock()
+		}
+		if up == nil {
+			if ts := e.cfg.Upstreams.Order(); len(ts) > 0 {
+				up = &ts[0]
+			}
+		}
+		if up != nil {
+			out.Host, out.Port = up.Host(), up.URIPort()
+		}
 	}
 	return "<" + out.String() + ">"
 }

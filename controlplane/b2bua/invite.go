@@ -3,11 +3,13 @@ package b2bua
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // caller is the caller's side of a call being set up: a SIP UAS dialog,
@@ -46,17 +48,14 @@ func (s *sipCaller) failed(code int, reason string, hdrs []sip.Header) {
 }
 
 // outbound builds the callee's dialog toward a target, with nothing of the
-// caller's dialog but the user name and display name.
+// caller's dialog but the user name and display name. Toward the
+// upstreams it is aimed at the first target to try.
 func (e *Engine) outbound(tgt target, fromUser, fromName string) (*dialog, legKind) {
 	if tgt.upstream {
-		up := e.cfg.Upstream
-		ruri := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host, Port: up.URIPort(), UriParams: sip.NewParams(), Headers: sip.NewParams()}
-		if up.Transport != sipnet.UDP {
-			ruri.UriParams.Add("transport", strings.ToLower(up.Transport))
-		}
-		local := sip.Uri{Scheme: "sip", User: fromUser, Host: up.Host}
-		remote := sip.Uri{Scheme: "sip", User: tgt.user, Host: up.Host}
-		d := newUAC(e.st, ruri, local, remote, fromName, up.Transport, "")
+		local := sip.Uri{Scheme: "sip", User: fromUser}
+		remote := sip.Uri{Scheme: "sip", User: tgt.user}
+		d := newUAC(e.st, sip.Uri{}, local, remote, fromName, "", "")
+		aimAt(d, tgt.attempts[0], tgt.user)
 		return d, kindPlain
 	}
 	b := tgt.binding
@@ -69,6 +68,23 @@ func (e *Engine) outbound(tgt target, fromUser, fromName string) (*dialog, legKi
 	d := newUAC(e.st, b.Contact, local, remote, fromName, b.Transport, "")
 	d.dest = b.Source // symmetric: where the device registered from
 	return d, kindPlain
+}
+
+// aimAt points a dialog Strait starts toward an upstream at one of its
+// targets: the Request-URI, From and To name the upstream's host (no
+// port when it is the default), requests go to the target's address.
+// Failover aims the same dialog (Call-ID, tags) at the next target.
+func aimAt(d *dialog, t upstream.Target, user string) {
+	ruri := sip.Uri{Scheme: "sip", User: user, Host: t.Host(), Port: t.URIPort(), UriParams: sip.NewParams(), Headers: sip.NewParams()}
+	if t.Transport != sipnet.UDP {
+		ruri.UriParams.Add("transport", strings.ToLower(t.Transport))
+	}
+	d.mu.Lock()
+	d.target = ruri
+	d.local.Host, d.remote.Host = t.Host(), t.Host()
+	d.transport = t.Transport
+	d.mu.Unlock()
+	upstreamDialog(d, t)
 }
 
 // onInvite handles an INVITE: a re-INVITE goes to its call, a new one
@@ -86,7 +102,7 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	e.st.Respond(tx, req, 100, "", nil)
 	s, ok := e.sideOf(req)
 	if !ok {
-		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
+		e.st.Respond(tx, req, 403, "Forbidden: untrusted source", nil)
 		return
 	}
 	who, ok := e.authorize(req, tx, s)
@@ -141,6 +157,9 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	e.addDialog(a)
 	c.log = c.log.With("caller", c.caller, "callee", c.callee)
+	if t, ok := e.upstreamOf(req); ok {
+		upstreamDialog(a.d, t)
+	}
 	c.log.Info("call", "from", s, "transport", req.Transport())
 	sc := &sipCaller{c: c, l: a, tx: tx}
 	if !tx.OnCancel(func(*sip.Request) { c.cancel(487, "caller cancel") }) {
@@ -219,38 +238,94 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		c.finish(code, "offer: "+err.Error(), nil)
 		return
 	}
-	inv := d.request(sip.INVITE, body, "application/sdp")
-	inv.ReplaceHeader(maxForwards(req))
-	inv.AppendHeader(sip.NewHeader("Allow", allow))
-	if req != nil {
-		copyHeaders(req, inv, sessionTimerHeaders...)
-		if supportsTimer(req) {
-			inv.AppendHeader(sip.NewHeader("Supported", "timer"))
+	build := func() *sip.Request {
+		inv := d.request(sip.INVITE, body, "application/sdp")
+		inv.ReplaceHeader(maxForwards(req))
+		inv.AppendHeader(sip.NewHeader("Allow", allow))
+		if req != nil {
+			copyHeaders(req, inv, sessionTimerHeaders...)
+			if supportsTimer(req) {
+				inv.AppendHeader(sip.NewHeader("Supported", "timer"))
+			}
+			if tgt.upstream {
+				// The PBX challenges its users itself; its challenge went to
+				// the browser and the browser's answer goes back to it.
+				copyHeaders(req, inv, "Authorization", "Proxy-Authorization")
+			}
 		}
-		if tgt.upstream {
-			// The PBX challenges its users itself; its challenge went to
-			// the browser and the browser's answer goes back to it.
-			copyHeaders(req, inv, "Authorization", "Proxy-Authorization")
-		}
+		return inv
 	}
 	e.addDialog(b)
-	tx, err := e.st.Transaction(ctx, inv)
-	if err != nil {
+	// Toward the upstreams a new call fails over to the next target on a
+	// transport error, 503, 408 or silence, as long as no target has
+	// answered more than 100 (RFC 3263 section 4.3: the same request
+	// with a new branch; Strait sends it as the dialog's next CSeq).
+	next := 1
+	retry := func(why string) bool {
+		if !tgt.upstream || next >= len(tgt.attempts) {
+			return false
+		}
+		c.log.Info("upstream target failed; trying the next", "target", d.upstreamKey(), "why", why, "next", tgt.attempts[next].Key())
+		aimAt(d, tgt.attempts[next], tgt.user)
+		next++
+		return true
+	}
+	var tx sip.ClientTransaction
+	var inv *sip.Request
+	for {
+		inv = build()
+		tx, err = e.st.Transaction(ctx, inv)
+		if err == nil {
+			break
+		}
+		if retry(err.Error()) {
+			continue
+		}
 		c.log.Warn("callee unreachable", "err", err)
 		cl.failed(503, "", nil)
 		c.finish(503, "callee unreachable", nil)
 		return
 	}
-	defer tx.Terminate()
+	defer func() { tx.Terminate() }()
+	// silence bounds the wait for a first response from an upstream
+	// target when another is left to try (Timer B's 32 s is too long to
+	// ring nowhere).
+	silence := time.NewTimer(noResponseFailover)
+	defer silence.Stop()
+	if !tgt.upstream || len(tgt.attempts) < 2 {
+		silence.Stop()
+	}
+	heard, progressed := false, false
+	resend := func(why string) bool {
+		if progressed || !retry(why) {
+			return false
+		}
+		tx.Terminate()
+		for {
+			inv = build()
+			var err error
+			if tx, err = e.st.Transaction(ctx, inv); err == nil {
+				heard = false
+				silence.Reset(noResponseFailover)
+				return true
+			}
+			if !retry(err.Error()) {
+				return false
+			}
+		}
+	}
 	early := false
 	for {
 		select {
 		case res := <-tx.Responses():
 			e.cfg.Metrics.Response(string(sip.INVITE), res.StatusCode, true)
+			heard = true
+			silence.Stop()
 			switch {
 			case res.StatusCode == 100:
 				continue
 			case res.IsProvisional():
+				progressed = true
 				if tag, ok := res.To().Params.Get("tag"); ok && tag != "" {
 					d.established(res)
 				}
@@ -279,6 +354,9 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				c.bridge(ctx, tx, inv, res, cl, delayed)
 				return
 			default:
+				if failover(res.StatusCode) && resend(sipnet.ReasonPhrase(res.StatusCode)) {
+					continue
+				}
 				code := mapFailure(res.StatusCode)
 				var hdrs []sip.Header
 				if (code == 401 || code == 407) && tgt.upstream {
@@ -317,7 +395,14 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 			}
 			c.finish(code, reason, nil)
 			return
+		case <-silence.C:
+			if !heard && resend("no response") {
+				continue
+			}
 		case <-tx.Done():
+			if resend("transaction failed") {
+				continue
+			}
 			c.log.Info("callee did not answer the INVITE", "err", tx.Err())
 			cl.failed(408, "", nil)
 			c.finish(408, "callee timeout", nil)

@@ -17,7 +17,7 @@ func (e *Engine) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 		e.onInDialog(req, tx)
 		return
 	}
-	if !e.admit(req, tx) {
+	if !e.admit(req, tx) || !e.trustedSource(req, tx) {
 		return
 	}
 	e.st.Respond(tx, req, 200, "", nil, sip.NewHeader("Allow", allow),
@@ -37,7 +37,7 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	s, ok := e.sideOf(req)
 	if !ok {
-		e.st.Respond(tx, req, 403, "Forbidden: not the upstream", nil)
+		e.st.Respond(tx, req, 403, "Forbidden: untrusted source", nil)
 		return
 	}
 	who, ok := e.authorize(req, tx, s)

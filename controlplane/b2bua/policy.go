@@ -38,7 +38,7 @@ const (
 //     answers a digest challenge (407) for its From user.
 func (e *Engine) authorize(req *sip.Request, tx sip.ServerTransaction, s side) (string, bool) {
 	from := req.From().Address.User
-	if e.cfg.Upstream != nil {
+	if e.trunk() {
 		if s != fromBrowser || e.cfg.PBXAuthenticatesCalls {
 			return from, s != 0
 		}

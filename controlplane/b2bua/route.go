@@ -1,43 +1,63 @@
 package b2bua
 
 import (
+	"errors"
+
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // side classifies where a request came from.
 type side int
 
+// sideOf classifies a new request's sender. From the SIP side, in trunk
+// mode, only an upstream (see upstreamOf) or a --sip-trust range may send
+// (both count as the upstream's side); in standalone mode, when ranges
+// are configured, only they may. Anything else is counted and reported
+// false: the caller answers 403.
 func (e *Engine) sideOf(req *sip.Request) (side, bool) {
 	if sipnet.IsWebSocket(req.Transport()) {
 		return fromBrowser, true
 	}
-	if u := e.cfg.Upstream; u != nil {
-		host, _, err := sip.ParseAddr(req.Source())
-		if err == nil && e.isUpstream(host) {
+	if e.trunk() {
+		if _, ok := e.upstreamOf(req); ok || e.inTrust(req) {
 			return fromUpstream, true
 		}
+		e.untrusted(req)
+		return 0, false
+	}
+	if len(e.cfg.Trust) > 0 && !e.inTrust(req) {
+		e.untrusted(req)
 		return 0, false
 	}
 	return fromDevice, true
 }
 
+// trunk reports whether Strait relays to upstreams (not standalone).
+func (e *Engine) trunk() bool { return e.cfg.Upstreams != nil }
+
 // target is where a request for a user goes.
 type target struct {
 	echo     bool
 	upstream bool
+	attempts []upstream.Target // toward the upstreams: the targets to try, in order
 	binding  registrar.Binding
 	user     string // the callee's user part
 }
 
 // resolve finds where an out-of-dialog request from s for user goes.
 func (e *Engine) resolve(s side, user string, invite bool) (target, error) {
-	if e.cfg.Upstream != nil {
+	if e.trunk() {
 		switch s {
 		case fromBrowser:
-			return target{upstream: true, user: user}, nil
+			order := e.cfg.Upstreams.Order()
+			if len(order) == 0 {
+				return target{}, sipError(503, "Service Unavailable: no upstream address", errors.New("no upstream target resolved"))
+			}
+			return target{upstream: true, user: user, attempts: order}, nil
 		case fromUpstream:
 			if b, ok := e.cfg.Registry.ByKey(user); ok {
 				return e.reachable(b, user)

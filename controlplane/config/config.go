@@ -13,9 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
-
 	"github.com/strait-sbc/strait/controlplane/dialplan"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 )
 
@@ -78,9 +77,30 @@ type Config struct {
 	// From toward SIP peers; default: the public IP, else the SIP listen
 	// address.
 	SIPHost string `yaml:"sip_host" flag:"sip-host" usage:"host Strait names itself with toward SIP peers (default: public IP or SIP address)"`
-	// Upstream is the PBX or trunk: sip:HOST:PORT[;transport=udp|tcp|tls].
-	// Empty runs the standalone mode (local registrar). Optional.
-	Upstream string `yaml:"upstream" flag:"upstream" usage:"PBX or trunk, sip:HOST:PORT[;transport=udp|tcp|tls] (empty: standalone mode)"`
+	// Upstream lists the PBXs or trunks:
+	// sip:HOST[:PORT][;transport=udp|tcp|tls][;priority=N][;weight=N].
+	// A name is resolved as RFC 3263 says (NAPTR, SRV, A/AAAA) in the
+	// background; new calls try the lowest priority first, share equal
+	// priorities by weight and fail over on 503, 408 and transport
+	// errors. Empty runs the standalone mode (local registrar). Optional.
+	Upstream []string `yaml:"upstream" flag:"upstream" usage:"PBX or trunk, sip:HOST[:PORT][;transport=udp|tcp|tls][;priority=N][;weight=N] (repeatable; none: standalone mode)"`
+	// UpstreamCA is a PEM bundle of the CAs an upstream's TLS certificate
+	// must chain to; empty trusts the system's roots. The certificate
+	// must also carry the upstream's host.
+	UpstreamCA string `yaml:"upstream_ca" flag:"upstream-ca" usage:"CA bundle (PEM) an upstream's TLS certificate must chain to (default: system roots)"`
+	// UpstreamCert and UpstreamKey are the client certificate Strait shows
+	// an upstream over TLS (mutual TLS, as carriers and Microsoft Teams
+	// direct routing require).
+	UpstreamCert string `yaml:"upstream_cert" flag:"upstream-cert" usage:"client certificate (PEM) for mutual TLS toward the upstreams"`
+	UpstreamKey  string `yaml:"upstream_key" flag:"upstream-key" usage:"client key (PEM) for mutual TLS toward the upstreams"`
+	// SIPTrust lists address ranges (CIDR) besides the upstreams whose
+	// SIP requests Strait takes in trunk mode; in standalone mode, when
+	// set, the only ranges SIP devices may use. Everything else from the
+	// SIP side gets 403, counted. Example: 10.0.0.0/24.
+	SIPTrust []string `yaml:"sip_trust" flag:"sip-trust" usage:"address range (CIDR) trusted to send SIP besides the upstreams (repeatable)"`
+	// DNSServer is the DNS server (HOST:PORT) upstream names are looked up
+	// with; empty uses the system's.
+	DNSServer string `yaml:"dns_server" flag:"dns-server" usage:"DNS server HOST:PORT for upstream names (default: the system's)"`
 	// MediaIP is where the in-process dataplane binds media sockets.
 	MediaIP string `yaml:"media_ip" flag:"media-ip" usage:"media bind address of the in-process dataplane"`
 	// PublicIP is advertised in SDP instead of MediaIP (1:1 NAT).
@@ -191,55 +211,6 @@ func Default() Config {
 	}
 }
 
-// Upstream is a parsed --upstream.
-type Upstream struct {
-	// Host and Port of the PBX; Port defaults to 5060 (5061 for TLS).
-	Host string
-	Port int
-	// Transport is "UDP", "TCP" or "TLS".
-	Transport string
-}
-
-// Addr is host:port.
-func (u Upstream) Addr() string { return net.JoinHostPort(u.Host, fmt.Sprint(u.Port)) }
-
-// URIPort is the port to write in a SIP URI for the upstream: 0 (none)
-// when it is the transport's default, so that a URI reads as the domain
-// users and PBXs configure (digest checks compare it).
-func (u Upstream) URIPort() int {
-	if (u.Transport == "TLS" && u.Port == 5061) || (u.Transport != "TLS" && u.Port == 5060) {
-		return 0
-	}
-	return u.Port
-}
-
-// ParseUpstream parses sip:HOST[:PORT][;transport=udp|tcp|tls].
-func ParseUpstream(s string) (Upstream, error) {
-	var uri sip.Uri
-	if !strings.HasPrefix(strings.ToLower(s), "sip:") {
-		return Upstream{}, fmt.Errorf("upstream %q: want sip:HOST:PORT[;transport=udp|tcp|tls]", s)
-	}
-	if err := sip.ParseUri(s, &uri); err != nil || uri.Host == "" {
-		return Upstream{}, fmt.Errorf("upstream %q: want sip:HOST:PORT[;transport=udp|tcp|tls]", s)
-	}
-	u := Upstream{Host: uri.Host, Port: uri.Port, Transport: "UDP"}
-	if t, ok := uri.UriParams.Get("transport"); ok {
-		switch strings.ToLower(t) {
-		case "udp", "tcp", "tls":
-			u.Transport = strings.ToUpper(t)
-		default:
-			return Upstream{}, fmt.Errorf("upstream %q: transport %q is not udp, tcp or tls", s, t)
-		}
-	}
-	if u.Port == 0 {
-		u.Port = 5060
-		if u.Transport == "TLS" {
-			u.Port = 5061
-		}
-	}
-	return u, nil
-}
-
 // User is one standalone account.
 type User struct{ Name, Password string }
 
@@ -283,17 +254,29 @@ func (c *Config) Validate() error {
 		bad("--tls-cert and --tls-key go together")
 	}
 	for _, f := range []struct{ name, path string }{{"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey},
-		{"dataplane-cert", c.DataplaneCert}, {"dataplane-key", c.DataplaneKey}, {"dataplane-ca", c.DataplaneCA}} {
+		{"dataplane-cert", c.DataplaneCert}, {"dataplane-key", c.DataplaneKey}, {"dataplane-ca", c.DataplaneCA},
+		{"upstream-ca", c.UpstreamCA}, {"upstream-cert", c.UpstreamCert}, {"upstream-key", c.UpstreamKey}} {
 		if f.path != "" {
 			if _, err := os.Stat(f.path); err != nil {
 				bad("--%s: %v", f.name, err)
 			}
 		}
 	}
-	if c.Upstream != "" {
-		if _, err := ParseUpstream(c.Upstream); err != nil {
+	for _, u := range c.Upstream {
+		if _, err := upstream.ParseSpec(u); err != nil {
 			bad("--upstream: %v", err)
 		}
+	}
+	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
+		bad("--upstream-cert and --upstream-key go together")
+	}
+	for _, r := range c.SIPTrust {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			bad("--sip-trust %q: want an address range such as 10.0.0.0/24", r)
+		}
+	}
+	if c.DNSServer != "" {
+		checkHostPort("dns-server", c.DNSServer)
 	}
 	if ip, err := netip.ParseAddr(c.MediaIP); err != nil || ip.IsUnspecified() && len(c.Dataplane) == 0 && c.PublicIP == "" {
 		if err != nil {
@@ -325,7 +308,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("--user: %v", err)
 	}
-	if c.Upstream == "" && len(users) == 0 && (!loopback(c.HTTP) || !loopback(c.SIP)) {
+	if len(c.Upstream) == 0 && len(users) == 0 && (!loopback(c.HTTP) || !loopback(c.SIP)) {
 		bad("standalone mode on a non-loopback address needs at least one --user NAME:PASSWORD (without users anyone may register)")
 	}
 	if !c.apiAuthenticated() && !loopback(c.HTTP) {
@@ -409,4 +392,4 @@ func (c *Config) DialPlan() (*dialplan.Plan, error) {
 }
 
 // Standalone reports whether Strait runs without an upstream.
-func (c *Config) Standalone() bool { return c.Upstream == "" }
+func (c *Config) Standalone() bool { return len(c.Upstream) == 0 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/internal/cliconfig"
 )
 
@@ -23,7 +24,7 @@ func TestDefaultIsValidStandalone(t *testing.T) {
 func TestFlagsEnvFile(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "strait.yaml")
-	os.WriteFile(file, []byte("upstream: sip:pbx.example.com:5070;transport=tcp\nuser: [alice:a]\ncodecs: [PCMA]\nsdes: true\n"), 0o600)
+	os.WriteFile(file, []byte("upstream: [sip:pbx.example.com:5070;transport=tcp]\nuser: [alice:a]\ncodecs: [PCMA]\nsdes: true\n"), 0o600)
 	c := Default()
 	env := map[string]string{"STRAIT_HTTP": "127.0.0.1:9090"}
 	err := cliconfig.Load(&c, "strait", EnvPrefix, []string{"--config", file, "--media-ip", "127.0.0.2", "--user", "bob:b", "--rtp-ports", "30000-30099"},
@@ -38,9 +39,18 @@ func TestFlagsEnvFile(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := ParseUpstream(c.Upstream)
-	if u.Host != "pbx.example.com" || u.Port != 5070 || u.Transport != "TCP" {
-		t.Fatalf("upstream %+v", u)
+	if len(c.Upstream) != 1 || c.Upstream[0] != "sip:pbx.example.com:5070;transport=tcp" {
+		t.Fatalf("upstream %q", c.Upstream)
+	}
+	// Repeated flags make a list, priorities and weights in the URIs.
+	c = Default()
+	err = cliconfig.Load(&c, "strait", EnvPrefix, []string{"--upstream", "sip:a.example.com;priority=1", "--upstream", "sip:b.example.com;priority=2",
+		"--sip-trust", "10.0.0.0/24"}, func(string) string { return "" }, io.Discard)
+	if err != nil || len(c.Upstream) != 2 || c.Standalone() {
+		t.Fatalf("%q %v", c.Upstream, err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -50,8 +60,13 @@ func TestValidateErrors(t *testing.T) {
 		want   string
 	}{
 		"http":         {func(c *Config) { c.HTTP = "nope" }, "--http"},
-		"upstream":     {func(c *Config) { c.Upstream = "pbx:5060" }, "--upstream"},
-		"transport":    {func(c *Config) { c.Upstream = "sip:pbx;transport=sctp" }, "transport"},
+		"upstream":     {func(c *Config) { c.Upstream = []string{"pbx:5060"} }, "--upstream"},
+		"transport":    {func(c *Config) { c.Upstream = []string{"sip:pbx;transport=sctp"} }, "transport"},
+		"weight":       {func(c *Config) { c.Upstream = []string{"sip:pbx", "sip:pbx2;weight=x"} }, "weight"},
+		"client cert":  {func(c *Config) { c.UpstreamCert = "/nonexistent" }, "--upstream-key"},
+		"upstream ca":  {func(c *Config) { c.UpstreamCA = "/nonexistent" }, "--upstream-ca"},
+		"sip trust":    {func(c *Config) { c.SIPTrust = []string{"10.0.0.1"} }, "--sip-trust"},
+		"dns server":   {func(c *Config) { c.DNSServer = "10.0.0.1" }, "--dns-server"},
 		"media ip":     {func(c *Config) { c.MediaIP = "x" }, "--media-ip"},
 		"unspecified":  {func(c *Config) { c.MediaIP = "0.0.0.0" }, "--public-ip"},
 		"user":         {func(c *Config) { c.Users = []string{"alice"} }, "NAME:PASSWORD"},
@@ -75,19 +90,21 @@ func TestValidateErrors(t *testing.T) {
 	}
 }
 
-// FuzzParseUpstream: an accepted upstream has a host, a port and a known
-// transport.
+// FuzzParseUpstream: an accepted upstream has a host and a known
+// transport, and its priority and weight are in range.
 func FuzzParseUpstream(f *testing.F) {
-	for _, s := range []string{"sip:127.0.0.1:5070", "sip:pbx;transport=tls", "sip:[::1]:5060;transport=udp", "sips:x", "sip:", "sip:@:;"} {
+	for _, s := range []string{"sip:127.0.0.1:5070", "sip:pbx;transport=tls", "sip:[::1]:5060;transport=udp", "sips:x", "sip:", "sip:@:;",
+		"sip:pbx.example.com;priority=2;weight=30"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		u, err := ParseUpstream(s)
+		u, err := upstream.ParseSpec(s)
 		if err != nil {
 			return
 		}
-		if u.Host == "" || u.Port <= 0 || (u.Transport != "UDP" && u.Transport != "TCP" && u.Transport != "TLS") {
-			t.Fatalf("ParseUpstream(%q) = %+v", s, u)
+		if u.Host == "" || u.Port < 0 || u.Port > 65535 || (u.Transport != "" && u.Transport != "UDP" && u.Transport != "TCP" && u.Transport != "TLS") ||
+			u.Priority < 0 || u.Weight < 0 || u.Priority > 65535 || u.Weight > 65535 {
+			t.Fatalf("ParseSpec(%q) = %+v", s, u)
 		}
 	})
 }

@@ -16,6 +16,10 @@ const (
 	// DropAuthBlocked: a request that needed authentication from a source
 	// blocked for failing it too often (package authguard).
 	DropAuthBlocked = "auth_blocked"
+	// DropUntrusted: a request from the SIP side from neither an upstream
+	// (its address, port and transport, or its TLS identity) nor a
+	// --sip-trust range; it got 403.
+	DropUntrusted = "untrusted"
 )
 
 // SIPDropped counts one refusal on transport (udp, tcp, tls, ws, wss; any

@@ -25,6 +25,7 @@ type Metrics struct {
 	sipResponses  *prometheus.CounterVec
 	sessions      *prometheus.GaugeVec
 	upstreamUp    prometheus.Gauge
+	upstreamTgt   *prometheus.GaugeVec
 	sipDropped    *prometheus.CounterVec
 	callsRefused  *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
@@ -49,7 +50,10 @@ func New() *Metrics {
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_dataplane_sessions",
 			Help: "Dataplane sessions held for calls, by node."}, []string{"node"}),
 		upstreamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_upstream_up",
-			Help: "1 when the upstream answered the last OPTIONS ping."}),
+			Help: "1 when an upstream target answered its last OPTIONS ping."}),
+		upstreamTgt: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_upstream_target_up",
+			Help: "1 when the upstream target (transport/address:port, from the configured URIs and DNS, at most 16 per upstream) answered its last OPTIONS ping."},
+			[]string{"target"}),
 		sipDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_dropped_total",
 			Help: "SIP messages, connections and dials Strait refused at its edge, by transport and reason."},
 			[]string{"transport", "reason"}),
@@ -61,7 +65,7 @@ func New() *Metrics {
 			[]string{"reason"}),
 	}
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamUp, m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}
@@ -145,6 +149,25 @@ func (m *Metrics) SetUpstreamUp(up bool) {
 		v = 1
 	}
 	m.upstreamUp.Set(v)
+}
+
+// SetUpstreamTarget records one target's last OPTIONS ping.
+func (m *Metrics) SetUpstreamTarget(target string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.upstreamTgt.WithLabelValues(target).Set(v)
+}
+
+// ForgetUpstreamTarget drops a target DNS no longer gives.
+func (m *Metrics) ForgetUpstreamTarget(target string) {
+	if m != nil {
+		m.upstreamTgt.DeleteLabelValues(target)
+	}
 }
 
 func dir(in bool) string {

@@ -2,6 +2,7 @@ package registrar
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -12,9 +13,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/authguard"
-	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // upstreamTimeout bounds a relayed REGISTER (Timer F is 32 s; a browser
@@ -31,8 +32,8 @@ type Config struct {
 	Stack *sipnet.Stack
 	// Registry stores the bindings.
 	Registry *Registry
-	// Upstream is the PBX in trunk mode; nil runs the local registrar.
-	Upstream *config.Upstream
+	// Upstreams are the PBXs in trunk mode; nil runs the local registrar.
+	Upstreams *upstream.Set
 	// Digest authenticates users in standalone mode; nil accepts anyone
 	// (the open demo mode).
 	Digest *Digest
@@ -129,7 +130,7 @@ func (r *Registrar) Handle(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	log := r.log.With("aor", aor, "source", req.Source(), "transport", req.Transport())
-	if r.cfg.Upstream != nil {
+	if r.cfg.Upstreams != nil {
 		r.relay(req, tx, aor, cs, star, log)
 		return
 	}
@@ -271,17 +272,19 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 	if auth != nil {
 		b.upAuth = auth
 	}
-	cseq := b.upCSeq
 	if known {
 		r.cfg.Registry.Put(b) // keep the CSeq and credentials even if the PBX says no
 	}
 	r.mu.Unlock()
 
 	expires := min(c.expires, int(r.cfg.MaxExpiry/time.Second))
-	up := r.upstreamRegister(b, cseq, expires, auth)
-	ctx, cancel := context.WithTimeout(context.Background(), upstreamTimeout)
-	defer cancel()
-	res, err := st.Do(ctx, up)
+	res, tg, err := r.send(&b, expires, auth)
+	if err == nil {
+		b.upTarget = tg.Key()
+	}
+	if known {
+		r.cfg.Registry.Put(b) // the CSeq failover advanced, the target that took it
+	}
 	if err != nil {
 		log.Warn("upstream REGISTER failed", "err", err)
 		st.Respond(tx, req, 503, "Upstream Unreachable", nil)
@@ -330,7 +333,7 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 		st.Respond(tx, req, code, res.Reason, nil)
 		return
 	}
-	granted := grantedExpiry(res, r.cfg.Stack.ContactURI(r.upstreamTransport(), b.Key), expires)
+	granted := grantedExpiry(res, r.cfg.Stack.ContactURI(tg.Transport, b.Key), expires)
 	if expires == 0 || granted == 0 {
 		r.cfg.Registry.Remove(b.Key)
 		log.Info("unregistered upstream", "key", b.Key)
@@ -356,15 +359,51 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 	st.RespondWith(tx, ok)
 }
 
-func (r *Registrar) upstreamTransport() string { return r.cfg.Upstream.Transport }
+// send relays a REGISTER for binding b upstream: first to the target that
+// took the binding's last one, else in the order new calls use, on to the
+// next target after a transport error, 503 or 408 (RFC 3263 section 4.3).
+// The binding's CSeq advances with each REGISTER sent.
+func (r *Registrar) send(b *Binding, expires int, auth sip.Header) (*sip.Response, upstream.Target, error) {
+	order := r.cfg.Upstreams.Order()
+	for i, t := range order {
+		if t.Key() == b.upTarget && i > 0 {
+			order = append([]upstream.Target{t}, append(order[:i:i], order[i+1:]...)...)
+			break
+		}
+	}
+	if len(order) == 0 {
+		return nil, upstream.Target{}, errors.New("no upstream address (not resolved)")
+	}
+	var lastErr error
+	for i, t := range order {
+		ctx, cancel := context.WithTimeout(context.Background(), upstreamTimeout)
+		if i > 0 {
+			b.upCSeq++ // a new transaction in the same registration
+		}
+		res, err := r.cfg.Stack.Do(ctx, r.upstreamRegister(*b, t, b.upCSeq, expires, auth))
+		cancel()
+		last := i == len(order)-1
+		switch {
+		case err != nil:
+			lastErr = err
+		case (res.StatusCode == 503 || res.StatusCode == 408) && !last:
+			lastErr = fmt.Errorf("%s answered %d", t.Key(), res.StatusCode)
+		default:
+			return res, t, nil
+		}
+		if !last {
+			r.log.Info("upstream target failed a REGISTER; trying the next", "target", t.Key(), "err", lastErr)
+		}
+	}
+	return nil, upstream.Target{}, lastErr
+}
 
-// upstreamRegister builds the REGISTER Strait sends the PBX for binding b.
-func (r *Registrar) upstreamRegister(b Binding, cseq uint32, expires int, auth sip.Header) *sip.Request {
-	up := r.cfg.Upstream
+// upstreamRegister builds the REGISTER Strait sends target t for binding b.
+func (r *Registrar) upstreamRegister(b Binding, t upstream.Target, cseq uint32, expires int, auth sip.Header) *sip.Request {
 	st := r.cfg.Stack
-	ruri := sip.Uri{Scheme: "sip", Host: up.Host, Port: up.URIPort()}
+	ruri := sip.Uri{Scheme: "sip", Host: t.Host(), Port: t.URIPort()}
 	req := sip.NewRequest(sip.REGISTER, ruri)
-	aorURI := sip.Uri{Scheme: "sip", User: b.AOR, Host: up.Host}
+	aorURI := sip.Uri{Scheme: "sip", User: b.AOR, Host: t.Host()}
 	from := &sip.FromHeader{Address: aorURI, Params: sip.NewParams()}
 	from.Params.Add("tag", b.upFromTag)
 	to := &sip.ToHeader{Address: aorURI, Params: sip.NewParams()}
@@ -373,14 +412,14 @@ func (r *Registrar) upstreamRegister(b Binding, cseq uint32, expires int, auth s
 	req.AppendHeader(to)
 	req.AppendHeader(&callID)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
-	ct := st.Contact(up.Transport, b.Key)
+	ct := st.Contact(t.Transport, b.Key)
 	req.AppendHeader(ct)
 	exp := sip.ExpiresHeader(expires)
 	req.AppendHeader(&exp)
 	if auth != nil {
 		req.AppendHeader(auth)
 	}
-	st.Prepare(req, sipnet.Route{Transport: up.Transport, Dest: up.Addr()})
+	st.Prepare(req, sipnet.Route{Transport: t.Transport, Dest: t.Dest()})
 	return req
 }
 
@@ -413,14 +452,11 @@ func (r *Registrar) FlowClosed(flow string) {
 	gone := r.cfg.Registry.RemoveSource(flow)
 	for _, b := range gone {
 		r.log.Info("flow closed; binding removed", "aor", b.AOR, "key", b.Key, "flow", flow)
-		if r.cfg.Upstream == nil || b.upCallID == "" {
+		if r.cfg.Upstreams == nil || b.upCallID == "" {
 			continue
 		}
 		b.upCSeq++
-		req := r.upstreamRegister(b, b.upCSeq, 0, b.upAuth)
-		ctx, cancel := context.WithTimeout(context.Background(), upstreamTimeout)
-		res, err := r.cfg.Stack.Do(ctx, req)
-		cancel()
+		res, _, err := r.send(&b, 0, b.upAuth)
 		if err != nil || res.StatusCode >= 300 {
 			code := 0
 			if res != nil {

@@ -44,6 +44,7 @@ type Binding struct {
 	upFromTag string
 	upCSeq    uint32
 	upAuth    sip.Header // the last Authorization/Proxy-Authorization sent
+	upTarget  string     // the upstream target (Key) that last took the REGISTER
 }
 
 // WebSocket reports whether the binding is a browser's.
@@ -151,7 +152,7 @@ func (r *Registry) Put(b Binding) Binding {
 	if old != nil {
 		b.Key = old.Key
 		if b.upCallID == "" {
-			b.upCallID, b.upFromTag, b.upCSeq, b.upAuth = old.upCallID, old.upFromTag, old.upCSeq, old.upAuth
+			b.upCallID, b.upFromTag, b.upCSeq, b.upAuth, b.upTarget = old.upCallID, old.upFromTag, old.upCSeq, old.upAuth, old.upTarget
 		}
 	}
 	if b.Key == "" {

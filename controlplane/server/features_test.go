@@ -441,7 +441,7 @@ func TestTrunkOverTCP(t *testing.T) {
 	}
 	defer pbx.Close()
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	e := start(t, func(c *config.Config) { c.Upstream = "sip:" + pbx.Addr + ";transport=tcp" })
+	e := start(t, func(c *config.Config) { c.Upstream = []string{"sip:" + pbx.Addr + ";transport=tcp"} })
 	pbx.SetPeer(e.srv.SIPAddr())
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
 	if err != nil {
@@ -478,7 +478,7 @@ func TestLoopDetected(t *testing.T) {
 	l.Close()
 	e := start(t, func(c *config.Config) {
 		c.SIP = self
-		c.Upstream = "sip:" + self
+		c.Upstream = []string{"sip:" + self}
 		c.PBXAuthenticatesCalls = true // nothing to register with: the upstream is Strait
 	})
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")

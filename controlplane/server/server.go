@@ -36,6 +36,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/sipws"
+	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/internal/tlsconfig"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -84,6 +85,7 @@ type Server struct {
 	Guard     *dialplan.Guard
 
 	local    *node.Node             // the in-process dataplane, if any
+	ups      *upstream.Set          // the upstreams, in trunk mode
 	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
 	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
@@ -149,20 +151,31 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	s.WS = sipws.New(s.httpLn.Addr(), log.With("component", "sipws"))
 
-	var upstream *config.Upstream
-	if cfg.Upstream != "" {
-		u, _ := config.ParseUpstream(cfg.Upstream)
-		upstream = &u
+	ups, err := s.upstreams()
+	if err != nil {
+		return nil, err
+	}
+	clientTLS, err := tlsconfig.Client(cfg.UpstreamCert, cfg.UpstreamKey, cfg.UpstreamCA, "")
+	if err != nil {
+		return nil, fmt.Errorf("upstream TLS: %w", err)
+	}
+	var sipTLS *tls.Config
+	if s.tls != nil {
+		// Upstreams that open TLS connections to Strait are asked for a
+		// certificate, which identifies them (b2bua checks it against
+		// the upstream CAs and hosts; others may show none).
+		sipTLS = s.tls.Clone()
+		sipTLS.ClientAuth = tls.RequestClientCert
 	}
 	sipHost := sipHostOf(cfg)
-	s.Stack, err = sipnet.New(sipnet.Config{Host: sipHost, Addr: cfg.SIP, TLSAddr: cfg.SIPTLS, TLS: s.tls,
-		WSHost: wsHostOf(cfg), UserAgent: "Strait", Log: log.With("component", "sip"), Metrics: s.Metrics})
+	s.Stack, err = sipnet.New(sipnet.Config{Host: sipHost, Addr: cfg.SIP, TLSAddr: cfg.SIPTLS, TLS: sipTLS, ClientTLS: clientTLS,
+		TLSName: tlsNames(ups), WSHost: wsHostOf(cfg), UserAgent: "Strait", Log: log.With("component", "sip"), Metrics: s.Metrics})
 	if err != nil {
 		return nil, err
 	}
 	users, _ := config.ParseUsers(cfg.Users)
 	var digest *registrar.Digest
-	if upstream == nil && len(users) > 0 {
+	if ups == nil && len(users) > 0 {
 		m := map[string]string{}
 		for _, u := range users {
 			m[u.Name] = u.Password
@@ -182,10 +195,10 @@ func New(opt Options) (_ *Server, err error) {
 	s.AuthGuard = authguard.New(authguard.Config{SourceThreshold: cfg.AuthFailuresPerSource,
 		UserThreshold: cfg.AuthFailuresPerUser, MaxBlock: cfg.AuthBlockMax, Metrics: s.Metrics,
 		Log: log.With("component", "authguard")})
-	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstream: upstream,
+	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstreams: ups,
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
-		Upstream: upstream, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
+		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: trust(cfg.SIPTrust), Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls})
@@ -226,12 +239,65 @@ func New(opt Options) (_ *Server, err error) {
 	}()
 	go s.housekeep()
 	mode := "standalone"
-	if upstream != nil {
-		mode = "trunk " + upstream.Addr() + " (" + upstream.Transport + ")"
+	if ups != nil {
+		mode = "trunk " + strings.Join(cfg.Upstream, ", ")
 	}
 	log.Info("strait started", "mode", mode, "http", s.HTTPAddr(), "ws", s.WSURL(), "sip", s.SIPAddr(),
-		"sip_host", sipHost, "open_registration", upstream == nil && digest == nil)
+		"sip_host", sipHost, "open_registration", ups == nil && digest == nil)
 	return s, nil
+}
+
+// upstreamResolveWait bounds the first resolution of the upstreams' names
+// at start; what is not resolved by then is retried in the background.
+const upstreamResolveWait = 5 * time.Second
+
+// upstreams builds the set of upstreams (nil in standalone mode) and
+// resolves their names once before Strait takes calls.
+func (s *Server) upstreams() (*upstream.Set, error) {
+	if len(s.cfg.Upstream) == 0 {
+		return nil, nil
+	}
+	specs := make([]upstream.Spec, 0, len(s.cfg.Upstream))
+	for _, u := range s.cfg.Upstream {
+		sp, err := upstream.ParseSpec(u)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, sp)
+	}
+	set := upstream.NewSet(upstream.Config{Specs: specs, Resolver: upstream.NewResolver(s.cfg.DNSServer),
+		Log: s.log.With("component", "upstream")})
+	ctx, cancel := context.WithTimeout(context.Background(), upstreamResolveWait)
+	if err := set.Resolve(ctx); err != nil {
+		s.log.Warn("upstream names not all resolved at start; retrying in the background", "err", err)
+	}
+	cancel()
+	set.Start()
+	s.ups = set
+	return set, nil
+}
+
+// tlsNames tells the SIP stack which TLS destinations are upstreams and
+// the names they must prove.
+func tlsNames(set *upstream.Set) func(netip.AddrPort) (string, bool) {
+	if set == nil {
+		return nil
+	}
+	return func(ap netip.AddrPort) (string, bool) {
+		t, ok := set.Lookup(upstream.TLS, ap)
+		return t.Host(), ok
+	}
+}
+
+// trust parses the validated --sip-trust ranges.
+func trust(ranges []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range ranges {
+		if p, err := netip.ParsePrefix(r); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // dataplane creates the in-process node or connects to the remote ones.
@@ -412,6 +478,9 @@ func (s *Server) Close() error {
 		}
 		if s.Stack != nil {
 			s.Stack.Close()
+		}
+		if s.ups != nil {
+			s.ups.Close()
 		}
 		if s.Pool != nil {
 			s.Pool.Close()

@@ -38,7 +38,7 @@ func startTrunkWith(t *testing.T, mutate func(*config.Config)) *trunk {
 	t.Cleanup(pbx.Close)
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
 	e := start(t, func(c *config.Config) {
-		c.Upstream = "sip:" + pbx.Addr
+		c.Upstream = []string{"sip:" + pbx.Addr}
 		if mutate != nil {
 			mutate(c)
 		}

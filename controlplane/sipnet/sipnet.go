@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,10 +43,20 @@ type Config struct {
 	// Contact, From): the public IP or the SIP listen host.
 	Host string
 	// Addr is where UDP and TCP listen; TLSAddr is where TLS listens when
-	// TLS is set.
+	// TLS (the listener's configuration) is set.
 	Addr    string
 	TLSAddr string
 	TLS     *tls.Config
+	// ClientTLS configures the TLS connections Strait opens: the roots
+	// the peer's certificate must chain to (nil: the system's) and the
+	// client certificate for mutual TLS. nil: system roots, no client
+	// certificate.
+	ClientTLS *tls.Config
+	// TLSName, when set, names the TLS peers Strait connects to itself
+	// (the upstreams): for a destination it knows, the name to send and
+	// check. Other TLS destinations are dialed by sipgo with ClientTLS and
+	// the destination's address as the name.
+	TLSName func(dest netip.AddrPort) (name string, ok bool)
 	// WSHost names Strait in Via and Contact toward browsers.
 	WSHost string
 	// UserAgent is the User-Agent and Server header value.
@@ -74,6 +85,11 @@ type Stack struct {
 	cancel    context.CancelFunc
 	listeners []net.Listener
 
+	peers   tlsPeers                 // TLS connections in use, by peer address
+	dialed  *dialedListener          // TLS connections Strait opened, handed to sipgo
+	dialMu  sync.Mutex               // guards dialing
+	dialing map[string]chan struct{} // TLS dials in progress, by destination
+
 	wg sync.WaitGroup
 }
 
@@ -89,8 +105,12 @@ func New(cfg Config) (*Stack, error) {
 		cfg.WSHost = "strait.invalid"
 	}
 	sipLog := slog.New(quietRefusals{cfg.Log.Handler()}).With("component", "sipgo")
+	clientTLS := cfg.ClientTLS
+	if clientTLS == nil {
+		clientTLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
-		sipgo.WithUserAgenTLSConfig(cfg.TLS),
+		sipgo.WithUserAgenTLSConfig(clientTLS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
 			sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {})),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
@@ -108,7 +128,7 @@ func New(cfg Config) (*Stack, error) {
 		ua.Close()
 		return nil, err
 	}
-	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log}, nil
+	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log, dialed: newDialedListener()}, nil
 }
 
 // Start binds UDP and TCP (and TLS) and serves them; ws, when not nil,
@@ -146,8 +166,12 @@ func (s *Stack) Start(ws net.Listener) error {
 		s.tlsPort = tl.Addr().(*net.TCPAddr).Port
 		s.listeners = append(s.listeners, tl)
 		s.mu.Unlock()
-		s.serve(func() error { return s.Server.ServeTLS(tl) })
+		s.serve(func() error { return s.Server.ServeTLS(trackingListener{Listener: tl, peers: &s.peers}) })
 	}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, s.dialed)
+	s.mu.Unlock()
+	s.serve(func() error { return s.Server.ServeTLS(s.dialed) })
 	if ws != nil {
 		s.mu.Lock()
 		s.listeners = append(s.listeners, ws)
@@ -319,6 +343,11 @@ func asIs(*sipgo.Client, *sip.Request) error { return nil }
 // Transaction starts a client transaction for a prepared request. It may
 // open a connection to the request's destination (see dial.go).
 func (s *Stack) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	if strings.EqualFold(req.Transport(), TLS) {
+		if err := s.ensureTLS(ctx, req.Destination()); err != nil {
+			return nil, err
+		}
+	}
 	return s.Client.TransactionRequest(allowDial(ctx), req, asIs)
 }
 
@@ -354,6 +383,11 @@ func (s *Stack) Do(ctx context.Context, req *sip.Request) (*sip.Response, error)
 func (s *Stack) Write(req *sip.Request) error {
 	ctx, cancel := context.WithTimeout(allowDial(context.Background()), dialTimeout)
 	defer cancel()
+	if strings.EqualFold(req.Transport(), TLS) {
+		if err := s.ensureTLS(ctx, req.Destination()); err != nil {
+			return err
+		}
+	}
 	conn, err := s.UA.TransportLayer().ClientRequestConnection(ctx, req)
 	if err != nil {
 		return err

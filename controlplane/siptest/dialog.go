@@ -85,7 +85,7 @@ func (d *Dialog) WaitEnded(timeout time.Duration) error {
 // Invite places a call to user with an SDP offer (nil for a delayed
 // offer) and returns at once; WaitAnswer waits for the outcome.
 func (p *Phone) Invite(ctx context.Context, user string, offer []byte, hdrs ...sip.Header) (*Dialog, error) {
-	dua := &sipgo.DialogUA{Client: p.Client, ContactHDR: p.Contact, RewriteContact: p.Transport == "WS"}
+	dua := &sipgo.DialogUA{Client: p.Client, ContactHDR: p.Contact, RewriteContact: p.Transport == "WS" || p.Transport == "WSS"}
 	to := p.URI(user)
 	req := sip.NewRequest(sip.INVITE, to)
 	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
@@ -311,7 +311,7 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
-	dua := &sipgo.DialogUA{Client: p.Client, ContactHDR: p.Contact, RewriteContact: p.Transport == "WS"}
+	dua := &sipgo.DialogUA{Client: p.Client, ContactHDR: p.Contact, RewriteContact: p.Transport == "WS" || p.Transport == "WSS"}
 	sess, err := dua.ReadInvite(req, tx)
 	if err != nil {
 		tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))

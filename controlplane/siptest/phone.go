@@ -10,6 +10,8 @@ package siptest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,7 +34,7 @@ type Phone struct {
 	UA     *sipgo.UserAgent
 	Client *sipgo.Client
 	Server *sipgo.Server
-	// Transport is "WS", "UDP" or "TCP".
+	// Transport is "WS", "WSS", "UDP", "TCP" or "TLS".
 	Transport string
 	// peer is where out-of-dialog requests go: Strait's HTTP address for
 	// WS (the path is /ws), its SIP address for UDP (see SetPeer).
@@ -73,15 +75,31 @@ func randHex(n int) string {
 
 // NewBrowser returns a phone that speaks SIP over WebSocket to Strait's
 // HTTP address (host:port), as JsSIP does.
-func NewBrowser(httpAddr, user string) (*Phone, error) {
+func NewBrowser(httpAddr, user string) (*Phone, error) { return newBrowser(httpAddr, user, nil) }
+
+// NewSecureBrowser is NewBrowser over WSS, trusting roots for Strait's
+// certificate.
+func NewSecureBrowser(httpAddr, user string, roots *x509.CertPool) (*Phone, error) {
+	return newBrowser(httpAddr, user, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+}
+
+func newBrowser(httpAddr, user string, tc *tls.Config) (*Phone, error) {
 	host := randHex(6) + ".invalid"
-	ws := &sip.TransportWS{DialURI: func(addr string) string { return "ws://" + addr + "/ws" }}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("siptest-browser"), sipgo.WithUserAgentHostname(host),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerTransports(sip.TransportsConfig{WS: ws})))
+	transports := sip.TransportsConfig{WS: &sip.TransportWS{DialURI: func(addr string) string { return "ws://" + addr + "/ws" }}}
+	transport := "WS"
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent("siptest-browser"), sipgo.WithUserAgentHostname(host)}
+	if tc != nil {
+		transports = sip.TransportsConfig{WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{
+			DialURI: func(addr string) string { return "wss://" + addr + "/ws" }}}}
+		transport = "WSS"
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(tc))
+	}
+	opts = append(opts, sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerTransports(transports)))
+	ua, err := sipgo.NewUA(opts...)
 	if err != nil {
 		return nil, err
 	}
-	p := &Phone{UA: ua, Transport: "WS", peer: httpAddr, Domain: strings.Split(httpAddr, ":")[0], user: user}
+	p := &Phone{UA: ua, Transport: transport, peer: httpAddr, Domain: strings.Split(httpAddr, ":")[0], user: user}
 	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: randHex(4), Host: host,
 		UriParams: sip.NewParams(), Headers: sip.NewParams()}, Params: sip.NewParams()}
 	p.Contact.Address.UriParams.Add("transport", "ws")
@@ -158,6 +176,41 @@ func NewTCP(peer, user string) (*Phone, error) {
 		return nil, err
 	}
 	go p.Server.ServeTCP(ln)
+	return p, nil
+}
+
+// NewTLS returns a phone listening for SIP over TLS on a port of its own
+// on 127.0.0.1 with server (its certificate, and whether and how it asks
+// for clients'), a PBX reached with ;transport=tls. Requests it sends open
+// connections to peer with client (the roots it trusts, its certificate),
+// unless a connection to peer is open already: then they reuse it.
+func NewTLS(peer, user string, server, client *tls.Config) (*Phone, error) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("siptest-tls"), sipgo.WithUserAgentHostname("127.0.0.1"),
+		sipgo.WithUserAgenTLSConfig(client))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	p := &Phone{UA: ua, Transport: "TLS", peer: peer, Addr: addr.String(), Domain: "127.0.0.1", listener: ln, user: user}
+	p.Contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: addr.Port,
+		UriParams: sip.NewParams(), Headers: sip.NewParams()}, Params: sip.NewParams()}
+	p.Contact.Address.UriParams.Add("transport", "tls")
+	if p.Client, err = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(addr.Port)); err != nil {
+		ua.Close()
+		ln.Close()
+		return nil, err
+	}
+	if err := p.serve(); err != nil {
+		ua.Close()
+		ln.Close()
+		return nil, err
+	}
+	go p.Server.ServeTLS(ln)
 	return p, nil
 }
 
@@ -257,7 +310,7 @@ func (p *Phone) Register(ctx context.Context, password string, expires int) (*si
 	from.Params.Add("tag", randHex(5))
 	req.AppendHeader(from)
 	ct := p.Contact.Clone()
-	if p.Transport == "WS" {
+	if p.Transport == "WS" || p.Transport == "WSS" {
 		ct.Params.Add("+sip.ice", "")
 		ct.Params.Add("reg-id", "1")
 		ct.Params.Add("+sip.instance", `"<urn:uuid:`+p.Contact.Address.User+`-0000-4000-8000-000000000000>"`)
@@ -351,7 +404,7 @@ func (p *Phone) Notify(ctx context.Context, sub *sip.Request, state string, body
 		req.SetBody(body)
 	}
 	req.SetTransport(p.Transport)
-	if p.Transport == "WS" {
+	if p.Transport == "WS" || p.Transport == "WSS" {
 		req.SetDestination(p.Peer())
 	} else {
 		req.SetDestination(sub.Source())

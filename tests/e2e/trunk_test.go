@@ -244,7 +244,15 @@ func trunkInbound(t *testing.T, path trunkPath) {
 	registrar := e.StartSipp(harness.SippConfig{Name: "pbx-registrar", Scenario: "uas_register.xml"})
 	straitSIP := harness.FreeAddr(t)
 	peer := viaPath(e, path, straitSIP, registrar.Addr())
-	s := e.StartStrait(harness.StraitConfig{SIPAddr: straitSIP, Upstream: peer.upstream, Users: []string{"alice:secret"}})
+	callerPort := harness.FreePort(t)
+	var args []string
+	if !path.recordRoute {
+		// Directly, the PBX calls from another address than its
+		// registrar's: both are upstreams (strait takes requests from
+		// upstreams only, by address, port and transport).
+		args = append(args, "--upstream", upstream(fmt.Sprintf("127.0.0.1:%d", callerPort))+";priority=2")
+	}
+	s := e.StartStrait(harness.StraitConfig{SIPAddr: straitSIP, Upstream: peer.upstream, Users: []string{"alice:secret"}, Args: args})
 	pages := e.StartPageServer(nil)
 	b := e.StartBrowser()
 	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
@@ -258,7 +266,7 @@ func trunkInbound(t *testing.T, path trunkPath) {
 		return fmt.Errorf("no strait_*session* gauge in /metrics (have %v): cannot tell the session is gone", base.HeldGauges())
 	})
 
-	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: peer.pbxSide, Service: "alice"})
+	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: peer.pbxSide, Service: "alice", Port: callerPort})
 	// JsSIP answers an incoming INVITE with 180 at once and fires
 	// 'progress', so the page's state moves from incoming to progress
 	// within a millisecond: wait for the latter.
