@@ -342,6 +342,7 @@ func TestTrunkCancelAndRefusals(t *testing.T) {
 		t.Fatalf("busy: %v", res)
 	}
 	tr.waitSessions(0)
+	tr.waitCalls(0) // its CDR is written before the call is unlisted
 
 	// No codec the trunk takes: 488 without bothering the PBX.
 	opusOnly, err := mediatest.NewBrowser(mediatest.BrowserOptions{Codecs: []mediatest.Codec{{PT: 111, Name: "opus", Clock: 48000, Channels: 2}}})
