@@ -200,18 +200,16 @@ func keys(ts []Target) []string {
 	return out
 }
 
-// Start resolves the names again every Refresh (sooner after a failure)
-// until Close.
+// Start resolves the names again every Refresh (sooner while a name
+// fails) until Close. The first round comes one interval after the last
+// Resolve (NewSet's caller resolves once before taking calls).
 func (s *Set) Start() {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 4*lookupTimeout)
-			err := s.Resolve(ctx)
-			cancel()
 			wait := s.every
-			if err != nil {
+			if len(s.cur.Load().failed) > 0 {
 				wait = min(wait, retryAfterFailure)
 			}
 			select {
@@ -219,6 +217,9 @@ func (s *Set) Start() {
 				return
 			case <-time.After(wait):
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*lookupTimeout)
+			s.Resolve(ctx)
+			cancel()
 		}
 	}()
 }

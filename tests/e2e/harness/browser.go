@@ -37,9 +37,10 @@ type Browser struct {
 	e *Env
 }
 
-// StartBrowser launches Chromium for the test; it is closed at the end of
-// the test. Its output goes to the artifact chromium.log.
-func (e *Env) StartBrowser() *Browser {
+// StartBrowser launches Chromium for the test, with extra flags; it is
+// closed at the end of the test. Its output goes to the artifact
+// chromium.log.
+func (e *Env) StartBrowser(extra ...string) *Browser {
 	e.t.Helper()
 	path, err := ChromiumPath()
 	if err != nil {
@@ -57,6 +58,7 @@ func (e *Env) StartBrowser() *Browser {
 		e.t.Fatal(err)
 	}
 	args := append(append([]string(nil), chromiumFlags...), "--use-file-for-fake-audio-capture="+tone)
+	args = append(args, extra...)
 	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 	defer cancel()
 	b, err := cdp.Launch(context.WithoutCancel(ctx), cdp.Options{Path: path, Args: args, UserDataDir: profile, Output: out,

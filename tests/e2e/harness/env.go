@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,20 @@ const (
 	NeedJsSIP
 	// NeedKamailio is Debian's kamailio with its tls and websocket modules.
 	NeedKamailio
+	// NeedDnsmasq is Debian's dnsmasq (dnsmasq-base), a DNS server for names.
+	NeedDnsmasq
 )
+
+// browserSlots bounds how many tests run Chromium at once
+// (STRAIT_E2E_BROWSERS, default 2: one per core of a CI machine).
+var browserSlots = make(chan struct{}, browserSlotCount())
+
+func browserSlotCount() int {
+	if n, err := strconv.Atoi(os.Getenv(envBrowsers)); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}
 
 // TestTimeout bounds one test, whatever its steps ask for.
 const TestTimeout = 3 * time.Minute
@@ -68,6 +82,16 @@ func New(t testing.TB, needs ...Requirement) *Env {
 		t.Skip(msg)
 	}
 
+	for _, r := range needs {
+		if r == NeedChromium {
+			// Chromium is the heavy peer: parallel tests take turns
+			// beyond browserSlots, before they start anything else (a
+			// sipp waiting for its call would time out meanwhile).
+			browserSlots <- struct{}{}
+			t.Cleanup(func() { <-browserSlots })
+			break
+		}
+	}
 	e := &Env{t: t}
 	if root := os.Getenv(envArtifacts); root != "" {
 		e.dir = filepath.Join(root, sanitize(t.Name()))
@@ -123,6 +147,10 @@ func check(r Requirement) (why string, always bool) {
 	case NeedKamailio:
 		if _, err := exec.LookPath("kamailio"); err != nil {
 			return "kamailio not installed (Debian packages kamailio, kamailio-tls-modules; scripts/install-test-deps.sh)", false
+		}
+	case NeedDnsmasq:
+		if _, err := exec.LookPath("dnsmasq"); err != nil {
+			return "dnsmasq not installed (Debian package dnsmasq-base; scripts/install-test-deps.sh)", false
 		}
 	case NeedJsSIP:
 		if _, err := os.Stat(filepath.Join(E2EDir(), "js", "node_modules", "jssip", "package.json")); err != nil {

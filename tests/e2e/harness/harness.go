@@ -37,6 +37,7 @@ const (
 	envRace       = "STRAIT_E2E_RACE"          // "1": build strait with the race detector
 	envArtifacts  = "STRAIT_E2E_ARTIFACTS"     // keep every test's logs under this directory
 	envScreenshot = "STRAIT_UPDATE_SCREENSHOT" // "1": tests may rewrite docs/webphone.png
+	envBrowsers   = "STRAIT_E2E_BROWSERS"      // how many tests run Chromium at once (default 2)
 )
 
 // StraitBin is the strait binary the harness built (or was given), for

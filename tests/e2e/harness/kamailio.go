@@ -24,8 +24,23 @@ type KamailioConfig struct {
 	// PBXTransport is the transport toward the PBX: "udp" (default) or
 	// "tcp"; both sides listen on UDP and TCP.
 	PBXTransport string
+	// Registrar is where strait's REGISTERs go (host:port); default PBX.
+	Registrar string
 	// RecordRoute makes the proxy record-route dialogs.
 	RecordRoute bool
+	// TLS, when set, adds a TLS listener on strait's side (StraitTLSAddr)
+	// and sends strait's requests over TLS to StraitTLS.
+	TLS *KamailioTLS
+}
+
+// KamailioTLS is the TLS side of a Kamailio proxy: its certificate and
+// key, the CA it checks peers' certificates against (strait's server
+// certificate, and its client certificate when RequireClientCert), and
+// strait's SIP TLS address.
+type KamailioTLS struct {
+	Cert, Key, CA     string
+	RequireClientCert bool
+	StraitTLS         string
 }
 
 // Kamailio is a running Kamailio proxy.
@@ -33,7 +48,8 @@ type Kamailio struct {
 	*Process
 	// StraitSide is the port strait's --upstream names; PBXSide the port
 	// the PBX sends to. Both listen on UDP and TCP on 127.0.0.1.
-	StraitSide, PBXSide int
+	// StraitTLSSide listens for TLS from strait when asked, else 0.
+	StraitSide, PBXSide, StraitTLSSide int
 }
 
 // StraitAddr is the address strait's --upstream names.
@@ -65,6 +81,13 @@ func (e *Env) StartKamailio(cfg KamailioConfig) *Kamailio {
 		e.t.Fatal(err)
 	}
 	k := &Kamailio{StraitSide: FreePort(e.t), PBXSide: FreePort(e.t)}
+	if cfg.TLS != nil {
+		k.StraitTLSSide = FreePort(e.t)
+	}
+	registrar := cfg.Registrar
+	if registrar == "" {
+		registrar = cfg.PBX
+	}
 	pbxProto := strings.ToLower(cfg.PBXTransport)
 	if pbxProto == "" {
 		pbxProto = "udp"
@@ -76,10 +99,32 @@ func (e *Env) StartKamailio(cfg KamailioConfig) *Kamailio {
 	argv := []string{"kamailio", "-f", filepath.Join(E2EDir(), "kamailio", "proxy.cfg"),
 		"-DD", "-E", "-n", "2", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"),
 		"-A", "STRAIT_SIDE=" + strconv.Itoa(k.StraitSide), "-A", "PBX_SIDE=" + strconv.Itoa(k.PBXSide),
-		"-A", fmt.Sprintf("STRAIT_SOCKET=\"udp:%s\"", k.StraitAddr()),
+		"-A", "STRAIT_TLS_SIDE=" + strconv.Itoa(k.StraitTLSSide),
 		"-A", fmt.Sprintf("PBX_SOCKET=\"%s:%s\"", pbxProto, k.PBXAddr()),
-		"-A", fmt.Sprintf("STRAIT_URI=\"sip:%s\"", cfg.Strait),
 		"-A", fmt.Sprintf("PBX_URI=\"%s\"", pbxURI),
+		"-A", fmt.Sprintf("REGISTRAR_URI=\"sip:%s\"", registrar),
+	}
+	if cfg.TLS == nil {
+		argv = append(argv, "-A", fmt.Sprintf("STRAIT_SOCKET=\"udp:%s\"", k.StraitAddr()),
+			"-A", fmt.Sprintf("STRAIT_URI=\"sip:%s\"", cfg.Strait))
+	} else {
+		tlsCfg := filepath.Join(dir, "tls.cfg")
+		verify := "0"
+		if cfg.TLS.RequireClientCert {
+			verify = "1"
+		}
+		conf := fmt.Sprintf("[server:default]\nmethod = TLSv1.2+\ncertificate = %s\nprivate_key = %s\nca_list = %s\n"+
+			"verify_certificate = %s\nrequire_certificate = %s\n\n"+
+			"[client:default]\nmethod = TLSv1.2+\ncertificate = %s\nprivate_key = %s\nca_list = %s\n"+
+			"verify_certificate = 1\nrequire_certificate = 1\n",
+			cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA, verify, verify, cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
+		if err := os.WriteFile(tlsCfg, []byte(conf), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+		argv = append(argv, "-A", "WITH_TLS", "-A", fmt.Sprintf("TLS_CFG=\"%s\"", tlsCfg),
+			"-A", fmt.Sprintf("STRAIT_SOCKET=\"tls:%s\"", hostPort(k.StraitTLSSide)),
+			"-A", fmt.Sprintf("STRAIT_URI=\"sip:%s;transport=tls\"", cfg.TLS.StraitTLS),
+			"-l", "tls:"+hostPort(k.StraitTLSSide))
 	}
 	for _, port := range []int{k.StraitSide, k.PBXSide} {
 		argv = append(argv, "-l", fmt.Sprintf("udp:%s", hostPort(port)), "-l", fmt.Sprintf("tcp:%s", hostPort(port)))

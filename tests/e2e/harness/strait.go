@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/strait-sbc/strait/internal/tlsconfig"
 )
 
 // StraitConfig describes one strait process. The zero value is standalone
@@ -23,6 +27,9 @@ type StraitConfig struct {
 	Upstream string
 	// Users are "NAME:PASSWORD" pairs for the local registrar (--user).
 	Users []string
+	// TLS, when set, serves HTTPS/WSS and SIP over TLS (on a free port)
+	// with this certificate; the harness's own requests trust its CA.
+	TLS *TLSFiles
 	// SIPAddr is the SIP UDP/TCP listen address; empty picks a free port
 	// (give one when a proxy in front of the PBX must know it first:
 	// harness.FreeAddr).
@@ -34,11 +41,31 @@ type StraitConfig struct {
 // Strait is a running strait, listening on free loopback ports.
 type Strait struct {
 	*Process
-	// HTTPAddr serves /ws, /v1, the web phone and metrics; SIPAddr is SIP over UDP and TCP.
-	HTTPAddr, SIPAddr string
+	// HTTPAddr serves /ws, /v1, the web phone and metrics; SIPAddr is SIP
+	// over UDP and TCP; SIPTLSAddr SIP over TLS (with StraitConfig.TLS).
+	HTTPAddr, SIPAddr, SIPTLSAddr string
 	// RTPPorts and WebRTCPorts are the media port ranges it was given.
 	RTPPorts, WebRTCPorts string
 	e                     *Env
+	scheme                string       // http or https
+	client                *http.Client // trusts the test CA with TLS
+}
+
+// TLSFiles are PEM files of a certificate, its key and the CA that signed
+// it.
+type TLSFiles struct {
+	Cert, Key, CA string
+}
+
+// PKI makes a private CA and, signed by it, a server certificate for
+// hosts and a client certificate, in the test's artifacts.
+func (e *Env) PKI(name string, hosts ...string) (server, client TLSFiles) {
+	e.t.Helper()
+	p, err := tlsconfig.GeneratePKI(e.Artifact(name), hosts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return TLSFiles{Cert: p.ServerCert, Key: p.ServerKey, CA: p.CA}, TLSFiles{Cert: p.ClientCert, Key: p.ClientKey, CA: p.CA}
 }
 
 // StartStrait starts strait with cfg and waits until /readyz answers 200.
@@ -60,6 +87,18 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	if s.SIPAddr == "" {
 		s.SIPAddr = FreeAddr(e.t)
 	}
+	s.scheme, s.client = "http", http.DefaultClient
+	if cfg.TLS != nil {
+		pem, err := os.ReadFile(cfg.TLS.CA)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		s.scheme = "https"
+		s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+		s.SIPTLSAddr = FreeAddr(e.t)
+	}
 	argv := []string{bin,
 		"--http", s.HTTPAddr, "--sip", s.SIPAddr,
 		"--media-ip", LoopbackIP, "--public-ip", LoopbackIP,
@@ -71,6 +110,9 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	}
 	for _, u := range cfg.Users {
 		argv = append(argv, "--user", u)
+	}
+	if cfg.TLS != nil {
+		argv = append(argv, "--tls-cert", cfg.TLS.Cert, "--tls-key", cfg.TLS.Key, "--sip-tls", s.SIPTLSAddr)
 	}
 	argv = append(argv, cfg.Args...)
 	p, err := e.startProcess("strait", "", nil, 5*time.Second, argv...)
@@ -97,10 +139,15 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 }
 
 // URL returns the base URL of strait's HTTP server, no trailing slash.
-func (s *Strait) URL() string { return "http://" + s.HTTPAddr }
+func (s *Strait) URL() string { return s.scheme + "://" + s.HTTPAddr }
 
 // WS returns the SIP-over-WebSocket URL.
-func (s *Strait) WS() string { return "ws://" + s.HTTPAddr + "/ws" }
+func (s *Strait) WS() string {
+	if s.scheme == "https" {
+		return "wss://" + s.HTTPAddr + "/ws"
+	}
+	return "ws://" + s.HTTPAddr + "/ws"
+}
 
 // SIPURI returns sip:USER@127.0.0.1:PORT for strait's SIP listener.
 func (s *Strait) SIPURI(user string) string { return "sip:" + user + "@" + s.SIPAddr }
@@ -125,7 +172,7 @@ func (s *Strait) Do(ctx context.Context, method, path string, body, out any) (in
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := s.client.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -175,7 +222,7 @@ func (s *Strait) Metrics(ctx context.Context) (Metrics, error) {
 	if err != nil {
 		return Metrics{}, err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := s.client.Do(req)
 	if err != nil {
 		return Metrics{}, err
 	}
