@@ -33,11 +33,15 @@ import (
 //  5. The signalling peer's IP (PlainSpec.signalling_ip: the NAT's public
 //     address the SIP came from) is learnt at once; so is, for RTCP, the IP
 //     RTP was learnt from.
-//  6. Any other source is learnt only after the SDP address stayed silent
-//     for learnDelay since the negotiation, and then only after learnRun
-//     RTP packets in sequence from it (Asterisk's strictrtp=seqno;
-//     rtpengine waits 3 s in its delayed and heuristic modes, and ranks the
-//     SDP address first, as rule 1 does).
+//  6. Any other source is learnt only when the SDP address is one a peer
+//     behind NAT writes (private, shared or link-local: see natted), only
+//     after it stayed silent for learnDelay since the negotiation, and then
+//     only after learnRun RTP packets in sequence from that source
+//     (Asterisk's strictrtp=seqno; rtpengine waits 3 s in its delayed and
+//     heuristic modes, and ranks the SDP address first, as rule 1 does).
+//     A public SDP address is where the peer is: a PBX that only answers
+//     media (an echo, a conference waiting for audio) would otherwise lose
+//     its stream to whoever sprays the port range while it is silent.
 //
 // With SDES, a source is learnt only from a packet that authenticates
 // (CVE-2025-53399: rtpengine latched onto spoofed SRTP before checking it);
@@ -115,7 +119,7 @@ func (st *Stream) judge(sc *streamConfig, i int, isRTCP bool, addr netip.AddrPor
 			return srcLearn // rule 5: RTCP from where RTP comes from
 		}
 		return srcDrop
-	case now-sc.since < int64(learnDelay): // rule 6
+	case !sc.natted || now-sc.since < int64(learnDelay): // rule 6
 		return srcDrop
 	}
 	return srcCandidate

@@ -144,7 +144,7 @@ func TestPlainSourceRules(t *testing.T) {
 	})
 	t.Run("a run of in-sequence packets is learnt only after the SDP address stayed silent", func(t *testing.T) {
 		s := newSourceTest(t, "nat", "stranger")
-		s.negotiate(&pb.PlainSpec{RemoteAddr: "192.0.2.1:4000"}) // a private address nobody sends from
+		s.negotiate(&pb.PlainSpec{RemoteAddr: "10.0.0.1:4000"}) // behind NAT: a private address nobody sends from
 		s.expectRelayed("nat", 10, false, 0)                     // within learnDelay: nothing learnt
 		s.later(2 * learnDelay)
 		s.expectRelayed("nat", 2, false, 0)
@@ -165,6 +165,13 @@ func TestPlainSourceRules(t *testing.T) {
 		s.expectRelayed("pbx", 1, false, 1)   // the SDP address wins
 		s.expectSendsTo("pbx")
 		s.expectRelayed("nat", 3, false, 0)
+	})
+	t.Run("a public SDP address is where the peer is: a silent one is never replaced", func(t *testing.T) {
+		s := newSourceTest(t, "stranger")
+		s.negotiate(&pb.PlainSpec{RemoteAddr: "192.0.2.1:4000"}) // TEST-NET-1: public, silent
+		s.later(time.Minute)
+		s.expectRelayed("stranger", 50, false, 0)
+		s.expectSendsTo("")
 	})
 	t.Run("nothing is learnt before the SDP gives an address", func(t *testing.T) {
 		s := newSourceTest(t, "early")
@@ -213,7 +220,7 @@ func TestMediaMoveIgnoresStalePackets(t *testing.T) {
 func TestSDESLearnsOnlyFromAuthenticPackets(t *testing.T) {
 	s := newSourceTest(t, "nat", "attacker")
 	key := bytes.Repeat([]byte{9}, 30)
-	s.negotiate(&pb.PlainSpec{RemoteAddr: "192.0.2.1:4000", SignallingIp: "127.0.0.1",
+	s.negotiate(&pb.PlainSpec{RemoteAddr: "10.0.0.1:4000", SignallingIp: "127.0.0.1",
 		Sdes: &pb.SDESCrypto{Suite: "AES_CM_128_HMAC_SHA1_80", RemoteKey: key}})
 	// The attacker shares the PBX's NAT IP here (loopback): only
 	// authentication tells them apart.
@@ -229,7 +236,7 @@ func TestSDESLearnsOnlyFromAuthenticPackets(t *testing.T) {
 
 	// Rule 6 (no signalling IP): a run of forged packets never completes.
 	s2 := newSourceTest(t, "nat", "attacker")
-	s2.negotiate(&pb.PlainSpec{RemoteAddr: "192.0.2.1:4000", Sdes: &pb.SDESCrypto{Suite: "AES_CM_128_HMAC_SHA1_80", RemoteKey: key}})
+	s2.negotiate(&pb.PlainSpec{RemoteAddr: "10.0.0.1:4000", Sdes: &pb.SDESCrypto{Suite: "AES_CM_128_HMAC_SHA1_80", RemoteKey: key}})
 	s2.later(time.Minute)
 	s2.expectRelayed("attacker", 20, false, 0)
 	s2.expectSendsTo("")
@@ -272,5 +279,17 @@ func TestSharedPortsAreStrict(t *testing.T) {
 	w.handle(slotOf, &m)
 	if got := s.legs[0].ctr.packetsIn.Load(); got != 1 {
 		t.Fatalf("the SDP address's packet: %d in", got)
+	}
+}
+
+func TestNatted(t *testing.T) {
+	for a, want := range map[string]bool{
+		"10.1.2.3": true, "172.16.0.9": true, "192.168.1.10": true, "100.64.0.1": true, "100.127.255.254": true,
+		"169.254.1.1": true, "fd00::1": true, "fe80::1": true, "::ffff:192.168.0.1": true,
+		"192.0.2.1": false, "203.0.113.9": false, "8.8.8.8": false, "127.0.0.1": false, "100.128.0.1": false, "2001:db8::1": false,
+	} {
+		if got := natted(netip.MustParseAddr(a)); got != want {
+			t.Errorf("natted(%s) = %v, want %v", a, got, want)
+		}
 	}
 }

@@ -46,8 +46,10 @@ type streamConfig struct {
 	remote, remoteRTCP netip.AddrPort
 	strict, mux        bool
 	// sigIP is the signalling peer's IP (PlainSpec.signalling_ip), whose
-	// media is learnt at once; invalid when unknown.
-	sigIP netip.Addr
+	// media is learnt at once; invalid when unknown. natted: the SDP
+	// address is one a peer behind NAT writes (see natted).
+	sigIP  netip.Addr
+	natted bool
 	// epoch numbers the stream's source negotiations: it stays while the
 	// addresses above stay, and grows when an update changes them, so that
 	// what was latched under the old addresses no longer counts. since is
@@ -119,6 +121,7 @@ func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *session
 				if sc.sigIP, err = signallingIP(p); err != nil {
 					return nil, statusf(codes.InvalidArgument, "leg %d stream %d: %v", i, j, err)
 				}
+				sc.natted = sc.remote.IsValid() && natted(sc.remote.Addr())
 			}
 			sc.epoch, sc.since = 1, now
 			if old != nil && j < len(old.legs[i].streams) {
@@ -173,6 +176,18 @@ func (sc *streamConfig) isRetired(a netip.AddrPort) bool {
 	}
 	return false
 }
+
+// natted reports whether an SDP address is one a peer behind NAT writes: a
+// private (RFC 1918, RFC 4193), shared (RFC 6598, carrier-grade NAT) or
+// link-local address, which nobody outside its network sends from. It is
+// the test Kamailio's nathelper applies (nat_uac_test, "RFC 1918 address in
+// SDP") before it lets media be learnt from elsewhere.
+func natted(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsPrivate() || a.IsLinkLocalUnicast() || sharedSpace.Contains(a)
+}
+
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598
 
 // signallingIP parses PlainSpec.signalling_ip.
 func signallingIP(p *pb.PlainSpec) (netip.Addr, error) {

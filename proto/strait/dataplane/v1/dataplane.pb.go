@@ -1097,8 +1097,10 @@ func (x *WebRTCSpec) GetDtlsRole() DTLSRole {
 // address has sent nothing in this negotiation, only when an SDP address is
 // known, never an address of an earlier negotiation, and only (a) from the
 // signalling peer's IP (signalling_ip) or, for RTCP, the IP RTP was learnt
-// from, or (b) after the SDP address stayed silent for a second, from a
-// source that sent four RTP packets in sequence (Asterisk's strictrtp=seqno).
+// from, or (b) when the SDP address is a private, shared (CGNAT) or
+// link-local one (the peer is behind NAT) and stayed silent for a second,
+// from a source that sent four RTP packets in sequence (Asterisk's
+// strictrtp=seqno).
 // Once learnt, no other source is accepted until a new negotiation (an update
 // that changes these addresses), except the SDP address. With SDES, a source
 // is learnt only from a packet that authenticates (CVE-2025-53399).
