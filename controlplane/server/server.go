@@ -315,6 +315,9 @@ func (s *Server) dataplane() ([]*dpool.Node, error) {
 			return nil, fmt.Errorf("in-process dataplane: %w", err)
 		}
 		s.local = n
+		// The node's traffic and drop counters on strait's own /metrics (the
+		// control plane exports the session gauge itself).
+		s.Metrics.Registry.MustRegister(n.TrafficCollector())
 		return []*dpool.Node{{Name: "local", API: n}}, nil
 	}
 	var creds credentials.TransportCredentials = insecure.NewCredentials()

@@ -10,9 +10,18 @@ import (
 // Collector returns a Prometheus collector for the node. Counters are
 // read from the legs and workers when scraped (the packet path only adds to
 // atomics; labelled metric lookups, which lock, never happen per packet).
-func (n *Node) Collector() prometheus.Collector { return &collector{n: n} }
+func (n *Node) Collector() prometheus.Collector { return &collector{n: n, all: true} }
 
-type collector struct{ n *Node }
+// TrafficCollector is Collector without the session gauge: for a process
+// that embeds the node and counts sessions itself (the all-in-one strait,
+// whose control plane exports strait_dataplane_sessions per node), so that
+// its /metrics shows the node's traffic, drops and ports too.
+func (n *Node) TrafficCollector() prometheus.Collector { return &collector{n: n} }
+
+type collector struct {
+	n   *Node
+	all bool // include descSessions
+}
 
 var (
 	descSessions = prometheus.NewDesc("strait_dataplane_sessions", "Sessions held by the node.", nil, nil)
@@ -32,7 +41,10 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode} {
+	if c.all {
+		ch <- descSessions
+	}
+	for _, d := range []*prometheus.Desc{descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode} {
 		ch <- d
 	}
 }
@@ -47,7 +59,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge(descSessions, float64(e.Len()))
+	if c.all {
+		gauge(descSessions, float64(e.Len()))
+	}
 	draining := 0.0
 	if n.draining.Load() {
 		draining = 1

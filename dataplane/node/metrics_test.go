@@ -44,3 +44,24 @@ func TestDropMetricHasEveryReason(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficCollectorBesideTheControlPlane: the all-in-one registers the
+// node's traffic collector on the control plane's registry, which has its
+// own strait_dataplane_sessions: no clash, and the drops are there.
+func TestTrafficCollectorBesideTheControlPlane(t *testing.T) {
+	n := newTestNode(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_dataplane_sessions", Help: "control plane's"}, []string{"node"}))
+	reg.MustRegister(n.TrafficCollector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		found = found || mf.GetName() == "strait_dataplane_drops_total"
+	}
+	if !found {
+		t.Fatal("no strait_dataplane_drops_total")
+	}
+}

@@ -73,6 +73,12 @@ func (tg *target) legitCall(ctx context.Context) (callTook time.Duration, err er
 // echoed sends count tagged PCMU packets, one each 20 ms, and waits until
 // at least want of them came back.
 func echoed(ctx context.Context, b *mediatest.Browser, count, want int) error {
+	return echoedFrom(ctx, b, 1000, count, want)
+}
+
+// echoedFrom is echoed with sequence numbers from seq0 (a browser's stream
+// never goes back: SRTP would refuse a repeat as a replay).
+func echoedFrom(ctx context.Context, b *mediatest.Browser, seq0 uint16, count, want int) error {
 	tagBytes := make([]byte, 4)
 	rand.Read(tagBytes)
 	tag := []byte("legit-" + hex.EncodeToString(tagBytes))
@@ -88,7 +94,7 @@ func echoed(ctx context.Context, b *mediatest.Browser, count, want int) error {
 		select {
 		case <-tick.C:
 			if sent < count {
-				if err := b.Send(0, uint16(1000+sent), uint32(160*sent), sent == 0, payload(sent)); err != nil {
+				if err := b.Send(0, seq0+uint16(sent), uint32(160)*uint32(seq0+uint16(sent)), sent == 0, payload(sent)); err != nil {
 					return fmt.Errorf("sending media: %w", err)
 				}
 				sent++
