@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,7 +168,7 @@ func (c *Call) BrowserToPlain(tag string, count int) {
 	for got < count+1 {
 		pk, err := c.Plain.Next(5*time.Second, func(p Packet) bool { return p.RTP != nil && bytes.HasPrefix(p.RTP.Payload, []byte(tag)) })
 		if err != nil {
-			c.T.Fatalf("browser->plain: %d of %d packets arrived: %v", got, count+1, err)
+			c.T.Fatalf("browser->plain: %d of %d packets arrived: %v\n%s", got, count+1, err, c.counters())
 		}
 		dtmf := bytes.HasPrefix(pk.RTP.Payload, []byte(tag+"-dtmf"))
 		switch {
@@ -189,6 +190,19 @@ func (c *Call) BrowserToPlain(tag string, count int) {
 		}
 		got++
 	}
+}
+
+// counters describes the session's legs' counters, for failure messages.
+func (c *Call) counters() string {
+	s, err := c.N.GetSession(context.Background(), c.Sess.GetId())
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for i, l := range s.GetLegs() {
+		fmt.Fprintf(&b, "leg %d: %v\n", i, l.GetCounters())
+	}
+	return b.String()
 }
 
 // PlainToBrowser sends count packets from the plain side (PCMU and one
@@ -235,7 +249,7 @@ func (c *Call) PlainToBrowserFrom(p *Plain, tag string, seq0 uint16, ts0 uint32,
 			}
 			got++
 		case <-deadline:
-			c.T.Fatalf("plain->browser: %d of %d packets arrived", got, count)
+			c.T.Fatalf("plain->browser: %d of %d packets arrived\n%s", got, count, c.counters())
 		}
 	}
 }
