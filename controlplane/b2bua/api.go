@@ -109,24 +109,20 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	c := e.newCall(from, user)
 	c.api = true
 	c.release = release
-	c.legs[0] = &leg{c: c, idx: 0, kind: kindWebRTC, acks: make(chan *sip.Request, 1)}
+	e.completeCall(c, nil, kindWebRTC, tgt, "")
 	if err := e.register(c); err != nil {
 		release()
 		return "", nil, err
 	}
-	c.log = c.log.With("caller", from, "callee", user)
 	c.log.Info("api call")
 	ac := &apiCaller{early: r.Early, res: make(chan apiResult, 1)}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	go c.run(func() { // the call's loop
 		if tgt.echo {
-			c.direction = "echo"
 			c.runEcho(offer, ac)
 			return
 		}
-		c.runInvite(nil, offer, tgt, ac, "")
-	}()
+		c.runInvite(nil, offer, tgt, ac)
+	})
 	select {
 	case res := <-ac.res:
 		if res.err != nil {
@@ -162,7 +158,9 @@ var ErrDTMFInBand = sipError(501, "", errors.New("the callee takes no SIP INFO: 
 // one request per digit, in order, when the callee lists INFO in Allow;
 // otherwise it returns ErrDTMFInBand. (The dataplane cannot generate RFC
 // 4733 events; a browser's RTCDTMFSender can, and the dataplane maps
-// their payload type.)
+// their payload type.) It runs on the caller's goroutine, not the call's
+// loop: it reads the published state and uses the callee's dialog, which
+// has its own lock.
 func (c *Call) SendDTMF(ctx context.Context, digits string) error {
 	if c.State() != StateAnswered {
 		return sipError(481, "", errors.New("call not answered"))
@@ -171,7 +169,7 @@ func (c *Call) SendDTMF(ctx context.Context, digits string) error {
 	if l == nil || l.d == nil {
 		return ErrDTMFInBand
 	}
-	if !l.info {
+	if !l.info.Load() {
 		return ErrDTMFInBand
 	}
 	for _, d := range digits {

@@ -3,7 +3,7 @@ package b2bua
 import (
 	"context"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -51,50 +51,76 @@ const (
 )
 
 // leg is one side of a call: a SIP dialog, or none for an API client.
+// Its fields are set before the call is published and never written
+// again, except info (see there).
 type leg struct {
 	c    *Call
-	idx  int // 0: the caller's side, 1: the callee's
-	d    *dialog
+	idx  int     // 0: the caller's side, 1: the callee's
+	d    *dialog // nil for an API client (or the echo extension's absent leg)
 	kind legKind
-	// acks delivers ACKs for 2xx responses Strait sent on this dialog.
+	// acks delivers ACKs for 2xx responses Strait sent on this dialog
+	// (sent by onAck without blocking, read by the call's loop).
 	acks chan *sip.Request
 	// info: the peer listed INFO in Allow (so DTMF may go as SIP INFO).
-	info bool
+	// Written by the call's loop when the callee answers, read by
+	// SendDTMF on an API goroutine.
+	info atomic.Bool
 }
 
 // Call is one call: the caller's leg, the callee's leg (none for the
-// echo extension) and one dataplane session. Its methods are safe for
-// concurrent use.
+// echo extension) and one dataplane session. Its exported methods are
+// safe for concurrent use.
+//
+// Ownership. A call is owned by one goroutine, its loop (loop.go), from
+// the moment it is published (Engine.register) to its end: the INVITE's
+// (or SUBSCRIBE's) handler goroutine for a SIP caller, a goroutine of its
+// own for an API call. The fields in the first block are written before
+// the call is published and never again, so any goroutine reads them.
+// The second block is the loop's hand-off to other goroutines, each field
+// safe for concurrent use. The last block belongs to the loop alone: no
+// other goroutine reads or writes it, and no lock guards it. Others ask
+// the loop for changes through inbox (in-dialog requests) or stop (ending
+// the call), and read what it publishes in view.
 type Call struct {
 	// ID is the call's id, as the API and CDRs name it (never a SIP
 	// Call-ID).
 	ID string
 
+	// Frozen before publication.
 	e    *Engine
 	log  *slog.Logger
-	m    *media
 	legs [2]*leg
 	sub  bool // a SUBSCRIBE relay: dialogs, no media
-	api  bool
-	// release gives back the caller's dial-plan slot; set before the call
-	// is registered, called once by finish (nil: none taken).
-	release func()
-
-	mu        sync.Mutex // guards the fields below
-	state     State
-	start     time.Time
-	answer    time.Time
+	api  bool // placed through the HTTP API
+	// release gives back the caller's dial-plan slot (nil: none taken);
+	// end calls it once.
+	release   func()
 	caller    string
 	callee    string
 	direction string
-	busy      bool               // an offer/answer exchange is running
-	out       context.CancelFunc // cancels the callee's INVITE
-	outCause  int
-	outReason string
-	subTimer  *time.Timer
+	start     time.Time
+	// ctx is the parent of every context of the call's I/O: a child of
+	// the engine's, cancelled at the shutdown deadline, and by end once
+	// the call is over. (Per call, so that calls do not contend on one
+	// context's lock.)
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	done    chan struct{}
-	endOnce sync.Once
+	// Hand-off between the loop and everyone else.
+	inbox    chan message                // requests for the loop; see deliver
+	stopReq  atomic.Pointer[stopRequest] // the first request to end the call
+	stopping chan struct{}               // closed by the first stop
+	view     atomic.Pointer[Info]        // the loop's last published description
+	done     chan struct{}               // closed by the loop once the call has ended
+
+	// Owned by the loop.
+	state    State
+	answer   time.Time
+	m        *media      // nil for a subscription relay
+	busy     bool        // an offer/answer exchange is running
+	gone     [2]bool     // the leg sent BYE or its connection closed: no BYE to it
+	deferred []message   // requests kept for when the loop is free
+	subTimer *time.Timer // a subscription relay's expiry
 }
 
 // Info describes a call for the API.
@@ -117,28 +143,48 @@ type Info struct {
 	Session string `json:"session,omitempty"`
 }
 
+// newCall makes a call's frozen part; the caller fills in its legs,
+// direction and media before publishing it with Engine.register.
 func (e *Engine) newCall(caller, callee string) *Call {
 	id := sip.GenerateTagN(20)
-	c := &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), done: make(chan struct{})}
-	c.log = e.log.With("call", id)
-	return c
+	ctx, cancel := context.WithCancel(e.ctx)
+	return &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), ctx: ctx, cancel: cancel,
+		log:   e.log.With("call", id, "caller", caller, "callee", callee),
+		inbox: make(chan message, inboxSize), stopping: make(chan struct{}), done: make(chan struct{})}
 }
 
-// State returns the call's state.
+// State returns the call's state as its loop last published it.
 func (c *Call) State() State {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state
+	if v := c.view.Load(); v != nil {
+		return stateOf(v.State)
+	}
+	return StateRinging
+}
+
+func stateOf(s string) State {
+	for st := StateRinging; st < StateEnded; st++ {
+		if st.String() == s {
+			return st
+		}
+	}
+	return StateEnded
 }
 
 // Done is closed when the call has ended and its session is deleted.
 func (c *Call) Done() <-chan struct{} { return c.done }
 
-// Info describes the call.
+// Info describes the call: a snapshot its loop published, never waiting
+// for the loop.
 func (c *Call) Info() Info {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	in := Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: c.state.String(), Start: c.start}
+	if v := c.view.Load(); v != nil {
+		return *v
+	}
+	return Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: StateRinging.String(), Start: c.start}
+}
+
+// publish stores a fresh snapshot of the call for Info. Loop only.
+func (c *Call) publish() {
+	in := &Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: c.state.String(), Start: c.start}
 	if !c.answer.IsZero() {
 		t := c.answer
 		in.Answer = &t
@@ -146,33 +192,30 @@ func (c *Call) Info() Info {
 	if c.m != nil {
 		in.Session = c.m.sessionID()
 	}
-	return in
+	c.view.Store(in)
 }
 
+// setState moves the call to state s, publishes it and tells the API's
+// watchers. Loop only.
 func (c *Call) setState(s State) {
-	c.mu.Lock()
 	old := c.state
 	if old == StateEnded || old == s {
-		c.mu.Unlock()
 		return
 	}
 	c.state = s
 	if s == StateAnswered {
 		c.answer = time.Now()
 	}
-	caller, callee := c.caller, c.callee
-	c.mu.Unlock()
+	c.publish()
 	if !c.sub {
 		c.e.cfg.Metrics.CallState(old.String(), s.String())
-		c.e.emit(Event{Call: c.ID, State: s.String(), Time: time.Now(), Caller: caller, Callee: callee})
+		c.e.emit(Event{Call: c.ID, State: s.String(), Time: time.Now(), Caller: c.caller, Callee: c.callee})
 	}
 }
 
 // begin marks an offer/answer exchange; false means one is running
-// (glare: the request gets 491, RFC 3261 section 14.2).
+// (glare: the request gets 491, RFC 3261 section 14.2). Loop only.
 func (c *Call) begin() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.busy || c.state == StateEnded {
 		return false
 	}
@@ -180,11 +223,8 @@ func (c *Call) begin() bool {
 	return true
 }
 
-func (c *Call) finishExchange() {
-	c.mu.Lock()
-	c.busy = false
-	c.mu.Unlock()
-}
+// finishExchange ends the exchange begin started. Loop only.
+func (c *Call) finishExchange() { c.busy = false }
 
 func (c *Call) other(l *leg) *leg { return c.legs[1-l.idx] }
 

@@ -7,10 +7,8 @@ import (
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
-// record is the call's CDR so far, ended now with cause and reason.
+// record is the call's CDR, ended now with cause and reason. Loop only.
 func (c *Call) record(cause int, reason string) *cdr.Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	r := &cdr.Record{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, Start: c.start,
 		End: time.Now(), Cause: cause, Reason: reason}
 	if !c.answer.IsZero() {

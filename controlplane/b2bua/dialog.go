@@ -19,39 +19,44 @@ import (
 // identifiers, the remote target and route set, and both CSeq spaces. A
 // call has two; nothing of one is ever copied into the other, which is
 // what hides each side's topology from the other.
+//
+// The first block is set when the dialog is made and never written again
+// (a call publishes its dialogs complete). mu guards the rest, which the
+// call's loop and the goroutines relaying in-dialog requests both use; it
+// is held only while those fields are read or written, never across I/O.
+// Of those, local, remote, transport, dest and up change only when the
+// call's loop aims a dialog it starts at another upstream target (aimAt,
+// before the dialog is confirmed), so the loop itself may read them
+// without mu.
 type dialog struct {
-	st *sipnet.Stack
-
-	mu        sync.Mutex // guards the fields below
+	st        *sipnet.Stack
 	callID    string
 	localTag  string
-	remoteTag string
-	local     sip.Uri // our URI in From (UAC) / To (UAS)
-	remote    sip.Uri // the peer's
 	localName string
-	target    sip.Uri  // remote target (the peer's Contact)
-	routes    []string // route set, in the order Route headers take
-	transport string
-	flow      string           // WebSocket: the connection the peer is on
-	dest      string           // where requests go without a route set: a SIP device's registration source, an upstream target
-	up        *upstream.Target // the upstream target the dialog is with, if any
-	cseq      uint32           // our last CSeq
-	rcseq     uint32           // the peer's last CSeq
+	flow      string // WebSocket: the connection the peer is on
 	uas       bool
-	fixed     bool         // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
 	invite    *sip.Request // the INVITE (or SUBSCRIBE) that made the dialog
 	inviteTx  sip.ServerTransaction
 	contact   string // our Contact user part
+
+	mu        sync.Mutex // guards the fields below
+	local     sip.Uri    // our URI in From (UAC) / To (UAS)
+	remote    sip.Uri    // the peer's
+	transport string
+	dest      string           // where requests go without a route set: a SIP device's registration source, an upstream target
+	up        *upstream.Target // the upstream target the dialog is with, if any
+	remoteTag string
+	target    sip.Uri  // remote target (the peer's Contact)
+	routes    []string // route set, in the order Route headers take
+	cseq      uint32   // our last CSeq
+	rcseq     uint32   // the peer's last CSeq
+	fixed     bool     // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
 }
 
 // key identifies a dialog among Strait's: its Call-ID and our tag.
 func key(callID, localTag string) string { return callID + "\x00" + localTag }
 
-func (d *dialog) key() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return key(d.callID, d.localTag)
-}
+func (d *dialog) key() string { return key(d.callID, d.localTag) }
 
 // newUAS makes the dialog of a request Strait answers (INVITE, SUBSCRIBE).
 func newUAS(st *sipnet.Stack, req *sip.Request, tx sip.ServerTransaction) *dialog {
@@ -89,7 +94,7 @@ func newUAC(st *sipnet.Stack, target, local, remote sip.Uri, localName, transpor
 }
 
 // route returns where the dialog's requests go: the flow for a browser,
-// else the first route or the remote target.
+// else the first route or the remote target. d.mu held.
 func (d *dialog) route() sipnet.Route {
 	if d.flow != "" {
 		return sipnet.Route{Transport: d.transport, Dest: d.flow}

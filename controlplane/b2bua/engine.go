@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"context"
 	"crypto/x509"
 	"log/slog"
 	"net/netip"
@@ -72,25 +73,38 @@ type Config struct {
 	// From: the upstream challenges every INVITE itself. Off, only a
 	// WebSocket with a live registration may call, as its registered user.
 	PBXAuthenticatesCalls bool
+	// ShutdownTimeout bounds Close: every call is hung up in parallel
+	// within it (0: config.DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
 }
 
 // Engine routes SIP requests to calls and holds them. It is safe for
 // concurrent use.
+//
+// Locks: none of the control plane's locks nest, and none is held
+// across I/O. Engine.mu guards the fields marked below and is held only
+// while they are read or changed; each dialog's mu guards that dialog's
+// changing fields the same way; dpool.Pool.mu is the pool's own. A Call
+// has no lock: its loop owns it (see Call).
 type Engine struct {
-	cfg Config
-	st  *sipnet.Stack
-	log *slog.Logger
+	// Frozen after New.
+	cfg    Config
+	st     *sipnet.Stack
+	log    *slog.Logger
+	ctx    context.Context // parent of every call's context; Close cancels it at the deadline
+	cancel context.CancelFunc
+	stop   chan struct{} // closed by Close: background work ends
 
-	mu        sync.Mutex // guards the fields below
-	calls     map[string]*Call
-	dialogs   map[string]*leg // by key(Call-ID, our tag)
-	ownIDs    map[string]bool // Call-IDs Strait generated (loop detection)
-	watchers  map[chan Event]struct{}
-	closing   bool
-	handlerWG sync.WaitGroup
+	mu       sync.Mutex // guards the fields below; held for map operations only
+	calls    map[string]*Call
+	dialogs  map[string]*leg // by key(Call-ID, our tag)
+	ownIDs   map[string]bool // Call-IDs Strait generated (loop detection)
+	watchers map[chan Event]struct{}
+	closing  bool // Close started: no new calls
+	closed   bool // the calls have ended: no new handlers (handlerWG.Add only while false)
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	handlerWG sync.WaitGroup // SIP handlers running; Add under mu while !closed
+	wg        sync.WaitGroup // background goroutines started by New
 }
 
 // New creates an engine and registers its handlers on the stack's server.
@@ -101,8 +115,12 @@ func New(cfg Config) *Engine {
 	if cfg.RingTimeout == 0 {
 		cfg.RingTimeout = config.DefaultRingTimeout
 	}
-	e := &Engine{cfg: cfg, st: cfg.Stack, log: cfg.Log, calls: map[string]*Call{}, dialogs: map[string]*leg{},
-		ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{})}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{cfg: cfg, st: cfg.Stack, log: cfg.Log, ctx: ctx, cancel: cancel, calls: map[string]*Call{},
+		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{})}
 	srv := cfg.Stack.Server
 	srv.OnInvite(e.wrap(e.onInvite))
 	srv.OnAck(e.wrap(e.onAck))
@@ -146,7 +164,12 @@ const allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, SUBSCRI
 func (e *Engine) wrap(h func(*sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		e.cfg.Metrics.Request(string(req.Method), true)
-		e.handlerWG.Add(1)
+		if !e.enter() {
+			if req.Method != sip.ACK {
+				e.st.Respond(tx, req, 503, "Service Unavailable: shutting down", nil)
+			}
+			return
+		}
 		defer e.handlerWG.Done()
 		defer func() {
 			if r := recover(); r != nil {
@@ -158,6 +181,19 @@ func (e *Engine) wrap(h func(*sip.Request, sip.ServerTransaction)) func(*sip.Req
 		}()
 		h(req, tx)
 	}
+}
+
+// enter counts a handler in, unless Close has ended the calls already
+// (then Close may be waiting on handlerWG, which must not grow from zero
+// meanwhile: the Add happens under mu, before closed is set).
+func (e *Engine) enter() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.handlerWG.Add(1)
+	return true
 }
 
 // admit applies the checks every request passes: Max-Forwards (RFC 3261
@@ -191,7 +227,18 @@ func (e *Engine) admit(req *sip.Request, tx sip.ServerTransaction) bool {
 	return true
 }
 
-// Close hangs up every call and stops background work.
+// shutdownReserve is the part of the shutdown deadline kept for the
+// calls' local work (the loops' last steps, on a loaded machine) after
+// the wait for peers is cut short.
+func shutdownReserve(d time.Duration) time.Duration { return min(d/5, time.Second) }
+
+// Close ends every call and stops background work within
+// Config.ShutdownTimeout. Every call is asked to end at once and ends on
+// its own loop, in parallel: its session deleted, its CDR written, BYE
+// (or CANCEL) to its peers. Calls whose peers have not answered by the
+// deadline less shutdownReserve are cut short: the engine's context is
+// cancelled, which ends every wait on the network. Close returns when the
+// calls have ended, or at the deadline.
 func (e *Engine) Close() {
 	e.mu.Lock()
 	if e.closing {
@@ -205,17 +252,22 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	close(e.stop)
+	deadline := time.Now().Add(e.cfg.ShutdownTimeout)
 	for _, c := range calls {
-		c.Hangup(503, "shutdown")
+		c.stop(503, "shutdown", nil)
 	}
-	for _, c := range calls {
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-		}
+	if n := waitCalls(calls, deadline.Add(-shutdownReserve(e.cfg.ShutdownTimeout))); n > 0 {
+		e.log.Warn("shutdown: peers did not answer in time; ending calls without them", "calls", n)
 	}
+	e.cancel()
+	if n := waitCalls(calls, deadline); n > 0 {
+		e.log.Error("shutdown: calls still ending at the deadline", "calls", n)
+	}
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	waitUntil(&e.handlerWG, deadline)
 	e.wg.Wait()
-	waitTimeout(&e.handlerWG, 5*time.Second)
 	e.mu.Lock()
 	for ch := range e.watchers {
 		close(ch)
@@ -224,12 +276,38 @@ func (e *Engine) Close() {
 	e.mu.Unlock()
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+// waitCalls waits until every call has ended or the deadline passes, and
+// returns how many have not.
+func waitCalls(calls []*Call, deadline time.Time) int {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for i, c := range calls {
+		select {
+		case <-c.done:
+		case <-t.C:
+			n := 0
+			for _, c := range calls[i:] {
+				select {
+				case <-c.done:
+				default:
+					n++
+				}
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// waitUntil waits for wg until the deadline.
+func waitUntil(wg *sync.WaitGroup, deadline time.Time) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(d):
+	case <-t.C:
 	}
 }
 

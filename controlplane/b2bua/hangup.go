@@ -2,155 +2,147 @@ package b2bua
 
 import (
 	"context"
-	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/strait-sbc/strait/controlplane/cdr"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
-// cancel stops a call that is still ringing (the caller's CANCEL, a ring
-// timeout, an API hang-up).
-func (c *Call) cancel(code int, reason string) {
-	c.mu.Lock()
-	out := c.out
-	if c.outCause == 0 {
-		c.outCause, c.outReason = code, reason
-	}
-	c.mu.Unlock()
-	if out != nil {
-		out()
-	}
-}
-
-// Hangup ends the call: a ringing call is cancelled, an answered one gets
-// BYE on both legs.
+// Hangup ends the call and returns once it has ended: a ringing call is
+// cancelled, an answered one gets BYE on both legs.
 func (c *Call) Hangup(cause int, reason string) {
-	c.mu.Lock()
-	st := c.state
-	c.mu.Unlock()
-	switch st {
-	case StateEnded:
-		return
-	case StateRinging, StateEarly:
-		c.cancel(cause, reason)
-		if c.legs[1] == nil || c.m == nil {
-			c.finish(cause, reason, nil)
-		}
-		return
-	}
-	c.finish(cause, reason, func() {
-		var wg sync.WaitGroup
-		for _, l := range c.legs {
-			if l == nil || l.d == nil {
-				continue
-			}
-			wg.Add(1)
-			go func(l *leg) {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
-				defer cancel()
-				l.d.send(ctx, l.d.request(sip.BYE, nil, ""))
-			}(l)
-		}
-		wg.Wait()
-	})
+	c.stop(cause, reason, nil)
+	<-c.done
 }
 
 // lost ends a call whose leg l can no longer be reached (its WebSocket
 // closed): a ringing call is cancelled (or refused, when l is the
 // callee), an answered one gets BYE on the other leg only.
 func (c *Call) lost(l *leg) {
-	c.mu.Lock()
-	st := c.state
-	c.mu.Unlock()
-	if st == StateEnded {
-		return
-	}
-	if st != StateAnswered && !c.sub {
-		c.cancel(480, "connection lost")
-		return
-	}
-	reason := "caller connection lost"
-	if l.idx == 1 {
-		reason = "callee connection lost"
-	}
-	c.finish(480, reason, func() {
-		o := c.other(l)
-		if o == nil || o.d == nil {
-			return
+	reason := "connection lost"
+	if c.State() == StateAnswered || c.sub {
+		reason = "caller connection lost"
+		if l.idx == 1 {
+			reason = "callee connection lost"
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
-		defer cancel()
-		o.d.send(ctx, o.d.request(sip.BYE, nil, ""))
-	})
+	}
+	c.stop(480, reason, l)
 }
 
-// byeFrom ends an answered call on the BYE of one leg: the other leg gets
-// BYE.
-func (c *Call) byeFrom(l *leg) {
-	who := "caller bye"
-	if l.idx == 1 {
-		who = "callee bye"
+// failureCode is the final response a caller gets when its call is
+// stopped before the answer: the stop's cause when it is a failure,
+// else 487 (Request Terminated).
+func failureCode(cause int) int {
+	if cause >= 400 && cause < 700 {
+		return cause
 	}
-	c.finish(200, who, func() {
-		o := c.other(l)
-		if o == nil || o.d == nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
-		defer cancel()
-		if _, err := o.d.send(ctx, o.d.request(sip.BYE, nil, "")); err != nil {
-			c.log.Info("BYE to the other leg failed", "err", err)
-		}
-	})
+	return 487
 }
 
-// finish ends the call once: runs bye (the BYEs to send), deletes the
-// session, forgets the dialogs, writes the CDR.
-func (c *Call) finish(cause int, reason string, bye func()) {
-	c.endOnce.Do(func() {
-		c.mu.Lock()
-		old := c.state
-		c.state = StateEnded
-		if c.subTimer != nil {
-			c.subTimer.Stop()
-		}
-		c.mu.Unlock()
-		if bye != nil {
-			bye()
-		}
-		var final *cdr.Record
-		if c.m != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-			s := c.m.close(ctx, reason)
-			cancel()
-			final = c.record(cause, reason)
-			final.Media = legMedia(s)
-		}
+// hangup ends an answered call on the stop request. Loop only.
+func (c *Call) hangup() {
+	r := c.stopReq.Load()
+	if r.from != nil {
+		c.gone[r.from.idx] = true
+	}
+	c.end(r.cause, r.reason)
+}
+
+// end ends the call once. BYEs go to every leg of an answered call that
+// is still there, on goroutines of their own (they use only the dialogs,
+// which have their own locks), while the loop deletes the session, writes
+// the CDR and unlists the call; then the loop waits for the BYEs'
+// answers, answering what arrives meanwhile (a BYE that crossed Strait's
+// gets its 200), and forgets the dialogs last. Everything but the wait
+// for peers is done first, so that a shutdown that stops waiting for
+// silent peers has little left to do. Loop only.
+func (c *Call) end(cause int, reason string) {
+	if c.state == StateEnded {
+		return
+	}
+	old := c.state
+	c.state = StateEnded
+	c.publish()
+	if c.subTimer != nil {
+		c.subTimer.Stop()
+	}
+	byes := 0
+	byeDone := make(chan struct{}, len(c.legs))
+	if old == StateAnswered && !c.sub {
 		for _, l := range c.legs {
-			c.e.removeDialog(l)
-		}
-		if c.release != nil {
-			c.release()
-		}
-		if !c.sub {
-			c.e.cfg.Metrics.CallState(old.String(), "")
-			c.e.cfg.Metrics.CallEnded(cause)
-			if final == nil {
-				final = c.record(cause, reason)
+			if l == nil || l.d == nil || c.gone[l.idx] {
+				continue
 			}
-			if c.e.cfg.CDR != nil {
-				if err := c.e.cfg.CDR.Add(*final); err != nil {
-					c.log.Warn("CDR not written", "err", err)
-				}
-			}
-			c.e.emit(Event{Call: c.ID, State: StateEnded.String(), Time: final.End, Cause: cause, Reason: reason,
-				Caller: final.Caller, Callee: final.Callee})
-			c.log.Info("call ended", "cause", cause, "reason", reason, "duration", final.Duration)
+			byes++
+			go func() {
+				c.bye(l)
+				byeDone <- struct{}{}
+			}()
 		}
-		// Unlisted last: whoever sees the call gone finds its record.
-		c.e.unregister(c)
-		close(c.done)
-	})
+	}
+	var final *pb.Session
+	if c.m != nil {
+		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+		final = c.m.close(ctx, reason)
+		cancel()
+	}
+	if !c.sub {
+		c.e.cfg.Metrics.CallState(old.String(), "")
+		c.e.cfg.Metrics.CallEnded(cause)
+		rec := c.record(cause, reason)
+		rec.Media = legMedia(final)
+		if c.e.cfg.CDR != nil {
+			if err := c.e.cfg.CDR.Add(*rec); err != nil {
+				c.log.Warn("CDR not written", "err", err)
+			}
+		}
+		c.e.emit(Event{Call: c.ID, State: StateEnded.String(), Time: rec.End, Cause: cause, Reason: reason,
+			Caller: rec.Caller, Callee: rec.Callee})
+		c.log.Info("call ended", "cause", cause, "reason", reason, "duration", rec.Duration)
+	}
+	// Unlisted after its record is written: whoever sees the call gone
+	// finds its CDR.
+	c.e.unregister(c)
+	if c.release != nil {
+		c.release()
+	}
+	for byes > 0 {
+		select {
+		case <-byeDone:
+			byes--
+		case m := <-c.inbox:
+			c.answerEnded(m)
+		}
+	}
+	for _, l := range c.legs {
+		c.e.removeDialog(l)
+	}
+	c.drain()
+	c.cancel()
+	close(c.done)
+}
+
+// bye sends BYE on leg l and waits for its answer (at most byeTimeout,
+// less when shutdown's deadline comes first). It runs on a goroutine of
+// end's, alongside the session's deletion; it touches only the dialog,
+// which has its own lock.
+func (c *Call) bye(l *leg) {
+	ctx, cancel := context.WithTimeout(c.ctx, byeTimeout)
+	defer cancel()
+	if _, err := l.d.send(ctx, l.d.request(sip.BYE, nil, "")); err != nil {
+		c.log.Info("BYE not answered", "leg", l.idx, "err", err)
+	}
+}
+
+// renew keeps a subscription relay for d more (its Expires plus slack).
+// Loop only.
+func (c *Call) renew(d time.Duration) {
+	if c.state == StateEnded {
+		return
+	}
+	if c.subTimer != nil {
+		c.subTimer.Stop()
+	}
+	c.subTimer = time.NewTimer(d)
 }

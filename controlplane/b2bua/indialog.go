@@ -15,7 +15,10 @@ import (
 var passHeaders = []string{"Event", "Subscription-State", "Expires", "Allow-Events", "Accept",
 	"Content-Disposition", "Info-Package", "Recv-Info", "Referred-By", "Refer-Sub", "Subject", "Priority"}
 
-// onInDialog handles a request inside one of Strait's dialogs.
+// onInDialog handles a request inside one of Strait's dialogs: what
+// changes the call (BYE, an offer) goes to the call's loop; what only
+// passes through (INFO, MESSAGE, NOTIFY, REFER, OPTIONS, SUBSCRIBE, an
+// UPDATE refresh) is relayed on this goroutine, through the dialogs.
 func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if !e.admit(req, tx) {
 		return
@@ -31,18 +34,19 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	c := l.c
 	switch req.Method {
-	case sip.BYE:
-		e.st.Respond(tx, req, 200, "", nil)
-		c.log.Info("bye", "leg", l.idx)
-		c.byeFrom(l)
 	case sip.INVITE:
-		c.reoffer(l, req, tx)
+		// At once, not when the loop gets to it (RFC 3261 section 17.2.1:
+		// a UAS that may take over 200 ms sends 100 itself).
+		e.st.Respond(tx, req, 100, "", nil)
+		c.deliver(l, req, tx)
+	case sip.BYE:
+		c.deliver(l, req, tx)
 	case sip.UPDATE:
 		if len(req.Body()) == 0 {
 			c.forward(l, req, tx) // a session refresh without an offer
 			return
 		}
-		c.reoffer(l, req, tx)
+		c.deliver(l, req, tx)
 	case sip.PRACK:
 		e.st.Respond(tx, req, 200, "", nil)
 	default:
@@ -52,7 +56,8 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 
 // forward passes an in-dialog request (INFO, MESSAGE, NOTIFY, REFER,
 // OPTIONS, SUBSCRIBE, UPDATE without SDP) to the other leg and its final
-// response back.
+// response back. It runs on the request's handler goroutine, not the
+// call's loop: it reads only the call's frozen fields and the dialogs.
 func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	st := c.e.st
 	o := c.other(l)
@@ -78,7 +83,7 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		fwd.AppendHeader(sip.NewHeader("Refer-To", c.e.referTo(rt.Value(), o)))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	res, err := o.d.send(ctx, fwd)
 	if err != nil {

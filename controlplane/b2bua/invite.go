@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -40,7 +41,7 @@ func (s *sipCaller) answered(body []byte) (*sip.Request, error) {
 	if err := s.c.e.st.RespondWith(s.tx, res); err != nil {
 		return nil, err
 	}
-	return s.l.waitAck(s.tx, res, s.l.d.invite.CSeq().SeqNo)
+	return s.c.waitAck(s.l, s.tx, res, s.l.d.invite.CSeq().SeqNo)
 }
 
 func (s *sipCaller) failed(code int, reason string, hdrs []sip.Header) {
@@ -148,78 +149,103 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	from := req.From()
 	c := e.newCall(who, tgt.user)
 	c.release = release
-	a := &leg{c: c, idx: 0, d: newUAS(e.st, req, tx), kind: kind, acks: make(chan *sip.Request, 4)}
-	c.legs[0] = a
+	ad := newUAS(e.st, req, tx)
+	if t, ok := e.upstreamOf(req); ok {
+		upstreamDialog(ad, t)
+	}
+	e.completeCall(c, ad, kind, tgt, from.DisplayName)
 	if err := e.register(c); err != nil {
 		release()
 		e.st.Respond(tx, req, 503, "", nil)
 		return
 	}
-	e.addDialog(a)
-	c.log = c.log.With("caller", c.caller, "callee", c.callee)
-	if t, ok := e.upstreamOf(req); ok {
-		upstreamDialog(a.d, t)
-	}
+	e.addDialog(c.legs[0])
 	c.log.Info("call", "from", s, "transport", req.Transport())
-	sc := &sipCaller{c: c, l: a, tx: tx}
-	if !tx.OnCancel(func(*sip.Request) { c.cancel(487, "caller cancel") }) {
-		c.finish(487, "caller cancel", nil)
-		return
-	}
+	sc := &sipCaller{c: c, l: c.legs[0], tx: tx}
+	// This handler's goroutine is the call's loop from here on.
+	c.run(func() {
+		if !tx.OnCancel(func(*sip.Request) { c.stop(487, reasonCallerCancel, nil) }) {
+			c.end(487, reasonCallerCancel)
+			return
+		}
+		if tgt.echo {
+			c.runEcho(offer, sc)
+			return
+		}
+		c.runInvite(req, offer, tgt, sc)
+	})
+}
+
+// reasonCallerCancel is the reason of a call the caller cancelled (sipgo
+// has answered its INVITE with 487 already).
+const reasonCallerCancel = "caller cancel"
+
+// completeCall fills in what a new call needs before it is published: the
+// caller's leg (callerDialog nil for an API client), the callee's toward
+// tgt (none for the echo extension), the direction and the media.
+func (e *Engine) completeCall(c *Call, callerDialog *dialog, callerKind legKind, tgt target, fromName string) {
+	c.legs[0] = &leg{c: c, idx: 0, d: callerDialog, kind: callerKind, acks: make(chan *sip.Request, 4)}
 	if tgt.echo {
-		c.runEcho(offer, sc)
+		c.direction = "echo"
+		c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(c.legs[0]))
 		return
 	}
-	c.runInvite(req, offer, tgt, sc, from.DisplayName)
+	d, kind := e.outbound(tgt, c.caller, fromName)
+	c.legs[1] = &leg{c: c, idx: 1, d: d, kind: kind, acks: make(chan *sip.Request, 4)}
+	c.direction = direction(c.legs[0], c.legs[1], c.api)
+	c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(c.legs[0]), c.mediaLeg(c.legs[1]))
 }
 
 // runEcho answers the caller with a one-leg session that reflects its
-// media.
+// media. Loop only.
 func (c *Call) runEcho(offer *sdp.Description, cl caller) {
-	a := c.legs[0]
-	c.direction = "echo"
 	if offer == nil {
 		cl.failed(488, "Not Acceptable Here: the echo extension needs an offer", nil)
-		c.finish(488, "no offer", nil)
+		c.end(488, "no offer")
 		return
 	}
-	c.m = newMedia(c.e.cfg.Pool, c.ID, c.e.cfg.MediaTimeout, c.mediaLeg(a))
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	ans, err := c.m.echo(ctx, offer)
 	if err != nil {
 		code, reason := statusOf(err)
 		c.log.Info("echo refused", "err", err)
 		cl.failed(code, reason, nil)
-		c.finish(code, "echo: "+err.Error(), nil)
+		c.end(code, "echo: "+err.Error())
+		return
+	}
+	if c.stopped() {
+		c.refuse(cl)
 		return
 	}
 	c.setState(StateAnswered)
-	if _, err := cl.answered(ans); err != nil {
+	if _, err := cl.answered(ans); err != nil && !errors.Is(err, errStopped) {
 		c.log.Info("echo: caller never confirmed", "err", err)
-		c.Hangup(408, "no ack")
+		c.end(408, "no ack")
 	}
 }
 
-// runInvite places the callee's leg and bridges it to the caller.
-func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, cl caller, fromName string) {
-	e := c.e
-	a := c.legs[0]
-	d, kind := e.outbound(tgt, c.caller, fromName)
-	b := &leg{c: c, idx: 1, d: d, kind: kind, acks: make(chan *sip.Request, 4)}
-	c.legs[1] = b
-	c.direction = direction(a, b, c.api)
-	c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(a), c.mediaLeg(b))
+// refuse ends a call stopped before it was answered: the caller's
+// request fails with the stop's cause (a CANCELled INVITE was answered
+// 487 by sipgo already). Loop only.
+func (c *Call) refuse(cl caller) {
+	r := c.stopReq.Load()
+	if r.reason != reasonCallerCancel {
+		cl.failed(failureCode(r.cause), "", nil)
+	}
+	c.end(r.cause, r.reason)
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RingTimeout)
+// runInvite places the callee's INVITE and bridges its answer to the
+// caller; it returns once the call is answered or has ended. Loop only.
+func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, cl caller) {
+	e := c.e
+	b := c.legs[1]
+	d := b.d
+	ctx, cancel := context.WithTimeout(c.ctx, e.cfg.RingTimeout)
 	defer cancel()
-	c.mu.Lock()
-	c.out = cancel
-	pre := c.outCause
-	c.mu.Unlock()
-	if pre != 0 {
-		cl.failed(pre, "", nil)
-		c.finish(pre, c.outReason, nil)
+	if c.stopped() {
+		c.refuse(cl)
 		return
 	}
 
@@ -235,9 +261,10 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		code, reason := statusOf(err)
 		c.log.Info("offer refused", "err", err)
 		cl.failed(code, reason, nil)
-		c.finish(code, "offer: "+err.Error(), nil)
+		c.end(code, "offer: "+err.Error())
 		return
 	}
+	c.publish() // the session exists
 	build := func() *sip.Request {
 		inv := d.request(sip.INVITE, body, "application/sdp")
 		inv.ReplaceHeader(maxForwards(req))
@@ -283,7 +310,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		}
 		c.log.Warn("callee unreachable", "err", err)
 		cl.failed(503, "", nil)
-		c.finish(503, "callee unreachable", nil)
+		c.end(503, "callee unreachable")
 		return
 	}
 	defer func() { tx.Terminate() }()
@@ -379,21 +406,23 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				}
 				c.log.Info("callee refused", "status", res.StatusCode)
 				cl.failed(code, reason, hdrs)
-				c.finish(code, "callee "+strings.ToLower(sipnet.ReasonPhrase(code)), nil)
+				c.end(code, "callee "+strings.ToLower(sipnet.ReasonPhrase(code)))
 				return
 			}
+		case m := <-c.inbox:
+			c.serve(m)
+		case <-c.stopping:
+			c.cancelCallee(tx, inv)
+			c.refuse(cl)
+			return
 		case <-ctx.Done():
-			c.mu.Lock()
-			code, reason := c.outCause, c.outReason
-			c.mu.Unlock()
-			if code == 0 {
-				code, reason = 408, "ring timeout"
+			code, reason := 408, "ring timeout"
+			if e.ctx.Err() != nil {
+				code, reason = 503, "shutdown"
 			}
 			c.cancelCallee(tx, inv)
-			if code != 487 || reason != "caller cancel" {
-				cl.failed(code, "", nil)
-			}
-			c.finish(code, reason, nil)
+			cl.failed(code, "", nil)
+			c.end(code, reason)
 			return
 		case <-silence.C:
 			if !heard && resend("no response") {
@@ -405,7 +434,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 			}
 			c.log.Info("callee did not answer the INVITE", "err", tx.Err())
 			cl.failed(408, "", nil)
-			c.finish(408, "callee timeout", nil)
+			c.end(408, "callee timeout")
 			return
 		}
 	}
@@ -413,9 +442,10 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 
 // cancelCallee sends CANCEL for the callee's INVITE and waits for its
 // final response; a 2xx that crossed the CANCEL is ACKed and hung up.
+// Loop only: the call is ending, so the inbox waits (end answers it).
 func (c *Call) cancelCallee(tx sip.ClientTransaction, inv *sip.Request) {
 	st := c.e.st
-	cctx, cancel := context.WithTimeout(context.Background(), cancelWait)
+	cctx, cancel := context.WithTimeout(c.ctx, cancelWait)
 	defer cancel()
 	creq := cancelFor(st, inv)
 	c.e.cfg.Metrics.Request(string(sip.CANCEL), false)
@@ -430,9 +460,7 @@ func (c *Call) cancelCallee(tx sip.ClientTransaction, inv *sip.Request) {
 				b := c.legs[1]
 				b.d.established(res)
 				st.Write(b.d.ack(inv.CSeq().SeqNo, nil))
-				bctx, bc := context.WithTimeout(context.Background(), byeTimeout)
-				b.d.send(bctx, b.d.request(sip.BYE, nil, ""))
-				bc()
+				c.bye(b)
 			}
 			return
 		case <-tx.Done():

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/dpool"
@@ -60,8 +59,6 @@ type mediaLeg struct {
 // signalledFrom records the SIP source address (host:port) of leg i's
 // peer, unless one is known already.
 func (m *media) signalledFrom(i int, source string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if l := m.legs[i]; !l.sigIP.IsValid() {
 		l.sigIP = sourceIP(source)
 	}
@@ -102,15 +99,15 @@ type exchange struct {
 	answerOut []byte
 }
 
-// media is a call's one dataplane session and its negotiation. Exchanges
-// are serialised by the call (one at a time); mu guards the state against
-// concurrent hang-up.
+// media is a call's one dataplane session and its negotiation. It
+// belongs to the call's loop: only the loop calls its methods, one at a
+// time, so nothing in it is locked, and its dataplane requests (gRPC for
+// a remote node) hold no lock. The first three fields are frozen.
 type media struct {
 	pool    *dpool.Pool
 	callID  string
 	timeout time.Duration // media timeout for the session, 0 for the node's
 
-	mu     sync.Mutex
 	legs   []*mediaLeg
 	sess   *pb.Session
 	pend   *exchange
@@ -127,15 +124,13 @@ func newMedia(pool *dpool.Pool, callID string, timeout time.Duration, legs ...*m
 
 // sessionID is the dataplane session id, empty before one exists.
 func (m *media) sessionID() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.sess == nil {
 		return ""
 	}
 	return m.sess.GetId()
 }
 
-// create makes the dataplane session. m.mu held.
+// create makes the dataplane session.
 func (m *media) create(ctx context.Context) error {
 	s, err := m.pool.Create(ctx, &pb.CreateSessionRequest{Legs: m.specs(),
 		MediaTimeoutS: uint32(m.timeout / time.Second), Labels: map[string]string{dpool.LabelCall: m.callID}})
@@ -146,7 +141,7 @@ func (m *media) create(ctx context.Context) error {
 	return nil
 }
 
-// update applies the negotiated state to the session. m.mu held.
+// update applies the negotiated state to the session.
 func (m *media) update(ctx context.Context, restart []bool) error {
 	s, err := m.pool.Update(ctx, &pb.UpdateSessionRequest{Id: m.sess.GetId(), Legs: m.specs(), IceRestart: restart})
 	if err != nil {
@@ -159,8 +154,6 @@ func (m *media) update(ctx context.Context, restart []bool) error {
 // close deletes the session and returns its final state (nil if there was
 // none). Later operations fail with errClosed.
 func (m *media) close(ctx context.Context, reason string) *pb.Session {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
 		return m.final
 	}
@@ -199,7 +192,10 @@ func (c *Call) mediaLeg(l *leg) *mediaLeg {
 	case l.d.invite != nil: // Strait answers: the INVITE's source
 		ml.sigIP = sourceIP(l.d.invite.Source())
 	default: // Strait calls: where it sends (an IP, or a name resolved later from the answer)
-		ml.sigIP = sourceIP(l.d.route().Dest)
+		l.d.mu.Lock()
+		dest := l.d.route().Dest // route reads the dialog's guarded fields
+		l.d.mu.Unlock()
+		ml.sigIP = sourceIP(dest)
 	}
 	return ml
 }

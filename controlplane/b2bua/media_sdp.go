@@ -64,8 +64,8 @@ func (m *media) withSSRC(i int, streams []sdp.Stream) []sdp.Stream {
 	return out
 }
 
-// build writes Strait's offer on leg i from streams. m.mu held; the
-// session exists.
+// buildOffer writes Strait's offer on leg i from streams; the session
+// exists.
 func (m *media) buildOffer(i int, streams []sdp.Stream) (*sdp.Description, error) {
 	l := m.legs[i]
 	if l.kind == kindWebRTC {
@@ -82,7 +82,7 @@ func (m *media) buildOffer(i int, streams []sdp.Stream) (*sdp.Description, error
 	return sdp.PlainOffer(&l.origin, streams, m.localPlain(i, false))
 }
 
-// buildAnswer writes Strait's answer on leg i to offer. m.mu held.
+// buildAnswer writes Strait's answer on leg i to offer.
 func (m *media) buildAnswer(i int, offer *sdp.Description, streams []sdp.Stream) ([]byte, error) {
 	l := m.legs[i]
 	var d *sdp.Description

@@ -10,8 +10,6 @@ import (
 // offer passes a peer's offer from leg from to the other leg and returns
 // Strait's offer for it. The session is created by the first offer.
 func (m *media) offer(ctx context.Context, from int, d *sdp.Description) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
 		return nil, errClosed
 	}
@@ -72,8 +70,6 @@ func (m *media) offer(ctx context.Context, from int, d *sdp.Description) ([]byte
 // offerFresh makes an offer on leg to without one to start from (the
 // INVITE on the other leg had no SDP).
 func (m *media) offerFresh(ctx context.Context, to int) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
 		return nil, errClosed
 	}
@@ -113,29 +109,23 @@ func (m *media) offerFresh(ctx context.Context, to int) ([]byte, error) {
 // one), or, after a delayed offer, Strait's offer for the other leg with
 // needOffer set.
 func (m *media) answer(ctx context.Context, at int, d *sdp.Description, raw []byte) (out []byte, needOffer bool, err error) {
-	m.mu.Lock()
 	ex := m.pend
 	if m.closed {
-		m.mu.Unlock()
 		return nil, false, errClosed
 	}
 	if ex == nil {
-		m.mu.Unlock()
 		return nil, false, sipError(500, "", errors.New("answer without an offer"))
 	}
 	if ex.answerIn != nil && string(ex.answerIn) == string(raw) {
-		m.mu.Unlock()
 		return ex.answerOut, false, nil // the 200 repeats the 183's answer
 	}
 	if ex.from == -1 {
 		// Delayed offer: this leg answered Strait's own offer; offer the
 		// other leg what it chose.
 		if len(d.Media) != len(ex.streams) {
-			m.mu.Unlock()
 			return nil, false, sipError(488, "", errors.New("answer does not match the offer's m-lines"))
 		}
 		if err := m.adopt(at, d, true); err != nil {
-			m.mu.Unlock()
 			return nil, false, err
 		}
 		l := m.legs[at]
@@ -144,17 +134,13 @@ func (m *media) answer(ctx context.Context, at int, d *sdp.Description, raw []by
 			l.dirs[j] = ex.streams[j].Direction.And(d.Media[j].Direction.Reverse())
 		}
 		m.pend = nil
-		m.mu.Unlock()
 		o, err := m.offer(ctx, at, d)
 		if err != nil {
 			return nil, false, err
 		}
-		m.mu.Lock()
 		m.pend.silent = true
-		m.mu.Unlock()
 		return o, true, nil
 	}
-	defer m.mu.Unlock()
 	from := ex.from
 	astreams, err := sdp.AnswerStreams(ex.offer, d)
 	if err != nil {
@@ -198,8 +184,6 @@ func (m *media) answer(ctx context.Context, at int, d *sdp.Description, raw []by
 // no signalling to ask (an API client): as if it answered with its last
 // description, keeping its transport as it is.
 func (m *media) answerLocally(ctx context.Context, at int) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	ex := m.pend
 	if ex == nil || ex.from < 0 || m.closed {
 		return nil, sipError(488, "", errors.New("no offer to answer"))
@@ -232,16 +216,12 @@ func (m *media) answerLocally(ctx context.Context, at int) ([]byte, error) {
 
 // abandon drops a pending exchange the other leg refused.
 func (m *media) abandon() {
-	m.mu.Lock()
 	m.pend = nil
-	m.mu.Unlock()
 }
 
 // echo answers a one-leg session's offer: the dataplane reflects the
 // caller's media back to it.
 func (m *media) echo(ctx context.Context, d *sdp.Description) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	l := m.legs[0]
 	streams, err := sdp.OfferStreams(d, l.policy)
 	if err != nil {

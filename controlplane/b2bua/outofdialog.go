@@ -58,7 +58,7 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	fwd := d.request(req.Method, req.Body(), contentType(req))
 	fwd.ReplaceHeader(maxForwards(req))
 	copyHeaders(req, fwd, passHeaders...)
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(e.ctx, requestTimeout)
 	defer cancel()
 	e.mu.Lock()
 	e.ownIDs[d.callID] = true
@@ -85,7 +85,8 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 const subscriptionSlack = 32 * time.Second
 
 // relaySubscribe makes a subscription relay: two dialogs and no media.
-// NOTIFYs and refreshes then pass as in-dialog requests.
+// NOTIFYs and refreshes then pass as in-dialog requests. The handler's
+// goroutine is the relay's loop until it ends.
 func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *dialog, kind legKind, who string) {
 	c := e.newCall(who, req.Recipient.User)
 	c.sub = true
@@ -101,41 +102,53 @@ func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *d
 	}
 	e.addDialog(a)
 	e.addDialog(b) // a NOTIFY may come before the 2xx (RFC 6665 section 4.1.2.4)
-	fwd := d.request(sip.SUBSCRIBE, req.Body(), contentType(req))
-	fwd.ReplaceHeader(maxForwards(req))
-	copyHeaders(req, fwd, passHeaders...)
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	res, err := d.send(ctx, fwd)
-	if err != nil {
-		e.st.Respond(tx, req, 408, "", nil)
-		c.finish(408, "subscribe timeout", nil)
-		return
-	}
-	if !res.IsSuccess() {
-		e.st.Respond(tx, req, mapFailure(res.StatusCode), "", nil)
-		c.finish(res.StatusCode, "subscribe refused", nil)
-		return
-	}
-	d.established(res)
-	out := a.d.response(res.StatusCode, res.Reason, nil)
-	copyHeaders(res, out, "Expires")
-	e.st.RespondWith(tx, out)
-	c.subscriptionUpdate(req, res)
+	c.run(func() {
+		fwd := d.request(sip.SUBSCRIBE, req.Body(), contentType(req))
+		fwd.ReplaceHeader(maxForwards(req))
+		copyHeaders(req, fwd, passHeaders...)
+		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+		defer cancel()
+		res, err := c.transact(ctx, fwd, nil)
+		if err != nil {
+			e.st.Respond(tx, req, 408, "", nil)
+			c.end(408, "subscribe timeout")
+			return
+		}
+		if !res.IsSuccess() {
+			e.st.Respond(tx, req, mapFailure(res.StatusCode), "", nil)
+			c.end(res.StatusCode, "subscribe refused")
+			return
+		}
+		d.established(res)
+		out := a.d.response(res.StatusCode, res.Reason, nil)
+		copyHeaders(res, out, "Expires")
+		e.st.RespondWith(tx, out)
+		if c.stopped() {
+			c.hangup()
+			return
+		}
+		c.renew(subscriptionExpiry(req, res))
+	})
 }
 
 // subscriptionUpdate keeps a subscription relay alive for its Expires, or
-// ends it on a terminating NOTIFY or an unsubscribe.
+// ends it on a terminating NOTIFY. It runs on the goroutine that relayed
+// req (see forward) and hands the change to the relay's loop.
 func (c *Call) subscriptionUpdate(req *sip.Request, res *sip.Response) {
-	if req.Method == sip.NOTIFY {
+	switch req.Method {
+	case sip.NOTIFY:
 		if h := req.GetHeader("Subscription-State"); h != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Value())), "terminated") {
-			c.finish(200, "subscription terminated", nil)
+			c.stop(200, "subscription terminated", nil)
 		}
-		return
+	case sip.SUBSCRIBE:
+		c.post(message{refresh: subscriptionExpiry(req, res)})
 	}
-	if req.Method != sip.SUBSCRIBE {
-		return
-	}
+}
+
+// subscriptionExpiry is how long a SUBSCRIBE's answer keeps the relay:
+// its Expires (the request's when the answer has none, else an hour)
+// plus subscriptionSlack.
+func subscriptionExpiry(req *sip.Request, res *sip.Response) time.Duration {
 	exp := 3600
 	for _, m := range []headers{res, req} {
 		if h := m.GetHeader("Expires"); h != nil {
@@ -145,12 +158,5 @@ func (c *Call) subscriptionUpdate(req *sip.Request, res *sip.Response) {
 			}
 		}
 	}
-	c.mu.Lock()
-	if c.subTimer != nil {
-		c.subTimer.Stop()
-	}
-	c.subTimer = time.AfterFunc(time.Duration(exp)*time.Second+subscriptionSlack, func() {
-		c.finish(408, "subscription expired", nil)
-	})
-	c.mu.Unlock()
+	return time.Duration(exp)*time.Second + subscriptionSlack
 }

@@ -58,17 +58,18 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 	case pb.EventType_EVENT_TYPE_MEDIA_TIMEOUT:
 		if c.State() == StateAnswered {
 			c.log.Info("media timeout", "leg", ev.GetLeg())
-			go c.Hangup(408, "media timeout")
+			c.stop(408, "media timeout", nil)
 		}
 	case pb.EventType_EVENT_TYPE_DTLS_FAILED:
 		c.log.Warn("DTLS failed", "leg", ev.GetLeg(), "detail", ev.GetDetail())
-		go c.Hangup(488, "dtls failed")
+		c.stop(488, "dtls failed", nil)
 	}
 }
 
 // FlowClosed ends the calls (and subscriptions) that had a leg on a
 // browser's WebSocket that closed: the browser is gone, so the other leg
-// gets BYE (or CANCEL while ringing) and the session is deleted.
+// gets BYE (or CANCEL while ringing) and the session is deleted. It asks
+// the calls' loops and returns without waiting for them.
 func (e *Engine) FlowClosed(flow string) {
 	for _, c := range e.snapshot() {
 		for _, l := range c.legs {
@@ -109,10 +110,8 @@ func (e *Engine) Call(id string) (*Call, bool) {
 func (e *Engine) ActiveSessions() map[string]bool {
 	out := map[string]bool{}
 	for _, c := range e.snapshot() {
-		if c.m != nil {
-			if id := c.m.sessionID(); id != "" {
-				out[id] = true
-			}
+		if id := c.Info().Session; id != "" {
+			out[id] = true
 		}
 	}
 	return out
@@ -128,7 +127,10 @@ func (e *Engine) snapshot() []*Call {
 	return out
 }
 
+// register publishes a complete call: from here on its loop owns it and
+// other goroutines find it. It fails while the engine shuts down.
 func (e *Engine) register(c *Call) error {
+	c.publish()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closing {
@@ -141,6 +143,7 @@ func (e *Engine) register(c *Call) error {
 	return nil
 }
 
+// unregister forgets an ended call.
 func (e *Engine) unregister(c *Call) {
 	e.mu.Lock()
 	delete(e.calls, c.ID)

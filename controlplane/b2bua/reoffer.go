@@ -2,16 +2,17 @@ package b2bua
 
 import (
 	"context"
+	"errors"
 
 	"github.com/emiago/sipgo/sip"
 )
 
 // reoffer passes a re-INVITE or UPDATE offer (hold, resume, codec change,
 // new address, ICE restart) to the other leg and its answer back, and
-// updates the session.
+// updates the session. Loop only.
 func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	st := c.e.st
-	if c.State() != StateAnswered && req.Method == sip.INVITE {
+	if c.state != StateAnswered && req.Method == sip.INVITE {
 		st.Respond(tx, req, 491, "", nil, sip.NewHeader("Retry-After", "2"))
 		return
 	}
@@ -27,9 +28,6 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	defer release()
-	if req.Method == sip.INVITE {
-		st.Respond(tx, req, 100, "", nil)
-	}
 	respond := func(code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
 		res := st.Response(req, code, reason, body, hdrs...)
 		if code >= 200 && code < 300 {
@@ -60,7 +58,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		respond(488, "Not Acceptable Here: no re-offer on the echo extension", nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), reinviteTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, reinviteTimeout)
 	defer cancel()
 	out, err := c.m.offer(ctx, l.idx, offer)
 	if err != nil {
@@ -82,7 +80,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		// An UPDATE offer in a confirmed dialog goes on as a re-INVITE,
 		// which every PBX takes (UPDATE is optional, RFC 3311).
 		method := req.Method
-		if method == sip.UPDATE && c.State() == StateAnswered {
+		if method == sip.UPDATE && c.state == StateAnswered {
 			method = sip.INVITE
 		}
 		fwd := o.d.request(method, out, "application/sdp")
@@ -93,7 +91,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		res, err := c.sendOffer(ctx, o, fwd, true)
 		if err != nil {
 			c.m.abandon()
-			respond(408, "", nil)
+			respond(timeoutCode(err), "", nil)
 			return
 		}
 		if !res.IsSuccess() {
@@ -135,7 +133,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	release()
 	res := respond(200, "", answer, timers...)
 	if req.Method == sip.INVITE {
-		if _, err := l.waitAck(tx, res, req.CSeq().SeqNo); err != nil {
+		if _, err := c.waitAck(l, tx, res, req.CSeq().SeqNo); err != nil && !errors.Is(err, errStopped) {
 			c.log.Info("re-INVITE answer never confirmed", "err", err)
 		}
 	}
@@ -143,43 +141,35 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 
 // sendOffer sends a re-INVITE or UPDATE on leg o and returns its final
 // response, ACKing a 2xx to INVITE when ack is set (otherwise the caller
-// sends the ACK, with the answer to an offer the 2xx carried).
+// sends the ACK, with the answer to an offer the 2xx carried). Loop only.
 func (c *Call) sendOffer(ctx context.Context, o *leg, req *sip.Request, ack bool) (*sip.Response, error) {
-	st := c.e.st
-	if req.Method != sip.INVITE {
-		return o.d.send(ctx, req)
-	}
-	tx, err := st.Transaction(ctx, req)
+	res, err := c.transact(ctx, req, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			c.e.cfg.Metrics.Response(string(req.Method), res.StatusCode, true)
-			if res.IsProvisional() {
-				continue
-			}
-			if res.IsSuccess() {
-				o.d.established(res)
-				if ack {
-					st.Write(o.d.ack(req.CSeq().SeqNo, nil))
-				}
-			}
-			return res, nil
-		case <-tx.Done():
-			return nil, tx.Err()
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	if req.Method == sip.INVITE && res.IsSuccess() {
+		o.d.established(res)
+		if ack {
+			c.e.st.Write(o.d.ack(req.CSeq().SeqNo, nil))
 		}
 	}
+	return res, nil
+}
+
+// timeoutCode is what the offerer is told when the other leg did not
+// answer: 408, or 487 when the call is ending.
+func timeoutCode(err error) int {
+	if errors.Is(err, errStopped) {
+		return 487
+	}
+	return 408
 }
 
 // offerless passes a re-INVITE without SDP (its sender wants an offer)
 // to the other leg as one too: that leg's offer in its 2xx becomes
 // Strait's offer in the 2xx on leg l, and l's answer in its ACK becomes
 // Strait's answer in the ACK to the other leg (RFC 3261 section 14.1).
+// Loop only.
 func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, release func()) {
 	st := c.e.st
 	o := c.other(l)
@@ -187,13 +177,13 @@ func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, rel
 		st.Respond(tx, req, 488, "Not Acceptable Here: nobody to ask for an offer", nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), reinviteTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, reinviteTimeout)
 	defer cancel()
 	fwd := o.d.request(sip.INVITE, nil, "")
 	copyHeaders(req, fwd, sessionTimerHeaders...)
 	res, err := c.sendOffer(ctx, o, fwd, false)
 	if err != nil {
-		st.Respond(tx, req, 408, "", nil)
+		st.Respond(tx, req, timeoutCode(err), "", nil)
 		return
 	}
 	if !res.IsSuccess() {
@@ -218,7 +208,7 @@ func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, rel
 	ok := st.Response(req, 200, "", out, st.Contact(l.d.transport, l.d.contact), sip.NewHeader("Content-Type", "application/sdp"))
 	st.RespondWith(tx, ok)
 	release()
-	ack, err := l.waitAck(tx, ok, req.CSeq().SeqNo)
+	ack, err := c.waitAck(l, tx, ok, req.CSeq().SeqNo)
 	if err != nil {
 		c.m.abandon()
 		ackOther(nil)

@@ -77,6 +77,10 @@ func NewStore(path string) (*Store, error) {
 
 // Add stores a record and appends it to the file.
 func (s *Store) Add(r Record) error {
+	b, err := json.Marshal(r) // outside the lock: calls end in parallel
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs = append(s.recs, r)
@@ -85,10 +89,6 @@ func (s *Store) Add(r Record) error {
 	}
 	if s.file == nil {
 		return nil
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
 	}
 	_, err = s.file.Write(append(b, '\n'))
 	return err

@@ -53,6 +53,11 @@ const (
 	// DefaultMaxCallRatePerUser bounds the calls one user may start per
 	// minute, for the same reason (a person dials a few a minute at most).
 	DefaultMaxCallRatePerUser = 30
+	// DefaultShutdownTimeout bounds a shutdown: every call gets its BYE
+	// (or CANCEL) within it, in parallel, and a peer that has not answered
+	// by then is not waited for (systemd's default stop timeout is 90 s;
+	// 10 s keeps a restart quick).
+	DefaultShutdownTimeout = 10 * time.Second
 )
 
 // DefaultCodecs are the codecs a trunk is offered unless --codecs says
@@ -184,6 +189,9 @@ type Config struct {
 	MediaTimeout time.Duration `yaml:"media_timeout" flag:"media-timeout" usage:"hang up calls after this long without media"`
 	// RingTimeout bounds an unanswered outgoing INVITE.
 	RingTimeout time.Duration `yaml:"ring_timeout" flag:"ring-timeout" usage:"give up on an unanswered call after this long"`
+	// ShutdownTimeout bounds a shutdown (SIGTERM): calls are hung up in
+	// parallel and peers that have not answered by then are not waited for.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" flag:"shutdown-timeout" usage:"on SIGTERM, hang up every call within this long"`
 }
 
 // Default returns the configuration `strait` runs with when given nothing.
@@ -208,6 +216,7 @@ func Default() Config {
 
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
+		ShutdownTimeout:    DefaultShutdownTimeout,
 	}
 }
 
@@ -348,6 +357,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RingTimeout < time.Second {
 		bad("--ring-timeout %v: want at least 1s", c.RingTimeout)
+	}
+	if c.ShutdownTimeout < 100*time.Millisecond {
+		bad("--shutdown-timeout %v: want at least 100ms", c.ShutdownTimeout)
 	}
 	if c.OptionsInterval < 0 {
 		bad("--options-interval %v is negative", c.OptionsInterval)

@@ -201,7 +201,8 @@ func New(opt Options) (_ *Server, err error) {
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: trust(cfg.SIPTrust), Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
-		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls})
+		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls,
+		ShutdownTimeout: cfg.ShutdownTimeout})
 	s.WS.OnClose(func(flow string) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
