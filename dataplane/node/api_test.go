@@ -223,7 +223,7 @@ func waitNoHandshakes(t *testing.T) {
 
 // FuzzAPI feeds arbitrary create and update requests (protobuf from the
 // wire, as a gRPC client sends them) to a node: errors are fine, panics and
-// leaks are not.
+// leaks are not, and a refused update leaves the session as it was.
 func FuzzAPI(f *testing.F) {
 	n := newTestNode(f, nil)
 	seed, _ := proto.Marshal(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{webSpec(), plainSpec("127.0.0.1:5004")}})
@@ -242,7 +242,15 @@ func FuzzAPI(f *testing.F) {
 		var ur pb.UpdateSessionRequest
 		if proto.Unmarshal(update, &ur) == nil {
 			ur.Id = s.Id
-			n.UpdateSession(context.Background(), &ur)
+			before, _ := n.GetSession(context.Background(), s.Id)
+			if _, err := n.UpdateSession(context.Background(), &ur); err != nil {
+				// Refused: the session is exactly as it was (FuzzSessionChange
+				// in relay checks the workers' tables and keys too).
+				after, _ := n.GetSession(context.Background(), s.Id)
+				if !proto.Equal(before, after) {
+					t.Fatalf("refused update (%v) changed the session:\nbefore %v\nafter  %v", err, before, after)
+				}
+			}
 		}
 		n.GetSession(context.Background(), s.Id)
 		if _, err := n.DeleteSession(context.Background(), &pb.DeleteSessionRequest{Id: s.Id}); err != nil {
