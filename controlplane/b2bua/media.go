@@ -40,6 +40,9 @@ type mediaLeg struct {
 
 	origin sdp.Origin
 	remote *sdp.Description
+	// mlines is the most m-lines a description exchanged on the leg had:
+	// Strait's offers never have fewer (RFC 3264 section 8).
+	mlines int
 	role   sdp.DTLSRole
 	codecs [][]sdp.Codec
 	dirs   []sdp.Direction
@@ -87,9 +90,10 @@ func (l *mediaLeg) grow(n int) {
 // exchange is an offer/answer in progress: an offer from leg from that
 // Strait passed to the other leg.
 type exchange struct {
-	from    int // -1: Strait offered on its own (delayed offer)
-	offer   *sdp.Description
-	streams []sdp.Stream // what Strait offered the other leg
+	from    int              // -1: Strait offered on its own (delayed offer)
+	offer   *sdp.Description // padded to the other leg's m-lines (sdp.PadOffer)
+	lines   int              // the m-lines the offer had as received: the answer's count
+	streams []sdp.Stream     // what Strait offered the other leg
 	// silent: the answer is not sent to the offerer (it already answered:
 	// the second half of a delayed offer).
 	silent  bool

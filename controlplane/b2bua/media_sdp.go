@@ -79,11 +79,22 @@ func (m *media) buildOffer(i int, streams []sdp.Stream) (*sdp.Description, error
 		}
 		return d, nil
 	}
-	return sdp.PlainOffer(&l.origin, streams, m.localPlain(i, false))
+	d, err := sdp.PlainOffer(&l.origin, streams, m.localPlain(i, false))
+	if err != nil {
+		return nil, err
+	}
+	// A plain peer is not shown the streams it never asked for and
+	// Strait rejected (a browser's video toward a trunk without video
+	// codecs): trailing ones are left out, as far as RFC 3264 allows.
+	sdp.TrimRejected(d, l.mlines)
+	l.mlines = max(l.mlines, len(d.Media))
+	return d, nil
 }
 
-// buildAnswer writes Strait's answer on leg i to offer.
-func (m *media) buildAnswer(i int, offer *sdp.Description, streams []sdp.Stream) ([]byte, error) {
+// buildAnswer writes Strait's answer on leg i to offer. lines is how many
+// m-lines the offer had as received: the sections PadOffer added are left
+// out again (RFC 3264 section 6: as many as the offer).
+func (m *media) buildAnswer(i int, offer *sdp.Description, streams []sdp.Stream, lines int) ([]byte, error) {
 	l := m.legs[i]
 	var d *sdp.Description
 	var err error
@@ -98,6 +109,9 @@ func (m *media) buildAnswer(i int, offer *sdp.Description, streams []sdp.Stream)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if lines > 0 && len(d.Media) > lines {
+		d.Media = d.Media[:lines]
 	}
 	return d.Marshal()
 }

@@ -15,11 +15,16 @@ func (m *media) offer(ctx context.Context, from int, d *sdp.Description) ([]byte
 	}
 	to := 1 - from
 	tl := m.legs[to]
+	m.legs[from].mlines = max(m.legs[from].mlines, len(d.Media))
+	lines := len(d.Media)
+	// A plain peer re-offers only the m-lines Strait showed it; the other
+	// leg keeps the ones it negotiated, rejected.
+	d = sdp.PadOffer(d, tl.remote)
 	streams, err := sdp.OfferStreams(d, tl.policy)
 	if err != nil {
 		return nil, err
 	}
-	ex := &exchange{from: from, offer: d, streams: streams}
+	ex := &exchange{from: from, offer: d, lines: lines, streams: streams}
 	if fl := m.legs[from]; m.sess != nil && fl.kind == kindWebRTC && fl.remote != nil {
 		ex.restart = sdp.ICERestart(fl.remote, d)
 	}
@@ -119,6 +124,11 @@ func (m *media) answer(ctx context.Context, at int, d *sdp.Description, raw []by
 	if ex.answerIn != nil && string(ex.answerIn) == string(raw) {
 		return ex.answerOut, false, nil // the 200 repeats the 183's answer
 	}
+	// An answer that leaves out m-lines (a PBX dropping the m=video 0
+	// of the offer, or Strait's own trimmed offer answered as sent)
+	// reads them as rejected.
+	m.legs[at].mlines = max(m.legs[at].mlines, len(d.Media))
+	d = sdp.PadAnswer(d, ex.streams)
 	if ex.from == -1 {
 		// Delayed offer: this leg answered Strait's own offer; offer the
 		// other leg what it chose.
@@ -172,7 +182,7 @@ func (m *media) answer(ctx context.Context, at int, d *sdp.Description, raw []by
 	if ex.silent {
 		return nil, false, nil
 	}
-	ans, err := m.buildAnswer(from, ex.offer, astreams)
+	ans, err := m.buildAnswer(from, ex.offer, astreams, ex.lines)
 	if err != nil {
 		return nil, false, err
 	}
@@ -211,7 +221,7 @@ func (m *media) answerLocally(ctx context.Context, at int) ([]byte, error) {
 		return nil, err
 	}
 	m.pend = nil
-	return m.buildAnswer(ex.from, ex.offer, astreams)
+	return m.buildAnswer(ex.from, ex.offer, astreams, ex.lines)
 }
 
 // abandon drops a pending exchange the other leg refused.
@@ -238,5 +248,5 @@ func (m *media) echo(ctx context.Context, d *sdp.Description) ([]byte, error) {
 	if err := m.create(ctx); err != nil {
 		return nil, err
 	}
-	return m.buildAnswer(0, d, streams)
+	return m.buildAnswer(0, d, streams, len(d.Media))
 }

@@ -547,3 +547,47 @@ func TestWebRTCOfferOpusFirst(t *testing.T) {
 	}
 	wantLines(t, marshal(t, wo), "m=audio 3478 UDP/TLS/RTP/SAVPF 107 0 8 101", "a=fmtp:107 minptime=10;useinbandfec=1")
 }
+
+// Issue 9 item 6: an answer that leaves out m-lines reads them as
+// rejected; an offer toward a plain leg leaves out its trailing rejected
+// m-lines, never below what was exchanged before; a plain re-offer with
+// fewer m-lines than the other leg negotiated is padded for it.
+func TestMLineCounts(t *testing.T) {
+	av := mustParseFile(t, "chrome_av_bundle_offer.sdp")
+	streams, err := OfferStreams(av, Policy{Codecs: []string{"PCMU", "telephone-event"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(streams) != 2 || streams[0].Rejected || !streams[1].Rejected {
+		t.Fatalf("streams %+v", streams)
+	}
+	audioOnly := mustParse(t, []byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"+
+		"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"))
+	padded := PadAnswer(audioOnly, streams)
+	if len(padded.Media) != 2 || !padded.Media[1].Rejected() || padded.Media[1].Kind != KindVideo || len(audioOnly.Media) != 1 {
+		t.Fatalf("PadAnswer: %+v (input now %d m-lines)", padded.Media, len(audioOnly.Media))
+	}
+	if _, err := AnswerStreams(av, padded); err != nil {
+		t.Fatalf("a padded answer is refused: %v", err)
+	}
+	if _, err := AnswerStreams(av, audioOnly); err == nil {
+		t.Fatal("AnswerStreams took a short answer itself")
+	}
+	if got := PadAnswer(av, streams[:1]); got != av {
+		t.Error("PadAnswer changed an answer long enough")
+	}
+	trimmed := TrimRejected(&Description{Media: []Media{{Port: 4000}, {Port: 0}, {Port: 0}}}, 2)
+	if len(trimmed.Media) != 2 {
+		t.Errorf("TrimRejected went below keep: %d", len(trimmed.Media))
+	}
+	if got := TrimRejected(&Description{Media: []Media{{Port: 4000}, {Port: 0}, {Port: 5000}}}, 0); len(got.Media) != 3 {
+		t.Errorf("TrimRejected dropped a rejected m-line that is not trailing: %d", len(got.Media))
+	}
+	if got := TrimRejected(&Description{Media: []Media{{Port: 0}}}, 0); len(got.Media) != 1 {
+		t.Error("TrimRejected left no m-line")
+	}
+	po := PadOffer(audioOnly, av)
+	if len(po.Media) != 2 || po.Media[1].Type != "video" || !po.Media[1].Rejected() {
+		t.Fatalf("PadOffer: %+v", po.Media)
+	}
+}

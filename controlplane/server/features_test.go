@@ -496,3 +496,85 @@ func TestLoopDetected(t *testing.T) {
 	e.waitCalls(0)
 	e.waitSessions(0)
 }
+
+// audioOnlyAnswer is a PBX's answer with one audio m-line, whatever the
+// offer had.
+func audioOnlyAnswer(plain *mediatest.Plain, version int, direction string) []byte {
+	return siptest.PlainSDP(version, plain.Addr(), plain.RTCPAddr(), direction, false)
+}
+
+// Issue 9 item 6: a browser's audio and video call to an audio-only PBX
+// connects with audio, whether the PBX was offered the video (a trunk
+// with a video codec in --codecs, answering with the audio m-line only) or
+// not (without video codecs Strait leaves the rejected m=video out); the
+// browser's answer keeps both m-lines, video rejected, and so does a
+// re-offer from the PBX that names audio only.
+func TestTrunkFewerMLines(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		codecs     []string
+		offerLines int
+	}{{"no video codec", nil, 1}, {"video codec offered", []string{"PCMU", "PCMA", "telephone-event", "VP8"}, 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := startTrunkWith(t, func(c *config.Config) {
+				if tc.codecs != nil {
+					c.Codecs = tc.codecs
+				}
+			})
+			tr.register(t)
+			mb := newBrowserMediaAV(t)
+			call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inc, err := tr.pbx.WaitCall(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(inc.Invite.Body()), "\nm="); n != tc.offerLines {
+				t.Fatalf("offer to the PBX has %d m-lines, want %d:\n%s", n, tc.offerLines, inc.Invite.Body())
+			}
+			plain := newPlain(t)
+			go inc.Answer(audioOnlyAnswer(plain, 1, "sendrecv"))
+			res, err := call.WaitAnswer(ctx(t), "")
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("an audio-only answer to a video call: %v %v", res, err)
+			}
+			call.Ack(ctx(t))
+			body := string(res.Body())
+			if strings.Count(body, "\nm=") != 2 || !strings.Contains(body, "m=video 0 ") {
+				t.Fatalf("answer to the browser does not keep and reject its video m-line:\n%s", body)
+			}
+			if err := mb.Accept(body); err != nil {
+				t.Fatal(err)
+			}
+			if err := mb.WaitConnected(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			tr.waitConnected()
+			var bseq, pseq uint16 = 100, 200
+			straitRTP := plainAddr(t, inc.Invite.Body())
+			browserToPlain(t, mb, &bseq, plain, "b2p", 10)
+			plainToBrowser(t, plain, straitRTP, &pseq, mb, "p2b", 10)
+
+			// The PBX holds, offering the audio it was offered only.
+			call.OnReinvite(func(offer []byte) (int, []byte) { return 200, reanswer(t, mb.PC, offer) })
+			r, err := inc.Reinvite(ctx(t), audioOnlyAnswer(plain, 2, "sendonly"))
+			if err != nil || r.StatusCode != 200 {
+				t.Fatalf("hold with audio only: %v %v", r, err)
+			}
+			if n := strings.Count(string(r.Body()), "\nm="); n != 1 {
+				t.Errorf("answer to the PBX's one m-line has %d", n)
+			}
+			reoffer := <-call.Reinvites
+			if b := string(reoffer.Body()); strings.Count(b, "\nm=") != 2 || !strings.Contains(b, "m=video 0 ") {
+				t.Fatalf("re-offer to the browser drops its video m-line:\n%s", b)
+			}
+			if err := call.Hangup(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			inc.WaitEnded(5 * time.Second)
+			tr.waitSessions(0)
+		})
+	}
+}

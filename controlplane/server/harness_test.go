@@ -293,6 +293,17 @@ func newBrowserMedia(t *testing.T) *mediatest.Browser {
 	return b
 }
 
+// newBrowserMediaAV is newBrowserMedia with a video section too.
+func newBrowserMediaAV(t *testing.T) *mediatest.Browser {
+	t.Helper()
+	b, err := mediatest.NewBrowser(mediatest.BrowserOptions{Video: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
 func newPlain(t *testing.T) *mediatest.Plain {
 	t.Helper()
 	p, err := mediatest.NewPlain(loopback)

@@ -51,6 +51,9 @@ type BrowserOptions struct {
 	Profiles []dtls.SRTPProtectionProfile
 	// IPv6 gathers on ::1 instead of 127.0.0.1.
 	IPv6 bool
+	// Video adds a VP8 video section (receive only) after the audio one,
+	// in the same BUNDLE group, as a browser's video call does.
+	Video bool
 }
 
 // NewBrowser creates a browser peer and its offer (gathering complete, no
@@ -128,6 +131,15 @@ func newPeer(opt BrowserOptions) (*Browser, error) {
 			return nil, err
 		}
 	}
+	if opt.Video {
+		err := m.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+			PayloadType:        96,
+		}, webrtc.RTPCodecTypeVideo)
+		if err != nil {
+			return nil, err
+		}
+	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
 		return nil, err
@@ -168,6 +180,13 @@ func newPeer(opt BrowserOptions) (*Browser, error) {
 	if b.sender, err = pc.AddTrack(b.track); err != nil {
 		pc.Close()
 		return nil, err
+	}
+	if opt.Video {
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo,
+			webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			pc.Close()
+			return nil, err
+		}
 	}
 	var once, failOnce sync.Once
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {

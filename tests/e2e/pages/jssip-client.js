@@ -3,13 +3,14 @@
 // and reads its state; nothing here decides whether a test passes.
 //
 //   await sip.start({ws, uri, password, register, autoAnswer})   connected (and registered)
-//   sip.call(target, {codecs})    codecs: keep only these rtpmap names in the offer (e.g. ['opus'])
+//   sip.call(target, {codecs, video})  codecs: keep only these rtpmap names in the offer (e.g. ['opus']); video: a camera too
 //   sip.answer(), sip.hangup(), await sip.hold(), await sip.unhold()
 //   sip.dtmf(digits, transport)   'RFC2833' (default: in the media, RFC 4733) or 'INFO'
 //   sip.info(body)                SIP INFO with an application/x-strait-test body (tells sipp what to do next)
 //   await sip.refer(target)       blind transfer (REFER); resolves when the NOTIFY says the transfer succeeded
 //   sip.dropWebSocket()           closes the WebSocket with no BYE and no reconnection
 //   await sip.stats()             {packetsReceived, packetsSent, audioEnergy, audioLevel, level}
+//   sip.remoteSDP()               the call's remote description
 //   sip.state                     {ws, registered, registration, call, cause, code, incoming}
 //   sip.snapshot()                state, stats and the event log, for failure artifacts
 /* global JsSIP */
@@ -101,10 +102,10 @@ class TestClient {
     if (e.originator === 'remote' && this.autoAnswer) this.answer();
   }
 
-  call(target, { codecs = null } = {}) {
+  call(target, { codecs = null, video = false } = {}) {
     this.codecs = codecs;
-    this.ev('call', target);
-    this.#ua.call(target, { mediaConstraints: MEDIA, pcConfig: { iceServers: [] } });
+    this.ev('call', { target, video });
+    this.#ua.call(target, { mediaConstraints: video ? { ...MEDIA, video: true } : MEDIA, pcConfig: { iceServers: [] } });
   }
 
   answer() {
@@ -203,6 +204,13 @@ class TestClient {
     }
     this.lastStats = out;
     return out;
+  }
+
+  // remoteSDP is the call's remote description (what strait answered or
+  // offered last), '' without a call.
+  remoteSDP() {
+    const pc = this.#session && this.#session.connection;
+    return pc && pc.remoteDescription ? pc.remoteDescription.sdp : '';
   }
 
   stop() { if (this.#ua) this.#ua.stop(); }
