@@ -20,11 +20,16 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 
 // newTestNode starts a node on loopback with port ranges of its own (tests
 // of several packages run at once, so fixed ports would collide).
+// testPortBase is an even port to start a test node's ranges at, below the
+// kernel's ephemeral range (32768 and up): sockets opened without a port
+// never land in a test's media range.
+func testPortBase() uint16 { return uint16(10000 + 2*rand.IntN(11000)) }
+
 func newTestNode(t testing.TB, mutate func(*Config)) *Node {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		base := uint16(20000 + 2*rand.IntN(20000))
+		base := testPortBase()
 		cfg := Config{
 			ID:          "test",
 			MediaAddrs:  []netip.Addr{loopback},

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -27,7 +26,7 @@ func newStoppedEngine(tb testing.TB, workers int) *Engine {
 	var e *Engine
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		base := uint16(20000 + 2*rand.IntN(20000))
+		base := testPortBase()
 		e, err = New(Config{
 			Addrs:            []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 			WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},

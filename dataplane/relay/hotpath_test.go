@@ -64,6 +64,13 @@ func sink(tb testing.TB) (*net.UDPConn, netip.AddrPort) {
 	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
+// testPortBase is an even port to start a test's ranges at: between 10000
+// and 32000, below the kernel's ephemeral range (32768 and up), so that the
+// sockets other tests and processes open on loopback without a port never
+// sit in a test's media range (they did, and a range of four pairs then
+// had none free).
+func testPortBase() uint16 { return uint16(10000 + 2*rand.IntN(11000)) }
+
 // newTestEngine starts an engine on loopback with port ranges of its own.
 func newTestEngine(tb testing.TB, workers int) *Engine {
 	return newTestEngineIO(tb, workers, batchconn.ModeAuto)
@@ -74,7 +81,7 @@ func newTestEngineIO(tb testing.TB, workers int, io batchconn.Mode) *Engine {
 	var e *Engine
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		base := uint16(20000 + 2*rand.IntN(20000))
+		base := testPortBase()
 		e, err = New(Config{
 			Addrs:       []netip.Addr{netip.MustParseAddr("127.0.0.1")},
 			WebRTCPorts: portalloc.Range{First: base, Last: base},
