@@ -44,8 +44,9 @@ type Node struct {
 	// API is the node.
 	API pb.Node
 
-	sessions int // guarded by Pool.mu
-	down     bool
+	sessions int  // guarded by Pool.mu
+	down     bool // guarded by Pool.mu: its event stream broke
+	watching bool // guarded by Pool.mu: its event stream is up
 }
 
 // Pool is a set of nodes. It is safe for concurrent use.
@@ -133,7 +134,21 @@ func (p *Pool) watch(ctx context.Context, n *Node) {
 func (p *Pool) setDown(n *Node, down bool) {
 	p.mu.Lock()
 	n.down = down
+	n.watching = !down
 	p.mu.Unlock()
+}
+
+// watching reports how many nodes' event streams are up.
+func (p *Pool) watching() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, node := range p.nodes {
+		if node.watching {
+			n++
+		}
+	}
+	return n
 }
 
 // pick returns the live node with the fewest sessions.

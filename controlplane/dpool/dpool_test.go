@@ -43,7 +43,7 @@ func TestPoolCreateDeleteReapEvents(t *testing.T) {
 	p.OnEvent(func(ev *pb.Event) { events <- ev })
 	changes := map[string]int{}
 	p.OnChange(func(n string, c int) { changes[n] = c })
-	time.Sleep(50 * time.Millisecond) // watchers subscribe
+	waitWatching(t, p, 2)
 	ctx := context.Background()
 	s1, err := p.Create(ctx, plainSession())
 	if err != nil {
@@ -93,5 +93,17 @@ func TestPoolCreateDeleteReapEvents(t *testing.T) {
 	}
 	if changes["a"] != 0 || changes["b"] != 1 {
 		t.Fatalf("gauge updates %v", changes)
+	}
+}
+
+// waitWatching waits until n nodes' event streams are up.
+func waitWatching(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.watching() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d event streams up, want %d", p.watching(), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

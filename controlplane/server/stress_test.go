@@ -267,7 +267,7 @@ func TestCallStress(t *testing.T) {
 				srv.Engine.Hangup(info.ID)
 			}
 			for _, d := range []*siptest.Dialog{out, in} {
-				if err := d.WaitEnded(15 * time.Second); err != nil {
+				if err := d.WaitEnded(30 * time.Second); err != nil {
 					t.Errorf("%s (case %d): %v", user, c.i%8, err)
 				}
 			}
