@@ -95,6 +95,10 @@ type Engine struct {
 	cancel context.CancelFunc
 	stop   chan struct{} // closed by Close: background work ends
 
+	// challenges remembers dialogs toward the upstream that got 401/407,
+	// for the caller's credentialed retry (safe for concurrent use).
+	challenges challenges
+
 	mu       sync.Mutex // guards the fields below; held for map operations only
 	calls    map[string]*Call
 	dialogs  map[string]*leg // by key(Call-ID, our tag)

@@ -154,6 +154,11 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		upstreamDialog(ad, t)
 	}
 	e.completeCall(c, ad, kind, tgt, from.DisplayName)
+	if tgt.upstream {
+		if ch, ok := e.challenges.take(req); ok {
+			continueChallenged(c.legs[1].d, ch, &tgt)
+		}
+	}
 	if err := e.register(c); err != nil {
 		release()
 		e.st.Respond(tx, req, 503, "", nil)
@@ -387,6 +392,9 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				code := mapFailure(res.StatusCode)
 				var hdrs []sip.Header
 				if (code == 401 || code == 407) && tgt.upstream {
+					if req != nil {
+						e.challenges.remember(req, d) // the retry continues this dialog
+					}
 					for _, n := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
 						for _, h := range res.GetHeaders(n) {
 							hdrs = append(hdrs, sip.NewHeader(n, h.Value()))

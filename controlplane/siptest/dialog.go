@@ -272,10 +272,13 @@ func (d *Dialog) Answer(sdp []byte) error {
 }
 
 // Reject answers an incoming call with a failure.
-func (d *Dialog) Reject(code int, reason string) error {
+func (d *Dialog) Reject(code int, reason string) error { return d.RejectWith(code, reason) }
+
+// RejectWith is Reject with headers (a challenge, a Contact for 3xx).
+func (d *Dialog) RejectWith(code int, reason string, hdrs ...sip.Header) error {
 	defer d.done()
 	defer d.end()
-	return d.in.Respond(code, reason, nil)
+	return d.in.Respond(code, reason, nil, hdrs...)
 }
 
 // AckBody is the body of the ACK an incoming call's answer got (the
