@@ -51,7 +51,7 @@ type config struct {
 	GRPCKey          string          `yaml:"grpc_key" flag:"grpc-key" usage:"gRPC server key (PEM)"`
 	GRPCClientCA     string          `yaml:"grpc_client_ca" flag:"grpc-client-ca" usage:"CA that control planes' client certificates must chain to (mutual TLS)"`
 	GRPCInsecure     bool            `yaml:"grpc_insecure" flag:"grpc-insecure" usage:"allow a non-loopback gRPC address without mutual TLS (anyone who reaches it can program the relay)"`
-	Metrics          string          `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics and /debug/pprof (empty: off)"`
+	Metrics          string          `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
 	Workers          int             `yaml:"workers" flag:"workers" usage:"packet workers (0: one per CPU)"`
 	Batch            int             `yaml:"batch" flag:"batch" usage:"datagrams per recvmmsg/sendmmsg"`
 	IO               string          `yaml:"io" flag:"io" usage:"packet I/O: uring (io_uring), mmsg (recvmmsg/sendmmsg with epoll) or auto (uring where the kernel allows it)"`
@@ -148,6 +148,11 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write([]byte("ok\n"))
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { ready(w, n) })
 		ml, err := net.Listen("tcp", cfg.Metrics)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
@@ -205,6 +210,19 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 	}
 	log.Info("drained")
 	return nil
+}
+
+// ready answers a readiness probe: 200 while the node takes new sessions,
+// 503 once it drains (Kubernetes then takes it out of the Service that
+// control planes discover nodes by; the sessions it holds run on).
+func ready(w http.ResponseWriter, n *node.Node) {
+	w.Header().Set("Content-Type", "text/plain")
+	if n.Draining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "draining: %d sessions left\n", n.Engine().Len())
+		return
+	}
+	w.Write([]byte("ready\n"))
 }
 
 // reloadCert rereads the gRPC server certificate, if there is one.

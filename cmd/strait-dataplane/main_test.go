@@ -168,6 +168,13 @@ func TestProcessOverMutualTLS(t *testing.T) {
 		}
 	}
 
+	if code, body := get(t, "http://"+metricsAddr+"/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+metricsAddr+"/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("/readyz before draining: %d %q", code, body)
+	}
+
 	// SIGTERM drains: no new sessions, the existing one runs until deleted.
 	cmd.Process.Signal(syscall.SIGTERM)
 	for deadline := time.Now().Add(5 * time.Second); ; {
@@ -184,6 +191,14 @@ func TestProcessOverMutualTLS(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.BrowserToPlain("draining", 5)
+	// A draining node is alive but not ready (Kubernetes stops sending it
+	// work; its sessions run on).
+	if code, body := get(t, "http://"+metricsAddr+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining: 1 sessions") {
+		t.Errorf("/readyz while draining: %d %q", code, body)
+	}
+	if code, _ := get(t, "http://"+metricsAddr+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while draining: %d", code)
+	}
 	select {
 	case <-exited:
 		t.Fatalf("exited while a session was still up: %v", exitErr)
@@ -203,4 +218,15 @@ func TestProcessOverMutualTLS(t *testing.T) {
 	if !strings.Contains(logs.String(), "drained") {
 		t.Errorf("log does not say it drained")
 	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
