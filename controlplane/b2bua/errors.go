@@ -90,8 +90,8 @@ var (
 
 // mapFailure maps a final failure from one leg to what the other leg is
 // told: busy and decline stay busy, codec trouble stays 488, a PBX's
-// server errors become 503, redirects (Strait does not follow them)
-// become 480, and anything else passes.
+// server errors become 503, redirects Strait neither followed nor passed
+// back (redirect.go) become 480, and anything else passes.
 func mapFailure(code int) int {
 	switch {
 	case code == 486 || code == 600:

@@ -328,6 +328,10 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		silence.Stop()
 	}
 	heard, progressed := false, false
+	visited := map[string]bool{}
+	if tgt.upstream {
+		visited[redirectKey(tgt.user, tgt.attempts[0].Host())] = true
+	}
 	resend := func(why string) bool {
 		if progressed || !retry(why) {
 			return false
@@ -388,6 +392,31 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 			default:
 				if failover(res.StatusCode) && resend(sipnet.ReasonPhrase(res.StatusCode)) {
 					continue
+				}
+				if res.StatusCode >= 300 && res.StatusCode < 400 {
+					// See redirect.go for who follows a redirect.
+					if tgt.upstream && c.legs[0].kind == kindWebRTC {
+						if t, user, ok := c.followRedirect(res, visited); ok {
+							c.log.Info("following a redirect", "status", res.StatusCode, "to", user, "target", t.Key())
+							tx.Terminate()
+							aimAt(d, t, user)
+							inv = build()
+							if tx, err = e.st.Transaction(ctx, inv); err != nil {
+								c.log.Warn("redirect target unreachable", "err", err)
+								cl.failed(503, "", nil)
+								c.end(503, "redirect target unreachable")
+								return
+							}
+							continue
+						}
+					} else if c.legs[0].kind == kindPlain && c.legs[0].d != nil {
+						if hdrs := c.passedContacts(res); len(hdrs) > 0 {
+							c.log.Info("passing a redirect back", "status", res.StatusCode)
+							cl.failed(res.StatusCode, res.Reason, hdrs)
+							c.end(res.StatusCode, "callee redirected")
+							return
+						}
+					}
 				}
 				code := mapFailure(res.StatusCode)
 				var hdrs []sip.Header

@@ -79,3 +79,108 @@ func TestTrunkAuthRetryKeepsTheDialog(t *testing.T) {
 	tr.waitCalls(0)
 	tr.waitSessions(0)
 }
+
+// Issue 9 item 4, from a browser toward the upstream: Strait follows a
+// 302 to another user at the upstream on the same dialog (Call-ID, tag,
+// next CSeq); it does not follow one to a host that is no upstream, to a
+// number the dial plan refuses, or back to where it was: 480.
+func TestTrunkRedirectFromBrowser(t *testing.T) {
+	tr := startTrunkWith(t, func(c *config.Config) { c.PBXAuthenticatesCalls = true })
+	pbxHost := tr.pbx.Addr
+	call := func(to string) (*siptest.Dialog, chan *sip.Response) {
+		t.Helper()
+		mb := newBrowserMedia(t)
+		out, err := tr.browser.Invite(ctx(t), to, []byte(mb.Offer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan *sip.Response, 1)
+		go func() { r, _ := out.WaitAnswer(ctx(t), ""); res <- r }()
+		return out, res
+	}
+	contact := func(uri string) sip.Header {
+		var u sip.Uri
+		if err := sip.ParseUri(uri, &u); err != nil {
+			t.Fatal(err)
+		}
+		return &sip.ContactHeader{Address: u, Params: sip.NewParams()}
+	}
+
+	out, res := call("bob")
+	first, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go first.RejectWith(302, "Moved Temporarily", contact("sip:carol@"+pbxHost))
+	second, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal("the redirect was not followed")
+	}
+	if second.Invite.Recipient.User != "carol" || second.CallID != first.CallID ||
+		second.Invite.CSeq().SeqNo != first.Invite.CSeq().SeqNo+1 {
+		t.Errorf("followed redirect: %s Call-ID %s (was %s) CSeq %d (was %d)", second.Invite.Recipient.String(),
+			second.CallID, first.CallID, second.Invite.CSeq().SeqNo, first.Invite.CSeq().SeqNo)
+	}
+	plain := newPlain(t)
+	go second.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	if r := <-res; r == nil || r.StatusCode != 200 {
+		t.Fatalf("redirected call: %v", r)
+	}
+	out.Ack(ctx(t))
+	out.Hangup(ctx(t))
+	second.WaitEnded(5 * time.Second)
+
+	for _, tc := range []struct{ name, to string }{
+		{"another host", "sip:carol@198.51.100.99"},
+		{"a number the dial plan refuses", "sip:0044123456789@" + pbxHost},
+		{"back to where it was", "sip:bob@" + pbxHost},
+	} {
+		_, res := call("bob")
+		inc, err := tr.pbx.WaitCall(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go inc.RejectWith(302, "Moved Temporarily", contact(tc.to))
+		if r := <-res; r == nil || r.StatusCode != 480 {
+			t.Errorf("%s: %v, want 480", tc.name, r)
+		}
+		select {
+		case d := <-tr.pbx.Incoming:
+			t.Errorf("%s: followed to %s", tc.name, d.Invite.Recipient.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	tr.waitCalls(0)
+	tr.waitSessions(0)
+}
+
+// Issue 9 item 4, from the upstream toward a browser: a 3xx from the
+// callee goes back to the PBX, which can follow it, with the Contact's
+// user at the upstream's host.
+func TestTrunkRedirectToPBX(t *testing.T) {
+	tr := startTrunk(t)
+	binding := tr.register(t)
+	plain := newPlain(t)
+	call, err := tr.pbx.Invite(ctx(t), binding.Contact.User, siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.browser.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u sip.Uri
+	sip.ParseUri("sip:carol@x7.invalid;transport=ws", &u)
+	go inc.RejectWith(302, "Moved Temporarily", &sip.ContactHeader{Address: u, Params: sip.NewParams()})
+	res, _ := call.WaitAnswer(ctx(t), "")
+	if res == nil || res.StatusCode != 302 {
+		t.Fatalf("the PBX got %v, want the 302", res)
+	}
+	c := res.Contact()
+	host, _, _ := strings.Cut(tr.pbx.Addr, ":")
+	if c == nil || c.Address.User != "carol" || c.Address.Host != host || strings.Contains(res.String(), ".invalid") {
+		t.Fatalf("302 at the PBX:\n%s", res)
+	}
+	tr.waitCalls(0)
+	tr.waitSessions(0)
+}
