@@ -133,7 +133,7 @@ type Config struct {
 	// offers, most preferred first: MD5 and SHA-256 (RFC 8760). JsSIP and
 	// SIP.js answer only the first challenge and only MD5, so MD5 leads by
 	// default.
-	DigestAlgorithms []string `yaml:"digest_algorithms" flag:"digest-algorithms" usage:"digest algorithms offered, most preferred first: MD5, SHA-256 (repeatable)"`
+	DigestAlgorithms []string `yaml:"digest_algorithms" flag:"digest-algorithms" usage:"digest algorithms offered, most preferred first: SHA-256, MD5 (repeatable; JsSIP and SIP.js need MD5 last)"`
 	// AuthFailuresPerSource is how many failed authentications one address
 	// (an IPv6 /64) may make within ten minutes before it is blocked: for
 	// 1 s, then twice as long after each further failure, up to
@@ -203,7 +203,7 @@ func Default() Config {
 		RTPPorts:              portalloc.Range{First: 40000, Last: 49999},
 		WebRTCPorts:           portalloc.Range{First: 20000, Last: 20003},
 		Realm:                 DefaultRealm,
-		DigestAlgorithms:      []string{"MD5", "SHA-256"},
+		DigestAlgorithms:      []string{"SHA-256", "MD5"},
 		AuthFailuresPerSource: 5,
 		AuthFailuresPerUser:   20,
 		AuthBlockMax:          15 * time.Minute,

@@ -28,12 +28,14 @@ const (
 	SHA256 = "SHA-256"
 )
 
-// DefaultAlgorithms are offered in this order. MD5 comes first because
-// JsSIP (3.13) and SIP.js answer only the first challenge and only MD5;
-// RFC 8760 section 2.5 has a client that knows SHA-256 pick the topmost
-// challenge it supports, so an operator whose clients all do SHA-256 puts
-// it first (--digest-algorithms SHA-256,MD5) or alone.
-var DefaultAlgorithms = []string{MD5, SHA256}
+// DefaultAlgorithms are offered in this order: SHA-256 first, as RFC 8760
+// section 2.4 asks (challenges in order of preference; a client uses the
+// topmost one it supports, RFC 7616 section 3.7), MD5 last. The order also
+// keeps JsSIP (3.13) and SIP.js working: they answer only MD5, and their
+// message parser keeps only the LAST WWW-Authenticate / Proxy-Authenticate
+// header of a response, so MD5 must come last (with MD5 first they saw
+// only the SHA-256 challenge and gave up without retrying).
+var DefaultAlgorithms = []string{SHA256, MD5}
 
 // ParseAlgorithms checks a list of digest algorithm names (case
 // insensitive) and returns them in canonical form, in order.

@@ -60,8 +60,8 @@ func TestDigest(t *testing.T) {
 		want   Verdict
 		reason string
 	}{
-		{"right password", sip.REGISTER, reg, credentials(t, d, "alice", "secret", "REGISTER", reg), Granted, ""},
-		{"SHA-256 (RFC 8760)", sip.REGISTER, reg, answerChallenge(t, d, 1, "alice", "secret", "REGISTER", reg).String(), Granted, ""},
+		{"right password (SHA-256, RFC 8760)", sip.REGISTER, reg, credentials(t, d, "alice", "secret", "REGISTER", reg), Granted, ""},
+		{"MD5 (the last challenge, what JsSIP answers)", sip.REGISTER, reg, answerChallenge(t, d, 1, "alice", "secret", "REGISTER", reg).String(), Granted, ""},
 		{"wrong password", sip.REGISTER, reg, credentials(t, d, "alice", "wrong", "REGISTER", reg), Denied, ReasonWrongPassword},
 		{"unknown user", sip.REGISTER, reg, credentials(t, d, "mallory", "secret", "REGISTER", reg), Denied, ReasonUnknownUser},
 		{"another method", sip.INVITE, reg, credentials(t, d, "alice", "secret", "REGISTER", reg), Denied, ReasonWrongPassword},
@@ -69,7 +69,7 @@ func TestDigest(t *testing.T) {
 		{"same URI, other spelling", sip.INVITE, "sip:echo@127.0.0.1", credentials(t, d, "alice", "secret", "INVITE", "sip:echo@127.0.0.1;transport=udp"), Granted, ""},
 		{"another instance's nonce", sip.REGISTER, reg, credentials(t, NewDigest("strait", map[string]string{"alice": "secret"}), "alice", "secret", "REGISTER", reg), Denied, ReasonNonce},
 		{"another realm", sip.REGISTER, reg, strings.Replace(credentials(t, d, "alice", "secret", "REGISTER", reg), `realm="strait"`, `realm="other"`, 1), Denied, ReasonRealm},
-		{"algorithm not offered", sip.REGISTER, reg, strings.Replace(credentials(t, d, "alice", "secret", "REGISTER", reg), "algorithm=MD5", "algorithm=SHA-512", 1), Denied, ReasonAlgorithm},
+		{"algorithm not offered", sip.REGISTER, reg, strings.Replace(credentials(t, d, "alice", "secret", "REGISTER", reg), "algorithm=SHA-256", "algorithm=SHA-512", 1), Denied, ReasonAlgorithm},
 		{"qop=auth without nc", sip.REGISTER, reg, strings.Replace(credentials(t, d, "alice", "secret", "REGISTER", reg), "nc=00000001", "", 1), Denied, ReasonMalformed},
 		{"not digest", sip.REGISTER, reg, "Basic YWxpY2U6c2VjcmV0", Denied, ReasonMalformed},
 		{"no credentials", sip.REGISTER, reg, "", Denied, ""},
@@ -149,8 +149,11 @@ func TestDigestStale(t *testing.T) {
 func TestChallenges(t *testing.T) {
 	d := NewDigest("strait", nil)
 	cs := d.Challenges(false)
-	if len(cs) != 2 || !strings.Contains(cs[0], "algorithm=MD5") || !strings.Contains(cs[1], "algorithm=SHA-256") {
-		t.Fatalf("challenges %q: want MD5 then SHA-256", cs)
+	// SHA-256 first (RFC 8760 section 2.4: most preferred first); MD5 last,
+	// because JsSIP and SIP.js keep only the last challenge header and
+	// answer only MD5.
+	if len(cs) != 2 || !strings.Contains(cs[0], "algorithm=SHA-256") || !strings.Contains(cs[1], "algorithm=MD5") {
+		t.Fatalf("challenges %q: want SHA-256 then MD5", cs)
 	}
 	for _, c := range cs {
 		if !strings.Contains(c, `qop="auth"`) && !strings.Contains(c, "qop=auth") {
