@@ -111,6 +111,7 @@ type Call struct {
 	stopReq  atomic.Pointer[stopRequest] // the first request to end the call
 	stopping chan struct{}               // closed by the first stop
 	view     atomic.Pointer[Info]        // the loop's last published description
+	sample   atomic.Pointer[mediaSample] // media counters of the last interim (interimLoop writes)
 	done     chan struct{}               // closed by the loop once the call has ended
 
 	// Owned by the loop.
@@ -205,6 +206,7 @@ func (c *Call) setState(s State) {
 	c.state = s
 	if s == StateAnswered {
 		c.answer = time.Now()
+		c.journalAnswered(c.answer, c.direction)
 	}
 	c.publish()
 	if !c.sub {

@@ -21,13 +21,4 @@ func (c *Call) record(cause int, reason string) *cdr.Record {
 
 // legMedia is the CDR's media section from a deleted session's final
 // state (nil when the call never had one).
-func legMedia(s *pb.Session) []cdr.LegMedia {
-	var out []cdr.LegMedia
-	for _, l := range s.GetLegs() {
-		lc := l.GetCounters()
-		out = append(out, cdr.LegMedia{PacketsIn: lc.GetPacketsIn(), PacketsOut: lc.GetPacketsOut(),
-			BytesIn: lc.GetBytesIn(), BytesOut: lc.GetBytesOut(),
-			Dropped: lc.Dropped()}) // every drop_ counter of the proto
-	}
-	return out
-}
+func legMedia(s *pb.Session) []cdr.LegMedia { return cdr.MediaOf(s) }

@@ -65,6 +65,13 @@ type Config struct {
 	// MediaTimeout is the silence after which the dataplane reports
 	// MEDIA_TIMEOUT and Strait hangs up (0: the node's default).
 	MediaTimeout time.Duration
+	// Journal, when set, keeps each call's accounting durable while it
+	// is up (start, answer, interim media counters, end), so that a crash
+	// costs at most InterimInterval of it.
+	Journal cdr.Journal
+	// InterimInterval paces media sampling and journal interims (0:
+	// DefaultInterimInterval).
+	InterimInterval time.Duration
 	// Guard applies the dial plan (destinations, per-user limits) to calls
 	// from browsers, SIP devices and the API; nil allows everything.
 	Guard *dialplan.Guard
@@ -122,6 +129,9 @@ func New(cfg Config) *Engine {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
 	}
+	if cfg.InterimInterval <= 0 {
+		cfg.InterimInterval = DefaultInterimInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{cfg: cfg, st: cfg.Stack, log: cfg.Log, ctx: ctx, cancel: cancel, calls: map[string]*Call{},
 		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{})}
@@ -152,6 +162,9 @@ func New(cfg Config) *Engine {
 	}))
 	if cfg.Pool != nil {
 		cfg.Pool.OnEvent(e.onDataplaneEvent)
+		cfg.Pool.OnLost(e.onSessionLost)
+		e.wg.Add(1)
+		go e.interimLoop()
 	}
 	if cfg.Upstreams != nil && cfg.OptionsInterval > 0 {
 		e.wg.Add(1)

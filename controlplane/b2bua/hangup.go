@@ -82,19 +82,35 @@ func (c *Call) end(cause int, reason string) {
 		}
 	}
 	var final *pb.Session
+	fresh, node := false, ""
 	if c.m != nil {
+		node = c.e.cfg.Pool.NodeOf(c.m.sessionID())
 		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-		final = c.m.close(ctx, reason)
+		final, fresh = c.m.close(ctx, reason)
 		cancel()
 	}
 	if !c.sub {
 		c.e.cfg.Metrics.CallState(old.String(), "")
 		c.e.cfg.Metrics.CallEnded(cause)
 		rec := c.record(cause, reason)
-		rec.Media = legMedia(final)
+		rec.Media, rec.Node = legMedia(final), node
+		if s := c.sample.Load(); s != nil {
+			if !fresh && c.m != nil {
+				// The node did not give its final counters (it is gone):
+				// the last sample is the best account there is.
+				rec.Media = s.media
+			}
+			if rec.Node == "" {
+				rec.Node = s.node
+			}
+		}
 		if c.e.cfg.CDR != nil {
 			if err := c.e.cfg.CDR.Add(*rec); err != nil {
 				c.log.Warn("CDR not written", "err", err)
+			} else if j := c.e.cfg.Journal; j != nil {
+				if err := j.End(c.ID); err != nil {
+					c.log.Warn("CDR journal: end not recorded", "err", err)
+				}
 			}
 		}
 		c.e.emit(Event{Call: c.ID, State: StateEnded.String(), Time: rec.End, Cause: cause, Reason: reason,

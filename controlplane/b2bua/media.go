@@ -117,6 +117,7 @@ type media struct {
 	pend   *exchange
 	closed bool
 	final  *pb.Session
+	fresh  bool // final came from the node's delete (not the last known state)
 }
 
 // errClosed is returned by media operations after the call ended.
@@ -156,21 +157,24 @@ func (m *media) update(ctx context.Context, restart []bool) error {
 }
 
 // close deletes the session and returns its final state (nil if there was
-// none). Later operations fail with errClosed.
-func (m *media) close(ctx context.Context, reason string) *pb.Session {
+// none); fresh is false when the node did not answer the delete and final
+// is only the last state Strait knew. Later operations fail with
+// errClosed.
+func (m *media) close(ctx context.Context, reason string) (final *pb.Session, fresh bool) {
 	if m.closed {
-		return m.final
+		return m.final, m.fresh
 	}
 	m.closed = true
 	if m.sess == nil {
-		return nil
+		return nil, false
 	}
 	s, err := m.pool.Delete(ctx, m.sess.GetId(), reason)
-	if err != nil || s == nil {
+	m.fresh = err == nil && s != nil
+	if !m.fresh {
 		s = m.sess
 	}
 	m.final = s
-	return s
+	return s, m.fresh
 }
 
 // webrtcVideo are the video codecs browsers share (RFC 7742 makes VP8 and

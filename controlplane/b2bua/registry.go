@@ -132,14 +132,16 @@ func (e *Engine) snapshot() []*Call {
 func (e *Engine) register(c *Call) error {
 	c.publish()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closing {
+		e.mu.Unlock()
 		return sipError(503, "", errors.New("shutting down"))
 	}
 	e.calls[c.ID] = c
 	if !c.sub {
 		e.cfg.Metrics.CallState("", StateRinging.String())
 	}
+	e.mu.Unlock()
+	e.journalStart(c)
 	return nil
 }
 

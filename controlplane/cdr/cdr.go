@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
 // Record is one ended call.
@@ -37,6 +39,10 @@ type Record struct {
 	Media []LegMedia `json:"media,omitempty"`
 	// Node is the dataplane node that carried the media.
 	Node string `json:"node,omitempty"`
+	// Recovered marks a record closed after a crash of the control
+	// plane, from the journal: End is the last time the call was known to
+	// be up, Media its counters then.
+	Recovered bool `json:"recovered,omitempty"`
 }
 
 // LegMedia are one leg's media counters.
@@ -49,6 +55,19 @@ type LegMedia struct {
 	BytesOut   uint64 `json:"bytes_out"`
 	// Dropped adds up the packets dropped for any reason.
 	Dropped uint64 `json:"dropped"`
+}
+
+// MediaOf is the media section of a record from a dataplane session's
+// state (nil for none).
+func MediaOf(s *pb.Session) []LegMedia {
+	var out []LegMedia
+	for _, l := range s.GetLegs() {
+		lc := l.GetCounters()
+		out = append(out, LegMedia{PacketsIn: lc.GetPacketsIn(), PacketsOut: lc.GetPacketsOut(),
+			BytesIn: lc.GetBytesIn(), BytesOut: lc.GetBytesOut(),
+			Dropped: lc.Dropped()}) // every drop_ counter of the proto
+	}
+	return out
 }
 
 // maxKept bounds the records kept in memory; older ones are only in the

@@ -46,6 +46,9 @@ const (
 	// DefaultRingTimeout bounds how long an outgoing INVITE may ring
 	// before Strait gives up with 408.
 	DefaultRingTimeout = 120 * time.Second
+	// DefaultCDRInterim is how often a call's accounting is made durable:
+	// a crash costs a CDR at most this much.
+	DefaultCDRInterim = 5 * time.Second
 	// DefaultMaxCallsPerUser bounds one user's calls in progress: a
 	// person has one or two; a stolen account used for toll fraud starts
 	// dozens at once.
@@ -178,6 +181,13 @@ type Config struct {
 	// CDRFile appends each call record as a JSON line; empty keeps them in
 	// memory only.
 	CDRFile string `yaml:"cdr_file" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
+	// CDRJournal keeps the accounting of calls in progress (start,
+	// answer, media counters every CDRInterim, end), so that after a
+	// crash each still gets its record; default: CDRFile + ".journal".
+	CDRJournal string `yaml:"cdr_journal" flag:"cdr-journal" usage:"journal of calls in progress, so a crash loses no CDR (default: --cdr-file + .journal)"`
+	// CDRInterim is how often calls' media counters are sampled and the
+	// journal brought up to date: what a crash may cost a CDR.
+	CDRInterim time.Duration `yaml:"cdr_interim" flag:"cdr-interim" usage:"interim accounting interval (journal, media counters)"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" flag:"log-level" usage:"log level: debug, info, warn, error"`
 	// RegisterExpiry is the binding lifetime granted when a REGISTER names
@@ -214,6 +224,7 @@ func Default() Config {
 		MediaTimeout:          DefaultMediaTimeout,
 		RingTimeout:           DefaultRingTimeout,
 
+		CDRInterim:         DefaultCDRInterim,
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
 		ShutdownTimeout:    DefaultShutdownTimeout,
@@ -355,6 +366,9 @@ func (c *Config) Validate() error {
 	if c.MediaTimeout < time.Second {
 		bad("--media-timeout %v: want at least 1s", c.MediaTimeout)
 	}
+	if c.CDRInterim < time.Second {
+		bad("--cdr-interim %v: want at least 1s", c.CDRInterim)
+	}
 	if c.RingTimeout < time.Second {
 		bad("--ring-timeout %v: want at least 1s", c.RingTimeout)
 	}
@@ -401,6 +415,18 @@ func (c *Config) apiAuthenticated() bool { return c.APIToken != "" }
 func (c *Config) DialPlan() (*dialplan.Plan, error) {
 	return dialplan.New(dialplan.Config{Allow: c.AllowDial, Deny: c.DenyDial,
 		MaxCalls: c.MaxCallsPerUser, MaxPerMinute: c.MaxCallRatePerUser})
+}
+
+// JournalPath is where the CDR journal lives: --cdr-journal, else next to
+// --cdr-file, else nowhere (records are in memory only anyway).
+func (c *Config) JournalPath() string {
+	if c.CDRJournal != "" {
+		return c.CDRJournal
+	}
+	if c.CDRFile != "" {
+		return c.CDRFile + ".journal"
+	}
+	return ""
 }
 
 // Standalone reports whether Strait runs without an upstream.

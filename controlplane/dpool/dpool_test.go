@@ -80,9 +80,9 @@ func TestPoolCreateDeleteReapEvents(t *testing.T) {
 	if _, err := a.CreateSession(ctx, plainSession()); err != nil {
 		t.Fatal(err)
 	}
-	n, err := p.Reap(ctx, func(id string) bool { return id == s2.GetId() })
-	if err != nil || n != 1 {
-		t.Fatalf("reaped %d: %v", n, err)
+	reaped, err := p.Reap(ctx, func(id string) bool { return id == s2.GetId() })
+	if err != nil || len(reaped) != 1 {
+		t.Fatalf("reaped %d: %v", len(reaped), err)
 	}
 	left, _ := a.ListSessions(ctx)
 	if len(left) != 1 || left[0].GetLabels()[LabelOwner] == ownerValue {

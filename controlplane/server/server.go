@@ -87,6 +87,7 @@ type Server struct {
 	local    *node.Node             // the in-process dataplane, if any
 	ups      *upstream.Set          // the upstreams, in trunk mode
 	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
+	journal  *cdr.FileJournal       // calls in progress, for their CDRs after a crash; nil without
 	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
 	level    *slog.LevelVar         // nil: the level is not Reload's to set
@@ -142,6 +143,11 @@ func New(opt Options) (_ *Server, err error) {
 	s.Pool.OnChange(s.Metrics.SetSessions)
 	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
 		return nil, err
+	}
+	if path := cfg.JournalPath(); path != "" {
+		if s.journal, err = cdr.OpenFileJournal(path); err != nil {
+			return nil, err
+		}
 	}
 	s.Registry.OnChange(s.Metrics.SetRegistrations)
 
@@ -199,7 +205,7 @@ func New(opt Options) (_ *Server, err error) {
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: trust(cfg.SIPTrust), Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
-		CDR: s.CDR, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
+		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls,
 		ShutdownTimeout: cfg.ShutdownTimeout})
@@ -207,19 +213,40 @@ func New(opt Options) (_ *Server, err error) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
 	})
-	if err := s.Stack.Start(s.WS); err != nil {
-		return nil, err
-	}
-
 	// Sessions left on the nodes by a previous control plane belong to
 	// calls whose dialogs are gone.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if n, err := s.Pool.Reap(ctx, func(string) bool { return false }); err != nil {
+	reaped, err := s.Pool.Reap(ctx, func(string) bool { return false })
+	if err != nil {
 		log.Warn("could not list dataplane sessions", "err", err)
-	} else if n > 0 {
-		log.Info("deleted orphaned dataplane sessions", "count", n)
+	} else if len(reaped) > 0 {
+		log.Info("deleted orphaned dataplane sessions", "count", len(reaped))
 	}
 	cancel()
+	if s.journal != nil {
+		// Calls the previous process left open get their record: the
+		// final counters of their session when a node still had it, else
+		// the last interim.
+		byCall := map[string]*pb.Session{}
+		for _, rs := range reaped {
+			byCall[rs.GetLabels()[dpool.LabelCall]] = rs
+		}
+		n, err := cdr.Recover(s.journal, s.CDR, reasonRestart, func(r cdr.Record) []cdr.LegMedia {
+			if rs, ok := byCall[r.ID]; ok {
+				return cdr.MediaOf(rs)
+			}
+			return nil
+		})
+		if err != nil {
+			log.Warn("CDR journal: calls of the previous run not all closed", "err", err)
+		}
+		if n > 0 {
+			log.Warn("closed the records of calls a previous run left open (it did not stop cleanly)", "calls", n)
+		}
+	}
+	if err := s.Stack.Start(s.WS); err != nil {
+		return nil, err
+	}
 
 	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -299,6 +326,18 @@ func trust(ranges []string) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// reasonRestart is the CDR reason of a call a previous run left open.
+const reasonRestart = "control plane restart"
+
+// journalOrNil hands the engine the journal as an interface (nil when
+// there is none, not a nil pointer in an interface).
+func (s *Server) journalOrNil() cdr.Journal {
+	if s.journal == nil {
+		return nil
+	}
+	return s.journal
 }
 
 // dataplane creates the in-process node or connects to the remote ones.
@@ -495,8 +534,11 @@ func (s *Server) Close() error {
 		for _, c := range s.conns {
 			c.Close()
 		}
+		if s.journal != nil {
+			s.closeErr = s.journal.Close()
+		}
 		if s.CDR != nil {
-			s.closeErr = s.CDR.Close()
+			s.closeErr = errors.Join(s.closeErr, s.CDR.Close())
 		}
 		if s.httpSrv == nil {
 			return
