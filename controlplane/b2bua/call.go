@@ -61,6 +61,9 @@ type leg struct {
 	// acks delivers ACKs for 2xx responses Strait sent on this dialog
 	// (sent by onAck without blocking, read by the call's loop).
 	acks chan *sip.Request
+	// rel sends the caller's provisionals reliably when its INVITE
+	// required 100rel (nil otherwise; see prack.go).
+	rel *reliableUAS
 	// info: the peer listed INFO in Allow (so DTMF may go as SIP INFO).
 	// Written by the call's loop when the callee answers, read by
 	// SendDTMF on an API goroutine.

@@ -48,7 +48,13 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		c.deliver(l, req, tx)
 	case sip.PRACK:
-		e.st.Respond(tx, req, 200, "", nil)
+		// RFC 3262 section 3: a PRACK that acknowledges no reliable
+		// provisional Strait sent on this dialog gets 481.
+		if l.rel != nil && l.rel.prack(c, req) {
+			e.st.Respond(tx, req, 200, "", nil)
+			return
+		}
+		e.st.Respond(tx, req, 481, "", nil)
 	default:
 		c.forward(l, req, tx)
 	}

@@ -33,10 +33,21 @@ type sipCaller struct {
 }
 
 func (s *sipCaller) progress(code int, body []byte) {
-	s.c.e.st.RespondWith(s.tx, s.l.d.response(code, "", body, sip.NewHeader("Allow", allow)))
+	res := s.l.d.response(code, "", body, sip.NewHeader("Allow", allow))
+	if s.l.rel != nil {
+		s.l.rel.send(s.c, res)
+		return
+	}
+	s.c.e.st.RespondWith(s.tx, res)
 }
 
 func (s *sipCaller) answered(body []byte) (*sip.Request, error) {
+	if s.l.rel != nil && !s.l.rel.waitSDPAcked(s.c) {
+		if s.c.stopped() {
+			return nil, errStopped
+		}
+		return nil, sipError(504, "", errors.New("no PRACK for a provisional with SDP"))
+	}
 	res := s.l.d.response(200, "", body, sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
 	if err := s.c.e.st.RespondWith(s.tx, res); err != nil {
 		return nil, err
@@ -100,6 +111,10 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !e.admit(req, tx) {
 		return
 	}
+	if bad := unsupportedRequire(req); len(bad) > 0 {
+		e.st.Respond(tx, req, 420, "", nil, sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+		return
+	}
 	e.st.Respond(tx, req, 100, "", nil)
 	s, ok := e.sideOf(req)
 	if !ok {
@@ -154,6 +169,9 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		upstreamDialog(ad, t)
 	}
 	e.completeCall(c, ad, kind, tgt, from.DisplayName)
+	if requires100rel(req) {
+		c.legs[0].rel = newReliableUAS(tx, req)
+	}
 	if tgt.upstream {
 		if ch, ok := e.challenges.take(req); ok {
 			continueChallenged(c.legs[1].d, ch, &tgt)
@@ -274,11 +292,18 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		inv := d.request(sip.INVITE, body, "application/sdp")
 		inv.ReplaceHeader(maxForwards(req))
 		inv.AppendHeader(sip.NewHeader("Allow", allow))
+		var supported []string
+		if b.kind == kindPlain {
+			supported = append(supported, "100rel") // see prack.go
+		}
+		if req != nil && supportsTimer(req) {
+			supported = append(supported, "timer")
+		}
+		if len(supported) > 0 {
+			inv.AppendHeader(sip.NewHeader("Supported", strings.Join(supported, ", ")))
+		}
 		if req != nil {
 			copyHeaders(req, inv, sessionTimerHeaders...)
-			if supportsTimer(req) {
-				inv.AppendHeader(sip.NewHeader("Supported", "timer"))
-			}
 			if tgt.upstream {
 				// The PBX challenges its users itself; its challenge went to
 				// the browser and the browser's answer goes back to it.
@@ -351,6 +376,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		}
 	}
 	early := false
+	reliable := reliableTracker{}
 	for {
 		select {
 		case res := <-tx.Responses():
@@ -361,9 +387,15 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 			case res.StatusCode == 100:
 				continue
 			case res.IsProvisional():
+				if rseq, ok := reliableRSeq(res); ok && !reliable.fresh(res, rseq) {
+					continue // a retransmission (RFC 3262 section 4): nothing reaches the caller
+				}
 				progressed = true
 				if tag, ok := res.To().Params.Get("tag"); ok && tag != "" {
 					d.established(res)
+				}
+				if rseq, ok := reliableRSeq(res); ok {
+					c.prack(d, res, rseq)
 				}
 				if len(res.Body()) > 0 && !delayed {
 					ans, perr := sdpBody(res.Body(), contentType(res))

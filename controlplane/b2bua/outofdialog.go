@@ -21,7 +21,7 @@ func (e *Engine) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	e.st.Respond(tx, req, 200, "", nil, sip.NewHeader("Allow", allow),
-		sip.NewHeader("Accept", "application/sdp"), sip.NewHeader("Supported", "timer, outbound"))
+		sip.NewHeader("Accept", "application/sdp"), sip.NewHeader("Supported", "100rel, timer, outbound"))
 }
 
 // onOutOfDialog relays MESSAGE, NOTIFY (e.g. message waiting) and

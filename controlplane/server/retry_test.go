@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +184,100 @@ func TestTrunkRedirectToPBX(t *testing.T) {
 	}
 	tr.waitCalls(0)
 	tr.waitSessions(0)
+}
+
+// Issue 9 item 3, Strait as UAC: its INVITE to the PBX says Supported:
+// 100rel; the PBX's reliable 183 (Require: 100rel, RSeq), sent three
+// times before any PRACK, is acknowledged with one PRACK (RAck RSeq CSeq
+// INVITE) and reaches the browser once, with its early media answer; the
+// call then connects.
+func TestTrunkReliableProvisional(t *testing.T) {
+	tr := startTrunkWith(t, func(c *config.Config) { c.PBXAuthenticatesCalls = true })
+	mb := newBrowserMedia(t)
+	call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.ToLower(headerValues(inc.Invite, "Supported")), "100rel") {
+		t.Errorf("INVITE to the PBX lacks Supported: 100rel: %q", headerValues(inc.Invite, "Supported"))
+	}
+	plain := newPlain(t)
+	early := siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false)
+	for range 3 {
+		if err := inc.Provide(183, "Session Progress", early, sip.NewHeader("Require", "100rel"), sip.NewHeader("RSeq", "4711")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pr, err := tr.pbx.WaitRequest(sip.PRACK, 5*time.Second)
+	if err != nil {
+		t.Fatal("no PRACK for the reliable 183")
+	}
+	if got, want := headerValues(pr, "RAck"), "4711 "+itoa(inc.Invite.CSeq().SeqNo)+" INVITE"; got != want {
+		t.Errorf("RAck %q, want %q", got, want)
+	}
+	if pr.CallID().Value() != inc.CallID {
+		t.Errorf("PRACK outside the dialog")
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond) // room for a second PRACK or 183, were Strait to send them
+		inc.Answer(early)
+	}()
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	n := 0
+	for len(call.Provisional) > 0 {
+		if r := <-call.Provisional; r.StatusCode > 100 {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the browser got %d provisionals for three copies of one reliable 183", n)
+	}
+	select {
+	case r := <-tr.pbx.Requests:
+		t.Errorf("the PBX got a second %s", r.Method)
+	default:
+	}
+	call.Hangup(ctx(t))
+	inc.WaitEnded(5 * time.Second)
+	tr.waitSessions(0)
+}
+
+func headerValues(m interface{ GetHeaders(string) []sip.Header }, name string) string {
+	var out []string
+	for _, h := range m.GetHeaders(name) {
+		out = append(out, h.Value())
+	}
+	return strings.Join(out, ", ")
+}
+
+func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+// RFC 3261 section 8.2.2.3: an INVITE that requires an extension Strait
+// does not do gets 420 with Unsupported; 100rel and timer are done.
+func TestRequireUnsupported(t *testing.T) {
+	tr := startTrunk(t)
+	binding := tr.register(t)
+	plain := newPlain(t)
+	call, err := tr.pbx.Invite(ctx(t), binding.Contact.User, siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false),
+		sip.NewHeader("Require", "100rel, x-nonsense"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _ := call.WaitAnswer(ctx(t), "")
+	if res == nil || res.StatusCode != 420 || headerValues(res, "Unsupported") != "x-nonsense" {
+		t.Fatalf("INVITE requiring x-nonsense: %v", res)
+	}
+	select {
+	case <-tr.browser.Incoming:
+		t.Fatal("the browser got the call")
+	default:
+	}
 }

@@ -274,6 +274,16 @@ func (d *Dialog) Answer(sdp []byte) error {
 // Reject answers an incoming call with a failure.
 func (d *Dialog) Reject(code int, reason string) error { return d.RejectWith(code, reason) }
 
+// Provide sends a provisional response with a body and headers (a
+// reliable 183, RFC 3262: Require: 100rel and RSeq); call it again to
+// retransmit.
+func (d *Dialog) Provide(code int, reason string, body []byte, hdrs ...sip.Header) error {
+	if len(body) > 0 {
+		hdrs = append(hdrs, sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	return d.in.Respond(code, reason, body, hdrs...)
+}
+
 // RejectWith is Reject with headers (a challenge, a Contact for 3xx).
 func (d *Dialog) RejectWith(code int, reason string, hdrs ...sip.Header) error {
 	defer d.done()

@@ -227,7 +227,7 @@ func (p *Phone) serve() error {
 	srv.OnInvite(p.onInvite)
 	srv.OnAck(p.onAck)
 	srv.OnBye(p.onBye)
-	for _, m := range []sip.RequestMethod{sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.OPTIONS, sip.UPDATE} {
+	for _, m := range []sip.RequestMethod{sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.OPTIONS, sip.UPDATE, sip.PRACK} {
 		srv.OnRequest(m, p.onOther)
 	}
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) {
