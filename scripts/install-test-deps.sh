@@ -2,8 +2,8 @@
 # Installs what Strait's end-to-end tests (tests/e2e) need on Debian (as root,
 # or through passwordless sudo for the apt part):
 # Chromium, sipp, Kamailio (a record-routing and TLS proxy in front of the
-# PBX stand-in), baresip (a SIP phone) and dnsmasq (names for RFC 3263)
-# from apt, and the test page's
+# PBX stand-in), baresip (a SIP phone), dnsmasq (names for RFC 3263) and
+# redis-server (the shared state store; tests start their own) from apt, and the test page's
 # JavaScript (JsSIP, esbuild)
 # from npm with the committed package-lock.json. test.sh runs it when it runs
 # as root on Debian, as CI does.
@@ -23,6 +23,7 @@ if ! command -v kamailio >/dev/null 2>&1 || ! dpkg -s kamailio-tls-modules >/dev
 fi
 command -v baresip >/dev/null 2>&1 || need="$need baresip"
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need="$need dnsmasq-base"
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 if [ -n "$need" ]; then
 	echo "install-test-deps: apt-get install$need"
 	export DEBIAN_FRONTEND=noninteractive

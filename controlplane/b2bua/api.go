@@ -97,6 +97,9 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	if !offer.IsWebRTC() {
 		return "", nil, sipError(488, "", errors.New("the offer is not a WebRTC offer"))
 	}
+	if err := e.admitState(); err != nil {
+		return "", nil, err
+	}
 	release, err := e.admitCall(from, user)
 	if err != nil {
 		return "", nil, err

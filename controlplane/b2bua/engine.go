@@ -19,6 +19,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
+	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -80,6 +81,10 @@ type Config struct {
 	// From: the upstream challenges every INVITE itself. Off, only a
 	// WebSocket with a live registration may call, as its registered user.
 	PBXAuthenticatesCalls bool
+	// State, when set, writes answered calls through to the state store
+	// so that a restarted control plane carries them on; while the store
+	// is down new calls are refused with 503.
+	State *state.Writer
 	// ShutdownTimeout bounds Close: every call is hung up in parallel
 	// within it (0: config.DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration

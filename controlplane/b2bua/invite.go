@@ -135,6 +135,11 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, code, reason, nil, sip.NewHeader("Warning", `399 strait "`+sanitize(err.Error())+`"`))
 		return
 	}
+	if err := e.admitState(); err != nil {
+		code, reason := statusOf(err)
+		e.st.Respond(tx, req, code, reason, nil, stateRefusalHeaders()...)
+		return
+	}
 	release := func() {}
 	if s != fromUpstream {
 		// Calls from users pass the dial plan; calls from the upstream

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/dialplan"
+	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 )
@@ -61,6 +62,9 @@ const (
 	// by then is not waited for (systemd's default stop timeout is 90 s;
 	// 10 s keeps a restart quick).
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultDataDir holds the embedded state store when Strait runs from
+	// a checkout (the systemd unit passes /var/lib/strait).
+	DefaultDataDir = "strait-data"
 )
 
 // DefaultCodecs are the codecs a trunk is offered unless --codecs says
@@ -178,6 +182,16 @@ type Config struct {
 	// MaxCallRatePerUser bounds the calls each user may start in a
 	// minute; 0: no limit.
 	MaxCallRatePerUser int `yaml:"max_call_rate_per_user" flag:"max-call-rate-per-user" usage:"calls one user may start per minute (0: no limit)"`
+	// State is where calls, registrations and nonce use are kept so that
+	// they outlive the process: "embedded" (the default: a file under
+	// DataDir, one process), "redis://[:PASSWORD@]HOST:PORT/DB" (also
+	// rediss:// with TLS, redis+sentinel://HOST:PORT,.../MASTER/DB: several
+	// control planes share it), or "memory" (nothing survives a restart).
+	State string `yaml:"state" flag:"state" usage:"state store: embedded (file under --data-dir), redis://HOST:PORT/DB, rediss://..., redis+sentinel://..., or memory"`
+	// DataDir holds the embedded state store (and, all in one, the
+	// dataplane's keys): mode 0700, its files 0600. Default ./strait-data;
+	// the systemd unit uses /var/lib/strait.
+	DataDir string `yaml:"data_dir" flag:"data-dir" usage:"directory of the embedded state store"`
 	// CDRFile appends each call record as a JSON line; empty keeps them in
 	// memory only.
 	CDRFile string `yaml:"cdr_file" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
@@ -228,6 +242,8 @@ func Default() Config {
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
 		ShutdownTimeout:    DefaultShutdownTimeout,
+		State:              "embedded",
+		DataDir:            DefaultDataDir,
 	}
 }
 
@@ -374,6 +390,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 100*time.Millisecond {
 		bad("--shutdown-timeout %v: want at least 100ms", c.ShutdownTimeout)
+	}
+	if err := state.ValidSpec(c.State); err != nil {
+		bad("--state %v", err)
+	}
+	if (c.State == "" || c.State == "embedded") && c.DataDir == "" {
+		bad("--data-dir is empty: the embedded state store needs a directory (or --state memory)")
 	}
 	if c.OptionsInterval < 0 {
 		bad("--options-interval %v is negative", c.OptionsInterval)

@@ -30,6 +30,8 @@ type Metrics struct {
 	callsRefused  *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
 	authBlocked   atomic.Pointer[func() (sources, users int)]
+	stateUp       prometheus.Gauge
+	stateWrites   *prometheus.CounterVec
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -61,9 +63,14 @@ func New() *Metrics {
 			Help: "Digest credentials refused, by reason (wrong_password, unknown_user, replay, uri_mismatch, stale, ...)."},
 			[]string{"reason"}),
 		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_calls_refused_total",
-			Help: "Calls and requests refused before they went anywhere, by reason (unregistered, identity, destination, concurrent, rate)."},
+			Help: "Calls and requests refused before they went anywhere, by reason (unregistered, identity, destination, concurrent, rate, state)."},
 			[]string{"reason"}),
+		stateUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_state_store_up",
+			Help: "1 when the state store (--state) answered its last write or ping; 0 while it is down (new calls are refused with 503)."}),
+		stateWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_state_records_written_total",
+			Help: "Records written to the state store (calls, bindings, sessions), by result (ok, error)."}, []string{"result"}),
 	}
+	m.Registry.MustRegister(m.stateUp, m.stateWrites)
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
 		m.upstreamUp, m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
@@ -119,7 +126,7 @@ func (m *Metrics) Response(method string, code int, in bool) {
 // refusalReasons are the values CallRefused counts under; anything else
 // is "other", so that the label stays bounded.
 var refusalReasons = map[string]bool{"unregistered": true, "identity": true, "destination": true,
-	"concurrent": true, "rate": true}
+	"concurrent": true, "rate": true, "state": true}
 
 // CallRefused counts a call (or out-of-dialog request) refused by policy.
 func (m *Metrics) CallRefused(reason string) {
@@ -130,6 +137,30 @@ func (m *Metrics) CallRefused(reason string) {
 		reason = "other"
 	}
 	m.callsRefused.WithLabelValues(reason).Inc()
+}
+
+// SetStateUp records the state store's health.
+func (m *Metrics) SetStateUp(up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.stateUp.Set(v)
+}
+
+// StateWritten counts a batch of records written to the state store.
+func (m *Metrics) StateWritten(records int, err error) {
+	if m == nil {
+		return
+	}
+	r := "ok"
+	if err != nil {
+		r = "error"
+	}
+	m.stateWrites.WithLabelValues(r).Add(float64(records))
 }
 
 // SetSessions sets a node's session count.

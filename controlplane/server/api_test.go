@@ -232,7 +232,7 @@ func waitEvent(t *testing.T, events <-chan string, id, state string) {
 // Strait's.
 func TestRootHandler(t *testing.T) {
 	n := newNode(t)
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	srv, err := New(Options{Config: cfg, Log: testLog(t), Nodes: nodesOf(n),
 		Root: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("web phone")) })})
@@ -263,7 +263,7 @@ func TestRemoteDataplane(t *testing.T) {
 // strait --dataplane grpc://... does, with or without mutual TLS.
 func remoteDataplane(t *testing.T, mtls bool) {
 	n := newNode(t)
-	cfg := config.Default()
+	cfg := testConfig()
 	var opts []grpc.ServerOption
 	if mtls {
 		pki, err := tlsconfig.GeneratePKI(t.TempDir(), []string{"127.0.0.1"})

@@ -243,7 +243,7 @@ func TestDialPlanLimits(t *testing.T) {
 // TestAPIOffLoopbackNeedsToken: the API does not start on a public
 // address without a token.
 func TestAPIOffLoopbackNeedsToken(t *testing.T) {
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP = "0.0.0.0:0"
 	cfg.Users = []string{"alice:secret"}
 	err := cfg.Validate()

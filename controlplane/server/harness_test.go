@@ -75,15 +75,25 @@ type env struct {
 
 func start(t *testing.T, mutate func(*config.Config)) *env {
 	t.Helper()
+	return startOpts(t, mutate, nil)
+}
+
+// startOpts is start with the server's options changed by opts too.
+func startOpts(t *testing.T, mutate func(*config.Config), opts func(*Options)) *env {
+	t.Helper()
 	n := newNode(t)
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OptionsInterval = 0
 	cfg.CDRFile = filepath.Join(t.TempDir(), "cdr.jsonl")
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := New(Options{Config: cfg, Nodes: nodesOf(n), Log: testLog(t)})
+	o := Options{Config: cfg, Nodes: nodesOf(n), Log: testLog(t)}
+	if opts != nil {
+		opts(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,4 +432,13 @@ func reanswer(t *testing.T, pc *webrtc.PeerConnection, offer []byte) []byte {
 		return nil
 	}
 	return []byte(pc.LocalDescription().SDP)
+}
+
+// testConfig is the default configuration with the state in memory: tests
+// run many servers at once, and none may write under the package's
+// directory.
+func testConfig() config.Config {
+	cfg := config.Default()
+	cfg.State = "memory"
+	return cfg
 }

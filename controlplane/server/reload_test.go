@@ -263,7 +263,7 @@ func TestReloadUsers(t *testing.T) {
 	registered(t, e, "dave", "d-secret")
 
 	open := start(t, nil)
-	openCfg := config.Default()
+	openCfg := testConfig()
 	openCfg.HTTP, openCfg.SIP, openCfg.OptionsInterval = "127.0.0.1:0", "127.0.0.1:0", 0
 	openCfg.Users = []string{"eve:e-secret"}
 	if restart, err := open.srv.Reload(openCfg); err != nil || !slices.Contains(restart, "--user") {

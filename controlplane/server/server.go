@@ -36,6 +36,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/sipws"
+	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/internal/tlsconfig"
@@ -54,6 +55,9 @@ type Options struct {
 	Nodes []*dpool.Node
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
+	// Store, when set, replaces the store --state names (tests pass a
+	// state.Memory they can make fail).
+	Store state.Store
 	// Level, when set, is the level Log logs at: Reload sets it from
 	// --log-level.
 	Level *slog.LevelVar
@@ -83,7 +87,11 @@ type Server struct {
 	CDR       *cdr.Store
 	WS        *sipws.Listener
 	Guard     *dialplan.Guard
+	// State writes calls and registrations through to the store --state
+	// names (nil never: memory at least).
+	State *state.Writer
 
+	store    state.Store            // the backend of State
 	local    *node.Node             // the in-process dataplane, if any
 	ups      *upstream.Set          // the upstreams, in trunk mode
 	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
@@ -122,6 +130,13 @@ func New(opt Options) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	if s.store = opt.Store; s.store == nil {
+		if s.store, err = state.Open(cfg.State, cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	s.State = state.NewWriter(state.WriterConfig{Store: s.store, OnHealth: s.Metrics.SetStateUp, OnWrite: s.Metrics.StateWritten,
+		Log: log.With("component", "state")})
 	if cfg.TLSCert != "" {
 		if s.tlsCert, err = tlsconfig.LoadCertificate(cfg.TLSCert, cfg.TLSKey); err != nil {
 			return nil, err
@@ -208,7 +223,7 @@ func New(opt Options) (_ *Server, err error) {
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls,
-		ShutdownTimeout: cfg.ShutdownTimeout})
+		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State})
 	s.WS.OnClose(func(flow string) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
@@ -271,7 +286,7 @@ func New(opt Options) (_ *Server, err error) {
 		mode = "trunk " + strings.Join(cfg.Upstream, ", ")
 	}
 	log.Info("strait started", "mode", mode, "http", s.HTTPAddr(), "ws", s.WSURL(), "sip", s.SIPAddr(),
-		"sip_host", sipHost, "open_registration", ups == nil && digest == nil)
+		"sip_host", sipHost, "open_registration", ups == nil && digest == nil, "state", s.store.Name())
 	return s, nil
 }
 
@@ -536,6 +551,14 @@ func (s *Server) Close() error {
 		}
 		if s.journal != nil {
 			s.closeErr = s.journal.Close()
+		}
+		if s.State != nil {
+			if err := s.State.Close(); err != nil {
+				s.log.Warn("state store: changes not written", "err", err)
+			}
+		}
+		if s.store != nil {
+			s.store.Close()
 		}
 		if s.CDR != nil {
 			s.closeErr = errors.Join(s.closeErr, s.CDR.Close())

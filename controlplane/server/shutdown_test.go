@@ -75,7 +75,7 @@ func TestShutdownWithUnreachablePBX(t *testing.T) {
 		}
 	}()
 	n := newBigNode(t, calls+8)
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OptionsInterval = 0
 	cfg.Upstream = []string{"sip:" + pbx.Addr}

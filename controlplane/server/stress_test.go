@@ -14,7 +14,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/b2bua"
-	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -76,7 +75,7 @@ func TestCallStress(t *testing.T) {
 	const calls = 48
 	n := newBigNode(t, 2*calls+8)
 	en := &eventNode{Node: n, inject: make(chan *pb.Event, 16)}
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OptionsInterval = 0
 	cfg.CDRFile = t.TempDir() + "/cdr.jsonl"

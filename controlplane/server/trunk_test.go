@@ -31,18 +31,25 @@ func startTrunk(t *testing.T) *trunk { t.Helper(); return startTrunkWith(t, nil)
 // startTrunkWith is startTrunk with more configuration.
 func startTrunkWith(t *testing.T, mutate func(*config.Config)) *trunk {
 	t.Helper()
+	return startTrunkOpts(t, mutate, nil)
+}
+
+// startTrunkOpts is startTrunkWith with the server's options changed by
+// opts too.
+func startTrunkOpts(t *testing.T, mutate func(*config.Config), opts func(*Options)) *trunk {
+	t.Helper()
 	pbx, err := siptest.NewUDP("", "pbx")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pbx.Close)
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	e := start(t, func(c *config.Config) {
+	e := startOpts(t, func(c *config.Config) {
 		c.Upstream = []string{"sip:" + pbx.Addr}
 		if mutate != nil {
 			mutate(c)
 		}
-	})
+	}, opts)
 	pbx.SetPeer(e.srv.SIPAddr())
 	b, err := siptest.NewBrowser(e.srv.HTTPAddr(), "alice")
 	if err != nil {

@@ -241,7 +241,8 @@ func TestAPIPublicNeedsToken(t *testing.T) {
 	e := harness.New(t, harness.NeedStrait)
 	port := harness.FreePort(t)
 	args := []string{"--http", fmt.Sprintf("0.0.0.0:%d", port), "--sip", fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-		"--user", "alice:secret", "--rtp-ports", harness.PortRange(t, 20), "--webrtc-ports", harness.PortRange(t, 2)}
+		"--user", "alice:secret", "--rtp-ports", harness.PortRange(t, 20), "--webrtc-ports", harness.PortRange(t, 2),
+		"--state", "memory"}
 	ctx, cancel := context.WithTimeout(e.Context(), 20*time.Second)
 	defer cancel()
 	var out bytes.Buffer

@@ -34,6 +34,10 @@ type StraitConfig struct {
 	// (give one when a proxy in front of the PBX must know it first:
 	// harness.FreeAddr).
 	SIPAddr string
+	// DataDir is --data-dir, the embedded state store's directory; empty
+	// is a fresh temporary one (give the same one to a strait started
+	// again after another, to carry its calls on).
+	DataDir string
 	// Args are extra flags.
 	Args []string
 }
@@ -105,6 +109,10 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 		"--rtp-ports", s.RTPPorts, "--webrtc-ports", s.WebRTCPorts,
 		"--log-level", "debug",
 	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = e.t.TempDir()
+	}
+	argv = append(argv, "--data-dir", cfg.DataDir)
 	if cfg.Upstream != "" {
 		argv = append(argv, "--upstream", cfg.Upstream)
 	}

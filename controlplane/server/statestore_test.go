@@ -1,0 +1,101 @@
+package server
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/siptest"
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// waitStateUp waits until the server sees the store as up (or down).
+func waitStateUp(t *testing.T, e *env, up bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.State.Up() != up {
+		if time.Now().After(deadline) {
+			t.Fatalf("state store up=%v, want %v", e.srv.State.Up(), up)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A store that goes down: new calls get 503 with Retry-After, counted; the
+// call in progress goes on (media, BYE); when the store is back new calls
+// go through again.
+func TestStateStoreDown(t *testing.T) {
+	store := state.NewMemory()
+	tr := startTrunkOpts(t, nil, func(o *Options) { o.Store = store })
+	tr.register(t)
+
+	mb := newBrowserMedia(t)
+	call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := mb.Accept(string(res.Body())); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitConnected()
+
+	store.SetFailure(errors.New("connection refused"))
+	waitStateUp(t, tr.env, false)
+	mb2 := newBrowserMedia(t)
+	call2, err := tr.browser.Invite(ctx(t), "carol", []byte(mb2.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res2, err := call2.WaitAnswer(ctx(t), "")
+	if res2 == nil || res2.StatusCode != 503 || res2.GetHeader("Retry-After") == nil {
+		t.Fatalf("a new call while the store is down: %v %v, want 503 with Retry-After", res2, err)
+	}
+	reg := tr.srv.Metrics.Registry
+	if v := metricValue(t, reg, "strait_state_store_up", nil); v != 0 {
+		t.Fatalf("strait_state_store_up = %v while down", v)
+	}
+	if v := metricValue(t, reg, "strait_calls_refused_total", map[string]string{"reason": "state"}); v != 1 {
+		t.Fatalf("refusals for the state store: %v, want 1", v)
+	}
+	// The call in progress carries media, both ways.
+	var bseq, pseq uint16 = 100, 300
+	browserToPlain(t, mb, &bseq, plain, "down-b2p", 5)
+	plainToBrowser(t, plain, plainAddr(t, inc.Invite.Body()), &pseq, mb, "down-p2b", 5)
+
+	store.SetFailure(nil)
+	waitStateUp(t, tr.env, true)
+	call3, err := tr.browser.Invite(ctx(t), "dave", []byte(newBrowserMedia(t).Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc3, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatalf("a new call once the store is back did not reach the PBX: %v", err)
+	}
+	inc3.Reject(486, "Busy Here")
+	if res3, _ := call3.WaitAnswer(ctx(t), ""); res3 == nil || res3.StatusCode != 486 {
+		t.Fatalf("the busy call: %v", res3)
+	}
+	if err := call.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitCalls(0)
+	tr.waitSessions(0)
+}

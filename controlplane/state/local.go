@@ -1,0 +1,82 @@
+package state
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// subscriberQueue bounds the messages waiting for one subscriber; beyond
+// it messages to that subscriber are dropped (Subscribe's contract).
+const subscriberQueue = 64
+
+// localBus is publish/subscribe within the process: what the memory and
+// embedded stores offer (one process is the whole service).
+type localBus struct {
+	mu   sync.Mutex // guards subs
+	subs map[string]map[chan []byte]struct{}
+}
+
+func (b *localBus) publish(channel string, msg []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.subs[channel] {
+		select {
+		case ch <- append([]byte(nil), msg...):
+		default:
+		}
+	}
+}
+
+func (b *localBus) subscribe(ctx context.Context, channel string) <-chan []byte {
+	ch := make(chan []byte, subscriberQueue)
+	b.mu.Lock()
+	if b.subs == nil {
+		b.subs = map[string]map[chan []byte]struct{}{}
+	}
+	if b.subs[channel] == nil {
+		b.subs[channel] = map[chan []byte]struct{}{}
+	}
+	b.subs[channel][ch] = struct{}{}
+	b.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		b.mu.Lock()
+		delete(b.subs[channel], ch)
+		b.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+// localLeases are leases within the process.
+type localLeases struct {
+	mu     sync.Mutex // guards leases
+	leases map[string]lease
+}
+
+type lease struct {
+	owner   string
+	expires time.Time
+}
+
+func (l *localLeases) take(name, owner string, ttl time.Duration, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leases == nil {
+		l.leases = map[string]lease{}
+	}
+	if cur, ok := l.leases[name]; ok && cur.owner != owner && now.Before(cur.expires) {
+		return false
+	}
+	l.leases[name] = lease{owner: owner, expires: now.Add(ttl)}
+	return true
+}
+
+func (l *localLeases) release(name, owner string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.leases[name]; ok && cur.owner == owner {
+		delete(l.leases, name)
+	}
+}

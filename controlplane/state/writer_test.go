@@ -1,0 +1,107 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func osStat(path string) (os.FileMode, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Mode().Perm(), nil
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// countingStore counts Apply calls and records.
+type countingStore struct {
+	*Memory
+	applies, records atomic.Int64
+}
+
+func (c *countingStore) Apply(ctx context.Context, ch []Change) error {
+	err := c.Memory.Apply(ctx, ch)
+	if err == nil {
+		c.applies.Add(1)
+		c.records.Add(int64(len(ch)))
+	}
+	return err
+}
+
+func TestWriterBatchesAndKeepsTheLatest(t *testing.T) {
+	cs := &countingStore{Memory: NewMemory()}
+	w := NewWriter(WriterConfig{Store: cs, FlushInterval: 50 * time.Millisecond, Log: quiet()})
+	defer w.Close()
+	for i := range 100 {
+		w.Put(Calls, fmt.Sprint(i%10), []byte(fmt.Sprint(i)))
+	}
+	w.Delete(Calls, "0")
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := cs.Load(context.Background(), Calls)
+	if len(m) != 9 || string(m["9"]) != "99" {
+		t.Fatalf("stored %q: want keys 1..9 with their last values", m)
+	}
+	if cs.records.Load() > 10 || cs.applies.Load() > 2 {
+		t.Fatalf("%d records in %d writes for 101 changes to 10 keys: want at most 10 in 2", cs.records.Load(), cs.applies.Load())
+	}
+}
+
+func TestWriterDownAndBack(t *testing.T) {
+	m := NewMemory()
+	var ups []bool
+	health := make(chan bool, 8)
+	w := NewWriter(WriterConfig{Store: m, FlushInterval: 5 * time.Millisecond, PingInterval: 20 * time.Millisecond, Log: quiet(),
+		OnHealth: func(up bool) { health <- up }})
+	defer w.Close()
+	ups = append(ups, <-health)
+	m.SetFailure(errors.New("connection refused"))
+	w.Put(Calls, "a", []byte("1"))
+	ups = append(ups, <-health)
+	if w.Up() {
+		t.Fatal("Up with a failing store")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if err := w.Flush(ctx); err == nil {
+		t.Fatal("Flush returned nil while the store is down")
+	}
+	cancel()
+	if w.Pending() != 1 {
+		t.Fatalf("pending %d, want the change kept", w.Pending())
+	}
+	m.SetFailure(nil)
+	ups = append(ups, <-health)
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := m.Get(context.Background(), Calls, "a"); !ok || string(v) != "1" {
+		t.Fatal("the change made while the store was down was not written when it came back")
+	}
+	if fmt.Sprint(ups) != "[true false true]" {
+		t.Fatalf("health %v, want [true false true]", ups)
+	}
+}
+
+func TestWriterNoticesAnOutageWhileIdle(t *testing.T) {
+	m := NewMemory()
+	w := NewWriter(WriterConfig{Store: m, PingInterval: 10 * time.Millisecond, Log: quiet()})
+	defer w.Close()
+	m.SetFailure(errors.New("down"))
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle writer never noticed the store was down")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
