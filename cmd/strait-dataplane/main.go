@@ -30,56 +30,36 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/node"
-	"github.com/strait-sbc/strait/dataplane/portalloc"
 	"github.com/strait-sbc/strait/internal/cliconfig"
 	"github.com/strait-sbc/strait/internal/tlsconfig"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
-// config is the node's whole configuration. Defaults are in defaults().
+// config is the node's whole configuration: the media settings the
+// all-in-one strait takes too (node.Settings, under the same names), and
+// what only a node that stands alone needs. Defaults are in defaults().
 type config struct {
-	ID               string          `yaml:"id" flag:"id" usage:"node name reported to control planes (default: host name)"`
-	MediaIP          []string        `yaml:"media_ip" flag:"media-ip" usage:"address to bind media on; repeat for IPv4 and IPv6"`
-	PublicIP         []string        `yaml:"public_ip" flag:"public-ip" usage:"address to advertise for each --media-ip (1:1 NAT), in the same order"`
-	WebRTCPorts      portalloc.Range `yaml:"webrtc_ports" flag:"webrtc-ports" usage:"shared UDP ports for WebRTC legs"`
-	RTPPorts         portalloc.Range `yaml:"rtp_ports" flag:"rtp-ports" usage:"UDP port pairs for plain RTP legs"`
-	PlainSharedPorts portalloc.Range `yaml:"plain_shared_ports" flag:"plain-shared-ports" usage:"shared UDP port pairs for plain legs in shared mode (optional)"`
-	GRPC             string          `yaml:"grpc" flag:"grpc" usage:"gRPC listen address for control planes"`
-	GRPCCert         string          `yaml:"grpc_cert" flag:"grpc-cert" usage:"gRPC server certificate (PEM)"`
-	GRPCKey          string          `yaml:"grpc_key" flag:"grpc-key" usage:"gRPC server key (PEM)"`
-	GRPCClientCA     string          `yaml:"grpc_client_ca" flag:"grpc-client-ca" usage:"CA that control planes' client certificates must chain to (mutual TLS)"`
-	GRPCInsecure     bool            `yaml:"grpc_insecure" flag:"grpc-insecure" usage:"allow a non-loopback gRPC address without mutual TLS (anyone who reaches it can program the relay)"`
-	Metrics          string          `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
-	Workers          int             `yaml:"workers" flag:"workers" usage:"packet workers (0: one per CPU)"`
-	Batch            int             `yaml:"batch" flag:"batch" usage:"datagrams per recvmmsg/sendmmsg"`
-	IO               string          `yaml:"io" flag:"io" usage:"packet I/O: uring (io_uring), mmsg (recvmmsg/sendmmsg with epoll) or auto (uring where the kernel allows it)"`
-	Coalesce         time.Duration   `yaml:"coalesce" flag:"coalesce" usage:"with io_uring, the longest a datagram waits for others to join its batch (0: none)"`
-	MaxSessions      int             `yaml:"max_sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
-	MediaTimeout     time.Duration   `yaml:"media_timeout" flag:"media-timeout" usage:"default silence before a MEDIA_TIMEOUT event"`
-	DrainTimeout     time.Duration   `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
-	DTLSLinger       time.Duration   `yaml:"dtls_linger" flag:"dtls-linger" usage:"how long a completed DTLS handshake's state is kept for the peer's retransmissions"`
-	SocketBuffer     int             `yaml:"socket_buffer" flag:"socket-buffer" usage:"SO_RCVBUF/SO_SNDBUF bytes per media socket (capped by net.core.rmem_max/wmem_max)"`
-	DSCP             int             `yaml:"dscp" flag:"dscp" usage:"DSCP of media packets (46 = EF; 0 leaves it unset)"`
-	LogLevel         string          `yaml:"log_level" flag:"log-level" usage:"debug, info, warn or error"`
-	GenPKI           string          `yaml:"gen_pki" flag:"gen-pki" usage:"write a CA plus server and client certificates for mutual TLS into DIR and exit"`
+	node.Settings `yaml:",inline"`
+
+	ID           string        `yaml:"id" flag:"id" usage:"node name reported to control planes (default: host name)"`
+	GRPC         string        `yaml:"grpc" flag:"grpc" usage:"gRPC listen address for control planes"`
+	GRPCCert     string        `yaml:"grpc_cert" flag:"grpc-cert" usage:"gRPC server certificate (PEM)"`
+	GRPCKey      string        `yaml:"grpc_key" flag:"grpc-key" usage:"gRPC server key (PEM)"`
+	GRPCClientCA string        `yaml:"grpc_client_ca" flag:"grpc-client-ca" usage:"CA that control planes' client certificates must chain to (mutual TLS)"`
+	GRPCInsecure bool          `yaml:"grpc_insecure" flag:"grpc-insecure" usage:"allow a non-loopback gRPC address without mutual TLS (anyone who reaches it can program the relay)"`
+	Metrics      string        `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
+	DrainTimeout time.Duration `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
+	LogLevel     string        `yaml:"log_level" flag:"log-level" usage:"debug, info, warn or error"`
+	GenPKI       string        `yaml:"gen_pki" flag:"gen-pki" usage:"write a CA plus server and client certificates for mutual TLS into DIR and exit"`
 }
 
 func defaults() config {
 	return config{
-		MediaIP:      []string{"127.0.0.1"},
-		WebRTCPorts:  node.DefaultWebRTCPorts,
-		RTPPorts:     node.DefaultRTPPorts,
+		Settings:     node.DefaultSettings(),
 		GRPC:         "127.0.0.1:9090",
 		Metrics:      "127.0.0.1:9091",
-		Batch:        64,
-		IO:           string(batchconn.ModeAuto),
-		MediaTimeout: 60 * time.Second,
 		DrainTimeout: 15 * time.Minute,
-		DTLSLinger:   30 * time.Second,
-		SocketBuffer: 4 << 20,
-		DSCP:         46,
 		LogLevel:     "info",
 	}
 }
@@ -246,58 +226,11 @@ func newLogger(level string, w *os.File) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// nodeConfig validates the media side of the configuration.
+// nodeConfig parses the media settings (every bad one named at once).
 func (c *config) nodeConfig(log *slog.Logger) (node.Config, error) {
-	nc := node.Config{
-		ID:               c.ID,
-		WebRTCPorts:      c.WebRTCPorts,
-		RTPPorts:         c.RTPPorts,
-		PlainSharedPorts: c.PlainSharedPorts,
-		Workers:          c.Workers,
-		BatchSize:        c.Batch,
-		Coalesce:         c.Coalesce,
-		MaxSessions:      c.MaxSessions,
-		MediaTimeout:     c.MediaTimeout,
-		DTLSLinger:       c.DTLSLinger,
-		Logger:           log,
-		Socket:           batchconn.Options{RecvBuffer: c.SocketBuffer, SendBuffer: c.SocketBuffer},
-	}
-	if c.DSCP < 0 || c.DSCP > 63 {
-		return nc, fmt.Errorf("--dscp %d: want 0 to 63", c.DSCP)
-	}
-	nc.Socket.TOS = c.DSCP << 2
-	if len(c.MediaIP) == 0 {
-		return nc, errors.New("--media-ip: at least one address")
-	}
-	for _, s := range c.MediaIP {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nc, fmt.Errorf("--media-ip %q: %v", s, err)
-		}
-		nc.MediaAddrs = append(nc.MediaAddrs, a)
-	}
-	if len(c.PublicIP) > len(c.MediaIP) {
-		return nc, errors.New("--public-ip: more public addresses than --media-ip addresses")
-	}
-	for _, s := range c.PublicIP {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nc, fmt.Errorf("--public-ip %q: %v", s, err)
-		}
-		nc.AdvertisedAddrs = append(nc.AdvertisedAddrs, a)
-	}
-	mode, err := batchconn.ParseMode(c.IO)
-	if err != nil {
-		return nc, fmt.Errorf("--io: %v", err)
-	}
-	nc.IO = mode
-	if c.Coalesce < 0 || c.Coalesce > time.Millisecond {
-		return nc, fmt.Errorf("--coalesce %v: want 0 to 1ms", c.Coalesce)
-	}
-	if c.Batch < 1 || c.Batch > 1024 {
-		return nc, fmt.Errorf("--batch %d: want 1 to 1024", c.Batch)
-	}
-	return nc, nil
+	nc, err := c.Settings.Config()
+	nc.ID, nc.Logger = c.ID, log
+	return nc, err
 }
 
 // grpcCredentials enforces that only a loopback listener may go without

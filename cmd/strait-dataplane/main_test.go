@@ -37,7 +37,9 @@ func TestConfigValidation(t *testing.T) {
 		{[]string{"--log-level", "chatty"}, "--log-level"},
 		{[]string{"--dscp", "99"}, "--dscp"},
 		{[]string{"--batch", "0"}, "--batch"},
-		{[]string{"--public-ip", "1.2.3.4", "--public-ip", "5.6.7.8"}, "more public"},
+		{[]string{"--public-ip", "1.2.3.4", "--public-ip", "5.6.7.8"}, "--public-ip (public_ip): 2 addresses for 1 --media-ip"},
+		{[]string{"--media-ip", "0.0.0.0"}, "give --public-ip"},
+		{[]string{"--io", "carrier-pigeon"}, "--io (io)"},
 	} {
 		err := run(context.Background(), tc.args, func(string) string { return "" }, devNull(t))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -31,7 +31,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "strait:", err)
 		os.Exit(2)
 	}
-	if err := cfg.Validate(); err != nil {
+	parsed, err := cfg.Parse() // once: the server is built from it
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "strait: invalid configuration:\n%v\n", err)
 		os.Exit(2)
 	}
@@ -45,15 +46,15 @@ func main() {
 		}
 	}
 	trace()
-	srv, err := server.New(server.Options{Config: cfg, Log: log, Level: level, Root: webphone.Handler()})
+	srv, err := server.New(server.Options{Config: cfg, Parsed: parsed, Log: log, Level: level, Root: webphone.Handler()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
 	}
 	// SIGHUP rereads the configuration and applies what can change live
 	// (certificates, dial plan, limits, API token, log level); SIGTERM and
-	// SIGINT stop: every call is hung up (BYE both ways, CDRs written),
-	// then the listeners close.
+	// SIGINT stop: every call is hung up within --shutdown-timeout (BYE
+	// both ways, CDRs written), then the listeners close.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	for s := range sig {

@@ -16,7 +16,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
-	"github.com/strait-sbc/strait/dataplane/portalloc"
+	"github.com/strait-sbc/strait/dataplane/node"
 )
 
 // EnvPrefix prefixes every environment variable: --http is STRAIT_HTTP.
@@ -29,8 +29,6 @@ const (
 	DefaultHTTP = "127.0.0.1:8080"
 	// DefaultSIP is where SIP over UDP and TCP listens (RFC 3261's port).
 	DefaultSIP = "127.0.0.1:5060"
-	// DefaultMediaIP is where the in-process dataplane binds media sockets.
-	DefaultMediaIP = "127.0.0.1"
 	// DefaultRealm names the digest realm of the standalone registrar.
 	DefaultRealm = "strait"
 	// DefaultRegisterExpiry bounds a binding's lifetime when the REGISTER
@@ -41,9 +39,6 @@ const (
 	// OPTIONS (a typical SBC keepalive: short enough to notice a dead PBX
 	// within a minute, long enough to cost nothing).
 	DefaultOptionsInterval = 30 * time.Second
-	// DefaultMediaTimeout ends a call whose media stopped this long
-	// (the dataplane's MEDIA_TIMEOUT event).
-	DefaultMediaTimeout = 60 * time.Second
 	// DefaultRingTimeout bounds how long an outgoing INVITE may ring
 	// before Strait gives up with 408.
 	DefaultRingTimeout = 120 * time.Second
@@ -76,6 +71,13 @@ var DefaultCodecs = []string{"PCMU", "PCMA", "G722", "telephone-event"}
 // `flag` tag, its YAML key the `yaml` tag and its environment variable
 // STRAIT_ plus the flag in upper case with dashes as underscores.
 type Config struct {
+	// Settings are the in-process dataplane node's media settings
+	// (--media-ip, --public-ip, --rtp-ports, --webrtc-ports, --workers,
+	// --batch, --dscp, --socket-buffer, --plain-shared-ports...), the
+	// same struct and names strait-dataplane takes; with --dataplane only
+	// --media-timeout applies (to every session). See node.Settings.
+	node.Settings `yaml:",inline"`
+
 	// HTTP is the listen address of the HTTP server: the web page at /,
 	// the API under /v1, SIP over WebSocket at /ws. Example: 0.0.0.0:443.
 	HTTP string `yaml:"http" flag:"http" usage:"HTTP listen address (web page, /v1 API, SIP over WebSocket at /ws)"`
@@ -113,14 +115,6 @@ type Config struct {
 	// DNSServer is the DNS server (HOST:PORT) upstream names are looked up
 	// with; empty uses the system's.
 	DNSServer string `yaml:"dns_server" flag:"dns-server" usage:"DNS server HOST:PORT for upstream names (default: the system's)"`
-	// MediaIP is where the in-process dataplane binds media sockets.
-	MediaIP string `yaml:"media_ip" flag:"media-ip" usage:"media bind address of the in-process dataplane"`
-	// PublicIP is advertised in SDP instead of MediaIP (1:1 NAT).
-	PublicIP string `yaml:"public_ip" flag:"public-ip" usage:"address advertised in SDP when different from --media-ip"`
-	// RTPPorts is the plain RTP port range of the in-process dataplane.
-	RTPPorts portalloc.Range `yaml:"rtp_ports" flag:"rtp-ports" usage:"RTP port range toward SIP peers"`
-	// WebRTCPorts are the shared WebRTC ports of the in-process dataplane.
-	WebRTCPorts portalloc.Range `yaml:"webrtc_ports" flag:"webrtc-ports" usage:"shared WebRTC media ports"`
 	// Dataplane lists remote dataplane nodes (grpc://HOST:PORT); empty runs
 	// one in process.
 	Dataplane []string `yaml:"dataplane" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT (repeatable; default: in process)"`
@@ -209,8 +203,6 @@ type Config struct {
 	RegisterExpiry time.Duration `yaml:"register_expiry" flag:"register-expiry" usage:"longest registration lifetime"`
 	// OptionsInterval is how often the upstream is pinged; 0 disables.
 	OptionsInterval time.Duration `yaml:"options_interval" flag:"options-interval" usage:"OPTIONS keepalive interval toward the upstream (0: off)"`
-	// MediaTimeout ends calls whose media stopped for this long.
-	MediaTimeout time.Duration `yaml:"media_timeout" flag:"media-timeout" usage:"hang up calls after this long without media"`
 	// RingTimeout bounds an unanswered outgoing INVITE.
 	RingTimeout time.Duration `yaml:"ring_timeout" flag:"ring-timeout" usage:"give up on an unanswered call after this long"`
 	// ShutdownTimeout bounds a shutdown (SIGTERM): calls are hung up in
@@ -223,9 +215,7 @@ func Default() Config {
 	return Config{
 		HTTP:                  DefaultHTTP,
 		SIP:                   DefaultSIP,
-		MediaIP:               DefaultMediaIP,
-		RTPPorts:              portalloc.Range{First: 40000, Last: 49999},
-		WebRTCPorts:           portalloc.Range{First: 20000, Last: 20003},
+		Settings:              node.DefaultSettings(),
 		Realm:                 DefaultRealm,
 		DigestAlgorithms:      []string{"SHA-256", "MD5"},
 		AuthFailuresPerSource: 5,
@@ -235,7 +225,6 @@ func Default() Config {
 		LogLevel:              "info",
 		RegisterExpiry:        DefaultRegisterExpiry,
 		OptionsInterval:       DefaultOptionsInterval,
-		MediaTimeout:          DefaultMediaTimeout,
 		RingTimeout:           DefaultRingTimeout,
 
 		CDRInterim:         DefaultCDRInterim,
@@ -268,9 +257,35 @@ func ParseUsers(list []string) ([]User, error) {
 	return out, nil
 }
 
+// Parsed holds what Parse made of a configuration: the server is built
+// from these values, so nothing is parsed twice and no error is dropped.
+type Parsed struct {
+	// Node is the in-process node's configuration (unused with remote
+	// nodes); its ID and Logger are the caller's to set.
+	Node node.Config
+	// Upstreams are the --upstream entries; none in standalone mode.
+	Upstreams []upstream.Spec
+	// Users are the standalone accounts.
+	Users []User
+	// DialPlan is the dial policy.
+	DialPlan *dialplan.Plan
+	// SIPTrust are the --sip-trust ranges, masked.
+	SIPTrust []netip.Prefix
+	// Dataplane are the remote nodes' host:port.
+	Dataplane []string
+}
+
 // Validate checks the configuration as a whole and says what is wrong with
 // each bad field, all at once.
 func (c *Config) Validate() error {
+	_, err := c.Parse()
+	return err
+}
+
+// Parse checks and parses the configuration as a whole. It says what is
+// wrong with each bad field, all at once, naming its flag.
+func (c *Config) Parse() (*Parsed, error) {
+	p := &Parsed{}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	checkHostPort := func(name, v string) {
@@ -299,43 +314,39 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, u := range c.Upstream {
-		if _, err := upstream.ParseSpec(u); err != nil {
+		sp, err := upstream.ParseSpec(u)
+		if err != nil {
 			bad("--upstream: %v", err)
+			continue
 		}
+		p.Upstreams = append(p.Upstreams, sp)
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		bad("--upstream-cert and --upstream-key go together")
 	}
 	for _, r := range c.SIPTrust {
-		if _, err := netip.ParsePrefix(r); err != nil {
+		pf, err := netip.ParsePrefix(r)
+		if err != nil {
 			bad("--sip-trust %q: want an address range such as 10.0.0.0/24", r)
+			continue
 		}
+		p.SIPTrust = append(p.SIPTrust, pf.Masked())
 	}
 	if c.DNSServer != "" {
 		checkHostPort("dns-server", c.DNSServer)
 	}
-	if ip, err := netip.ParseAddr(c.MediaIP); err != nil || ip.IsUnspecified() && len(c.Dataplane) == 0 && c.PublicIP == "" {
-		if err != nil {
-			bad("--media-ip %q is not an IP address", c.MediaIP)
-		} else {
-			bad("--media-ip %s is unspecified: give --public-ip so SDP names a reachable address", c.MediaIP)
-		}
+	nc, err := c.Settings.Config()
+	if err != nil {
+		errs = append(errs, err)
 	}
-	if c.PublicIP != "" {
-		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() {
-			bad("--public-ip %q is not a unicast IP address", c.PublicIP)
-		}
-	}
-	if c.RTPPorts.Pairs() == 0 {
-		bad("--rtp-ports %v holds no even/odd port pair", c.RTPPorts)
-	}
-	if c.WebRTCPorts == (portalloc.Range{}) {
-		bad("--webrtc-ports is empty")
-	}
+	p.Node = nc
 	for _, d := range c.Dataplane {
-		if _, err := DataplaneAddr(d); err != nil {
+		a, err := DataplaneAddr(d)
+		if err != nil {
 			bad("--dataplane: %v", err)
+			continue
 		}
+		p.Dataplane = append(p.Dataplane, a)
 	}
 	if (c.DataplaneCert == "") != (c.DataplaneKey == "") {
 		bad("--dataplane-cert and --dataplane-key go together")
@@ -344,13 +355,14 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("--user: %v", err)
 	}
+	p.Users = users
 	if len(c.Upstream) == 0 && len(users) == 0 && (!loopback(c.HTTP) || !loopback(c.SIP)) {
 		bad("standalone mode on a non-loopback address needs at least one --user NAME:PASSWORD (without users anyone may register)")
 	}
 	if !c.apiAuthenticated() && !loopback(c.HTTP) {
 		bad("--http %s is not a loopback address: the HTTP API (/v1, /metrics) needs --api-token there, or anyone who reaches it may place calls", c.HTTP)
 	}
-	if _, err := c.DialPlan(); err != nil {
+	if p.DialPlan, err = c.DialPlan(); err != nil {
 		bad("%v", err)
 	}
 	if c.AuthFailuresPerSource < 1 || c.AuthFailuresPerUser < 1 || c.AuthBlockMax < time.Second {
@@ -379,9 +391,6 @@ func (c *Config) Validate() error {
 	if c.RegisterExpiry < time.Minute {
 		bad("--register-expiry %v: want at least 1m", c.RegisterExpiry)
 	}
-	if c.MediaTimeout < time.Second {
-		bad("--media-timeout %v: want at least 1s", c.MediaTimeout)
-	}
 	if c.CDRInterim < time.Second {
 		bad("--cdr-interim %v: want at least 1s", c.CDRInterim)
 	}
@@ -400,7 +409,10 @@ func (c *Config) Validate() error {
 	if c.OptionsInterval < 0 {
 		bad("--options-interval %v is negative", c.OptionsInterval)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
 }
 
 // DataplaneAddr returns the host:port of a grpc://HOST:PORT node address.

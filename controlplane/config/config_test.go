@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/internal/cliconfig"
@@ -32,15 +33,20 @@ func TestFlagsEnvFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP != "127.0.0.1:9090" || c.MediaIP != "127.0.0.2" || len(c.Users) != 1 || c.Users[0] != "bob:b" ||
+	if c.HTTP != "127.0.0.1:9090" || len(c.MediaIP) != 1 || c.MediaIP[0] != "127.0.0.2" || len(c.Users) != 1 || c.Users[0] != "bob:b" ||
 		c.RTPPorts.First != 30000 || !c.SDES || c.Codecs[0] != "PCMA" {
 		t.Fatalf("%+v", c)
 	}
-	if err := c.Validate(); err != nil {
+	p, err := c.Parse()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(c.Upstream) != 1 || c.Upstream[0] != "sip:pbx.example.com:5070;transport=tcp" {
 		t.Fatalf("upstream %q", c.Upstream)
+	}
+	if len(p.Upstreams) != 1 || p.Upstreams[0].Host != "pbx.example.com" || len(p.Node.MediaAddrs) != 1 ||
+		p.Node.MediaAddrs[0].String() != "127.0.0.2" || p.Node.RTPPorts.First != 30000 || len(p.Users) != 1 {
+		t.Fatalf("parsed %+v", p)
 	}
 	// Repeated flags make a list, priorities and weights in the URIs.
 	c = Default()
@@ -59,28 +65,34 @@ func TestValidateErrors(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		"http":         {func(c *Config) { c.HTTP = "nope" }, "--http"},
-		"upstream":     {func(c *Config) { c.Upstream = []string{"pbx:5060"} }, "--upstream"},
-		"transport":    {func(c *Config) { c.Upstream = []string{"sip:pbx;transport=sctp"} }, "transport"},
-		"weight":       {func(c *Config) { c.Upstream = []string{"sip:pbx", "sip:pbx2;weight=x"} }, "weight"},
-		"client cert":  {func(c *Config) { c.UpstreamCert = "/nonexistent" }, "--upstream-key"},
-		"upstream ca":  {func(c *Config) { c.UpstreamCA = "/nonexistent" }, "--upstream-ca"},
-		"sip trust":    {func(c *Config) { c.SIPTrust = []string{"10.0.0.1"} }, "--sip-trust"},
-		"dns server":   {func(c *Config) { c.DNSServer = "10.0.0.1" }, "--dns-server"},
-		"media ip":     {func(c *Config) { c.MediaIP = "x" }, "--media-ip"},
-		"unspecified":  {func(c *Config) { c.MediaIP = "0.0.0.0" }, "--public-ip"},
-		"user":         {func(c *Config) { c.Users = []string{"alice"} }, "NAME:PASSWORD"},
-		"open public":  {func(c *Config) { c.HTTP = "0.0.0.0:8080" }, "needs at least one --user"},
-		"tls pair":     {func(c *Config) { c.TLSCert = "/nonexistent" }, "--tls-key"},
-		"dataplane":    {func(c *Config) { c.Dataplane = []string{"http://x"} }, "grpc://"},
-		"log level":    {func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
-		"codecs":       {func(c *Config) { c.Codecs = nil }, "--codecs"},
-		"rtp ports":    {func(c *Config) { c.RTPPorts.First, c.RTPPorts.Last = 5, 5 }, "--rtp-ports"},
-		"twice a user": {func(c *Config) { c.Users = []string{"a:1", "a:2"} }, "twice"},
-		"api public":   {func(c *Config) { c.HTTP, c.Users = "0.0.0.0:8080", []string{"a:1"} }, "--api-token"},
-		"allow dial":   {func(c *Config) { c.AllowDial = []string{"_[12"} }, "--allow-dial"},
-		"deny dial":    {func(c *Config) { c.DenyDial = []string{"_["} }, "--deny-dial"},
-		"call limit":   {func(c *Config) { c.MaxCallsPerUser = -1 }, "--max-calls-per-user"},
+		"http":          {func(c *Config) { c.HTTP = "nope" }, "--http"},
+		"upstream":      {func(c *Config) { c.Upstream = []string{"pbx:5060"} }, "--upstream"},
+		"transport":     {func(c *Config) { c.Upstream = []string{"sip:pbx;transport=sctp"} }, "transport"},
+		"weight":        {func(c *Config) { c.Upstream = []string{"sip:pbx", "sip:pbx2;weight=x"} }, "weight"},
+		"client cert":   {func(c *Config) { c.UpstreamCert = "/nonexistent" }, "--upstream-key"},
+		"upstream ca":   {func(c *Config) { c.UpstreamCA = "/nonexistent" }, "--upstream-ca"},
+		"sip trust":     {func(c *Config) { c.SIPTrust = []string{"10.0.0.1"} }, "--sip-trust"},
+		"dns server":    {func(c *Config) { c.DNSServer = "10.0.0.1" }, "--dns-server"},
+		"media ip":      {func(c *Config) { c.MediaIP = []string{"x"} }, "--media-ip (media_ip)"},
+		"unspecified":   {func(c *Config) { c.MediaIP = []string{"0.0.0.0"} }, "--public-ip"},
+		"workers":       {func(c *Config) { c.Workers = -1 }, "--workers (workers)"},
+		"batch":         {func(c *Config) { c.Batch = 0 }, "--batch (batch)"},
+		"dscp":          {func(c *Config) { c.DSCP = 64 }, "--dscp (dscp)"},
+		"buffers":       {func(c *Config) { c.SocketBuffer = -1 }, "--socket-buffer (socket_buffer)"},
+		"shared ports":  {func(c *Config) { c.PlainSharedPorts.First, c.PlainSharedPorts.Last = 7, 7 }, "--plain-shared-ports"},
+		"media timeout": {func(c *Config) { c.MediaTimeout = time.Millisecond }, "--media-timeout"},
+		"user":          {func(c *Config) { c.Users = []string{"alice"} }, "NAME:PASSWORD"},
+		"open public":   {func(c *Config) { c.HTTP = "0.0.0.0:8080" }, "needs at least one --user"},
+		"tls pair":      {func(c *Config) { c.TLSCert = "/nonexistent" }, "--tls-key"},
+		"dataplane":     {func(c *Config) { c.Dataplane = []string{"http://x"} }, "grpc://"},
+		"log level":     {func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
+		"codecs":        {func(c *Config) { c.Codecs = nil }, "--codecs"},
+		"rtp ports":     {func(c *Config) { c.RTPPorts.First, c.RTPPorts.Last = 5, 5 }, "--rtp-ports"},
+		"twice a user":  {func(c *Config) { c.Users = []string{"a:1", "a:2"} }, "twice"},
+		"api public":    {func(c *Config) { c.HTTP, c.Users = "0.0.0.0:8080", []string{"a:1"} }, "--api-token"},
+		"allow dial":    {func(c *Config) { c.AllowDial = []string{"_[12"} }, "--allow-dial"},
+		"deny dial":     {func(c *Config) { c.DenyDial = []string{"_["} }, "--deny-dial"},
+		"call limit":    {func(c *Config) { c.MaxCallsPerUser = -1 }, "--max-calls-per-user"},
 	} {
 		c := Default()
 		tc.mutate(&c)
@@ -122,4 +134,27 @@ func FuzzParseUsers(f *testing.F) {
 			t.Fatalf("%q -> %+v", s, us)
 		}
 	})
+}
+
+// The all-in-one takes the dataplane's settings under the dataplane's
+// names: from a file, a single media_ip as a list of one, and every
+// in-process node setting reaches the parsed node configuration.
+func TestNodeSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "strait.yaml")
+	os.WriteFile(file, []byte("media_ip: 127.0.0.3\nworkers: 3\nbatch: 16\ndscp: 34\nsocket_buffer: 1048576\n"+
+		"plain_shared_ports: 30000-30001\nmax_sessions: 7\ndtls_linger: 5s\nio: mmsg\n"), 0o600)
+	c := Default()
+	if err := cliconfig.Load(&c, "strait", EnvPrefix, []string{"--config", file}, func(string) string { return "" }, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := p.Node
+	if n.MediaAddrs[0].String() != "127.0.0.3" || n.Workers != 3 || n.BatchSize != 16 || n.Socket.TOS != 34<<2 ||
+		n.Socket.RecvBuffer != 1<<20 || n.Socket.SendBuffer != 1<<20 || n.PlainSharedPorts.First != 30000 ||
+		n.MaxSessions != 7 || n.DTLSLinger != 5*time.Second || n.IO != "mmsg" || n.MediaTimeout != c.MediaTimeout {
+		t.Fatalf("node config %+v", n)
+	}
 }

@@ -34,13 +34,11 @@ var liveFields = map[string]bool{
 // nothing was applied because something is wrong: the running
 // configuration stays then.
 func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	plan, err := cfg.DialPlan()
+	p, err := cfg.Parse()
 	if err != nil {
 		return nil, err
 	}
+	plan := p.DialPlan
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	needRestart = restartOnly(s.cfg, cfg)
@@ -58,7 +56,7 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 		}
 	}
 	if usersLive {
-		s.setUsers(cfg.Users)
+		s.setUsers(p.Users)
 	}
 	s.Guard.SetPlan(plan)
 	token := cfg.APIToken
@@ -84,11 +82,21 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 // restartOnly lists the flags whose values differ between a and b and
 // that Reload cannot apply.
 func restartOnly(a, b config.Config) []string {
+	return changedFlags(reflect.ValueOf(a), reflect.ValueOf(b))
+}
+
+// changedFlags compares two configuration structs field by field, into
+// embedded ones (node.Settings), and lists the flags that differ.
+func changedFlags(va, vb reflect.Value) []string {
 	var out []string
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	t := va.Type()
 	for i := range t.NumField() {
-		name := t.Field(i).Tag.Get("flag")
+		f := t.Field(i)
+		name := f.Tag.Get("flag")
+		if name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct {
+			out = append(out, changedFlags(va.Field(i), vb.Field(i))...)
+			continue
+		}
 		if name == "" || liveFields[name] {
 			continue
 		}
@@ -103,13 +111,13 @@ func restartOnly(a, b config.Config) []string {
 // removed or whose password changed are dropped (whoever registered with
 // the old password must prove the new one); their calls in progress go
 // on.
-func (s *Server) setUsers(list []string) {
-	users, _ := config.ParseUsers(list)
+func (s *Server) setUsers(users []config.User) {
 	next := make(map[string]string, len(users))
 	for _, u := range users {
 		next[u.Name] = u.Password
 	}
-	prev, _ := config.ParseUsers(s.cfg.Users)
+	prev := s.users
+	s.users = users
 	s.digest.SetUsers(next)
 	for _, u := range prev {
 		if pw, ok := next[u.Name]; ok && pw == u.Password {

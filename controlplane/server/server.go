@@ -45,8 +45,10 @@ import (
 
 // Options are what New needs besides the configuration.
 type Options struct {
-	// Config is the validated configuration.
+	// Config is the configuration.
 	Config config.Config
+	// Parsed is what Config.Parse made of Config; nil parses it here.
+	Parsed *config.Parsed
 	// Root, when set, serves GET / and everything the other routes do not
 	// claim (the embedded web phone page).
 	Root http.Handler
@@ -96,6 +98,7 @@ type Server struct {
 	ups      *upstream.Set          // the upstreams, in trunk mode
 	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
 	journal  *cdr.FileJournal       // calls in progress, for their CDRs after a crash; nil without
+	users    []config.User          // the users digest holds; guarded by reloadMu
 	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
 	level    *slog.LevelVar         // nil: the level is not Reload's to set
@@ -115,8 +118,11 @@ type Server struct {
 // starts serving. Close stops it.
 func New(opt Options) (_ *Server, err error) {
 	cfg := opt.Config
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	p := opt.Parsed
+	if p == nil {
+		if p, err = cfg.Parse(); err != nil {
+			return nil, err
+		}
 	}
 	log := opt.Log
 	if log == nil {
@@ -147,7 +153,7 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	nodes := opt.Nodes
 	if len(nodes) == 0 {
-		if nodes, err = s.dataplane(); err != nil {
+		if nodes, err = s.dataplane(p); err != nil {
 			return nil, err
 		}
 	}
@@ -172,7 +178,7 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	s.WS = sipws.New(s.httpLn.Addr(), log.With("component", "sipws"))
 
-	ups, err := s.upstreams()
+	ups, err := s.upstreams(p.Upstreams)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +200,7 @@ func New(opt Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	users, _ := config.ParseUsers(cfg.Users)
+	users := p.Users
 	var digest *registrar.Digest
 	if ups == nil && len(users) > 0 {
 		m := map[string]string{}
@@ -206,20 +212,16 @@ func New(opt Options) (_ *Server, err error) {
 			return nil, err
 		}
 		digest = registrar.NewDigestWith(registrar.DigestConfig{Realm: cfg.Realm, Users: m, Algorithms: algs})
-		s.digest = digest
+		s.digest, s.users = digest, users
 	}
-	plan, err := cfg.DialPlan()
-	if err != nil {
-		return nil, err
-	}
-	s.Guard = dialplan.NewGuard(plan)
+	s.Guard = dialplan.NewGuard(p.DialPlan)
 	s.AuthGuard = authguard.New(authguard.Config{SourceThreshold: cfg.AuthFailuresPerSource,
 		UserThreshold: cfg.AuthFailuresPerUser, MaxBlock: cfg.AuthBlockMax, Metrics: s.Metrics,
 		Log: log.With("component", "authguard")})
 	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstreams: ups,
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
-		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: trust(cfg.SIPTrust), Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
+		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: p.SIPTrust, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls,
@@ -296,17 +298,9 @@ const upstreamResolveWait = 5 * time.Second
 
 // upstreams builds the set of upstreams (nil in standalone mode) and
 // resolves their names once before Strait takes calls.
-func (s *Server) upstreams() (*upstream.Set, error) {
-	if len(s.cfg.Upstream) == 0 {
+func (s *Server) upstreams(specs []upstream.Spec) (*upstream.Set, error) {
+	if len(specs) == 0 {
 		return nil, nil
-	}
-	specs := make([]upstream.Spec, 0, len(s.cfg.Upstream))
-	for _, u := range s.cfg.Upstream {
-		sp, err := upstream.ParseSpec(u)
-		if err != nil {
-			return nil, err
-		}
-		specs = append(specs, sp)
 	}
 	set := upstream.NewSet(upstream.Config{Specs: specs, Resolver: upstream.NewResolver(s.cfg.DNSServer),
 		Log: s.log.With("component", "upstream")})
@@ -332,17 +326,6 @@ func tlsNames(set *upstream.Set) func(netip.AddrPort) (string, bool) {
 	}
 }
 
-// trust parses the validated --sip-trust ranges.
-func trust(ranges []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, r := range ranges {
-		if p, err := netip.ParsePrefix(r); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
-}
-
 // reasonRestart is the CDR reason of a call a previous run left open.
 const reasonRestart = "control plane restart"
 
@@ -356,15 +339,11 @@ func (s *Server) journalOrNil() cdr.Journal {
 }
 
 // dataplane creates the in-process node or connects to the remote ones.
-func (s *Server) dataplane() ([]*dpool.Node, error) {
+func (s *Server) dataplane(p *config.Parsed) ([]*dpool.Node, error) {
 	cfg := s.cfg
-	if len(cfg.Dataplane) == 0 {
-		media := netip.MustParseAddr(cfg.MediaIP)
-		nc := node.Config{ID: "local", MediaAddrs: []netip.Addr{media}, WebRTCPorts: cfg.WebRTCPorts,
-			RTPPorts: cfg.RTPPorts, MediaTimeout: cfg.MediaTimeout, Logger: s.log.With("component", "dataplane")}
-		if cfg.PublicIP != "" {
-			nc.AdvertisedAddrs = []netip.Addr{netip.MustParseAddr(cfg.PublicIP)}
-		}
+	if len(p.Dataplane) == 0 {
+		nc := p.Node
+		nc.ID, nc.Logger = "local", s.log.With("component", "dataplane")
 		n, err := node.New(nc)
 		if err != nil {
 			return nil, fmt.Errorf("in-process dataplane: %w", err)
@@ -390,11 +369,10 @@ func (s *Server) dataplane() ([]*dpool.Node, error) {
 		creds = credentials.NewTLS(tc)
 	}
 	var out []*dpool.Node
-	for _, d := range cfg.Dataplane {
-		addr, _ := config.DataplaneAddr(d)
+	for _, addr := range p.Dataplane {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
-			return nil, fmt.Errorf("dataplane %s: %w", d, err)
+			return nil, fmt.Errorf("dataplane %s: %w", addr, err)
 		}
 		s.conns = append(s.conns, conn)
 		out = append(out, &dpool.Node{Name: addr, API: pb.NewClient(conn)})
@@ -407,12 +385,12 @@ func sipHostOf(cfg config.Config) string {
 	if cfg.SIPHost != "" {
 		return cfg.SIPHost
 	}
-	if cfg.PublicIP != "" {
-		return cfg.PublicIP
+	if len(cfg.PublicIP) > 0 {
+		return cfg.PublicIP[0]
 	}
 	host, _, _ := net.SplitHostPort(cfg.SIP)
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() || host == "" {
-		return cfg.MediaIP
+	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsUnspecified() || host == "") && len(cfg.MediaIP) > 0 {
+		return cfg.MediaIP[0]
 	}
 	return host
 }

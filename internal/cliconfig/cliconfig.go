@@ -6,9 +6,12 @@
 // PREFIX_NAME (upper case, dashes as underscores).
 //
 // Supported field types: string, bool, int, uint, time.Duration, []string
-// (a repeatable flag; comma-separated in the environment; a YAML list), and
-// anything implementing encoding.TextUnmarshaler (and TextMarshaler, for
-// defaults in -help).
+// (a repeatable flag; comma-separated in the environment; a YAML list, or
+// one YAML value for a list of one), and anything implementing
+// encoding.TextUnmarshaler (and TextMarshaler, for defaults in -help). An
+// embedded struct tagged `yaml:",inline"` contributes its fields as if
+// they were the outer struct's: two binaries can share a block of
+// settings under the same names.
 package cliconfig
 
 import (
@@ -68,7 +71,7 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 		*configPath = p
 	}
 	if *configPath != "" {
-		if err := loadFile(*configPath, v.Interface()); err != nil {
+		if err := loadFile(*configPath, v.Interface(), fields); err != nil {
 			return err
 		}
 	}
@@ -120,10 +123,24 @@ func findConfigFlag(args []string) string {
 	return ""
 }
 
-func loadFile(path string, cfg any) error {
+func loadFile(path string, cfg any, fields []*field) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file
+	}
+	if listsOfOne(doc.Content[0], fields) {
+		// Re-encoded only then: errors name lines of the file as written
+		// otherwise.
+		if b, err = yaml.Marshal(&doc); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true) // a misspelt key is an error, not a silent default
@@ -131,6 +148,32 @@ func loadFile(path string, cfg any) error {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
+}
+
+// listsOfOne turns a single value given for a list key into a list of
+// one (`media_ip: 10.0.0.1` for `media_ip: [10.0.0.1]`), and reports
+// whether it changed anything.
+func listsOfOne(m *yaml.Node, fields []*field) bool {
+	if m.Kind != yaml.MappingNode {
+		return false
+	}
+	changed := false
+	lists := map[string]bool{}
+	for _, f := range fields {
+		if f.isList() {
+			lists[strings.ReplaceAll(f.name, "-", "_")] = true
+		}
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if lists[k.Value] && v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
+			one := *v
+			*v = yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Content: []*yaml.Node{&one},
+				Line: v.Line, Column: v.Column}
+			changed = true
+		}
+	}
+	return changed
 }
 
 func envName(prefix, flagName string) string {
@@ -148,6 +191,14 @@ func collect(v reflect.Value) ([]*field, error) {
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
 		name := sf.Tag.Get("flag")
+		if name == "" && sf.Anonymous && sf.Type.Kind() == reflect.Struct && sf.Tag.Get("yaml") == ",inline" {
+			inner, err := collect(v.Field(i))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, inner...)
+			continue
+		}
 		if name == "" {
 			continue
 		}

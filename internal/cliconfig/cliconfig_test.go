@@ -102,3 +102,37 @@ func TestTagMismatchIsAnError(t *testing.T) {
 		t.Fatal("mismatched yaml/flag tags accepted")
 	}
 }
+
+type shared struct {
+	Media []string `yaml:"media_ip" flag:"media-ip"`
+	Batch int      `yaml:"batch" flag:"batch"`
+}
+
+type outer struct {
+	shared `yaml:",inline"`
+	GRPC   string `yaml:"grpc" flag:"grpc"`
+}
+
+// An embedded struct's fields are the outer's, from every source, and a
+// list key takes a single value in the file.
+func TestInlineAndListOfOne(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("media_ip: 10.0.0.1\nbatch: 8\ngrpc: a:1\n"), 0o600)
+	var c outer
+	if err := Load(&c, "x", "X", []string{"--config", file}, env(nil), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := (outer{shared{[]string{"10.0.0.1"}, 8}, "a:1"}); !reflect.DeepEqual(c, want) {
+		t.Fatalf("file: %+v, want %+v", c, want)
+	}
+	if err := Load(&c, "x", "X", []string{"--batch", "16", "--media-ip", "::1"}, env(map[string]string{"X_GRPC": "b:2"}), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := (outer{shared{[]string{"::1"}, 16}, "b:2"}); !reflect.DeepEqual(c, want) {
+		t.Fatalf("flags and env: %+v, want %+v", c, want)
+	}
+	os.WriteFile(file, []byte("batch: 8\nbtach: 9\n"), 0o600)
+	if err := Load(&c, "x", "X", []string{"--config", file}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "btach") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+}
