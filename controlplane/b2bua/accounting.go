@@ -61,13 +61,18 @@ func (e *Engine) interimLoop() {
 		if len(calls) == 0 {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.InterimInterval)
+		ctx, cancel := context.WithTimeout(e.ctx, e.cfg.InterimInterval)
 		live := e.cfg.Pool.Live(ctx)
 		cancel()
 		now := time.Now()
 		for _, c := range calls {
 			if c.sub {
 				continue
+			}
+			select {
+			case <-e.stop: // a shutdown does not wait for a round of samples
+				return
+			default:
 			}
 			id := c.Info().Session // the loop owns c.m: read what it published
 			s, ok := live[id]
