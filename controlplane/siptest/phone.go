@@ -48,7 +48,8 @@ type Phone struct {
 
 	// Incoming delivers new calls; Requests every out-of-dialog request
 	// and every in-dialog one other than INVITE, ACK and BYE (MESSAGE,
-	// INFO, NOTIFY, REFER, SUBSCRIBE...), after the phone answered it.
+	// INFO, NOTIFY, REFER, SUBSCRIBE...), in the order they came, as the
+	// phone answers them.
 	Incoming chan *Dialog
 	Requests chan *sip.Request
 
@@ -372,11 +373,13 @@ func (p *Phone) onOther(req *sip.Request, tx sip.ServerTransaction) {
 		p.subTags[req.CallID().Value()] = tag
 		p.mu.Unlock()
 	}
-	tx.Respond(res)
+	// Queued before the answer: a peer that waits for each answer before
+	// its next request (DTMF as INFO) finds them queued in order.
 	select {
 	case p.Requests <- req:
 	default:
 	}
+	tx.Respond(res)
 }
 
 // Notify sends a NOTIFY in the subscription a SUBSCRIBE the phone
