@@ -13,19 +13,14 @@ import (
 
 // bridge completes a call the callee answered: ACK the callee, answer
 // the caller, wait for its ACK. Loop only.
-func (c *Call) bridge(ctx context.Context, tx sip.ClientTransaction, inv *sip.Request, res *sip.Response, cl caller, delayed bool) {
+func (c *Call) bridge(ctx context.Context, inv *sip.Request, res *sip.Response, cl caller, delayed bool, forks *forkGuard) {
 	st := c.e.st
 	b := c.legs[1]
 	b.d.established(res)
+	forks.won() // later 2xx: retransmissions, or other branches (fork.go)
 	b.info.Store(allowsInfo(res))
 	ack := b.d.ack(inv.CSeq().SeqNo, nil)
 	st.Write(ack)
-	tx.OnRetransmission(func(r *sip.Response) {
-		// On a sipgo goroutine: only the dialog (its own lock) is used.
-		if r.IsSuccess() {
-			st.Write(b.d.ack(inv.CSeq().SeqNo, nil))
-		}
-	})
 	fail := func(code int, reason string, err error) {
 		c.log.Info("answer refused", "err", err)
 		cl.failed(code, reason, nil)

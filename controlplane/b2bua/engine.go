@@ -165,6 +165,7 @@ func New(cfg Config) *Engine {
 	srv.OnNoRoute(e.wrap(func(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 405, "", nil, sip.NewHeader("Allow", allow))
 	}))
+	cfg.Stack.OnStrayResponse(e.onStrayResponse) // late 2xx of forked INVITEs (fork.go)
 	if cfg.Pool != nil {
 		cfg.Pool.OnEvent(e.onDataplaneEvent)
 		cfg.Pool.OnLost(e.onSessionLost)

@@ -334,10 +334,14 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 	}
 	var tx sip.ClientTransaction
 	var inv *sip.Request
+	// A 2xx after the first of a transaction (a retransmission, or a
+	// forking proxy's other branch) goes to forks, on sipgo's goroutine.
+	forks := &forkGuard{e: e, d: d}
 	for {
 		inv = build()
 		tx, err = e.st.Transaction(ctx, inv)
 		if err == nil {
+			tx.OnRetransmission(forks.onRetransmission)
 			break
 		}
 		if retry(err.Error()) {
@@ -371,6 +375,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 			inv = build()
 			var err error
 			if tx, err = e.st.Transaction(ctx, inv); err == nil {
+				tx.OnRetransmission(forks.onRetransmission)
 				heard = false
 				silence.Reset(noResponseFailover)
 				return true
@@ -424,7 +429,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 					cl.progress(code, nil)
 				}
 			case res.IsSuccess():
-				c.bridge(ctx, tx, inv, res, cl, delayed)
+				c.bridge(ctx, inv, res, cl, delayed, forks)
 				return
 			default:
 				if failover(res.StatusCode) && resend(sipnet.ReasonPhrase(res.StatusCode)) {
@@ -444,6 +449,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 								c.end(503, "redirect target unreachable")
 								return
 							}
+							tx.OnRetransmission(forks.onRetransmission)
 							continue
 						}
 					} else if c.legs[0].kind == kindPlain && c.legs[0].d != nil {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -85,6 +86,7 @@ type Stack struct {
 	cancel    context.CancelFunc
 	listeners []net.Listener
 
+	stray   *strayHandler            // responses that match no transaction
 	peers   tlsPeers                 // TLS connections in use, by peer address
 	dialed  *dialedListener          // TLS connections Strait opened, handed to sipgo
 	dialMu  sync.Mutex               // guards dialing
@@ -105,6 +107,7 @@ func New(cfg Config) (*Stack, error) {
 		cfg.WSHost = "strait.invalid"
 	}
 	sipLog := slog.New(quietRefusals{cfg.Log.Handler()}).With("component", "sipgo")
+	stray := &strayHandler{}
 	clientTLS := cfg.ClientTLS
 	if clientTLS == nil {
 		clientTLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -112,7 +115,7 @@ func New(cfg Config) (*Stack, error) {
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
 		sipgo.WithUserAgenTLSConfig(clientTLS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
-			sip.WithTransactionLayerUnhandledResponseHandler(func(*sip.Response) {})),
+			sip.WithTransactionLayerUnhandledResponseHandler(stray.handle)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
 			sip.WithTransportLayerTransports(transports(cfg.Metrics))))
 	if err != nil {
@@ -128,8 +131,26 @@ func New(cfg Config) (*Stack, error) {
 		ua.Close()
 		return nil, err
 	}
-	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log, dialed: newDialedListener()}, nil
+	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log, dialed: newDialedListener(), stray: stray}, nil
 }
+
+// strayHandler passes responses that match no client transaction to
+// whoever asked for them (OnStrayResponse).
+type strayHandler struct {
+	f atomic.Pointer[func(*sip.Response)]
+}
+
+func (h *strayHandler) handle(res *sip.Response) {
+	if f := h.f.Load(); f != nil {
+		(*f)(res)
+	}
+}
+
+// OnStrayResponse sets the function that gets the responses matching no
+// client transaction (RFC 3261 section 17.1.1.2: they go to the UA
+// core): a late 2xx to an INVITE, say. It runs on sipgo's goroutine and
+// must not block.
+func (s *Stack) OnStrayResponse(f func(*sip.Response)) { s.stray.f.Store(&f) }
 
 // Start binds UDP and TCP (and TLS) and serves them; ws, when not nil,
 // serves SIP over WebSocket (see package sipws). With port 0 in Addr, UDP

@@ -81,3 +81,23 @@ func TestTrunkPBXRequires100rel(t *testing.T) {
 	e.Step("the PBX hangs up and its call succeeded", 20*time.Second, caller.Wait)
 	idle(e, s, base)
 }
+
+// Issue 9, forking upstream: the PBX side forks JsSIP's INVITE (sipp,
+// uas_fork.xml: two 180s, two 200s with different To tags); strait takes
+// the first 200, ACKs the second and hangs that branch up (sipp checks
+// both tags), and the call goes on with the first branch's echo.
+func TestTrunkForkedAnswers(t *testing.T) {
+	t.Parallel()
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
+	pbx := e.StartSipp(harness.SippConfig{Scenario: "uas_fork.xml", RTPEcho: true})
+	s := e.StartStrait(harness.StraitConfig{Upstream: upstream(pbx.Addr()), Args: []string{"--pbx-authenticates-calls"}})
+	pages := e.StartPageServer(nil)
+	b := e.StartBrowser()
+	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice"})
+	base := baseline(e, s)
+	callConfirmed(e, alice, "sip:1000@127.0.0.1")
+	audioArrives(e, alice, "the first branch's echo")
+	hangUp(e, alice)
+	e.Step("the PBX saw ACK and BYE for the second branch, BYE for the first", 10*time.Second, pbx.Wait)
+	idle(e, s, base)
+}
