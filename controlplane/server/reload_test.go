@@ -199,6 +199,18 @@ func TestReloadSwapsCertificateKeepsCalls(t *testing.T) {
 	if _, _, err := api.do("GET", "/v1/calls", nil); err == nil {
 		t.Fatal("a client trusting only the old CA still connects")
 	}
+	// Only modern suites, on both listeners: a TLS 1.2 client offering
+	// only CBC suites is refused.
+	cbc := fresh.tc.Clone()
+	cbc.MaxVersion = tls.VersionTLS12
+	cbc.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, tls.TLS_RSA_WITH_AES_128_CBC_SHA}
+	for _, addr := range []string{e.srv.HTTPAddr(), sipTLS} {
+		if c, err := tls.Dial("tcp", addr, cbc); err == nil {
+			c.Close()
+			t.Fatalf("%s accepted a CBC-only TLS 1.2 client", addr)
+		}
+	}
 
 	// What was up stays up: the WebSocket, the call and its media.
 	if got := options(); got != "SIP/2.0 200 OK" {
