@@ -18,6 +18,9 @@ type Capture struct {
 // PortCount is what a Capture saw sent to one UDP port.
 type PortCount struct {
 	Packets int
+	// From counts the datagrams by source port; SSRC the RTP ones by SSRC.
+	From map[int]int
+	SSRC map[uint32]int
 	// RTP counts the datagrams that look like RTP (version 2, not RTCP),
 	// by payload type.
 	RTP map[uint8]int
@@ -33,7 +36,7 @@ type PortCount struct {
 // The capture stops at the end of the test.
 func (e *Env) StartCapture(eventPTs ...uint8) (*Capture, error) {
 	c := &Capture{ports: map[int]*PortCount{}}
-	stop, err := startCapture(func(dport int, payload []byte) { c.add(dport, payload, eventPTs) })
+	stop, err := startCapture(func(sport, dport int, payload []byte) { c.add(sport, dport, payload, eventPTs) })
 	if err != nil {
 		return nil, fmt.Errorf("packet capture unavailable: %w", err)
 	}
@@ -42,15 +45,16 @@ func (e *Env) StartCapture(eventPTs ...uint8) (*Capture, error) {
 	return c, nil
 }
 
-func (c *Capture) add(dport int, p []byte, eventPTs []uint8) {
+func (c *Capture) add(sport, dport int, p []byte, eventPTs []uint8) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pc := c.ports[dport]
 	if pc == nil {
-		pc = &PortCount{RTP: map[uint8]int{}}
+		pc = &PortCount{RTP: map[uint8]int{}, From: map[int]int{}, SSRC: map[uint32]int{}}
 		c.ports[dport] = pc
 	}
 	pc.Packets++
+	pc.From[sport]++
 	if len(p) < 12 || p[0]>>6 != 2 {
 		return
 	}
@@ -59,6 +63,7 @@ func (c *Capture) add(dport int, p []byte, eventPTs []uint8) {
 		return
 	}
 	pc.RTP[pt]++
+	pc.SSRC[uint32(p[8])<<24|uint32(p[9])<<16|uint32(p[10])<<8|uint32(p[11])]++
 	for _, ev := range eventPTs {
 		if pt != ev || len(p) < 16 {
 			continue
@@ -77,12 +82,20 @@ func (c *Capture) Port(port int) PortCount {
 	defer c.mu.Unlock()
 	pc := c.ports[port]
 	if pc == nil {
-		return PortCount{RTP: map[uint8]int{}}
+		return PortCount{RTP: map[uint8]int{}, From: map[int]int{}, SSRC: map[uint32]int{}}
 	}
 	out := *pc
 	out.RTP = make(map[uint8]int, len(pc.RTP))
 	for k, v := range pc.RTP {
 		out.RTP[k] = v
+	}
+	out.From = make(map[int]int, len(pc.From))
+	for k, v := range pc.From {
+		out.From[k] = v
+	}
+	out.SSRC = make(map[uint32]int, len(pc.SSRC))
+	for k, v := range pc.SSRC {
+		out.SSRC[k] = v
 	}
 	out.Events = append([]int(nil), pc.Events...)
 	return out

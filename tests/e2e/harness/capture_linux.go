@@ -9,9 +9,9 @@ import (
 )
 
 // startCapture reads every IPv4 UDP datagram on lo through an AF_PACKET
-// socket and calls f with its destination port and payload. Loopback shows
+// socket and calls f with its source and destination ports and payload. Loopback shows
 // each packet twice, outgoing and incoming; only the incoming copy counts.
-func startCapture(f func(dport int, payload []byte)) (stop func(), err error) {
+func startCapture(f func(sport, dport int, payload []byte)) (stop func(), err error) {
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func startCapture(f func(dport int, payload []byte)) (stop func(), err error) {
 				continue
 			}
 			udp := p[ihl:]
-			f(int(udp[2])<<8|int(udp[3]), udp[8:])
+			f(int(udp[0])<<8|int(udp[1]), int(udp[2])<<8|int(udp[3]), udp[8:])
 		}
 	}()
 	return func() {

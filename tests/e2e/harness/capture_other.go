@@ -4,6 +4,6 @@ package harness
 
 import "errors"
 
-func startCapture(func(int, []byte)) (func(), error) {
+func startCapture(func(int, int, []byte)) (func(), error) {
 	return nil, errors.New("packet capture needs Linux")
 }
