@@ -3,6 +3,7 @@ package relay
 import (
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -638,7 +639,7 @@ func ioModes(t *testing.T) []batchconn.Mode {
 	modes := []batchconn.Mode{batchconn.ModeMmsg}
 	l, err := batchconn.NewLoop(batchconn.LoopConfig[int]{Mode: batchconn.ModeUring, BatchSize: 1, BufSize: 2048})
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") == "true" && !errors.Is(err, batchconn.ErrUringNotBuilt) {
 			t.Fatalf("io_uring unavailable in CI: %v", err)
 		}
 		t.Logf("io_uring not tested: %v", err)

@@ -145,7 +145,7 @@ func TestPlainSourceRules(t *testing.T) {
 	t.Run("a run of in-sequence packets is learnt only after the SDP address stayed silent", func(t *testing.T) {
 		s := newSourceTest(t, "nat", "stranger")
 		s.negotiate(&pb.PlainSpec{RemoteAddr: "10.0.0.1:4000"}) // behind NAT: a private address nobody sends from
-		s.expectRelayed("nat", 10, false, 0)                     // within learnDelay: nothing learnt
+		s.expectRelayed("nat", 10, false, 0)                    // within learnDelay: nothing learnt
 		s.later(2 * learnDelay)
 		s.expectRelayed("nat", 2, false, 0)
 		s.expectRelayed("stranger", 1, false, 0) // breaks nat's run
