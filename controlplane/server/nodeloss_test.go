@@ -41,6 +41,7 @@ func startRemoteTrunk(t *testing.T, mutate func(*config.Config)) (tr *trunk, sto
 	cfg := config.Default()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OptionsInterval = 0
+	cfg.State = "memory"
 	cfg.CDRFile = filepath.Join(t.TempDir(), "cdr.jsonl")
 	cfg.Upstream = []string{"sip:" + pbx.Addr}
 	cfg.Dataplane = []string{"grpc://" + lis.Addr().String()}
