@@ -34,12 +34,10 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	c := l.c
 	switch req.Method {
-	case sip.INVITE:
-		// At once, not when the loop gets to it (RFC 3261 section 17.2.1:
-		// a UAS that may take over 200 ms sends 100 itself).
-		e.st.Respond(tx, req, 100, "", nil)
-		c.deliver(l, req, tx)
-	case sip.BYE:
+	case sip.INVITE, sip.BYE:
+		// sipgo's server transaction sends 100 Trying for an INVITE not
+		// answered within 200 ms (RFC 3261 section 17.2.1), however busy
+		// the call's loop is.
 		c.deliver(l, req, tx)
 	case sip.UPDATE:
 		if len(req.Body()) == 0 {

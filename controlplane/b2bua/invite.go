@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"time"
+	"weak"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -115,7 +116,10 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 420, "", nil, sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
 		return
 	}
-	e.st.Respond(tx, req, 100, "", nil)
+	// No 100 Trying here: sipgo's server transaction sends one when the
+	// INVITE is not answered within 200 ms (RFC 3261 section 17.2.1); a
+	// call answered at once (the echo extension, a refusal) costs one
+	// datagram less.
 	s, ok := e.sideOf(req)
 	if !ok {
 		e.st.Respond(tx, req, 403, "Forbidden: untrusted source", nil)
@@ -192,7 +196,14 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	sc := &sipCaller{c: c, l: c.legs[0], tx: tx}
 	// This handler's goroutine is the call's loop from here on.
 	c.run(func() {
-		if !tx.OnCancel(func(*sip.Request) { c.stop(487, reasonCallerCancel, nil) }) {
+		// sipgo keeps the transaction, and so this callback, up to 64*T1
+		// after the call ended: it must not keep the call alive with it.
+		w := weak.Make(c)
+		if !tx.OnCancel(func(*sip.Request) {
+			if c := w.Value(); c != nil {
+				c.stop(487, reasonCallerCancel, nil)
+			}
+		}) {
 			c.end(487, reasonCallerCancel)
 			return
 		}

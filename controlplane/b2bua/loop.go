@@ -171,7 +171,7 @@ func (c *Call) handle(m message) {
 	switch m.req.Method {
 	case sip.BYE:
 		c.e.st.Respond(m.tx, m.req, 200, "", nil)
-		c.log.Info("bye", "leg", m.l.idx)
+		c.log.Debug("bye", "leg", m.l.idx)
 		c.gone[m.l.idx] = true
 		c.end(200, byeReason(m.l))
 	default: // a re-INVITE or an UPDATE with an offer
@@ -192,7 +192,7 @@ func (c *Call) serve(m message) {
 	switch {
 	case m.req.Method == sip.BYE:
 		c.e.st.Respond(m.tx, m.req, 200, "", nil)
-		c.log.Info("bye", "leg", m.l.idx)
+		c.log.Debug("bye", "leg", m.l.idx)
 		c.gone[m.l.idx] = true
 		c.stop(200, byeReason(m.l), m.l)
 		close(m.handled)

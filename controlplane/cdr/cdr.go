@@ -103,8 +103,11 @@ func (s *Store) Add(r Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs = append(s.recs, r)
-	if len(s.recs) > maxKept {
-		s.recs = append(s.recs[:0:0], s.recs[len(s.recs)-maxKept:]...)
+	if len(s.recs) >= 2*maxKept {
+		// Trimmed once per maxKept records, not on every one: a copy of
+		// the whole window per call was megabytes of garbage per call at
+		// a thousand calls a second.
+		s.recs = append(make([]Record, 0, 2*maxKept), s.recs[len(s.recs)-maxKept:]...)
 	}
 	if s.file == nil {
 		return nil
@@ -117,7 +120,7 @@ func (s *Store) Add(r Record) error {
 func (s *Store) List() []Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Record(nil), s.recs...)
+	return append([]Record(nil), s.recs[max(0, len(s.recs)-maxKept):]...)
 }
 
 // Close closes the file.
