@@ -2,6 +2,7 @@
 // measured in the same run: plain RTP through the same node, and rtpengine
 // doing the same WebRTC <-> plain work.
 //
+//	strait-bench calls [--rate 1000] [--duration 15s] [--hold 2s] [--strait-bin BIN]
 //	strait-bench cadence|flood|setup|scale [--sessions N] [--duration 10s]
 //	    [--codec pcmu|opus] [--srtp gcm|cm80|both] [--plain-ports per-leg|shared|both]
 //	    [--peer rtpengine|none] [--node grpc://HOST:PORT --node-pid PID]
@@ -34,10 +35,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "calls" {
+		return runCalls(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("strait-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: strait-bench cadence|flood|setup|scale [flags]")
+		fmt.Fprintln(stderr, "usage: strait-bench cadence|flood|setup|scale [flags], or strait-bench calls [flags] (see -h after it)")
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config

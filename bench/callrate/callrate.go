@@ -1,0 +1,417 @@
+// Package callrate measures the calls per second the all-in-one strait
+// carries: sipp (a third-party UAC, Debian's sip-tester) places calls at a
+// fixed rate to strait's echo extension, each anchoring a dataplane
+// session, holding it, and hanging up with BYE; strait runs as its own
+// process, standalone, with its in-process dataplane node.
+//
+// What a run reports is what an operator sizes a control plane by: CPU
+// time of the strait process per call (from /proc, over the whole run),
+// the INVITE's and the BYE's response times as sipp saw them (p50, p99,
+// max), retransmissions sipp had to make (a response later than 500 ms),
+// failed calls, and strait's peak Go heap (sampled from its /metrics)
+// and peak RSS. The machine's load average before and after is part of
+// the report: on a shared machine it says how much the latencies mean.
+package callrate
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/strait-sbc/strait/bench/procstat"
+)
+
+//go:embed scenario.xml
+var scenario []byte
+
+// Config is one run.
+type Config struct {
+	// Rate is calls started per second; Duration how long they are
+	// started for (Rate x Duration calls).
+	Rate     int
+	Duration time.Duration
+	// Hold is each call's length between its ACK and its BYE.
+	Hold time.Duration
+	// StraitBin is the strait binary (default: built from this module).
+	StraitBin string
+	// SippBin is sipp (default: found on $PATH).
+	SippBin string
+	// StraitArgs are added to strait's command line.
+	StraitArgs []string
+	// Settle is how long after the last call the heap is read again
+	// (HeapAfterMB); 0 is 35 s, a transaction's lifetime (64*T1) and
+	// some; negative skips it.
+	Settle time.Duration
+	// Log gets strait's and sipp's own output; nil discards it.
+	Log io.Writer
+}
+
+// Result is one run's figures.
+type Result struct {
+	Rate       int     `json:"rate"`
+	Calls      int     `json:"calls"`
+	Successful int     `json:"successful"`
+	Failed     int     `json:"failed"`
+	Retrans    int     `json:"retransmissions"`
+	HoldS      float64 `json:"hold_s"`
+	ElapsedS   float64 `json:"elapsed_s"`
+	// CPUS is strait's user+system CPU time over the run; CPUPerCallMs
+	// that divided by the calls placed.
+	CPUS         float64 `json:"cpu_s"`
+	CPUPerCallMs float64 `json:"cpu_per_call_ms"`
+	// Response times in milliseconds, as sipp measured them.
+	InviteP50Ms float64 `json:"invite_p50_ms"`
+	InviteP99Ms float64 `json:"invite_p99_ms"`
+	InviteMaxMs float64 `json:"invite_max_ms"`
+	ByeP50Ms    float64 `json:"bye_p50_ms"`
+	ByeP99Ms    float64 `json:"bye_p99_ms"`
+	// PeakHeapMB is the largest go_memstats_heap_inuse_bytes sampled
+	// every 500 ms; PeakRSSMB the process's VmHWM.
+	PeakHeapMB float64 `json:"peak_heap_mb"`
+	PeakRSSMB  float64 `json:"peak_rss_mb"`
+	// HeapAfterMB is the heap in use once every call has ended and a
+	// transaction lifetime (32 s) passed: what finished calls leave.
+	HeapAfterMB float64 `json:"heap_after_mb"`
+	// LoadBefore and LoadAfter are /proc/loadavg's first three fields.
+	LoadBefore string   `json:"load_before"`
+	LoadAfter  string   `json:"load_after"`
+	Command    []string `json:"strait_command"`
+	Sipp       []string `json:"sipp_command"`
+}
+
+// Run places the calls and measures them.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Rate <= 0 || cfg.Duration <= 0 {
+		return nil, errors.New("callrate: rate and duration must be positive")
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = 2 * time.Second
+	}
+	log := cfg.Log
+	if log == nil {
+		log = io.Discard
+	}
+	sipp := cfg.SippBin
+	if sipp == "" {
+		p, err := exec.LookPath("sipp")
+		if err != nil {
+			return nil, fmt.Errorf("callrate: sipp not found (apt install sip-tester): %w", err)
+		}
+		sipp = p
+	}
+	dir, err := os.MkdirTemp("", "strait-callrate-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := cfg.StraitBin
+	if bin == "" {
+		bin = filepath.Join(dir, "strait")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/strait-sbc/strait/cmd/strait")
+		build.Stdout, build.Stderr = log, log
+		if err := build.Run(); err != nil {
+			return nil, fmt.Errorf("callrate: building strait: %w", err)
+		}
+	}
+	sipPort, err := freePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	// Enough RTP port pairs for every call up at once, twice over.
+	up := int(float64(cfg.Rate)*(cfg.Hold.Seconds()+1)) * 2
+	rtpLast := min(40000+2*max(up, 500)+1, 65535)
+	args := []string{
+		"--sip", fmt.Sprintf("127.0.0.1:%d", sipPort), "--http", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--rtp-ports", fmt.Sprintf("40000-%d", rtpLast), "--webrtc-ports", "30000-30003",
+		"--cdr-file", filepath.Join(dir, "cdr.jsonl"), "--options-interval", "0",
+	}
+	// Settings an older strait does not know are left out, so that a
+	// build of an earlier commit can be measured the same way.
+	help, _ := exec.CommandContext(ctx, bin, "-h").CombinedOutput()
+	for _, o := range [][]string{
+		// One sipp user places every call: the per-user limits that stop
+		// toll fraud would refuse the load.
+		{"--max-calls-per-user", "0"}, {"--max-call-rate-per-user", "0"},
+		{"--data-dir", filepath.Join(dir, "data")},
+	} {
+		if strings.Contains(string(help), "-"+o[0][2:]+" ") {
+			args = append(args, o...)
+		}
+	}
+	args = append(args, cfg.StraitArgs...)
+	res := &Result{Rate: cfg.Rate, HoldS: cfg.Hold.Seconds(), Command: append([]string{bin}, args...), LoadBefore: loadavg()}
+	strait := exec.Command(bin, args...)
+	strait.Stdout, strait.Stderr = log, log
+	if err := strait.Start(); err != nil {
+		return nil, fmt.Errorf("callrate: starting strait: %w", err)
+	}
+	defer func() {
+		strait.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { strait.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			strait.Process.Kill()
+			<-done
+		}
+	}()
+	metrics := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	if err := waitListening(ctx, metrics, 30*time.Second); err != nil {
+		return nil, fmt.Errorf("callrate: strait did not start: %w", err)
+	}
+	pid := strait.Process.Pid
+
+	scen := filepath.Join(dir, "calls.xml")
+	if err := os.WriteFile(scen, scenario, 0o644); err != nil {
+		return nil, err
+	}
+	calls := int(float64(cfg.Rate) * cfg.Duration.Seconds())
+	res.Calls = calls
+	stat := filepath.Join(dir, "stat.csv")
+	sargs := []string{fmt.Sprintf("127.0.0.1:%d", sipPort), "-sf", scen, "-s", "echo", "-i", "127.0.0.1",
+		"-r", strconv.Itoa(cfg.Rate), "-rp", "1000", "-m", strconv.Itoa(calls),
+		"-d", strconv.Itoa(int(cfg.Hold / time.Millisecond)), "-l", strconv.Itoa(up + cfg.Rate),
+		"-trace_stat", "-stf", stat, "-fd", "1", "-trace_rtt", "-rtt_freq", "1",
+		"-timeout", strconv.Itoa(int(cfg.Duration.Seconds()+cfg.Hold.Seconds())+120) + "s", "-timeout_error",
+		"-nostdin", "-max_socket", "1000"}
+	res.Sipp = append([]string{sipp}, sargs...)
+	sc := exec.CommandContext(ctx, sipp, sargs...)
+	sc.Dir = dir
+	sc.Stdout, sc.Stderr = io.Discard, log
+
+	var peak float64
+	var mu sync.Mutex
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if m, err := scrape(metrics); err == nil {
+				mu.Lock()
+				peak = math.Max(peak, m.Sum("go_memstats_heap_inuse_bytes"))
+				mu.Unlock()
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	cpu0, err := procstat.CPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	sippErr := sc.Run()
+	res.ElapsedS = time.Since(began).Seconds()
+	cpu1, err := procstat.CPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	close(stopSampling)
+	<-sampled
+	res.LoadAfter = loadavg()
+	res.CPUS = (cpu1 - cpu0).Seconds()
+	if calls > 0 {
+		res.CPUPerCallMs = 1000 * res.CPUS / float64(calls)
+	}
+	mu.Lock()
+	res.PeakHeapMB = peak / (1 << 20)
+	mu.Unlock()
+	if rss, err := peakRSS(pid); err == nil {
+		res.PeakRSSMB = float64(rss) / (1 << 20)
+	}
+	if err := readStats(stat, res); err != nil {
+		return res, fmt.Errorf("callrate: sipp statistics: %w (sipp: %v)", err, sippErr)
+	}
+	rtts, err := filepath.Glob(filepath.Join(dir, "*_rtt.csv"))
+	if err == nil && len(rtts) > 0 {
+		if err := readRTT(rtts[0], res); err != nil {
+			return res, err
+		}
+	}
+	// What finished calls leave behind: wait out the transactions'
+	// lifetime (Timer J, 64*T1) and look at the heap again.
+	if cfg.Settle == 0 {
+		cfg.Settle = 35 * time.Second
+	}
+	if cfg.Settle > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.Settle):
+		}
+		if m, err := scrape(metrics); err == nil {
+			res.HeapAfterMB = m.Sum("go_memstats_heap_inuse_bytes") / (1 << 20)
+		}
+	}
+	if sippErr != nil && res.Failed == 0 {
+		return res, fmt.Errorf("callrate: sipp: %w", sippErr)
+	}
+	return res, nil
+}
+
+// scrape reads strait's /metrics uncompressed (the client's gzip would be
+// strait's CPU, counted as the calls').
+func scrape(addr string) (procstat.Metrics, error) {
+	req, err := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
+	}
+	return procstat.ParseMetrics(resp.Body)
+}
+
+// readStats takes the last line of sipp's statistics file.
+func readStats(path string, res *Result) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return errors.New("no statistics")
+	}
+	head := strings.Split(lines[0], ";")
+	last := strings.Split(lines[len(lines)-1], ";")
+	get := func(name string) int {
+		i := slices.Index(head, name)
+		if i < 0 || i >= len(last) {
+			return 0
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(last[i]))
+		return n
+	}
+	res.Successful = get("SuccessfulCall(C)")
+	res.Failed = get("FailedCall(C)")
+	res.Retrans = get("Retransmissions(C)")
+	return nil
+}
+
+// readRTT reads sipp's response times: "date_ms;response_time_ms;rtd".
+func readRTT(path string, res *Result) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	by := map[string][]float64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Split(sc.Text(), ";")
+		if len(parts) < 3 {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
+		if err != nil {
+			continue // the header
+		}
+		by[strings.TrimSpace(parts[2])] = append(by[strings.TrimSpace(parts[2])], ms)
+	}
+	inv, bye := by["invite"], by["bye"]
+	res.InviteP50Ms, res.InviteP99Ms, res.InviteMaxMs = quantile(inv, 0.5), quantile(inv, 0.99), quantile(inv, 1)
+	res.ByeP50Ms, res.ByeP99Ms = quantile(bye, 0.5), quantile(bye, 0.99)
+	return sc.Err()
+}
+
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// peakRSS is a process's VmHWM in bytes.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func freePort(network string) (int, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitListening(ctx context.Context, addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

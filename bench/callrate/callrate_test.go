@@ -1,0 +1,45 @@
+package callrate
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// A short run against the strait of this tree: every call completes, and
+// the report holds the figures it promises.
+func TestRun(t *testing.T) {
+	if _, err := exec.LookPath("sipp"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("sipp is missing (scripts/install-test-deps.sh installs sip-tester)")
+		}
+		t.Skip("sipp not installed (apt install sip-tester)")
+	}
+	if testing.Short() {
+		t.Skip("builds strait and places calls")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{Rate: 20, Duration: time.Second, Hold: 200 * time.Millisecond, Settle: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", *res)
+	if res.Calls != 20 || res.Successful != 20 || res.Failed != 0 {
+		t.Fatalf("%d calls, %d successful, %d failed", res.Calls, res.Successful, res.Failed)
+	}
+	if res.CPUS <= 0 || res.PeakHeapMB <= 0 || res.PeakRSSMB <= 0 || res.InviteMaxMs < res.InviteP50Ms {
+		t.Fatalf("figures missing: %+v", *res)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	v := []float64{5, 1, 4, 2, 3}
+	for q, want := range map[float64]float64{0.5: 3, 0.99: 5, 1: 5, 0: 1} {
+		if got := quantile(v, q); got != want {
+			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
+		}
+	}
+}
