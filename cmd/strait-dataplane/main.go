@@ -85,7 +85,9 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 		return err
 	}
 	if cfg.GenPKI != "" {
-		p, err := tlsconfig.GeneratePKI(cfg.GenPKI, append([]string{"localhost", "127.0.0.1", "::1"}, cfg.MediaIP...))
+		// strait-dataplane: the name control planes check when they find
+		// nodes by DNS (--dataplane-server-name), whatever their address.
+		p, err := tlsconfig.GeneratePKI(cfg.GenPKI, append([]string{"localhost", "127.0.0.1", "::1", "strait-dataplane"}, cfg.MediaIP...))
 		if err != nil {
 			return err
 		}

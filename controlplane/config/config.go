@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,9 +116,16 @@ type Config struct {
 	// DNSServer is the DNS server (HOST:PORT) upstream names are looked up
 	// with; empty uses the system's.
 	DNSServer string `yaml:"dns_server" flag:"dns-server" usage:"DNS server HOST:PORT for upstream names (default: the system's)"`
-	// Dataplane lists remote dataplane nodes (grpc://HOST:PORT); empty runs
+	// Dataplane lists remote dataplane nodes: grpc://HOST:PORT is one
+	// node; dns://NAME:PORT is every address NAME resolves to (A and
+	// AAAA), looked up again every 5 s, so that nodes join and leave (a
+	// Kubernetes headless Service over the nodes' DaemonSet). Empty runs
 	// one in process.
-	Dataplane []string `yaml:"dataplane" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT (repeatable; default: in process)"`
+	Dataplane []string `yaml:"dataplane" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT, or dns://NAME:PORT for every address of NAME, watched (repeatable; default: in process)"`
+	// DataplaneServerName is the name the nodes' certificates must carry
+	// (mutual TLS); empty: the address dialled. Nodes found by DNS share
+	// one certificate for a name, e.g. strait-dataplane.
+	DataplaneServerName string `yaml:"dataplane_server_name" flag:"dataplane-server-name" usage:"name the dataplane nodes' TLS certificates carry (default: the address dialled)"`
 	// DataplaneCert, DataplaneKey and DataplaneCA are the mTLS client
 	// certificate, key and CA for remote nodes; all empty means plaintext
 	// (only sensible on a private network or loopback).
@@ -271,8 +279,8 @@ type Parsed struct {
 	DialPlan *dialplan.Plan
 	// SIPTrust are the --sip-trust ranges, masked.
 	SIPTrust []netip.Prefix
-	// Dataplane are the remote nodes' host:port.
-	Dataplane []string
+	// Dataplane are the remote nodes, or names to find them by.
+	Dataplane []DataplaneTarget
 }
 
 // Validate checks the configuration as a whole and says what is wrong with
@@ -341,7 +349,7 @@ func (c *Config) Parse() (*Parsed, error) {
 	}
 	p.Node = nc
 	for _, d := range c.Dataplane {
-		a, err := DataplaneAddr(d)
+		a, err := ParseDataplane(d)
 		if err != nil {
 			bad("--dataplane: %v", err)
 			continue
@@ -415,16 +423,34 @@ func (c *Config) Parse() (*Parsed, error) {
 	return p, nil
 }
 
-// DataplaneAddr returns the host:port of a grpc://HOST:PORT node address.
-func DataplaneAddr(s string) (string, error) {
+// DataplaneTarget is one --dataplane entry.
+type DataplaneTarget struct {
+	// Addr is HOST:PORT (grpc://) or NAME:PORT (dns://).
+	Addr string
+	// Discover: every address of the name is a node, watched.
+	Discover bool
+}
+
+// ParseDataplane parses grpc://HOST:PORT and dns://NAME:PORT.
+func ParseDataplane(s string) (DataplaneTarget, error) {
+	const want = "want grpc://HOST:PORT or dns://NAME:PORT"
+	var t DataplaneTarget
 	rest, ok := strings.CutPrefix(s, "grpc://")
 	if !ok {
-		return "", fmt.Errorf("%q: want grpc://HOST:PORT", s)
+		if rest, ok = strings.CutPrefix(s, "dns://"); !ok {
+			return t, fmt.Errorf("%q: %s", s, want)
+		}
+		t.Discover = true
 	}
-	if _, port, err := net.SplitHostPort(rest); err != nil || port == "" {
-		return "", fmt.Errorf("%q: want grpc://HOST:PORT", s)
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil || host == "" {
+		return t, fmt.Errorf("%q: %s", s, want)
 	}
-	return rest, nil
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return t, fmt.Errorf("%q: port %q: %s", s, port, want)
+	}
+	t.Addr = rest
+	return t, nil
 }
 
 // loopback reports whether a listen address only accepts local peers.

@@ -84,7 +84,9 @@ func TestValidateErrors(t *testing.T) {
 		"user":          {func(c *Config) { c.Users = []string{"alice"} }, "NAME:PASSWORD"},
 		"open public":   {func(c *Config) { c.HTTP = "0.0.0.0:8080" }, "needs at least one --user"},
 		"tls pair":      {func(c *Config) { c.TLSCert = "/nonexistent" }, "--tls-key"},
-		"dataplane":     {func(c *Config) { c.Dataplane = []string{"http://x"} }, "grpc://"},
+		"dataplane":     {func(c *Config) { c.Dataplane = []string{"http://x"} }, "grpc://HOST:PORT or dns://"},
+		"dns no port":   {func(c *Config) { c.Dataplane = []string{"dns://nodes.example"} }, "dns://NAME:PORT"},
+		"dns port 0":    {func(c *Config) { c.Dataplane = []string{"dns://nodes.example:0"} }, "port"},
 		"log level":     {func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 		"codecs":        {func(c *Config) { c.Codecs = nil }, "--codecs"},
 		"rtp ports":     {func(c *Config) { c.RTPPorts.First, c.RTPPorts.Last = 5, 5 }, "--rtp-ports"},
@@ -156,5 +158,24 @@ func TestNodeSettings(t *testing.T) {
 		n.Socket.RecvBuffer != 1<<20 || n.Socket.SendBuffer != 1<<20 || n.PlainSharedPorts.First != 30000 ||
 		n.MaxSessions != 7 || n.DTLSLinger != 5*time.Second || n.IO != "mmsg" || n.MediaTimeout != c.MediaTimeout {
 		t.Fatalf("node config %+v", n)
+	}
+}
+
+func TestParseDataplane(t *testing.T) {
+	for in, want := range map[string]DataplaneTarget{
+		"grpc://10.0.0.1:9090":                                  {Addr: "10.0.0.1:9090"},
+		"grpc://[::1]:9090":                                     {Addr: "[::1]:9090"},
+		"dns://strait-dataplane.strait.svc:9090":                {Addr: "strait-dataplane.strait.svc:9090", Discover: true},
+		"dns://strait-dataplane.strait.svc.cluster.local:19090": {Addr: "strait-dataplane.strait.svc.cluster.local:19090", Discover: true},
+	} {
+		got, err := ParseDataplane(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDataplane(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "grpc://", "dns://:9090", "dns://x:99999", "grpc://x", "tcp://x:1"} {
+		if _, err := ParseDataplane(bad); err == nil {
+			t.Errorf("ParseDataplane(%q) accepted", bad)
+		}
 	}
 }

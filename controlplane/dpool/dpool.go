@@ -11,8 +11,17 @@
 // [LossGrace], or that answers without sessions the pool placed on it (it
 // restarted), has lost them: the pool forgets them and tells [Pool.OnLost]
 // handlers, so that their calls end at once instead of lingering without
-// media. When such a node comes back, sessions of Strait's it still holds
-// (a partition, not a restart) are deleted.
+// media. When such a node comes back, the lost sessions it still holds (a
+// partition, not a restart) are deleted, and it takes new sessions again.
+//
+// Membership is dynamic: nodes are given at start, added and retired
+// ([Pool.Add], [Pool.Retire]), or discovered by watching a DNS name whose
+// addresses are the nodes ([Pool.Discover]; in Kubernetes, a headless
+// Service over the dataplane DaemonSet). Each node is polled for its
+// NodeInfo every [HeartbeatInterval]: its session count (of every control
+// plane), capacity and draining flag. New sessions go to the healthy node
+// with the lowest sessions/capacity; a draining, retired or silent node
+// gets none, but keeps its sessions until they end.
 package dpool
 
 import (
@@ -51,47 +60,85 @@ const LossGrace = 3 * time.Second
 // ErrNoNode is returned when no node can take a session.
 var ErrNoNode = status.Error(codes.Unavailable, "dpool: no dataplane node available")
 
-// Node is one dataplane node in the pool.
+// Node is one dataplane node in the pool. Name and API are set by its
+// creator and frozen once the node is in a pool (Add replaces a returning
+// node's API under Pool.mu before it is watched again).
 type Node struct {
 	// Name identifies the node in logs and metrics ("local" or its address).
 	Name string
 	// API is the node.
 	API pb.Node
+	// Close, when set, is called when the pool lets the node go (retired
+	// and empty, or the pool closed): it closes the node's connection.
+	Close func()
 
-	sessions  int       // guarded by Pool.mu
-	down      bool      // guarded by Pool.mu: its event stream broke
-	watching  bool      // guarded by Pool.mu: its event stream is up
-	downSince time.Time // guarded by Pool.mu: when the event stream broke; zero when up
-	lostAll   bool      // guarded by Pool.mu: its sessions were declared lost while it was away
+	sessions  int             // guarded by Pool.mu
+	down      bool            // guarded by Pool.mu: its event stream broke
+	watching  bool            // guarded by Pool.mu: its event stream is up
+	downSince time.Time       // guarded by Pool.mu: when the event stream broke; zero when up
+	lostAll   bool            // guarded by Pool.mu: its sessions were declared lost while it was away
+	lostIDs   map[string]bool // guarded by Pool.mu: sessions declared lost that it may still hold
+
+	health // guarded by Pool.mu
 }
 
 // Pool is a set of nodes. It is safe for concurrent use.
 type Pool struct {
 	log *slog.Logger
+	ctx context.Context // ends with Close; parent of every node's goroutines
 
-	mu       sync.Mutex // guards the fields below and every Node's counters
-	nodes    []*Node
+	mu       sync.Mutex                   // guards the fields below and every Node's counters
+	nodes    []*Node                      // members, retired ones included until they empty
 	owner    map[string]*Node             // session id -> node
 	labels   map[string]map[string]string // session id -> its labels
 	handlers []func(*pb.Event)
 	onLost   []func(LostSession)
 	onChange func(node string, sessions int)
+	closed   bool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// New returns a pool of nodes and starts watching their events.
+// New returns a pool of nodes and starts watching their events and
+// heartbeats.
 func New(log *slog.Logger, nodes ...*Node) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{log: log, nodes: nodes, owner: map[string]*Node{}, labels: map[string]map[string]string{}, cancel: cancel}
+	p := &Pool{log: log, ctx: ctx, owner: map[string]*Node{}, labels: map[string]map[string]string{}, cancel: cancel}
 	for _, n := range nodes {
-		p.wg.Add(1)
-		go p.watch(ctx, n)
+		p.Add(n)
 	}
 	p.wg.Add(1)
 	go p.lossClock(ctx)
 	return p
+}
+
+// list returns the members (a copy: membership changes under p.mu).
+func (p *Pool) list() []*Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*Node(nil), p.nodes...)
+}
+
+// running returns the members the pool watches (not those let go and kept
+// only for the lost sessions they may hold).
+func (p *Pool) running() []*Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Node
+	for _, n := range p.nodes {
+		if n.running {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// api returns n's API (replaced under p.mu when a let-go node returns).
+func (p *Pool) api(n *Node) pb.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return n.API
 }
 
 // lossClock checks every node's absence twice a second: a reconnection
@@ -105,7 +152,7 @@ func (p *Pool) lossClock(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, n := range p.nodes {
+			for _, n := range p.list() {
 				p.checkLoss(n)
 			}
 		}
@@ -152,18 +199,37 @@ func (p *Pool) changed(n *Node) {
 	}
 }
 
-// Close stops watching. It does not close the nodes.
+// Close stops watching and calls every member's Close.
 func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	nodes := p.nodes
+	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+	for _, n := range nodes {
+		if n.Close != nil {
+			n.Close()
+		}
+	}
 }
 
+// watch follows n's event stream until ctx ends, watching again after a
+// break. The stream counts as up once the node has also answered
+// ListSessions (a hung node can accept a stream and never speak).
 func (p *Pool) watch(ctx context.Context, n *Node) {
 	defer p.wg.Done()
 	for ctx.Err() == nil {
-		ch, err := n.API.WatchEvents(ctx, "")
+		sctx, stop := context.WithCancel(ctx)
+		p.mu.Lock()
+		n.stopStream = stop
+		api := n.API
+		p.mu.Unlock()
+		ch, err := api.WatchEvents(sctx, "")
 		if err == nil {
-			p.reconnected(ctx, n)
+			err = p.reconnected(sctx, n, api)
+		}
+		if err == nil {
 			for ev := range ch {
 				p.mu.Lock()
 				hs := append([]func(*pb.Event){}, p.handlers...)
@@ -173,6 +239,7 @@ func (p *Pool) watch(ctx context.Context, n *Node) {
 				}
 			}
 		}
+		stop()
 		if ctx.Err() != nil {
 			return
 		}
@@ -227,41 +294,43 @@ func (p *Pool) checkLoss(n *Node) {
 	}
 }
 
-// reconnected runs when n's event stream is up again (or for the first
-// time): sessions the pool placed on n that n no longer holds are lost (n
-// restarted); if n's sessions were declared lost while it was away, those
-// it still holds are deleted (nobody carries their calls any more).
-func (p *Pool) reconnected(ctx context.Context, n *Node) {
+// reconnected runs when n's event stream is open again (or for the first
+// time) and marks n up once it answers ListSessions: sessions the pool
+// placed on n that n no longer holds are lost (n restarted); sessions
+// declared lost while it was away that it still holds are deleted (nobody
+// carries their calls any more). Only the pool's own lost sessions are
+// deleted: other control planes' sessions on the node are theirs.
+func (p *Pool) reconnected(ctx context.Context, n *Node, api pb.Node) error {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ss, err := api.ListSessions(lctx)
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	wasLost, wasDown := n.lostAll, n.down
+	wasDown := n.down
 	n.lostAll = false
+	stale := n.lostIDs
+	n.lostIDs = nil
 	p.mu.Unlock()
 	p.setDown(n, false)
 	if !wasDown {
-		return
-	}
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ss, err := n.API.ListSessions(lctx)
-	if err != nil {
-		return // the next break or reconnection will tell
+		return nil
 	}
 	held := map[string]bool{}
 	for _, s := range ss {
 		held[s.GetId()] = true
 	}
 	p.lose(n, func(id string) bool { return !held[id] }, "restarted")
-	if !wasLost {
-		return
-	}
-	for _, s := range ss {
-		if s.GetLabels()[LabelOwner] != ownerValue || p.owns(s.GetId()) {
+	for id := range stale {
+		if !held[id] {
 			continue
 		}
-		if _, err := n.API.DeleteSession(lctx, &pb.DeleteSessionRequest{Id: s.GetId(), Reason: "node lost"}); err == nil {
-			p.log.Info("deleted a session of a call ended while its node was away", "node", n.Name, "session", s.GetId())
+		if _, err := api.DeleteSession(lctx, &pb.DeleteSessionRequest{Id: id, Reason: "node lost"}); err == nil {
+			p.log.Info("deleted a session of a call ended while its node was away", "node", n.Name, "session", id)
 		}
 	}
+	return nil
 }
 
 func (p *Pool) owns(id string) bool {
@@ -281,6 +350,10 @@ func (p *Pool) lose(n *Node, gone func(id string) bool, why string) {
 			continue
 		}
 		lost = append(lost, LostSession{ID: id, Node: n.Name, Labels: p.labels[id]})
+		if n.lostIDs == nil {
+			n.lostIDs = map[string]bool{}
+		}
+		n.lostIDs[id] = true
 		delete(p.owner, id)
 		delete(p.labels, id)
 		n.sessions--
@@ -290,6 +363,7 @@ func (p *Pool) lose(n *Node, gone func(id string) bool, why string) {
 	}
 	hs := append([]func(LostSession){}, p.onLost...)
 	p.mu.Unlock()
+	p.release(n)
 	if len(lost) == 0 {
 		return
 	}
@@ -301,24 +375,9 @@ func (p *Pool) lose(n *Node, gone func(id string) bool, why string) {
 	}
 }
 
-// pick returns the live node with the fewest sessions.
-func (p *Pool) pick() *Node {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var best *Node
-	for _, n := range p.nodes {
-		if n.down {
-			continue
-		}
-		if best == nil || n.sessions < best.sessions {
-			best = n
-		}
-	}
-	return best
-}
-
-// Create creates a session on the least loaded node, trying the next one
-// when a node is full or unreachable. The session gets the owner label.
+// Create creates a session on the least loaded healthy node, trying the
+// next one when a node is full, draining or unreachable. The session gets
+// the owner label.
 func (p *Pool) Create(ctx context.Context, req *pb.CreateSessionRequest) (*pb.Session, error) {
 	if req.Labels == nil {
 		req.Labels = map[string]string{}
@@ -326,31 +385,37 @@ func (p *Pool) Create(ctx context.Context, req *pb.CreateSessionRequest) (*pb.Se
 	req.Labels[LabelOwner] = ownerValue
 	tried := map[*Node]bool{}
 	var lastErr error = ErrNoNode
-	for range len(p.nodes) {
-		n := p.pick()
-		if n == nil || tried[n] {
-			break
+	for {
+		n := p.pick(tried)
+		if n == nil {
+			return nil, lastErr
 		}
 		tried[n] = true
-		s, err := n.API.CreateSession(ctx, req)
+		s, err := p.api(n).CreateSession(ctx, req)
 		if err == nil {
 			p.mu.Lock()
 			p.owner[s.GetId()] = n
 			p.labels[s.GetId()] = req.Labels
 			n.sessions++
+			n.placed++
 			p.changed(n)
 			p.mu.Unlock()
 			return s, nil
 		}
 		lastErr = err
 		switch status.Code(err) {
-		case codes.ResourceExhausted, codes.FailedPrecondition, codes.Unavailable, codes.DeadlineExceeded:
+		case codes.FailedPrecondition: // draining: no more until a heartbeat says otherwise
+			p.mu.Lock()
+			n.draining = true
+			p.mu.Unlock()
+			p.log.Info("dataplane node is draining", "node", n.Name)
+			continue
+		case codes.ResourceExhausted, codes.Unavailable, codes.DeadlineExceeded:
 			p.log.Warn("dataplane node refused a session", "node", n.Name, "err", err)
 			continue
 		}
 		return nil, err
 	}
-	return nil, lastErr
 }
 
 func (p *Pool) nodeOf(id string) (*Node, error) {
@@ -369,7 +434,7 @@ func (p *Pool) Update(ctx context.Context, req *pb.UpdateSessionRequest) (*pb.Se
 	if err != nil {
 		return nil, err
 	}
-	return n.API.UpdateSession(ctx, req)
+	return p.api(n).UpdateSession(ctx, req)
 }
 
 // Get returns a session's live state.
@@ -378,7 +443,7 @@ func (p *Pool) Get(ctx context.Context, id string) (*pb.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.API.GetSession(ctx, id)
+	return p.api(n).GetSession(ctx, id)
 }
 
 // Delete deletes a session and returns its final state. A session the node
@@ -388,7 +453,7 @@ func (p *Pool) Delete(ctx context.Context, id, reason string) (*pb.Session, erro
 	if err != nil {
 		return nil, err
 	}
-	s, err := n.API.DeleteSession(ctx, &pb.DeleteSessionRequest{Id: id, Reason: reason})
+	s, err := p.api(n).DeleteSession(ctx, &pb.DeleteSessionRequest{Id: id, Reason: reason})
 	if err != nil && status.Code(err) != codes.NotFound {
 		return nil, err
 	}
@@ -400,6 +465,7 @@ func (p *Pool) Delete(ctx context.Context, id, reason string) (*pb.Session, erro
 		p.changed(n)
 	}
 	p.mu.Unlock()
+	p.release(n)
 	return s, nil
 }
 
@@ -408,14 +474,14 @@ func (p *Pool) Delete(ctx context.Context, id, reason string) (*pb.Session, erro
 // do not answer are left out.
 func (p *Pool) Live(ctx context.Context) map[string]*pb.Session {
 	out := map[string]*pb.Session{}
-	for _, n := range p.nodes {
+	for _, n := range p.list() {
 		p.mu.Lock()
-		down := n.down
+		down, api := n.down || !n.running, n.API
 		p.mu.Unlock()
 		if down {
 			continue
 		}
-		ss, err := n.API.ListSessions(ctx)
+		ss, err := api.ListSessions(ctx)
 		if err != nil {
 			continue
 		}
@@ -456,8 +522,9 @@ func (p *Pool) Sessions() map[string]int {
 func (p *Pool) Reap(ctx context.Context, keep func(id string) bool) ([]*pb.Session, error) {
 	var errs []error
 	var out []*pb.Session
-	for _, node := range p.nodes {
-		ss, err := node.API.ListSessions(ctx)
+	for _, node := range p.running() {
+		api := p.api(node)
+		ss, err := api.ListSessions(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", node.Name, err))
 			continue
@@ -466,7 +533,7 @@ func (p *Pool) Reap(ctx context.Context, keep func(id string) bool) ([]*pb.Sessi
 			if s.GetLabels()[LabelOwner] != ownerValue || keep(s.GetId()) {
 				continue
 			}
-			final, err := node.API.DeleteSession(ctx, &pb.DeleteSessionRequest{Id: s.GetId(), Reason: "orphaned"})
+			final, err := api.DeleteSession(ctx, &pb.DeleteSessionRequest{Id: s.GetId(), Reason: "orphaned"})
 			if err == nil {
 				if final == nil {
 					final = s
@@ -478,12 +545,12 @@ func (p *Pool) Reap(ctx context.Context, keep func(id string) bool) ([]*pb.Sessi
 	return out, errors.Join(errs...)
 }
 
-// NodeInfo returns each node's info (for /readyz and metrics).
+// NodeInfo asks each member for its info (for /readyz and metrics).
 func (p *Pool) NodeInfo(ctx context.Context) (map[string]*pb.NodeInfoResponse, error) {
 	out := map[string]*pb.NodeInfoResponse{}
 	var errs []error
-	for _, n := range p.nodes {
-		info, err := n.API.NodeInfo(ctx)
+	for _, n := range p.running() {
+		info, err := p.api(n).NodeInfo(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
 			continue

@@ -38,7 +38,7 @@ func startRemoteTrunk(t *testing.T, mutate func(*config.Config)) (tr *trunk, sto
 	}
 	t.Cleanup(pbx.Close)
 	reg := pbx.ServeRegistrar(map[string]string{"alice": "wonderland"})
-	cfg := config.Default()
+	cfg := testConfig()
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OptionsInterval = 0
 	cfg.State = "memory"

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,9 @@ type Options struct {
 	// Nodes replaces the dataplane nodes the configuration names (tests
 	// pass an in-process node with ports of their own).
 	Nodes []*dpool.Node
+	// Resolver looks up dns:// dataplane names; nil: the system's, or
+	// --dns-server's.
+	Resolver dpool.Resolver
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 	// Store, when set, replaces the store --state names (tests pass a
@@ -104,7 +108,6 @@ type Server struct {
 	level    *slog.LevelVar         // nil: the level is not Reload's to set
 	token    atomic.Pointer[string] // the API token in force
 	reloadMu sync.Mutex             // serialises Reload; guards cfg's live fields
-	conns    []*grpc.ClientConn
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	tls      *tls.Config
@@ -152,8 +155,9 @@ func New(opt Options) (_ *Server, err error) {
 		}
 	}
 	nodes := opt.Nodes
+	var discover []dpool.Discovery
 	if len(nodes) == 0 {
-		if nodes, err = s.dataplane(p); err != nil {
+		if nodes, discover, err = s.dataplane(p, opt.Resolver); err != nil {
 			return nil, err
 		}
 	}
@@ -162,6 +166,9 @@ func New(opt Options) (_ *Server, err error) {
 		s.Metrics.SetSessions(n.Name, 0)
 	}
 	s.Pool.OnChange(s.Metrics.SetSessions)
+	for _, d := range discover {
+		s.Pool.Discover(d)
+	}
 	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
 		return nil, err
 	}
@@ -338,46 +345,73 @@ func (s *Server) journalOrNil() cdr.Journal {
 	return s.journal
 }
 
-// dataplane creates the in-process node or connects to the remote ones.
-func (s *Server) dataplane(p *config.Parsed) ([]*dpool.Node, error) {
+// dataplane creates the in-process node, or connects to the remote ones
+// and returns the names to discover nodes by.
+func (s *Server) dataplane(p *config.Parsed, resolver dpool.Resolver) ([]*dpool.Node, []dpool.Discovery, error) {
 	cfg := s.cfg
 	if len(p.Dataplane) == 0 {
 		nc := p.Node
 		nc.ID, nc.Logger = "local", s.log.With("component", "dataplane")
 		n, err := node.New(nc)
 		if err != nil {
-			return nil, fmt.Errorf("in-process dataplane: %w", err)
+			return nil, nil, fmt.Errorf("in-process dataplane: %w", err)
 		}
 		s.local = n
 		// The node's traffic and drop counters on strait's own /metrics (the
 		// control plane exports the session gauge itself).
 		s.Metrics.Registry.MustRegister(n.TrafficCollector())
-		return []*dpool.Node{{Name: "local", API: n}}, nil
+		return []*dpool.Node{{Name: "local", API: n}}, nil, nil
 	}
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if cfg.DataplaneCert != "" || cfg.DataplaneCA != "" {
 		if cfg.DataplaneCert != "" {
 			var err error
 			if s.dpCert, err = tlsconfig.LoadCertificate(cfg.DataplaneCert, cfg.DataplaneKey); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		tc, err := tlsconfig.NewClient(s.dpCert, cfg.DataplaneCA, "")
+		tc, err := tlsconfig.NewClient(s.dpCert, cfg.DataplaneCA, cfg.DataplaneServerName)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	var out []*dpool.Node
-	for _, addr := range p.Dataplane {
+	dial := func(addr string) (*dpool.Node, error) {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
-			return nil, fmt.Errorf("dataplane %s: %w", addr, err)
+			return nil, err
 		}
-		s.conns = append(s.conns, conn)
-		out = append(out, &dpool.Node{Name: addr, API: pb.NewClient(conn)})
+		return &dpool.Node{Name: addr, API: pb.NewClient(conn), Close: func() { conn.Close() }}, nil
 	}
-	return out, nil
+	if resolver == nil {
+		resolver = net.DefaultResolver
+		if cfg.DNSServer != "" {
+			d := net.Dialer{Timeout: 2 * time.Second}
+			resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, cfg.DNSServer)
+			}}
+		}
+	}
+	var nodes []*dpool.Node
+	var discover []dpool.Discovery
+	for _, t := range p.Dataplane {
+		if t.Discover {
+			host, port, _ := net.SplitHostPort(t.Addr)
+			pn, _ := strconv.ParseUint(port, 10, 16)
+			discover = append(discover, dpool.Discovery{Name: host, Port: uint16(pn), Resolver: resolver,
+				Dial: func(ap netip.AddrPort) (*dpool.Node, error) { return dial(ap.String()) }})
+			continue
+		}
+		n, err := dial(t.Addr)
+		if err != nil {
+			for _, n := range nodes {
+				n.Close()
+			}
+			return nil, nil, fmt.Errorf("dataplane %s: %w", t.Addr, err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, discover, nil
 }
 
 // sipHostOf is the host Strait names itself with toward SIP peers.
@@ -438,14 +472,26 @@ func (s *Server) handler(root http.Handler) http.Handler {
 	return mux
 }
 
-// ready reports 200 when every dataplane node answers and the upstream
-// (if any, and pinged) answers OPTIONS.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	var problems []string
-	if _, err := s.Pool.NodeInfo(ctx); err != nil {
-		problems = append(problems, "dataplane: "+err.Error())
+// ready reports 200 when a dataplane node can take new sessions (up,
+// answering heartbeats, not draining) and the upstream (if any, and
+// pinged) answers OPTIONS. Nodes that cannot are listed either way: one
+// bad node out of several does not take the control plane out of
+// service.
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	var problems, notes []string
+	usable := 0
+	for _, m := range s.Pool.Members() {
+		switch {
+		case !m.Up:
+			notes = append(notes, "dataplane node "+m.Name+": down")
+		case m.Draining || m.Retired:
+			notes = append(notes, "dataplane node "+m.Name+": draining")
+		default:
+			usable++
+		}
+	}
+	if usable == 0 {
+		problems = append(problems, "no dataplane node can take sessions")
 	}
 	if !s.Engine.UpstreamUp() {
 		problems = append(problems, "upstream does not answer OPTIONS")
@@ -453,10 +499,10 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(strings.Join(problems, "\n") + "\n"))
+		w.Write([]byte(strings.Join(append(problems, notes...), "\n") + "\n"))
 		return
 	}
-	w.Write([]byte("ready\n"))
+	w.Write([]byte(strings.Join(append([]string{"ready"}, notes...), "\n") + "\n"))
 }
 
 func (s *Server) housekeep() {
@@ -523,9 +569,6 @@ func (s *Server) Close() error {
 		}
 		if s.local != nil {
 			s.local.Close()
-		}
-		for _, c := range s.conns {
-			c.Close()
 		}
 		if s.journal != nil {
 			s.closeErr = s.journal.Close()
