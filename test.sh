@@ -11,6 +11,10 @@ if [ -x scripts/install-test-deps.sh ] && command -v apt-get >/dev/null &&
 	scripts/install-test-deps.sh
 fi
 go vet ./...
+# deploy/ is a Go module of its own (the Kubernetes modules stay out of
+# Strait's go.mod): its tests render the manifests, decode them strictly
+# and build the binaries as the Dockerfile does.
+(cd deploy && go vet ./... && go test -count=1 -timeout 10m ./...)
 # The dataplane's 0-allocation pins skip under -race (its instrumentation
 # allocates): run them once without it (a few seconds).
 go test -count=1 -run 'Allocs' ./dataplane/...
