@@ -51,13 +51,13 @@ func TestReferTo(t *testing.T) {
 	defer st.Close()
 	e := &Engine{st: st, cfg: Config{Upstreams: testUpstreams(t, "sip:198.51.100.7:5070")}}
 	pbx := &leg{kind: kindPlain}
-	if got := e.referTo("<sip:carol@192.0.2.9:8080;transport=ws>", pbx); got != "<sip:carol@198.51.100.7:5070>" {
+	if got := e.referTo("<sip:carol@192.0.2.9:8080;transport=ws>", nil, pbx); got != "<sip:carol@198.51.100.7:5070>" {
 		t.Errorf("to the PBX: %s", got)
 	}
-	if got := e.referTo("sip:carol@192.0.2.9", &leg{kind: kindWebRTC}); got != "<sip:carol@203.0.113.1>" {
+	if got := e.referTo("sip:carol@192.0.2.9", nil, &leg{kind: kindWebRTC}); got != "<sip:carol@203.0.113.1>" {
 		t.Errorf("to a browser: %s", got)
 	}
-	if got := e.referTo("garbage", pbx); got != "garbage" {
+	if got := e.referTo("garbage", nil, pbx); got != "garbage" {
 		t.Errorf("garbage: %s", got)
 	}
 }
@@ -74,7 +74,7 @@ func FuzzReferTo(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		got := e.referTo(v, &leg{kind: kindPlain})
+		got := e.referTo(v, nil, &leg{kind: kindPlain})
 		if got != v && !strings.HasSuffix(got, "@198.51.100.7:5070>") {
 			t.Fatalf("referTo(%q) = %q", v, got)
 		}

@@ -85,7 +85,7 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 			st.Respond(tx, req, 400, "Bad Request: no Refer-To", nil)
 			return
 		}
-		fwd.AppendHeader(sip.NewHeader("Refer-To", c.e.referTo(rt.Value(), o)))
+		fwd.AppendHeader(sip.NewHeader("Refer-To", c.e.referTo(rt.Value(), l, o)))
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
@@ -107,8 +107,9 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 
 // referTo rewrites a transfer target for the leg it goes to: the user
 // part is kept, the host becomes that side's (the upstream's domain), so
-// nothing of the referrer's side leaks.
-func (e *Engine) referTo(v string, to *leg) string {
+// nothing of the referrer's side leaks; an attended transfer's Replaces
+// (from leg from's side, replaces.go) names the dialog on to's side.
+func (e *Engine) referTo(v string, from, to *leg) string {
 	var u sip.Uri
 	s := strings.TrimSpace(v)
 	if i := strings.IndexByte(s, '<'); i >= 0 {
@@ -137,6 +138,11 @@ func (e *Engine) referTo(v string, to *leg) string {
 		}
 		if up != nil {
 			out.Host, out.Port = up.Host(), up.URIPort()
+		}
+	}
+	if from != nil {
+		if rep := e.referReplaces(u, from); rep != "" {
+			return "<" + out.String() + "?Replaces=" + rep + ">"
 		}
 	}
 	return "<" + out.String() + ">"

@@ -154,8 +154,20 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	tgt, err := e.resolve(s, req.Recipient.User, true)
-	if err != nil {
+	var tgt target
+	if rl, rep, code := e.inviteReplaces(req); code != 0 {
+		release()
+		e.st.Respond(tx, req, code, "", nil)
+		return
+	} else if rl != nil {
+		// Attended transfer or pickup: to the replaced call's other party.
+		var ok bool
+		if tgt, ok = e.replacingTarget(rl, rep); !ok {
+			release()
+			e.st.Respond(tx, req, 481, "", nil)
+			return
+		}
+	} else if tgt, err = e.resolve(s, req.Recipient.User, true); err != nil {
 		release()
 		code, reason := statusOf(err)
 		e.st.Respond(tx, req, code, reason, nil)
@@ -317,6 +329,9 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		}
 		if len(supported) > 0 {
 			inv.AppendHeader(sip.NewHeader("Supported", strings.Join(supported, ", ")))
+		}
+		if tgt.replaces != "" {
+			inv.AppendHeader(sip.NewHeader("Replaces", tgt.replaces))
 		}
 		if req != nil {
 			copyHeaders(req, inv, sessionTimerHeaders...)

@@ -44,6 +44,7 @@ type target struct {
 	echo     bool
 	upstream bool
 	attempts []upstream.Target // toward the upstreams: the targets to try, in order
+	replaces string            // the Replaces the INVITE carries (replaces.go), if any
 	binding  registrar.Binding
 	user     string // the callee's user part
 }

@@ -388,3 +388,17 @@ func (p *Phone) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	d.end()
 }
+
+// Tags returns the dialog's local and remote tags (after its final
+// response).
+func (d *Dialog) Tags() (local, remote string) {
+	switch {
+	case d.out != nil && d.out.InviteResponse != nil:
+		local, _ = d.out.InviteRequest.From().Params.Get("tag")
+		remote, _ = d.out.InviteResponse.To().Params.Get("tag")
+	case d.in != nil && d.in.InviteResponse != nil:
+		local, _ = d.in.InviteResponse.To().Params.Get("tag")
+		remote, _ = d.in.InviteRequest.From().Params.Get("tag")
+	}
+	return local, remote
+}
