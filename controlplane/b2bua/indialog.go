@@ -11,9 +11,10 @@ import (
 
 // passHeaders are the headers a passed-through request or response keeps
 // (besides its body and Content-Type): what event packages, transfers and
-// INFO packages need, nothing about the sender's network.
+// INFO packages need, nothing about the sender's network. (Referred-By
+// names a URI: it goes rewritten, see referredBy.)
 var passHeaders = []string{"Event", "Subscription-State", "Expires", "Allow-Events", "Accept",
-	"Content-Disposition", "Info-Package", "Recv-Info", "Referred-By", "Refer-Sub", "Subject", "Priority"}
+	"Content-Disposition", "Info-Package", "Recv-Info", "Refer-Sub", "Subject", "Priority"}
 
 // onInDialog handles a request inside one of Strait's dialogs: what
 // changes the call (BYE, an offer) goes to the call's loop; what only
@@ -87,6 +88,7 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		fwd.AppendHeader(sip.NewHeader("Refer-To", c.e.referTo(rt.Value(), l, o)))
 	}
+	c.e.referredBy(req, fwd, o)
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	res, err := o.d.send(ctx, fwd)
@@ -108,19 +110,35 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 // referTo rewrites a transfer target for the leg it goes to: the user
 // part is kept, the host becomes that side's (the upstream's domain), so
 // nothing of the referrer's side leaks; an attended transfer's Replaces
-// (from leg from's side, replaces.go) names the dialog on to's side.
+// (from leg from's side, replaces.go) names the dialog on to's side. A
+// value that does not parse goes as it is.
 func (e *Engine) referTo(v string, from, to *leg) string {
-	var u sip.Uri
+	u, out, ok := e.sideURI(v, to)
+	if !ok {
+		return v
+	}
+	if from != nil {
+		if rep := e.referReplaces(u, from); rep != "" {
+			return "<" + out.String() + "?Replaces=" + rep + ">"
+		}
+	}
+	return "<" + out.String() + ">"
+}
+
+// sideURI parses the URI in v (name-addr or addr-spec) and returns it and
+// the URI with the same user at the host of leg to's side; false when v
+// names no user.
+func (e *Engine) sideURI(v string, to *leg) (in, out sip.Uri, ok bool) {
 	s := strings.TrimSpace(v)
 	if i := strings.IndexByte(s, '<'); i >= 0 {
 		if j := strings.IndexByte(s[i:], '>'); j > 0 {
 			s = s[i+1 : i+j]
 		}
 	}
-	if err := sip.ParseUri(s, &u); err != nil || u.User == "" {
-		return v
+	if err := sip.ParseUri(s, &in); err != nil || in.User == "" {
+		return in, out, false
 	}
-	out := sip.Uri{Scheme: "sip", User: u.User}
+	out = sip.Uri{Scheme: "sip", User: in.User}
 	out.Host = e.st.Host()
 	if e.trunk() && to.kind == kindPlain {
 		// Toward an upstream, its own host: the dialog's target's, or
@@ -140,12 +158,21 @@ func (e *Engine) referTo(v string, from, to *leg) string {
 			out.Host, out.Port = up.Host(), up.URIPort()
 		}
 	}
-	if from != nil {
-		if rep := e.referReplaces(u, from); rep != "" {
-			return "<" + out.String() + "?Replaces=" + rep + ">"
-		}
+	return in, out, true
+}
+
+// referredBy copies req's Referred-By (RFC 3892: the referrer, in a
+// REFER and in the INVITE the referee sends) into out, which goes to leg
+// to, rewritten as referTo rewrites a target; one that does not parse is
+// left out.
+func (e *Engine) referredBy(req *sip.Request, out *sip.Request, to *leg) {
+	h := req.GetHeader("Referred-By")
+	if h == nil {
+		return
 	}
-	return "<" + out.String() + ">"
+	if _, u, ok := e.sideURI(h.Value(), to); ok {
+		out.AppendHeader(sip.NewHeader("Referred-By", "<"+u.String()+">"))
+	}
 }
 
 func (e *Engine) onAck(req *sip.Request, _ sip.ServerTransaction) {

@@ -335,6 +335,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		}
 		if req != nil {
 			copyHeaders(req, inv, sessionTimerHeaders...)
+			e.referredBy(req, inv, b)
 			if tgt.upstream {
 				// The PBX challenges its users itself; its challenge went to
 				// the browser and the browser's answer goes back to it.

@@ -141,16 +141,26 @@ func (e *Engine) referReplaces(u sip.Uri, from *leg) string {
 // inviteReplaces reads an INVITE's Replaces: the leg it names (sent by
 // the party of that dialog), or an error status (481: no such dialog).
 func (e *Engine) inviteReplaces(req *sip.Request) (*leg, replaces, int) {
-	h := req.GetHeader("Replaces")
-	if h == nil {
+	hs := req.GetHeaders("Replaces")
+	if len(hs) == 0 {
 		return nil, replaces{}, 0
 	}
-	r, ok := parseReplaces(h.Value())
-	if !ok {
+	// RFC 3891 section 3: more than one Replaces MUST get 400.
+	r, ok := parseReplaces(hs[0].Value())
+	if !ok || len(hs) > 1 {
 		return nil, replaces{}, 400
 	}
 	l := e.replacedLeg(r)
-	if l == nil || l.c.State() == StateEnded || (r.earlyOnly && l.c.State() == StateAnswered) {
+	if l == nil || l.c.State() == StateEnded {
+		return nil, replaces{}, 481
+	}
+	answered := l.c.State() == StateAnswered
+	switch {
+	case answered && r.earlyOnly:
+		// Section 3: a confirmed dialog with early-only: 486.
+		return nil, replaces{}, 486
+	case !answered && l.d.uas:
+		// Section 3: an early dialog this UA did not initiate: 481.
 		return nil, replaces{}, 481
 	}
 	// Only a party of the dialog may replace it: the same connection for

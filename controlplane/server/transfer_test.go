@@ -71,18 +71,34 @@ func TestTrunkInviteWithReplaces(t *testing.T) {
 	call.Ack(ctx(t))
 	pLocal, pRemote := call.Tags()
 
-	for _, bad := range []string{"nonexistent@x;to-tag=a;from-tag=b", call.CallID + ";to-tag=" + pRemote + ";from-tag=wrong"} {
-		c, err := tr.pbx.Invite(ctx(t), "whoever", offer, sip.NewHeader("Replaces", bad))
+	// RFC 3891 section 3.
+	good := call.CallID + ";to-tag=" + pRemote + ";from-tag=" + pLocal
+	for _, bad := range []struct {
+		replaces []string
+		want     int
+	}{
+		{[]string{"nonexistent@x;to-tag=a;from-tag=b"}, 481},
+		{[]string{call.CallID + ";to-tag=" + pRemote + ";from-tag=wrong"}, 481},
+		{[]string{call.CallID + ";to-tag=" + pLocal + ";from-tag=" + pRemote}, 481}, // tags the wrong way round
+		{[]string{good + ";early-only"}, 486},                                       // a confirmed dialog
+		{[]string{good, good}, 400},                                                 // two Replaces
+		{[]string{call.CallID + ";to-tag=" + pRemote}, 400},                         // no from-tag
+	} {
+		var hdrs []sip.Header
+		for _, v := range bad.replaces {
+			hdrs = append(hdrs, sip.NewHeader("Replaces", v))
+		}
+		c, err := tr.pbx.Invite(ctx(t), "whoever", offer, hdrs...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res, _ := c.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 481 {
-			t.Errorf("Replaces %s: %v, want 481", bad, res)
+		if res, _ := c.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != bad.want {
+			t.Errorf("Replaces %s: %v, want %d", bad.replaces, res, bad.want)
 		}
 	}
 
 	// Strait is the target: its tag is the to-tag.
-	c2, err := tr.pbx.Invite(ctx(t), "whoever", offer, sip.NewHeader("Replaces", call.CallID+";to-tag="+pRemote+";from-tag="+pLocal))
+	c2, err := tr.pbx.Invite(ctx(t), "whoever", offer, sip.NewHeader("Replaces", good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +112,129 @@ func TestTrunkInviteWithReplaces(t *testing.T) {
 		t.Fatalf("Replaces at the browser: %v, want %s;to-tag=%s;from-tag=%s", h, inc.CallID, bLocal, bRemote)
 	}
 	hidden(t, "INVITE to the browser", inc2.Invite.String(), call.CallID, pLocal)
-	go inc2.Reject(486, "Busy Here")
-	c2.WaitAnswer(ctx(t), "")
-	call.Hangup(ctx(t))
-	inc.WaitEnded(5 * time.Second)
+	// The browser takes the new call and ends the replaced one, as JsSIP
+	// does; Strait ends the PBX's replaced dialog with it.
+	mb2 := newAnswerer(t)
+	go inc2.Answer(mb2.answer(t, inc2.Invite.Body()))
+	if res, err := c2.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
+		t.Fatalf("the replacing call: %v %v", res, err)
+	}
+	c2.Ack(ctx(t))
+	if err := inc.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the PBX's replaced dialog was not ended:", err)
+	}
+	tr.waitCalls(1)
+	if err := c2.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	inc2.WaitEnded(5 * time.Second)
+	tr.waitCalls(0)
+	tr.waitSessions(0)
+}
+
+// The PBX transfers the browser, blind (RFC 3515, RFC 5589 section 6):
+// its REFER reaches the browser with the target and the referrer at
+// Strait's host, nothing of the PBX's network; the browser's 202 and
+// NOTIFYs (sipfrag) go back to the PBX; the browser's INVITE to the
+// target reaches the PBX with Referred-By at the PBX's host; the PBX
+// then hangs up the first call.
+func TestTrunkBlindTransferFromPBX(t *testing.T) {
+	tr := startTrunk(t)
+	binding := tr.register(t)
+	plain := newPlain(t)
+	offer := siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false)
+	call, err := tr.pbx.Invite(ctx(t), binding.Contact.User, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.browser.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := newAnswerer(t)
+	go inc.Answer(mb.answer(t, inc.Invite.Body()))
+	if res, err := call.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
+		t.Fatalf("first call: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+
+	pbxHost := tr.pbx.Addr
+	res, err := call.Request(ctx(t), sip.REFER, nil, "",
+		sip.NewHeader("Refer-To", "<sip:carol@"+pbxHost+";user=phone>"),
+		sip.NewHeader("Referred-By", "<sip:bob@"+pbxHost+">"))
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v", res, err)
+	}
+	refer, err := tr.browser.WaitRequest(sip.REFER, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const straitHost = "127.0.0.1" // the host Strait names itself by, without the PBX's port
+	if rt := refer.GetHeader("Refer-To").Value(); rt != "<sip:carol@"+straitHost+">" {
+		t.Errorf("Refer-To at the browser: %s, want <sip:carol@%s>", rt, straitHost)
+	}
+	if rb := refer.GetHeader("Referred-By"); rb == nil || rb.Value() != "<sip:bob@"+straitHost+">" {
+		t.Errorf("Referred-By at the browser: %v", rb)
+	}
+	hidden(t, "REFER to the browser", refer.String(), pbxHost, call.CallID)
+
+	// RFC 3515 section 2.4.4: the referee reports progress by NOTIFY
+	// with a message/sipfrag body; each one reaches the referrer.
+	notify := func(frag, state string) {
+		t.Helper()
+		r, err := inc.Request(ctx(t), sip.NOTIFY, []byte(frag), "message/sipfrag",
+			sip.NewHeader("Event", "refer"), sip.NewHeader("Subscription-State", state))
+		if err != nil || r.StatusCode != 200 {
+			t.Fatalf("NOTIFY %s: %v %v", frag, r, err)
+		}
+		n, err := tr.pbx.WaitRequest(sip.NOTIFY, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(n.Body()) != frag || n.GetHeader("Event").Value() != "refer" ||
+			n.GetHeader("Subscription-State").Value() != state || n.GetHeader("Content-Type").Value() != "message/sipfrag" {
+			t.Fatalf("NOTIFY at the PBX:\n%s", n)
+		}
+	}
+	notify("SIP/2.0 100 Trying", "active;expires=60")
+
+	mb2 := newBrowserMedia(t)
+	c2, err := tr.browser.Invite(ctx(t), "carol", []byte(mb2.Offer), sip.NewHeader("Referred-By", refer.GetHeader("Referred-By").Value()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc2, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inc2.Invite.Recipient.User != "carol" {
+		t.Errorf("the transfer's INVITE is for %s", inc2.Invite.Recipient.User)
+	}
+	if rb := inc2.Invite.GetHeader("Referred-By"); rb == nil || !strings.HasPrefix(rb.Value(), "<sip:bob@127.0.0.1:") {
+		t.Errorf("Referred-By at the PBX: %v", rb)
+	}
+	hidden(t, "INVITE to the PBX", inc2.Invite.String(), ".invalid", c2.CallID)
+	plain2 := newPlain(t)
+	go inc2.Answer(siptest.PlainSDP(1, plain2.Addr(), plain2.RTCPAddr(), "sendrecv", false))
+	if r, err := c2.WaitAnswer(ctx(t), ""); err != nil || r.StatusCode != 200 {
+		t.Fatalf("the transfer's call: %v %v", r, err)
+	}
+	c2.Ack(ctx(t))
+	notify("SIP/2.0 200 OK", "terminated;reason=noresource")
+
+	if err := call.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	inc2.WaitEnded(5 * time.Second)
 	tr.waitCalls(0)
 	tr.waitSessions(0)
 }
