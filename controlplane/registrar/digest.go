@@ -110,6 +110,10 @@ type DigestConfig struct {
 	// Nonces remembers nonce counts; nil is a MemoryNonces of
 	// DefaultNonceCapacity.
 	Nonces NonceStore
+	// Key signs nonces (at least 16 bytes); nil makes a random one. Give
+	// the key kept in the state store so that nonces stay valid across a
+	// restart and between control planes.
+	Key []byte
 }
 
 // NewDigest returns a checker for users (name to password) with the
@@ -120,8 +124,11 @@ func NewDigest(realm string, users map[string]string) *Digest {
 
 // NewDigestWith returns a checker configured by cfg.
 func NewDigestWith(cfg DigestConfig) *Digest {
-	k := make([]byte, 32)
-	rand.Read(k)
+	k := cfg.Key
+	if len(k) < 16 {
+		k = make([]byte, 32)
+		rand.Read(k)
+	}
 	d := &Digest{Realm: cfg.Realm, algorithms: cfg.Algorithms, key: k, nonces: cfg.Nonces, now: time.Now}
 	d.SetUsers(cfg.Users)
 	if len(d.algorithms) == 0 {

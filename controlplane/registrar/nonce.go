@@ -135,6 +135,19 @@ func (s *MemoryNonces) compact() {
 	}
 }
 
+// ForgetBefore makes the store answer NonceForgotten for every nonce issued
+// at or before t that it does not remember: a control plane that starts
+// with an empty store (its memory died with the previous process) cannot
+// tell a replay of a nonce issued before it started, so the client gets
+// a fresh one (stale=true, answered without asking the user).
+func (s *MemoryNonces) ForgetBefore(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t.After(s.floor) {
+		s.floor = t
+	}
+}
+
 // Len is the number of nonces remembered.
 func (s *MemoryNonces) Len() int {
 	s.mu.Lock()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/state"
 )
 
 // Binding is one registered contact of a user.
@@ -60,6 +62,8 @@ type Registry struct {
 	byKey    map[string]*Binding
 	gone     map[string]*Binding // bindings whose flow closed, until they would have lapsed
 	onChange func(n int)
+	store    *state.Writer  // nil: nothing outlives the process (see Persist)
+	pending  []state.Change // changes for store, handed over by flush
 }
 
 // NewRegistry returns an empty registry.
@@ -135,6 +139,7 @@ func (r *Registry) Find(aor string, contact sip.Uri, instance, regID string) (Bi
 // Put adds or refreshes a binding, matched to an existing one as [Find]
 // does (keeping its key). It returns the stored binding.
 func (r *Registry) Put(b Binding) Binding {
+	defer r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.find(b.AOR, b.Contact.String(), b.Instance, b.RegID)
@@ -162,12 +167,14 @@ func (r *Registry) Put(b Binding) Binding {
 	b.Registered = r.now()
 	stored := b
 	r.byKey[b.Key] = &stored
+	r.save(&stored)
 	r.changed()
 	return stored
 }
 
 // Remove deletes a binding by key and returns it.
 func (r *Registry) Remove(key string) (Binding, bool) {
+	defer r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b, ok := r.byKey[key]
@@ -175,6 +182,7 @@ func (r *Registry) Remove(key string) (Binding, bool) {
 		return Binding{}, false
 	}
 	delete(r.byKey, key)
+	r.remove(key)
 	r.changed()
 	return *b, true
 }
@@ -182,6 +190,7 @@ func (r *Registry) Remove(key string) (Binding, bool) {
 // RemoveSource deletes every binding that came from a flow and returns
 // them.
 func (r *Registry) RemoveSource(source string) []Binding {
+	defer r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Binding
@@ -190,7 +199,9 @@ func (r *Registry) RemoveSource(source string) []Binding {
 			out = append(out, *b)
 			delete(r.byKey, k)
 			if r.now().Before(b.Expires) {
-				r.gone[k] = b
+				r.gone[k] = b // its record stays: a restart finds it gone too
+			} else {
+				r.remove(k)
 			}
 		}
 	}
@@ -265,8 +276,36 @@ func (r *Registry) FromSource(source string) []string {
 	return out
 }
 
+// FlowOf returns the flow (source) of the most recently registered live
+// browser binding whose Contact names the same user and host as contact:
+// where requests in a dialog with that browser go once its first
+// WebSocket is gone (a control plane restarted, the browser reconnected
+// and registered again with the same Contact, as JsSIP and SIP.js do;
+// RFC 5626 section 5.3 routes by the registration's flow the same way).
+// URI parameters are not compared: JsSIP adds ";ob" to its dialogs'
+// Contact and not to its REGISTER's.
+func (r *Registry) FlowOf(contact sip.Uri) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best *Binding
+	now := r.now()
+	for _, b := range r.byKey {
+		if !b.WebSocket() || !now.Before(b.Expires) || b.Contact.User != contact.User || !strings.EqualFold(b.Contact.Host, contact.Host) {
+			continue
+		}
+		if best == nil || b.Registered.After(best.Registered) {
+			best = b
+		}
+	}
+	if best == nil {
+		return "", false
+	}
+	return best.Source, true
+}
+
 // Expire removes lapsed bindings and returns them.
 func (r *Registry) Expire() []Binding {
+	defer r.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Binding
@@ -275,11 +314,13 @@ func (r *Registry) Expire() []Binding {
 		if !now.Before(b.Expires) {
 			out = append(out, *b)
 			delete(r.byKey, k)
+			r.remove(k)
 		}
 	}
 	for k, g := range r.gone {
 		if !now.Before(g.Expires) {
 			delete(r.gone, k)
+			r.remove(k)
 		}
 	}
 	if len(out) > 0 {

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -178,6 +179,16 @@ func New(opt Options) (_ *Server, err error) {
 		}
 	}
 	s.Registry.OnChange(s.Metrics.SetRegistrations)
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+		n, err := s.Registry.Persist(ctx, s.State)
+		cancel()
+		if err != nil {
+			log.Warn("state store: registrations not loaded", "err", err)
+		} else if n > 0 {
+			log.Info("registrations loaded from the state store", "bindings", n)
+		}
+	}
 
 	s.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
@@ -218,7 +229,8 @@ func New(opt Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		digest = registrar.NewDigestWith(registrar.DigestConfig{Realm: cfg.Realm, Users: m, Algorithms: algs})
+		digest = registrar.NewDigestWith(registrar.DigestConfig{Realm: cfg.Realm, Users: m, Algorithms: algs,
+			Key: s.secret(digestKeyName), Nonces: s.nonceStore()})
 		s.digest, s.users = digest, users
 	}
 	s.Guard = dialplan.NewGuard(p.DialPlan)
@@ -297,6 +309,44 @@ func New(opt Options) (_ *Server, err error) {
 	log.Info("strait started", "mode", mode, "http", s.HTTPAddr(), "ws", s.WSURL(), "sip", s.SIPAddr(),
 		"sip_host", sipHost, "open_registration", ups == nil && digest == nil, "state", s.store.Name())
 	return s, nil
+}
+
+// startLoadTimeout bounds each read of the state store at start.
+const startLoadTimeout = 10 * time.Second
+
+// digestKeyName is the secret nonces are signed with.
+const digestKeyName = "digest-key"
+
+// secret returns the shared secret name from the state store, made (32
+// random bytes) by the first control plane that asks; a random one of
+// its own when the store does not answer (nonces then do not survive
+// this process).
+func (s *Server) secret(name string) []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+	defer cancel()
+	v, err := s.State.Store().PutIfAbsent(ctx, state.Secrets, name, k)
+	if err != nil || len(v) < 16 {
+		s.log.Warn("state store: shared secret not read; using one of this process's", "secret", name, "err", err)
+		return k
+	}
+	return v
+}
+
+// nonceStore is where digest nonce counts are tracked: in the state store
+// when it is shared (Redis: a nonce is used once across control planes),
+// else in memory, forgetting every nonce issued before this process
+// started (they get stale=true, never a replay through).
+func (s *Server) nonceStore() registrar.NonceStore {
+	if strings.HasPrefix(s.cfg.State, "redis") {
+		return registrar.StoreNonces{W: s.State}
+	}
+	m := registrar.NewMemoryNonces(0, registrar.NonceLifetime+time.Minute)
+	// Nonce times are whole seconds: one issued in the second this process
+	// started is taken as this process's.
+	m.ForgetBefore(time.Now().Truncate(time.Second).Add(-time.Second))
+	return m
 }
 
 // upstreamResolveWait bounds the first resolution of the upstreams' names
