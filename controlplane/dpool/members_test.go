@@ -133,6 +133,7 @@ type fakeResolver struct {
 	mu    sync.Mutex
 	addrs []netip.Addr
 	err   error
+	fails int // lookups answered with err
 }
 
 func (r *fakeResolver) set(err error, addrs ...string) {
@@ -148,7 +149,17 @@ func (r *fakeResolver) set(err error, addrs ...string) {
 func (r *fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.err != nil {
+		r.fails++
+	}
 	return append([]netip.Addr(nil), r.addrs...), r.err
+}
+
+// failed reports how many lookups have failed so far.
+func (r *fakeResolver) failed() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fails
 }
 
 // TestDiscovery: the pool follows a DNS name. A node that appears takes
@@ -214,7 +225,7 @@ func TestDiscovery(t *testing.T) {
 	// DNS fails: nobody is dropped.
 	r.set(errors.New("SERVFAIL"))
 	before := dials.Load()
-	time.Sleep(100 * time.Millisecond) // several lookups fail
+	waitFor(t, "several lookups to fail", func() bool { return r.failed() >= 3 })
 	if m, ok := member(p, "127.0.0.3:9090"); !ok || m.Retired {
 		t.Fatalf("a failed lookup retired the node: %+v", m)
 	}
