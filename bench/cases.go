@@ -77,7 +77,12 @@ func (c *runCase) bringUp(ctx context.Context, prefix string, from, to int) ([]*
 		}
 	}
 	if failed > 0 {
-		return ss, st, fmt.Errorf("%d of %d sessions did not come up; first: %w", failed, len(ss), first)
+		// What the relay counted says where the packets went.
+		counted := ""
+		if smp, err := c.r.sample(); err == nil && len(smp.drops) > 0 {
+			counted = fmt.Sprintf(" (the relay's drop counters: %v)", smp.drops)
+		}
+		return ss, st, fmt.Errorf("%d of %d sessions did not come up%s; first: %w", failed, len(ss), counted, first)
 	}
 	return ss, st, nil
 }

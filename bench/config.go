@@ -112,7 +112,7 @@ func (c *Config) setDefaults() error {
 		}
 		c.Sessions = c.SessionCounts[0]
 	}
-	c.IO = orS(c.IO, "auto")
+	c.IO = orS(c.IO, "both")
 	if _, err := c.ioModes(); err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.NodeMetrics, "node-metrics", "", "metrics address of --node (default: its gRPC port + 1)")
 	fs.StringVar(&cfg.NodeBin, "node-bin", "", "strait-dataplane binary to start (default: beside strait-bench, on $PATH, or built)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "packet workers of the node it starts (default: one per CPU)")
-	fs.StringVar(&cfg.IO, "io", "auto", "the node's packet I/O: uring, mmsg, auto, or both (a node of each, in the same run)")
+	fs.StringVar(&cfg.IO, "io", "both", "the node's packet I/O: uring, mmsg, auto, or both (a node of each, in the same run)")
 	fs.DurationVar(&cfg.Coalesce, "coalesce", 0, "the node's --coalesce (default: the node's)")
 	fs.DurationVar(&cfg.SyscallWindow, "syscall-window", 2*time.Second, "window after each measurement in which the relays' system calls are counted with perf or strace (negative: skip)")
 	fs.StringVar(&cfg.RelayCPUs, "relay-cpus", "", "pin the relays it starts to these CPUs (taskset list, e.g. 1) so that flood can overload them")

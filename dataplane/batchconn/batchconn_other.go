@@ -101,3 +101,6 @@ type unsupportedLoop[T any] struct{ Loop[T] }
 
 func newEpollLoop[T any](cfg LoopConfig[T]) (*unsupportedLoop[T], error) { return nil, ErrUnsupported }
 func newUringLoop[T any](cfg LoopConfig[T]) (*unsupportedLoop[T], error) { return nil, ErrUnsupported }
+
+// UringUnavailable reports that io_uring is Linux's.
+func UringUnavailable() error { return ErrUnsupported }

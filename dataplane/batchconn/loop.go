@@ -97,9 +97,10 @@ type LoopConfig[T any] struct {
 	// never offered to the kernel (room to grow a datagram in place).
 	BufSize, Tailroom int
 	// Buffers is how many receive buffers an io_uring loop provides to
-	// the kernel (rounded up to a power of two; 0: 8 * BatchSize, at least
-	// 512). A datagram sent in place holds its buffer until the send
-	// completed.
+	// the kernel (rounded up to a power of two; 0: 16 * BatchSize, at
+	// least 1024). A datagram sent in place holds its buffer until the
+	// send completed. When they run out, sockets keep their datagrams
+	// queued until buffers come back (their receives are re-armed).
 	Buffers int
 	// Coalesce, for io_uring, is the longest an arrived datagram may wait
 	// for others to join its round (min_wait); 0 returns at the first.

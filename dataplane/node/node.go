@@ -153,6 +153,11 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if mode := n.eng.IOStats().Mode; mode == batchconn.ModeUring || cfg.IO == batchconn.ModeMmsg {
+		n.log.Info("dataplane packet I/O", "io", mode)
+	} else {
+		n.log.Info("dataplane packet I/O", "io", mode, "io_uring", batchconn.UringUnavailable())
+	}
 	return n, nil
 }
 

@@ -4,8 +4,11 @@
 //
 // # Ownership and concurrency
 //
-// An Engine runs one worker goroutine per core. Each worker owns a Poller
-// (an epoll set parked in the netpoller), one SO_REUSEPORT socket of every
+// An Engine runs one worker goroutine per core. Each worker owns a
+// batchconn.Loop (io_uring where the kernel allows it: one io_uring_enter
+// per round submits the round's sends and waits for the next datagrams of
+// all its sockets; else recvmmsg/sendmmsg with an epoll set parked in the
+// netpoller; Config.IO chooses), one SO_REUSEPORT socket of every
 // shared port (WebRTC ports and shared plain ports), the port-per-stream
 // sockets of the sessions assigned to it, a receive batch and a send batch,
 // and its lookup tables: local ICE ufrag -> leg, (shared port, peer address)
@@ -44,11 +47,11 @@
 //
 // # A packet's path
 //
-// See DESIGN.md: a worker reads a batch with recvmmsg, classifies each
-// datagram by its first byte (package demux), answers STUN itself (package
+// See DESIGN.md: a worker takes a round's datagrams from its Loop,
+// classifies each by its first byte (package demux), answers STUN itself (package
 // icelite), queues DTLS to the leg's handshake goroutine (package dtlsleg),
 // and for RTP/RTCP finds the leg, decrypts in place, maps the payload type,
 // rewrites sequence/SSRC for the destination (package rewrite), encrypts in
-// place into the buffer's tailroom and queues the datagram on the send batch,
-// flushed with one sendmmsg per socket.
+// place into the buffer's tailroom and queues the datagram on the Loop,
+// which sends the round's datagrams at the start of the next round.
 package relay
