@@ -54,6 +54,10 @@ type Config struct {
 	// TrunkPolicy is what plain legs may carry; SDES offers RTP/SAVP.
 	TrunkPolicy sdp.Policy
 	SDES        bool
+	// SharedPlainPorts puts plain legs on the node's shared ports
+	// (PORT_MODE_SHARED: matched by the peer's SDP address, no NAT
+	// learning) instead of a port pair each.
+	SharedPlainPorts bool
 	// CDR receives a record per ended call; Metrics counts; both may be
 	// nil. Log is the logger.
 	CDR     *cdr.Store

@@ -37,6 +37,7 @@ type mediaLeg struct {
 	kind   legKind
 	policy sdp.Policy // what this leg may be offered
 	sdes   bool       // plain: offer RTP/SAVP
+	shared bool       // plain: on the node's shared ports
 
 	origin sdp.Origin
 	remote *sdp.Description
@@ -194,7 +195,8 @@ func (c *Call) policy(k legKind) sdp.Policy {
 }
 
 func (c *Call) mediaLeg(l *leg) *mediaLeg {
-	ml := &mediaLeg{kind: l.kind, policy: c.policy(l.kind), sdes: l.kind == kindPlain && c.e.cfg.SDES}
+	ml := &mediaLeg{kind: l.kind, policy: c.policy(l.kind), sdes: l.kind == kindPlain && c.e.cfg.SDES,
+		shared: l.kind == kindPlain && c.e.cfg.SharedPlainPorts}
 	switch {
 	case l.d == nil:
 	case l.d.invite != nil: // Strait answers: the INVITE's source

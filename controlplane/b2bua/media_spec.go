@@ -64,6 +64,9 @@ func (m *media) spec(i int) *pb.LegSpec {
 		}
 		if l.kind == kindPlain {
 			ps := &pb.PlainSpec{PortMode: pb.PortMode_PORT_MODE_PER_LEG}
+			if l.shared {
+				ps.PortMode = pb.PortMode_PORT_MODE_SHARED
+			}
 			if l.sigIP.IsValid() {
 				ps.SignallingIp = l.sigIP.String() // media from it is learnt at once (NAT)
 			}

@@ -116,6 +116,14 @@ type Config struct {
 	// DNSServer is the DNS server (HOST:PORT) upstream names are looked up
 	// with; empty uses the system's.
 	DNSServer string `yaml:"dns_server" flag:"dns-server" usage:"DNS server HOST:PORT for upstream names (default: the system's)"`
+	// PlainPorts is how SIP legs get media ports: "per-leg" (a port pair
+	// per call, the default: a peer behind NAT is learnt where it sends
+	// from) or "shared" (the node's --plain-shared-ports for every call,
+	// told apart by the peer's SDP address, which the peer must send from:
+	// batching's best case, for trunks and PBXs that do symmetric RTP).
+	// With io_uring the node serves per-leg ports about as cheaply
+	// (bench/README.md).
+	PlainPorts string `yaml:"plain_ports" flag:"plain-ports" usage:"SIP legs' media ports: per-leg (a pair per call; learns a NAT'd peer) or shared (the node's --plain-shared-ports, matched by the peer's SDP address)"`
 	// Dataplane lists remote dataplane nodes: grpc://HOST:PORT is one
 	// node; dns://NAME:PORT is every address NAME resolves to (A and
 	// AAAA), looked up again every 5 s, so that nodes join and leave (a
@@ -224,6 +232,7 @@ func Default() Config {
 		HTTP:                  DefaultHTTP,
 		SIP:                   DefaultSIP,
 		Settings:              node.DefaultSettings(),
+		PlainPorts:            "per-leg",
 		Realm:                 DefaultRealm,
 		DigestAlgorithms:      []string{"SHA-256", "MD5"},
 		AuthFailuresPerSource: 5,
@@ -348,6 +357,15 @@ func (c *Config) Parse() (*Parsed, error) {
 		errs = append(errs, err)
 	}
 	p.Node = nc
+	switch c.PlainPorts {
+	case "per-leg":
+	case "shared":
+		if len(c.Dataplane) == 0 && c.PlainSharedPorts.Pairs() == 0 {
+			bad("--plain-ports shared needs --plain-shared-ports for the in-process dataplane")
+		}
+	default:
+		bad("--plain-ports %q: want per-leg or shared", c.PlainPorts)
+	}
 	for _, d := range c.Dataplane {
 		a, err := ParseDataplane(d)
 		if err != nil {

@@ -95,6 +95,8 @@ func TestValidateErrors(t *testing.T) {
 		"allow dial":    {func(c *Config) { c.AllowDial = []string{"_[12"} }, "--allow-dial"},
 		"deny dial":     {func(c *Config) { c.DenyDial = []string{"_["} }, "--deny-dial"},
 		"call limit":    {func(c *Config) { c.MaxCallsPerUser = -1 }, "--max-calls-per-user"},
+		"plain ports":   {func(c *Config) { c.PlainPorts = "both" }, "--plain-ports"},
+		"no shared":     {func(c *Config) { c.PlainPorts = "shared" }, "--plain-shared-ports"},
 	} {
 		c := Default()
 		tc.mutate(&c)

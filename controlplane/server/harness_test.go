@@ -52,8 +52,9 @@ func newNode(t *testing.T) *node.Node {
 	for range 20 {
 		base := uint16(20000 + 2*rand.IntN(20000))
 		n, err := node.New(node.Config{ID: "test", MediaAddrs: []netip.Addr{loopback},
-			WebRTCPorts: portalloc.Range{First: base, Last: base + 1},
-			RTPPorts:    portalloc.Range{First: base + 2, Last: base + 41}, Workers: 1,
+			WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},
+			RTPPorts:         portalloc.Range{First: base + 2, Last: base + 41},
+			PlainSharedPorts: portalloc.Range{First: base + 42, Last: base + 45}, Workers: 1,
 			Logger: slog.New(slog.DiscardHandler)})
 		if err == nil {
 			t.Cleanup(func() { n.Close() })

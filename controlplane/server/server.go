@@ -243,7 +243,7 @@ func New(opt Options) (_ *Server, err error) {
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: p.SIPTrust, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
-		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls,
+		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State})
 	s.WS.OnClose(func(flow string) {
 		s.Engine.FlowClosed(flow)
