@@ -125,6 +125,7 @@ type Call struct {
 	gone     [2]bool     // the leg sent BYE or its connection closed: no BYE to it
 	deferred []message   // requests kept for when the loop is free
 	subTimer *time.Timer // a subscription relay's expiry
+	saved    []byte      // the record last written to the state store (persist)
 }
 
 // Info describes a call for the API.

@@ -51,6 +51,10 @@ type dialog struct {
 	cseq      uint32   // our last CSeq
 	rcseq     uint32   // the peer's last CSeq
 	fixed     bool     // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
+	// reflow, for a dialog with a browser, finds the flow requests go to
+	// when the dialog's own is gone (see Engine.reflow); set when the
+	// dialog is added to the engine.
+	reflow func(target sip.Uri, flow string) string
 }
 
 // key identifies a dialog among Strait's: its Call-ID and our tag.
@@ -192,6 +196,7 @@ func (d *dialog) fromTo() (*sip.FromHeader, *sip.ToHeader) {
 // request builds an in-dialog request (or the dialog's first request when
 // Strait is the UAC) with the next CSeq, ready to send.
 func (d *dialog) request(method sip.RequestMethod, body []byte, contentType string) *sip.Request {
+	d.refreshFlow()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ruri, routes := *d.target.Clone(), d.routes
@@ -226,6 +231,25 @@ func (d *dialog) request(method sip.RequestMethod, body []byte, contentType stri
 	}
 	d.st.Prepare(req, d.route())
 	return req
+}
+
+// refreshFlow points a browser's dialog at the flow of its newest
+// registration when its own flow is gone (the browser reconnected). The
+// lookup runs without d.mu (no lock nests).
+func (d *dialog) refreshFlow() {
+	d.mu.Lock()
+	reflow, flow, target := d.reflow, d.flow, d.target
+	d.mu.Unlock()
+	if reflow == nil || flow == "" {
+		return
+	}
+	if nf := reflow(target, flow); nf != "" && nf != flow {
+		d.mu.Lock()
+		if d.flow == flow {
+			d.flow = nf
+		}
+		d.mu.Unlock()
+	}
 }
 
 // ack builds the ACK for a 2xx to the dialog's INVITE with CSeq number seq.

@@ -110,6 +110,10 @@ type Engine struct {
 	ctx    context.Context // parent of every call's context; Close cancels it at the deadline
 	cancel context.CancelFunc
 	stop   chan struct{} // closed by Close: background work ends
+	// ready is closed by Ready (the SIP stack runs) or Close: restored
+	// calls whose media is gone wait for it to send their BYEs.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	// challenges remembers dialogs toward the upstream that got 401/407,
 	// for the caller's credentialed retry (safe for concurrent use).
@@ -143,7 +147,8 @@ func New(cfg Config) *Engine {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{cfg: cfg, st: cfg.Stack, log: cfg.Log, ctx: ctx, cancel: cancel, calls: map[string]*Call{},
-		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{})}
+		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{}),
+		ready: make(chan struct{})}
 	srv := cfg.Stack.Server
 	srv.OnInvite(e.wrap(e.onInvite))
 	srv.OnAck(e.wrap(e.onAck))
@@ -266,13 +271,24 @@ func shutdownReserve(d time.Duration) time.Duration { return min(d/5, time.Secon
 // deadline less shutdownReserve are cut short: the engine's context is
 // cancelled, which ends every wait on the network. Close returns when the
 // calls have ended, or at the deadline.
-func (e *Engine) Close() {
+func (e *Engine) Close() { e.shutdown(false) }
+
+// Detach stops the engine without ending the answered calls, for a
+// control plane that takes them over from the state store (an upgrade, a
+// handover): each is left as it is (no BYE, no CDR; its session stays on
+// its node and its record in the store), its loop returns. Calls not yet
+// answered, and subscription relays, end as Close ends them (they cannot
+// be carried on). Detach returns within Config.ShutdownTimeout.
+func (e *Engine) Detach() { e.shutdown(true) }
+
+func (e *Engine) shutdown(detach bool) {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
 		return
 	}
 	e.closing = true
+	e.Ready()
 	calls := make([]*Call, 0, len(e.calls))
 	for _, c := range e.calls {
 		calls = append(calls, c)
@@ -281,7 +297,11 @@ func (e *Engine) Close() {
 	close(e.stop)
 	deadline := time.Now().Add(e.cfg.ShutdownTimeout)
 	for _, c := range calls {
-		c.stop(503, "shutdown", nil)
+		if detach {
+			c.detachStop()
+		} else {
+			c.stop(503, "shutdown", nil)
+		}
 	}
 	if n := waitCalls(calls, deadline.Add(-shutdownReserve(e.cfg.ShutdownTimeout))); n > 0 {
 		e.log.Warn("shutdown: peers did not answer in time; ending calls without them", "calls", n)

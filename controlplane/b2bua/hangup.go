@@ -43,6 +43,10 @@ func failureCode(cause int) int {
 // hangup ends an answered call on the stop request. Loop only.
 func (c *Call) hangup() {
 	r := c.stopReq.Load()
+	if r.detach && c.state == StateAnswered && !c.sub {
+		c.leave()
+		return
+	}
 	if r.from != nil {
 		c.gone[r.from.idx] = true
 	}
@@ -119,6 +123,7 @@ func (c *Call) end(cause int, reason string) {
 	}
 	// Unlisted after its record is written: whoever sees the call gone
 	// finds its CDR.
+	c.forget()
 	c.e.unregister(c)
 	if c.release != nil {
 		c.release()
@@ -136,6 +141,28 @@ func (c *Call) end(cause int, reason string) {
 	}
 	c.drain()
 	c.cancel()
+	close(c.done)
+}
+
+// leave lets go of an answered call without ending it (Engine.Detach):
+// its record in the state store is brought up to date and kept, its
+// session stays on its node, its CDR journal entry stays open, and nobody
+// is told anything; the control plane that restores it carries it on.
+// Loop only.
+func (c *Call) leave() {
+	c.persist()
+	c.state = StateEnded // the loop returns
+	c.e.unregister(c)
+	c.e.cfg.Metrics.CallState(StateAnswered.String(), "")
+	if c.release != nil {
+		c.release()
+	}
+	for _, l := range c.legs {
+		c.e.removeDialog(l)
+	}
+	c.drain()
+	c.cancel()
+	c.log.Info("call handed over", "session", c.m.sessionID())
 	close(c.done)
 }
 

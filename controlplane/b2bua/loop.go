@@ -47,6 +47,10 @@ type stopRequest struct {
 	reason string
 	// from is the leg that is gone (its connection closed): it gets no BYE.
 	from *leg
+	// detach: an answered call is left as it is (no BYE, no CDR, its
+	// session and its record in the state store kept) for the control
+	// plane that takes over (Engine.Detach); any other ends with cause.
+	detach bool
 }
 
 // errStopped is what a wait inside the loop returns when the call was
@@ -93,6 +97,14 @@ func (c *Call) stop(cause int, reason string, from *leg) {
 	}
 }
 
+// detachStop asks the call's loop to let go of the call (see
+// Engine.Detach); a call not answered yet ends with 503 "shutdown".
+func (c *Call) detachStop() {
+	if c.stopReq.CompareAndSwap(nil, &stopRequest{cause: 503, reason: "shutdown", detach: true}) {
+		close(c.stopping)
+	}
+}
+
 // stopped reports whether the call was asked to end.
 func (c *Call) stopped() bool { return c.stopReq.Load() != nil }
 
@@ -102,6 +114,7 @@ func (c *Call) run(setup func()) {
 	defer c.recoverLoop()
 	setup()
 	for c.state != StateEnded {
+		c.persist()
 		c.idle()
 	}
 }

@@ -10,6 +10,11 @@ import (
 )
 
 func (e *Engine) addDialog(l *leg) {
+	if l.d.flow != "" {
+		l.d.mu.Lock()
+		l.d.reflow = e.reflow
+		l.d.mu.Unlock()
+	}
 	k := l.d.key()
 	e.mu.Lock()
 	e.dialogs[k] = l
@@ -32,6 +37,21 @@ func (e *Engine) removeDialog(l *leg) {
 		delete(e.ownIDs, l.d.callID)
 	}
 	e.mu.Unlock()
+}
+
+// reflow returns the flow a request in a dialog with a browser goes to:
+// its own while that WebSocket is open, else the flow of the browser's
+// newest registration with the same Contact (it reconnected, e.g. after
+// this control plane restarted), else its own (the request fails with
+// the flow).
+func (e *Engine) reflow(target sip.Uri, flow string) string {
+	if e.cfg.Flows == nil || e.cfg.Flows.Open(flow) {
+		return flow
+	}
+	if nf, ok := e.cfg.Registry.FlowOf(target); ok && e.cfg.Flows.Open(nf) {
+		return nf
+	}
+	return flow
 }
 
 // legOf finds the leg an in-dialog request (or ACK) belongs to.

@@ -244,12 +244,25 @@ func (j *FileJournal) rewrite() error {
 // final when the dataplane still had the session), with cause 500 and
 // reason, marked Recovered, written to store. It returns how many.
 func Recover(j Journal, store *Store, reason string, final func(r Record) []LegMedia) (int, error) {
+	return RecoverExcept(j, store, reason, nil, final)
+}
+
+// RecoverExcept is Recover for the calls a journal left open that are not
+// carried on (carriedOn reports the calls a restarted control plane took
+// over from the state store: they stay open in the journal, and their own
+// end closes them).
+func RecoverExcept(j Journal, store *Store, reason string, carriedOn func(id string) bool, final func(r Record) []LegMedia) (int, error) {
 	left, err := j.Open()
 	if err != nil {
 		return 0, err
 	}
 	var errs []error
+	n := 0
 	for _, r := range left {
+		if carriedOn != nil && carriedOn(r.ID) {
+			continue
+		}
+		n++
 		if final != nil {
 			if m := final(r); m != nil {
 				r.Media, r.End = m, time.Now()
@@ -268,5 +281,5 @@ func Recover(j Journal, store *Store, reason string, final func(r Record) []LegM
 			errs = append(errs, err)
 		}
 	}
-	return len(left), errors.Join(errs...)
+	return n, errors.Join(errs...)
 }

@@ -1,6 +1,9 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/dataplane/node"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
 // sharedStore is a store two servers of a test use one after the other:
@@ -22,11 +26,12 @@ func (sharedStore) Close() error { return nil }
 // (a remote node, as with --dataplane grpc://), with a state store the
 // next Strait reads.
 type restartRig struct {
-	t     *testing.T
-	node  *node.Node
-	store state.Store
-	pbx   *siptest.Phone
-	cfg   config.Config
+	t       *testing.T
+	node    *node.Node
+	store   state.Store
+	pbx     *siptest.Phone
+	browser *siptest.Phone // set by the test; register registers it with the PBX
+	cfg     config.Config
 }
 
 func newRestartRig(t *testing.T) *restartRig {
@@ -166,4 +171,247 @@ func TestRestartKeepsRegistrations(t *testing.T) {
 	if res, _ := c.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 486 {
 		t.Fatalf("carol's call to alice: %v, want alice's 486", res)
 	}
+}
+
+func (r *restartRig) register() {
+	r.t.Helper()
+	res, err := r.browser.Register(ctx(r.t), "wonderland", 600)
+	if err != nil || res.StatusCode != 200 {
+		r.t.Fatalf("REGISTER: %v %v", res, err)
+	}
+}
+
+// A control plane that hands over (or dies) leaves its answered calls to
+// the next one: the next reads them from the state store, adopts their
+// dataplane sessions instead of deleting them, and carries them on. Media
+// never stops (the node keeps relaying); the browser reconnects and
+// registers again, and requests toward it use its new flow; a hold from
+// the PBX and a BYE from either side work; each call gets one CDR.
+func TestRestartCarriesCallsOn(t *testing.T) {
+	for _, byeFrom := range []string{"browser", "pbx"} {
+		t.Run("bye from "+byeFrom, func(t *testing.T) {
+			r := newRestartRig(t)
+			dir := t.TempDir()
+			a := r.start(filepath.Join(dir, "a.jsonl"))
+			b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.Close)
+			r.browser = b
+			r.register()
+
+			mb := newBrowserMedia(t)
+			call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inc, err := r.pbx.WaitCall(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := newPlain(t)
+			go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+			res, err := call.WaitAnswer(ctx(t), "")
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("answer: %v %v", res, err)
+			}
+			call.Ack(ctx(t))
+			if err := mb.Accept(string(res.Body())); err != nil {
+				t.Fatal(err)
+			}
+			if err := mb.WaitConnected(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			(&env{t: t, node: r.node, srv: a}).waitConnected()
+			straitRTP := plainAddr(t, inc.Invite.Body())
+			var bseq, pseq uint16 = 100, 500
+			browserToPlain(t, mb, &bseq, plain, "before", 5)
+			plainToBrowser(t, plain, straitRTP, &pseq, mb, "before-p2b", 5)
+			calls := a.Engine.Calls()
+			if len(calls) != 1 || calls[0].State != "answered" {
+				t.Fatalf("calls before the handover: %+v", calls)
+			}
+			id, sess := calls[0].ID, calls[0].Session
+
+			if err := a.Handover(); err != nil {
+				t.Fatal(err)
+			}
+			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 1 {
+				t.Fatalf("the node holds %d sessions after the handover, want the call's 1", len(ss))
+			}
+			// Media goes on while no control plane runs.
+			browserToPlain(t, mb, &bseq, plain, "between", 5)
+
+			bsrv := r.start(filepath.Join(dir, "b.jsonl"))
+			calls = bsrv.Engine.Calls()
+			if len(calls) != 1 || calls[0].ID != id || calls[0].State != "answered" || calls[0].Session != sess {
+				t.Fatalf("calls after the restart: %+v, want the call on session %s", calls, sess)
+			}
+			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 1 || ss[0].GetId() != sess {
+				t.Fatalf("the restarted control plane did not adopt the session: %v", ss)
+			}
+			browserToPlain(t, mb, &bseq, plain, "after", 5)
+			plainToBrowser(t, plain, straitRTP, &pseq, mb, "after-p2b", 5)
+
+			// The browser reconnects and registers again (JsSIP does it
+			// by itself); the PBX's hold reaches it on its new flow.
+			r.register()
+			call.OnReinvite(func(offer []byte) (int, []byte) { return 200, reanswer(t, mb.PC, offer) })
+			hold, err := inc.Reinvite(ctx(t), siptest.PlainSDP(2, plain.Addr(), plain.RTCPAddr(), "sendonly", false))
+			if err != nil || hold.StatusCode != 200 || !bytes.Contains(hold.Body(), []byte("a=recvonly")) {
+				t.Fatalf("hold after the restart: %v %v", hold, err)
+			}
+			if re := <-call.Reinvites; !bytes.Contains(re.Body(), []byte("a=sendonly")) {
+				t.Fatalf("hold offer at the browser:\n%s", re.Body())
+			}
+
+			if byeFrom == "browser" {
+				if err := call.Hangup(ctx(t)); err != nil {
+					t.Fatal(err)
+				}
+				if err := inc.WaitEnded(5 * time.Second); err != nil {
+					t.Fatalf("the PBX got no BYE: %v", err)
+				}
+			} else {
+				if err := inc.Hangup(ctx(t)); err != nil {
+					t.Fatal(err)
+				}
+				if err := call.WaitEnded(5 * time.Second); err != nil {
+					t.Fatalf("the browser got no BYE: %v", err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(bsrv.Engine.Calls()) > 0 || sum(bsrv.Pool.Sessions()) > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("calls %v, sessions %v after the BYE", bsrv.Engine.Calls(), bsrv.Pool.Sessions())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 0 {
+				t.Fatalf("the node still holds %d sessions", len(ss))
+			}
+			if err := bsrv.State.Flush(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			if recs, _ := r.store.Load(ctx(t), state.Calls); len(recs) != 0 {
+				t.Fatalf("the state store still holds %d calls", len(recs))
+			}
+			want := "caller bye"
+			if byeFrom == "pbx" {
+				want = "callee bye"
+			}
+			checkOneCDR(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), want)
+		})
+	}
+}
+
+// A stored call whose dataplane session is gone when the next control
+// plane starts (its node restarted; the all-in-one's in-process node dies
+// with the process) cannot go on: the new process ends it at once, BYE to
+// both legs, one CDR with the reason.
+func TestRestartEndsCallsWithoutMedia(t *testing.T) {
+	r := newRestartRig(t)
+	dir := t.TempDir()
+	a := r.start(filepath.Join(dir, "a.jsonl"))
+	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	r.browser = b
+	r.register()
+	mb := newBrowserMedia(t)
+	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := r.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := mb.Accept(string(res.Body())); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	(&env{t: t, node: r.node, srv: a}).waitConnected()
+	var bseq uint16 = 100
+	browserToPlain(t, mb, &bseq, plain, "before", 5)
+	sess := a.Engine.Calls()[0].Session
+	if err := a.Handover(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.node.DeleteSession(ctx(t), &pb.DeleteSessionRequest{Id: sess, Reason: "node restarted"}); err != nil {
+		t.Fatal(err)
+	}
+	// The browser is back (its registration was relayed to the PBX), so
+	// the BYE reaches it.
+	bsrv := r.start(filepath.Join(dir, "b.jsonl"))
+	r.register()
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatalf("the PBX got no BYE: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(bsrv.Engine.Calls()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %v after the media was lost", bsrv.Engine.Calls())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := bsrv.State.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := r.store.Load(ctx(t), state.Calls); len(recs) != 0 {
+		t.Fatalf("the state store still holds %d calls", len(recs))
+	}
+	lines := cdrLinesOf(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"))
+	if len(lines) != 1 || !strings.Contains(lines[0], `"media lost in restart"`) {
+		t.Fatalf("CDRs %q, want one with the reason media lost in restart", lines)
+	}
+}
+
+// checkOneCDR checks that the two servers wrote one record between them,
+// from the second, with the reason and media counted on both legs.
+func checkOneCDR(t *testing.T, a, b, reason string) {
+	t.Helper()
+	lines := cdrLinesOf(t, a, b)
+	if len(lines) != 1 {
+		t.Fatalf("%d CDRs, want 1:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	var rec struct {
+		Reason string
+		Media  []struct {
+			PacketsIn uint64 `json:"packets_in"`
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Reason != reason || len(rec.Media) != 2 || rec.Media[0].PacketsIn == 0 || rec.Media[1].PacketsIn == 0 {
+		t.Fatalf("CDR %s, want reason %q and media on both legs", lines[0], reason)
+	}
+}
+
+// cdrLinesOf returns the records of CDR files, in order.
+func cdrLinesOf(t *testing.T, files ...string) []string {
+	t.Helper()
+	var lines []string
+	for _, f := range files {
+		out, _ := os.ReadFile(f)
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l != "" {
+				lines = append(lines, l)
+			}
+		}
+	}
+	return lines
 }

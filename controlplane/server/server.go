@@ -109,13 +109,15 @@ type Server struct {
 	level    *slog.LevelVar         // nil: the level is not Reload's to set
 	token    atomic.Pointer[string] // the API token in force
 	reloadMu sync.Mutex             // serialises Reload; guards cfg's live fields
-	httpLn   net.Listener
-	httpSrv  *http.Server
-	tls      *tls.Config
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	closeErr error
-	once     sync.Once
+	// handingOver is set by Handover: closing WebSockets end nothing.
+	handingOver atomic.Bool
+	httpLn      net.Listener
+	httpSrv     *http.Server
+	tls         *tls.Config
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	closeErr    error
+	once        sync.Once
 }
 
 // New builds and starts a server: it binds the HTTP and SIP listeners and
@@ -246,33 +248,54 @@ func New(opt Options) (_ *Server, err error) {
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State})
 	s.WS.OnClose(func(flow string) {
+		if s.handingOver.Load() {
+			// The browser reconnects to the next control plane, which
+			// has its bindings and calls: nothing ends, nothing is
+			// unregistered upstream.
+			return
+		}
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
 	})
-	// Sessions left on the nodes by a previous control plane belong to
-	// calls whose dialogs are gone.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	reaped, err := s.Pool.Reap(ctx, func(string) bool { return false })
-	if err != nil {
-		log.Warn("could not list dataplane sessions", "err", err)
-	} else if len(reaped) > 0 {
-		log.Info("deleted orphaned dataplane sessions", "count", len(reaped))
-	}
+	// Calls a previous control plane left in the state store go on: their
+	// dialogs come back and their sessions are adopted from the nodes.
+	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+	restored, rerr := s.Engine.Restore(ctx)
 	cancel()
-	if s.journal != nil {
-		// Calls the previous process left open get their record: the
-		// final counters of their session when a node still had it, else
-		// the last interim.
+	if rerr != nil {
+		log.Warn("state store: calls not restored; dataplane sessions and the CDR journal are left alone", "err", rerr)
+	} else if len(restored.Calls) > 0 {
+		log.Info("calls carried on from the state store", "calls", len(restored.Calls))
+	}
+	// Sessions left on the nodes that no stored call owns belong to calls
+	// whose dialogs are gone (unless the store could not be read: then
+	// nothing is known to be an orphan).
+	var reaped []*pb.Session
+	if rerr == nil {
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		reaped, err = s.Pool.Reap(ctx, func(id string) bool { return restored.Sessions[id] })
+		if err != nil {
+			log.Warn("could not list dataplane sessions", "err", err)
+		} else if len(reaped) > 0 {
+			log.Info("deleted orphaned dataplane sessions", "count", len(reaped))
+		}
+		cancel()
+	}
+	if s.journal != nil && rerr == nil {
+		// Calls the previous process left open and that do not go on get
+		// their record: the final counters of their session when a node
+		// still had it, else the last interim.
 		byCall := map[string]*pb.Session{}
 		for _, rs := range reaped {
 			byCall[rs.GetLabels()[dpool.LabelCall]] = rs
 		}
-		n, err := cdr.Recover(s.journal, s.CDR, reasonRestart, func(r cdr.Record) []cdr.LegMedia {
-			if rs, ok := byCall[r.ID]; ok {
-				return cdr.MediaOf(rs)
-			}
-			return nil
-		})
+		n, err := cdr.RecoverExcept(s.journal, s.CDR, reasonRestart, func(id string) bool { return restored.Calls[id] },
+			func(r cdr.Record) []cdr.LegMedia {
+				if rs, ok := byCall[r.ID]; ok {
+					return cdr.MediaOf(rs)
+				}
+				return nil
+			})
 		if err != nil {
 			log.Warn("CDR journal: calls of the previous run not all closed", "err", err)
 		}
@@ -283,6 +306,7 @@ func New(opt Options) (_ *Server, err error) {
 	if err := s.Stack.Start(s.WS); err != nil {
 		return nil, err
 	}
+	s.Engine.Ready()
 
 	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -591,11 +615,26 @@ func (s *Server) SIPAddr() string { return s.Stack.UDPAddr() }
 func (s *Server) Local() *node.Node { return s.local }
 
 // Close hangs up every call, stops the listeners and the dataplane.
-func (s *Server) Close() error {
+func (s *Server) Close() error { return s.close(false) }
+
+// Handover stops the server without ending the answered calls, for a
+// control plane that takes them over from the state store (an upgrade):
+// their records are written and kept, their sessions stay on remote
+// nodes, their CDR journal entries stay open; nobody gets a BYE. Browsers
+// see their WebSocket close and reconnect to the next process. Calls
+// still ringing end as with Close.
+func (s *Server) Handover() error { return s.close(true) }
+
+func (s *Server) close(handover bool) error {
 	s.once.Do(func() {
+		s.handingOver.Store(handover)
 		close(s.stop)
 		if s.Engine != nil {
-			s.Engine.Close()
+			if handover {
+				s.Engine.Detach()
+			} else {
+				s.Engine.Close()
+			}
 		}
 		if s.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
