@@ -88,11 +88,12 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	if cfg.Codec == "opus" {
 		codec = rtpgen.Opus
 	}
-	engine, err := rtpgen.New(rtpgen.Options{Socket: batchconn.Options{RecvBuffer: 4 << 20, SendBuffer: 4 << 20}})
+	engine, err := rtpgen.New(rtpgen.Options{Socket: batchconn.Options{RecvBuffer: 4 << 20, SendBuffer: 4 << 20}, IO: batchconn.Mode(cfg.HarnessIO)})
 	if err != nil {
 		return nil, err
 	}
 	defer engine.Close()
+	rep.HarnessIO = string(engine.IO())
 	ident, err := webrtcclient.NewIdentity()
 	if err != nil {
 		return nil, err

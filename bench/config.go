@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/bench/webrtcclient"
+	"github.com/strait-sbc/strait/dataplane/batchconn"
 )
 
 // Config is one run.
@@ -24,6 +25,9 @@ type Config struct {
 	IO string
 	// Coalesce, if set, is the node's --coalesce.
 	Coalesce time.Duration
+	// HarnessIO is the harness's own packet I/O: "uring", "mmsg" or
+	// "auto" (io_uring where the kernel allows it).
+	HarnessIO string
 	// SyscallWindow is the calibration window after each measurement in
 	// which the relay's system calls are counted from outside (perf, or
 	// strace): 0 means 2 s, negative skips it.
@@ -77,7 +81,7 @@ type Config struct {
 // summary is the configuration as the report records it.
 func (c *Config) summary() map[string]any {
 	return map[string]any{
-		"mode": c.Mode, "sessions": c.Sessions, "session_counts": c.SessionCounts, "io": c.IO, "coalesce": c.Coalesce.String(),
+		"mode": c.Mode, "sessions": c.Sessions, "session_counts": c.SessionCounts, "io": c.IO, "coalesce": c.Coalesce.String(), "harness_io": c.HarnessIO,
 		"syscall_window": c.SyscallWindow.String(), "duration": c.Duration.String(), "codec": c.Codec,
 		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
@@ -113,6 +117,10 @@ func (c *Config) setDefaults() error {
 		c.Sessions = c.SessionCounts[0]
 	}
 	c.IO = orS(c.IO, "both")
+	c.HarnessIO = orS(c.HarnessIO, "auto")
+	if _, err := batchconn.ParseMode(c.HarnessIO); err != nil {
+		return fmt.Errorf("--harness-io: %v", err)
+	}
 	if _, err := c.ioModes(); err != nil {
 		return err
 	}

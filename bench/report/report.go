@@ -152,6 +152,8 @@ type Report struct {
 	Command string    `json:"command"`
 	Machine Machine   `json:"machine"`
 	Config  any       `json:"config"`
+	// HarnessIO is the packet I/O the harness itself used.
+	HarnessIO string `json:"harness_io"`
 	// LoadAvg is the machine's load average (1 min) when the run began
 	// and ended: what else was running.
 	LoadAvgStart float64   `json:"load_avg_start"`

@@ -60,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Workers, "workers", 0, "packet workers of the node it starts (default: one per CPU)")
 	fs.StringVar(&cfg.IO, "io", "both", "the node's packet I/O: uring, mmsg, auto, or both (a node of each, in the same run)")
 	fs.DurationVar(&cfg.Coalesce, "coalesce", 0, "the node's --coalesce (default: the node's)")
+	fs.StringVar(&cfg.HarnessIO, "harness-io", "auto", "the harness's own packet I/O: uring, mmsg or auto")
 	fs.DurationVar(&cfg.SyscallWindow, "syscall-window", 2*time.Second, "window after each measurement in which the relays' system calls are counted with perf or strace (negative: skip)")
 	fs.StringVar(&cfg.RelayCPUs, "relay-cpus", "", "pin the relays it starts to these CPUs (taskset list, e.g. 1) so that flood can overload them")
 	fs.StringVar(&cfg.RtpengineBin, "rtpengine-bin", "", "rtpengine binary (default: found on $PATH)")
