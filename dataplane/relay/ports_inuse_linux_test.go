@@ -76,15 +76,23 @@ func TestPortsInUse(t *testing.T) {
 		{"shared plain port (odd), another process", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := testPortBase()
-			cfg := Config{
-				Addrs:            []netip.Addr{netip.MustParseAddr("127.0.0.1")},
-				WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},
-				RTPPorts:         portalloc.Range{First: base + 2, Last: base + 9},
-				PlainSharedPorts: portalloc.Range{First: base + 10, Last: base + 13},
-				Workers:          1,
-				Certificate:      testCert,
-				Fingerprint:      "00",
+			// Ports nobody else on this machine holds, to start with.
+			var cfg Config
+			var base uint16
+			for range 20 {
+				base = testPortBase()
+				cfg = Config{
+					Addrs:            []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+					WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},
+					RTPPorts:         portalloc.Range{First: base + 2, Last: base + 9},
+					PlainSharedPorts: portalloc.Range{First: base + 10, Last: base + 13},
+					Workers:          1,
+					Certificate:      testCert,
+					Fingerprint:      "00",
+				}
+				if checkPortsFree(&cfg) == nil {
+					break
+				}
 			}
 			held := netip.AddrPortFrom(cfg.Addrs[0], base+1)
 			if tc.shared {
@@ -120,5 +128,24 @@ func TestPortsInUse(t *testing.T) {
 				t.Fatalf("owners %v: this process's own socket is not another process", inUse.Owners)
 			}
 		})
+	}
+}
+
+func TestProcAddr(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"0100007F:1F90", "127.0.0.1:8080"},
+		{"00000000:0035", "0.0.0.0:53"},
+		{"00000000000000000000000001000000:1F90", "[::1]:8080"},
+		{"0000000000000000FFFF00000100007F:0050", "[::ffff:127.0.0.1]:80"},
+	} {
+		got, ok := procAddr(tc.in)
+		if !ok || got.String() != tc.want {
+			t.Errorf("procAddr(%q) = %v, %v; want %s", tc.in, got, ok, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "0100007F", "0100007F:XYZ", "01:0050", "zz00007F:0050"} {
+		if _, ok := procAddr(bad); ok {
+			t.Errorf("procAddr(%q) accepted", bad)
+		}
 	}
 }

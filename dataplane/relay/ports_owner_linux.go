@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bufio"
+	"encoding/binary"
+	"encoding/hex"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,10 +11,11 @@ import (
 	"strings"
 )
 
-// portOwner finds the process holding a UDP port: the socket's inode
-// from /proc/net/udp (udp6), then the process with that socket among its
-// descriptors. ok is false when /proc does not tell (another user's
-// process without privileges).
+// portOwner finds the process holding a UDP address: the inodes of the
+// sockets bound to it (or to the wildcard address on its port) from
+// /proc/net/udp and udp6, then the process with one of those sockets
+// among its descriptors. ok is false when /proc does not tell (another
+// user's process without privileges).
 func portOwner(a netip.AddrPort) (pid int, name string, ok bool) {
 	inodes := map[string]bool{}
 	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
@@ -26,12 +29,8 @@ func portOwner(a netip.AddrPort) (pid int, name string, ok bool) {
 			if len(fields) < 10 {
 				continue
 			}
-			local := fields[1] // HEXADDR:HEXPORT
-			i := strings.LastIndexByte(local, ':')
-			if i < 0 {
-				continue
-			}
-			if p, err := strconv.ParseUint(local[i+1:], 16, 16); err == nil && uint16(p) == a.Port() {
+			if local, ok := procAddr(fields[1]); ok && local.Port() == a.Port() &&
+				(local.Addr().Unmap() == a.Addr().Unmap() || local.Addr().IsUnspecified()) {
 				inodes[fields[9]] = true
 			}
 		}
@@ -63,4 +62,27 @@ func portOwner(a netip.AddrPort) (pid int, name string, ok bool) {
 		}
 	}
 	return 0, "", false
+}
+
+// procAddr parses a /proc/net/udp{,6} address, "0100007F:1F90": the
+// address as 32-bit words each printed in host byte order, then the port.
+func procAddr(s string) (netip.AddrPort, bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return netip.AddrPort{}, false
+	}
+	port, err := strconv.ParseUint(s[i+1:], 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	raw, err := hex.DecodeString(s[:i])
+	if err != nil || (len(raw) != 4 && len(raw) != 16) {
+		return netip.AddrPort{}, false
+	}
+	b := make([]byte, len(raw))
+	for w := 0; w < len(raw); w += 4 {
+		binary.NativeEndian.PutUint32(b[w:], binary.BigEndian.Uint32(raw[w:]))
+	}
+	addr, _ := netip.AddrFromSlice(b)
+	return netip.AddrPortFrom(addr, uint16(port)), true
 }
