@@ -2,6 +2,7 @@
 // measured in the same run: plain RTP through the same node, and rtpengine
 // doing the same WebRTC <-> plain work.
 //
+//	strait-bench --version
 //	strait-bench calls [--rate 1000] [--duration 15s] [--hold 2s] [--strait-bin BIN]
 //	strait-bench cadence|flood|setup|scale [--sessions N] [--duration 10s]
 //	    [--codec pcmu|opus] [--srtp gcm|cm80|both] [--plain-ports per-leg|shared|both]
@@ -28,6 +29,7 @@ import (
 
 	"github.com/strait-sbc/strait/bench"
 	"github.com/strait-sbc/strait/bench/report"
+	"github.com/strait-sbc/strait/internal/buildinfo"
 )
 
 func main() {
@@ -35,6 +37,10 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(stdout, buildinfo.Read().String("strait-bench"))
+		return 0
+	}
 	if len(args) > 0 && args[0] == "calls" {
 		return runCalls(args[1:], stdout, stderr)
 	}

@@ -31,7 +31,9 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/internal/buildinfo"
 	"github.com/strait-sbc/strait/internal/cliconfig"
+	"github.com/strait-sbc/strait/internal/logging"
 	"github.com/strait-sbc/strait/internal/tlsconfig"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
@@ -51,6 +53,7 @@ type config struct {
 	Metrics      string        `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
 	DrainTimeout time.Duration `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
 	LogLevel     string        `yaml:"log_level" flag:"log-level" usage:"debug, info, warn or error"`
+	LogFormat    string        `yaml:"log_format" flag:"log-format" usage:"text or json"`
 	GenPKI       string        `yaml:"gen_pki" flag:"gen-pki" usage:"write a CA plus server and client certificates for mutual TLS into DIR and exit"`
 }
 
@@ -61,12 +64,17 @@ func defaults() config {
 		Metrics:      "127.0.0.1:9091",
 		DrainTimeout: 15 * time.Minute,
 		LogLevel:     "info",
+		LogFormat:    "text",
 	}
 }
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		if errors.Is(err, cliconfig.ErrVersion) {
+			fmt.Println(buildinfo.Read().String("strait-dataplane"))
 			return
 		}
 		fmt.Fprintln(os.Stderr, "strait-dataplane:", err)
@@ -80,7 +88,7 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 	if err := cliconfig.Load(&cfg, "strait-dataplane", "STRAIT_DATAPLANE", args, env, stderr); err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.LogLevel, stderr)
+	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return err
 	}
@@ -123,7 +131,7 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 
 	if cfg.Metrics != "" {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(n.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(n.Collector(), buildinfo.Collector("strait-dataplane"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -220,12 +228,16 @@ func reloadCert(cert *tlsconfig.Certificate, log *slog.Logger) {
 	log.Info("SIGHUP: certificate reloaded", "subject", cert.Leaf().Subject.String(), "not_after", cert.Leaf().NotAfter)
 }
 
-func newLogger(level string, w *os.File) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+func newLogger(level, format string, w *os.File) (*slog.Logger, error) {
+	l, err := logging.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %v", err)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	log, err := logging.New(w, format, l)
+	if err != nil {
+		return nil, fmt.Errorf("--log-format %v", err)
+	}
+	return log, nil
 }
 
 // nodeConfig parses the media settings (every bad one named at once).

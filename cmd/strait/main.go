@@ -12,20 +12,25 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/server"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/webphone"
+	"github.com/strait-sbc/strait/internal/buildinfo"
 	"github.com/strait-sbc/strait/internal/cliconfig"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 func main() {
 	cfg := config.Default()
 	if err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, os.Args[1:], nil, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		if errors.Is(err, cliconfig.ErrVersion) {
+			fmt.Println(buildinfo.Read().String("strait"))
 			return
 		}
 		fmt.Fprintln(os.Stderr, "strait:", err)
@@ -37,12 +42,13 @@ func main() {
 		os.Exit(2)
 	}
 	level := new(slog.LevelVar)
-	level.Set(parseLevel(cfg.LogLevel))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	l, _ := logging.ParseLevel(cfg.LogLevel) // Parse checked it
+	level.Set(l)
+	log, _ := logging.New(os.Stderr, cfg.LogFormat, level) // Parse checked the format
 	slog.SetDefault(log)
 	trace := func() {
 		if level.Level() <= slog.LevelDebug {
-			sipnet.EnableTrace(log.With("component", "sip"))
+			sipnet.EnableTrace(log.With(logging.KeyComponent, "sip"))
 		}
 	}
 	trace()
@@ -86,10 +92,4 @@ func reload(srv *server.Server, log *slog.Logger) {
 	if len(restart) > 0 {
 		log.Warn("SIGHUP: these settings changed but take effect only after a restart", "flags", restart)
 	}
-}
-
-func parseLevel(s string) slog.Level {
-	var l slog.Level
-	l.UnmarshalText([]byte(strings.ToUpper(s)))
-	return l
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // DefaultInterimInterval is how often a call's accounting is brought up to
@@ -104,6 +105,6 @@ func (e *Engine) onSessionLost(s dpool.LostSession) {
 	if c == nil {
 		return
 	}
-	c.log.Warn("dataplane node lost; ending the call", "node", s.Node, "session", s.ID)
+	c.log.Warn("dataplane node lost; ending the call", logging.KeyNode, s.Node, logging.KeySession, s.ID)
 	c.stop(503, reasonNodeLost, nil)
 }

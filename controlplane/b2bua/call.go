@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // State is a call's state.
@@ -154,7 +155,7 @@ func (e *Engine) newCall(caller, callee string) *Call {
 	id := sip.GenerateTagN(20)
 	ctx, cancel := context.WithCancel(e.ctx)
 	return &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), ctx: ctx, cancel: cancel,
-		log:   e.log.With("call", id, "caller", caller, "callee", callee),
+		log:   e.log.With(logging.KeyCall, id, "caller", caller, "callee", callee),
 		inbox: make(chan message, inboxSize), stopping: make(chan struct{}), done: make(chan struct{})}
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // Forking upstream (RFC 3261 sections 13.2.2.4 and 12.1.2): a proxy in
@@ -31,7 +32,7 @@ func (e *Engine) strayAnswer(d *dialog, res *sip.Response, inviteCSeq uint32) {
 	}
 	fork := d.branch()
 	fork.established(res)
-	e.log.Info("another branch answered the INVITE; hanging it up", "call_id", d.callID, "tag", tag)
+	e.log.Info("another branch answered the INVITE; hanging it up", logging.KeySIPCallID, d.callID, "tag", tag)
 	e.st.Write(fork.ack(inviteCSeq, nil))
 	go func() {
 		ctx, cancel := context.WithTimeout(e.ctx, byeTimeout)

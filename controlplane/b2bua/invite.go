@@ -12,6 +12,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // caller is the caller's side of a call being set up: a SIP UAS dialog,
@@ -204,7 +205,7 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	e.addDialog(c.legs[0])
-	c.log.Info("call", "from", s, "transport", req.Transport())
+	c.log.Info("call", "from", s, "transport", req.Transport(), logging.KeyLeg, 0, logging.KeySIPCallID, req.CallID().Value())
 	sc := &sipCaller{c: c, l: c.legs[0], tx: tx}
 	// This handler's goroutine is the call's loop from here on.
 	c.run(func() {

@@ -6,10 +6,15 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/internal/logging"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
 func (e *Engine) addDialog(l *leg) {
+	if l.c != nil {
+		// The line that ties Strait's call id to the leg's SIP Call-ID.
+		l.c.log.Debug("dialog", logging.KeyLeg, l.idx, logging.KeySIPCallID, l.d.callID)
+	}
 	if l.d.flow != "" {
 		l.d.mu.Lock()
 		l.d.reflow = e.reflow
@@ -77,11 +82,11 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 	switch ev.GetType() {
 	case pb.EventType_EVENT_TYPE_MEDIA_TIMEOUT:
 		if c.State() == StateAnswered {
-			c.log.Info("media timeout", "leg", ev.GetLeg())
+			c.log.Info("media timeout", logging.KeyLeg, ev.GetLeg())
 			c.stop(408, "media timeout", nil)
 		}
 	case pb.EventType_EVENT_TYPE_DTLS_FAILED:
-		c.log.Warn("DTLS failed", "leg", ev.GetLeg(), "detail", ev.GetDetail())
+		c.log.Warn("DTLS failed", logging.KeyLeg, ev.GetLeg(), "detail", ev.GetDetail())
 		c.stop(488, "dtls failed", nil)
 	}
 }
@@ -94,7 +99,7 @@ func (e *Engine) FlowClosed(flow string) {
 	for _, c := range e.snapshot() {
 		for _, l := range c.legs {
 			if l != nil && l.d != nil && l.d.flow == flow {
-				c.log.Info("browser connection lost", "leg", l.idx)
+				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
 				c.lost(l)
 				break
 			}

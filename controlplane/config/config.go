@@ -18,6 +18,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // EnvPrefix prefixes every environment variable: --http is STRAIT_HTTP.
@@ -214,6 +215,11 @@ type Config struct {
 	CDRInterim time.Duration `yaml:"cdr_interim" flag:"cdr-interim" usage:"interim accounting interval (journal, media counters)"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" flag:"log-level" usage:"log level: debug, info, warn, error"`
+	// LogFormat is text (logfmt, one line per record) or json (one JSON
+	// object per line, for log shippers). Either way a line about a call
+	// carries the keys of package internal/logging (call, leg,
+	// sip_call_id, node, session), each once.
+	LogFormat string `yaml:"log_format" flag:"log-format" usage:"log format: text or json"`
 	// RegisterExpiry is the binding lifetime granted when a REGISTER names
 	// none, and the most the standalone registrar grants.
 	RegisterExpiry time.Duration `yaml:"register_expiry" flag:"register-expiry" usage:"longest registration lifetime"`
@@ -240,6 +246,7 @@ func Default() Config {
 		AuthBlockMax:          15 * time.Minute,
 		Codecs:                append([]string(nil), DefaultCodecs...),
 		LogLevel:              "info",
+		LogFormat:             "text",
 		RegisterExpiry:        DefaultRegisterExpiry,
 		OptionsInterval:       DefaultOptionsInterval,
 		RingTimeout:           DefaultRingTimeout,
@@ -409,10 +416,11 @@ func (c *Config) Parse() (*Parsed, error) {
 	if len(c.Codecs) == 0 {
 		bad("--codecs is empty: the trunk would get no codec")
 	}
-	switch strings.ToLower(c.LogLevel) {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		bad("--log-level %v", err)
+	}
+	if err := logging.CheckFormat(c.LogFormat); err != nil {
+		bad("--log-format %v", err)
 	}
 	if c.RegisterExpiry < time.Minute {
 		bad("--register-expiry %v: want at least 1m", c.RegisterExpiry)

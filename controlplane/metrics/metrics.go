@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/strait-sbc/strait/internal/buildinfo"
 )
 
 // Metrics are the collectors. All methods are safe for concurrent use, and
@@ -70,7 +72,7 @@ func New() *Metrics {
 		stateWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_state_records_written_total",
 			Help: "Records written to the state store (calls, bindings, sessions), by result (ok, error)."}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.stateUp, m.stateWrites)
+	m.Registry.MustRegister(m.stateUp, m.stateWrites, buildinfo.Collector("strait"))
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
 		m.upstreamUp, m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {

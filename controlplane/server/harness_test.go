@@ -48,6 +48,12 @@ func (w tWriter) Write(b []byte) (int, error) {
 // (several test packages run at once).
 func newNode(t *testing.T) *node.Node {
 	t.Helper()
+	return newNodeLog(t, slog.New(slog.DiscardHandler))
+}
+
+// newNodeLog is newNode logging to log.
+func newNodeLog(t *testing.T, log *slog.Logger) *node.Node {
+	t.Helper()
 	var lastErr error
 	for range 20 {
 		base := uint16(20000 + 2*rand.IntN(20000))
@@ -55,7 +61,7 @@ func newNode(t *testing.T) *node.Node {
 			WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},
 			RTPPorts:         portalloc.Range{First: base + 2, Last: base + 41},
 			PlainSharedPorts: portalloc.Range{First: base + 42, Last: base + 45}, Workers: 1,
-			Logger: slog.New(slog.DiscardHandler)})
+			Logger: log})
 		if err == nil {
 			t.Cleanup(func() { n.Close() })
 			return n

@@ -41,6 +41,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/internal/logging"
 	"github.com/strait-sbc/strait/internal/tlsconfig"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
@@ -134,6 +135,9 @@ func New(opt Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Each key once per line, whatever handler the caller gave (sipgo's
+	// logger adds keys the parent's may already carry).
+	log = slog.New(logging.Dedup(log.Handler()))
 	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{}),
 		level: opt.Level}
 	s.token.Store(&cfg.APIToken)

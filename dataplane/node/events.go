@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/strait-sbc/strait/dataplane/relay"
+	"github.com/strait-sbc/strait/internal/logging"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -32,7 +33,8 @@ func (n *Node) Event(s *relay.Session, leg int, typ pb.EventType, detail string)
 		Detail:    detail,
 		Labels:    s.Labels,
 	}
-	n.log.Debug("session event", "session", s.ID, "leg", leg, "event", typ.String(), "detail", detail)
+	n.log.Debug("session event", logging.KeySession, s.ID, logging.KeyCall, s.Labels[LabelCall], logging.KeyLeg, leg,
+		"event", typ.String(), "detail", detail)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for w := range n.watchers {

@@ -26,6 +26,7 @@ import (
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 	"github.com/strait-sbc/strait/dataplane/relay"
+	"github.com/strait-sbc/strait/internal/logging"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -114,6 +115,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Logger = cfg.Logger.With(logging.KeyNode, cfg.ID)
 	if len(cfg.Certificate.Certificate) == 0 {
 		c, err := selfsign.GenerateSelfSigned()
 		if err != nil {
@@ -160,6 +162,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	return n, nil
 }
+
+// LabelCall is the session label a control plane names the session's
+// call with (package dpool sets it); the node logs it under
+// logging.KeyCall, so that a call can be followed into the dataplane.
+const LabelCall = "call"
 
 // upper makes a fingerprint upper-case, as browsers write it in SDP.
 func upper(s string) string {
@@ -264,7 +271,7 @@ func (n *Node) CreateSession(_ context.Context, req *pb.CreateSessionRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	n.log.Debug("session created", "session", s.ID, "labels", s.Labels)
+	n.log.Debug("session created", logging.KeySession, s.ID, logging.KeyCall, s.Labels[LabelCall], "labels", s.Labels)
 	return s.Proto(), nil
 }
 
@@ -289,7 +296,7 @@ func (n *Node) DeleteSession(_ context.Context, req *pb.DeleteSessionRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	n.log.Debug("session deleted", "session", s.ID, "reason", req.GetReason())
+	n.log.Debug("session deleted", logging.KeySession, s.ID, logging.KeyCall, s.Labels[LabelCall], "reason", req.GetReason())
 	return s.Proto(), nil
 }
 

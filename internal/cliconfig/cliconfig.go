@@ -32,6 +32,13 @@ import (
 // ConfigFlag is the flag naming the YAML file.
 const ConfigFlag = "config"
 
+// VersionFlag is the flag that asks a binary for its version.
+const VersionFlag = "version"
+
+// ErrVersion is what Load returns for --version: the caller prints its
+// build (package buildinfo) to stdout and exits 0, having started nothing.
+var ErrVersion = errors.New("version requested")
+
 // Load fills cfg, a pointer to a struct already holding the defaults, from
 // the file named by --config (or PREFIX_CONFIG), the environment and args.
 // It returns flag.ErrHelp after printing usage for -h/-help.
@@ -50,6 +57,7 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(usage)
 	configPath := fs.String(ConfigFlag, env(envName(prefix, ConfigFlag)), "YAML configuration `file` (flags and environment override it)")
+	version := fs.Bool(VersionFlag, false, "print the build (version, VCS revision, Go version) and exit")
 	seen := map[string]bool{}
 	for _, f := range fields {
 		set := func(s string) error {
@@ -64,6 +72,10 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 		} else {
 			fs.Func(f.name, f.usage+f.defaultText(), set)
 		}
+	}
+	// --version answers whatever else is wrong with the configuration.
+	if findFlag(args, VersionFlag) != "" {
+		return ErrVersion
 	}
 	// The file comes first, so the config flag must be known before the
 	// other flags are applied: parse once to find it, on a scratch copy.
@@ -96,10 +108,31 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *version {
+		return ErrVersion
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
+}
+
+// findFlag reports how a boolean flag is given in args ("" when it is
+// not, or is given false), without parsing anything else.
+func findFlag(args []string, name string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		n := strings.TrimLeft(a, "-")
+		if d := len(a) - len(n); d < 1 || d > 2 {
+			continue
+		}
+		if n == name || n == name+"=true" || n == name+"=1" {
+			return a
+		}
+	}
+	return ""
 }
 
 // findConfigFlag scans args for --config without applying anything else.

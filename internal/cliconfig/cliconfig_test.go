@@ -136,3 +136,17 @@ func TestInlineAndListOfOne(t *testing.T) {
 		t.Fatalf("misspelt key: %v", err)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"--version=true"},
+		{"--http", "x:1", "--version"}, {"--workers", "nonsense", "--version"}, {"--config", "/nonexistent", "--version"}} {
+		c := cfg{}
+		if err := Load(&c, "x", "X", args, env(nil), io.Discard); !errors.Is(err, ErrVersion) {
+			t.Errorf("%v: %v, want ErrVersion", args, err)
+		}
+	}
+	c := cfg{}
+	if err := Load(&c, "x", "X", []string{"--version=false"}, env(nil), io.Discard); err != nil {
+		t.Errorf("--version=false: %v", err)
+	}
+}
