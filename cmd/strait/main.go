@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	cfg := config.Default()
 	if err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, os.Args[1:], nil, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -1,29 +1,32 @@
-// Package api is Strait's HTTP API for web apps and operators, under /v1:
+// Package api is Strait's HTTP API for web apps and operators, under /v1
+// (and WHIP, RFC 9725, under /whip):
 // place a call from a browser's WebRTC offer (POST /v1/calls), list, get
 // and hang up calls, send DTMF, follow call events (server-sent events at
-// /v1/events), read call records (/v1/cdrs) and registrations. Errors are
-// JSON {"error": ...} with the matching HTTP status; a bearer token is
-// required when one is configured.
+// /v1/events), read call records (/v1/cdrs) and registrations.
+//
+// The whole API is described by an OpenAPI 3.1 document served at
+// /v1/openapi.json (openapi.yaml in this directory); a test drives every
+// route and checks each request and response against it. Every error is
+// an RFC 9457 problem details object (application/problem+json): 400 for
+// a malformed body, 401 without valid credentials, 404 for an unknown
+// path or call, 405 with Allow for a method a path does not take, 413 for
+// a body past the limit, 415 for a body that is not JSON, 429 with
+// Retry-After for a rate limit. Cross-origin pages are served (CORS) only
+// from the configured origins.
 package api
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
-	"sort"
-	"strconv"
-	"time"
+	"slices"
+	"strings"
 
+	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
-	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/registrar"
-	"github.com/strait-sbc/strait/controlplane/sdp"
 )
 
 // Config configures the API.
@@ -33,18 +36,28 @@ type Config struct {
 	// CDR serves /v1/cdrs; Registry /v1/registrations. Either may be nil.
 	CDR      *cdr.Store
 	Registry *registrar.Registry
-	// Token returns the token that must be sent as "Authorization: Bearer
-	// TOKEN" (read per request, so that a reload may change it); nil or an
-	// empty token requires none.
-	Token func() string
+	// Auth returns the authenticator in force (it changes on reload);
+	// nil, or one that returns nil or has no credentials, lets every
+	// request act as the operator, which config.Validate allows on
+	// loopback only.
+	Auth func() *apiauth.Authenticator
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
 
-// API serves /v1.
+// API serves /v1. It is safe for concurrent use; its fields are frozen
+// after New.
 type API struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	routes []Route
+}
+
+// Route is one method and path pattern the API serves, in
+// http.ServeMux's syntax ("/v1/calls/{id}"), and the scope it needs ("":
+// none, served without credentials).
+type Route struct {
+	Method, Path, Scope string
 }
 
 // New returns the API handler.
@@ -53,270 +66,135 @@ func New(cfg Config) *API {
 		cfg.Log = slog.Default()
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
-	a.mux.HandleFunc("POST /v1/calls", a.placeCall)
-	a.mux.HandleFunc("GET /v1/calls", a.listCalls)
-	a.mux.HandleFunc("GET /v1/calls/{id}", a.getCall)
-	a.mux.HandleFunc("DELETE /v1/calls/{id}", a.hangup)
-	a.mux.HandleFunc("POST /v1/calls/{id}/dtmf", a.dtmf)
-	a.mux.HandleFunc("GET /v1/events", a.events)
-	a.mux.HandleFunc("GET /v1/calls/{id}/events", a.events)
-	a.mux.HandleFunc("GET /v1/cdrs", a.cdrs)
-	a.mux.HandleFunc("GET /v1/registrations", a.registrations)
-	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
+	call, admin := apiauth.ScopeCall, apiauth.ScopeAdmin
+	a.handle("POST", "/v1/calls", call, a.placeCall)
+	a.handle("GET", "/v1/calls", call, a.listCalls)
+	a.handle("GET", "/v1/calls/{id}", call, a.getCall)
+	a.handle("DELETE", "/v1/calls/{id}", call, a.hangup)
+	a.handle("POST", "/v1/calls/{id}/dtmf", call, a.dtmf)
+	a.handle("GET", "/v1/events", call, a.events)
+	a.handle("GET", "/v1/calls/{id}/events", call, a.events)
+	a.handle("GET", "/v1/cdrs", apiauth.ScopeCDR, a.cdrs)
+	a.handle("GET", "/v1/registrations", admin, a.registrations)
+	a.handle("POST", "/v1/tokens", admin, a.mintToken)
+	a.handle("GET", "/v1/openapi.json", "", serveOpenAPI)
+	a.handle("POST", "/whip/{callee}", call, a.whipPublish)
+	a.handle("DELETE", whipSessions+"{id}", call, a.whipDelete)
+	a.methodNotAllowed()
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		WriteProblem(w, r, http.StatusNotFound, "", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	}
+	a.mux.HandleFunc("/v1/", notFound)
+	a.mux.HandleFunc("/whip/", notFound)
 	return a
 }
 
-// ServeHTTP checks the token and serves the API.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	token := ""
-	if a.cfg.Token != nil {
-		token = a.cfg.Token()
-	}
-	if !Authorized(r, token) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="strait"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-		return
-	}
-	a.mux.ServeHTTP(w, r)
-}
-
-// Authorized reports whether r carries the bearer token (always true when
-// token is empty).
-func Authorized(r *http.Request, token string) bool {
-	if token == "" {
-		return true
-	}
-	want := "Bearer " + token
-	got := r.Header.Get("Authorization")
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
-
-// Error is the body of every error response.
-type Error struct {
-	// Error says what went wrong.
-	Error string `json:"error"`
-	// SIPStatus is the SIP status behind a failed call, when there is one.
-	SIPStatus int `json:"sip_status,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, Error{Error: msg})
-}
-
-// httpStatus maps a SIP failure to the HTTP status a web app gets.
-func httpStatus(sipCode int) int {
-	switch {
-	case sipCode == 400:
-		return http.StatusBadRequest
-	case sipCode == 401 || sipCode == 403 || sipCode == 407:
-		return http.StatusForbidden
-	case sipCode == 404 || sipCode == 484 || sipCode == 604 || sipCode == 480 || sipCode == 430:
-		return http.StatusNotFound
-	case sipCode == 408 || sipCode == 504:
-		return http.StatusGatewayTimeout
-	case sipCode == 486 || sipCode == 600 || sipCode == 603 || sipCode == 491 || sipCode == 487 || sipCode == 481:
-		return http.StatusConflict
-	case sipCode == 488 || sipCode == 606 || sipCode == 415:
-		return http.StatusUnprocessableEntity
-	case sipCode == 503:
-		return http.StatusServiceUnavailable
-	case sipCode == 501:
-		return http.StatusNotImplemented
-	}
-	return http.StatusBadGateway
-}
-
-func writeCallError(w http.ResponseWriter, err error) {
-	var be *b2bua.Error
-	var se *sdp.Error
-	var refusal *dialplan.Refusal
-	code := 500
-	if errors.As(err, &refusal) {
-		// The dial plan's refusals: 403 for a destination, 429 (RFC 6585)
-		// for a user's limits, with Retry-After when there is one.
-		status := http.StatusForbidden
-		if refusal.Reason != dialplan.ReasonDestination {
-			status = http.StatusTooManyRequests
-		}
-		if refusal.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(refusal.RetryAfter.Seconds()))))
-		}
-		writeJSON(w, status, Error{Error: refusal.Phrase + " (" + string(refusal.Reason) + ")", SIPStatus: refusal.Status})
-		return
-	}
-	switch {
-	case errors.As(err, &be):
-		code = be.Status
-	case errors.As(err, &se):
-		code = se.StatusCode()
-	}
-	writeJSON(w, httpStatus(code), Error{Error: err.Error(), SIPStatus: code})
-}
-
-// CallResponse is the body of a successful POST /v1/calls.
-type CallResponse struct {
-	// ID names the call in the other endpoints.
-	ID string `json:"id"`
-	// Answer is the SDP answer for the browser's RTCPeerConnection.
-	Answer string `json:"answer"`
-}
-
-func (a *API) placeCall(w http.ResponseWriter, r *http.Request) {
-	req, err := ParseCallRequest(r.Body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	id, answer, err := a.cfg.Engine.Place(r.Context(), b2bua.PlaceRequest{To: req.To, From: req.From,
-		Offer: []byte(req.Offer), Early: req.Early})
-	if err != nil {
-		writeCallError(w, err)
-		return
-	}
-	w.Header().Set("Location", "/v1/calls/"+id)
-	writeJSON(w, http.StatusCreated, CallResponse{ID: id, Answer: string(answer)})
-}
-
-func (a *API) listCalls(w http.ResponseWriter, _ *http.Request) {
-	calls := a.cfg.Engine.Calls()
-	sort.Slice(calls, func(i, j int) bool { return calls[i].Start.Before(calls[j].Start) })
-	writeJSON(w, http.StatusOK, map[string]any{"calls": calls})
-}
-
-func (a *API) getCall(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.cfg.Engine.Call(r.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusNotFound, "no such call")
-		return
-	}
-	writeJSON(w, http.StatusOK, c.Info())
-}
-
-func (a *API) hangup(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.cfg.Engine.Call(r.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusNotFound, "no such call")
-		return
-	}
-	c.Hangup(200, "api hangup")
-	select {
-	case <-c.Done():
-	case <-time.After(10 * time.Second):
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *API) dtmf(w http.ResponseWriter, r *http.Request) {
-	digits, err := ParseDTMFRequest(r.Body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	c, ok := a.cfg.Engine.Call(r.PathValue("id"))
-	if !ok {
-		writeError(w, http.StatusNotFound, "no such call")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	if err := c.SendDTMF(ctx, digits); err != nil {
-		writeCallError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// sseKeepalive is how often an idle event stream gets a comment line, so
-// that proxies do not close it.
-const sseKeepalive = 15 * time.Second
-
-// events streams call events as server-sent events, named for the state
-// (ringing, early, answered, ended) with a JSON b2bua.Event as data; all calls', or one call's at
-// /v1/calls/{id}/events or with ?call=ID.
-func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	only := r.PathValue("id")
-	if only == "" {
-		only = r.URL.Query().Get("call")
-	}
-	if id := r.PathValue("id"); id != "" {
-		if _, ok := a.cfg.Engine.Call(id); !ok {
-			writeError(w, http.StatusNotFound, "no such call")
+// handle serves method and path with h for principals that hold scope.
+func (a *API) handle(method, path, scope string, h http.HandlerFunc) {
+	a.routes = append(a.routes, Route{Method: method, Path: path, Scope: scope})
+	a.mux.HandleFunc(method+" "+path, func(w http.ResponseWriter, r *http.Request) {
+		if scope == "" {
+			h(w, r)
 			return
 		}
-	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "streaming unsupported")
-		return
-	}
-	ch, stop := a.cfg.Engine.Watch()
-	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": strait call events\n\n")
-	fl.Flush()
-	t := time.NewTicker(sseKeepalive)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
+		p, err := authOf(a.cfg.Auth).Authenticate(r)
+		if err != nil {
+			challenge(w, r, err)
 			return
-		case <-t.C:
-			fmt.Fprint(w, ": keepalive\n\n")
-			fl.Flush()
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			if only != "" && ev.Call != only {
-				continue
-			}
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.State, b)
-			fl.Flush()
-			if only != "" && ev.State == "ended" {
-				return
-			}
+		}
+		if !p.Has(scope) {
+			// RFC 6750 section 3.1: insufficient_scope is a 403.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="strait", error="insufficient_scope", scope="`+scope+`"`)
+			WriteProblem(w, r, http.StatusForbidden, ProblemScope, "this token lacks the "+scope+" scope")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// authOf returns the authenticator f gives, nil when f is nil.
+func authOf(f func() *apiauth.Authenticator) *apiauth.Authenticator {
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
+// principalKey keys the request's apiauth.Principal in its context.
+type principalKey struct{}
+
+// principal returns who sent r (set by handle).
+func principal(r *http.Request) apiauth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(apiauth.Principal)
+	return p
+}
+
+// challenge answers a request without valid credentials: 401 with a
+// Bearer challenge (RFC 6750 section 3), invalid_token when one was sent.
+func challenge(w http.ResponseWriter, r *http.Request, err error) {
+	c := `Bearer realm="strait"`
+	if !errors.Is(err, apiauth.ErrNoCredentials) {
+		c += `, error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", c)
+	detail := "missing bearer token"
+	if !errors.Is(err, apiauth.ErrNoCredentials) {
+		detail = "invalid bearer token"
+	}
+	WriteProblem(w, r, http.StatusUnauthorized, "", detail)
+}
+
+// methodNotAllowed answers, on every path the API serves, the methods it
+// does not take: 405 with Allow (RFC 9110 section 15.5.6), or 204 with
+// Allow for a plain OPTIONS (CORS preflights are answered before this).
+func (a *API) methodNotAllowed() {
+	allowed := map[string][]string{}
+	var paths []string
+	for _, r := range a.routes {
+		if _, ok := allowed[r.Path]; !ok {
+			paths = append(paths, r.Path)
+		}
+		allowed[r.Path] = append(allowed[r.Path], r.Method)
+		if r.Method == http.MethodGet {
+			allowed[r.Path] = append(allowed[r.Path], http.MethodHead)
 		}
 	}
-}
-
-func (a *API) cdrs(w http.ResponseWriter, _ *http.Request) {
-	recs := []cdr.Record{}
-	if a.cfg.CDR != nil {
-		recs = append(recs, a.cfg.CDR.List()...)
+	for _, p := range paths {
+		allow := strings.Join(slices.Compact(allowed[p]), ", ")
+		a.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			if r.Method == http.MethodOptions {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			WriteProblem(w, r, http.StatusMethodNotAllowed, "", r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+allow)
+		})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"cdrs": recs})
 }
 
-// Registration is one binding as the API shows it.
-type Registration struct {
-	// User is the registered user name.
-	User string `json:"user"`
-	// Contact is the device's own contact URI.
-	Contact string `json:"contact"`
-	// Transport is WS for a browser, UDP or TCP for a SIP device.
-	Transport string `json:"transport"`
-	// Expires is when the binding lapses.
-	Expires time.Time `json:"expires"`
-}
+// Routes lists the method and path of every operation the API serves
+// (for the test that holds the OpenAPI document to them).
+func (a *API) Routes() []Route { return slices.Clone(a.routes) }
 
-func (a *API) registrations(w http.ResponseWriter, _ *http.Request) {
-	out := []Registration{}
-	if a.cfg.Registry != nil {
-		for _, b := range a.cfg.Registry.All() {
-			out = append(out, Registration{User: b.AOR, Contact: b.Contact.String(), Transport: b.Transport, Expires: b.Expires})
+// ServeHTTP serves the API. Each operation checks the credentials and
+// scope it needs; a request for no operation (404, 405) is answered
+// without looking at credentials, as it reveals nothing.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// RequireScope wraps h, for the listener's other handlers (/metrics), with
+// the API's authentication: 401 without valid credentials, 403 without
+// scope.
+func RequireScope(auth func() *apiauth.Authenticator, scope string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := authOf(auth).Authenticate(r)
+		if err != nil {
+			challenge(w, r, err)
+			return
 		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
-	writeJSON(w, http.StatusOK, map[string]any{"registrations": out})
+		if !p.Has(scope) {
+			WriteProblem(w, r, http.StatusForbidden, ProblemScope, "this token lacks the "+scope+" scope")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net/http"
 	"strings"
 )
 
@@ -34,15 +36,61 @@ type DTMFRequest struct {
 // maxDigits bounds one DTMF request.
 const maxDigits = 32
 
+// ErrTooLarge is returned for a body past maxBody (HTTP 413).
+var ErrTooLarge = fmt.Errorf("body larger than %d bytes", maxBody)
+
+// errUnsupportedType is returned for a body that is not JSON (HTTP 415).
+var errUnsupportedType = errors.New("unsupported media type")
+
+// checkJSONType accepts a request whose Content-Type is application/json
+// or a +json type, or absent (curl and scripts often omit it; a browser's
+// fetch always sends one, text/plain for a bare string, which is refused:
+// that also keeps cross-origin "simple" requests out).
+func checkJSONType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return fmt.Errorf("%w %q: send application/json", errUnsupportedType, ct)
+	}
+	return nil
+}
+
+// readBody reads and checks a JSON request body into v, answering the
+// request itself with 413, 415 or 400 (problem details) and returning
+// false when it is not acceptable. check, if not nil, validates v.
+func readBody[T any](w http.ResponseWriter, r *http.Request, v *T, check func(*T) error) bool {
+	if err := checkJSONType(r); err != nil {
+		WriteProblem(w, r, http.StatusUnsupportedMediaType, "", err.Error())
+		return false
+	}
+	err := decode(http.MaxBytesReader(w, r.Body, maxBody), v)
+	if err == nil && check != nil {
+		err = check(v)
+	}
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		WriteProblem(w, r, http.StatusRequestEntityTooLarge, "", err.Error())
+		return false
+	case err != nil:
+		WriteProblem(w, r, http.StatusBadRequest, ProblemBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
 // decode reads one JSON object into v, refusing unknown fields, trailing
-// data and oversized bodies.
+// data and oversized bodies (ErrTooLarge).
 func decode(r io.Reader, v any) error {
 	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) || len(b) > maxBody {
+		return ErrTooLarge
+	}
 	if err != nil {
 		return fmt.Errorf("reading body: %w", err)
-	}
-	if len(b) > maxBody {
-		return fmt.Errorf("body larger than %d bytes", maxBody)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return errors.New("empty body: want a JSON object")
@@ -64,20 +112,27 @@ func ParseCallRequest(r io.Reader) (CallRequest, error) {
 	if err := decode(r, &c); err != nil {
 		return CallRequest{}, err
 	}
+	if err := checkCallRequest(&c); err != nil {
+		return CallRequest{}, err
+	}
+	return c, nil
+}
+
+func checkCallRequest(c *CallRequest) error {
 	c.To = strings.TrimSpace(c.To)
 	switch {
 	case c.To == "":
-		return CallRequest{}, errors.New(`"to" is required`)
+		return errors.New(`"to" is required`)
 	case len(c.To) > 256:
-		return CallRequest{}, errors.New(`"to" is too long`)
+		return errors.New(`"to" is too long`)
 	case len(c.From) > 128:
-		return CallRequest{}, errors.New(`"from" is too long`)
+		return errors.New(`"from" is too long`)
 	case strings.TrimSpace(c.Offer) == "":
-		return CallRequest{}, errors.New(`"offer" is required: the browser's SDP offer`)
+		return errors.New(`"offer" is required: the browser's SDP offer`)
 	case !strings.HasPrefix(strings.TrimSpace(c.Offer), "v=0"):
-		return CallRequest{}, errors.New(`"offer" is not SDP (it must start with v=0)`)
+		return errors.New(`"offer" is not SDP (it must start with v=0)`)
 	}
-	return c, nil
+	return nil
 }
 
 // ParseDTMFRequest reads and checks a POST /v1/calls/{id}/dtmf body.
@@ -86,16 +141,24 @@ func ParseDTMFRequest(r io.Reader) (string, error) {
 	if err := decode(r, &d); err != nil {
 		return "", err
 	}
+	if err := checkDTMFRequest(&d); err != nil {
+		return "", err
+	}
+	return d.Digits, nil
+}
+
+func checkDTMFRequest(d *DTMFRequest) error {
 	if d.Digits == "" {
-		return "", errors.New(`"digits" is required`)
+		return errors.New(`"digits" is required`)
 	}
 	if len(d.Digits) > maxDigits {
-		return "", fmt.Errorf(`"digits" has more than %d digits`, maxDigits)
+		return fmt.Errorf(`"digits" has more than %d digits`, maxDigits)
 	}
 	for _, c := range d.Digits {
 		if !strings.ContainsRune("0123456789*#ABCDabcd", c) {
-			return "", fmt.Errorf(`"digits": %q is not a DTMF digit (0-9, *, #, A-D)`, c)
+			return fmt.Errorf(`"digits": %q is not a DTMF digit (0-9, *, #, A-D)`, c)
 		}
 	}
-	return strings.ToUpper(d.Digits), nil
+	d.Digits = strings.ToUpper(d.Digits)
+	return nil
 }

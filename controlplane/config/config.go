@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
+	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
@@ -174,6 +176,21 @@ type Config struct {
 	// APIToken, when set, is required as "Authorization: Bearer TOKEN" on
 	// /v1 and /metrics. Required when --http is not a loopback address.
 	APIToken string `yaml:"api_token" flag:"api-token" usage:"bearer token required by the /v1 API and /metrics (required off loopback)"`
+	// APIKeys are scoped API keys, NAME:SCOPES:USER:SHA256 (the token's
+	// SHA-256 in hex; `strait token` makes one). Scopes: admin, call,
+	// receive[:APP], cdr, user. Example: ["web:call,user:alice:9f86..."].
+	APIKeys []string `yaml:"api_key" flag:"api-key" usage:"scoped API key NAME:SCOPES:USER:SHA256 (repeatable; strait token makes one)"`
+	// JWTSecretFile holds the HS256 secret (32 bytes or more) that signs
+	// short-lived tokens: a backend mints them for its pages, or asks
+	// POST /v1/tokens.
+	JWTSecretFile string `yaml:"jwt_secret_file" flag:"jwt-secret-file" usage:"file with the HS256 secret of short-lived signed tokens (at least 32 bytes)"`
+	// TokenMaxTTL bounds a signed token's lifetime.
+	TokenMaxTTL time.Duration `yaml:"token_max_ttl" flag:"token-max-ttl" usage:"longest lifetime of a signed token"`
+	// CORSOrigins are the web origins whose pages may use the HTTP API
+	// (CORS) and open SIP WebSockets (/ws), besides Strait's own pages:
+	// scheme://host[:port], one * allowed, or "*" for any. Example:
+	// ["https://app.example.com"].
+	CORSOrigins []string `yaml:"cors_origin" flag:"cors-origin" usage:"web origin whose pages may use the API and /ws, scheme://host[:port] (repeatable; one * allowed)"`
 	// PBXAuthenticatesCalls, in trunk mode, lets browsers that did not
 	// register through Strait call the upstream, as whoever their From
 	// says: only for a PBX that challenges every INVITE itself. Off, only
@@ -252,6 +269,7 @@ func Default() Config {
 		RingTimeout:           DefaultRingTimeout,
 
 		CDRInterim:         DefaultCDRInterim,
+		TokenMaxTTL:        apiauth.DefaultMaxTTL,
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
 		ShutdownTimeout:    DefaultShutdownTimeout,
@@ -393,7 +411,7 @@ func (c *Config) Parse() (*Parsed, error) {
 		bad("standalone mode on a non-loopback address needs at least one --user NAME:PASSWORD (without users anyone may register)")
 	}
 	if !c.apiAuthenticated() && !loopback(c.HTTP) {
-		bad("--http %s is not a loopback address: the HTTP API (/v1, /metrics) needs --api-token there, or anyone who reaches it may place calls", c.HTTP)
+		bad("--http %s is not a loopback address: the HTTP API (/v1, /metrics) needs --api-token, --api-key or --jwt-secret-file there, or anyone who reaches it may place calls", c.HTTP)
 	}
 	if p.DialPlan, err = c.DialPlan(); err != nil {
 		bad("%v", err)
@@ -401,6 +419,17 @@ func (c *Config) Parse() (*Parsed, error) {
 	if c.AuthFailuresPerSource < 1 || c.AuthFailuresPerUser < 1 || c.AuthBlockMax < time.Second {
 		bad("--auth-failures-per-source %d, --auth-failures-per-user %d, --auth-block-max %s: want at least 1, 1 and 1s",
 			c.AuthFailuresPerSource, c.AuthFailuresPerUser, c.AuthBlockMax)
+	}
+	if _, err := c.APIAuth(); err != nil {
+		bad("%v", err)
+	}
+	if c.TokenMaxTTL < time.Minute {
+		bad("--token-max-ttl %v: want at least 1m", c.TokenMaxTTL)
+	}
+	for _, o := range c.CORSOrigins {
+		if err := origins.Check(o); err != nil {
+			bad("--cors-origin: %v", err)
+		}
 	}
 	if len(c.DigestAlgorithms) == 0 {
 		bad("--digest-algorithms: want MD5, SHA-256 or both")
@@ -495,7 +524,30 @@ func loopback(hostport string) bool {
 // apiAuthenticated reports whether the HTTP API demands credentials. It is
 // the one place that decides whether the API may listen off loopback: a
 // new kind of API credential is added here.
-func (c *Config) apiAuthenticated() bool { return c.APIToken != "" }
+func (c *Config) apiAuthenticated() bool {
+	return c.APIToken != "" || len(c.APIKeys) > 0 || c.JWTSecretFile != ""
+}
+
+// APIAuth returns the HTTP API's authenticator: the operator's token, the
+// API keys and the signed tokens' secret.
+func (c *Config) APIAuth() (*apiauth.Authenticator, error) {
+	ac := apiauth.Config{Token: c.APIToken, MaxTTL: c.TokenMaxTTL}
+	for _, s := range c.APIKeys {
+		k, err := apiauth.ParseKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("--api-key: %w", err)
+		}
+		ac.Keys = append(ac.Keys, k)
+	}
+	if c.JWTSecretFile != "" {
+		secret, err := apiauth.LoadSecret(c.JWTSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-secret-file: %w", err)
+		}
+		ac.Secret = secret
+	}
+	return apiauth.New(ac)
+}
 
 // DialPlan returns the dial policy the configuration describes.
 func (c *Config) DialPlan() (*dialplan.Plan, error) {

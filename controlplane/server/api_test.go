@@ -56,11 +56,11 @@ func TestAPICalls(t *testing.T) {
 	})
 	api := apiClient{t: t, base: "http://" + e.srv.HTTPAddr(), token: "s3cret"}
 
-	if code, body := (apiClient{t: t, base: api.base}).do("GET", "/v1/calls", nil); code != 401 || !strings.Contains(string(body), `"error"`) {
+	if code, body := (apiClient{t: t, base: api.base}).do("GET", "/v1/calls", nil); code != 401 || !strings.Contains(string(body), `"detail"`) {
 		t.Fatalf("no token: %d %s", code, body)
 	}
 	for _, bad := range []string{`{`, `{"to":"echo"}`, `{"offer":"v=0"}`, `{"to":"echo","offer":"hello"}`, `{"to":"echo","offer":"v=0","x":1}`, ``} {
-		if code, body := api.do("POST", "/v1/calls", bad); code != 400 || !strings.Contains(string(body), `"error"`) {
+		if code, body := api.do("POST", "/v1/calls", bad); code != 400 || !strings.Contains(string(body), `"detail"`) {
 			t.Fatalf("bad body %q: %d %s", bad, code, body)
 		}
 	}
@@ -247,7 +247,7 @@ func TestRootHandler(t *testing.T) {
 	if code, body := api.do("GET", "/ws", nil); code != 426 {
 		t.Fatalf("/ws without upgrade: %d %s", code, body)
 	}
-	if code, body := api.do("GET", "/v1/nothing", nil); code != 404 || !strings.Contains(string(body), `"error"`) {
+	if code, body := api.do("GET", "/v1/nothing", nil); code != 404 || !strings.Contains(string(body), `"detail"`) {
 		t.Fatalf("/v1/nothing: %d %s", code, body)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // ports, the upstream, the dataplane nodes, codecs, timers.
 var liveFields = map[string]bool{
 	"allow-dial": true, "deny-dial": true, "max-calls-per-user": true, "max-call-rate-per-user": true,
-	"api-token": true, "log-level": true,
+	"api-token": true, "api-key": true, "jwt-secret-file": true, "token-max-ttl": true, "log-level": true,
 	// Users change live when the registrar has users before and after
 	// (from none, or to none, the open demo mode is a restart).
 	"user": true,
@@ -29,12 +29,17 @@ var liveFields = map[string]bool{
 // certificates (HTTPS/WSS and SIP TLS, the mTLS client certificate toward
 // dataplane nodes: handshakes from now on use them, connections and calls
 // already up are untouched), and takes the dial plan and per-user limits,
-// the API token, the log level and the standalone users. It returns the flags that changed but
+// the API's credentials (token, keys, JWT secret, reread from its file),
+// the log level and the standalone users. It returns the flags that changed but
 // need a restart (still in force as they were), and an error when
 // nothing was applied because something is wrong: the running
 // configuration stays then.
 func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 	p, err := cfg.Parse()
+	if err != nil {
+		return nil, err
+	}
+	auth, err := cfg.APIAuth()
 	if err != nil {
 		return nil, err
 	}
@@ -59,8 +64,7 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 		s.setUsers(p.Users)
 	}
 	s.Guard.SetPlan(plan)
-	token := cfg.APIToken
-	s.token.Store(&token)
+	s.auth.Store(auth)
 	if s.level != nil {
 		var l = s.level.Level()
 		if err := l.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err == nil {
@@ -71,6 +75,7 @@ func (s *Server) Reload(cfg config.Config) (needRestart []string, err error) {
 	live.AllowDial, live.DenyDial = cfg.AllowDial, cfg.DenyDial
 	live.MaxCallsPerUser, live.MaxCallRatePerUser = cfg.MaxCallsPerUser, cfg.MaxCallRatePerUser
 	live.APIToken, live.LogLevel = cfg.APIToken, cfg.LogLevel
+	live.APIKeys, live.JWTSecretFile, live.TokenMaxTTL = cfg.APIKeys, cfg.JWTSecretFile, cfg.TokenMaxTTL
 	if usersLive {
 		live.Users = cfg.Users
 	}
@@ -130,5 +135,12 @@ func (s *Server) setUsers(users []config.User) {
 	}
 }
 
-// apiToken is the API token in force.
-func (s *Server) apiToken() string { return *s.token.Load() }
+// setAuth builds the API's credentials from cfg and puts them in force.
+func (s *Server) setAuth(cfg config.Config) error {
+	auth, err := cfg.APIAuth()
+	if err != nil {
+		return err
+	}
+	s.auth.Store(auth)
+	return nil
+}

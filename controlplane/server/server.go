@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/strait-sbc/strait/controlplane/api"
+	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
@@ -34,6 +35,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/metrics"
+	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -99,17 +101,17 @@ type Server struct {
 	// names (nil never: memory at least).
 	State *state.Writer
 
-	store    state.Store            // the backend of State
-	local    *node.Node             // the in-process dataplane, if any
-	ups      *upstream.Set          // the upstreams, in trunk mode
-	digest   *registrar.Digest      // standalone users; nil in trunk or open mode
-	journal  *cdr.FileJournal       // calls in progress, for their CDRs after a crash; nil without
-	users    []config.User          // the users digest holds; guarded by reloadMu
-	tlsCert  *tlsconfig.Certificate // HTTPS/WSS and SIP TLS; nil without --tls-cert
-	dpCert   *tlsconfig.Certificate // mTLS client certificate toward nodes; nil without
-	level    *slog.LevelVar         // nil: the level is not Reload's to set
-	token    atomic.Pointer[string] // the API token in force
-	reloadMu sync.Mutex             // serialises Reload; guards cfg's live fields
+	store    state.Store                           // the backend of State
+	local    *node.Node                            // the in-process dataplane, if any
+	ups      *upstream.Set                         // the upstreams, in trunk mode
+	digest   *registrar.Digest                     // standalone users; nil in trunk or open mode
+	journal  *cdr.FileJournal                      // calls in progress, for their CDRs after a crash; nil without
+	users    []config.User                         // the users digest holds; guarded by reloadMu
+	tlsCert  *tlsconfig.Certificate                // HTTPS/WSS and SIP TLS; nil without --tls-cert
+	dpCert   *tlsconfig.Certificate                // mTLS client certificate toward nodes; nil without
+	level    *slog.LevelVar                        // nil: the level is not Reload's to set
+	auth     atomic.Pointer[apiauth.Authenticator] // the API's credentials in force
+	reloadMu sync.Mutex                            // serialises Reload; guards cfg's live fields
 	// handingOver is set by Handover: closing WebSockets end nothing.
 	handingOver atomic.Bool
 	httpLn      net.Listener
@@ -140,7 +142,6 @@ func New(opt Options) (_ *Server, err error) {
 	log = slog.New(logging.Dedup(log.Handler()))
 	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{}),
 		level: opt.Level}
-	s.token.Store(&cfg.APIToken)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -240,6 +241,9 @@ func New(opt Options) (_ *Server, err error) {
 		s.digest, s.users = digest, users
 	}
 	s.Guard = dialplan.NewGuard(p.DialPlan)
+	if err := s.setAuth(cfg); err != nil {
+		return nil, err
+	}
 	s.AuthGuard = authguard.New(authguard.Config{SourceThreshold: cfg.AuthFailuresPerSource,
 		UserThreshold: cfg.AuthFailuresPerUser, MaxBlock: cfg.AuthBlockMax, Metrics: s.Metrics,
 		Log: log.With("component", "authguard")})
@@ -520,22 +524,26 @@ func wsHostOf(cfg config.Config) string {
 // and metrics, and the rest to root.
 func (s *Server) handler(root http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/ws", s.WS)
-	mux.Handle("/v1/", api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Token: s.apiToken,
+	allowed, _ := origins.New(s.cfg.CORSOrigins) // checked by Validate
+	mux.Handle("/ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed.AllowWebSocket(r) {
+			s.log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+			api.WriteProblem(w, r, http.StatusForbidden, "", "origin not allowed: see --cors-origin")
+			return
+		}
+		s.WS.ServeHTTP(w, r)
+	}))
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Auth: s.auth.Load,
 		Log: s.log.With("component", "api")}))
+	mux.Handle("/v1/", apiHandler)
+	mux.Handle("/whip/", apiHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	metricsHandler := promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})
-	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !api.Authorized(r, s.apiToken()) {
-			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
-			return
-		}
-		metricsHandler.ServeHTTP(w, r)
-	}))
+	mux.Handle("GET /metrics", api.RequireScope(s.auth.Load, apiauth.ScopeAdmin, metricsHandler))
 	if root == nil {
 		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/" {

@@ -308,11 +308,12 @@ function iceGathered(pc, ms) {
 
 async function readBody(res) {
   const text = await res.text().catch(() => '');
-  try { return JSON.parse(text); } catch { return { error: text.trim() }; }
+  try { return JSON.parse(text); } catch { return { detail: text.trim() }; }
 }
 
 function apiError(res, body) {
-  const msg = body && (body.error?.message ?? body.error ?? body.message);
+  // Strait's errors are RFC 9457 problem details: {type, title, status, detail}.
+  const msg = body && (body.detail ?? body.title ?? body.error?.message ?? body.error ?? body.message);
   return `${res.status} ${typeof msg === 'string' && msg ? msg : res.statusText}`;
 }
 

@@ -108,6 +108,9 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 		"--media-ip", LoopbackIP, "--public-ip", LoopbackIP,
 		"--rtp-ports", s.RTPPorts, "--webrtc-ports", s.WebRTCPorts,
 		"--log-level", "debug",
+		// The test pages are served from other loopback ports than
+		// strait's: other origins, for CORS and the /ws Origin check.
+		"--cors-origin", "http://" + LoopbackIP + ":*",
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = e.t.TempDir()
