@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -337,13 +338,25 @@ func TestHotPathAllocs(t *testing.T) {
 		}
 	}
 	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
-		stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint)
-	if a := testing.AllocsPerRun(200, func() { h.deliver(h.webSlot, req.Raw, h.browser) }); a != 0 {
-		t.Errorf("STUN answer: %v allocs per check", a)
-	}
-	if h.web.ctr.stunIn.Load() < 200 {
-		t.Fatalf("checks answered: %d", h.web.ctr.stunIn.Load())
+	for name, req := range map[string]*stun.Message{
+		"bare": stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+			stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint),
+		// What browsers send every few seconds for consent (RFC 7675
+		// section 5.1), and once with USE-CANDIDATE (RFC 8445 section 7.1).
+		"consent": stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+			ice.PriorityAttr(2130706431), ice.AttrControlling(0x1234),
+			stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint),
+		"nomination": stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("node:brws"),
+			ice.PriorityAttr(2130706431), ice.AttrControlling(0x1234), ice.UseCandidate(),
+			stun.NewShortTermIntegrity("abcdefghijklmnopqrstuvwxyz"), stun.Fingerprint),
+	} {
+		before := h.web.ctr.stunIn.Load()
+		if a := testing.AllocsPerRun(200, func() { h.deliver(h.webSlot, req.Raw, h.browser) }); a != 0 {
+			t.Errorf("STUN answer (%s): %v allocs per check", name, a)
+		}
+		if n := h.web.ctr.stunIn.Load() - before; n < 200 {
+			t.Fatalf("%s checks answered: %d", name, n)
+		}
 	}
 }
 
