@@ -36,6 +36,8 @@ type Config struct {
 	// CDR serves /v1/cdrs; Registry /v1/registrations. Either may be nil.
 	CDR      *cdr.Store
 	Registry *registrar.Registry
+	// History serves /v1/history; nil answers 503.
+	History History
 	// Auth returns the authenticator in force (it changes on reload);
 	// nil, or one that returns nil or has no credentials, lets every
 	// request act as the operator, which config.Validate allows on
@@ -76,6 +78,7 @@ func New(cfg Config) *API {
 	a.handle("GET", "/v1/calls/{id}/events", call, a.events)
 	a.handle("GET", "/v1/cdrs", apiauth.ScopeCDR, a.cdrs)
 	a.handle("GET", "/v1/registrations", admin, a.registrations)
+	a.handle("GET", "/v1/history", apiauth.ScopeUser, a.history)
 	a.handle("POST", "/v1/tokens", admin, a.mintToken)
 	a.handle("GET", "/v1/openapi.json", "", serveOpenAPI)
 	a.handle("POST", "/whip/{callee}", call, a.whipPublish)

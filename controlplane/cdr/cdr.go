@@ -76,9 +76,19 @@ const maxKept = 10000
 
 // Store keeps records. It is safe for concurrent use.
 type Store struct {
-	mu   sync.Mutex // guards the fields below
-	recs []Record
-	file *os.File
+	mu     sync.Mutex // guards the fields below
+	recs   []Record
+	file   *os.File
+	notify []func(Record)
+}
+
+// Notify has f called with every record added from now on, after it is
+// stored, on the goroutine that adds it (f must not block: the call
+// history queues it).
+func (s *Store) Notify(f func(Record)) {
+	s.mu.Lock()
+	s.notify = append(s.notify, f)
+	s.mu.Unlock()
 }
 
 // NewStore returns a store that also appends to path when it is not empty.
@@ -94,14 +104,25 @@ func NewStore(path string) (*Store, error) {
 	return s, nil
 }
 
-// Add stores a record and appends it to the file.
+// Add stores a record and appends it to the file, then tells the
+// Notify functions (outside the lock: they may take locks of their own).
 func (s *Store) Add(r Record) error {
 	b, err := json.Marshal(r) // outside the lock: calls end in parallel
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	notify := s.notify
+	err = s.add(r, b)
+	s.mu.Unlock()
+	for _, f := range notify {
+		f(r)
+	}
+	return err
+}
+
+// add keeps r and writes its JSON b. s.mu is held.
+func (s *Store) add(r Record, b []byte) error {
 	s.recs = append(s.recs, r)
 	if len(s.recs) >= 2*maxKept {
 		// Trimmed once per maxKept records, not on every one: a copy of
@@ -112,7 +133,7 @@ func (s *Store) Add(r Record) error {
 	if s.file == nil {
 		return nil
 	}
-	_, err = s.file.Write(append(b, '\n'))
+	_, err := s.file.Write(append(b, '\n'))
 	return err
 }
 

@@ -198,6 +198,12 @@ func TestOpenAPI(t *testing.T) {
 	if !limited {
 		t.Fatal("no 429 past the dial plan's rate")
 	}
+	if err := e.srv.History.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if res, b := do("GET", "/v1/history?user=bob&limit=5", "", ""); res.StatusCode != 200 || !strings.Contains(string(b), toBob.ID) {
+		t.Fatalf("history: %d %s", res.StatusCode, b)
+	}
 	if res, b := do("POST", "/v1/tokens", "application/json", `{"user":"alice","scopes":["call"],"ttl_s":60}`); res.StatusCode != 201 {
 		t.Fatalf("tokens: %d %s", res.StatusCode, b)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/history"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/registrar"
@@ -100,6 +101,8 @@ type Server struct {
 	// State writes calls and registrations through to the store --state
 	// names (nil never: memory at least).
 	State *state.Writer
+	// History keeps each user's call log in the state store, fed by CDR.
+	History *history.Log
 
 	store    state.Store                           // the backend of State
 	local    *node.Node                            // the in-process dataplane, if any
@@ -180,6 +183,11 @@ func New(opt Options) (_ *Server, err error) {
 	if s.CDR, err = cdr.NewStore(cfg.CDRFile); err != nil {
 		return nil, err
 	}
+	// Each user's call log, in the state store: standalone users get
+	// every call they were on, others their browser or API side's.
+	s.History = history.New(history.Config{Store: s.store, Log: log.With("component", "history"),
+		Users: func(name string) bool { return s.digest != nil && s.digest.Known(name) }})
+	s.CDR.Notify(s.History.Add)
 	if path := cfg.JournalPath(); path != "" {
 		if s.journal, err = cdr.OpenFileJournal(path); err != nil {
 			return nil, err
@@ -533,7 +541,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 		}
 		s.WS.ServeHTTP(w, r)
 	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, Auth: s.auth.Load,
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Auth: s.auth.Load,
 		Log: s.log.With("component", "api")}))
 	mux.Handle("/v1/", apiHandler)
 	mux.Handle("/whip/", apiHandler)
@@ -673,6 +681,9 @@ func (s *Server) close(handover bool) error {
 		}
 		if s.journal != nil {
 			s.closeErr = s.journal.Close()
+		}
+		if s.History != nil {
+			s.History.Close() // the calls' last records, before the store closes
 		}
 		if s.State != nil {
 			if err := s.State.Close(); err != nil {

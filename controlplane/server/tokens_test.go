@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ func secretFile(t *testing.T) string {
 // whatever the body says; a token sees only its user's calls; scopes
 // gate records, registrations, minting and /metrics.
 func TestScopedTokens(t *testing.T) {
-	alice, aliceKey, _ := apiauth.NewToken("alice-web", "alice", []string{apiauth.ScopeCall})
+	alice, aliceKey, _ := apiauth.NewToken("alice-web", "alice", []string{apiauth.ScopeCall, apiauth.ScopeUser})
 	carol, carolKey, _ := apiauth.NewToken("carol-web", "carol", []string{apiauth.ScopeCall, apiauth.ScopeCDR})
 	e := start(t, func(c *config.Config) {
 		c.APIToken = "operator"
@@ -78,7 +79,8 @@ func TestScopedTokens(t *testing.T) {
 	if code != 201 || caller(id) != "alice" {
 		t.Fatalf("alice's call: %d, caller %q", code, caller(id))
 	}
-	if code, id := call(alice, "alice"); code != 201 || caller(id) != "alice" {
+	code, id2 := call(alice, "alice")
+	if code != 201 || caller(id2) != "alice" {
 		t.Fatalf("alice naming herself: %d", code)
 	}
 	if code, id := call("operator", "switchboard"); code != 201 || caller(id) != "switchboard" {
@@ -123,8 +125,44 @@ func TestScopedTokens(t *testing.T) {
 		}
 	}
 
+	// alice's history, a page at a time, once her calls ended.
+	for _, c := range []string{id, id2} {
+		if code, _, b := do(alice, "DELETE", "/v1/calls/"+c, ""); code != 204 {
+			t.Fatalf("alice hangs up: %d %s", code, b)
+		}
+	}
+	var page struct {
+		Calls []struct{ ID, Caller string }
+		Next  string
+	}
+	// The records reach the history (in the state store) after the hang up.
+	if err := e.srv.History.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	code, _, b := do(alice, "GET", "/v1/history?limit=1", "")
+	if json.Unmarshal(b, &page); code != 200 || len(page.Calls) != 1 || page.Calls[0].ID != id2 || page.Next == "" {
+		t.Fatalf("history page 1: %d %s", code, b)
+	}
+	code, _, b = do(alice, "GET", "/v1/history?limit=1&before="+url.QueryEscape(page.Next), "")
+	page.Next = ""
+	if json.Unmarshal(b, &page); code != 200 || len(page.Calls) != 1 || page.Calls[0].ID != id || page.Next != "" {
+		t.Fatalf("history page 2: %d %s", code, b)
+	}
+	if code, _, _ := do(carol, "GET", "/v1/history", ""); code != 403 {
+		t.Fatalf("carol's key has no user scope: %d", code)
+	}
+	if code, _, _ := do(alice, "GET", "/v1/history?user=carol", ""); code != 403 {
+		t.Fatalf("alice reading carol's history: %d", code)
+	}
+	if code, _, _ := do(alice, "GET", "/v1/history?before=yesterday", ""); code != 400 {
+		t.Fatalf("a bad cursor: %d", code)
+	}
+	if code, _, b := do("operator", "GET", "/v1/history?user=alice", ""); code != 200 || !strings.Contains(string(b), id) {
+		t.Fatalf("the operator reads alice's history: %d %s", code, b)
+	}
+
 	// The operator mints a short-lived token for dave's page.
-	code, _, b := do("operator", "POST", "/v1/tokens", `{"user":"dave","scopes":["call"],"ttl_s":120}`)
+	code, _, b = do("operator", "POST", "/v1/tokens", `{"user":"dave","scopes":["call"],"ttl_s":120}`)
 	var minted struct{ Token string }
 	if json.Unmarshal(b, &minted); code != 201 || minted.Token == "" {
 		t.Fatalf("mint: %d %s", code, b)

@@ -1,0 +1,296 @@
+// Package history keeps each user's call history, the call log a phone
+// shows: the newest PerUser calls a user was on, in the state store
+// (--state: the embedded file by default, Redis when the control planes
+// share one), so that it survives a restart and every control plane sees
+// it. It is fed from the call records (cdr.Store.Notify) and read by the
+// HTTP API's GET /v1/history.
+//
+// Only Strait's own users get a history: the browser or API side of a
+// call (authenticated by Strait or by the PBX it registers to) and, in
+// standalone mode, the configured users. A SIP caller's From is whatever
+// the caller wrote, and keeping a history for each would let anyone grow
+// the store by calling with made-up names.
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// Kind is the state store's kind for histories: one record per user
+// (key: the user), a JSON array of Entries, newest first.
+const Kind state.Kind = "history"
+
+// PerUser bounds one user's history: older calls drop out (they remain
+// in --cdr-file). 200 entries of about 250 bytes keep one write per call
+// end near 50 KB.
+const PerUser = 200
+
+// queueLen bounds the records waiting to be written; past it a record
+// is counted in Dropped rather than blocking the hangup that made it.
+const queueLen = 4096
+
+// opTimeout bounds one store operation.
+const opTimeout = 5 * time.Second
+
+// Entry is one call in a user's history.
+type Entry struct {
+	ID        string     `json:"id"`
+	Caller    string     `json:"caller"`
+	Callee    string     `json:"callee"`
+	Direction string     `json:"direction"`
+	Start     time.Time  `json:"start"`
+	Answer    *time.Time `json:"answer,omitempty"`
+	End       time.Time  `json:"end"`
+	Duration  float64    `json:"duration_s"`
+	Cause     int        `json:"cause"`
+	Reason    string     `json:"reason"`
+}
+
+// FromRecord is the history entry of a call record (without its media
+// counters: the call log does not show them).
+func FromRecord(r cdr.Record) Entry {
+	return Entry{ID: r.ID, Caller: r.Caller, Callee: r.Callee, Direction: r.Direction, Start: r.Start,
+		Answer: r.Answer, End: r.End, Duration: r.Duration, Cause: r.Cause, Reason: r.Reason}
+}
+
+// newer orders entries newest first: by end, then by id.
+func newer(a, b Entry) int {
+	if c := b.End.Compare(a.End); c != 0 {
+		return c
+	}
+	return strings.Compare(b.ID, a.ID)
+}
+
+// Config configures a Log.
+type Config struct {
+	// Store keeps the histories. Required.
+	Store state.Store
+	// Users, when set, reports whether a name is one of Strait's own
+	// users (standalone --user): such a user gets the call on any side.
+	Users func(name string) bool
+	// PerUser bounds each history (0: PerUser).
+	PerUser int
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
+}
+
+// Log writes and reads users' histories. Add never blocks: one goroutine
+// writes. It is safe for concurrent use.
+type Log struct {
+	cfg     Config          // frozen
+	in      chan cdr.Record // to the writer goroutine
+	flush   chan chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	dropped atomic.Uint64
+}
+
+// New starts a Log; Close stops it.
+func New(cfg Config) *Log {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.PerUser <= 0 {
+		cfg.PerUser = PerUser
+	}
+	l := &Log{cfg: cfg, in: make(chan cdr.Record, queueLen), flush: make(chan chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// Owners returns whose history a record goes in: the users among its
+// sides that are Strait's own (see the package comment), each once.
+func (l *Log) Owners(r cdr.Record) []string {
+	var out []string
+	add := func(u string) {
+		if u != "" && u != "api" && u != "echo" && len(u) <= 128 && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	from, to, _ := strings.Cut(r.Direction, "-to-")
+	if from == "browser" || r.Direction == "api" || r.Direction == "echo" {
+		add(r.Caller)
+	}
+	if to == "browser" {
+		add(r.Callee)
+	}
+	if l.cfg.Users != nil {
+		for _, u := range []string{r.Caller, r.Callee} {
+			if l.cfg.Users(u) {
+				add(u)
+			}
+		}
+	}
+	return out
+}
+
+// Add queues a call record for its owners' histories.
+func (l *Log) Add(r cdr.Record) {
+	select {
+	case l.in <- r:
+	default:
+		l.dropped.Add(1)
+		l.cfg.Log.Warn("call history: queue full, record dropped", "call", r.ID)
+	}
+}
+
+// Dropped counts the records that did not reach a history (queue full or
+// store down).
+func (l *Log) Dropped() uint64 { return l.dropped.Load() }
+
+// Flush waits until every record queued before it is written (or ctx
+// ends).
+func (l *Log) Flush(ctx context.Context) error {
+	ch := make(chan struct{})
+	select {
+	case l.flush <- ch:
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close writes what is queued and stops the Log.
+func (l *Log) Close() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	for {
+		select {
+		case r := <-l.in:
+			l.write(r)
+		case ch := <-l.flush:
+			l.drain()
+			close(ch)
+		case <-l.stop:
+			l.drain()
+			return
+		}
+	}
+}
+
+func (l *Log) drain() {
+	for {
+		select {
+		case r := <-l.in:
+			l.write(r)
+		default:
+			return
+		}
+	}
+}
+
+// write adds r to each owner's history. This goroutine is the only
+// writer of this process; two control planes that end calls of one user
+// at the same instant may lose one of them (last write wins).
+func (l *Log) write(r cdr.Record) {
+	e := FromRecord(r)
+	for _, u := range l.Owners(r) {
+		if err := l.prepend(u, e); err != nil {
+			l.dropped.Add(1)
+			l.cfg.Log.Warn("call history not written", "user", u, "call", r.ID, "err", err)
+		}
+	}
+}
+
+func (l *Log) prepend(user string, e Entry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	list, err := l.load(ctx, user)
+	if err != nil {
+		return err
+	}
+	list = slices.DeleteFunc(list, func(o Entry) bool { return o.ID == e.ID }) // a recovered call's record twice
+	list = append(list, e)
+	slices.SortFunc(list, newer)
+	list = list[:min(len(list), l.cfg.PerUser)]
+	b, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	return l.cfg.Store.Apply(ctx, []state.Change{{Kind: Kind, Key: user, Value: b}})
+}
+
+func (l *Log) load(ctx context.Context, user string) ([]Entry, error) {
+	b, ok, err := l.cfg.Store.Get(ctx, Kind, user)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var list []Entry
+	if err := json.Unmarshal(b, &list); err != nil {
+		// A damaged record is started afresh rather than blocking the
+		// user's history for good.
+		l.cfg.Log.Warn("call history unreadable, started afresh", "user", user, "err", err)
+		return nil, nil
+	}
+	return list, nil
+}
+
+// Cursor marks a place in a history: the entries older than it. Its text
+// form ("END_UNIX_NANOS.ID") is what GET /v1/history calls next/before.
+type Cursor struct {
+	End time.Time
+	ID  string
+}
+
+// String is the cursor's text form.
+func (c Cursor) String() string { return strconv.FormatInt(c.End.UnixNano(), 10) + "." + c.ID }
+
+// ParseCursor parses a cursor's text form.
+func ParseCursor(s string) (Cursor, error) {
+	ns, id, ok := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || n < 0 || id == "" || len(s) > 128 {
+		return Cursor{}, fmt.Errorf("cursor %q: want the next of a previous page", s)
+	}
+	return Cursor{End: time.Unix(0, n), ID: id}, nil
+}
+
+// Page returns up to limit entries of user's history older than before
+// (nil: from the newest), newest first, and the cursor of the next page
+// (nil when there is none).
+func (l *Log) Page(ctx context.Context, user string, before *Cursor, limit int) ([]Entry, *Cursor, error) {
+	list, err := l.load(ctx, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	if before != nil {
+		mark := Entry{End: before.End, ID: before.ID}
+		i, _ := slices.BinarySearchFunc(list, mark, newer)
+		for i < len(list) && newer(list[i], mark) <= 0 {
+			i++
+		}
+		list = list[i:]
+	}
+	if len(list) <= limit {
+		return list, nil, nil
+	}
+	last := list[limit-1]
+	return list[:limit], &Cursor{End: last.End, ID: last.ID}, nil
+}

@@ -1,0 +1,131 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+func TestOwners(t *testing.T) {
+	l := New(Config{Store: state.NewMemory(), Users: func(u string) bool { return u == "carol" }})
+	defer l.Close()
+	for _, tc := range []struct {
+		dir, caller, callee string
+		want                []string
+	}{
+		{"browser-to-sip", "alice", "1001", []string{"alice"}},
+		{"sip-to-browser", "+15551234", "bob", []string{"bob"}},
+		{"browser-to-browser", "alice", "bob", []string{"alice", "bob"}},
+		{"api", "alice", "1001", []string{"alice"}},
+		{"echo", "alice", "echo", []string{"alice"}},
+		{"sip-to-sip", "mallory", "1001", nil},             // made-up From: no history
+		{"sip-to-sip", "carol", "1001", []string{"carol"}}, // a standalone user
+		{"browser-to-browser", "alice", "alice", []string{"alice"}},
+		{"api", "api", "1001", nil},
+	} {
+		if got := l.Owners(cdr.Record{Direction: tc.dir, Caller: tc.caller, Callee: tc.callee}); !slices.Equal(got, tc.want) {
+			t.Errorf("%s %s->%s: %v, want %v", tc.dir, tc.caller, tc.callee, got, tc.want)
+		}
+	}
+}
+
+func rec(id, caller, callee string, end time.Time) cdr.Record {
+	return cdr.Record{ID: id, Caller: caller, Callee: callee, Direction: "browser-to-browser", Start: end.Add(-time.Minute), End: end, Cause: 200, Reason: "caller bye"}
+}
+
+// Pages walk the history newest first without skipping or repeating an
+// entry, ties in end time included; the history is bounded; it lives in
+// the embedded store across a restart.
+func TestPagesAndRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := state.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const max = 20
+	l := New(Config{Store: st, PerUser: max})
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	n := max + 15
+	for i := 0; i < n; i++ {
+		// Pairs of calls end at the same instant.
+		l.Add(rec(fmt.Sprintf("c%03d", i), "alice", "bob", t0.Add(time.Duration(i/2)*time.Second)))
+	}
+	l.Add(rec("c000", "alice", "bob", t0)) // a record written twice (recovered)
+	ctx := context.Background()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	st.Close()
+
+	st, err = state.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l = New(Config{Store: st, PerUser: max})
+	defer l.Close()
+	var ids []string
+	var cur *Cursor
+	for pages := 0; ; pages++ {
+		if pages > max {
+			t.Fatal("paging does not end")
+		}
+		page, next, err := l.Page(ctx, "bob", cur, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			ids = append(ids, e.ID)
+		}
+		if next == nil {
+			break
+		}
+		c, err := ParseCursor(next.String())
+		if err != nil || c.ID != next.ID || !c.End.Equal(next.End) {
+			t.Fatalf("cursor %q: %v", next, err)
+		}
+		cur = &c
+	}
+	if len(ids) != max {
+		t.Fatalf("%d entries, want the newest %d", len(ids), max)
+	}
+	for i, id := range ids {
+		if want := fmt.Sprintf("c%03d", n-1-i); id != want {
+			t.Fatalf("entry %d is %s, want %s (newest first, no gaps)", i, id, want)
+		}
+	}
+	if page, _, _ := l.Page(ctx, "nobody", nil, 10); len(page) != 0 {
+		t.Fatalf("nobody's history: %v", page)
+	}
+}
+
+func TestParseCursor(t *testing.T) {
+	for _, s := range []string{"", "x", "12", "12.", ".id", "-5.id", "1e9.id"} {
+		if _, err := ParseCursor(s); err == nil {
+			t.Errorf("ParseCursor(%q) accepted", s)
+		}
+	}
+}
+
+// A store that is down loses the record (counted), never blocks Add.
+func TestStoreDown(t *testing.T) {
+	st := state.NewMemory()
+	st.SetFailure(errors.New("down"))
+	l := New(Config{Store: st})
+	defer l.Close()
+	l.Add(rec("c1", "alice", "bob", time.Now()))
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l.Dropped() != 2 {
+		t.Fatalf("dropped %d, want 2 (alice's and bob's)", l.Dropped())
+	}
+}
