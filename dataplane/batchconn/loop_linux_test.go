@@ -31,6 +31,26 @@ func loopModes(t *testing.T, f func(t *testing.T, mode Mode)) {
 	}
 }
 
+// Once the owner stopped, removing a socket only forgets it (an engine
+// shutting down releases sessions after its workers stopped): no error,
+// and nothing done to a descriptor number that may name something else.
+func TestLoopRemoveAfterStop(t *testing.T) {
+	loopModes(t, func(t *testing.T, mode Mode) {
+		l := testLoop(t, LoopConfig[int]{Mode: mode})
+		s := listen(t, "127.0.0.1:0")
+		if err := l.Add(s, 1); err != nil {
+			t.Fatal(err)
+		}
+		l.Stop()
+		if _, err := l.Next(); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Next after Stop: %v", err)
+		}
+		if err := l.Remove(s); err != nil {
+			t.Fatalf("Remove after Stop: %v", err)
+		}
+	})
+}
+
 // testLoop makes a Loop owned by the test's goroutine.
 func testLoop(t *testing.T, cfg LoopConfig[int]) Loop[int] {
 	t.Helper()

@@ -64,6 +64,9 @@ func NewPoller(maxEvents int) (*Poller, error) {
 
 // Add registers fd for read readiness, reported with tok.
 func (p *Poller) Add(fd int, tok Token) error {
+	if p.closed.Load() {
+		return os.ErrClosed
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setToken(&ev, tok)
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
@@ -74,7 +77,12 @@ func (p *Poller) Add(fd int, tok Token) error {
 
 // Remove unregisters fd. Events for fd already returned by Wait remain in
 // the caller's hands; tokens with generations let the caller discard them.
+// After Close it does nothing: the set is gone, and fd's registration with
+// it (and the set's descriptor number may already name something else).
 func (p *Poller) Remove(fd int) error {
+	if p.closed.Load() {
+		return nil
+	}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
 		return fmt.Errorf("epoll_ctl del fd %d: %w", fd, err)
 	}
