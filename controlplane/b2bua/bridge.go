@@ -19,6 +19,7 @@ func (c *Call) bridge(ctx context.Context, inv *sip.Request, res *sip.Response, 
 	b.d.established(res)
 	forks.won() // later 2xx: retransmissions, or other branches (fork.go)
 	b.info.Store(allowsInfo(res))
+	c.uacTimerAnswered(res, b)
 	ack := b.d.ack(inv.CSeq().SeqNo, nil)
 	st.Write(ack)
 	fail := func(code int, reason string, err error) {

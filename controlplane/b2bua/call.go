@@ -53,7 +53,7 @@ const (
 
 // leg is one side of a call: a SIP dialog, or none for an API client.
 // Its fields are set before the call is published and never written
-// again, except info (see there).
+// again, except info and timer (see there).
 type leg struct {
 	c    *Call
 	idx  int     // 0: the caller's side, 1: the callee's
@@ -69,6 +69,9 @@ type leg struct {
 	// Written by the call's loop when the callee answers, read by
 	// SendDTMF on an API goroutine.
 	info atomic.Bool
+	// timer is the leg's session timer (sessiontimer.go), guarded by its
+	// own lock.
+	timer legTimer
 }
 
 // Call is one call: the caller's leg, the callee's leg (none for the

@@ -89,6 +89,9 @@ type Config struct {
 	// so that a restarted control plane carries them on; while the store
 	// is down new calls are refused with 503.
 	State *state.Writer
+	// SessionTimerUnit is how long one second of an RFC 4028 session
+	// interval lasts (0: a second; tests shorten it).
+	SessionTimerUnit time.Duration
 	// ShutdownTimeout bounds Close: every call is hung up in parallel
 	// within it (0: config.DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration

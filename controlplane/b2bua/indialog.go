@@ -42,7 +42,7 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		c.deliver(l, req, tx)
 	case sip.UPDATE:
 		if len(req.Body()) == 0 {
-			c.forward(l, req, tx) // a session refresh without an offer
+			c.refreshLocally(l, req, tx) // a session refresh (sessiontimer.go)
 			return
 		}
 		c.deliver(l, req, tx)
@@ -77,9 +77,6 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	fwd := o.d.request(req.Method, req.Body(), contentType(req))
 	copyHeaders(req, fwd, passHeaders...)
-	if req.Method == sip.UPDATE {
-		copyHeaders(req, fwd, sessionTimerHeaders...)
-	}
 	if req.Method == sip.REFER {
 		rt := req.GetHeader("Refer-To")
 		if rt == nil {

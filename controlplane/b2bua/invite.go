@@ -3,6 +3,7 @@ package b2bua
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 	"weak"
@@ -50,7 +51,8 @@ func (s *sipCaller) answered(body []byte) (*sip.Request, error) {
 		}
 		return nil, sipError(504, "", errors.New("no PRACK for a provisional with SDP"))
 	}
-	res := s.l.d.response(200, "", body, sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer"))
+	hs := append([]sip.Header{sip.NewHeader("Allow", allow), sip.NewHeader("Supported", "timer")}, s.c.e.uasTimer(s.l.d.invite, s.l)...)
+	res := s.l.d.response(200, "", body, hs...)
 	if err := s.c.e.st.RespondWith(s.tx, res); err != nil {
 		return nil, err
 	}
@@ -115,6 +117,9 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if bad := unsupportedRequire(req); len(bad) > 0 {
 		e.st.Respond(tx, req, 420, "", nil, sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+		return
+	}
+	if e.tooBrief(req, tx) {
 		return
 	}
 	// No 100 Trying here: sipgo's server transaction sends one when the
@@ -321,21 +326,21 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		inv := d.request(sip.INVITE, body, "application/sdp")
 		inv.ReplaceHeader(maxForwards(req))
 		inv.AppendHeader(sip.NewHeader("Allow", allow))
-		var supported []string
+		supported := []string{"timer"} // see sessiontimer.go
 		if b.kind == kindPlain {
 			supported = append(supported, "100rel") // see prack.go
 		}
-		if req != nil && supportsTimer(req) {
-			supported = append(supported, "timer")
-		}
-		if len(supported) > 0 {
-			inv.AppendHeader(sip.NewHeader("Supported", strings.Join(supported, ", ")))
-		}
+		inv.AppendHeader(sip.NewHeader("Supported", strings.Join(supported, ", ")))
 		if tgt.replaces != "" {
 			inv.AppendHeader(sip.NewHeader("Replaces", tgt.replaces))
 		}
 		if req != nil {
-			copyHeaders(req, inv, sessionTimerHeaders...)
+			// The interval the caller asked for, not its refresher: the
+			// callee's 2xx says who refreshes this leg.
+			if se, ok, bad := readSessionExpires(req); ok && !bad {
+				inv.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(max(se.secs, minSessionExpires)))))
+				inv.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(int(max(readMinSE(req), minSessionExpires)))))
+			}
 			e.referredBy(req, inv, b)
 			if tgt.upstream {
 				// The PBX challenges its users itself; its challenge went to

@@ -156,9 +156,14 @@ func (c *Call) idle() {
 		c.handle(m)
 		return
 	}
-	var expiry <-chan time.Time
+	var expiry, sessionTimer <-chan time.Time
 	if c.subTimer != nil {
 		expiry = c.subTimer.C
+	}
+	if at, ok := c.nextTimer(); ok {
+		t := time.NewTimer(time.Until(at))
+		defer t.Stop()
+		sessionTimer = t.C
 	}
 	select {
 	case m := <-c.inbox:
@@ -167,6 +172,8 @@ func (c *Call) idle() {
 		c.hangup()
 	case <-expiry:
 		c.end(408, "subscription expired")
+	case <-sessionTimer:
+		c.sessionTimers()
 	}
 }
 

@@ -20,6 +20,10 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		st.Respond(tx, req, 491, "", nil, sip.NewHeader("Retry-After", "2"))
 		return
 	}
+	if c.e.tooBrief(req, tx) {
+		c.finishExchange()
+		return
+	}
 	released := false
 	release := func() {
 		if !released {
@@ -68,7 +72,6 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	var answer []byte
-	var timers []sip.Header
 	if o.d == nil {
 		answer, err = c.m.answerLocally(ctx, o.idx)
 		if err != nil {
@@ -84,9 +87,8 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 			method = sip.INVITE
 		}
 		fwd := o.d.request(method, out, "application/sdp")
-		copyHeaders(req, fwd, sessionTimerHeaders...)
-		if supportsTimer(req) {
-			fwd.AppendHeader(sip.NewHeader("Supported", "timer"))
+		for _, h := range uacTimerHeaders(o) {
+			fwd.AppendHeader(h)
 		}
 		res, err := c.sendOffer(ctx, o, fwd, true)
 		if err != nil {
@@ -103,11 +105,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 			respond(code, "", nil)
 			return
 		}
-		for _, n := range sessionTimerHeaders {
-			for _, h := range res.GetHeaders(n) {
-				timers = append(timers, sip.NewHeader(n, h.Value()))
-			}
-		}
+		c.uacTimerAnswered(res, o) // a refresh of o's timer
 		ans, err := sdpBody(res.Body(), contentType(res))
 		if err != nil || ans == nil {
 			c.m.abandon()
@@ -124,9 +122,7 @@ func (c *Call) reoffer(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	c.log.Info("re-negotiated", "method", req.Method, "from", l.idx)
-	if len(timers) > 0 {
-		timers = append(timers, sip.NewHeader("Require", "timer"))
-	}
+	timers := append([]sip.Header{sip.NewHeader("Supported", "timer")}, c.e.uasTimer(req, l)...)
 	// The exchange is over once the answer is ready: a new re-INVITE may
 	// follow the ACK at once (RFC 3261 section 14.2 only refuses one
 	// that overlaps).
@@ -180,7 +176,9 @@ func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, rel
 	ctx, cancel := context.WithTimeout(c.ctx, reinviteTimeout)
 	defer cancel()
 	fwd := o.d.request(sip.INVITE, nil, "")
-	copyHeaders(req, fwd, sessionTimerHeaders...)
+	for _, h := range uacTimerHeaders(o) {
+		fwd.AppendHeader(h)
+	}
 	res, err := c.sendOffer(ctx, o, fwd, false)
 	if err != nil {
 		st.Respond(tx, req, timeoutCode(err), "", nil)
@@ -205,7 +203,10 @@ func (c *Call) offerless(l *leg, req *sip.Request, tx sip.ServerTransaction, rel
 		st.Respond(tx, req, code, reason, nil)
 		return
 	}
-	ok := st.Response(req, 200, "", out, st.Contact(l.d.transport, l.d.contact), sip.NewHeader("Content-Type", "application/sdp"))
+	c.uacTimerAnswered(res, o)
+	hs := append([]sip.Header{st.Contact(l.d.transport, l.d.contact), sip.NewHeader("Content-Type", "application/sdp"),
+		sip.NewHeader("Supported", "timer")}, c.e.uasTimer(req, l)...)
+	ok := st.Response(req, 200, "", out, hs...)
 	st.RespondWith(tx, ok)
 	release()
 	ack, err := c.waitAck(l, tx, ok, req.CSeq().SeqNo)

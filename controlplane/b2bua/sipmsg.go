@@ -46,10 +46,6 @@ func contentType(m headers) string {
 	return ""
 }
 
-// sessionTimerHeaders pass end to end so that the endpoints keep their
-// session timers (RFC 4028): Strait relays every refresh.
-var sessionTimerHeaders = []string{"Session-Expires", "Min-SE"}
-
 func copyHeaders(from, to headers, names ...string) {
 	for _, n := range names {
 		for _, h := range from.GetHeaders(n) {

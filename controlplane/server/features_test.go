@@ -107,14 +107,15 @@ func (m *browserMedia) both(t *testing.T, tag string) {
 
 // The browser restarts ICE with a re-INVITE: Strait's answer has new ICE
 // credentials, the PBX is re-offered the same media, and media flows on.
-// UPDATE without SDP (a session refresh) and REFER pass to the PBX; session
-// timer headers pass end to end.
+// An UPDATE without SDP (a session refresh) is Strait's to answer (each
+// leg has its own session timer, sessiontimer_test.go); REFER passes to
+// the PBX.
 func TestTrunkICERestartReferUpdate(t *testing.T) {
 	tr := startTrunk(t)
 	tr.register(t)
 	call, inc, m := tr.establish(t, sip.NewHeader("Session-Expires", "1800;refresher=uac"), sip.NewHeader("Min-SE", "90"))
-	if h := inc.Invite.GetHeader("Session-Expires"); h == nil || h.Value() != "1800;refresher=uac" {
-		t.Fatalf("Session-Expires at the PBX: %v", h)
+	if h := inc.Invite.GetHeader("Session-Expires"); h == nil || h.Value() != "1800" {
+		t.Fatalf("Session-Expires at the PBX: %v, want the interval without the browser's refresher", h)
 	}
 
 	pc := m.b.PC
@@ -148,9 +149,6 @@ func TestTrunkICERestartReferUpdate(t *testing.T) {
 
 	if r, err := call.Request(ctx(t), sip.UPDATE, nil, ""); err != nil || r.StatusCode != 200 {
 		t.Fatalf("UPDATE: %v %v", r, err)
-	}
-	if _, err := tr.pbx.WaitRequest(sip.UPDATE, 5*time.Second); err != nil {
-		t.Fatal(err)
 	}
 	// An UPDATE offer from the browser reaches the PBX as a re-INVITE.
 	upd, err := pc.CreateOffer(nil)

@@ -72,6 +72,9 @@ type Options struct {
 	// Level, when set, is the level Log logs at: Reload sets it from
 	// --log-level.
 	Level *slog.LevelVar
+	// SessionTimerUnit, when set, is how long one second of an RFC 4028
+	// session interval lasts (tests shorten it).
+	SessionTimerUnit time.Duration
 }
 
 // housekeeping is how often expired bindings are dropped and gauges
@@ -262,7 +265,7 @@ func New(opt Options) (_ *Server, err error) {
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
-		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State})
+		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit})
 	s.WS.OnClose(func(flow string) {
 		if s.handingOver.Load() {
 			// The browser reconnects to the next control plane, which

@@ -265,10 +265,14 @@ func (d *Dialog) Progress(answer []byte) error {
 
 // Answer answers an incoming call with SDP (an answer, or an offer when
 // the INVITE had none) and waits for the ACK; it returns the ACK.
-func (d *Dialog) Answer(sdp []byte) error {
+func (d *Dialog) Answer(sdp []byte) error { return d.AnswerWith(sdp) }
+
+// AnswerWith is Answer with more headers (a Session-Expires).
+func (d *Dialog) AnswerWith(sdp []byte, hdrs ...sip.Header) error {
 	defer d.done()
 	d.setLocal(sdp)
-	return d.in.Respond(200, "OK", sdp, sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("Allow", allowed))
+	hdrs = append([]sip.Header{sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("Allow", allowed)}, hdrs...)
+	return d.in.Respond(200, "OK", sdp, hdrs...)
 }
 
 // Reject answers an incoming call with a failure.
