@@ -12,13 +12,24 @@ import (
 )
 
 // Scenario 5: the built-in web page, served by strait at /, dials echo in
-// standalone mode and sipp in trunk mode, and shows a non-zero level.
+// standalone mode (where the API wants a token: the page asks for it) and
+// sipp in trunk mode, and shows a non-zero level.
 func TestWebPhone(t *testing.T) {
 	t.Run("standalone echo", func(t *testing.T) {
 		e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
-		s := e.StartStrait(harness.StraitConfig{})
+		s := e.StartStrait(harness.StraitConfig{Token: "webphone-token"})
 		p := openWebPhone(e, s)
 		base := baseline(e, s)
+		e.Step("the API refuses the page: it asks for a token, which is typed in", 20*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `phone.dial("echo")`, nil); err != nil {
+				return err
+			}
+			if err := p.WaitFor(ctx, `phone.state === "failed" && !document.getElementById("auth").hidden`); err != nil {
+				return err
+			}
+			return p.Eval(ctx, `document.getElementById("token").value = "webphone-token";
+				document.getElementById("auth").requestSubmit()`, nil)
+		})
 		dialAndConnect(e, p, "echo")
 		if harness.UpdateScreenshot() {
 			screenshot(e, p)

@@ -16,7 +16,8 @@
 //   phone.level    the level meter, 0..1 (received audio, through an AnalyserNode)
 //   phone.stats    {packetsReceived, packetsSent, audioEnergy, audioLevel}, refreshed every STATS_INTERVAL_MS
 //   phone.events   [{t, type, detail}], what happened, oldest first
-//   phone.dial(to), phone.hangup(), phone.dtmf(digits), phone.setMuted(bool)
+//   phone.dial(to), phone.hangup(), phone.dtmf(digits), phone.setMuted(bool), phone.setToken(token)
+//   (the token, asked for when the API answers 401, is kept in sessionStorage for this tab)
 
 // API is the base of Strait's call API, relative to the page so that a
 // reverse proxy may mount both under one prefix.
@@ -35,6 +36,21 @@ const STATS_INTERVAL_MS = 500;
 const POLL_INTERVAL_MS = 2000;      // call state polling when there is no event stream
 const METER_INTERVAL_MS = 50;
 const DTMF_DIGITS = /^[0-9A-D*#]+$/i;
+
+// The API's bearer token, when the server needs one (401): asked for in
+// the page, kept for this tab only (sessionStorage), sent on every request.
+const TOKEN_KEY = 'strait.token';
+let apiToken = sessionStorage.getItem(TOKEN_KEY) || '';
+
+// authed adds the bearer token to a fetch's init.
+function authed(init = {}) {
+  const headers = new Headers(init.headers);
+  if (apiToken) headers.set('authorization', `Bearer ${apiToken}`);
+  return { ...init, headers };
+}
+
+// TokenNeeded is thrown when the API refuses the page's credentials.
+class TokenNeeded extends Error {}
 
 const ACTIVE = new Set(['starting', 'calling', 'ringing', 'connecting', 'connected']);
 
@@ -107,12 +123,13 @@ class Phone extends EventTarget {
       await iceGathered(pc, ICE_GATHER_TIMEOUT_MS);
       if (abort.signal.aborted) return;
       this.#set('calling');
-      const res = await fetch(new URL('calls', API), {
+      const res = await fetch(new URL('calls', API), authed({
         method: 'POST', signal: abort.signal,
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body: JSON.stringify({ to, offer: pc.localDescription.sdp }),
-      });
+      }));
       const body = await readBody(res);
+      if (res.status === 401) throw new TokenNeeded(apiToken ? 'the API token was refused' : 'this server needs an API token');
       if (!res.ok) throw new Error(apiError(res, body));
       if (!body.id || !body.answer) throw new Error('the API answered without id or answer');
       this.callId = body.id;
@@ -125,9 +142,18 @@ class Phone extends EventTarget {
     } catch (e) {
       if (abort.signal.aborted) return;
       const id = this.callId;
+      if (e instanceof TokenNeeded) this.dispatchEvent(new Event('token'));
       this.#end('failed', e.message || String(e));
       if (id) this.#delete(id);
     }
+  }
+
+  // setToken sets the API's bearer token for this tab ('' forgets it).
+  setToken(token) {
+    apiToken = token;
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    this.#log('token', token ? 'set' : 'cleared');
   }
 
   // hangup ends the current call, or stops one being set up.
@@ -144,9 +170,9 @@ class Phone extends EventTarget {
     digits = String(digits);
     if (!DTMF_DIGITS.test(digits)) throw new Error(`not DTMF digits: ${digits}`);
     if (this.state !== 'connected' || !this.callId) throw new Error('no call to send DTMF in');
-    const res = await fetch(new URL(`calls/${encodeURIComponent(this.callId)}/dtmf`, API), {
+    const res = await fetch(new URL(`calls/${encodeURIComponent(this.callId)}/dtmf`, API), authed({
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ digits }),
-    });
+    }));
     if (res.ok) { this.#log('dtmf', digits); return 'api'; }
     if ([404, 405, 501].includes(res.status)) {
       const sender = this.#pc && this.#pc.getSenders().find((s) => s.dtmf && s.dtmf.canInsertDTMF);
@@ -165,7 +191,7 @@ class Phone extends EventTarget {
   }
 
   #delete(id) {
-    return fetch(new URL(`calls/${encodeURIComponent(id)}`, API), { method: 'DELETE' })
+    return fetch(new URL(`calls/${encodeURIComponent(id)}`, API), authed({ method: 'DELETE' }))
       .then((res) => { if (!res.ok && res.status !== 404) this.#log('error', `hang up: ${res.status}`); })
       .catch((e) => this.#log('error', `hang up: ${e.message}`));
   }
@@ -230,7 +256,7 @@ class Phone extends EventTarget {
       const url = new URL(path(id), API);
       let res;
       try {
-        res = await fetch(url, { headers: { accept: 'text/event-stream' }, signal });
+        res = await fetch(url, authed({ headers: { accept: 'text/event-stream' }, signal }));
       } catch {
         if (signal.aborted) return;
         continue;
@@ -248,7 +274,7 @@ class Phone extends EventTarget {
       await sleep(POLL_INTERVAL_MS);
       if (signal.aborted) return;
       try {
-        const res = await fetch(new URL(`calls/${encodeURIComponent(id)}`, API), { signal });
+        const res = await fetch(new URL(`calls/${encodeURIComponent(id)}`, API), authed({ signal }));
         if (res.status === 404 || res.status === 410) { this.#callEvent(id, 'ended', {}); return; }
         if (res.ok) this.#callEvent(id, 'poll', await readBody(res));
       } catch {
@@ -411,6 +437,18 @@ $('dial').addEventListener('submit', (e) => {
   phone.dial($('to').value).catch((err) => { $('state').textContent = err.message; });
 });
 $('hangup').addEventListener('click', () => phone.hangup());
+// The token prompt: shown when the API refused the page (401).
+phone.addEventListener('token', () => {
+  $('auth').hidden = false;
+  $('token').focus();
+});
+$('auth').addEventListener('submit', (e) => {
+  e.preventDefault();
+  phone.setToken($('token').value.trim());
+  $('token').value = '';
+  $('auth').hidden = true;
+  $('to').focus();
+});
 $('mute').addEventListener('click', () => phone.setMuted(!phone.muted));
 $('keypad').addEventListener('click', (e) => {
   const d = e.target.closest('button')?.dataset.digit;

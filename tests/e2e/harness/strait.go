@@ -38,6 +38,8 @@ type StraitConfig struct {
 	// is a fresh temporary one (give the same one to a strait started
 	// again after another, to carry its calls on).
 	DataDir string
+	// Token, if set, is the API's --api-token; Do sends it.
+	Token string
 	// Args are extra flags.
 	Args []string
 }
@@ -50,9 +52,11 @@ type Strait struct {
 	HTTPAddr, SIPAddr, SIPTLSAddr string
 	// RTPPorts and WebRTCPorts are the media port ranges it was given.
 	RTPPorts, WebRTCPorts string
-	e                     *Env
-	scheme                string       // http or https
-	client                *http.Client // trusts the test CA with TLS
+	// Token is the API token Do sends ("" for none).
+	Token  string
+	e      *Env
+	scheme string       // http or https
+	client *http.Client // trusts the test CA with TLS
 }
 
 // TLSFiles are PEM files of a certificate, its key and the CA that signed
@@ -86,6 +90,7 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 		SIPAddr:     cfg.SIPAddr,
 		RTPPorts:    fmt.Sprintf("%d-%d", low, low+199),
 		WebRTCPorts: fmt.Sprintf("%d-%d", low+200, low+219),
+		Token:       cfg.Token,
 		e:           e,
 	}
 	if s.SIPAddr == "" {
@@ -118,6 +123,9 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	argv = append(argv, "--data-dir", cfg.DataDir)
 	if cfg.Upstream != "" {
 		argv = append(argv, "--upstream", cfg.Upstream)
+	}
+	if cfg.Token != "" {
+		argv = append(argv, "--api-token", cfg.Token)
 	}
 	for _, u := range cfg.Users {
 		argv = append(argv, "--user", u)
@@ -183,6 +191,9 @@ func (s *Strait) Do(ctx context.Context, method, path string, body, out any) (in
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
 	res, err := s.client.Do(req)
 	if err != nil {
 		return 0, err
@@ -232,6 +243,9 @@ func (s *Strait) Metrics(ctx context.Context) (Metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+"/metrics", nil)
 	if err != nil {
 		return Metrics{}, err
+	}
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
 	}
 	res, err := s.client.Do(req)
 	if err != nil {
