@@ -467,7 +467,7 @@ func TestContainersAcceptTheirConfiguration(t *testing.T) {
 					t.Fatalf("%s %v with the container's environment: %v\n%s", bin, args, err, out)
 				}
 				flags := map[string]bool{}
-				for _, m := range regexp.MustCompile(`(?m)^\s+-([\w-]+)`).FindAllStringSubmatch(string(out), -1) {
+				for _, m := range regexp.MustCompile(`(?m)^\s+--?(\w[\w-]*)`).FindAllStringSubmatch(string(out), -1) {
 					flags[m[1]] = true
 				}
 				for k := range env {

@@ -44,13 +44,13 @@ import (
 type config struct {
 	node.Settings `yaml:",inline"`
 
-	ID           string        `yaml:"id" flag:"id" usage:"node name reported to control planes (default: host name)"`
+	ID           string        `yaml:"id" group:"Node and gRPC" flag:"id" usage:"node name reported to control planes (default: host name)"`
 	GRPC         string        `yaml:"grpc" flag:"grpc" usage:"gRPC listen address for control planes"`
 	GRPCCert     string        `yaml:"grpc_cert" flag:"grpc-cert" usage:"gRPC server certificate (PEM)"`
 	GRPCKey      string        `yaml:"grpc_key" flag:"grpc-key" usage:"gRPC server key (PEM)"`
 	GRPCClientCA string        `yaml:"grpc_client_ca" flag:"grpc-client-ca" usage:"CA that control planes' client certificates must chain to (mutual TLS)"`
 	GRPCInsecure bool          `yaml:"grpc_insecure" flag:"grpc-insecure" usage:"allow a non-loopback gRPC address without mutual TLS (anyone who reaches it can program the relay)"`
-	Metrics      string        `yaml:"metrics" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
+	Metrics      string        `yaml:"metrics" group:"Operations" flag:"metrics" usage:"HTTP address for /metrics, /healthz, /readyz and /debug/pprof (empty: off)"`
 	DrainTimeout time.Duration `yaml:"drain_timeout" flag:"drain-timeout" usage:"on SIGTERM, how long existing sessions may run before the node exits"`
 	LogLevel     string        `yaml:"log_level" flag:"log-level" usage:"debug, info, warn or error"`
 	LogFormat    string        `yaml:"log_format" flag:"log-format" usage:"text or json"`

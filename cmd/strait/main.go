@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/strait-sbc/strait/controlplane/config"
@@ -23,12 +24,20 @@ import (
 	"github.com/strait-sbc/strait/internal/logging"
 )
 
+// synopsis is what --help prints first.
+var synopsis = cliconfig.Synopsis("strait [flags]",
+	"strait check-config FILE [flags]   validate a configuration (file, environment, flags) and exit",
+	"strait token [flags]               make an API key (see strait token --help)")
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "token" {
 		os.Exit(tokenMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		os.Exit(checkConfig(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	cfg := config.Default()
-	if err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, os.Args[1:], nil, os.Stderr); err != nil {
+	if err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, os.Args[1:], nil, os.Stderr, synopsis); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
@@ -77,6 +86,37 @@ func main() {
 	if err := srv.Close(); err != nil {
 		log.Warn("stopped with an error", "err", err)
 	}
+}
+
+// checkConfig is `strait check-config FILE [flags]`: it loads FILE with
+// the environment and flags over it, as strait would, validates the
+// whole, and says what is wrong (each bad setting by its YAML key, flag
+// or environment variable) without binding or starting anything. Exit 0:
+// valid; 1: invalid; 2: usage.
+func checkConfig(args []string, env func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: strait check-config FILE [flags]")
+		return 2
+	}
+	file := args[0]
+	cfg := config.Default()
+	err := cliconfig.Load(&cfg, "strait", config.EnvPrefix, append([]string{"--config", file}, args[1:]...), env, stderr)
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, cliconfig.ErrVersion) {
+		return 2
+	}
+	if err == nil {
+		_, err = cfg.Parse()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", file, err)
+		return 1
+	}
+	mode := "standalone"
+	if !cfg.Standalone() {
+		mode = "trunk"
+	}
+	fmt.Fprintf(stdout, "%s: valid (%s mode, HTTP %s, SIP %s)\n", file, mode, cfg.HTTP, cfg.SIP)
+	return 0
 }
 
 // reload reads the configuration again, from the same file, environment

@@ -17,6 +17,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/origins"
+	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 	"github.com/strait-sbc/strait/dataplane/node"
@@ -84,7 +85,7 @@ type Config struct {
 
 	// HTTP is the listen address of the HTTP server: the web page at /,
 	// the API under /v1, SIP over WebSocket at /ws. Example: 0.0.0.0:443.
-	HTTP string `yaml:"http" flag:"http" usage:"HTTP listen address (web page, /v1 API, SIP over WebSocket at /ws)"`
+	HTTP string `yaml:"http" group:"Listeners" flag:"http" usage:"HTTP listen address (web page, /v1 API, SIP over WebSocket at /ws)"`
 	// SIP is the listen address of SIP over UDP and TCP (and TLS on the
 	// next port up when a certificate is configured). Example: 0.0.0.0:5060.
 	SIP string `yaml:"sip" flag:"sip" usage:"SIP UDP and TCP listen address"`
@@ -101,7 +102,7 @@ type Config struct {
 	// background; new calls try the lowest priority first, share equal
 	// priorities by weight and fail over on 503, 408 and transport
 	// errors. Empty runs the standalone mode (local registrar). Optional.
-	Upstream []string `yaml:"upstream" flag:"upstream" usage:"PBX or trunk, sip:HOST[:PORT][;transport=udp|tcp|tls][;priority=N][;weight=N] (repeatable; none: standalone mode)"`
+	Upstream []string `yaml:"upstream" group:"Upstream (trunk mode)" flag:"upstream" usage:"PBX or trunk, sip:HOST[:PORT][;transport=udp|tcp|tls][;priority=N][;weight=N] (repeatable; none: standalone mode)"`
 	// UpstreamCA is a PEM bundle of the CAs an upstream's TLS certificate
 	// must chain to; empty trusts the system's roots. The certificate
 	// must also carry the upstream's host.
@@ -132,7 +133,7 @@ type Config struct {
 	// AAAA), looked up again every 5 s, so that nodes join and leave (a
 	// Kubernetes headless Service over the nodes' DaemonSet). Empty runs
 	// one in process.
-	Dataplane []string `yaml:"dataplane" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT, or dns://NAME:PORT for every address of NAME, watched (repeatable; default: in process)"`
+	Dataplane []string `yaml:"dataplane" group:"Remote dataplane nodes" flag:"dataplane" usage:"remote dataplane node grpc://HOST:PORT, or dns://NAME:PORT for every address of NAME, watched (repeatable; default: in process)"`
 	// DataplaneServerName is the name the nodes' certificates must carry
 	// (mutual TLS); empty: the address dialled. Nodes found by DNS share
 	// one certificate for a name, e.g. strait-dataplane.
@@ -146,7 +147,7 @@ type Config struct {
 	// Users are NAME:PASSWORD pairs of the standalone registrar. With none,
 	// standalone mode accepts any user name without a password, and only
 	// on loopback listeners.
-	Users []string `yaml:"user" flag:"user" usage:"standalone user NAME:PASSWORD (repeatable)"`
+	Users []string `yaml:"user" group:"Users and authentication" flag:"user" usage:"standalone user NAME:PASSWORD (repeatable)"`
 	// Realm is the digest realm of the standalone registrar.
 	Realm string `yaml:"realm" flag:"realm" usage:"digest realm of the standalone registrar"`
 	// DigestAlgorithms are the digest algorithms the standalone registrar
@@ -167,11 +168,11 @@ type Config struct {
 	// AuthBlockMax caps the doubling blocks.
 	AuthBlockMax time.Duration `yaml:"auth_block_max" flag:"auth-block-max" usage:"longest block of an address that keeps failing authentication"`
 	// Codecs are the codecs offered to and accepted from the trunk.
-	Codecs []string `yaml:"codecs" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
+	Codecs []string `yaml:"codecs" group:"Media toward the trunk" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
 	// SDES offers RTP/SAVP with SDES keys (RFC 4568) to the trunk.
 	SDES bool `yaml:"sdes" flag:"sdes" usage:"offer RTP/SAVP with SDES keys to the trunk"`
 	// TLSCert and TLSKey serve HTTPS/WSS on --http and SIP over TLS.
-	TLSCert string `yaml:"tls_cert" flag:"tls-cert" usage:"TLS certificate (PEM) for HTTPS/WSS and SIP TLS"`
+	TLSCert string `yaml:"tls_cert" group:"TLS and the HTTP API" flag:"tls-cert" usage:"TLS certificate (PEM) for HTTPS/WSS and SIP TLS"`
 	TLSKey  string `yaml:"tls_key" flag:"tls-key" usage:"TLS private key (PEM)"`
 	// APIToken, when set, is required as "Authorization: Bearer TOKEN" on
 	// /v1 and /metrics. Required when --http is not a loopback address.
@@ -196,7 +197,7 @@ type Config struct {
 	// says: only for a PBX that challenges every INVITE itself. Off, only
 	// a WebSocket with a live registration the PBX accepted may call, as
 	// the identity it registered.
-	PBXAuthenticatesCalls bool `yaml:"pbx_authenticates_calls" flag:"pbx-authenticates-calls" usage:"trunk mode: the PBX challenges every INVITE itself, so unregistered browsers may call (default: only registered ones, as their registered identity)"`
+	PBXAuthenticatesCalls bool `yaml:"pbx_authenticates_calls" group:"Who may call what" flag:"pbx-authenticates-calls" usage:"trunk mode: the PBX challenges every INVITE itself, so unregistered browsers may call (default: only registered ones, as their registered identity)"`
 	// AllowDial are destinations users may call: "PATTERN" for everyone,
 	// "USER:PATTERN" for one user (see controlplane/dialplan). With no
 	// global pattern every destination but the denied ones is allowed.
@@ -215,14 +216,14 @@ type Config struct {
 	// DataDir, one process), "redis://[:PASSWORD@]HOST:PORT/DB" (also
 	// rediss:// with TLS, redis+sentinel://HOST:PORT,.../MASTER/DB: several
 	// control planes share it), or "memory" (nothing survives a restart).
-	State string `yaml:"state" flag:"state" usage:"state store: embedded (file under --data-dir), redis://HOST:PORT/DB, rediss://..., redis+sentinel://..., or memory"`
+	State string `yaml:"state" group:"State" flag:"state" usage:"state store: embedded (file under --data-dir), redis://HOST:PORT/DB, rediss://..., redis+sentinel://..., or memory"`
 	// DataDir holds the embedded state store (and, all in one, the
 	// dataplane's keys): mode 0700, its files 0600. Default ./strait-data;
 	// the systemd unit uses /var/lib/strait.
 	DataDir string `yaml:"data_dir" flag:"data-dir" usage:"directory of the embedded state store"`
 	// CDRFile appends each call record as a JSON line; empty keeps them in
 	// memory only.
-	CDRFile string `yaml:"cdr_file" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
+	CDRFile string `yaml:"cdr_file" group:"Call records" flag:"cdr-file" usage:"append call records to this file as JSON lines"`
 	// CDRJournal keeps the accounting of calls in progress (start,
 	// answer, media counters every CDRInterim, end), so that after a
 	// crash each still gets its record; default: CDRFile + ".journal".
@@ -231,7 +232,7 @@ type Config struct {
 	// journal brought up to date: what a crash may cost a CDR.
 	CDRInterim time.Duration `yaml:"cdr_interim" flag:"cdr-interim" usage:"interim accounting interval (journal, media counters)"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `yaml:"log_level" flag:"log-level" usage:"log level: debug, info, warn, error"`
+	LogLevel string `yaml:"log_level" group:"Logging" flag:"log-level" usage:"log level: debug, info, warn, error"`
 	// LogFormat is text (logfmt, one line per record) or json (one JSON
 	// object per line, for log shippers). Either way a line about a call
 	// carries the keys of package internal/logging (call, leg,
@@ -239,7 +240,7 @@ type Config struct {
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"log format: text or json"`
 	// RegisterExpiry is the binding lifetime granted when a REGISTER names
 	// none, and the most the standalone registrar grants.
-	RegisterExpiry time.Duration `yaml:"register_expiry" flag:"register-expiry" usage:"longest registration lifetime"`
+	RegisterExpiry time.Duration `yaml:"register_expiry" group:"Timers" flag:"register-expiry" usage:"longest registration lifetime"`
 	// OptionsInterval is how often the upstream is pinged; 0 disables.
 	OptionsInterval time.Duration `yaml:"options_interval" flag:"options-interval" usage:"OPTIONS keepalive interval toward the upstream (0: off)"`
 	// RingTimeout bounds an unanswered outgoing INVITE.
@@ -444,6 +445,8 @@ func (c *Config) Parse() (*Parsed, error) {
 	}
 	if len(c.Codecs) == 0 {
 		bad("--codecs is empty: the trunk would get no codec")
+	} else if err := sdp.CheckCodecNames(c.Codecs); err != nil {
+		bad("--codecs: %v", err)
 	}
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("--log-level %v", err)

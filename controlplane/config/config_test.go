@@ -89,6 +89,8 @@ func TestValidateErrors(t *testing.T) {
 		"dns port 0":    {func(c *Config) { c.Dataplane = []string{"dns://nodes.example:0"} }, "port"},
 		"log level":     {func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 		"codecs":        {func(c *Config) { c.Codecs = nil }, "--codecs"},
+		"unknown codec": {func(c *Config) { c.Codecs = []string{"PCMU", "OPUSX"} }, `--codecs: unknown codec "OPUSX"`},
+		"log format":    {func(c *Config) { c.LogFormat = "xml" }, `--log-format "xml"`},
 		"rtp ports":     {func(c *Config) { c.RTPPorts.First, c.RTPPorts.Last = 5, 5 }, "--rtp-ports"},
 		"twice a user":  {func(c *Config) { c.Users = []string{"a:1", "a:2"} }, "twice"},
 		"api public":    {func(c *Config) { c.HTTP, c.Users = "0.0.0.0:8080", []string{"a:1"} }, "--api-token"},

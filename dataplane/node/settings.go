@@ -18,7 +18,7 @@ import (
 type Settings struct {
 	// MediaIP are the addresses media sockets bind on, one IPv4 and one
 	// IPv6 at most in practice. Example: [10.0.0.10].
-	MediaIP []string `yaml:"media_ip" flag:"media-ip" usage:"address to bind media on; repeat for IPv4 and IPv6"`
+	MediaIP []string `yaml:"media_ip" group:"Media addresses and ports" flag:"media-ip" usage:"address to bind media on; repeat for IPv4 and IPv6"`
 	// PublicIP are announced in SDP instead of MediaIP, by index (1:1 NAT).
 	PublicIP []string `yaml:"public_ip" flag:"public-ip" usage:"address to advertise in SDP for each --media-ip (1:1 NAT), in the same order"`
 	// WebRTCPorts are the shared UDP ports of WebRTC legs.
@@ -28,7 +28,7 @@ type Settings struct {
 	// PlainSharedPorts are shared port pairs for plain legs in shared mode.
 	PlainSharedPorts portalloc.Range `yaml:"plain_shared_ports" flag:"plain-shared-ports" usage:"shared UDP port pairs for plain legs in shared mode (optional)"`
 	// Workers is the number of packet workers; 0 is one per CPU.
-	Workers int `yaml:"workers" flag:"workers" usage:"packet workers (0: one per CPU)"`
+	Workers int `yaml:"workers" group:"Packet processing" flag:"workers" usage:"packet workers (0: one per CPU)"`
 	// Batch is datagrams per receive and send call.
 	Batch int `yaml:"batch" flag:"batch" usage:"datagrams per receive/send batch"`
 	// IO is uring, mmsg or auto.
@@ -36,7 +36,7 @@ type Settings struct {
 	// Coalesce is, with io_uring, the longest a datagram waits for others.
 	Coalesce time.Duration `yaml:"coalesce" flag:"coalesce" usage:"with io_uring, the longest a datagram waits for others to join its batch (0: none)"`
 	// MaxSessions refuses sessions beyond this many; 0: only ports limit.
-	MaxSessions int `yaml:"max_sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
+	MaxSessions int `yaml:"max_sessions" group:"Sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
 	// MediaTimeout is the silence after which a session's leg reports
 	// MEDIA_TIMEOUT (a control plane then hangs the call up).
 	MediaTimeout time.Duration `yaml:"media_timeout" flag:"media-timeout" usage:"silence after which a call's media times out (MEDIA_TIMEOUT; the call is hung up)"`

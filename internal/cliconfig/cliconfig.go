@@ -3,7 +3,8 @@
 // command-line flags, each overriding the one before. One struct describes
 // it all: every field tagged `flag:"name"` is settable by the YAML key of
 // the same name with underscores, by the flag --name and by the variable
-// PREFIX_NAME (upper case, dashes as underscores).
+// PREFIX_NAME (upper case, dashes as underscores). A field's `group` tag
+// starts a heading of --help that the fields after it share.
 //
 // Supported field types: string, bool, int, uint, time.Duration, []string
 // (a repeatable flag; comma-separated in the environment; a YAML list, or
@@ -42,7 +43,7 @@ var ErrVersion = errors.New("version requested")
 // Load fills cfg, a pointer to a struct already holding the defaults, from
 // the file named by --config (or PREFIX_CONFIG), the environment and args.
 // It returns flag.ErrHelp after printing usage for -h/-help.
-func Load(cfg any, name, prefix string, args []string, env func(string) string, usage io.Writer) error {
+func Load(cfg any, name, prefix string, args []string, env func(string) string, usage io.Writer, opts ...Option) error {
 	v := reflect.ValueOf(cfg)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return errors.New("cliconfig: cfg must be a pointer to a struct")
@@ -56,6 +57,11 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(usage)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	fs.Usage = func() { printUsage(usage, name, prefix, o.synopsis, fields) }
 	configPath := fs.String(ConfigFlag, env(envName(prefix, ConfigFlag)), "YAML configuration `file` (flags and environment override it)")
 	version := fs.Bool(VersionFlag, false, "print the build (version, VCS revision, Go version) and exit")
 	seen := map[string]bool{}
@@ -83,7 +89,7 @@ func Load(cfg any, name, prefix string, args []string, env func(string) string, 
 		*configPath = p
 	}
 	if *configPath != "" {
-		if err := loadFile(*configPath, v.Interface(), fields); err != nil {
+		if err := loadFile(*configPath, fields); err != nil {
 			return err
 		}
 	}
@@ -156,7 +162,10 @@ func findConfigFlag(args []string) string {
 	return ""
 }
 
-func loadFile(path string, cfg any, fields []*field) error {
+// loadFile applies the YAML file at path, key by key, with the parsers
+// flags use: an error names the file, the line and the key (and, for a
+// key nobody knows, the nearest one that exists), every bad key at once.
+func loadFile(path string, fields []*field) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -168,45 +177,126 @@ func loadFile(path string, cfg any, fields []*field) error {
 	if len(doc.Content) == 0 {
 		return nil // an empty file
 	}
-	if listsOfOne(doc.Content[0], fields) {
-		// Re-encoded only then: errors name lines of the file as written
-		// otherwise.
-		if b, err = yaml.Marshal(&doc); err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
+	m := doc.Content[0]
+	if m.Kind == yaml.ScalarNode && m.Tag == "!!null" {
+		return nil
+	}
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("config %s: line %d: want keys and values (key: value), not a %s", path, m.Line, kindName(m))
+	}
+	byKey := map[string]*field{}
+	var keys []string
+	for _, f := range fields {
+		byKey[f.key()] = f
+		keys = append(keys, f.key())
+	}
+	var errs []error
+	first := map[string]int{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		f := byKey[k.Value]
+		if f == nil {
+			errs = append(errs, fmt.Errorf("line %d: unknown key %q%s", k.Line, k.Value, suggest(k.Value, keys)))
+			continue
+		}
+		if line, ok := first[k.Value]; ok {
+			errs = append(errs, fmt.Errorf("line %d: key %q given twice (first on line %d)", k.Line, k.Value, line))
+			continue
+		}
+		first[k.Value] = k.Line
+		if err := f.decode(v); err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s: %w", v.Line, k.Value, err))
 		}
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true) // a misspelt key is an error, not a silent default
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+	if len(errs) > 0 {
+		return fmt.Errorf("config %s:\n%w", path, errors.Join(errs...))
 	}
 	return nil
 }
 
-// listsOfOne turns a single value given for a list key into a list of
-// one (`media_ip: 10.0.0.1` for `media_ip: [10.0.0.1]`), and reports
-// whether it changed anything.
-func listsOfOne(m *yaml.Node, fields []*field) bool {
-	if m.Kind != yaml.MappingNode {
-		return false
+// decode sets the field from a YAML value: a scalar for a single value
+// (null for the zero value), a sequence of scalars (or one scalar) for a
+// list.
+func (f *field) decode(v *yaml.Node) error {
+	if v.Kind == yaml.AliasNode {
+		v = v.Alias
 	}
-	changed := false
-	lists := map[string]bool{}
-	for _, f := range fields {
-		if f.isList() {
-			lists[strings.ReplaceAll(f.name, "-", "_")] = true
+	null := v.Kind == yaml.ScalarNode && v.Tag == "!!null"
+	if f.isList() {
+		f.value.SetLen(0)
+		switch {
+		case null:
+			return nil
+		case v.Kind == yaml.ScalarNode:
+			return f.set(v.Value) // a list of one
+		case v.Kind != yaml.SequenceNode:
+			return fmt.Errorf("want a list of values, not a %s", kindName(v))
+		}
+		for _, e := range v.Content {
+			if e.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: want a single value in the list, not a %s", e.Line, kindName(e))
+			}
+			if err := f.set(e.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a single value, not a %s", kindName(v))
+	}
+	if null {
+		f.value.SetZero()
+		return nil
+	}
+	return f.set(v.Value)
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "value"
+}
+
+// suggest names the known key nearest to an unknown one, when one is near
+// (a typo, or the flag's spelling with dashes).
+func suggest(unknown string, known []string) string {
+	best, bestD := "", 3
+	u := strings.ReplaceAll(strings.ToLower(unknown), "-", "_")
+	for _, k := range known {
+		if d := editDistance(u, k); d < bestD {
+			best, bestD = k, d
 		}
 	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		k, v := m.Content[i], m.Content[i+1]
-		if lists[k.Value] && v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
-			one := *v
-			*v = yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle, Content: []*yaml.Node{&one},
-				Line: v.Line, Column: v.Column}
-			changed = true
-		}
+	if best == "" {
+		return " (see --help for the keys)"
 	}
-	return changed
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func envName(prefix, flagName string) string {
@@ -215,19 +305,34 @@ func envName(prefix, flagName string) string {
 
 type field struct {
 	name, usage string
-	value       reflect.Value
+	// group is the heading --help lists the field under; depth counts
+	// the embedded structs it comes from (the outer struct's groups are
+	// listed first).
+	group string
+	depth int
+	value reflect.Value
 }
+
+// key is the field's YAML key: its flag with underscores.
+func (f *field) key() string { return strings.ReplaceAll(f.name, "-", "_") }
 
 func collect(v reflect.Value) ([]*field, error) {
 	var out []*field
 	t := v.Type()
+	group := ""
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
+		if g := sf.Tag.Get("group"); g != "" {
+			group = g
+		}
 		name := sf.Tag.Get("flag")
 		if name == "" && sf.Anonymous && sf.Type.Kind() == reflect.Struct && sf.Tag.Get("yaml") == ",inline" {
 			inner, err := collect(v.Field(i))
 			if err != nil {
 				return nil, err
+			}
+			for _, f := range inner {
+				f.depth++
 			}
 			out = append(out, inner...)
 			continue
@@ -235,7 +340,7 @@ func collect(v reflect.Value) ([]*field, error) {
 		if name == "" {
 			continue
 		}
-		f := &field{name: name, usage: sf.Tag.Get("usage"), value: v.Field(i)}
+		f := &field{name: name, usage: sf.Tag.Get("usage"), group: group, value: v.Field(i)}
 		if !f.supported() {
 			return nil, fmt.Errorf("cliconfig: field %s has unsupported type %s", sf.Name, sf.Type)
 		}
@@ -278,7 +383,7 @@ func (f *field) set(s string) error {
 	case reflect.String:
 		f.value.SetString(s)
 	case reflect.Bool:
-		b, err := strconv.ParseBool(s)
+		b, err := parseBool(s)
 		if err != nil {
 			return err
 		}
@@ -286,19 +391,19 @@ func (f *field) set(s string) error {
 	case reflect.Int:
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("%q: want a whole number", s)
 		}
 		f.value.SetInt(int64(n))
 	case reflect.Uint:
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return err
+			return fmt.Errorf("%q: want a whole number, 0 or more", s)
 		}
 		f.value.SetUint(n)
 	case reflect.Int64: // time.Duration
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("%q: want a duration such as 500ms, 30s or 2m", s)
 		}
 		f.value.SetInt(int64(d))
 	case reflect.Slice:

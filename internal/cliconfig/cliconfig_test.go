@@ -150,3 +150,50 @@ func TestVersion(t *testing.T) {
 		t.Errorf("--version=false: %v", err)
 	}
 }
+
+type grouped struct {
+	shared  `yaml:",inline"`
+	HTTP    string        `yaml:"http" flag:"http" group:"Listeners" usage:"listen address"`
+	SIP     string        `yaml:"sip" flag:"sip" usage:"SIP address"`
+	Timeout time.Duration `yaml:"timeout" flag:"timeout" group:"Timers" usage:"how long"`
+}
+
+// --help lists each flag under its group, the outer struct's groups
+// first, with its environment variable and YAML key.
+func TestHelpGroupsEnvAndYAML(t *testing.T) {
+	var out strings.Builder
+	c := grouped{HTTP: "127.0.0.1:1", Timeout: time.Second}
+	if err := Load(&c, "x", "X", []string{"--help"}, env(nil), &out, Synopsis("x [flags]", "x check FILE")); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, want := range []string{"usage: x [flags]\n       x check FILE\n", "\nListeners:\n  --http VALUE\n        listen address (default 127.0.0.1:1)\n        env X_HTTP, yaml http\n",
+		"  --sip VALUE\n        SIP address\n        env X_SIP, yaml sip\n", "\nTimers:\n  --timeout DURATION\n", "env X_MEDIA_IP, yaml media_ip", "--version", "env X_CONFIG"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Index(help, "Timers:") > strings.Index(help, "--media-ip") {
+		t.Errorf("the embedded struct's flags come before the outer struct's groups:\n%s", help)
+	}
+}
+
+// A file's errors name the file, the line and the key, all at once.
+func TestFileErrorsNameKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("htp: x\nworkers: many\ntimeout: 5\nuser: {a: b}\ndebug: yes\nports: 1-2\nports: 3-4\n"), 0o600)
+	var c cfg
+	err := Load(&c, "x", "X", []string{"--config", file}, env(nil), io.Discard)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{file, `line 1: unknown key "htp" (did you mean "http"?)`, `line 2: workers: "many": want a whole number`,
+		`line 3: timeout: "5": want a duration`, "line 4: user: want a list of values, not a mapping", `line 7: key "ports" given twice (first on line 6)`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nlacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "debug") || strings.Contains(err.Error(), "type ") {
+		t.Errorf("%v: yes is a YAML boolean, and no Go type names belong in it", err)
+	}
+}
