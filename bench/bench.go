@@ -105,7 +105,14 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 
 	// One node per I/O mode, each on an address of its own, so that the
 	// cases of both can interleave in one run.
-	ioModes, _ := cfg.ioModes()
+	ioModes, uringRefused := cfg.startableIOModes()
+	if uringRefused != nil && cfg.Node == "" {
+		prog.Log("io_uring node skipped: %v", uringRefused)
+		for _, n := range cfg.counts() {
+			rep.Results = append(rep.Results, &report.Result{Target: report.TargetStrait, Mode: cfg.Mode, Legs: legsWebRTC,
+				IO: "uring", Sessions: n, Skipped: "io_uring refused by this host: " + uringRefused.Error(), NodeDrops: map[string]uint64{}})
+		}
+	}
 	var straits []*straitRelay
 	if cfg.Node != "" {
 		node, err := attachNode(ctx, cfg.Node, cfg.NodePID, cfg.NodeMetrics)

@@ -211,6 +211,10 @@ func (c *Config) counts() []int {
 	return []int{c.Sessions}
 }
 
+// uringUnavailable says why this host refuses io_uring (nil: it allows it);
+// a variable for tests.
+var uringUnavailable = batchconn.UringUnavailable
+
 // ioModes are the nodes to start, by --io value.
 func (c *Config) ioModes() ([]string, error) {
 	switch c.IO {
@@ -220,4 +224,19 @@ func (c *Config) ioModes() ([]string, error) {
 		return []string{"uring", "mmsg"}, nil
 	}
 	return nil, fmt.Errorf("--io %q: want uring, mmsg, auto or both", c.IO)
+}
+
+// startableIOModes are ioModes less io_uring where --io both meets a host
+// that refuses it (a kernel setting or a container's seccomp profile): the
+// run then measures mmsg and says why uring is missing, instead of failing.
+// An explicit --io uring still fails there.
+func (c *Config) startableIOModes() (modes []string, refused error) {
+	modes, _ = c.ioModes()
+	if c.IO != "both" {
+		return modes, nil
+	}
+	if err := uringUnavailable(); err != nil {
+		return []string{"mmsg"}, err
+	}
+	return modes, nil
 }
