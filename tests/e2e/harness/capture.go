@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Capture counts the UDP datagrams on the loopback interface while a test
@@ -27,8 +28,13 @@ type PortCount struct {
 	// Events holds the RFC 4733 telephone-events seen, in order, one entry
 	// per event (the first packet of each): the event code (0-9, 10 = *, 11 = #).
 	Events []int
+	// MaxGap is the longest time between two RTP packets to the port
+	// since the first one, or since Capture.ResetGaps (as the capture
+	// reads them: a media gap, to within the capture's own latency).
+	MaxGap time.Duration
 	// lastEventTS dedups the retransmitted packets of one event.
 	lastEventTS uint32
+	lastRTP     time.Time
 }
 
 // StartCapture starts counting, or returns an error when packet capture is
@@ -63,6 +69,11 @@ func (c *Capture) add(sport, dport int, p []byte, eventPTs []uint8) {
 		return
 	}
 	pc.RTP[pt]++
+	now := time.Now()
+	if !pc.lastRTP.IsZero() {
+		pc.MaxGap = max(pc.MaxGap, now.Sub(pc.lastRTP))
+	}
+	pc.lastRTP = now
 	pc.SSRC[uint32(p[8])<<24|uint32(p[9])<<16|uint32(p[10])<<8|uint32(p[11])]++
 	for _, ev := range eventPTs {
 		if pt != ev || len(p) < 16 {
@@ -101,7 +112,17 @@ func (c *Capture) Port(port int) PortCount {
 	return out
 }
 
-// Ports returns the totals over the port range [low, high].
+// ResetGaps starts every port's MaxGap again from its next RTP packet.
+func (c *Capture) ResetGaps() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, pc := range c.ports {
+		pc.MaxGap, pc.lastRTP = 0, time.Time{}
+	}
+}
+
+// Ports returns the totals over the port range [low, high] (MaxGap: the
+// longest of the ports').
 func (c *Capture) Ports(low, high int) PortCount {
 	sum := PortCount{RTP: map[uint8]int{}}
 	for p := low; p <= high; p++ {
@@ -111,6 +132,7 @@ func (c *Capture) Ports(low, high int) PortCount {
 			sum.RTP[k] += v
 		}
 		sum.Events = append(sum.Events, pc.Events...)
+		sum.MaxGap = max(sum.MaxGap, pc.MaxGap)
 	}
 	return sum
 }

@@ -44,6 +44,21 @@ const (
 // tests that run it themselves; empty outside a harness run.
 func StraitBin() string { return os.Getenv(envStraitBin) }
 
+// DataplaneBin is the strait-dataplane binary built beside StraitBin's
+// strait (or given beside it with STRAIT_E2E_STRAIT); empty when there is
+// none.
+func DataplaneBin() string {
+	bin := os.Getenv(envStraitBin)
+	if bin == "" {
+		return ""
+	}
+	dp := filepath.Join(filepath.Dir(bin), "strait-dataplane")
+	if _, err := os.Stat(dp); err != nil {
+		return ""
+	}
+	return dp
+}
+
 // CI reports whether the tests run in CI (CI=true), where a missing tool is
 // a failure.
 func CI() bool { return os.Getenv(envCI) == "true" }

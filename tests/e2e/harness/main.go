@@ -76,25 +76,27 @@ func run(m *testing.M, dir string) int {
 	return code
 }
 
-// buildStrait builds cmd/strait into dir and returns the binary's path, or
-// an error that says why there is none, worded for a skip message.
+// buildStrait builds cmd/strait and cmd/strait-dataplane into dir and
+// returns strait's path (strait-dataplane is beside it, see
+// DataplaneBin), or an error that says why there is none, worded for a
+// skip message.
 func buildStrait(dir string) (string, error) {
 	root := RepoRoot()
 	if _, err := os.Stat(filepath.Join(root, "cmd", "strait")); err != nil {
 		return "", fmt.Errorf("strait binary not available: cmd/strait not in this tree")
 	}
 	bin := filepath.Join(dir, "strait")
-	args := []string{"build", "-o", bin}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
 	if os.Getenv(envRace) == "1" {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "./cmd/strait")...)
+	cmd := exec.Command("go", append(args, "./cmd/strait", "./cmd/strait-dataplane")...)
 	cmd.Dir = root
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("strait binary build failed (go %s ./cmd/strait: %v):\n%s",
+		return "", fmt.Errorf("strait binary build failed (go %s ./cmd/strait ./cmd/strait-dataplane: %v):\n%s",
 			strings.Join(args, " "), err, lastLines(out.String(), 30))
 	}
 	fmt.Fprintf(os.Stderr, "harness: built strait in %s\n", time.Since(start).Round(100*time.Millisecond))

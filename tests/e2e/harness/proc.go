@@ -89,6 +89,16 @@ func (p *Process) Stop(grace time.Duration) {
 	}
 }
 
+// Kill ends the process group with SIGKILL at once (a crash, as kill -9
+// makes one) and waits for it to exit.
+func (p *Process) Kill() {
+	if p.Exited() {
+		return
+	}
+	syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // ExitCode returns the exit status of an exited process, or -1.
 func (p *Process) ExitCode() int {
 	var exit *exec.ExitError

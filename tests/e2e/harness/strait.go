@@ -34,6 +34,10 @@ type StraitConfig struct {
 	// (give one when a proxy in front of the PBX must know it first:
 	// harness.FreeAddr).
 	SIPAddr string
+	// HTTPAddr is the HTTP listen address; empty picks a free port (give
+	// the previous one's to a strait started again after another, so
+	// that browsers reconnect to it).
+	HTTPAddr string
 	// DataDir is --data-dir, the embedded state store's directory; empty
 	// is a fresh temporary one (give the same one to a strait started
 	// again after another, to carry its calls on).
@@ -86,7 +90,7 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	// the load test runs about 40 calls at once), 20 for WebRTC.
 	low, _ := splitRange(PortRange(e.t, 220))
 	s := &Strait{
-		HTTPAddr:    hostPort(FreePort(e.t)),
+		HTTPAddr:    cfg.HTTPAddr,
 		SIPAddr:     cfg.SIPAddr,
 		RTPPorts:    fmt.Sprintf("%d-%d", low, low+199),
 		WebRTCPorts: fmt.Sprintf("%d-%d", low+200, low+219),
@@ -95,6 +99,9 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	}
 	if s.SIPAddr == "" {
 		s.SIPAddr = FreeAddr(e.t)
+	}
+	if s.HTTPAddr == "" {
+		s.HTTPAddr = FreeAddr(e.t)
 	}
 	s.scheme, s.client = "http", http.DefaultClient
 	if cfg.TLS != nil {
@@ -240,14 +247,26 @@ type Metrics struct {
 
 // Metrics scrapes /metrics (Prometheus text format).
 func (s *Strait) Metrics(ctx context.Context) (Metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+"/metrics", nil)
+	return scrape(ctx, s.client, s.URL()+"/metrics", s.Token)
+}
+
+// ScrapeMetrics scrapes a Prometheus text endpoint over plain HTTP (a
+// strait-dataplane's /metrics).
+func ScrapeMetrics(ctx context.Context, url string) (Metrics, error) {
+	return scrape(ctx, http.DefaultClient, url, "")
+}
+
+// scrape reads one Prometheus text endpoint, with token as a bearer
+// token when given.
+func scrape(ctx context.Context, client *http.Client, url, token string) (Metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return Metrics{}, err
 	}
-	if s.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.Token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	res, err := s.client.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return Metrics{}, err
 	}
