@@ -57,6 +57,16 @@ type legRecord struct {
 	Info   bool            `json:"info,omitempty"`
 	Dialog *dialogRecord   `json:"dialog,omitempty"`
 	Media  *mediaLegRecord `json:"media,omitempty"`
+	Timer  *timerRecord    `json:"timer,omitempty"`
+}
+
+// timerRecord is a leg's session timer (RFC 4028) as negotiated; its
+// clock starts again when the call is restored (a refresh is due half an
+// interval later, or the peer's within the interval).
+type timerRecord struct {
+	Secs   uint32 `json:"secs,omitempty"`
+	Strait bool   `json:"strait,omitempty"`
+	Update bool   `json:"update,omitempty"`
 }
 
 type dialogRecord struct {
@@ -125,6 +135,9 @@ func (c *Call) stateRecord() *callRecord {
 			break
 		}
 		lr := &legRecord{Kind: l.kind, Info: l.info.Load()}
+		if secs, strait, update := l.timer.snapshot(); secs > 0 || update {
+			lr.Timer = &timerRecord{Secs: secs, Strait: strait, Update: update}
+		}
 		if l.d != nil {
 			lr.Dialog = l.d.snapshot()
 		}
@@ -223,6 +236,12 @@ func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte) (
 	for i, lr := range r.Legs {
 		l := &leg{c: c, idx: i, kind: lr.Kind, acks: make(chan *sip.Request, 4)}
 		l.info.Store(lr.Info)
+		if tr := lr.Timer; tr != nil {
+			if tr.Update {
+				l.timer.allowUpdate()
+			}
+			l.timer.set(tr.Secs, tr.Strait)
+		}
 		if lr.Dialog != nil {
 			d, err := e.restoreDialog(lr.Dialog)
 			if err != nil {

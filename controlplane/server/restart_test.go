@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
@@ -32,6 +34,8 @@ type restartRig struct {
 	pbx     *siptest.Phone
 	browser *siptest.Phone // set by the test; register registers it with the PBX
 	cfg     config.Config
+	// timerUnit is Options.SessionTimerUnit (0: real seconds).
+	timerUnit time.Duration
 }
 
 func newRestartRig(t *testing.T) *restartRig {
@@ -59,7 +63,7 @@ func (r *restartRig) start(cdr string) *Server {
 	var err error
 	// The previous server's sockets may take a moment to close.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		srv, err = New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: testLog(r.t)})
+		srv, err = New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: testLog(r.t), SessionTimerUnit: r.timerUnit})
 		if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
 			break
 		}
@@ -376,6 +380,67 @@ func TestRestartEndsCallsWithoutMedia(t *testing.T) {
 	lines := cdrLinesOf(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"))
 	if len(lines) != 1 || !strings.Contains(lines[0], `"media lost in restart"`) {
 		t.Fatalf("CDRs %q, want one with the reason media lost in restart", lines)
+	}
+}
+
+// A leg's session timer (RFC 4028) outlives the control plane: after the
+// restart Strait still answers the browser's refresh with the negotiated
+// Session-Expires, and when the refreshes stop it ends the call, BYE to
+// both legs (a restored call without its timer would never end).
+func TestRestartKeepsSessionTimers(t *testing.T) {
+	r := newRestartRig(t)
+	r.timerUnit = timerUnit
+	dir := t.TempDir()
+	a := r.start(filepath.Join(dir, "a.jsonl"))
+	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	r.browser = b
+	r.register()
+	mb := newBrowserMedia(t)
+	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer), sip.NewHeader("Session-Expires", "90"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := r.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 || header(res, "Session-Expires") != "90;refresher=uac" {
+		t.Fatalf("answer: %v %v; want Session-Expires 90;refresher=uac", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := a.Handover(); err != nil {
+		t.Fatal(err)
+	}
+	bsrv := r.start(filepath.Join(dir, "b.jsonl"))
+	r.register()
+	refresh, err := call.Request(ctx(t), sip.UPDATE, nil, "", sip.NewHeader("Session-Expires", "90;refresher=uac"), sip.NewHeader("Supported", "timer"))
+	if err != nil || refresh.StatusCode != 200 || header(refresh, "Session-Expires") != "90;refresher=uac" {
+		t.Fatalf("the browser's refresh after the restart: %v %v; want 200 with Session-Expires 90;refresher=uac", refresh, err)
+	}
+	// The browser goes silent: the restored call ends by its timer.
+	if err := call.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the browser got no BYE when its refreshes stopped after the restart")
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the PBX got no BYE when the browser's refreshes stopped after the restart")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(bsrv.Engine.Calls()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %v after the timer expired", bsrv.Engine.Calls())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines := cdrLinesOf(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"))
+	if len(lines) != 1 || !strings.Contains(lines[0], "session timer expired") {
+		t.Fatalf("CDRs %q, want one with the reason session timer expired", lines)
 	}
 }
 
