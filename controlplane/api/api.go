@@ -26,6 +26,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 )
 
@@ -38,6 +39,12 @@ type Config struct {
 	Registry *registrar.Registry
 	// History serves /v1/history; nil answers 503.
 	History History
+	// Presence serves /v1/presence and /v1/contacts; nil answers 503.
+	Presence *presence.Book
+	// Directory lists the configured users for the address book (nil:
+	// none; the registered and those who published presence are listed
+	// anyway).
+	Directory func() []string
 	// Auth returns the authenticator in force (it changes on reload);
 	// nil, or one that returns nil or has no credentials, lets every
 	// request act as the operator, which config.Validate allows on
@@ -79,6 +86,10 @@ func New(cfg Config) *API {
 	a.handle("GET", "/v1/cdrs", apiauth.ScopeCDR, a.cdrs)
 	a.handle("GET", "/v1/registrations", admin, a.registrations)
 	a.handle("GET", "/v1/history", apiauth.ScopeUser, a.history)
+	a.handle("PUT", "/v1/presence", apiauth.ScopeUser, a.setPresence)
+	a.handle("GET", "/v1/events/presence", apiauth.ScopeUser, a.presenceEvents)
+	a.handle("GET", "/v1/presence/{user}", apiauth.ScopeUser, a.getPresence)
+	a.handle("GET", "/v1/contacts", apiauth.ScopeUser, a.contacts)
 	a.handle("POST", "/v1/tokens", admin, a.mintToken)
 	a.handle("GET", "/v1/openapi.json", "", serveOpenAPI)
 	a.handle("POST", "/whip/{callee}", call, a.whipPublish)

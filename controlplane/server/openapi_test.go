@@ -43,10 +43,11 @@ func TestOpenAPI(t *testing.T) {
 		t.Fatalf("openapi.json is not JSON: %.200s", doc)
 	}
 	res.Body.Close()
+	bearer := "s3cret" // the credential do sends
 	do := func(method, path, ctype, body string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("Authorization", "Bearer "+bearer)
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)
 		}
@@ -207,6 +208,46 @@ func TestOpenAPI(t *testing.T) {
 	if res, b := do("POST", "/v1/tokens", "application/json", `{"user":"alice","scopes":["call"],"ttl_s":60}`); res.StatusCode != 201 {
 		t.Fatalf("tokens: %d %s", res.StatusCode, b)
 	}
+	// Presence and contacts, as bob with a token minted for him.
+	res, b = do("POST", "/v1/tokens", "application/json", `{"user":"bob","scopes":["user"],"ttl_s":60}`)
+	var minted struct{ Token string }
+	if json.Unmarshal(b, &minted); res.StatusCode != 201 || minted.Token == "" {
+		t.Fatalf("token for bob: %d %s", res.StatusCode, b)
+	}
+	bearer = minted.Token
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	preq, _ := http.NewRequestWithContext(pctx, "GET", base+"/v1/events/presence", nil)
+	preq.Header.Set("Authorization", "Bearer "+bearer)
+	pstream, err := client.Do(preq)
+	if err != nil || pstream.StatusCode != 200 {
+		t.Fatalf("presence events: %v %v", pstream, err)
+	}
+	defer pstream.Body.Close()
+	if res, b := do("PUT", "/v1/presence", "application/json", `{"status":"busy","note":"on a call"}`); res.StatusCode != 200 {
+		t.Fatalf("PUT presence: %d %s", res.StatusCode, b)
+	}
+	psc := bufio.NewScanner(pstream.Body)
+	heard := false
+	for !heard && psc.Scan() {
+		if d, ok := strings.CutPrefix(psc.Text(), "data: "); ok {
+			chk.CheckSchema("Presence", []byte(d))
+			heard = strings.Contains(d, `"status":"busy"`)
+		}
+	}
+	if !heard {
+		t.Fatal("the presence stream did not carry bob's change")
+	}
+	if res, b := do("GET", "/v1/presence/bob", "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"busy"`) {
+		t.Fatalf("GET presence: %d %s", res.StatusCode, b)
+	}
+	if res, b := do("GET", "/v1/contacts", "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"bob"`) {
+		t.Fatalf("contacts: %d %s", res.StatusCode, b)
+	}
+	if res, _ := do("PUT", "/v1/presence", "application/json", `{"status":"online"}`); res.StatusCode != 400 {
+		t.Fatalf("PUT a bad status: %d", res.StatusCode)
+	}
+	bearer = "s3cret"
 	if res, _ := do("POST", "/v1/tokens", "application/json", `{"user":"alice","scopes":["root"]}`); res.StatusCode != 400 {
 		t.Fatalf("tokens with a bad scope: %d", res.StatusCode)
 	}

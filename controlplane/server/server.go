@@ -37,6 +37,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/history"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/origins"
+	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -106,6 +107,8 @@ type Server struct {
 	State *state.Writer
 	// History keeps each user's call log in the state store, fed by CDR.
 	History *history.Log
+	// Presence keeps what API users publish, in the state store.
+	Presence *presence.Book
 
 	store    state.Store                           // the backend of State
 	local    *node.Node                            // the in-process dataplane, if any
@@ -191,6 +194,7 @@ func New(opt Options) (_ *Server, err error) {
 	s.History = history.New(history.Config{Store: s.store, Log: log.With("component", "history"),
 		Users: func(name string) bool { return s.digest != nil && s.digest.Known(name) }})
 	s.CDR.Notify(s.History.Add)
+	s.Presence = presence.New(presence.Config{Store: s.store, Log: log.With("component", "presence")})
 	if path := cfg.JournalPath(); path != "" {
 		if s.journal, err = cdr.OpenFileJournal(path); err != nil {
 			return nil, err
@@ -544,7 +548,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 		}
 		s.WS.ServeHTTP(w, r)
 	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Auth: s.auth.Load,
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Directory: s.userNames, Auth: s.auth.Load,
 		Log: s.log.With("component", "api")}))
 	mux.Handle("/v1/", apiHandler)
 	mux.Handle("/whip/", apiHandler)
@@ -688,6 +692,9 @@ func (s *Server) close(handover bool) error {
 		if s.History != nil {
 			s.History.Close() // the calls' last records, before the store closes
 		}
+		if s.Presence != nil {
+			s.Presence.Close()
+		}
 		if s.State != nil {
 			if err := s.State.Close(); err != nil {
 				s.log.Warn("state store: changes not written", "err", err)
@@ -705,4 +712,16 @@ func (s *Server) close(handover bool) error {
 		s.wg.Wait()
 	})
 	return s.closeErr
+}
+
+// userNames lists the configured users (standalone --user), for the
+// address book.
+func (s *Server) userNames() []string {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	out := make([]string, 0, len(s.users))
+	for _, u := range s.users {
+		out = append(out, u.Name)
+	}
+	return out
 }

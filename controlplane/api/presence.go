@@ -1,0 +1,182 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/presence"
+)
+
+// Presence and the address book: an API user publishes its presence
+// (PUT /v1/presence), reads anyone's (GET /v1/presence/{user}), hears of
+// changes (GET /v1/events/presence, server-sent events) and reads the
+// shared address book with everyone's presence (GET /v1/contacts). A user
+// who published nothing is available while registered, offline
+// otherwise.
+
+// PresenceRequest is the body of PUT /v1/presence.
+type PresenceRequest struct {
+	Status string `json:"status"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Presence is a user's presence as the API shows it.
+type Presence struct {
+	User   string `json:"user"`
+	Status string `json:"status"`
+	Note   string `json:"note,omitempty"`
+	// Updated is when the user last published (absent: never).
+	Updated *time.Time `json:"updated,omitempty"`
+	// Registered says whether the user has a SIP registration here now.
+	Registered bool `json:"registered"`
+}
+
+// presenceOf combines what user published (if anything) with its
+// registration.
+func (a *API) presenceOf(user string, s presence.State, published bool) Presence {
+	p := Presence{User: user, Registered: a.cfg.Registry != nil && len(a.cfg.Registry.Lookup(user)) > 0}
+	switch {
+	case published:
+		p.Status, p.Note = s.Status, s.Note
+		u := s.Updated
+		p.Updated = &u
+	case p.Registered:
+		p.Status = "available"
+	default:
+		p.Status = "offline"
+	}
+	return p
+}
+
+// needPresence answers 503 when no presence service is configured.
+func (a *API) needPresence(w http.ResponseWriter, r *http.Request) bool {
+	if a.cfg.Presence == nil {
+		WriteProblem(w, r, http.StatusServiceUnavailable, "", "no presence service here")
+		return false
+	}
+	return true
+}
+
+// ownUser is the credential's user, or a 400 when it has none.
+func ownUser(w http.ResponseWriter, r *http.Request) (string, bool) {
+	u := principal(r).User
+	if u == "" {
+		WriteProblem(w, r, http.StatusBadRequest, ProblemBadRequest, "this credential has no user")
+		return "", false
+	}
+	return u, true
+}
+
+func checkPresenceRequest(p *PresenceRequest) error { return presence.Check(p.Status, p.Note) }
+
+func (a *API) setPresence(w http.ResponseWriter, r *http.Request) {
+	user, ok := ownUser(w, r)
+	if !ok || !a.needPresence(w, r) {
+		return
+	}
+	var req PresenceRequest
+	if !readBody(w, r, &req, checkPresenceRequest) {
+		return
+	}
+	s, err := a.cfg.Presence.Set(r.Context(), user, req.Status, req.Note)
+	if err != nil {
+		a.cfg.Log.Warn("presence not stored", "user", user, "err", err)
+		WriteProblem(w, r, http.StatusServiceUnavailable, "", "the presence store is unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, a.presenceOf(user, s, true))
+}
+
+func (a *API) getPresence(w http.ResponseWriter, r *http.Request) {
+	if !a.needPresence(w, r) {
+		return
+	}
+	user := r.PathValue("user")
+	if len(user) > 64 {
+		WriteProblem(w, r, http.StatusBadRequest, ProblemBadRequest, "user: at most 64 characters")
+		return
+	}
+	s, ok, err := a.cfg.Presence.Get(r.Context(), user)
+	if err != nil {
+		WriteProblem(w, r, http.StatusServiceUnavailable, "", "the presence store is unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, a.presenceOf(user, s, ok))
+}
+
+// presenceEvents streams every presence change as a "presence" event.
+func (a *API) presenceEvents(w http.ResponseWriter, r *http.Request) {
+	if !a.needPresence(w, r) {
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		WriteProblem(w, r, http.StatusInternalServerError, "", "streaming unsupported")
+		return
+	}
+	ch, stop := a.cfg.Presence.Watch()
+	defer stop()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": strait presence\n\n")
+	fl.Flush()
+	t := time.NewTicker(sseKeepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+			fl.Flush()
+		case s, ok := <-ch:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(a.presenceOf(s.User, s, true))
+			fmt.Fprintf(w, "event: presence\ndata: %s\n\n", b)
+			fl.Flush()
+		}
+	}
+}
+
+// Contact is one entry of the address book.
+type Contact = Presence
+
+// contacts serves the shared address book: the configured users
+// (Directory), whoever is registered, and whoever published a presence,
+// each with its presence, by user.
+func (a *API) contacts(w http.ResponseWriter, r *http.Request) {
+	if !a.needPresence(w, r) {
+		return
+	}
+	all, err := a.cfg.Presence.All(r.Context())
+	if err != nil {
+		WriteProblem(w, r, http.StatusServiceUnavailable, "", "the presence store is unavailable")
+		return
+	}
+	var users []string
+	if a.cfg.Directory != nil {
+		users = append(users, a.cfg.Directory()...)
+	}
+	if a.cfg.Registry != nil {
+		for _, b := range a.cfg.Registry.All() {
+			users = append(users, b.AOR)
+		}
+	}
+	for u := range all {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	out := make([]Contact, 0, len(users))
+	for _, u := range users {
+		s, ok := all[u]
+		out = append(out, a.presenceOf(u, s, ok))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"contacts": out})
+}
