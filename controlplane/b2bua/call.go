@@ -218,6 +218,9 @@ func (c *Call) setState(s State) {
 	}
 	c.publish()
 	if !c.sub {
+		if s == StateAnswered {
+			c.e.cfg.Metrics.CallAnswered(c.direction, c.answer.Sub(c.start))
+		}
 		c.e.cfg.Metrics.CallState(old.String(), s.String())
 		c.e.emit(Event{Call: c.ID, State: s.String(), Time: time.Now(), Caller: c.caller, Callee: c.callee})
 	}

@@ -96,6 +96,7 @@ func (c *Call) end(cause int, reason string) {
 	if !c.sub {
 		c.e.cfg.Metrics.CallState(old.String(), "")
 		c.e.cfg.Metrics.CallEnded(cause)
+		c.e.cfg.Metrics.CallFinal(c.direction, !c.answer.IsZero(), cause)
 		rec := c.record(cause, reason)
 		rec.Media, rec.Node = legMedia(final), node
 		if s := c.sample.Load(); s != nil {

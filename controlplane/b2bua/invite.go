@@ -433,6 +433,9 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				if rseq, ok := reliableRSeq(res); ok && !reliable.fresh(res, rseq) {
 					continue // a retransmission (RFC 3262 section 4): nothing reaches the caller
 				}
+				if !progressed && !c.sub {
+					e.cfg.Metrics.CallProgressed(c.direction, time.Since(c.start))
+				}
 				progressed = true
 				if tag, ok := res.To().Params.Get("tag"); ok && tag != "" {
 					d.established(res)
@@ -546,6 +549,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 				continue
 			}
 			c.log.Info("callee did not answer the INVITE", "err", tx.Err())
+			e.cfg.Metrics.TransactionFailed(string(sip.INVITE), sipnet.TxFailure(tx.Err()))
 			cl.failed(408, "", nil)
 			c.end(408, "callee timeout")
 			return

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLabelsBounded(t *testing.T) {
@@ -44,5 +45,46 @@ func TestSeriesBounded(t *testing.T) {
 				t.Errorf("%s has %d series", mf.GetName(), n)
 			}
 		}
+	}
+}
+
+func TestCallMetricLabelsBounded(t *testing.T) {
+	for code, want := range map[int]string{200: "2xx", 486: "4xx", 487: "4xx", 503: "5xx", 603: "6xx", 302: "3xx", 0: "other", 999: "other"} {
+		if got := classLabel(code); got != want {
+			t.Errorf("classLabel(%d) = %s, want %s", code, got, want)
+		}
+	}
+	for code, want := range map[int]string{200: "ok", 401: "challenged", 407: "challenged", 403: "forbidden", 404: "not_found",
+		400: "bad_request", 423: "interval_too_brief", 503: "unavailable", 408: "unavailable", 480: "other"} {
+		if got := registerResult(code); got != want {
+			t.Errorf("registerResult(%d) = %s, want %s", code, got, want)
+		}
+	}
+	m := New()
+	for i := range 100 {
+		m.TransactionFailed("X-METHOD-"+string(rune('A'+i%26)), "weird")
+		m.CallFinal("made-up-direction", false, 1000+i)
+		m.CallAnswered("made-up", time.Second)
+	}
+	mfs, _ := m.Registry.Gather()
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "strait_sip_transaction_failures_total", "strait_calls_final_total", "strait_call_setup_seconds":
+			if n := len(mf.GetMetric()); n != 1 {
+				t.Errorf("%s: %d series from made-up values, want 1", mf.GetName(), n)
+			}
+		case "strait_upstream_up":
+			t.Error("strait_upstream_up registered before any upstream was pinged")
+		}
+	}
+	m.SetUpstreamUp(true)
+	m.SetUpstreamUp(false)
+	mfs, _ = m.Registry.Gather()
+	found := false
+	for _, mf := range mfs {
+		found = found || mf.GetName() == "strait_upstream_up"
+	}
+	if !found {
+		t.Error("strait_upstream_up missing once an upstream was pinged")
 	}
 }

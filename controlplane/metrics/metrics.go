@@ -34,6 +34,7 @@ type Metrics struct {
 	authBlocked   atomic.Pointer[func() (sources, users int)]
 	stateUp       prometheus.Gauge
 	stateWrites   *prometheus.CounterVec
+	calls2        *callMetrics
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -41,6 +42,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		calls2:   newCallMetrics(),
 		registrations: prometheus.NewGauge(prometheus.GaugeOpts{Name: "strait_registrations",
 			Help: "Current registration bindings (browsers and SIP devices)."}),
 		calls: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strait_calls",
@@ -73,8 +75,11 @@ func New() *Metrics {
 			Help: "Records written to the state store (calls, bindings, sessions), by result (ok, error)."}, []string{"result"}),
 	}
 	m.Registry.MustRegister(m.stateUp, m.stateWrites, buildinfo.Collector("strait"))
+	m.Registry.MustRegister(m.calls2.collectors(m)...)
+	// strait_upstream_up is registered by the first SetUpstreamUp: a
+	// standalone Strait has no upstream, and a 0 would page someone.
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamUp, m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}
@@ -122,6 +127,9 @@ func (m *Metrics) Request(method string, in bool) {
 func (m *Metrics) Response(method string, code int, in bool) {
 	if m != nil {
 		m.sipResponses.WithLabelValues(methodLabel(method), codeLabel(code), dir(in)).Inc()
+		if !in && method == "REGISTER" && code >= 200 {
+			m.calls2.registers.WithLabelValues(registerResult(code)).Inc()
+		}
 	}
 }
 
@@ -181,6 +189,7 @@ func (m *Metrics) SetUpstreamUp(up bool) {
 	if up {
 		v = 1
 	}
+	m.calls2.upstreamOnce.Do(func() { m.Registry.MustRegister(m.upstreamUp) })
 	m.upstreamUp.Set(v)
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -217,6 +218,7 @@ func New(opt Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.WS = sipws.New(s.httpLn.Addr(), log.With("component", "sipws"))
+	s.Metrics.WebSocketFlowsFrom(s.WS.Flows)
 
 	ups, err := s.upstreams(p.Upstreams)
 	if err != nil {
@@ -559,6 +561,16 @@ func (s *Server) handler(root http.Handler) http.Handler {
 	mux.HandleFunc("GET /readyz", s.ready)
 	metricsHandler := promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", api.RequireScope(s.auth.Load, apiauth.ScopeAdmin, metricsHandler))
+	// The Go profiler, as strait-dataplane serves it on its metrics
+	// listener: here behind the same admin credential as /metrics, since
+	// the HTTP listener may be public (a profile reveals code and memory).
+	pprofMux := http.NewServeMux()
+	pprofMux.HandleFunc("/debug/pprof/", pprof.Index)
+	pprofMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	pprofMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	pprofMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	pprofMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/", api.RequireScope(s.auth.Load, apiauth.ScopeAdmin, pprofMux))
 	if root == nil {
 		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/" {

@@ -388,14 +388,28 @@ func (s *Stack) Do(ctx context.Context, req *sip.Request) (*sip.Response, error)
 			}
 			return res, nil
 		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return nil, err
+			err := tx.Err()
+			if err == nil {
+				err = sip.ErrTransactionTimeout
 			}
-			return nil, sip.ErrTransactionTimeout
+			s.cfg.Metrics.TransactionFailed(string(req.Method), TxFailure(err))
+			return nil, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// TxFailure names why a client transaction ended without a final
+// response, as strait_sip_transaction_failures_total counts it.
+func TxFailure(err error) string {
+	switch {
+	case errors.Is(err, sip.ErrTransactionTransport):
+		return metrics.TxTransport
+	case errors.Is(err, sip.ErrTransactionTimeout), err == nil:
+		return metrics.TxTimeout
+	}
+	return "other"
 }
 
 // Write sends a prepared request outside any transaction (ACK). Like

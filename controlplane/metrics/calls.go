@@ -1,0 +1,164 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// What operators graph about calls and registrations beyond the counts
+// in metrics.go: how long calls take to set up, how they end (the
+// answer-seizure ratio is strait_calls_final_total{class="2xx"} over all
+// classes), how registrations fare, how many browsers are connected, and
+// how many SIP transactions fail for want of an answer. Every label is
+// from a closed set.
+
+// directions are the call directions (package b2bua); anything else
+// counts as "other".
+var directions = map[string]bool{"browser-to-sip": true, "sip-to-browser": true, "browser-to-browser": true,
+	"api": true, "echo": true, "sip-to-sip": true}
+
+func directionLabel(d string) string {
+	if directions[d] {
+		return d
+	}
+	return "other"
+}
+
+// setupBuckets span a call's setup and post-dial delay: from tens of
+// milliseconds (an auto-answer) to the two minutes a phone may ring.
+var setupBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120}
+
+// callMetrics are the collectors of this file, created by New.
+type callMetrics struct {
+	setup        *prometheus.HistogramVec
+	pdd          *prometheus.HistogramVec
+	final        *prometheus.CounterVec
+	registers    *prometheus.CounterVec
+	txFailures   *prometheus.CounterVec
+	wsFlows      func() int
+	wsFlowsMu    sync.Mutex
+	upstreamOnce sync.Once
+}
+
+func newCallMetrics() *callMetrics {
+	return &callMetrics{
+		setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "strait_call_setup_seconds",
+			Help:    "Time from a call's INVITE (or API request) to its answer, for answered calls, by direction.",
+			Buckets: setupBuckets}, []string{"direction"}),
+		pdd: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "strait_call_post_dial_delay_seconds",
+			Help:    "Post-dial delay: time from a call's INVITE to the callee's first ringing or early-media response (180-183), by direction.",
+			Buckets: setupBuckets}, []string{"direction"}),
+		final: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_calls_final_total",
+			Help: "Calls by the class of their final answer to the caller: 2xx answered, 3xx-6xx not (answer-seizure ratio: 2xx over all), by direction."},
+			[]string{"class", "direction"}),
+		registers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_register_results_total",
+			Help: "Final answers Strait gave to REGISTER requests, by result (ok, challenged, forbidden, not_found, bad_request, interval_too_brief, unavailable, other)."},
+			[]string{"result"}),
+		txFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_transaction_failures_total",
+			Help: "Client transactions Strait started that ended without a final response, by method and reason (timeout: no answer within 64*T1; transport: the message could not be sent)."},
+			[]string{"method", "reason"}),
+	}
+}
+
+func (c *callMetrics) collectors(m *Metrics) []prometheus.Collector {
+	ws := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_websocket_connections",
+		Help: "SIP over WebSocket connections open (browsers)."}, func() float64 {
+		c.wsFlowsMu.Lock()
+		f := c.wsFlows
+		c.wsFlowsMu.Unlock()
+		if f == nil {
+			return 0
+		}
+		return float64(f())
+	})
+	return []prometheus.Collector{c.setup, c.pdd, c.final, c.registers, c.txFailures, ws}
+}
+
+// CallAnswered observes a call's setup time (start to answer).
+func (m *Metrics) CallAnswered(direction string, setup time.Duration) {
+	if m != nil {
+		m.calls2.setup.WithLabelValues(directionLabel(direction)).Observe(setup.Seconds())
+	}
+}
+
+// CallProgressed observes a call's post-dial delay (start to the callee's
+// first 180-183); the caller calls it once per call.
+func (m *Metrics) CallProgressed(direction string, pdd time.Duration) {
+	if m != nil {
+		m.calls2.pdd.WithLabelValues(directionLabel(direction)).Observe(pdd.Seconds())
+	}
+}
+
+// CallFinal counts a call by its final answer to the caller: answered
+// (2xx), else the class of code.
+func (m *Metrics) CallFinal(direction string, answered bool, code int) {
+	if m == nil {
+		return
+	}
+	class := "2xx"
+	if !answered {
+		class = classLabel(code)
+	}
+	m.calls2.final.WithLabelValues(class, directionLabel(direction)).Inc()
+}
+
+func classLabel(code int) string {
+	switch {
+	case code >= 300 && code <= 699:
+		return string(rune('0'+code/100)) + "xx"
+	case code >= 200 && code < 300:
+		return "2xx"
+	}
+	return "other"
+}
+
+// registerResult maps a final answer to a REGISTER onto a result.
+func registerResult(code int) string {
+	switch {
+	case code >= 200 && code < 300:
+		return "ok"
+	case code == 401 || code == 407:
+		return "challenged"
+	case code == 403:
+		return "forbidden"
+	case code == 404:
+		return "not_found"
+	case code == 400:
+		return "bad_request"
+	case code == 423:
+		return "interval_too_brief"
+	case code == 408 || code >= 500:
+		return "unavailable"
+	}
+	return "other"
+}
+
+// Transaction failure reasons.
+const (
+	TxTimeout   = "timeout"
+	TxTransport = "transport"
+)
+
+// TransactionFailed counts a client transaction that ended without a
+// final response: reason is TxTimeout or TxTransport.
+func (m *Metrics) TransactionFailed(method, reason string) {
+	if m == nil {
+		return
+	}
+	if reason != TxTimeout && reason != TxTransport {
+		reason = "other"
+	}
+	m.calls2.txFailures.WithLabelValues(methodLabel(method), reason).Inc()
+}
+
+// WebSocketFlowsFrom makes strait_websocket_connections read f at each
+// scrape.
+func (m *Metrics) WebSocketFlowsFrom(f func() int) {
+	if m != nil {
+		m.calls2.wsFlowsMu.Lock()
+		m.calls2.wsFlows = f
+		m.calls2.wsFlowsMu.Unlock()
+	}
+}
