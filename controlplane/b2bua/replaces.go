@@ -21,6 +21,10 @@ import (
 //     browser's dialog of call B with Strait; the REFER that goes on to
 //     the other side names call B's dialog on that side, as its far end
 //     (the transfer target) sees it.
+//   - An INVITE with a Replaces header naming one of Strait's dialogs
+//     as its peer sees it (Strait's tag is the from-tag): the referee of
+//     a transfer Strait relayed completing it, for instance between
+//     browsers; it goes to that peer with the Replaces as it is.
 //   - An INVITE with a Replaces header (the PBX completing such a
 //     transfer, or picking up a call): it names Strait's dialog with the
 //     sender in an existing call; the new call goes to that call's other
@@ -151,7 +155,18 @@ func (e *Engine) inviteReplaces(req *sip.Request) (*leg, replaces, int) {
 		return nil, replaces{}, 400
 	}
 	l := e.replacedLeg(r)
-	if l == nil || l.c.State() == StateEnded {
+	if l == nil {
+		// Not Strait's own dialog: maybe one of Strait's dialogs as its
+		// peer sees it (a Replaces Strait put in a Refer-To, sent back by
+		// the referee): the INVITE goes to that peer as it is.
+		// Not from that peer itself, nor from its side of Strait (a PBX
+		// names its own dialogs itself).
+		if p := e.peerDialog(r); p != nil && p.c.State() != StateEnded && otherParty(p, req) {
+			return p, r, 0
+		}
+		return nil, replaces{}, 481
+	}
+	if l.c.State() == StateEnded {
 		return nil, replaces{}, 481
 	}
 	answered := l.c.State() == StateAnswered
@@ -171,26 +186,66 @@ func (e *Engine) inviteReplaces(req *sip.Request) (*leg, replaces, int) {
 	return l, r, 0
 }
 
+// peerDialog finds the leg whose dialog a Replaces names as Strait's peer
+// on it sees it: Strait's tag is the from-tag, the peer's the to-tag.
+func (e *Engine) peerDialog(r replaces) *leg {
+	e.mu.Lock()
+	l := e.dialogs[key(r.callID, r.fromTag)]
+	e.mu.Unlock()
+	if l == nil || l.d == nil {
+		return nil
+	}
+	l.d.mu.Lock()
+	remote := l.d.remoteTag
+	l.d.mu.Unlock()
+	if remote != r.toTag {
+		return nil
+	}
+	return l
+}
+
+// otherParty reports whether req comes from elsewhere than leg l's side:
+// another WebSocket than l's browser's, or a browser when l's peer is a
+// SIP one.
+func otherParty(l *leg, req *sip.Request) bool {
+	ws := strings.HasPrefix(strings.ToUpper(req.Transport()), "WS")
+	if l.kind == kindWebRTC {
+		return !ws || l.d.flow != req.Source()
+	}
+	return ws
+}
+
 // replacingTarget is where an INVITE that replaces leg l's dialog goes:
 // to the other party of l's call, on the same connection or target, with
-// a Replaces naming that party's dialog with Strait.
+// a Replaces naming that party's dialog with Strait; or, when r names
+// l's dialog as l's peer sees it (r's from-tag is Strait's), to that
+// peer with r as it is.
 func (e *Engine) replacingTarget(l *leg, r replaces) (target, bool) {
+	if l.d.localTag == r.fromTag {
+		return legTarget(l, r), true
+	}
 	rep, o, ok := across(l, r.earlyOnly)
 	if !ok {
 		return target{}, false
 	}
+	return legTarget(o, rep), true
+}
+
+// legTarget is a target that reaches leg o's peer where o's dialog does,
+// with an INVITE carrying Replaces rep.
+func legTarget(o *leg, rep replaces) target {
 	o.d.mu.Lock()
 	contact, transport, flow, dest, up := *o.d.target.Clone(), o.d.transport, o.d.flow, o.d.dest, o.d.up
 	user := o.d.remote.User
 	o.d.mu.Unlock()
 	if up != nil {
 		attempts := []upstream.Target{*up}
-		return target{upstream: true, user: user, attempts: attempts, replaces: rep.String()}, true
+		return target{upstream: true, user: user, attempts: attempts, replaces: rep.String()}
 	}
 	src := flow
 	if src == "" {
 		src = dest
 	}
 	b := registrar.Binding{AOR: user, Contact: contact, Transport: transport, Source: src}
-	return target{binding: b, user: user, replaces: rep.String()}, true
+	return target{binding: b, user: user, replaces: rep.String()}
 }

@@ -238,3 +238,94 @@ func TestTrunkBlindTransferFromPBX(t *testing.T) {
 	tr.waitCalls(0)
 	tr.waitSessions(0)
 }
+
+// Attended transfer between browsers in standalone mode (RFC 5589
+// section 7): alice talks to bob and to carol, then REFERs bob to carol
+// with a Replaces naming her call with carol. bob's REFER names carol's
+// dialog with Strait as carol sees it; bob's INVITE with that Replaces
+// reaches carol with it unchanged, so carol's phone swaps calls; carol
+// ends the replaced call and alice's side of it ends too.
+func TestStandaloneAttendedTransfer(t *testing.T) {
+	e := startStandalone(t)
+	alice := registered(t, e, "alice", "a-secret")
+	bob := registered(t, e, "bob", "b-secret")
+	carol := registered(t, e, "carol", "c-secret")
+
+	dial := func(from, to *siptest.Phone, user string, hdrs ...sip.Header) (*siptest.Dialog, *siptest.Dialog) {
+		t.Helper()
+		call, err := from.Invite(ctx(t), user, []byte(newBrowserMedia(t).Offer), hdrs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inc, err := to.WaitCall(5 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		go inc.Answer(newAnswerer(t).answer(t, inc.Invite.Body()))
+		if res, err := call.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
+			t.Fatalf("call to %s: %v %v", user, res, err)
+		}
+		call.Ack(ctx(t))
+		return call, inc
+	}
+	toBob, atBob := dial(alice, bob, "bob")
+	toCarol, atCarol := dial(alice, carol, "carol")
+
+	aLocal, aRemote := toCarol.Tags()
+	rep := url.QueryEscape(toCarol.CallID + ";to-tag=" + aRemote + ";from-tag=" + aLocal)
+	if res, err := toBob.Request(ctx(t), sip.REFER, nil, "", sip.NewHeader("Refer-To", "<sip:carol@127.0.0.1?Replaces="+rep+">")); err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v", res, err)
+	}
+	refer, err := bob.WaitRequest(sip.REFER, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cLocal, cRemote := atCarol.Tags()
+	want := atCarol.CallID + ";to-tag=" + cLocal + ";from-tag=" + cRemote
+	rt := refer.GetHeader("Refer-To").Value()
+	_, q, _ := strings.Cut(strings.Trim(rt, "<>"), "?Replaces=")
+	if got, _ := url.QueryUnescape(q); got != want {
+		t.Fatalf("Refer-To at bob: %s\nwant Replaces=%s", rt, want)
+	}
+	hidden(t, "REFER to bob", refer.String(), toCarol.CallID, aLocal)
+
+	// bob, the referee, calls carol with the Replaces.
+	newCall, atCarol2 := dial(bob, carol, "carol", sip.NewHeader("Replaces", want), sip.NewHeader("Referred-By", "<sip:alice@127.0.0.1>"))
+	if h := atCarol2.Invite.GetHeader("Replaces"); h == nil || h.Value() != want {
+		t.Fatalf("Replaces at carol: %v, want %s", h, want)
+	}
+	// carol swaps: she ends the replaced call; alice's side of it ends.
+	if err := atCarol.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := toCarol.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("alice's call with carol did not end")
+	}
+	// alice, the transfer done, hangs up on bob.
+	if err := toBob.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := atBob.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCalls(1)
+	if err := newCall.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := atCarol2.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCalls(0)
+	e.waitSessions(0)
+
+	// A Replaces for a dialog nobody has gets 481, both ways round.
+	for _, v := range []string{want, toCarol.CallID + ";to-tag=" + aRemote + ";from-tag=" + aLocal} {
+		c, err := bob.Invite(ctx(t), "carol", []byte(newBrowserMedia(t).Offer), sip.NewHeader("Replaces", v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := c.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 481 {
+			t.Errorf("Replaces of an ended call %s: %v, want 481", v, res)
+		}
+	}
+}
