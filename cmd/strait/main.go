@@ -72,10 +72,18 @@ func main() {
 	// SIGHUP rereads the configuration and applies what can change live
 	// (certificates, dial plan, limits, API token, log level); SIGTERM and
 	// SIGINT stop: every call is hung up within --shutdown-timeout (BYE
-	// both ways, CDRs written), then the listeners close.
+	// both ways, CDRs written), then the listeners close. SIGUSR2 stops
+	// for an upgrade: answered calls are left to the next strait on the
+	// same state store and dataplane nodes (Server.Handover).
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	stop := srv.Close
 	for s := range sig {
+		if s == syscall.SIGUSR2 {
+			log.Info("handing over: answered calls are left to the next strait", "signal", s.String())
+			stop = srv.Handover
+			break
+		}
 		if s != syscall.SIGHUP {
 			log.Info("stopping", "signal", s.String())
 			break
@@ -83,7 +91,7 @@ func main() {
 		reload(srv, log)
 		trace()
 	}
-	if err := srv.Close(); err != nil {
+	if err := stop(); err != nil {
 		log.Warn("stopped with an error", "err", err)
 	}
 }

@@ -3,6 +3,9 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/dataplane/portalloc"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -479,4 +483,70 @@ func cdrLinesOf(t *testing.T, files ...string) []string {
 		}
 	}
 	return lines
+}
+
+// All in one, the in-process dataplane's sessions end with the process, so
+// a handover cannot leave calls to a next process: it hangs them up as
+// Close does (BYE to both legs, the call's CDR), instead of leaving them
+// to be found without media and ended by the next process.
+func TestHandoverAllInOneHangsUp(t *testing.T) {
+	base := freeUDPRange(t, 12)
+	tr := startTrunkOpts(t, func(c *config.Config) {
+		c.WebRTCPorts = portalloc.Range{First: base, Last: base}
+		c.RTPPorts = portalloc.Range{First: base + 2, Last: base + 11}
+	}, func(o *Options) { o.Nodes = nil })
+	if tr.srv.Local() == nil {
+		t.Fatal("the server has no in-process dataplane")
+	}
+	tr.register(t)
+	mb := newBrowserMedia(t)
+	call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := tr.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	if res, err := call.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := tr.srv.Handover(); err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the PBX got no BYE from an all-in-one handover")
+	}
+	if lines := tr.cdrLines(); len(lines) != 1 || !strings.Contains(lines[0], `"shutdown"`) {
+		t.Fatalf("CDRs %q, want the call's, ended by the shutdown", lines)
+	}
+}
+
+// freeUDPRange returns the first of n loopback UDP ports that are free
+// now (an even one).
+func freeUDPRange(t *testing.T, n int) uint16 {
+	t.Helper()
+	for range 50 {
+		base := uint16(20000 + 2*rand.IntN(20000))
+		var conns []net.PacketConn
+		for p := base; p < base+uint16(n); p++ {
+			c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
+			}
+			conns = append(conns, c)
+		}
+		ok := len(conns) == n
+		for _, c := range conns {
+			c.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free UDP port range")
+	return 0
 }

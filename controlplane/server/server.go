@@ -661,8 +661,16 @@ func (s *Server) Close() error { return s.close(false) }
 // their records are written and kept, their sessions stay on remote
 // nodes, their CDR journal entries stay open; nobody gets a BYE. Browsers
 // see their WebSocket close and reconnect to the next process. Calls
-// still ringing end as with Close.
-func (s *Server) Handover() error { return s.close(true) }
+// still ringing end as with Close. All in one (the in-process dataplane,
+// whose sessions end with the process) it is Close: the calls could not
+// be carried on, so they are hung up properly now.
+func (s *Server) Handover() error {
+	if s.local != nil {
+		s.log.Warn("handover with the in-process dataplane: its media ends with this process, so calls are hung up (give --dataplane nodes to keep calls across an upgrade)")
+		return s.close(false)
+	}
+	return s.close(true)
+}
 
 func (s *Server) close(handover bool) error {
 	s.once.Do(func() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,17 +17,32 @@ import (
 // control plane is killed and started again (issue 11).
 const maxMediaGap = time.Second
 
-// Issue 11: strait is killed (kill -9) in the middle of a call carried by
-// a separate strait-dataplane, and started again with the same addresses
-// and data directory. The node keeps relaying meanwhile; the new process
+// Issue 11: strait is killed (kill -9), or told to hand over for an
+// upgrade (SIGUSR2), in the middle of a call carried by a separate
+// strait-dataplane, and started again with the same addresses and data
+// directory. The node keeps relaying meanwhile; the new process
 // reads the call from the embedded state store and adopts its session
 // instead of deleting it; JsSIP reconnects its WebSocket and registers
 // again by itself; the PBX's hold (re-INVITEs toward the browser) and then
 // its BYE reach the browser on its new WebSocket; the call gets one CDR;
 // nothing is left on strait or the node. The media counted at both ends
 // never stops for more than maxMediaGap.
-func TestKill9CarriesCallsOn(t *testing.T) {
-	t.Parallel()
+func TestRestartCarriesCallsOn(t *testing.T) {
+	for _, stop := range []struct {
+		name string
+		stop func(ctx context.Context, s *harness.Strait) error
+	}{
+		{"kill -9", func(_ context.Context, s *harness.Strait) error { s.Kill(); return nil }},
+		{"handover (SIGUSR2)", func(ctx context.Context, s *harness.Strait) error { return s.Signal(ctx, syscall.SIGUSR2) }},
+	} {
+		t.Run(stop.name, func(t *testing.T) {
+			t.Parallel()
+			restartCarriesCallsOn(t, stop.name, stop.stop)
+		})
+	}
+}
+
+func restartCarriesCallsOn(t *testing.T, how string, stop func(ctx context.Context, s *harness.Strait) error) {
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP, harness.NeedSipp)
 	c := capture(e)
 	dp := e.StartDataplane()
@@ -57,15 +73,12 @@ func TestKill9CarriesCallsOn(t *testing.T) {
 	pbxMedia(e, c, pbxLow, pbxHigh, minPackets)
 
 	m := startMediaGaps(e, alice, c, pbxLow, pbxHigh)
-	e.Step("media flows before the kill", 5*time.Second, m.flowing)
-	e.Step("kill -9 strait", 5*time.Second, func(context.Context) error {
-		s.Kill()
-		return nil
-	})
+	e.Step("media flows before the restart", 5*time.Second, m.flowing)
+	e.Step(how+": strait exits", 15*time.Second, func(ctx context.Context) error { return stop(ctx, s) })
 	killed := time.Now()
 	e.Step("media goes on without a control plane", 5*time.Second, m.flowing)
 	s = e.StartStrait(cfg)
-	e.T().Logf("strait back %s after the kill", time.Since(killed).Round(time.Millisecond))
+	e.T().Logf("strait back %s after it exited", time.Since(killed).Round(time.Millisecond))
 	e.Step("the new strait carries the call on (GET /v1/calls)", 5*time.Second, func(ctx context.Context) error {
 		calls, err := s.Calls(ctx)
 		if err != nil {
@@ -85,8 +98,8 @@ func TestKill9CarriesCallsOn(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		e.T().Logf("longest media gap across kill -9 and restart: %s at the browser (getStats every %s), %s at the PBX (capture; 0 without one)",
-			gapBrowser.Round(time.Millisecond), sampleEvery, gapPBX.Round(time.Millisecond))
+		e.T().Logf("longest media gap across %s and restart: %s at the browser (getStats every %s), %s at the PBX (capture; 0 without one)",
+			how, gapBrowser.Round(time.Millisecond), sampleEvery, gapPBX.Round(time.Millisecond))
 		if gapBrowser > maxMediaGap || gapPBX > maxMediaGap {
 			return fmt.Errorf("media stopped for %s at the browser, %s at the PBX: want under %s", gapBrowser, gapPBX, maxMediaGap)
 		}

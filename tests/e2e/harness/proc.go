@@ -99,6 +99,15 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// Signal sends sig to the process (not its group) and waits for it to
+// exit by itself, returning its error (nil for exit status 0) or ctx's.
+func (p *Process) Signal(ctx context.Context, sig syscall.Signal) error {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	return p.Wait(ctx)
+}
+
 // ExitCode returns the exit status of an exited process, or -1.
 func (p *Process) ExitCode() int {
 	var exit *exec.ExitError
