@@ -26,6 +26,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 )
@@ -41,6 +42,8 @@ type Config struct {
 	History History
 	// Presence serves /v1/presence and /v1/contacts; nil answers 503.
 	Presence *presence.Book
+	// Messages carries instant messages to API listeners; nil answers 503.
+	Messages *messaging.Hub
 	// Directory lists the configured users for the address book (nil:
 	// none; the registered and those who published presence are listed
 	// anyway).
@@ -90,6 +93,8 @@ func New(cfg Config) *API {
 	a.handle("GET", "/v1/events/presence", apiauth.ScopeUser, a.presenceEvents)
 	a.handle("GET", "/v1/presence/{user}", apiauth.ScopeUser, a.getPresence)
 	a.handle("GET", "/v1/contacts", apiauth.ScopeUser, a.contacts)
+	a.handle("POST", "/v1/messages", apiauth.ScopeUser, a.sendMessage)
+	a.handle("GET", "/v1/events/messages", apiauth.ScopeUser, a.messageEvents)
 	a.handle("POST", "/v1/tokens", admin, a.mintToken)
 	a.handle("GET", "/v1/openapi.json", "", serveOpenAPI)
 	a.handle("POST", "/whip/{callee}", call, a.whipPublish)

@@ -36,6 +36,11 @@ type Config struct {
 	Registrar *registrar.Registrar
 	// Flows tells whether a browser's WebSocket is still connected.
 	Flows interface{ Open(flow string) bool }
+	// OnMessage, when set, is offered every out-of-dialog MESSAGE Strait
+	// accepts (sender authorised), with the sender's and recipient's
+	// users, for the recipient's HTTP API listeners; it reports whether
+	// any took it. It must not block.
+	OnMessage func(from, to, contentType string, body []byte) bool
 	// Upstreams are the PBXs or trunks; nil is standalone mode.
 	Upstreams *upstream.Set
 	// UpstreamRoots are the CAs an upstream's TLS certificate must chain

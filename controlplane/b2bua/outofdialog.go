@@ -44,7 +44,15 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
+	// A MESSAGE also goes to the recipient's listeners on the HTTP API;
+	// when they took it, a recipient without a registration is no error.
+	took := req.Method == sip.MESSAGE && e.cfg.OnMessage != nil &&
+		e.cfg.OnMessage(who, req.Recipient.User, contentType(req), req.Body())
 	tgt, err := e.resolve(s, req.Recipient.User, false)
+	if err != nil && took {
+		e.st.Respond(tx, req, 200, "", nil)
+		return
+	}
 	if err != nil {
 		code, reason := statusOf(err)
 		e.st.Respond(tx, req, code, reason, nil)

@@ -102,7 +102,13 @@ func New(cfg Config) *Book {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Book{cfg: cfg, cancel: cancel, done: make(chan struct{}), watchers: map[chan State]struct{}{}}
-	go b.listen(ctx)
+	// The first subscription is made here, so that a change made once
+	// New returned is heard; listen renews it if the bus drops it.
+	first, err := cfg.Store.Subscribe(ctx, channel)
+	if err != nil {
+		cfg.Log.Warn("bus subscription failed", "channel", channel, "err", err)
+	}
+	go b.listen(ctx, first)
 	return b
 }
 
@@ -119,10 +125,13 @@ func (b *Book) Close() {
 }
 
 // listen fans the bus's changes out to the watchers of this process.
-func (b *Book) listen(ctx context.Context) {
+func (b *Book) listen(ctx context.Context, ch <-chan []byte) {
 	defer close(b.done)
 	for ctx.Err() == nil {
-		ch, err := b.cfg.Store.Subscribe(ctx, channel)
+		var err error
+		if ch == nil {
+			ch, err = b.cfg.Store.Subscribe(ctx, channel)
+		}
 		if err != nil {
 			b.cfg.Log.Warn("presence: bus subscription failed", "err", err)
 		} else {
@@ -134,6 +143,7 @@ func (b *Book) listen(ctx context.Context) {
 				b.fan(s)
 			}
 		}
+		ch = nil // dropped: subscribe again
 		select {
 		case <-ctx.Done():
 		case <-time.After(resubscribe):

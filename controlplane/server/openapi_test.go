@@ -247,6 +247,29 @@ func TestOpenAPI(t *testing.T) {
 	if res, _ := do("PUT", "/v1/presence", "application/json", `{"status":"online"}`); res.StatusCode != 400 {
 		t.Fatalf("PUT a bad status: %d", res.StatusCode)
 	}
+	// An instant message to bob himself: his API listener and his
+	// registered browser both get it.
+	mreq, _ := http.NewRequestWithContext(pctx, "GET", base+"/v1/events/messages", nil)
+	mreq.Header.Set("Authorization", "Bearer "+bearer)
+	mstream, err := client.Do(mreq)
+	if err != nil || mstream.StatusCode != 200 {
+		t.Fatalf("message events: %v %v", mstream, err)
+	}
+	defer mstream.Body.Close()
+	if res, b := do("POST", "/v1/messages", "application/json", `{"to":"bob","text":"note to self"}`); res.StatusCode != 201 || !strings.Contains(string(b), `"sip_status":200`) {
+		t.Fatalf("POST message: %d %s", res.StatusCode, b)
+	}
+	msc := bufio.NewScanner(mstream.Body)
+	heard = false
+	for !heard && msc.Scan() {
+		if d, ok := strings.CutPrefix(msc.Text(), "data: "); ok {
+			chk.CheckSchema("Message", []byte(d))
+			heard = strings.Contains(d, `"note to self"`)
+		}
+	}
+	if !heard {
+		t.Fatal("the message stream did not carry the message")
+	}
 	bearer = "s3cret"
 	if res, _ := do("POST", "/v1/tokens", "application/json", `{"user":"alice","scopes":["root"]}`); res.StatusCode != 400 {
 		t.Fatalf("tokens with a bad scope: %d", res.StatusCode)

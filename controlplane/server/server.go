@@ -36,6 +36,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/history"
+	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/presence"
@@ -110,6 +111,8 @@ type Server struct {
 	History *history.Log
 	// Presence keeps what API users publish, in the state store.
 	Presence *presence.Book
+	// Messages carries instant messages to API listeners.
+	Messages *messaging.Hub
 
 	store    state.Store                           // the backend of State
 	local    *node.Node                            // the in-process dataplane, if any
@@ -196,6 +199,7 @@ func New(opt Options) (_ *Server, err error) {
 		Users: func(name string) bool { return s.digest != nil && s.digest.Known(name) }})
 	s.CDR.Notify(s.History.Add)
 	s.Presence = presence.New(presence.Config{Store: s.store, Log: log.With("component", "presence")})
+	s.Messages = messaging.New(messaging.Config{Store: s.store, Log: log.With("component", "messaging")})
 	if path := cfg.JournalPath(); path != "" {
 		if s.journal, err = cdr.OpenFileJournal(path); err != nil {
 			return nil, err
@@ -266,7 +270,7 @@ func New(opt Options) (_ *Server, err error) {
 		Log: log.With("component", "authguard")})
 	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstreams: ups,
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
-	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS,
+	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS, OnMessage: s.Messages.FromSIP,
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: p.SIPTrust, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
@@ -550,7 +554,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 		}
 		s.WS.ServeHTTP(w, r)
 	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Directory: s.userNames, Auth: s.auth.Load,
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Directory: s.userNames, Auth: s.auth.Load,
 		Log: s.log.With("component", "api")}))
 	mux.Handle("/v1/", apiHandler)
 	mux.Handle("/whip/", apiHandler)
@@ -714,6 +718,9 @@ func (s *Server) close(handover bool) error {
 		}
 		if s.Presence != nil {
 			s.Presence.Close()
+		}
+		if s.Messages != nil {
+			s.Messages.Close()
 		}
 		if s.State != nil {
 			if err := s.State.Close(); err != nil {
