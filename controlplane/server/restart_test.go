@@ -17,6 +17,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
@@ -57,6 +58,31 @@ func newRestartRig(t *testing.T) *restartRig {
 	return &restartRig{t: t, node: newNode(t), store: sharedStore{state.NewMemory()}, pbx: pbx, cfg: cfg}
 }
 
+// restartStores are the backends a restart is tested on: the embedded
+// bbolt file (the default), a real redis-server, and memory.
+var restartStores = []string{"embedded", "redis", "memory"}
+
+// useStore gives the rig a store of kind, shared by the servers it starts
+// and closed at the end of the test.
+func (r *restartRig) useStore(kind string) {
+	r.t.Helper()
+	var st state.Store
+	var err error
+	switch kind {
+	case "embedded":
+		st, err = state.OpenBolt(filepath.Join(r.t.TempDir(), state.FileName))
+	case "redis":
+		st, err = state.OpenRedis(statetest.StartRedis(r.t).URL)
+	default:
+		st = state.NewMemory()
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { st.Close() })
+	r.store = sharedStore{st}
+}
+
 // start starts a Strait writing CDRs to cdr; the first one picks ports,
 // the next ones take the same.
 func (r *restartRig) start(cdr string) *Server {
@@ -87,7 +113,14 @@ func (r *restartRig) start(cdr string) *Server {
 // 430 Flow Failed until the browser registers again on a new WebSocket,
 // then keeps its key and is reached on the new one.
 func TestRestartKeepsRegistrations(t *testing.T) {
+	for _, store := range restartStores {
+		t.Run(store, func(t *testing.T) { restartKeepsRegistrations(t, store) })
+	}
+}
+
+func restartKeepsRegistrations(t *testing.T, store string) {
 	r := newRestartRig(t)
+	r.useStore(store)
 	r.cfg.Upstream = nil
 	r.cfg.Users = []string{"alice:a-secret", "carol:c-secret"}
 	dir := t.TempDir()
@@ -196,9 +229,11 @@ func (r *restartRig) register() {
 // registers again, and requests toward it use its new flow; a hold from
 // the PBX and a BYE from either side work; each call gets one CDR.
 func TestRestartCarriesCallsOn(t *testing.T) {
-	for _, byeFrom := range []string{"browser", "pbx"} {
-		t.Run("bye from "+byeFrom, func(t *testing.T) {
+	for i, byeFrom := range []string{"browser", "pbx", "browser", "pbx", "browser", "pbx"} {
+		store := restartStores[i/2]
+		t.Run(store+"/bye from "+byeFrom, func(t *testing.T) {
 			r := newRestartRig(t)
+			r.useStore(store)
 			dir := t.TempDir()
 			a := r.start(filepath.Join(dir, "a.jsonl"))
 			b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
