@@ -259,9 +259,13 @@ func (c *Call) refreshLocally(l *leg, req *sip.Request, tx sip.ServerTransaction
 	e.st.Respond(tx, req, 200, "", nil, hs...)
 }
 
-// nextTimer returns when the earliest leg timer needs the loop.
+// nextTimer returns when the earliest leg timer needs the loop (timers
+// run from the answer on). Loop only.
 func (c *Call) nextTimer() (time.Time, bool) {
 	var next time.Time
+	if c.state != StateAnswered {
+		return next, false
+	}
 	found := false
 	for _, l := range c.legs {
 		if l == nil || l.d == nil {
@@ -304,7 +308,9 @@ func (c *Call) sessionTimers() {
 // (section 10: a refresh that times out or gets 408 or 481 ends it).
 // Loop only.
 func (c *Call) refreshLeg(l *leg) bool {
+	secs, _, _ := l.timer.snapshot()
 	if !c.begin() {
+		l.timer.postpone(time.Duration(secs) * c.e.timerUnit() / 8) // never spin
 		return true
 	}
 	defer c.finishExchange()
@@ -331,7 +337,6 @@ func (c *Call) refreshLeg(l *leg) bool {
 	default:
 		// Another refusal (491, 500...): try again in a while; the peer
 		// ends the call at the interval if none succeeds.
-		secs, _, _ := l.timer.snapshot()
 		c.log.Info("session refresh refused", "leg", l.idx, "status", res.StatusCode)
 		l.timer.postpone(time.Duration(secs) * c.e.timerUnit() / 8)
 	}

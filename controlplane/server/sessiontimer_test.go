@@ -2,6 +2,7 @@ package server
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,13 +147,20 @@ func TestSessionTimerPBXStopsRefreshing(t *testing.T) {
 // The PBX calls the browser and asks Strait to refresh (refresher=uas in
 // its INVITE): Strait sends UPDATEs with the interval (section 10, at
 // half of it); when a refresh gets 481 (the PBX lost the dialog) Strait
-// ends the call (section 10: MUST send BYE). The browser's 200 makes
+// ends the call (section 10: MUST send BYE); another refusal is retried.
+// The browser's 200 makes
 // Strait the refresher on its leg too.
 func TestSessionTimerStraitRefreshes(t *testing.T) {
 	tr := startTimerTrunk(t)
 	binding := tr.register(t)
+	// The first refresh is refused (500): Strait tries again later; the
+	// second gets 481.
+	var updates atomic.Int32
 	tr.pbx.Reply = func(req *sip.Request) int {
 		if req.Method == sip.UPDATE {
+			if updates.Add(1) == 1 {
+				return 500
+			}
 			return 481
 		}
 		return 200
@@ -186,6 +194,14 @@ func TestSessionTimerStraitRefreshes(t *testing.T) {
 	}
 	if got := header(upd, "Session-Expires"); got != "90;refresher=uac" || len(upd.Body()) != 0 {
 		t.Errorf("Strait's refresh: Session-Expires %q, body %q", got, upd.Body())
+	}
+	select {
+	case <-call.Ended():
+		t.Fatal("a refresh refused with 500 ended the call")
+	default:
+	}
+	if _, err := tr.pbx.WaitRequest(sip.UPDATE, 5*time.Second); err != nil {
+		t.Fatal("Strait did not refresh again after a 500")
 	}
 	if err := call.WaitEnded(5 * time.Second); err != nil {
 		t.Fatal("the PBX got no BYE")
