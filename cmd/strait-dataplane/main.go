@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/internal/buildinfo"
 	"github.com/strait-sbc/strait/internal/cliconfig"
@@ -131,6 +132,9 @@ func run(ctx context.Context, args []string, env func(string) string, stderr *os
 
 	if cfg.Metrics != "" {
 		reg := prometheus.NewRegistry()
+		if cert != nil {
+			reg.MustRegister(metrics.CertificateExpiryGauge("grpc", func() time.Time { return cert.Leaf().NotAfter }))
+		}
 		reg.MustRegister(n.Collector(), buildinfo.Collector("strait-dataplane"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -162,3 +162,59 @@ func (m *Metrics) WebSocketFlowsFrom(f func() int) {
 		m.calls2.wsFlowsMu.Unlock()
 	}
 }
+
+// CertificateExpiry exports when a certificate in use expires, as
+// strait_certificate_expiry_timestamp_seconds{use}; notAfter is read at
+// each scrape, so a certificate reloaded on SIGHUP shows its own date.
+// use is a fixed name (https_sip, dataplane_client).
+func (m *Metrics) CertificateExpiry(use string, notAfter func() time.Time) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(CertificateExpiryGauge(use, notAfter))
+}
+
+// CertificateExpiryGauge is the collector CertificateExpiry registers, for
+// binaries with a registry of their own (strait-dataplane's gRPC certificate).
+func CertificateExpiryGauge(use string, notAfter func() time.Time) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_certificate_expiry_timestamp_seconds",
+		Help:        "When a certificate in use expires (Unix time), by use (https_sip: HTTPS/WSS and SIP TLS; dataplane_client; grpc).",
+		ConstLabels: prometheus.Labels{"use": use}}, func() float64 { return float64(notAfter().Unix()) })
+}
+
+// preset creates the series of the closed label sets that dashboards and
+// alerts select on, at 0, so that they exist (and rate() works) before
+// the first event.
+func (m *Metrics) preset() {
+	for d := range directions {
+		for _, class := range []string{"2xx", "3xx", "4xx", "5xx", "6xx"} {
+			m.calls2.final.WithLabelValues(class, d)
+		}
+		m.calls2.setup.WithLabelValues(d)
+		m.calls2.pdd.WithLabelValues(d)
+	}
+	for _, r := range []string{"ok", "challenged", "forbidden", "not_found", "bad_request", "interval_too_brief", "unavailable"} {
+		m.calls2.registers.WithLabelValues(r)
+	}
+	for _, method := range []string{"INVITE", "BYE", "REGISTER", "OPTIONS"} {
+		m.calls2.txFailures.WithLabelValues(method, TxTimeout)
+		m.calls2.txFailures.WithLabelValues(method, TxTransport)
+		m.sipRequests.WithLabelValues(method, "in")
+		m.sipRequests.WithLabelValues(method, "out")
+	}
+	// Authentication failures by the reasons of package registrar an
+	// operator watches most; others appear when they happen.
+	for _, r := range []string{"wrong_password", "unknown_user", "replay", "upstream"} {
+		m.authFailures.WithLabelValues(r)
+	}
+	m.stateWrites.WithLabelValues("ok")
+	m.stateWrites.WithLabelValues("error")
+	for _, st := range []string{"ringing", "early", "answered"} {
+		m.calls.WithLabelValues(st)
+	}
+	for _, t := range []string{"udp", "tcp", "tls", "ws", "wss"} {
+		for _, r := range []string{DropDialRefused, DropAuthBlocked, DropUntrusted} {
+			m.sipDropped.WithLabelValues(t, r)
+		}
+	}
+}

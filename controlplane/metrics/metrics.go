@@ -83,6 +83,7 @@ func New() *Metrics {
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}
+	m.preset()
 	return m
 }
 

@@ -174,6 +174,7 @@ func New(opt Options) (_ *Server, err error) {
 		if s.tls, err = tlsconfig.NewServer(s.tlsCert, ""); err != nil {
 			return nil, err
 		}
+		s.Metrics.CertificateExpiry("https_sip", func() time.Time { return s.tlsCert.Leaf().NotAfter })
 	}
 	nodes := opt.Nodes
 	var discover []dpool.Discovery
@@ -472,6 +473,7 @@ func (s *Server) dataplane(p *config.Parsed, resolver dpool.Resolver) ([]*dpool.
 			if s.dpCert, err = tlsconfig.LoadCertificate(cfg.DataplaneCert, cfg.DataplaneKey); err != nil {
 				return nil, nil, err
 			}
+			s.Metrics.CertificateExpiry("dataplane_client", func() time.Time { return s.dpCert.Leaf().NotAfter })
 		}
 		tc, err := tlsconfig.NewClient(s.dpCert, cfg.DataplaneCA, cfg.DataplaneServerName)
 		if err != nil {
