@@ -31,6 +31,17 @@ func TestWebPhone(t *testing.T) {
 				document.getElementById("auth").requestSubmit()`, nil)
 		})
 		dialAndConnect(e, p, "echo")
+		e.Step("the page shows call quality (RTT, loss, jitter) and lists the microphones", 15*time.Second, func(ctx context.Context) error {
+			if err := p.WaitFor(ctx, `phone.stats.rttMs >= 0 && phone.stats.jitterMs >= 0 && phone.stats.lossPct >= 0 &&
+				/RTT \d+ ms · loss \d+\.\d% · jitter \d+ ms/.test(document.getElementById("quality").textContent)`); err != nil {
+				return err
+			}
+			var mics int
+			if err := p.Eval(ctx, `phone.microphones().then((m) => m.length)`, &mics); err != nil || mics < 1 {
+				return fmt.Errorf("microphones: %d %v", mics, err)
+			}
+			return nil
+		})
 		if harness.UpdateScreenshot() {
 			screenshot(e, p)
 		}

@@ -14,7 +14,10 @@
 //   phone.reason   why the last call ended or failed
 //   phone.callId   the API's id of the current call
 //   phone.level    the level meter, 0..1 (received audio, through an AnalyserNode)
-//   phone.stats    {packetsReceived, packetsSent, audioEnergy, audioLevel}, refreshed every STATS_INTERVAL_MS
+//   phone.stats    {packetsReceived, packetsSent, audioEnergy, audioLevel, rttMs, lossPct, jitterMs},
+//                  refreshed every STATS_INTERVAL_MS (call quality from getStats: RTT of the ICE path,
+//                  inbound loss and jitter)
+//   phone.micId, phone.microphones()   the chosen microphone ('' default) and the inputs
 //   phone.events   [{t, type, detail}], what happened, oldest first
 //   phone.dial(to), phone.hangup(), phone.dtmf(digits), phone.setMuted(bool), phone.setToken(token)
 //   (the token, asked for when the API answers 401, is kept in sessionStorage for this tab)
@@ -111,7 +114,9 @@ class Phone extends EventTarget {
       // autoplay policy lets it run.
       this.#audioCtx ??= new AudioContext();
       this.#audioCtx.resume().catch(() => {});
-      const mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+      const audio = this.micId ? { deviceId: { exact: this.micId } } : true;
+      const mic = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+      this.dispatchEvent(new Event('devices')); // labels are readable once allowed
       if (abort.signal.aborted) { mic.getTracks().forEach((t) => t.stop()); return; }
       this.#mic = mic;
       this.#mic.getAudioTracks().forEach((t) => { t.enabled = !this.muted; });
@@ -146,6 +151,16 @@ class Phone extends EventTarget {
       this.#end('failed', e.message || String(e));
       if (id) this.#delete(id);
     }
+  }
+
+  // micId is the chosen microphone's deviceId ('' for the default); it
+  // applies from the next call.
+  micId = '';
+
+  // microphones lists the audio inputs ({deviceId, label}).
+  async microphones() {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return all.filter((d) => d.kind === 'audioinput').map((d, i) => ({ deviceId: d.deviceId, label: d.label || `Microphone ${i + 1}` }));
   }
 
   // setToken sets the API's bearer token for this tab ('' forgets it).
@@ -236,14 +251,24 @@ class Phone extends EventTarget {
     const pc = this.#pc;
     if (!pc) return;
     const st = { ...this.stats };
-    (await pc.getStats()).forEach((s) => {
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.currentRoundTripTime !== undefined) {
+        // Round trip of the ICE consent checks: the path's RTT.
+        st.rttMs = Math.round(s.currentRoundTripTime * 1000);
+      }
       if (s.kind !== 'audio') return;
       if (s.type === 'inbound-rtp') {
         st.packetsReceived = s.packetsReceived || 0;
         st.audioEnergy = s.totalAudioEnergy || 0;
         st.audioLevel = s.audioLevel || 0;
+        const lost = Math.max(0, s.packetsLost || 0);
+        st.lossPct = st.packetsReceived + lost ? (100 * lost) / (st.packetsReceived + lost) : 0;
+        st.jitterMs = Math.round((s.jitter || 0) * 1000);
       } else if (s.type === 'outbound-rtp') {
         st.packetsSent = s.packetsSent || 0;
+      } else if (s.type === 'remote-inbound-rtp' && s.roundTripTime !== undefined && st.rttMs === undefined) {
+        st.rttMs = Math.round(s.roundTripTime * 1000); // from the far end's RTCP, when there is no ICE figure
       }
     });
     if (pc === this.#pc) { this.stats = st; this.dispatchEvent(new Event('stats')); }
@@ -418,6 +443,21 @@ function renderLevel() {
 function renderStats() {
   const st = phone.stats;
   $('packets').textContent = st.packetsReceived ? `${st.packetsReceived} packets in` : '';
+  const q = [];
+  if (st.rttMs !== undefined) q.push(`RTT ${st.rttMs} ms`);
+  if (st.lossPct !== undefined) q.push(`loss ${st.lossPct.toFixed(1)}%`);
+  if (st.jitterMs !== undefined) q.push(`jitter ${st.jitterMs} ms`);
+  $('quality').textContent = q.join(' · ');
+}
+
+// renderMics fills the microphone chooser, keeping the choice.
+async function renderMics() {
+  const sel = $('mic');
+  let mics = [];
+  try { mics = await phone.microphones(); } catch { return; }
+  sel.replaceChildren(new Option('Default microphone', ''),
+    ...mics.filter((m) => m.deviceId && m.deviceId !== 'default').map((m) => new Option(m.label, m.deviceId)));
+  sel.value = mics.some((m) => m.deviceId === phone.micId) ? phone.micId : '';
 }
 
 function tick() {
@@ -429,6 +469,9 @@ function tick() {
 phone.addEventListener('change', render);
 phone.addEventListener('level', renderLevel);
 phone.addEventListener('stats', renderStats);
+phone.addEventListener('devices', renderMics);
+navigator.mediaDevices?.addEventListener?.('devicechange', renderMics);
+$('mic').addEventListener('change', () => { phone.micId = $('mic').value; });
 setInterval(tick, 250);
 
 $('dial').addEventListener('submit', (e) => {
@@ -464,3 +507,4 @@ document.addEventListener('keydown', (e) => {
 const q = new URLSearchParams(location.search);
 if (q.get('to')) $('to').value = q.get('to');
 render();
+renderMics();
