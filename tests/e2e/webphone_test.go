@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/tests/e2e/harness"
 )
 
@@ -17,7 +18,13 @@ import (
 func TestWebPhone(t *testing.T) {
 	t.Run("standalone echo", func(t *testing.T) {
 		e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
-		s := e.StartStrait(harness.StraitConfig{Token: "webphone-token"})
+		// The page gets alice's key (calls and her own history); the
+		// harness uses the operator's token.
+		alice, key, err := apiauth.NewToken("alice-phone", "alice", []string{apiauth.ScopeCall, apiauth.ScopeUser})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := e.StartStrait(harness.StraitConfig{Token: "webphone-token", Args: []string{"--api-key", key}})
 		p := openWebPhone(e, s)
 		base := baseline(e, s)
 		e.Step("the API refuses the page: it asks for a token, which is typed in", 20*time.Second, func(ctx context.Context) error {
@@ -27,7 +34,7 @@ func TestWebPhone(t *testing.T) {
 			if err := p.WaitFor(ctx, `phone.state === "failed" && !document.getElementById("auth").hidden`); err != nil {
 				return err
 			}
-			return p.Eval(ctx, `document.getElementById("token").value = "webphone-token";
+			return p.Eval(ctx, `document.getElementById("token").value = "`+alice+`";
 				document.getElementById("auth").requestSubmit()`, nil)
 		})
 		dialAndConnect(e, p, "echo")
@@ -46,6 +53,10 @@ func TestWebPhone(t *testing.T) {
 			screenshot(e, p)
 		}
 		webPhoneHangsUp(e, p)
+		e.Step("the call log shows alice's call to echo", 15*time.Second, func(ctx context.Context) error {
+			return p.WaitFor(ctx, `!document.getElementById("log").hidden &&
+				[...document.querySelectorAll("#calls li[data-call]")].some((li) => li.textContent.includes("alice → echo"))`)
+		})
 		idle(e, s, base)
 	})
 	t.Run("trunk to sipp", func(t *testing.T) {

@@ -18,6 +18,7 @@
 //                  refreshed every STATS_INTERVAL_MS (call quality from getStats: RTT of the ICE path,
 //                  inbound loss and jitter)
 //   phone.micId, phone.microphones()   the chosen microphone ('' default) and the inputs
+//   phone.recentCalls(limit)          the token's user's call log (GET /v1/history), null without one
 //   phone.events   [{t, type, detail}], what happened, oldest first
 //   phone.dial(to), phone.hangup(), phone.dtmf(digits), phone.setMuted(bool), phone.setToken(token)
 //   (the token, asked for when the API answers 401, is kept in sessionStorage for this tab)
@@ -150,6 +151,19 @@ class Phone extends EventTarget {
       if (e instanceof TokenNeeded) this.dispatchEvent(new Event('token'));
       this.#end('failed', e.message || String(e));
       if (id) this.#delete(id);
+    }
+  }
+
+  // recentCalls returns the newest calls of the token's user (GET
+  // /v1/history), or null when the API keeps none for this credential
+  // (no user, no scope, no token yet).
+  async recentCalls(limit = 10) {
+    try {
+      const res = await fetch(new URL(`history?limit=${limit}`, API), authed({ headers: { accept: 'application/json' } }));
+      if (!res.ok) return null;
+      return (await res.json()).calls || [];
+    } catch {
+      return null;
     }
   }
 
@@ -450,6 +464,30 @@ function renderStats() {
   $('quality').textContent = q.join(' · ');
 }
 
+// renderLog shows the user's recent calls (hidden when the API keeps no
+// history for this credential).
+async function renderLog() {
+  const calls = await phone.recentCalls();
+  $('log').hidden = !calls;
+  if (!calls) return;
+  const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'short', timeStyle: 'short' });
+  $('calls').replaceChildren(...calls.map((c) => {
+    const li = document.createElement('li');
+    const who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = `${c.caller} → ${c.callee}`;
+    const when = document.createElement('span');
+    when.className = 'when';
+    const secs = Math.round(c.duration_s || 0);
+    when.textContent = `${fmt.format(new Date(c.end))} · ${c.answer ? `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, '0')}` : c.reason}`;
+    li.title = `${c.direction}, SIP ${c.cause}`;
+    li.dataset.call = c.id;
+    li.append(who, ' ', when);
+    return li;
+  }));
+  if (!calls.length) $('calls').replaceChildren(Object.assign(document.createElement('li'), { textContent: 'No calls yet' }));
+}
+
 // renderMics fills the microphone chooser, keeping the choice.
 async function renderMics() {
   const sel = $('mic');
@@ -467,6 +505,13 @@ function tick() {
 }
 
 phone.addEventListener('change', render);
+// The call log: at start, once a token is set, and after each call (again
+// a moment later: the record reaches the history just after the hang up).
+let wasActive = false;
+phone.addEventListener('change', () => {
+  if (wasActive && !phone.active) { renderLog(); setTimeout(renderLog, 1500); }
+  wasActive = phone.active;
+});
 phone.addEventListener('level', renderLevel);
 phone.addEventListener('stats', renderStats);
 phone.addEventListener('devices', renderMics);
@@ -491,6 +536,7 @@ $('auth').addEventListener('submit', (e) => {
   $('token').value = '';
   $('auth').hidden = true;
   $('to').focus();
+  renderLog();
 });
 $('mute').addEventListener('click', () => phone.setMuted(!phone.muted));
 $('keypad').addEventListener('click', (e) => {
@@ -508,3 +554,4 @@ const q = new URLSearchParams(location.search);
 if (q.get('to')) $('to').value = q.get('to');
 render();
 renderMics();
+renderLog();
