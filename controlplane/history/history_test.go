@@ -129,3 +129,20 @@ func TestStoreDown(t *testing.T) {
 		t.Fatalf("dropped %d, want 2 (alice's and bob's)", l.Dropped())
 	}
 }
+
+// ParseCursor takes ?before= from the network: it never panics, and what
+// it accepts prints back to itself.
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range []string{"1765101600000000000.c001", "0.x", "", ".", "9999999999999999999.a", "12.a.b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCursor(s)
+		if err != nil {
+			return
+		}
+		if back, err := ParseCursor(c.String()); err != nil || back.ID != c.ID || !back.End.Equal(c.End) {
+			t.Fatalf("%q -> %+v -> %q: %v", s, c, c.String(), err)
+		}
+	})
+}
