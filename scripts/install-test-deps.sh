@@ -24,6 +24,8 @@ fi
 command -v baresip >/dev/null 2>&1 || need="$need baresip"
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need="$need dnsmasq-base"
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+# curl: the WHIP refusals of controlplane/server.TestWHIP, as a user would send them.
+command -v curl >/dev/null 2>&1 || need="$need curl"
 # aiortc: a WebRTC stack that is not pion, as the WHIP publisher of controlplane/server.TestWHIP
 # (Debian's python3: a pyenv or venv python3 first in PATH does not see Debian's modules).
 /usr/bin/python3 -c "import aiortc" >/dev/null 2>&1 || need="$need python3-aiortc"
