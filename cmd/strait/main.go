@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/server"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -58,6 +60,9 @@ func main() {
 	level.Set(l)
 	log, _ := logging.New(os.Stderr, cfg.LogFormat, level) // Parse checked the format
 	slog.SetDefault(log)
+	// sipgo's transports log through its default logger; what a peer can
+	// cause at will goes to debug (counted in metrics instead).
+	sip.SetDefaultLogger(sipnet.QuietLogger(log.Handler()).With("component", "sipgo"))
 	trace := func() {
 		if level.Level() <= slog.LevelDebug {
 			sipnet.EnableTrace(log.With(logging.KeyComponent, "sip"))

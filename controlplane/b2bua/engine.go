@@ -210,6 +210,7 @@ func (e *Engine) wrap(h func(*sip.Request, sip.ServerTransaction)) func(*sip.Req
 			}
 			return
 		}
+		e.st.Track(tx) // bounds pending server transactions (sipnet/admit.go)
 		defer e.handlerWG.Done()
 		defer func() {
 			if r := recover(); r != nil {

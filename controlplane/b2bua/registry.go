@@ -107,6 +107,20 @@ func (e *Engine) FlowClosed(flow string) {
 	}
 }
 
+// CallFlows returns the set of browser flows that carry a leg of a call
+// in progress.
+func (e *Engine) CallFlows() map[string]bool {
+	out := map[string]bool{}
+	for _, c := range e.snapshot() {
+		for _, l := range c.legs {
+			if l != nil && l.d != nil && l.d.flow != "" {
+				out[l.d.flow] = true
+			}
+		}
+	}
+	return out
+}
+
 // Calls returns every call in progress.
 func (e *Engine) Calls() []Info {
 	e.mu.Lock()

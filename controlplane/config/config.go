@@ -67,6 +67,31 @@ const (
 	DefaultDataDir = "strait-data"
 )
 
+// Flood bounds (see the fields of the same names and deploy/README.md).
+const (
+	// DefaultSIPRate and DefaultSIPBurst: 100 messages a second, 200 at
+	// once, per source. Kamailio's pike defaults to 30 requests per 2 s;
+	// Strait's is higher so that one address can still carry a small
+	// PBX's or a load test's ~30 calls a second.
+	DefaultSIPRate  = 100
+	DefaultSIPBurst = 200
+	// DefaultMaxSIPTransactions: 10 000 server transactions, ~75 MB at
+	// most (measured: ~7 KB each with sipgo's timers and buffers), which
+	// UDP requests reach at ~310 a second sustained (each lives 32 s).
+	DefaultMaxSIPTransactions = 10000
+	// DefaultMaxConnectionsPerSource: a browser holds one WebSocket and a
+	// few HTTP connections; 64 leaves room for a small office behind one
+	// NAT address.
+	DefaultMaxConnectionsPerSource = 64
+	// DefaultHTTPRate and DefaultHTTPBurst: 20 API requests a second, 40
+	// at once, per source.
+	DefaultHTTPRate  = 20
+	DefaultHTTPBurst = 40
+	// DefaultWSRegisterTimeout: JsSIP and SIP.js register as soon as they
+	// connect.
+	DefaultWSRegisterTimeout = 15 * time.Second
+)
+
 // DefaultCodecs are the codecs a trunk is offered unless --codecs says
 // otherwise: G.711 both laws, G.722 and DTMF events (add "opus" when the
 // trunk takes it).
@@ -167,6 +192,32 @@ type Config struct {
 	AuthFailuresPerUser int `yaml:"auth_failures_per_user" flag:"auth-failures-per-user" usage:"failed authentications for one user name in 10 minutes before every failing address is blocked at once"`
 	// AuthBlockMax caps the doubling blocks.
 	AuthBlockMax time.Duration `yaml:"auth_block_max" flag:"auth-block-max" usage:"longest block of an address that keeps failing authentication"`
+	// SIPRate and SIPBurst are each source's token bucket for SIP messages
+	// over UDP, TCP and WebSocket (an IPv6 source is its /64): beyond it a
+	// datagram or frame is dropped, a TCP connection closed. The upstream
+	// is exempt. The default lets one address carry a PBX-like load of
+	// about 30 calls a second; browsers send a few messages a minute.
+	SIPRate  int `yaml:"sip_rate" flag:"sip-rate" usage:"SIP messages per second one source may send (token bucket; 0: no limit)"`
+	SIPBurst int `yaml:"sip_burst" flag:"sip-burst" usage:"SIP messages one source may send at once"`
+	// MaxSIPTransactions bounds the SIP server transactions alive at once
+	// (each holds ~7 KB until its timers end, 32 s after the answer over
+	// UDP); beyond it new requests get 503 with Retry-After.
+	MaxSIPTransactions int `yaml:"max_sip_transactions" flag:"max-sip-transactions" usage:"SIP server transactions alive at once before new requests get 503 (0: no bound)"`
+	// MaxConnections bounds open connections (HTTP, WebSocket, SIP TCP and
+	// TLS) together; 0 derives it from the file descriptor limit, keeping
+	// the media ports and some headroom free. 32 more are kept for health
+	// checks (/healthz, /readyz, /metrics) only.
+	MaxConnections int `yaml:"max_connections" flag:"max-connections" usage:"open connections in all (0: from the file descriptor limit, keeping room for media)"`
+	// MaxConnectionsPerSource bounds the connections one source holds.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source" flag:"max-connections-per-source" usage:"open connections one address (IPv6: /64) may hold (0: no cap)"`
+	// HTTPRate and HTTPBurst are each source's token bucket for HTTP
+	// requests to the API and WebSocket upgrades (health checks and
+	// metrics are exempt); beyond it: 429 with Retry-After.
+	HTTPRate  int `yaml:"http_rate" flag:"http-rate" usage:"API requests and WebSocket upgrades per second one source may make (0: no limit)"`
+	HTTPBurst int `yaml:"http_burst" flag:"http-burst" usage:"API requests one source may make at once"`
+	// WSRegisterTimeout closes a WebSocket that holds no registration and
+	// no call this long after it opened (or after it lost them).
+	WSRegisterTimeout time.Duration `yaml:"ws_register_timeout" flag:"ws-register-timeout" usage:"close a WebSocket without a registration or a call after this long (0: never)"`
 	// Codecs are the codecs offered to and accepted from the trunk.
 	Codecs []string `yaml:"codecs" group:"Media toward the trunk" flag:"codecs" usage:"codecs toward the trunk, in order (repeatable)"`
 	// SDES offers RTP/SAVP with SDES keys (RFC 4568) to the trunk.
@@ -253,21 +304,28 @@ type Config struct {
 // Default returns the configuration `strait` runs with when given nothing.
 func Default() Config {
 	return Config{
-		HTTP:                  DefaultHTTP,
-		SIP:                   DefaultSIP,
-		Settings:              node.DefaultSettings(),
-		PlainPorts:            "per-leg",
-		Realm:                 DefaultRealm,
-		DigestAlgorithms:      []string{"SHA-256", "MD5"},
-		AuthFailuresPerSource: 5,
-		AuthFailuresPerUser:   20,
-		AuthBlockMax:          15 * time.Minute,
-		Codecs:                append([]string(nil), DefaultCodecs...),
-		LogLevel:              "info",
-		LogFormat:             "text",
-		RegisterExpiry:        DefaultRegisterExpiry,
-		OptionsInterval:       DefaultOptionsInterval,
-		RingTimeout:           DefaultRingTimeout,
+		HTTP:                    DefaultHTTP,
+		SIP:                     DefaultSIP,
+		Settings:                node.DefaultSettings(),
+		PlainPorts:              "per-leg",
+		Realm:                   DefaultRealm,
+		DigestAlgorithms:        []string{"SHA-256", "MD5"},
+		AuthFailuresPerSource:   5,
+		AuthFailuresPerUser:     20,
+		AuthBlockMax:            15 * time.Minute,
+		SIPRate:                 DefaultSIPRate,
+		SIPBurst:                DefaultSIPBurst,
+		MaxSIPTransactions:      DefaultMaxSIPTransactions,
+		MaxConnectionsPerSource: DefaultMaxConnectionsPerSource,
+		HTTPRate:                DefaultHTTPRate,
+		HTTPBurst:               DefaultHTTPBurst,
+		WSRegisterTimeout:       DefaultWSRegisterTimeout,
+		Codecs:                  append([]string(nil), DefaultCodecs...),
+		LogLevel:                "info",
+		LogFormat:               "text",
+		RegisterExpiry:          DefaultRegisterExpiry,
+		OptionsInterval:         DefaultOptionsInterval,
+		RingTimeout:             DefaultRingTimeout,
 
 		CDRInterim:         DefaultCDRInterim,
 		TokenMaxTTL:        apiauth.DefaultMaxTTL,
@@ -431,6 +489,10 @@ func (c *Config) Parse() (*Parsed, error) {
 		if err := origins.Check(o); err != nil {
 			bad("--cors-origin: %v", err)
 		}
+	}
+	if c.SIPRate < 0 || c.HTTPRate < 0 || c.SIPBurst < 1 || c.HTTPBurst < 1 || c.MaxSIPTransactions < 0 ||
+		c.MaxConnections < 0 || c.MaxConnectionsPerSource < 0 || c.WSRegisterTimeout < 0 {
+		bad("flood bounds: rates, caps and --ws-register-timeout must not be negative, bursts at least 1")
 	}
 	if len(c.DigestAlgorithms) == 0 {
 		bad("--digest-algorithms: want MD5, SHA-256 or both")

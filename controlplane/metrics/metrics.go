@@ -35,6 +35,7 @@ type Metrics struct {
 	stateUp       prometheus.Gauge
 	stateWrites   *prometheus.CounterVec
 	calls2        *callMetrics
+	edge          edgeMetrics
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -79,7 +80,7 @@ func New() *Metrics {
 	// strait_upstream_up is registered by the first SetUpstreamUp: a
 	// standalone Strait has no upstream, and a 0 would page someone.
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,
-		m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.upstreamTgt, m.sipDropped, m.callsRefused, m.authFailures, m.authBlockedGauge("source"), m.authBlockedGauge("user"), m.edge.init(m), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for r := range refusalReasons {
 		m.callsRefused.WithLabelValues(r) // present at 0, for alerts on rate()
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+
+	"github.com/strait-sbc/strait/controlplane/metrics"
 )
 
 // request builds a request of method to ruri carrying hdr: value.
@@ -222,4 +224,22 @@ func FuzzDigestCheck(f *testing.F) {
 			t.Fatalf("granted %q for %s %s", header, method, ruri)
 		}
 	})
+}
+
+// Every refusal reason has its strait_auth_failures_total series from the
+// start.
+func TestReasonsHaveSeries(t *testing.T) {
+	have := map[string]bool{}
+	for _, r := range metrics.AuthFailureReasons {
+		have[r] = true
+	}
+	for _, r := range []string{ReasonMalformed, ReasonRealm, ReasonAlgorithm, ReasonNonce, ReasonURI, ReasonUnknownUser,
+		ReasonWrongPassword, ReasonStale, ReasonReplay, ReasonIdentity, ReasonUpstream} {
+		if !have[r] {
+			t.Errorf("reason %q is not in metrics.AuthFailureReasons", r)
+		}
+	}
+	if len(have) != 11 {
+		t.Errorf("metrics.AuthFailureReasons has %d reasons, registrar 11", len(have))
+	}
 }

@@ -303,6 +303,20 @@ func (r *Registry) FlowOf(contact sip.Uri) (string, bool) {
 	return best.Source, true
 }
 
+// Sources returns the set of sources (flows) holding a live binding.
+func (r *Registry) Sources() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	out := make(map[string]bool, len(r.byKey))
+	for _, b := range r.byKey {
+		if now.Before(b.Expires) {
+			out[b.Source] = true
+		}
+	}
+	return out
+}
+
 // Expire removes lapsed bindings and returns them.
 func (r *Registry) Expire() []Binding {
 	defer r.flush()

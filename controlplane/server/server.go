@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/strait-sbc/strait/controlplane/admission"
 	"github.com/strait-sbc/strait/controlplane/api"
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/authguard"
@@ -128,6 +129,7 @@ type Server struct {
 	// handingOver is set by Handover: closing WebSockets end nothing.
 	handingOver atomic.Bool
 	httpLn      net.Listener
+	edge        *edge // frozen after New
 	httpSrv     *http.Server
 	tls         *tls.Config
 	stop        chan struct{}
@@ -218,10 +220,12 @@ func New(opt Options) (_ *Server, err error) {
 		}
 	}
 
+	s.edge = newEdge(cfg, s.Metrics)
 	s.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
+	s.httpLn = s.edge.conns.Listen(s.httpLn, "http", healthReserve)
 	s.WS = sipws.New(s.httpLn.Addr(), log.With("component", "sipws"))
 	s.Metrics.WebSocketFlowsFrom(s.WS.Flows)
 
@@ -243,7 +247,10 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	sipHost := sipHostOf(cfg)
 	s.Stack, err = sipnet.New(sipnet.Config{Host: sipHost, Addr: cfg.SIP, TLSAddr: cfg.SIPTLS, TLS: sipTLS, ClientTLS: clientTLS,
-		TLSName: tlsNames(ups), WSHost: wsHostOf(cfg), UserAgent: "Strait", Log: log.With("component", "sip"), Metrics: s.Metrics})
+		TLSName: tlsNames(ups), WSHost: wsHostOf(cfg), UserAgent: "Strait", Log: log.With("component", "sip"), Metrics: s.Metrics,
+		Admission: s.sipAdmission(cfg, p.SIPTrust), WrapListener: func(l net.Listener, name string) net.Listener {
+			return s.edge.conns.Listen(l, name, 0)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +345,9 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	s.Engine.Ready()
 
-	s.httpSrv = &http.Server{Handler: s.handler(opt.Root), ReadHeaderTimeout: headerTimeout,
+	s.Metrics.SIPTransactionsFrom(s.Stack.ServerTransactions)
+	s.httpSrv = &http.Server{Handler: s.guardHTTP(s.handler(opt.Root)), ReadHeaderTimeout: headerTimeout,
+		ReadTimeout: readTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ConnContext: admission.ConnContext,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.AuthGuard.Run(s.stop) }()
@@ -634,6 +643,7 @@ func (s *Server) housekeep() {
 			return
 		case <-t.C:
 			s.Registrar.Sweep()
+			s.sweepEdge()
 			for name, n := range s.Pool.Sessions() {
 				s.Metrics.SetSessions(name, n)
 			}

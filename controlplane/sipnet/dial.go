@@ -87,14 +87,28 @@ func transports(m *metrics.Metrics) sip.TransportsConfig {
 }
 
 // quietRefusals is a slog handler for sipgo's logs that demotes to debug
-// the records whose error is a refused dial: sipgo logs each failed server
-// transaction as an error, and an attacker must not be able to write a
-// log line per request. The refusals are counted instead.
+// the records an attacker can cause at will: a refused dial (sipgo logs
+// each failed server transaction as an error), a message that does not
+// parse, a connection reset, a read filter's refusal. An attacker must not
+// be able to write a log line per message; what matters is counted
+// instead (strait_sip_dropped_total).
 type quietRefusals struct{ slog.Handler }
+
+// attackerCaused are sipgo's messages for events a peer causes.
+var attackerCaused = map[string]bool{
+	"Read filter error": true, "failed to parse": true, "Read error": true, "Got TCP error": true,
+	"TCP ref went negative": true, "WS ref went negative": true, "connection pool not clean cleanup": true,
+	"Failed to pong keep alive": true,
+}
+
+// QuietLogger wraps h so that sipgo's records of attacker-caused events
+// are at debug level. cmd/strait installs it as sipgo's default logger
+// (sip.SetDefaultLogger), which its transports log through.
+func QuietLogger(h slog.Handler) *slog.Logger { return slog.New(quietRefusals{h}) }
 
 func (h quietRefusals) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level > slog.LevelDebug {
-		refused := false
+		refused := attackerCaused[r.Message]
 		r.Attrs(func(a slog.Attr) bool {
 			if err, ok := a.Value.Any().(error); ok && errors.Is(err, errDialRefused) {
 				refused = true

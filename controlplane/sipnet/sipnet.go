@@ -65,6 +65,12 @@ type Config struct {
 	// Log and Metrics; Metrics may be nil.
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
+	// Admission bounds what sources may send (see admit.go); the zero
+	// value admits everything.
+	Admission Admission
+	// WrapListener, when set, wraps the TCP listeners ("sip_tcp", and
+	// "sip_tls" under TLS) before they serve: the connection caps.
+	WrapListener func(l net.Listener, name string) net.Listener
 }
 
 // Stack is a running SIP stack. Register handlers on Server before Start.
@@ -75,11 +81,13 @@ type Stack struct {
 	Server *sipgo.Server
 	Client *sipgo.Client
 
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	admit *admitter // frozen after New
 
 	mu        sync.Mutex // guards the fields below
 	udpAddr   string     // bound UDP address (ip:port), for reusing the socket
+	udp       net.PacketConn
 	udpPort   int
 	tcpPort   int
 	tlsPort   int
@@ -112,11 +120,16 @@ func New(cfg Config) (*Stack, error) {
 	if clientTLS == nil {
 		clientTLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	st := &Stack{cfg: cfg, log: cfg.Log}
+	st.admit = &admitter{cfg: cfg.Admission, metrics: cfg.Metrics, stack: st}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
 		sipgo.WithUserAgenTLSConfig(clientTLS),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog),
 			sip.WithTransactionLayerUnhandledResponseHandler(stray.handle)),
+		// The read filter first: the transports option copies it into
+		// the transports it brings when it is applied.
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(st.admit.filter),
 			sip.WithTransportLayerTransports(transports(cfg.Metrics))))
 	if err != nil {
 		return nil, err
@@ -131,7 +144,8 @@ func New(cfg Config) (*Stack, error) {
 		ua.Close()
 		return nil, err
 	}
-	return &Stack{UA: ua, Server: srv, Client: cli, cfg: cfg, log: cfg.Log, dialed: newDialedListener(), stray: stray}, nil
+	st.UA, st.Server, st.Client, st.dialed, st.stray = ua, srv, cli, newDialedListener(), stray
+	return st, nil
 }
 
 // strayHandler passes responses that match no client transaction to
@@ -164,8 +178,12 @@ func (s *Stack) Start(ws net.Listener) error {
 		return err
 	}
 	port := udp.LocalAddr().(*net.UDPAddr).Port
+	if s.cfg.WrapListener != nil {
+		tcp = s.cfg.WrapListener(tcp, "sip_tcp")
+	}
 	s.mu.Lock()
 	s.udpAddr = udp.LocalAddr().String()
+	s.udp = udp
 	s.udpPort = port
 	s.tcpPort = tcp.Addr().(*net.TCPAddr).Port
 	s.listeners = append(s.listeners, tcp)
@@ -178,11 +196,15 @@ func (s *Stack) Start(ws net.Listener) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); <-ctx.Done(); udp.Close() }()
 	if s.cfg.TLS != nil && s.cfg.TLSAddr != "" {
-		tl, err := tls.Listen("tcp", s.cfg.TLSAddr, s.cfg.TLS)
+		raw, err := net.Listen("tcp", s.cfg.TLSAddr)
 		if err != nil {
 			s.Close()
 			return fmt.Errorf("sip tls: %w", err)
 		}
+		if s.cfg.WrapListener != nil {
+			raw = s.cfg.WrapListener(raw, "sip_tls")
+		}
+		tl := tls.NewListener(raw, s.cfg.TLS)
 		s.mu.Lock()
 		s.tlsPort = tl.Addr().(*net.TCPAddr).Port
 		s.listeners = append(s.listeners, tl)
@@ -265,6 +287,13 @@ func (s *Stack) Close() error {
 	err := s.UA.Close()
 	s.wg.Wait()
 	return err
+}
+
+// udpConn is the listening UDP socket (nil before Start).
+func (s *Stack) udpConn() net.PacketConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.udp
 }
 
 // UDPAddr is the bound UDP address (ip:port).

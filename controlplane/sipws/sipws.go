@@ -136,7 +136,11 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := brw.Reader.Peek(n)
 		head.Write(b)
 	}
-	c := &conn{Conn: raw, l: l, flow: raw.RemoteAddr().String(), pending: head.Bytes(), upgrading: true}
+	c := &conn{Conn: raw, l: l, flow: raw.RemoteAddr().String(), pending: head.Bytes(), upgrading: true, opened: time.Now()}
+	// The HTTP server's read deadline (its ReadTimeout) must not outlive
+	// the request: from here on the connection is a SIP flow, closed by
+	// CloseIdle when it holds nothing.
+	raw.SetReadDeadline(time.Time{})
 	raw.SetWriteDeadline(time.Now().Add(upgradeWriteTimeout))
 	l.mu.Lock()
 	l.open[c.flow] = c
@@ -147,6 +151,31 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.Close()
 		l.log.Warn("ws accept queue full; connection dropped", "remote", c.flow)
 	}
+}
+
+// CloseIdle closes every flow open for longer than d that keep does not
+// want kept (keep says whether a flow holds a registration or a call), and
+// returns how many it closed. Run it periodically: it is the deadline for
+// a WebSocket to register, and the end of one that no longer holds
+// anything.
+func (l *Listener) CloseIdle(d time.Duration, keep func(flow string) bool) int {
+	cutoff := time.Now().Add(-d)
+	l.mu.Lock()
+	var idle []*conn
+	for _, c := range l.open {
+		if c.opened.Before(cutoff) {
+			idle = append(idle, c)
+		}
+	}
+	l.mu.Unlock()
+	n := 0
+	for _, c := range idle {
+		if !keep(c.flow) {
+			c.Close()
+			n++
+		}
+	}
+	return n
 }
 
 // Accept returns the next upgraded connection; after Close it returns
@@ -194,8 +223,9 @@ func (l *Listener) closedConn(c *conn) {
 // reports its end (EOF, read error or Close) once.
 type conn struct {
 	net.Conn
-	l    *Listener
-	flow string
+	l      *Listener
+	flow   string
+	opened time.Time // frozen after ServeHTTP
 
 	mu        sync.Mutex
 	pending   []byte

@@ -114,3 +114,41 @@ func FuzzHeaderHas(f *testing.F) {
 		}
 	})
 }
+
+// CloseIdle closes the flows older than its deadline that keep does not
+// want, and only those.
+func TestCloseIdle(t *testing.T) {
+	l, addr := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var conns []net.Conn
+	for range 2 {
+		c, _, _, err := ws.Dialer{Protocols: []string{Subprotocol}}.Dial(ctx, "ws://"+addr+"/ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Flows() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flows open, want 2", l.Flows())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := l.CloseIdle(time.Hour, func(string) bool { return false }); n != 0 {
+		t.Fatalf("closed %d flows younger than the deadline", n)
+	}
+	keep := conns[0].LocalAddr().String()
+	if n := l.CloseIdle(0, func(flow string) bool { return flow == keep }); n != 1 {
+		t.Fatalf("closed %d flows, want 1", n)
+	}
+	conns[1].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conns[1].Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the idle flow is still open: %v", err)
+	}
+	if !l.Open(keep) {
+		t.Fatal("the flow to keep was closed")
+	}
+}

@@ -38,6 +38,9 @@ type targetConfig struct {
 	Args []string
 	// Debug logs at debug level (the SIP trace); floods leave it off.
 	Debug bool
+	// NoFile, if set, runs strait with this file descriptor limit
+	// (prlimit), as a production unit file might.
+	NoFile int
 }
 
 // target is a running strait under attack.
@@ -76,6 +79,9 @@ func startTarget(t *testing.T, cfg targetConfig) *target {
 		level = "debug"
 	}
 	sc.Args = append([]string{"--log-level", level}, cfg.Args...)
+	if cfg.NoFile > 0 {
+		sc.Wrapper = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", cfg.NoFile, cfg.NoFile), "--"}
+	}
 	tg.Strait = e.StartStrait(sc)
 	return tg
 }

@@ -31,7 +31,9 @@ func TestMetricLabelsBounded(t *testing.T) {
 	before := straitSeries(tg)
 	const methods = 1000
 	a := startAttack(t, 10*time.Second, func(ctx context.Context, a *attack) error {
-		conns := make([]*net.UDPConn, 4)
+		// 10 addresses: 100 messages each stay within a source's burst
+		// (200), so that every one reaches the counters.
+		conns := make([]*net.UDPConn, 10)
 		for i := range conns {
 			c, err := udpFrom(attackerIP(i))
 			if err != nil {

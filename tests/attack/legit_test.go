@@ -20,18 +20,35 @@ import (
 // hangs up. It returns what broke, so that it can run beside an attacker;
 // callTook says how long the call took to be answered.
 func (tg *target) legitCall(ctx context.Context) (callTook time.Duration, err error) {
-	phone, err := siptest.NewBrowser(tg.HTTPAddr, legitUser)
+	phone, err := tg.legitPhone(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("legitimate caller: %w", err)
+		return 0, err
 	}
 	defer phone.Close()
+	return tg.callFrom(ctx, phone)
+}
+
+// legitPhone connects the legitimate browser and registers it.
+func (tg *target) legitPhone(ctx context.Context) (*siptest.Phone, error) {
+	phone, err := siptest.NewBrowser(tg.HTTPAddr, legitUser)
+	if err != nil {
+		return nil, fmt.Errorf("legitimate caller: %w", err)
+	}
 	res, err := phone.Register(ctx, legitPassword, 300)
 	if err != nil {
-		return 0, fmt.Errorf("legitimate REGISTER: %w", err)
+		phone.Close()
+		return nil, fmt.Errorf("legitimate REGISTER: %w", err)
 	}
 	if res.StatusCode != 200 {
-		return 0, fmt.Errorf("legitimate REGISTER: %d %s", res.StatusCode, res.Reason)
+		phone.Close()
+		return nil, fmt.Errorf("legitimate REGISTER: %d %s", res.StatusCode, res.Reason)
 	}
+	return phone, nil
+}
+
+// callFrom places the legitimate call from a registered phone and checks
+// its media both ways (see legitCall).
+func (tg *target) callFrom(ctx context.Context, phone *siptest.Phone) (callTook time.Duration, err error) {
 	media, err := mediatest.NewBrowser(mediatest.BrowserOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("legitimate caller's media: %w", err)
@@ -46,7 +63,7 @@ func (tg *target) legitCall(ctx context.Context) (callTook time.Duration, err er
 	if err != nil {
 		return 0, fmt.Errorf("legitimate INVITE %s: %w", callee, err)
 	}
-	res, err = call.WaitAnswer(ctx, legitPassword)
+	res, err := call.WaitAnswer(ctx, legitPassword)
 	if err != nil || res == nil || res.StatusCode != 200 {
 		return 0, fmt.Errorf("legitimate INVITE %s: %v %v", callee, res, err)
 	}
