@@ -73,7 +73,8 @@ func (tg *target) healthz(ctx context.Context) int {
 // already connected still calls. Everything is counted, and the
 // descriptors come back.
 func TestConnectionFlood(t *testing.T) {
-	t.Parallel()
+	// Not parallel: floods load the CPU, so they run alone, before the
+	// parallel tests (see README).
 	tg := startTarget(t, targetConfig{NoFile: 1024, Args: []string{"--ws-register-timeout", "8s"}})
 	ctx := tg.ctx(2 * time.Minute)
 	base := tg.resources()
@@ -225,7 +226,8 @@ func TestConnectionFlood(t *testing.T) {
 // Retry-After, counted; the slow ones are closed when their header
 // deadline (5 s) passes; /healthz answers throughout and a call works.
 func TestHTTPFlood(t *testing.T) {
-	t.Parallel()
+	// Not parallel: floods load the CPU, so they run alone, before the
+	// parallel tests (see README).
 	tg := startTarget(t, targetConfig{})
 	base := tg.resources()
 	var status codes
