@@ -150,6 +150,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		// One sipp user places every call: the per-user limits that stop
 		// toll fraud would refuse the load.
 		{"--max-calls-per-user", "0"}, {"--max-call-rate-per-user", "0"},
+		// sipp sends from one address faster than a source may (the
+		// flood bounds, --sip-rate), and holds more transactions than
+		// the overload bound allows at a thousand calls a second.
+		{"--sip-rate", "0"}, {"--max-sip-transactions", "0"},
 		{"--data-dir", filepath.Join(dir, "data")},
 	} {
 		if strings.Contains(string(help), "-"+o[0][2:]+" ") {
