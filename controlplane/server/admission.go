@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/admission"
+	"github.com/strait-sbc/strait/controlplane/api"
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -114,8 +115,9 @@ func isHealth(r *http.Request) bool {
 
 // guardHTTP applies the reserve and the per-source rate to next: on a
 // reserve connection only health checks are served (503 and close
-// otherwise); API requests and WebSocket upgrades beyond their source's
-// bucket get 429 with Retry-After. Health checks, metrics and the page's
+// otherwise); API and WHIP requests and WebSocket upgrades beyond their
+// source's bucket get 429 with Retry-After (problem details, as every
+// error of the API). Health checks, metrics and the page's
 // static files pass.
 func (s *Server) guardHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,15 +129,14 @@ func (s *Server) guardHTTP(next http.Handler) http.Handler {
 			s.Metrics.HTTPRefused("reserve")
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", "5")
-			http.Error(w, "too many connections", http.StatusServiceUnavailable)
+			api.WriteProblem(w, r, http.StatusServiceUnavailable, "", "too many connections: this one serves health checks only")
 			return
 		}
-		if r.URL.Path == "/ws" || strings.HasPrefix(r.URL.Path, "/v1/") {
+		if r.URL.Path == "/ws" || strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, "/whip/") {
 			key, ok := admission.KeyOf(r.RemoteAddr)
 			if ok && !s.edge.http.Allow(key, 1) {
 				s.Metrics.HTTPRefused("rate")
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "too many requests", http.StatusTooManyRequests)
+				api.WriteTooManyRequests(w, r, time.Second, "too many requests from this address")
 				return
 			}
 		}
