@@ -197,7 +197,7 @@ type Config struct {
 	// datagram or frame is dropped, a TCP connection closed. The upstream
 	// is exempt. The default lets one address carry a PBX-like load of
 	// about 30 calls a second; browsers send a few messages a minute.
-	SIPRate  int `yaml:"sip_rate" flag:"sip-rate" usage:"SIP messages per second one source may send (token bucket; 0: no limit)"`
+	SIPRate  int `yaml:"sip_rate" group:"Flood bounds (per source: an IPv4 address or an IPv6 /64)" flag:"sip-rate" usage:"SIP messages per second one source may send (token bucket; 0: no limit)"`
 	SIPBurst int `yaml:"sip_burst" flag:"sip-burst" usage:"SIP messages one source may send at once"`
 	// MaxSIPTransactions bounds the SIP server transactions alive at once
 	// (each holds ~7 KB until its timers end, 32 s after the answer over
