@@ -63,6 +63,8 @@ func main() {
 	// sipgo's transports log through its default logger; what a peer can
 	// cause at will goes to debug (counted in metrics instead).
 	sip.SetDefaultLogger(sipnet.QuietLogger(log.Handler()).With("component", "sipgo"))
+	// Before any listener: sipgo's tracer switch is read unguarded.
+	sipnet.InstallTracer()
 	trace := func() {
 		if level.Level() <= slog.LevelDebug {
 			sipnet.EnableTrace(log.With(logging.KeyComponent, "sip"))

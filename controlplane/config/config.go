@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
+	"github.com/strait-sbc/strait/controlplane/hep"
 	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/state"
@@ -289,6 +291,14 @@ type Config struct {
 	// carries the keys of package internal/logging (call, leg,
 	// sip_call_id, node, session), each once.
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"log format: text or json"`
+	// HEP is the Homer capture server every SIP message is copied to, in
+	// HEP version 3: udp://HOST:PORT (heplify-server listens on 9060).
+	// Empty: no capture. Optional.
+	HEP string `yaml:"hep" flag:"hep" group:"SIP capture (Homer)" usage:"send every SIP message, both sides, to this Homer capture server in HEP3: udp://HOST:9060"`
+	// HEPCaptureID is the capture agent id Homer shows for this node.
+	HEPCaptureID uint `yaml:"hep_capture_id" flag:"hep-capture-id" usage:"HEP capture agent id of this node"`
+	// HEPPassword is the capture server's password (HEP auth key).
+	HEPPassword string `yaml:"hep_password" flag:"hep-password" usage:"HEP capture server password"`
 	// RegisterExpiry is the binding lifetime granted when a REGISTER names
 	// none, and the most the standalone registrar grants.
 	RegisterExpiry time.Duration `yaml:"register_expiry" group:"Timers" flag:"register-expiry" usage:"longest registration lifetime"`
@@ -515,6 +525,14 @@ func (c *Config) Parse() (*Parsed, error) {
 	}
 	if err := logging.CheckFormat(c.LogFormat); err != nil {
 		bad("--log-format %v", err)
+	}
+	if c.HEP != "" {
+		if _, err := hep.ParseURL(c.HEP); err != nil {
+			bad("--hep %v", err)
+		}
+	}
+	if c.HEPCaptureID > math.MaxUint32 {
+		bad("--hep-capture-id %d: want at most %d", c.HEPCaptureID, uint32(math.MaxUint32))
 	}
 	if c.RegisterExpiry < time.Minute {
 		bad("--register-expiry %v: want at least 1m", c.RegisterExpiry)

@@ -218,3 +218,20 @@ func (m *Metrics) preset() {
 		}
 	}
 }
+
+// HEPFrom exports the SIP capture's counters (package hep) read from f at
+// each scrape: strait_hep_messages_total{result="sent|dropped|failed"}
+// (dropped: the bounded queue was full; failed: the send failed).
+func (m *Metrics) HEPFrom(f func() (sent, dropped, failed uint64)) {
+	if m == nil {
+		return
+	}
+	for i, result := range []string{"sent", "dropped", "failed"} {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "strait_hep_messages_total",
+			Help:        "SIP messages copied to the Homer capture server (--hep), by result: sent, dropped (queue full), failed (send error).",
+			ConstLabels: prometheus.Labels{"result": result}}, func() float64 {
+			s, d, e := f()
+			return float64([]uint64{s, d, e}[i])
+		}))
+	}
+}

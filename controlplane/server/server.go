@@ -36,6 +36,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/hep"
 	"github.com/strait-sbc/strait/controlplane/history"
 	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/metrics"
@@ -119,6 +120,7 @@ type Server struct {
 	local    *node.Node                            // the in-process dataplane, if any
 	ups      *upstream.Set                         // the upstreams, in trunk mode
 	digest   *registrar.Digest                     // standalone users; nil in trunk or open mode
+	hep      *hep.Exporter                         // SIP capture toward Homer; nil without --hep
 	journal  *cdr.FileJournal                      // calls in progress, for their CDRs after a crash; nil without
 	users    []config.User                         // the users digest holds; guarded by reloadMu
 	tlsCert  *tlsconfig.Certificate                // HTTPS/WSS and SIP TLS; nil without --tls-cert
@@ -253,6 +255,16 @@ func New(opt Options) (_ *Server, err error) {
 		}})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HEP != "" {
+		if s.hep, err = hep.New(hep.Config{URL: cfg.HEP, CaptureID: uint32(cfg.HEPCaptureID), Password: cfg.HEPPassword}); err != nil {
+			return nil, err
+		}
+		s.Metrics.HEPFrom(func() (sent, dropped, failed uint64) {
+			st := s.hep.Stats()
+			return st.Sent, st.Dropped, st.Failed
+		})
+		sipnet.EnableCapture(s.hep)
 	}
 	users := p.Users
 	var digest *registrar.Digest
@@ -712,6 +724,10 @@ func (s *Server) close(handover bool) error {
 		}
 		if s.Stack != nil {
 			s.Stack.Close()
+		}
+		if s.hep != nil {
+			sipnet.EnableCapture(nil)
+			s.hep.Close()
 		}
 		if s.ups != nil {
 			s.ups.Close()
