@@ -7,28 +7,18 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/strait-sbc/strait/controlplane/admission"
-	"github.com/strait-sbc/strait/controlplane/api"
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
@@ -40,7 +30,6 @@ import (
 	"github.com/strait-sbc/strait/controlplane/history"
 	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/metrics"
-	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
@@ -391,277 +380,6 @@ const startLoadTimeout = 10 * time.Second
 
 // digestKeyName is the secret nonces are signed with.
 const digestKeyName = "digest-key"
-
-// secret returns the shared secret name from the state store, made (32
-// random bytes) by the first control plane that asks; a random one of
-// its own when the store does not answer (nonces then do not survive
-// this process).
-func (s *Server) secret(name string) []byte {
-	k := make([]byte, 32)
-	rand.Read(k)
-	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
-	defer cancel()
-	v, err := s.State.Store().PutIfAbsent(ctx, state.Secrets, name, k)
-	if err != nil || len(v) < 16 {
-		s.log.Warn("state store: shared secret not read; using one of this process's", "secret", name, "err", err)
-		return k
-	}
-	return v
-}
-
-// nonceStore is where digest nonce counts are tracked: in the state store
-// when it is shared (Redis: a nonce is used once across control planes),
-// else in memory, forgetting every nonce issued before this process
-// started (they get stale=true, never a replay through).
-func (s *Server) nonceStore() registrar.NonceStore {
-	if strings.HasPrefix(s.cfg.State, "redis") {
-		return registrar.StoreNonces{W: s.State}
-	}
-	m := registrar.NewMemoryNonces(0, registrar.NonceLifetime+time.Minute)
-	// Nonce times are whole seconds: one issued in the second this process
-	// started is taken as this process's.
-	m.ForgetBefore(time.Now().Truncate(time.Second).Add(-time.Second))
-	return m
-}
-
-// upstreamResolveWait bounds the first resolution of the upstreams' names
-// at start; what is not resolved by then is retried in the background.
-const upstreamResolveWait = 5 * time.Second
-
-// upstreams builds the set of upstreams (nil in standalone mode) and
-// resolves their names once before Strait takes calls.
-func (s *Server) upstreams(specs []upstream.Spec) (*upstream.Set, error) {
-	if len(specs) == 0 {
-		return nil, nil
-	}
-	set := upstream.NewSet(upstream.Config{Specs: specs, Resolver: upstream.NewResolver(s.cfg.DNSServer),
-		Log: s.log.With("component", "upstream")})
-	ctx, cancel := context.WithTimeout(context.Background(), upstreamResolveWait)
-	if err := set.Resolve(ctx); err != nil {
-		s.log.Warn("upstream names not all resolved at start; retrying in the background", "err", err)
-	}
-	cancel()
-	set.Start()
-	s.ups = set
-	return set, nil
-}
-
-// tlsNames tells the SIP stack which TLS destinations are upstreams and
-// the names they must prove.
-func tlsNames(set *upstream.Set) func(netip.AddrPort) (string, bool) {
-	if set == nil {
-		return nil
-	}
-	return func(ap netip.AddrPort) (string, bool) {
-		t, ok := set.Lookup(upstream.TLS, ap)
-		return t.Host(), ok
-	}
-}
-
-// reasonRestart is the CDR reason of a call a previous run left open.
-const reasonRestart = "control plane restart"
-
-// journalOrNil hands the engine the journal as an interface (nil when
-// there is none, not a nil pointer in an interface).
-func (s *Server) journalOrNil() cdr.Journal {
-	if s.journal == nil {
-		return nil
-	}
-	return s.journal
-}
-
-// dataplane creates the in-process node, or connects to the remote ones
-// and returns the names to discover nodes by.
-func (s *Server) dataplane(p *config.Parsed, resolver dpool.Resolver) ([]*dpool.Node, []dpool.Discovery, error) {
-	cfg := s.cfg
-	if len(p.Dataplane) == 0 {
-		nc := p.Node
-		nc.ID, nc.Logger = "local", s.log.With("component", "dataplane")
-		n, err := node.New(nc)
-		if err != nil {
-			return nil, nil, fmt.Errorf("in-process dataplane: %w", err)
-		}
-		s.local = n
-		// The node's traffic and drop counters on strait's own /metrics (the
-		// control plane exports the session gauge itself).
-		s.Metrics.Registry.MustRegister(n.TrafficCollector())
-		return []*dpool.Node{{Name: "local", API: n}}, nil, nil
-	}
-	var creds credentials.TransportCredentials = insecure.NewCredentials()
-	if cfg.DataplaneCert != "" || cfg.DataplaneCA != "" {
-		if cfg.DataplaneCert != "" {
-			var err error
-			if s.dpCert, err = tlsconfig.LoadCertificate(cfg.DataplaneCert, cfg.DataplaneKey); err != nil {
-				return nil, nil, err
-			}
-			s.Metrics.CertificateExpiry("dataplane_client", func() time.Time { return s.dpCert.Leaf().NotAfter })
-		}
-		tc, err := tlsconfig.NewClient(s.dpCert, cfg.DataplaneCA, cfg.DataplaneServerName)
-		if err != nil {
-			return nil, nil, err
-		}
-		creds = credentials.NewTLS(tc)
-	}
-	dial := func(addr string) (*dpool.Node, error) {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-		if err != nil {
-			return nil, err
-		}
-		return &dpool.Node{Name: addr, API: pb.NewClient(conn), Close: func() { conn.Close() }}, nil
-	}
-	if resolver == nil {
-		resolver = net.DefaultResolver
-		if cfg.DNSServer != "" {
-			d := net.Dialer{Timeout: 2 * time.Second}
-			resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return d.DialContext(ctx, network, cfg.DNSServer)
-			}}
-		}
-	}
-	var nodes []*dpool.Node
-	var discover []dpool.Discovery
-	for _, t := range p.Dataplane {
-		if t.Discover {
-			host, port, _ := net.SplitHostPort(t.Addr)
-			pn, _ := strconv.ParseUint(port, 10, 16)
-			discover = append(discover, dpool.Discovery{Name: host, Port: uint16(pn), Resolver: resolver,
-				Dial: func(ap netip.AddrPort) (*dpool.Node, error) { return dial(ap.String()) }})
-			continue
-		}
-		n, err := dial(t.Addr)
-		if err != nil {
-			for _, n := range nodes {
-				n.Close()
-			}
-			return nil, nil, fmt.Errorf("dataplane %s: %w", t.Addr, err)
-		}
-		nodes = append(nodes, n)
-	}
-	return nodes, discover, nil
-}
-
-// sipHostOf is the host Strait names itself with toward SIP peers.
-func sipHostOf(cfg config.Config) string {
-	if cfg.SIPHost != "" {
-		return cfg.SIPHost
-	}
-	if len(cfg.PublicIP) > 0 {
-		return cfg.PublicIP[0]
-	}
-	host, _, _ := net.SplitHostPort(cfg.SIP)
-	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsUnspecified() || host == "") && len(cfg.MediaIP) > 0 {
-		return cfg.MediaIP[0]
-	}
-	return host
-}
-
-// wsHostOf names Strait in Via and Contact toward browsers.
-func wsHostOf(cfg config.Config) string {
-	host, _, _ := net.SplitHostPort(cfg.HTTP)
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() || host == "" {
-		return "strait.invalid"
-	}
-	return host
-}
-
-// handler routes the HTTP listener: /ws to SIP, /v1 to the API, health
-// and metrics, and the rest to root.
-func (s *Server) handler(root http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	allowed, _ := origins.New(s.cfg.CORSOrigins) // checked by Validate
-	mux.Handle("/ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !allowed.AllowWebSocket(r) {
-			s.log.Info("websocket refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
-			api.WriteProblem(w, r, http.StatusForbidden, "", "origin not allowed: see --cors-origin")
-			return
-		}
-		s.WS.ServeHTTP(w, r)
-	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Directory: s.userNames, Auth: s.auth.Load,
-		Log: s.log.With("component", "api")}))
-	mux.Handle("/v1/", apiHandler)
-	mux.Handle("/whip/", apiHandler)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", s.ready)
-	metricsHandler := promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})
-	mux.Handle("GET /metrics", api.RequireScope(s.auth.Load, apiauth.ScopeAdmin, metricsHandler))
-	// The Go profiler, as strait-dataplane serves it on its metrics
-	// listener: here behind the same admin credential as /metrics, since
-	// the HTTP listener may be public (a profile reveals code and memory).
-	pprofMux := http.NewServeMux()
-	pprofMux.HandleFunc("/debug/pprof/", pprof.Index)
-	pprofMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	pprofMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	pprofMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	pprofMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.Handle("/debug/pprof/", api.RequireScope(s.auth.Load, apiauth.ScopeAdmin, pprofMux))
-	if root == nil {
-		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/" {
-				http.NotFound(w, r)
-				return
-			}
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			fmt.Fprintf(w, "Strait is running.\nSIP over WebSocket: %s\nAPI: /v1/calls, /v1/cdrs, /v1/events\n", s.WSURL())
-		})
-	}
-	mux.Handle("/", root)
-	return mux
-}
-
-// ready reports 200 when a dataplane node can take new sessions (up,
-// answering heartbeats, not draining) and the upstream (if any, and
-// pinged) answers OPTIONS. Nodes that cannot are listed either way: one
-// bad node out of several does not take the control plane out of
-// service.
-func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
-	var problems, notes []string
-	usable := 0
-	for _, m := range s.Pool.Members() {
-		switch {
-		case !m.Up:
-			notes = append(notes, "dataplane node "+m.Name+": down")
-		case m.Draining || m.Retired:
-			notes = append(notes, "dataplane node "+m.Name+": draining")
-		default:
-			usable++
-		}
-	}
-	if usable == 0 {
-		problems = append(problems, "no dataplane node can take sessions")
-	}
-	if !s.Engine.UpstreamUp() {
-		problems = append(problems, "upstream does not answer OPTIONS")
-	}
-	w.Header().Set("Content-Type", "text/plain")
-	if len(problems) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(strings.Join(append(problems, notes...), "\n") + "\n"))
-		return
-	}
-	w.Write([]byte(strings.Join(append([]string{"ready"}, notes...), "\n") + "\n"))
-}
-
-func (s *Server) housekeep() {
-	defer s.wg.Done()
-	t := time.NewTicker(housekeeping)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.Registrar.Sweep()
-			s.sweepEdge()
-			for name, n := range s.Pool.Sessions() {
-				s.Metrics.SetSessions(name, n)
-			}
-		}
-	}
-}
 
 // HTTPAddr is the bound HTTP address.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
