@@ -84,8 +84,13 @@ type Result struct {
 	PeakHeapMB float64 `json:"peak_heap_mb"`
 	PeakRSSMB  float64 `json:"peak_rss_mb"`
 	// HeapAfterMB is the heap in use once every call has ended and a
-	// transaction lifetime (32 s) passed: what finished calls leave.
+	// transaction lifetime (32 s) passed, read after a forced GC: what
+	// finished calls leave.
 	HeapAfterMB float64 `json:"heap_after_mb"`
+	// HeapAfterNote says why no GC could be forced before HeapAfterMB was
+	// read (an older strait without pprof): the figure then includes
+	// garbage.
+	HeapAfterNote string `json:"heap_after_note,omitempty"`
 	// LoadBefore and LoadAfter are /proc/loadavg's first three fields.
 	LoadBefore string   `json:"load_before"`
 	LoadAfter  string   `json:"load_after"`
@@ -266,6 +271,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		case <-ctx.Done():
 		case <-time.After(cfg.Settle):
 		}
+		// Nothing allocates once the calls are over, so no GC would run
+		// by itself: ask for one (pprof's heap profile with gc=1), else
+		// the heap read is the peak's garbage, not what is kept.
+		if err := collectGarbage(metrics); err != nil {
+			res.HeapAfterNote = err.Error()
+		}
 		if m, err := scrape(metrics); err == nil {
 			res.HeapAfterMB = m.Sum("go_memstats_heap_inuse_bytes") / (1 << 20)
 		}
@@ -293,6 +304,21 @@ func scrape(addr string) (procstat.Metrics, error) {
 		return nil, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
 	}
 	return procstat.ParseMetrics(resp.Body)
+}
+
+// collectGarbage makes strait run a GC: its pprof heap endpoint with gc=1
+// collects before it profiles (the profile itself is discarded).
+func collectGarbage(addr string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return fmt.Errorf("no GC forced: %w", err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("no GC forced: /debug/pprof/heap: %s", resp.Status)
+	}
+	return nil
 }
 
 // readStats takes the last line of sipp's statistics file.
