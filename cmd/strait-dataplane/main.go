@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -69,7 +70,14 @@ func defaults() config {
 	}
 }
 
+// synopsis is what --help prints first.
+var synopsis = cliconfig.Synopsis("strait-dataplane [flags]",
+	"strait-dataplane check-config FILE [flags]   validate a configuration (file, environment, flags) and exit")
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		os.Exit(checkConfig(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -86,7 +94,7 @@ func main() {
 // run starts the node and blocks until ctx ends or a signal drains it.
 func run(ctx context.Context, args []string, env func(string) string, stderr *os.File) error {
 	cfg := defaults()
-	if err := cliconfig.Load(&cfg, "strait-dataplane", "STRAIT_DATAPLANE", args, env, stderr); err != nil {
+	if err := cliconfig.Load(&cfg, "strait-dataplane", "STRAIT_DATAPLANE", args, env, stderr, synopsis); err != nil {
 		return err
 	}
 	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
@@ -232,7 +240,7 @@ func reloadCert(cert *tlsconfig.Certificate, log *slog.Logger) {
 	log.Info("SIGHUP: certificate reloaded", "subject", cert.Leaf().Subject.String(), "not_after", cert.Leaf().NotAfter)
 }
 
-func newLogger(level, format string, w *os.File) (*slog.Logger, error) {
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	l, err := logging.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level %v", err)
