@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"testing"
 )
@@ -34,8 +35,11 @@ func FreePort(t testing.TB) int {
 func FreeAddr(t testing.TB) string { return hostPort(FreePort(t)) }
 
 // PortRange returns a range of n UDP ports as "LOW-HIGH" (the form of
-// strait's --rtp-ports), chosen at random between 20000 and 60000 so that
-// tests running on the host's loopback do not all pick the same one.
+// strait's --rtp-ports), chosen at random from 10000 up to the kernel's
+// ephemeral range, so that tests running on the host's loopback do not
+// all pick the same one, and so that no port the kernel hands out (to
+// FreePort, Kamailio, sipp, Chromium) can fall inside it: strait refuses
+// to start on media ports another process holds.
 func PortRange(t testing.TB, n int) string {
 	t.Helper()
 	for range 50 {
@@ -49,10 +53,26 @@ func PortRange(t testing.TB, n int) string {
 	return ""
 }
 
-// portRangeCandidate picks n ports at a random even base in 20000-60000.
+// portRangeCandidate picks n ports at a random even base between 10000
+// and the start of the ephemeral range.
 func portRangeCandidate(n int) string {
-	low := 20000 + 2*rand.IntN((40000-n)/2)
+	top := ephemeralLow()
+	low := 10000 + 2*rand.IntN((top-10000-n)/2)
 	return fmt.Sprintf("%d-%d", low, low+n-1)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (the
+// ports bind to port 0 gets), 32768 where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if n, _ := fmt.Sscan(string(b), &low, &high); n != 2 || low < 12000 {
+		return 32768
+	}
+	return low
 }
 
 func udpFree(port int) bool {
