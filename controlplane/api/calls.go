@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"sort"
@@ -200,42 +199,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p := principal(r)
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		WriteProblem(w, r, http.StatusInternalServerError, "", "streaming unsupported")
-		return
-	}
-	ch, stop := a.cfg.Engine.Watch()
-	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": strait call events\n\n")
-	fl.Flush()
-	t := time.NewTicker(sseKeepalive)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-t.C:
-			fmt.Fprint(w, ": keepalive\n\n")
-			fl.Flush()
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			if (only != "" && ev.Call != only) || !p.Sees(ev.Caller, ev.Callee) {
-				continue
-			}
-			b, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.State, b)
-			fl.Flush()
-			if only != "" && ev.State == "ended" {
-				return
-			}
+	streamEvents(w, r, "strait call events", a.cfg.Engine.Watch, func(ev b2bua.Event) (string, any, bool, bool) {
+		if (only != "" && ev.Call != only) || !p.Sees(ev.Caller, ev.Callee) {
+			return "", nil, false, false
 		}
-	}
+		return ev.State, ev, true, only != "" && ev.State == "ended"
+	})
 }
 
 func (a *API) cdrs(w http.ResponseWriter, _ *http.Request) {

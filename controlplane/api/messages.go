@@ -1,9 +1,7 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -88,34 +86,8 @@ func (a *API) messageEvents(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, http.StatusServiceUnavailable, "", "no messaging here")
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		WriteProblem(w, r, http.StatusInternalServerError, "", "streaming unsupported")
-		return
-	}
-	ch, stop := a.cfg.Messages.Listen(user)
-	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": strait messages\n\n")
-	fl.Flush()
-	t := time.NewTicker(sseKeepalive)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-t.C:
-			fmt.Fprint(w, ": keepalive\n\n")
-			fl.Flush()
-		case m, ok := <-ch:
-			if !ok {
-				return
-			}
-			b, _ := json.Marshal(m)
-			fmt.Fprintf(w, "event: message\ndata: %s\n\n", b)
-			fl.Flush()
-		}
-	}
+	listen := func() (<-chan messaging.Message, func()) { return a.cfg.Messages.Listen(user) }
+	streamEvents(w, r, "strait messages", listen, func(m messaging.Message) (string, any, bool, bool) {
+		return "message", m, true, false
+	})
 }

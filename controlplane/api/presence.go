@@ -1,8 +1,6 @@
 package api
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -112,36 +110,9 @@ func (a *API) presenceEvents(w http.ResponseWriter, r *http.Request) {
 	if !a.needPresence(w, r) {
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		WriteProblem(w, r, http.StatusInternalServerError, "", "streaming unsupported")
-		return
-	}
-	ch, stop := a.cfg.Presence.Watch()
-	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": strait presence\n\n")
-	fl.Flush()
-	t := time.NewTicker(sseKeepalive)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-t.C:
-			fmt.Fprint(w, ": keepalive\n\n")
-			fl.Flush()
-		case s, ok := <-ch:
-			if !ok {
-				return
-			}
-			b, _ := json.Marshal(a.presenceOf(s.User, s, true))
-			fmt.Fprintf(w, "event: presence\ndata: %s\n\n", b)
-			fl.Flush()
-		}
-	}
+	streamEvents(w, r, "strait presence", a.cfg.Presence.Watch, func(s presence.State) (string, any, bool, bool) {
+		return "presence", a.presenceOf(s.User, s, true), true, false
+	})
 }
 
 // Contact is one entry of the address book.
