@@ -111,7 +111,7 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	}
 	c := e.newCall(from, user)
 	c.api = true
-	c.release = release
+	c.release, c.slot = release, true
 	e.completeCall(c, nil, kindWebRTC, tgt, "")
 	if err := e.register(c); err != nil {
 		release()

@@ -101,7 +101,10 @@ type Call struct {
 	api  bool // placed through the HTTP API
 	// release gives back the caller's dial-plan slot (nil: none taken);
 	// end calls it once.
-	release   func()
+	release func()
+	// slot: the call holds a dial-plan slot of its caller's (so a call
+	// restored after a restart takes one again, see Restore).
+	slot      bool
 	caller    string
 	callee    string
 	direction string

@@ -190,7 +190,7 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	from := req.From()
 	c := e.newCall(who, tgt.user)
-	c.release = release
+	c.release, c.slot = release, s != fromUpstream
 	ad := newUAS(e.st, req, tx)
 	if t, ok := e.upstreamOf(req); ok {
 		upstreamDialog(ad, t)

@@ -45,6 +45,7 @@ type callRecord struct {
 	Callee    string       `json:"callee"`
 	Direction string       `json:"direction"`
 	API       bool         `json:"api,omitempty"`
+	Slot      bool         `json:"slot,omitempty"` // holds a --max-calls-per-user slot of the caller's
 	Start     time.Time    `json:"start"`
 	Answer    time.Time    `json:"answer"`
 	Session   string       `json:"session,omitempty"`
@@ -125,7 +126,7 @@ func (l *mediaLeg) snapshot() *mediaLegRecord {
 // record describes an answered call for the store. Loop only.
 func (c *Call) stateRecord() *callRecord {
 	r := &callRecord{V: callRecordVersion, ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction,
-		API: c.api, Start: c.start, Answer: c.answer}
+		API: c.api, Slot: c.slot, Start: c.start, Answer: c.answer}
 	if c.m != nil {
 		r.Session = c.m.sessionID()
 		r.Node = c.e.cfg.Pool.NodeOf(r.Session)
@@ -287,6 +288,11 @@ func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte) (
 	e.calls[c.ID] = c
 	e.mu.Unlock()
 	e.cfg.Metrics.CallState("", StateAnswered.String())
+	if r.Slot && e.cfg.Guard != nil {
+		// The call counts toward its caller's --max-calls-per-user as it
+		// did before the restart (Hold: it is up, never refused).
+		c.release, c.slot = e.cfg.Guard.Hold(r.Caller), true
+	}
 	for _, l := range c.legs {
 		if l != nil && l.d != nil {
 			e.addDialog(l)

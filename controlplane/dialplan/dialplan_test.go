@@ -232,3 +232,33 @@ func TestMatchAllocs(t *testing.T) {
 		t.Fatalf("Match allocates %v times", n)
 	}
 }
+
+// Hold counts a call that is already up (restored after a restart) even
+// past the limit, is no attempt for the rate limit, and its release gives
+// the slot back once.
+func TestGuardHold(t *testing.T) {
+	p, err := New(Config{MaxCalls: 1, MaxPerMinute: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGuard(p)
+	r1 := g.Hold("alice")
+	r2 := g.Hold("alice")
+	if n := g.Active("alice"); n != 2 {
+		t.Fatalf("active %d after two holds, want 2 (never refused)", n)
+	}
+	if _, err := g.Admit("alice", "1000"); err == nil {
+		t.Fatal("a new call was admitted past the limit held by restored calls")
+	}
+	r1()
+	r1()
+	r2()
+	if n := g.Active("alice"); n != 0 {
+		t.Fatalf("active %d after the releases, want 0", n)
+	}
+	release, err := g.Admit("alice", "1000")
+	if err != nil {
+		t.Fatalf("held calls counted as attempts for the rate limit: %v", err)
+	}
+	release()
+}

@@ -131,6 +131,30 @@ func (g *Guard) Admit(user, dest string) (release func(), err error) {
 	}, nil
 }
 
+// Hold counts a call of user's as in progress without checking the limits:
+// a call that is already up, carried on from the state store after a
+// restart (refusing it would end a call in progress; it only keeps the
+// user from starting more). It is not an attempt, so the rate limit does
+// not see it. release is as Admit's.
+func (g *Guard) Hold(user string) (release func()) {
+	g.mu.Lock()
+	u := g.users[user]
+	if u == nil {
+		u = &usage{}
+		g.users[user] = u
+	}
+	u.active++
+	g.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			u.active--
+			g.mu.Unlock()
+		})
+	}
+}
+
 // prune forgets attempts older than the window.
 func (u *usage) prune(now time.Time) {
 	i := 0

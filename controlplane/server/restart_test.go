@@ -585,3 +585,77 @@ func freeUDPRange(t *testing.T, n int) uint16 {
 	t.Fatal("no free UDP port range")
 	return 0
 }
+
+// A call carried on after a restart still counts toward its caller's
+// --max-calls-per-user: with a limit of one, alice's second call after the
+// restart is refused (486, call limit reached) while the first is up, and
+// accepted once the first has ended (its slot was given back).
+func TestRestartedCallsCountTowardTheLimit(t *testing.T) {
+	r := newRestartRig(t)
+	r.cfg.MaxCallsPerUser = 1
+	dir := t.TempDir()
+	a := r.start(filepath.Join(dir, "a.jsonl"))
+	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	r.browser = b
+	r.register()
+	mb := newBrowserMedia(t)
+	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := r.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	if res, err := call.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := a.Handover(); err != nil {
+		t.Fatal(err)
+	}
+	bsrv := r.start(filepath.Join(dir, "b.jsonl"))
+	if n := bsrv.Guard.Active("alice"); n != 1 {
+		t.Fatalf("alice has %d calls in progress after the restart, want the restored 1", n)
+	}
+	r.register()
+	second := func() *siptest.Dialog {
+		t.Helper()
+		c, err := b.Invite(ctx(t), "carol", []byte(newBrowserMedia(t).Offer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if res, _ := second().WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 486 || !strings.Contains(res.Reason, "call limit") {
+		t.Fatalf("alice's second call after the restart: %v, want 486 (limit 1, one restored call)", res)
+	}
+	if err := call.Hangup(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatalf("the PBX got no BYE: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for bsrv.Guard.Active("alice") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the restored call's slot was not given back when it ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c := second()
+	inc2, err := r.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatalf("alice's call after the restored one ended did not reach the PBX: %v", err)
+	}
+	inc2.Reject(486, "Busy Here")
+	if res, _ := c.WaitAnswer(ctx(t), ""); res == nil || res.StatusCode != 486 {
+		t.Fatalf("alice's call after the restored one ended: %v, want the PBX's 486", res)
+	}
+}
