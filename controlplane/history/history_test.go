@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,4 +146,66 @@ func FuzzParseCursor(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %q: %v", s, c, c.String(), err)
 		}
 	})
+}
+
+// gatedStore counts writes and holds the first until released.
+type gatedStore struct {
+	state.Store
+	entered chan struct{} // closed as the first write begins
+	gate    chan struct{}
+	applies atomic.Int32
+}
+
+func (g *gatedStore) Apply(ctx context.Context, ch []state.Change) error {
+	if g.applies.Add(1) == 1 {
+		close(g.entered)
+		<-g.gate
+	}
+	return g.Store.Apply(ctx, ch)
+}
+
+// Records that queue up while a write is in progress are written
+// together: one store write for all of them, each user's history read and
+// encoded once, the result the same as one write per record.
+func TestBatchedWrites(t *testing.T) {
+	st := &gatedStore{Store: state.NewMemory(), entered: make(chan struct{}), gate: make(chan struct{})}
+	l := New(Config{Store: st, PerUser: 50})
+	defer l.Close()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	l.Add(rec("c000", "alice", "bob", t0))
+	select { // the writer is in its first write
+	case <-st.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write")
+	}
+	const n = 300
+	for i := 1; i < n; i++ {
+		l.Add(rec(fmt.Sprintf("c%03d", i), "alice", "bob", t0.Add(time.Duration(i)*time.Second)))
+	}
+	l.Add(rec("c299", "alice", "bob", t0.Add(299*time.Second))) // twice in one batch
+	close(st.gate)
+	ctx := context.Background()
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.applies.Load(); got != 2 {
+		t.Errorf("%d store writes for %d records queued behind one, want 2", got, n)
+	}
+	for _, u := range []string{"alice", "bob"} {
+		page, _, err := l.Page(ctx, u, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) != 50 {
+			t.Fatalf("%s: %d entries, want 50", u, len(page))
+		}
+		for i, e := range page {
+			if want := fmt.Sprintf("c%03d", n-1-i); e.ID != want {
+				t.Fatalf("%s: entry %d is %s, want %s", u, i, e.ID, want)
+			}
+		}
+	}
+	if l.Dropped() != 0 {
+		t.Fatalf("dropped %d", l.Dropped())
+	}
 }
