@@ -58,6 +58,12 @@ type Config struct {
 	Settle time.Duration
 	// Log gets strait's and sipp's own output; nil discards it.
 	Log io.Writer
+	// CPUProfile, when set, gets a CPU profile of strait over the time
+	// calls are placed (its /debug/pprof/profile); HeapProfile a heap
+	// profile taken as the last call is placed, when the heap is at its
+	// largest (in-use and allocated space since start).
+	CPUProfile  string
+	HeapProfile string
 }
 
 // Result is one run's figures.
@@ -233,6 +239,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	began := time.Now()
+	profiled := startProfiles(ctx, metrics, cfg, log)
 	sippErr := sc.Run()
 	res.ElapsedS = time.Since(began).Seconds()
 	cpu1, err := procstat.CPU(pid)
@@ -241,6 +248,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	close(stopSampling)
 	<-sampled
+	<-profiled
 	res.LoadAfter = loadavg()
 	res.CPUS = (cpu1 - cpu0).Seconds()
 	if calls > 0 {
@@ -304,6 +312,55 @@ func scrape(addr string) (procstat.Metrics, error) {
 		return nil, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
 	}
 	return procstat.ParseMetrics(resp.Body)
+}
+
+// startProfiles fetches the profiles cfg asks for while sipp places the
+// calls; the channel closes when they are written (errors go to log: a
+// profile is an aid, not a figure).
+func startProfiles(ctx context.Context, addr string, cfg Config, log io.Writer) <-chan struct{} {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	fetch := func(url, path string, after time.Duration) {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(after):
+		}
+		if err := saveURL(ctx, "http://"+addr+url, path); err != nil {
+			fmt.Fprintf(log, "callrate: profile %s: %v\n", url, err)
+		}
+	}
+	if cfg.CPUProfile != "" {
+		wg.Add(1)
+		go fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(cfg.Duration.Seconds()))), cfg.CPUProfile, 0)
+	}
+	if cfg.HeapProfile != "" {
+		wg.Add(1)
+		go fetch("/debug/pprof/heap", cfg.HeapProfile, cfg.Duration)
+	}
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
+func saveURL(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // collectGarbage makes strait run a GC: its pprof heap endpoint with gc=1

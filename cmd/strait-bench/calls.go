@@ -29,6 +29,8 @@ func runCalls(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.SippBin, "sipp-bin", "", "sipp binary (default: on $PATH)")
 	fs.StringVar(&extra, "strait-args", "", "more strait flags, space-separated")
 	fs.DurationVar(&cfg.Settle, "settle", 0, "after the last call, wait this long and read the heap again (default 35s: a transaction's lifetime; negative: skip)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "save a CPU profile of strait over the time calls are placed")
+	fs.StringVar(&cfg.HeapProfile, "heapprofile", "", "save a heap profile of strait as the last call is placed")
 	fs.StringVar(&out, "out", "", "also write the JSON report to this file")
 	fs.StringVar(&logPath, "log", "", "append strait's and sipp's own output to this file")
 	if err := fs.Parse(args); err != nil {
