@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/siptest"
+	"github.com/strait-sbc/strait/dataplane/node"
+	"github.com/strait-sbc/strait/dataplane/portalloc"
+)
+
+// BenchmarkCall is one call's setup and teardown through the all-in-one
+// with sipgo phones on loopback, one call at a time: INVITE with a plain
+// offer, 200 with the anchored answer, ACK, BYE and its 200, the node's
+// session created and deleted, the CDR and call history written. What
+// strait-bench calls measures at a rate, here as counts per call that
+// noise cannot move (allocs/op, B/op; they include the phones' own sipgo
+// work, a constant part). "echo" is the echo extension (strait-bench
+// calls' load: one leg); "sip-to-sip" a phone calling a registered one
+// (two legs, both dialogs bridged).
+func BenchmarkCall(b *testing.B) {
+	b.Run("echo", func(b *testing.B) { benchCalls(b, "echo") })
+	b.Run("sip-to-sip", func(b *testing.B) { benchCalls(b, "bob") })
+}
+
+func benchCalls(b *testing.B, callee string) {
+	n := benchNode(b)
+	cfg := testConfig()
+	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.OptionsInterval = 0
+	cfg.CDRFile = filepath.Join(b.TempDir(), "cdr.jsonl")
+	// One phone places every call, as sipp does in strait-bench calls.
+	cfg.MaxCallsPerUser, cfg.MaxCallRatePerUser = 0, 0
+	cfg.SIPRate, cfg.MaxSIPTransactions = 0, 0
+	srv, err := New(Options{Config: cfg, Nodes: []*dpool.Node{{Name: "local", API: n}}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	phone := func(user string) *siptest.Phone {
+		p, err := siptest.NewUDP(srv.SIPAddr(), user)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(p.Close)
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	carol := phone("carol")
+	if callee != "echo" {
+		bob := phone(callee)
+		if res, err := bob.Register(ctx, "", 3600); err != nil || res.StatusCode != 200 {
+			b.Fatalf("REGISTER: %v %v", res, err)
+		}
+		answer := siptest.PlainSDP(1, netip.MustParseAddrPort("127.0.0.1:7078"), netip.AddrPort{}, "sendrecv", false)
+		go func() {
+			for d := range bob.Incoming {
+				d.Answer(answer)
+			}
+		}()
+	}
+	offer := siptest.PlainSDP(1, netip.MustParseAddrPort("127.0.0.1:7076"), netip.AddrPort{}, "sendrecv", false)
+	call := func() {
+		d, err := carol.Invite(ctx, callee, offer)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := d.WaitAnswer(ctx, "")
+		if err != nil || res.StatusCode != 200 {
+			b.Fatalf("answer: %v %v", res, err)
+		}
+		if err := d.Ack(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Hangup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		// The call is over when strait has let it go (its session
+		// deleted, its CDR written).
+		for len(srv.Engine.Calls()) != 0 {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	call() // the first call's one-time costs (connections, pools) are not a call's
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		call()
+	}
+}
+
+// benchNode is an in-process node with room for a call at a time.
+func benchNode(b *testing.B) *node.Node {
+	var lastErr error
+	for range 20 {
+		base := uint16(20000 + 2*rand.IntN(20000))
+		n, err := node.New(node.Config{ID: "bench", MediaAddrs: []netip.Addr{loopback},
+			WebRTCPorts: portalloc.Range{First: base, Last: base + 1},
+			RTPPorts:    portalloc.Range{First: base + 2, Last: base + 41}, Workers: 1,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err == nil {
+			b.Cleanup(func() { n.Close() })
+			return n
+		}
+		lastErr = err
+	}
+	b.Fatalf("no dataplane node: %v", lastErr)
+	return nil
+}
