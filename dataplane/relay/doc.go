@@ -45,6 +45,13 @@
 // atomic compare-and-swap each); they only matter during a path change, when
 // without them two workers could corrupt an SRTP context.
 //
+// Each stream measures its media quality on the way (quality.go, package
+// quality): the RTP it receives feeds RFC 3550 receiver statistics under a
+// try-flag (one compare-and-swap, never a wait), and the RTCP relayed
+// through it is read for sender and receiver reports before translation;
+// the janitor samples both every QualityInterval into the call-long
+// figures the API reports.
+//
 // # A packet's path
 //
 // See DESIGN.md: a worker takes a round's datagrams from its Loop,

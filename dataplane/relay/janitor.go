@@ -32,6 +32,7 @@ func (e *Engine) janitor() {
 func (e *Engine) Sweep() {
 	now := e.cfg.Now().UnixNano()
 	for _, s := range e.Sessions() {
+		s.sampleQuality(now, false)
 		cfg := s.cfg.Load()
 		timeout := s.mediaTimeout.Load()
 		for _, l := range s.legs {

@@ -155,6 +155,7 @@ func (e *Engine) DeleteSession(id, reason string) (*Session, error) {
 	}
 	e.barrier(cmds)
 	s.tables = tables{}
+	s.sampleQuality(e.cfg.Now().UnixNano(), true) // the last interval, however short
 	e.release(s)
 	e.mu.Lock()
 	for _, l := range s.legs {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/strait-sbc/strait/dataplane/quality"
 	"github.com/strait-sbc/strait/dataplane/rewrite"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
@@ -40,6 +41,10 @@ type streamConfig struct {
 	// (a handful: a table indexed by payload type would cost 512 bytes per
 	// stream for the same answer).
 	clocks []ptClock
+	// emodel is the E-model's figures for the stream's first codec, clock0
+	// that codec's clock rate (the unit of the jitter the peer reports).
+	emodel quality.Codec
+	clock0 uint32
 	// rewriteSSRC: media sent on this stream carries Stream.localSSRC.
 	rewriteSSRC bool
 	// Plain streams: the SDP addresses, and whether only they are accepted.
@@ -98,6 +103,9 @@ func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *session
 				}
 				pt := uint8(c.GetPayloadType())
 				sc.clocks = append(sc.clocks, ptClock{pt, c.GetClockRate()})
+				if len(sc.clocks) == 1 {
+					sc.emodel, sc.clock0 = quality.CodecByName(c.GetName()), c.GetClockRate()
+				}
 				if l.kind == pb.LegKind_LEG_KIND_WEBRTC {
 					if prev := lc.ptStream[pt]; prev >= 0 && int(prev) != j {
 						return nil, statusf(codes.InvalidArgument, "leg %d: payload type %d used by streams %d and %d of one WebRTC transport", i, pt, prev, j)

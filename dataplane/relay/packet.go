@@ -159,6 +159,7 @@ func (w *worker) relay(src *Leg, st *Stream, buf []byte, n int, isRTCP bool) {
 		}
 		var received rewrite.StreamTable
 		receivedMappings(src, lc, &received)
+		w.rtcpQuality(lc, dlc, dsc, &received, buf[:n])
 		if n, ok = w.protectRTCP(src, dst, dlc, dsc, &received, buf, n); !ok {
 			return
 		}
@@ -200,6 +201,7 @@ func (w *worker) relay(src *Leg, st *Stream, buf []byte, n int, isRTCP bool) {
 		src.ctr.drop[pb.DropUnknownPt].Add(1)
 		return
 	}
+	st.q.receive(buf[:n], pt, sc.clock(pt), w.now)
 	if st.index >= len(dlc.streams) || !dlc.streams[st.index].send {
 		src.ctr.drop[pb.DropDirection].Add(1)
 		return

@@ -146,6 +146,10 @@ type Stream struct {
 	keys     *sdesKeys
 	dec, enc *srtp.Context
 	out      rewrite.OutStream
+
+	// q is the stream's media quality (see streamQuality for who writes
+	// what).
+	q streamQuality
 }
 
 // source is an address a plain stream latched to, for the negotiation

@@ -41,7 +41,7 @@ func (s *Session) Proto() *pb.Session {
 			}
 		}
 		for _, st := range l.streams {
-			ps := &pb.Stream{LocalSsrc: st.localSSRC}
+			ps := &pb.Stream{LocalSsrc: st.localSSRC, Quality: st.q.proto()}
 			switch {
 			case l.kind == pb.LegKind_LEG_KIND_WEBRTC:
 				ps.LocalAddr = netip.AddrPortFrom(adv, l.group.port).String()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/icelite"
+	"github.com/strait-sbc/strait/dataplane/quality"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -70,7 +71,8 @@ type worker struct {
 	stun    icelite.Responder
 	rtpHdr  rtp.Header
 	rtcpHdr rtcp.Header
-	now     int64 // unix nanoseconds, read once per round
+	reports quality.Reports // scratch of rtcpQuality
+	now     int64           // unix nanoseconds, read once per round
 
 	ctr nodeCounters
 	// io is the Loop's system call counts, published once per round.

@@ -1787,7 +1787,10 @@ type Stream struct {
 	// one), empty until known.
 	RemoteAddr string `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// The SSRC the node sends with on this stream when rewrite_ssrc is set.
-	LocalSsrc     uint32 `protobuf:"varint,5,opt,name=local_ssrc,json=localSsrc,proto3" json:"local_ssrc,omitempty"`
+	LocalSsrc uint32 `protobuf:"varint,5,opt,name=local_ssrc,json=localSsrc,proto3" json:"local_ssrc,omitempty"`
+	// Media quality of the stream in both directions, from RTCP and from the
+	// node's own measurement of the RTP it receives.
+	Quality       *StreamQuality `protobuf:"bytes,6,opt,name=quality,proto3" json:"quality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1857,6 +1860,426 @@ func (x *Stream) GetLocalSsrc() uint32 {
 	return 0
 }
 
+func (x *Stream) GetQuality() *StreamQuality {
+	if x != nil {
+		return x.Quality
+	}
+	return nil
+}
+
+// StreamQuality is what is known of one stream's media quality. "in" is the
+// media the node receives from the leg's peer, "out" what it sends to it.
+type StreamQuality struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In: measured by the node on the RTP it receives from the peer (loss from
+	// sequence numbers, RFC 3550 appendix A.8 jitter); rtt from the peer's
+	// receiver reports.
+	In *DirectionQuality `protobuf:"bytes,1,opt,name=in,proto3" json:"in,omitempty"`
+	// Out: what the peer's RTCP receiver reports say it received of what the
+	// node sent (fraction and cumulative loss, jitter), and the round trip
+	// node <-> peer from their LSR/DLSR against the node's own clock.
+	Out *DirectionQuality `protobuf:"bytes,2,opt,name=out,proto3" json:"out,omitempty"`
+	// Node-measured details of the received RTP (in direction).
+	Received      *ReceiveCounters `protobuf:"bytes,3,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamQuality) Reset() {
+	*x = StreamQuality{}
+	mi := &file_dataplane_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamQuality) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamQuality) ProtoMessage() {}
+
+func (x *StreamQuality) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamQuality.ProtoReflect.Descriptor instead.
+func (*StreamQuality) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StreamQuality) GetIn() *DirectionQuality {
+	if x != nil {
+		return x.In
+	}
+	return nil
+}
+
+func (x *StreamQuality) GetOut() *DirectionQuality {
+	if x != nil {
+		return x.Out
+	}
+	return nil
+}
+
+func (x *StreamQuality) GetReceived() *ReceiveCounters {
+	if x != nil {
+		return x.Received
+	}
+	return nil
+}
+
+// DirectionQuality summarises one direction over the intervals measured so
+// far (the node samples every quality interval, 5 s, and once at the end).
+type DirectionQuality struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Intervals measured; 0 means nothing is known and the rest is empty.
+	Samples uint32 `protobuf:"varint,1,opt,name=samples,proto3" json:"samples,omitempty"`
+	// The latest interval.
+	Last *QualitySample `protobuf:"bytes,2,opt,name=last,proto3" json:"last,omitempty"`
+	// Over the whole call so far: fraction of packets lost per interval
+	// (0..1), interarrival jitter (ms), round-trip time (ms; samples with no
+	// RTT known are left out) and estimated MOS (1..4.5, simplified ITU-T
+	// G.107 E-model, see dataplane/quality).
+	Loss     *QualityStat `protobuf:"bytes,3,opt,name=loss,proto3" json:"loss,omitempty"`
+	JitterMs *QualityStat `protobuf:"bytes,4,opt,name=jitter_ms,json=jitterMs,proto3" json:"jitter_ms,omitempty"`
+	RttMs    *QualityStat `protobuf:"bytes,5,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	Mos      *QualityStat `protobuf:"bytes,6,opt,name=mos,proto3" json:"mos,omitempty"`
+	// Cumulative packets lost: counted by the node (in) or as the peer last
+	// reported it (out; negative when it received duplicates).
+	PacketsLost int64 `protobuf:"varint,7,opt,name=packets_lost,json=packetsLost,proto3" json:"packets_lost,omitempty"`
+	// The intervals, oldest first; at most 64 points, each the mean of an
+	// equal number of intervals (older points are merged two by two as the
+	// call goes on, so the series always spans the whole call).
+	Series        []*QualitySample `protobuf:"bytes,8,rep,name=series,proto3" json:"series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectionQuality) Reset() {
+	*x = DirectionQuality{}
+	mi := &file_dataplane_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectionQuality) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectionQuality) ProtoMessage() {}
+
+func (x *DirectionQuality) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectionQuality.ProtoReflect.Descriptor instead.
+func (*DirectionQuality) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DirectionQuality) GetSamples() uint32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *DirectionQuality) GetLast() *QualitySample {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
+func (x *DirectionQuality) GetLoss() *QualityStat {
+	if x != nil {
+		return x.Loss
+	}
+	return nil
+}
+
+func (x *DirectionQuality) GetJitterMs() *QualityStat {
+	if x != nil {
+		return x.JitterMs
+	}
+	return nil
+}
+
+func (x *DirectionQuality) GetRttMs() *QualityStat {
+	if x != nil {
+		return x.RttMs
+	}
+	return nil
+}
+
+func (x *DirectionQuality) GetMos() *QualityStat {
+	if x != nil {
+		return x.Mos
+	}
+	return nil
+}
+
+func (x *DirectionQuality) GetPacketsLost() int64 {
+	if x != nil {
+		return x.PacketsLost
+	}
+	return 0
+}
+
+func (x *DirectionQuality) GetSeries() []*QualitySample {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+// QualityStat is the minimum, mean and maximum of a figure over intervals.
+type QualityStat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Min           float64                `protobuf:"fixed64,1,opt,name=min,proto3" json:"min,omitempty"`
+	Avg           float64                `protobuf:"fixed64,2,opt,name=avg,proto3" json:"avg,omitempty"`
+	Max           float64                `protobuf:"fixed64,3,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QualityStat) Reset() {
+	*x = QualityStat{}
+	mi := &file_dataplane_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QualityStat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QualityStat) ProtoMessage() {}
+
+func (x *QualityStat) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QualityStat.ProtoReflect.Descriptor instead.
+func (*QualityStat) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *QualityStat) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *QualityStat) GetAvg() float64 {
+	if x != nil {
+		return x.Avg
+	}
+	return 0
+}
+
+func (x *QualityStat) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+// QualitySample is one interval's (or a merged run of intervals') figures.
+type QualitySample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// End of the interval, unix nanoseconds; its length in seconds.
+	UnixNano int64   `protobuf:"varint,1,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Seconds  float64 `protobuf:"fixed64,2,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Loss     float64 `protobuf:"fixed64,3,opt,name=loss,proto3" json:"loss,omitempty"`
+	JitterMs float64 `protobuf:"fixed64,4,opt,name=jitter_ms,json=jitterMs,proto3" json:"jitter_ms,omitempty"`
+	// 0 when no RTT was known.
+	RttMs         float64 `protobuf:"fixed64,5,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	Mos           float64 `protobuf:"fixed64,6,opt,name=mos,proto3" json:"mos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QualitySample) Reset() {
+	*x = QualitySample{}
+	mi := &file_dataplane_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QualitySample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QualitySample) ProtoMessage() {}
+
+func (x *QualitySample) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QualitySample.ProtoReflect.Descriptor instead.
+func (*QualitySample) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *QualitySample) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *QualitySample) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *QualitySample) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *QualitySample) GetJitterMs() float64 {
+	if x != nil {
+		return x.JitterMs
+	}
+	return 0
+}
+
+func (x *QualitySample) GetRttMs() float64 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+func (x *QualitySample) GetMos() float64 {
+	if x != nil {
+		return x.Mos
+	}
+	return 0
+}
+
+// ReceiveCounters are the node's sequence statistics of received RTP (RFC
+// 3550 appendix A.1).
+type ReceiveCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Packets the sequence numbers say were sent, and those received.
+	Expected uint64 `protobuf:"varint,1,opt,name=expected,proto3" json:"expected,omitempty"`
+	Received uint64 `protobuf:"varint,2,opt,name=received,proto3" json:"received,omitempty"`
+	// Packets that arrived behind the highest sequence number already seen
+	// (reordered or duplicated).
+	Late uint64 `protobuf:"varint,3,opt,name=late,proto3" json:"late,omitempty"`
+	// Holes in the sequence (a packet more than one ahead).
+	Gaps uint64 `protobuf:"varint,4,opt,name=gaps,proto3" json:"gaps,omitempty"`
+	// Discontinuities too large to be loss (the far end restarted its stream).
+	SequenceJumps uint64 `protobuf:"varint,5,opt,name=sequence_jumps,json=sequenceJumps,proto3" json:"sequence_jumps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveCounters) Reset() {
+	*x = ReceiveCounters{}
+	mi := &file_dataplane_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveCounters) ProtoMessage() {}
+
+func (x *ReceiveCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_dataplane_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveCounters.ProtoReflect.Descriptor instead.
+func (*ReceiveCounters) Descriptor() ([]byte, []int) {
+	return file_dataplane_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReceiveCounters) GetExpected() uint64 {
+	if x != nil {
+		return x.Expected
+	}
+	return 0
+}
+
+func (x *ReceiveCounters) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *ReceiveCounters) GetLate() uint64 {
+	if x != nil {
+		return x.Late
+	}
+	return 0
+}
+
+func (x *ReceiveCounters) GetGaps() uint64 {
+	if x != nil {
+		return x.Gaps
+	}
+	return 0
+}
+
+func (x *ReceiveCounters) GetSequenceJumps() uint64 {
+	if x != nil {
+		return x.SequenceJumps
+	}
+	return 0
+}
+
 // LegCounters count a leg's traffic. "in" is from the peer to the node, "out"
 // from the node to the peer. Drops are counted by reason: every drop_* field
 // is a reason, and the node's drop metric, the CDR's sum and the relay's
@@ -1913,7 +2336,7 @@ type LegCounters struct {
 
 func (x *LegCounters) Reset() {
 	*x = LegCounters{}
-	mi := &file_dataplane_proto_msgTypes[20]
+	mi := &file_dataplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2348,7 @@ func (x *LegCounters) String() string {
 func (*LegCounters) ProtoMessage() {}
 
 func (x *LegCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[20]
+	mi := &file_dataplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2361,7 @@ func (x *LegCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegCounters.ProtoReflect.Descriptor instead.
 func (*LegCounters) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{20}
+	return file_dataplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LegCounters) GetPacketsIn() uint64 {
@@ -2098,7 +2521,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_dataplane_proto_msgTypes[21]
+	mi := &file_dataplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2533,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[21]
+	mi := &file_dataplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2546,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{21}
+	return file_dataplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchEventsRequest) GetSessionId() string {
@@ -2151,7 +2574,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_dataplane_proto_msgTypes[22]
+	mi := &file_dataplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2586,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_dataplane_proto_msgTypes[22]
+	mi := &file_dataplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2599,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_dataplane_proto_rawDescGZIP(), []int{22}
+	return file_dataplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetType() EventType {
@@ -2336,7 +2759,7 @@ const file_dataplane_proto_rawDesc = "" +
 	"remoteAddr\x123\n" +
 	"\x05state\x18\a \x01(\x0e2\x1d.strait.dataplane.v1.LegStateR\x05state\x12!\n" +
 	"\fsrtp_profile\x18\b \x01(\tR\vsrtpProfile\x12<\n" +
-	"\bcounters\x18\t \x01(\v2 .strait.dataplane.v1.LegCountersR\bcounters\"\xb5\x01\n" +
+	"\bcounters\x18\t \x01(\v2 .strait.dataplane.v1.LegCountersR\bcounters\"\xf3\x01\n" +
 	"\x06Stream\x12\x1d\n" +
 	"\n" +
 	"local_addr\x18\x01 \x01(\tR\tlocalAddr\x12&\n" +
@@ -2345,7 +2768,38 @@ const file_dataplane_proto_rawDesc = "" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\"\xda\x05\n" +
+	"local_ssrc\x18\x05 \x01(\rR\tlocalSsrc\x12<\n" +
+	"\aquality\x18\x06 \x01(\v2\".strait.dataplane.v1.StreamQualityR\aquality\"\xc1\x01\n" +
+	"\rStreamQuality\x125\n" +
+	"\x02in\x18\x01 \x01(\v2%.strait.dataplane.v1.DirectionQualityR\x02in\x127\n" +
+	"\x03out\x18\x02 \x01(\v2%.strait.dataplane.v1.DirectionQualityR\x03out\x12@\n" +
+	"\breceived\x18\x03 \x01(\v2$.strait.dataplane.v1.ReceiveCountersR\breceived\"\xa5\x03\n" +
+	"\x10DirectionQuality\x12\x18\n" +
+	"\asamples\x18\x01 \x01(\rR\asamples\x126\n" +
+	"\x04last\x18\x02 \x01(\v2\".strait.dataplane.v1.QualitySampleR\x04last\x124\n" +
+	"\x04loss\x18\x03 \x01(\v2 .strait.dataplane.v1.QualityStatR\x04loss\x12=\n" +
+	"\tjitter_ms\x18\x04 \x01(\v2 .strait.dataplane.v1.QualityStatR\bjitterMs\x127\n" +
+	"\x06rtt_ms\x18\x05 \x01(\v2 .strait.dataplane.v1.QualityStatR\x05rttMs\x122\n" +
+	"\x03mos\x18\x06 \x01(\v2 .strait.dataplane.v1.QualityStatR\x03mos\x12!\n" +
+	"\fpackets_lost\x18\a \x01(\x03R\vpacketsLost\x12:\n" +
+	"\x06series\x18\b \x03(\v2\".strait.dataplane.v1.QualitySampleR\x06series\"C\n" +
+	"\vQualityStat\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\x01R\x03min\x12\x10\n" +
+	"\x03avg\x18\x02 \x01(\x01R\x03avg\x12\x10\n" +
+	"\x03max\x18\x03 \x01(\x01R\x03max\"\xa0\x01\n" +
+	"\rQualitySample\x12\x1b\n" +
+	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x18\n" +
+	"\aseconds\x18\x02 \x01(\x01R\aseconds\x12\x12\n" +
+	"\x04loss\x18\x03 \x01(\x01R\x04loss\x12\x1b\n" +
+	"\tjitter_ms\x18\x04 \x01(\x01R\bjitterMs\x12\x15\n" +
+	"\x06rtt_ms\x18\x05 \x01(\x01R\x05rttMs\x12\x10\n" +
+	"\x03mos\x18\x06 \x01(\x01R\x03mos\"\x98\x01\n" +
+	"\x0fReceiveCounters\x12\x1a\n" +
+	"\bexpected\x18\x01 \x01(\x04R\bexpected\x12\x1a\n" +
+	"\breceived\x18\x02 \x01(\x04R\breceived\x12\x12\n" +
+	"\x04late\x18\x03 \x01(\x04R\x04late\x12\x12\n" +
+	"\x04gaps\x18\x04 \x01(\x04R\x04gaps\x12%\n" +
+	"\x0esequence_jumps\x18\x05 \x01(\x04R\rsequenceJumps\"\xda\x05\n" +
 	"\vLegCounters\x12\x1d\n" +
 	"\n" +
 	"packets_in\x18\x01 \x01(\x04R\tpacketsIn\x12\x19\n" +
@@ -2443,7 +2897,7 @@ func file_dataplane_proto_rawDescGZIP() []byte {
 }
 
 var file_dataplane_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_dataplane_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_dataplane_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_dataplane_proto_goTypes = []any{
 	(LegKind)(0),                  // 0: strait.dataplane.v1.LegKind
 	(Direction)(0),                // 1: strait.dataplane.v1.Direction
@@ -2471,21 +2925,26 @@ var file_dataplane_proto_goTypes = []any{
 	(*Session)(nil),               // 23: strait.dataplane.v1.Session
 	(*Leg)(nil),                   // 24: strait.dataplane.v1.Leg
 	(*Stream)(nil),                // 25: strait.dataplane.v1.Stream
-	(*LegCounters)(nil),           // 26: strait.dataplane.v1.LegCounters
-	(*WatchEventsRequest)(nil),    // 27: strait.dataplane.v1.WatchEventsRequest
-	(*Event)(nil),                 // 28: strait.dataplane.v1.Event
-	nil,                           // 29: strait.dataplane.v1.CreateSessionRequest.LabelsEntry
-	nil,                           // 30: strait.dataplane.v1.Session.LabelsEntry
-	nil,                           // 31: strait.dataplane.v1.Event.LabelsEntry
+	(*StreamQuality)(nil),         // 26: strait.dataplane.v1.StreamQuality
+	(*DirectionQuality)(nil),      // 27: strait.dataplane.v1.DirectionQuality
+	(*QualityStat)(nil),           // 28: strait.dataplane.v1.QualityStat
+	(*QualitySample)(nil),         // 29: strait.dataplane.v1.QualitySample
+	(*ReceiveCounters)(nil),       // 30: strait.dataplane.v1.ReceiveCounters
+	(*LegCounters)(nil),           // 31: strait.dataplane.v1.LegCounters
+	(*WatchEventsRequest)(nil),    // 32: strait.dataplane.v1.WatchEventsRequest
+	(*Event)(nil),                 // 33: strait.dataplane.v1.Event
+	nil,                           // 34: strait.dataplane.v1.CreateSessionRequest.LabelsEntry
+	nil,                           // 35: strait.dataplane.v1.Session.LabelsEntry
+	nil,                           // 36: strait.dataplane.v1.Event.LabelsEntry
 }
 var file_dataplane_proto_depIdxs = []int32{
 	9,  // 0: strait.dataplane.v1.NodeInfoResponse.fingerprint:type_name -> strait.dataplane.v1.Fingerprint
 	8,  // 1: strait.dataplane.v1.NodeInfoResponse.webrtc_ports:type_name -> strait.dataplane.v1.PortRange
 	8,  // 2: strait.dataplane.v1.NodeInfoResponse.rtp_ports:type_name -> strait.dataplane.v1.PortRange
 	8,  // 3: strait.dataplane.v1.NodeInfoResponse.plain_shared_ports:type_name -> strait.dataplane.v1.PortRange
-	26, // 4: strait.dataplane.v1.NodeInfoResponse.totals:type_name -> strait.dataplane.v1.LegCounters
+	31, // 4: strait.dataplane.v1.NodeInfoResponse.totals:type_name -> strait.dataplane.v1.LegCounters
 	11, // 5: strait.dataplane.v1.CreateSessionRequest.legs:type_name -> strait.dataplane.v1.LegSpec
-	29, // 6: strait.dataplane.v1.CreateSessionRequest.labels:type_name -> strait.dataplane.v1.CreateSessionRequest.LabelsEntry
+	34, // 6: strait.dataplane.v1.CreateSessionRequest.labels:type_name -> strait.dataplane.v1.CreateSessionRequest.LabelsEntry
 	0,  // 7: strait.dataplane.v1.LegSpec.kind:type_name -> strait.dataplane.v1.LegKind
 	14, // 8: strait.dataplane.v1.LegSpec.webrtc:type_name -> strait.dataplane.v1.WebRTCSpec
 	12, // 9: strait.dataplane.v1.LegSpec.streams:type_name -> strait.dataplane.v1.StreamSpec
@@ -2500,33 +2959,43 @@ var file_dataplane_proto_depIdxs = []int32{
 	23, // 18: strait.dataplane.v1.DeleteSessionResponse.session:type_name -> strait.dataplane.v1.Session
 	23, // 19: strait.dataplane.v1.ListSessionsResponse.sessions:type_name -> strait.dataplane.v1.Session
 	24, // 20: strait.dataplane.v1.Session.legs:type_name -> strait.dataplane.v1.Leg
-	30, // 21: strait.dataplane.v1.Session.labels:type_name -> strait.dataplane.v1.Session.LabelsEntry
+	35, // 21: strait.dataplane.v1.Session.labels:type_name -> strait.dataplane.v1.Session.LabelsEntry
 	11, // 22: strait.dataplane.v1.Leg.spec:type_name -> strait.dataplane.v1.LegSpec
 	25, // 23: strait.dataplane.v1.Leg.streams:type_name -> strait.dataplane.v1.Stream
 	9,  // 24: strait.dataplane.v1.Leg.local_fingerprint:type_name -> strait.dataplane.v1.Fingerprint
 	4,  // 25: strait.dataplane.v1.Leg.state:type_name -> strait.dataplane.v1.LegState
-	26, // 26: strait.dataplane.v1.Leg.counters:type_name -> strait.dataplane.v1.LegCounters
-	5,  // 27: strait.dataplane.v1.Event.type:type_name -> strait.dataplane.v1.EventType
-	31, // 28: strait.dataplane.v1.Event.labels:type_name -> strait.dataplane.v1.Event.LabelsEntry
-	6,  // 29: strait.dataplane.v1.Dataplane.NodeInfo:input_type -> strait.dataplane.v1.NodeInfoRequest
-	10, // 30: strait.dataplane.v1.Dataplane.CreateSession:input_type -> strait.dataplane.v1.CreateSessionRequest
-	17, // 31: strait.dataplane.v1.Dataplane.UpdateSession:input_type -> strait.dataplane.v1.UpdateSessionRequest
-	18, // 32: strait.dataplane.v1.Dataplane.DeleteSession:input_type -> strait.dataplane.v1.DeleteSessionRequest
-	20, // 33: strait.dataplane.v1.Dataplane.GetSession:input_type -> strait.dataplane.v1.GetSessionRequest
-	21, // 34: strait.dataplane.v1.Dataplane.ListSessions:input_type -> strait.dataplane.v1.ListSessionsRequest
-	27, // 35: strait.dataplane.v1.Dataplane.WatchEvents:input_type -> strait.dataplane.v1.WatchEventsRequest
-	7,  // 36: strait.dataplane.v1.Dataplane.NodeInfo:output_type -> strait.dataplane.v1.NodeInfoResponse
-	23, // 37: strait.dataplane.v1.Dataplane.CreateSession:output_type -> strait.dataplane.v1.Session
-	23, // 38: strait.dataplane.v1.Dataplane.UpdateSession:output_type -> strait.dataplane.v1.Session
-	19, // 39: strait.dataplane.v1.Dataplane.DeleteSession:output_type -> strait.dataplane.v1.DeleteSessionResponse
-	23, // 40: strait.dataplane.v1.Dataplane.GetSession:output_type -> strait.dataplane.v1.Session
-	22, // 41: strait.dataplane.v1.Dataplane.ListSessions:output_type -> strait.dataplane.v1.ListSessionsResponse
-	28, // 42: strait.dataplane.v1.Dataplane.WatchEvents:output_type -> strait.dataplane.v1.Event
-	36, // [36:43] is the sub-list for method output_type
-	29, // [29:36] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	31, // 26: strait.dataplane.v1.Leg.counters:type_name -> strait.dataplane.v1.LegCounters
+	26, // 27: strait.dataplane.v1.Stream.quality:type_name -> strait.dataplane.v1.StreamQuality
+	27, // 28: strait.dataplane.v1.StreamQuality.in:type_name -> strait.dataplane.v1.DirectionQuality
+	27, // 29: strait.dataplane.v1.StreamQuality.out:type_name -> strait.dataplane.v1.DirectionQuality
+	30, // 30: strait.dataplane.v1.StreamQuality.received:type_name -> strait.dataplane.v1.ReceiveCounters
+	29, // 31: strait.dataplane.v1.DirectionQuality.last:type_name -> strait.dataplane.v1.QualitySample
+	28, // 32: strait.dataplane.v1.DirectionQuality.loss:type_name -> strait.dataplane.v1.QualityStat
+	28, // 33: strait.dataplane.v1.DirectionQuality.jitter_ms:type_name -> strait.dataplane.v1.QualityStat
+	28, // 34: strait.dataplane.v1.DirectionQuality.rtt_ms:type_name -> strait.dataplane.v1.QualityStat
+	28, // 35: strait.dataplane.v1.DirectionQuality.mos:type_name -> strait.dataplane.v1.QualityStat
+	29, // 36: strait.dataplane.v1.DirectionQuality.series:type_name -> strait.dataplane.v1.QualitySample
+	5,  // 37: strait.dataplane.v1.Event.type:type_name -> strait.dataplane.v1.EventType
+	36, // 38: strait.dataplane.v1.Event.labels:type_name -> strait.dataplane.v1.Event.LabelsEntry
+	6,  // 39: strait.dataplane.v1.Dataplane.NodeInfo:input_type -> strait.dataplane.v1.NodeInfoRequest
+	10, // 40: strait.dataplane.v1.Dataplane.CreateSession:input_type -> strait.dataplane.v1.CreateSessionRequest
+	17, // 41: strait.dataplane.v1.Dataplane.UpdateSession:input_type -> strait.dataplane.v1.UpdateSessionRequest
+	18, // 42: strait.dataplane.v1.Dataplane.DeleteSession:input_type -> strait.dataplane.v1.DeleteSessionRequest
+	20, // 43: strait.dataplane.v1.Dataplane.GetSession:input_type -> strait.dataplane.v1.GetSessionRequest
+	21, // 44: strait.dataplane.v1.Dataplane.ListSessions:input_type -> strait.dataplane.v1.ListSessionsRequest
+	32, // 45: strait.dataplane.v1.Dataplane.WatchEvents:input_type -> strait.dataplane.v1.WatchEventsRequest
+	7,  // 46: strait.dataplane.v1.Dataplane.NodeInfo:output_type -> strait.dataplane.v1.NodeInfoResponse
+	23, // 47: strait.dataplane.v1.Dataplane.CreateSession:output_type -> strait.dataplane.v1.Session
+	23, // 48: strait.dataplane.v1.Dataplane.UpdateSession:output_type -> strait.dataplane.v1.Session
+	19, // 49: strait.dataplane.v1.Dataplane.DeleteSession:output_type -> strait.dataplane.v1.DeleteSessionResponse
+	23, // 50: strait.dataplane.v1.Dataplane.GetSession:output_type -> strait.dataplane.v1.Session
+	22, // 51: strait.dataplane.v1.Dataplane.ListSessions:output_type -> strait.dataplane.v1.ListSessionsResponse
+	33, // 52: strait.dataplane.v1.Dataplane.WatchEvents:output_type -> strait.dataplane.v1.Event
+	46, // [46:53] is the sub-list for method output_type
+	39, // [39:46] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_dataplane_proto_init() }
@@ -2540,7 +3009,7 @@ func file_dataplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dataplane_proto_rawDesc), len(file_dataplane_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   26,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
