@@ -27,8 +27,8 @@ type Loop[T any] interface {
 	// Add starts receiving from s; its datagrams are returned with tok.
 	Add(s *Socket, tok Token) error
 	// Remove stops receiving from s. Once it returns, no datagram of s is
-	// returned any more and the kernel holds no reference to it from this
-	// loop: s may be closed.
+	// returned any more and s may be closed; the io_uring loop's kernel
+	// request may hold the socket (and its port) until its next round.
 	Remove(s *Socket) error
 	// Next sends what Send queued, waits until datagrams arrived (or Wake
 	// was called) and returns up to BatchSize of them. It may return none

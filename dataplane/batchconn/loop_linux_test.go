@@ -506,3 +506,42 @@ func TestLoopCoalescingIdleSleeps(t *testing.T) {
 		}
 	})
 }
+
+// A removed and closed socket's port is free again after the loop's next
+// round: the io_uring loop's asynchronous cancel let the kernel drop its
+// receive (bound again without SO_REUSEPORT, which would hide a socket
+// still held), and the removal did not wait in the kernel.
+func TestLoopRemoveReleasesPort(t *testing.T) {
+	loopModes(t, func(t *testing.T, mode Mode) {
+		l := testLoop(t, LoopConfig[int]{Mode: mode})
+		src := listen(t, "127.0.0.1:0")
+		for i := range 20 {
+			s, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Add(s, 1)
+			src.SendTo([]byte("armed"), s.Local)
+			collect(t, l, 1) // its receive is in the kernel
+			if err := l.Remove(s); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			l.Wake()
+			if _, err := l.Next(); err != nil { // the round that submits the cancel
+				t.Fatal(err)
+			}
+			var again *Socket
+			for try := 0; again == nil; try++ {
+				if again, err = Listen(s.Local, Options{}); err != nil {
+					if try == 100 {
+						t.Fatalf("socket %d: port %v still held after the round: %v", i, s.Local, err)
+					}
+					l.Wake()
+					l.Next()
+				}
+			}
+			again.Close()
+		}
+	})
+}

@@ -41,6 +41,7 @@ const (
 	opNop         = 0
 	opSendmsg     = 9
 	opRecvmsg     = 10
+	opAsyncCancel = 14 // matches sqe.addr against user_data
 	opRead        = 22
 	sqeBufSelect  = 1 << 5
 	sqeSkipOK     = 1 << 6 // IOSQE_CQE_SKIP_SUCCESS
