@@ -109,10 +109,18 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 		release()
 		return "", nil, err
 	}
+	forks := e.forkTargets(tgt.user) // several registrations to ring (ringall.go)
+	if tgt.echo {
+		forks = nil
+	}
 	c := e.newCall(from, user)
 	c.api = true
 	c.release, c.slot = release, true
-	e.completeCall(c, nil, kindWebRTC, tgt, "")
+	if len(forks) > 1 {
+		e.completeForkedCall(c, nil, kindWebRTC, forks)
+	} else {
+		e.completeCall(c, nil, kindWebRTC, tgt, "")
+	}
 	if err := e.register(c); err != nil {
 		release()
 		return "", nil, err
@@ -122,6 +130,10 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	go c.run(func() { // the call's loop
 		if tgt.echo {
 			c.runEcho(offer, ac)
+			return
+		}
+		if len(forks) > 1 {
+			c.runFork(nil, offer, forks, "", ac)
 			return
 		}
 		c.runInvite(nil, offer, tgt, ac)
@@ -168,7 +180,7 @@ func (c *Call) SendDTMF(ctx context.Context, digits string) error {
 	if c.State() != StateAnswered {
 		return sipError(481, "", errors.New("call not answered"))
 	}
-	l := c.legs[1]
+	l := c.legsNow()[1]
 	if l == nil || l.d == nil {
 		return ErrDTMFInBand
 	}

@@ -3,6 +3,7 @@ package b2bua
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,19 +95,28 @@ type Call struct {
 	ID string
 
 	// Frozen before publication.
-	e    *Engine
-	log  *slog.Logger
-	legs [2]*leg
-	sub  bool // a SUBSCRIBE relay: dialogs, no media
-	api  bool // placed through the HTTP API
+	e   *Engine
+	log *slog.Logger
+	// legs are the caller's side and the callee's. Both are frozen before
+	// publication, except the callee's of a call that rings several
+	// registrations (ringall.go): nil until a fork answers, then written
+	// once by the loop under legsMu. The loop reads legs directly; other
+	// goroutines read them through legsNow.
+	legs   [2]*leg
+	legsMu sync.Mutex
+	sub    bool // a SUBSCRIBE relay: dialogs, no media
+	api    bool // placed through the HTTP API
 	// release gives back the caller's dial-plan slot (nil: none taken);
 	// end calls it once.
 	release func()
 	// slot: the call holds a dial-plan slot of its caller's (so a call
 	// restored after a restart takes one again, see Restore).
-	slot      bool
-	caller    string
-	callee    string
+	slot   bool
+	caller string
+	callee string
+	// direction is frozen too, except a call that rings several
+	// registrations: its loop sets it when one answers (only the loop
+	// reads it after publication).
 	direction string
 	start     time.Time
 	// ctx is the parent of every context of the call's I/O: a child of
@@ -242,7 +252,22 @@ func (c *Call) begin() bool {
 // finishExchange ends the exchange begin started. Loop only.
 func (c *Call) finishExchange() { c.busy = false }
 
-func (c *Call) other(l *leg) *leg { return c.legs[1-l.idx] }
+func (c *Call) other(l *leg) *leg { return c.legsNow()[1-l.idx] }
+
+// legsNow returns the call's legs; safe on any goroutine (see legs).
+func (c *Call) legsNow() [2]*leg {
+	c.legsMu.Lock()
+	defer c.legsMu.Unlock()
+	return c.legs
+}
+
+// setCallee makes l the callee's leg of a call that rang several
+// registrations, once one answered. Loop only.
+func (c *Call) setCallee(l *leg) {
+	c.legsMu.Lock()
+	c.legs[1] = l
+	c.legsMu.Unlock()
+}
 
 // direction names a call for CDRs.
 func direction(a, b *leg, api bool) string {

@@ -100,6 +100,10 @@ type Config struct {
 	// ShutdownTimeout bounds Close: every call is hung up in parallel
 	// within it (0: config.DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// MaxForks bounds the registrations of one user a call rings at once
+	// in standalone mode, the most recent first (0: DefaultMaxForks; 1:
+	// only the most recent, no forking).
+	MaxForks int
 }
 
 // Engine routes SIP requests to calls and holds them. It is safe for

@@ -179,6 +179,10 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, code, reason, nil)
 		return
 	}
+	var forks []target // several registrations to ring (ringall.go)
+	if tgt.replaces == "" && tgt.binding.AOR != "" {
+		forks = e.forkTargets(tgt.user)
+	}
 	kind := kindPlain
 	if s == fromBrowser {
 		kind = kindWebRTC
@@ -195,7 +199,11 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if t, ok := e.upstreamOf(req); ok {
 		upstreamDialog(ad, t)
 	}
-	e.completeCall(c, ad, kind, tgt, from.DisplayName)
+	if len(forks) > 1 {
+		e.completeForkedCall(c, ad, kind, forks)
+	} else {
+		e.completeCall(c, ad, kind, tgt, from.DisplayName)
+	}
 	if requires100rel(req) {
 		c.legs[0].rel = newReliableUAS(tx, req)
 	}
@@ -227,6 +235,10 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		if tgt.echo {
 			c.runEcho(offer, sc)
+			return
+		}
+		if len(forks) > 1 {
+			c.runFork(req, offer, forks, from.DisplayName, sc)
 			return
 		}
 		c.runInvite(req, offer, tgt, sc)

@@ -97,7 +97,7 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 // the calls' loops and returns without waiting for them.
 func (e *Engine) FlowClosed(flow string) {
 	for _, c := range e.snapshot() {
-		for _, l := range c.legs {
+		for _, l := range c.legsNow() {
 			if l != nil && l.d != nil && l.d.flow == flow {
 				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
 				c.lost(l)
@@ -112,7 +112,7 @@ func (e *Engine) FlowClosed(flow string) {
 func (e *Engine) CallFlows() map[string]bool {
 	out := map[string]bool{}
 	for _, c := range e.snapshot() {
-		for _, l := range c.legs {
+		for _, l := range c.legsNow() {
 			if l != nil && l.d != nil && l.d.flow != "" {
 				out[l.d.flow] = true
 			}

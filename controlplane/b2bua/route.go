@@ -80,7 +80,14 @@ func (e *Engine) resolve(s side, user string, invite bool) (target, error) {
 		return target{echo: true, user: user}, nil
 	}
 	if bs := e.cfg.Registry.Lookup(user); len(bs) > 0 {
-		return e.reachable(bs[0], user)
+		// The most recent binding that can be reached: a browser tab
+		// whose WebSocket closed does not hide the user's other ones.
+		for _, b := range bs {
+			if t, err := e.reachable(b, user); err == nil {
+				return t, nil
+			}
+		}
+		return target{}, errFlowFailed
 	}
 	if e.cfg.Registry.FlowFailedAOR(user) {
 		return target{}, errFlowFailed

@@ -37,6 +37,8 @@ const (
 	// DefaultCDRInterim is how often a call's accounting is made durable:
 	// a crash costs a CDR at most this much.
 	DefaultCDRInterim = 5 * time.Second
+	// DefaultMaxForks bounds the registrations one call rings at once.
+	DefaultMaxForks = 10
 	// DefaultMaxCallsPerUser bounds one user's calls in progress: a
 	// person has one or two; a stolen account used for toll fraud starts
 	// dozens at once.
@@ -291,6 +293,9 @@ type Config struct {
 	OptionsInterval time.Duration `yaml:"options_interval" flag:"options-interval" usage:"OPTIONS keepalive interval toward the upstream (0: off)"`
 	// RingTimeout bounds an unanswered outgoing INVITE.
 	RingTimeout time.Duration `yaml:"ring_timeout" flag:"ring-timeout" usage:"give up on an unanswered call after this long"`
+	// MaxForks bounds the registrations of one user a call rings at once
+	// in standalone mode (the most recent first; 1: no forking).
+	MaxForks int `yaml:"max_forks" flag:"max-forks" usage:"registrations of one user a call rings at once, most recent first (1: only the most recent)"`
 	// ShutdownTimeout bounds a shutdown (SIGTERM): calls are hung up in
 	// parallel and peers that have not answered by then are not waited for.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" flag:"shutdown-timeout" usage:"on SIGTERM, hang up every call within this long"`
@@ -321,6 +326,7 @@ func Default() Config {
 		RegisterExpiry:          DefaultRegisterExpiry,
 		OptionsInterval:         DefaultOptionsInterval,
 		RingTimeout:             DefaultRingTimeout,
+		MaxForks:                DefaultMaxForks,
 
 		CDRInterim:         DefaultCDRInterim,
 		TokenMaxTTL:        apiauth.DefaultMaxTTL,

@@ -221,6 +221,9 @@ func (c *Config) Parse() (*Parsed, error) {
 	if c.RingTimeout < time.Second {
 		bad("--ring-timeout %v: want at least 1s", c.RingTimeout)
 	}
+	if c.MaxForks < 1 || c.MaxForks > 100 {
+		bad("--max-forks %d: want 1 to 100", c.MaxForks)
+	}
 	if c.ShutdownTimeout < 100*time.Millisecond {
 		bad("--shutdown-timeout %v: want at least 100ms", c.ShutdownTimeout)
 	}

@@ -284,7 +284,7 @@ func New(opt Options) (_ *Server, err error) {
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
-		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit})
+		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks})
 	s.WS.OnClose(func(flow string) {
 		if s.handingOver.Load() {
 			// The browser reconnects to the next control plane, which

@@ -26,9 +26,10 @@ type Dialog struct {
 	Reinvites chan *sip.Request
 	Acks      chan *sip.Request
 
-	mu         sync.Mutex // guards onReinvite and localSDP
+	mu         sync.Mutex // guards onReinvite, localSDP and cancelReq
 	onReinvite func(offer []byte) (int, []byte)
 	localSDP   []byte
+	cancelReq  *sip.Request
 
 	out *sipgo.DialogClientSession
 	in  *sipgo.DialogServerSession
@@ -71,6 +72,14 @@ func (d *Dialog) Ended() <-chan struct{} { return d.ended }
 
 // Cancelled is closed when the caller cancelled an incoming call.
 func (d *Dialog) Cancelled() <-chan struct{} { return d.cancelled }
+
+// CancelRequest returns the CANCEL that ended a received call, nil when
+// none came.
+func (d *Dialog) CancelRequest() *sip.Request {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cancelReq
+}
 
 // WaitEnded waits for the dialog to end.
 func (d *Dialog) WaitEnded(timeout time.Duration) error {
@@ -347,7 +356,12 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		})
 	}
-	tx.OnCancel(func(*sip.Request) { cancelled() })
+	tx.OnCancel(func(r *sip.Request) {
+		d.mu.Lock()
+		d.cancelReq = r
+		d.mu.Unlock()
+		cancelled()
+	})
 	p.addDialog(d)
 	p.Incoming <- d
 	select {

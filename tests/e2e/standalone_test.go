@@ -62,3 +62,63 @@ func TestBrowserToBrowser(t *testing.T) {
 	e.Step("bob's side ends", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, bob, "ended") })
 	idle(e, s, base)
 }
+
+// Issue 9, forking in standalone mode: bob is registered from two JsSIP
+// pages (two tabs); alice's call rings both, the second answers, the
+// first sees the call cancelled with Reason "Call completed elsewhere"
+// (RFC 3326), and audio flows between alice and the tab that answered.
+func TestBrowserForkToTwoTabs(t *testing.T) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP)
+	s := e.StartStrait(harness.StraitConfig{Users: []string{"alice:secret", "bob:hunter2"}})
+	pages := e.StartPageServer(nil)
+	b := e.StartBrowser()
+	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
+	tab1 := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "bob", password: "hunter2", register: true})
+	tab2 := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "bob", password: "hunter2", register: true})
+	base := baseline(e, s)
+	e.Step("alice calls bob; both tabs ring", 20*time.Second, func(ctx context.Context) error {
+		if err := alice.Eval(ctx, `sip.call("sip:bob@127.0.0.1")`, nil); err != nil {
+			return err
+		}
+		for _, p := range []*harness.Page{tab1, tab2} {
+			if err := p.WaitFor(ctx, `sip.state.incoming === 1`); err != nil {
+				return fmt.Errorf("%s does not ring: %w", p.Name, err)
+			}
+		}
+		return nil
+	})
+	e.Step("the second tab answers", 20*time.Second, func(ctx context.Context) error {
+		if err := tab2.Eval(ctx, `sip.answer()`, nil); err != nil {
+			return err
+		}
+		if err := waitCall(ctx, alice, "confirmed"); err != nil {
+			return err
+		}
+		return waitCall(ctx, tab2, "confirmed")
+	})
+	e.Step("the first tab is cancelled: answered elsewhere", 10*time.Second, func(ctx context.Context) error {
+		if err := tab1.WaitFor(ctx, `sip.state.call === "failed"`); err != nil {
+			return err
+		}
+		var st struct{ Cause, Reason string }
+		if err := tab1.Eval(ctx, `sip.state`, &st); err != nil {
+			return err
+		}
+		if st.Cause != "Canceled" || !strings.Contains(st.Reason, "cause=200") || !strings.Contains(st.Reason, "Call completed elsewhere") {
+			return fmt.Errorf("first tab: cause %q, CANCEL Reason %q; want Canceled, SIP;cause=200;text=\"Call completed elsewhere\"", st.Cause, st.Reason)
+		}
+		return nil
+	})
+	e.Step("strait holds one call and one session", 10*time.Second, func(ctx context.Context) error {
+		calls, err := s.Calls(ctx)
+		if err == nil && len(calls) != 1 {
+			err = fmt.Errorf("GET /v1/calls lists %d calls, want 1: %v", len(calls), calls)
+		}
+		return err
+	})
+	audioArrives(e, alice, "bob's second tab")
+	audioArrives(e, tab2, "alice")
+	hangUp(e, alice)
+	e.Step("the second tab's side ends", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, tab2, "ended") })
+	idle(e, s, base)
+}

@@ -11,7 +11,7 @@
 //   sip.dropWebSocket()           closes the WebSocket with no BYE and no reconnection
 //   await sip.stats()             {packetsReceived, packetsSent, audioEnergy, audioLevel, level}
 //   sip.remoteSDP()               the call's remote description
-//   sip.state                     {ws, registered, registration, call, cause, code, incoming}
+//   sip.state                     {ws, registered, registration, call, cause, code, reason, incoming}
 //   sip.snapshot()                state, stats and the event log, for failure artifacts
 /* global JsSIP */
 
@@ -23,7 +23,7 @@ const log = document.getElementById('log');
 const MEDIA = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false };
 
 class TestClient {
-  state = { ws: 'disconnected', registered: false, registration: '', call: 'idle', cause: '', code: 0, incoming: 0, held: false };
+  state = { ws: 'disconnected', registered: false, registration: '', call: 'idle', cause: '', code: 0, reason: '', incoming: 0, held: false };
   events = [];
   lastStats = null;
   #ua = null;
@@ -76,15 +76,18 @@ class TestClient {
       this.state.incoming++;
     }
     this.#session = s;
-    Object.assign(this.state, { call: e.originator === 'remote' ? 'incoming' : 'calling', cause: '', code: 0, held: false });
+    Object.assign(this.state, { call: e.originator === 'remote' ? 'incoming' : 'calling', cause: '', code: 0, reason: '', held: false });
     s.on('progress', (ev) => { const code = ev.response ? ev.response.status_code : 0; this.state.call = 'progress'; this.state.code = code; this.ev('progress', { code }); });
     s.on('accepted', () => { this.state.call = 'accepted'; this.ev('accepted'); });
     s.on('confirmed', () => { this.state.call = 'confirmed'; this.ev('confirmed'); this.#attachRemote(s.connection); });
     s.on('ended', (ev) => { Object.assign(this.state, { call: 'ended', cause: ev.cause }); this.ev('ended', { cause: ev.cause, originator: ev.originator }); });
     s.on('failed', (ev) => {
       const code = ev.message && ev.message.status_code ? ev.message.status_code : 0;
-      Object.assign(this.state, { call: 'failed', cause: ev.cause, code });
-      this.ev('failed', { cause: ev.cause, code, originator: ev.originator });
+      // A CANCEL's Reason (RFC 3326): "Call completed elsewhere" when
+      // another registration of the user answered.
+      const reason = ev.message && ev.message.method === 'CANCEL' ? (ev.message.getHeader('Reason') || '') : '';
+      Object.assign(this.state, { call: 'failed', cause: ev.cause, code, reason });
+      this.ev('failed', { cause: ev.cause, code, originator: ev.originator, reason });
     });
     s.on('hold', (ev) => { this.state.held = true; this.ev('hold', { originator: ev.originator }); });
     s.on('unhold', (ev) => { this.state.held = false; this.ev('unhold', { originator: ev.originator }); });
