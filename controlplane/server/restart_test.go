@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -15,11 +16,13 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/state/statetest"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
+	"github.com/strait-sbc/strait/dataplane/relay"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -34,13 +37,34 @@ func (sharedStore) Close() error { return nil }
 // next Strait reads.
 type restartRig struct {
 	t       *testing.T
-	node    *node.Node
+	node    *node.Node // nil all in one (allInOne)
 	store   state.Store
 	pbx     *siptest.Phone
 	browser *siptest.Phone // set by the test; register registers it with the PBX
 	cfg     config.Config
 	// timerUnit is Options.SessionTimerUnit (0: real seconds).
 	timerUnit time.Duration
+	// last is the server started last (all in one, its node is the
+	// in-process one).
+	last *Server
+}
+
+// allInOne makes the rig's servers run their dataplane in process, on the
+// same ports each time (no remote node outlives them).
+func (r *restartRig) allInOne() {
+	base := freeUDPRange(r.t, 12)
+	r.node = nil
+	r.cfg.WebRTCPorts = portalloc.Range{First: base, Last: base}
+	r.cfg.RTPPorts = portalloc.Range{First: base + 2, Last: base + 11}
+}
+
+// nodeAPI is the node holding the calls' sessions: the remote one, or
+// the last server's in-process one.
+func (r *restartRig) nodeAPI() *node.Node {
+	if r.node != nil {
+		return r.node
+	}
+	return r.last.Local()
 }
 
 func newRestartRig(t *testing.T) *restartRig {
@@ -93,8 +117,15 @@ func (r *restartRig) start(cdr string) *Server {
 	var err error
 	// The previous server's sockets may take a moment to close.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		srv, err = New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: testLog(r.t), SessionTimerUnit: r.timerUnit})
-		if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+		var nodes []*dpool.Node
+		if r.node != nil {
+			nodes = nodesOf(r.node)
+		}
+		srv, err = New(Options{Config: cfg, Nodes: nodes, Store: r.store, Log: testLog(r.t), SessionTimerUnit: r.timerUnit})
+		// All in one, the previous process's io_uring lets go of the
+		// media ports a moment after it stopped.
+		var inUse *relay.PortsInUseError
+		if err == nil || (!strings.Contains(err.Error(), "address already in use") && !errors.As(err, &inUse)) || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -104,6 +135,7 @@ func (r *restartRig) start(cdr string) *Server {
 	r.t.Cleanup(func() { srv.Close() })
 	r.cfg.HTTP, r.cfg.SIP = srv.HTTPAddr(), srv.SIPAddr()
 	r.pbx.SetPeer(srv.SIPAddr())
+	r.last = srv
 	return srv
 }
 
@@ -231,122 +263,153 @@ func (r *restartRig) register() {
 func TestRestartCarriesCallsOn(t *testing.T) {
 	for i, byeFrom := range []string{"browser", "pbx", "browser", "pbx", "browser", "pbx"} {
 		store := restartStores[i/2]
-		t.Run(store+"/bye from "+byeFrom, func(t *testing.T) {
-			r := newRestartRig(t)
-			r.useStore(store)
-			dir := t.TempDir()
-			a := r.start(filepath.Join(dir, "a.jsonl"))
-			b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(b.Close)
-			r.browser = b
-			r.register()
+		t.Run(store+"/bye from "+byeFrom, func(t *testing.T) { carryCallOn(t, store, byeFrom, false) })
+	}
+}
 
-			mb := newBrowserMedia(t)
-			call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
-			if err != nil {
-				t.Fatal(err)
-			}
-			inc, err := r.pbx.WaitCall(5 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain := newPlain(t)
-			go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
-			res, err := call.WaitAnswer(ctx(t), "")
-			if err != nil || res.StatusCode != 200 {
-				t.Fatalf("answer: %v %v", res, err)
-			}
-			call.Ack(ctx(t))
-			if err := mb.Accept(string(res.Body())); err != nil {
-				t.Fatal(err)
-			}
-			if err := mb.WaitConnected(ctx(t)); err != nil {
-				t.Fatal(err)
-			}
-			(&env{t: t, node: r.node, srv: a}).waitConnected()
-			straitRTP := plainAddr(t, inc.Invite.Body())
-			var bseq, pseq uint16 = 100, 500
-			browserToPlain(t, mb, &bseq, plain, "before", 5)
-			plainToBrowser(t, plain, straitRTP, &pseq, mb, "before-p2b", 5)
-			calls := a.Engine.Calls()
-			if len(calls) != 1 || calls[0].State != "answered" {
-				t.Fatalf("calls before the handover: %+v", calls)
-			}
-			id, sess := calls[0].ID, calls[0].Session
+// All in one (the dataplane in process, so nothing outlives the process
+// but the state store): the next process re-creates the saved sessions
+// on the same ports with the same ICE credentials and SRTP keys before it
+// restores the calls, so the browser (a pion peer, which does no new ICE
+// or DTLS) carries on, and everything else is as with a remote node.
+func TestRestartAllInOneCarriesCallsOn(t *testing.T) {
+	for i, byeFrom := range []string{"browser", "pbx", "pbx"} {
+		store := []string{"embedded", "embedded", "redis"}[i]
+		t.Run(store+"/bye from "+byeFrom, func(t *testing.T) { carryCallOn(t, store, byeFrom, true) })
+	}
+}
 
-			if err := a.Handover(); err != nil {
-				t.Fatal(err)
-			}
-			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 1 {
-				t.Fatalf("the node holds %d sessions after the handover, want the call's 1", len(ss))
-			}
-			// Media goes on while no control plane runs.
-			browserToPlain(t, mb, &bseq, plain, "between", 5)
+func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
+	r := newRestartRig(t)
+	if allInOne {
+		r.allInOne()
+	}
+	r.useStore(store)
+	dir := t.TempDir()
+	a := r.start(filepath.Join(dir, "a.jsonl"))
+	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	r.browser = b
+	r.register()
 
-			bsrv := r.start(filepath.Join(dir, "b.jsonl"))
-			calls = bsrv.Engine.Calls()
-			if len(calls) != 1 || calls[0].ID != id || calls[0].State != "answered" || calls[0].Session != sess {
-				t.Fatalf("calls after the restart: %+v, want the call on session %s", calls, sess)
-			}
-			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 1 || ss[0].GetId() != sess {
-				t.Fatalf("the restarted control plane did not adopt the session: %v", ss)
-			}
-			browserToPlain(t, mb, &bseq, plain, "after", 5)
-			plainToBrowser(t, plain, straitRTP, &pseq, mb, "after-p2b", 5)
+	mb := newBrowserMedia(t)
+	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := r.pbx.WaitCall(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlain(t)
+	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+	res, err := call.WaitAnswer(ctx(t), "")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("answer: %v %v", res, err)
+	}
+	call.Ack(ctx(t))
+	if err := mb.Accept(string(res.Body())); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	(&env{t: t, node: r.nodeAPI(), srv: a}).waitConnected()
+	straitRTP := plainAddr(t, inc.Invite.Body())
+	var bseq, pseq uint16 = 100, 500
+	browserToPlain(t, mb, &bseq, plain, "before", 5)
+	plainToBrowser(t, plain, straitRTP, &pseq, mb, "before-p2b", 5)
+	calls := a.Engine.Calls()
+	if len(calls) != 1 || calls[0].State != "answered" {
+		t.Fatalf("calls before the handover: %+v", calls)
+	}
+	id, sess := calls[0].ID, calls[0].Session
 
-			// The browser reconnects and registers again (JsSIP does it
-			// by itself); the PBX's hold reaches it on its new flow.
-			r.register()
-			call.OnReinvite(func(offer []byte) (int, []byte) { return 200, reanswer(t, mb.PC, offer) })
-			hold, err := inc.Reinvite(ctx(t), siptest.PlainSDP(2, plain.Addr(), plain.RTCPAddr(), "sendonly", false))
-			if err != nil || hold.StatusCode != 200 || !bytes.Contains(hold.Body(), []byte("a=recvonly")) {
-				t.Fatalf("hold after the restart: %v %v", hold, err)
-			}
-			if re := <-call.Reinvites; !bytes.Contains(re.Body(), []byte("a=sendonly")) {
-				t.Fatalf("hold offer at the browser:\n%s", re.Body())
-			}
-
-			if byeFrom == "browser" {
-				if err := call.Hangup(ctx(t)); err != nil {
-					t.Fatal(err)
-				}
-				if err := inc.WaitEnded(5 * time.Second); err != nil {
-					t.Fatalf("the PBX got no BYE: %v", err)
-				}
-			} else {
-				if err := inc.Hangup(ctx(t)); err != nil {
-					t.Fatal(err)
-				}
-				if err := call.WaitEnded(5 * time.Second); err != nil {
-					t.Fatalf("the browser got no BYE: %v", err)
-				}
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for len(bsrv.Engine.Calls()) > 0 || sum(bsrv.Pool.Sessions()) > 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("calls %v, sessions %v after the BYE", bsrv.Engine.Calls(), bsrv.Pool.Sessions())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 0 {
-				t.Fatalf("the node still holds %d sessions", len(ss))
-			}
-			if err := bsrv.State.Flush(ctx(t)); err != nil {
-				t.Fatal(err)
-			}
-			if recs, _ := r.store.Load(ctx(t), state.Calls); len(recs) != 0 {
-				t.Fatalf("the state store still holds %d calls", len(recs))
-			}
-			want := "caller bye"
-			if byeFrom == "pbx" {
-				want = "callee bye"
-			}
-			checkOneCDR(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), want)
+	if allInOne {
+		// The keeper saved the DTLS keys and the path (as a crash would
+		// find them, a sweep after the answer).
+		waitSessionRecords(t, a, r.store, func(recs map[string][]byte) bool {
+			return bytes.Contains(recs[sess], []byte(`"local_key"`)) && bytes.Contains(recs[sess], []byte(`"path"`))
 		})
 	}
+	if err := a.Handover(); err != nil {
+		t.Fatal(err)
+	}
+	if !allInOne {
+		if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 1 {
+			t.Fatalf("the node holds %d sessions after the handover, want the call's 1", len(ss))
+		}
+		// Media goes on while no control plane runs.
+		browserToPlain(t, mb, &bseq, plain, "between", 5)
+	}
+
+	bsrv := r.start(filepath.Join(dir, "b.jsonl"))
+	calls = bsrv.Engine.Calls()
+	if len(calls) != 1 || calls[0].ID != id || calls[0].State != "answered" || calls[0].Session != sess {
+		t.Fatalf("calls after the restart: %+v, want the call on session %s", calls, sess)
+	}
+	if ss, _ := r.nodeAPI().ListSessions(ctx(t)); len(ss) != 1 || ss[0].GetId() != sess {
+		t.Fatalf("the restarted control plane did not adopt the session: %v", ss)
+	}
+	browserToPlain(t, mb, &bseq, plain, "after", 5)
+	plainToBrowser(t, plain, straitRTP, &pseq, mb, "after-p2b", 5)
+
+	// The browser reconnects and registers again (JsSIP does it
+	// by itself); the PBX's hold reaches it on its new flow.
+	r.register()
+	call.OnReinvite(func(offer []byte) (int, []byte) { return 200, reanswer(t, mb.PC, offer) })
+	hold, err := inc.Reinvite(ctx(t), siptest.PlainSDP(2, plain.Addr(), plain.RTCPAddr(), "sendonly", false))
+	if err != nil || hold.StatusCode != 200 || !bytes.Contains(hold.Body(), []byte("a=recvonly")) {
+		t.Fatalf("hold after the restart: %v %v", hold, err)
+	}
+	if re := <-call.Reinvites; !bytes.Contains(re.Body(), []byte("a=sendonly")) {
+		t.Fatalf("hold offer at the browser:\n%s", re.Body())
+	}
+
+	if byeFrom == "browser" {
+		if err := call.Hangup(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := inc.WaitEnded(5 * time.Second); err != nil {
+			t.Fatalf("the PBX got no BYE: %v", err)
+		}
+	} else {
+		if err := inc.Hangup(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := call.WaitEnded(5 * time.Second); err != nil {
+			t.Fatalf("the browser got no BYE: %v", err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(bsrv.Engine.Calls()) > 0 || sum(bsrv.Pool.Sessions()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %v, sessions %v after the BYE", bsrv.Engine.Calls(), bsrv.Pool.Sessions())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ss, _ := r.nodeAPI().ListSessions(ctx(t)); len(ss) != 0 {
+		t.Fatalf("the node still holds %d sessions", len(ss))
+	}
+	if allInOne {
+		waitSessionRecords(t, bsrv, r.store, func(recs map[string][]byte) bool { return len(recs) == 0 })
+	}
+	if err := bsrv.State.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []state.Kind{state.Calls, state.Sessions} {
+		if recs, _ := r.store.Load(ctx(t), k); len(recs) != 0 {
+			t.Fatalf("the state store still holds %d %s", len(recs), k)
+		}
+	}
+	want := "caller bye"
+	if byeFrom == "pbx" {
+		want = "callee bye"
+	}
+	checkOneCDR(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), want)
 }
 
 // A stored call whose dataplane session is gone when the next control
@@ -520,43 +583,26 @@ func cdrLinesOf(t *testing.T, files ...string) []string {
 	return lines
 }
 
-// All in one, the in-process dataplane's sessions end with the process, so
-// a handover cannot leave calls to a next process: it hangs them up as
-// Close does (BYE to both legs, the call's CDR), instead of leaving them
-// to be found without media and ended by the next process.
-func TestHandoverAllInOneHangsUp(t *testing.T) {
-	base := freeUDPRange(t, 12)
-	tr := startTrunkOpts(t, func(c *config.Config) {
-		c.WebRTCPorts = portalloc.Range{First: base, Last: base}
-		c.RTPPorts = portalloc.Range{First: base + 2, Last: base + 11}
-	}, func(o *Options) { o.Nodes = nil })
-	if tr.srv.Local() == nil {
-		t.Fatal("the server has no in-process dataplane")
-	}
-	tr.register(t)
-	mb := newBrowserMedia(t)
-	call, err := tr.browser.Invite(ctx(t), "bob", []byte(mb.Offer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inc, err := tr.pbx.WaitCall(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := newPlain(t)
-	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
-	if res, err := call.WaitAnswer(ctx(t), ""); err != nil || res.StatusCode != 200 {
-		t.Fatalf("answer: %v %v", res, err)
-	}
-	call.Ack(ctx(t))
-	if err := tr.srv.Handover(); err != nil {
-		t.Fatal(err)
-	}
-	if err := inc.WaitEnded(5 * time.Second); err != nil {
-		t.Fatal("the PBX got no BYE from an all-in-one handover")
-	}
-	if lines := tr.cdrLines(); len(lines) != 1 || !strings.Contains(lines[0], `"shutdown"`) {
-		t.Fatalf("CDRs %q, want the call's, ended by the shutdown", lines)
+// waitSessionRecords waits until the saved dataplane sessions in st (as
+// srv's keeper writes them) satisfy ok.
+func waitSessionRecords(t *testing.T, srv *Server, st state.Store, ok func(map[string][]byte) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := srv.State.Flush(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := st.Load(ctx(t), state.Sessions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(recs) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saved sessions: %d records, not as expected", len(recs))
+		}
+		time.Sleep(keepInterval / 4)
 	}
 }
 

@@ -107,6 +107,7 @@ type Server struct {
 
 	store    state.Store                           // the backend of State
 	local    *node.Node                            // the in-process dataplane, if any
+	keeper   *sessionKeeper                        // saves local's sessions; nil with remote nodes
 	ups      *upstream.Set                         // the upstreams, in trunk mode
 	digest   *registrar.Digest                     // standalone users; nil in trunk or open mode
 	hep      *hep.Exporter                         // SIP capture toward Homer; nil without --hep
@@ -295,9 +296,19 @@ func New(opt Options) (_ *Server, err error) {
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
 	})
+	// All in one, the sessions a previous process saved are re-created
+	// first, so that the calls below find them on the in-process node.
+	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+	if s.local != nil {
+		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"))
+		if n, err := s.keeper.restore(ctx); err != nil {
+			log.Warn("state store: dataplane sessions not read; calls that had media here end", "err", err)
+		} else if n > 0 {
+			log.Info("dataplane sessions re-created from the state store", "sessions", n)
+		}
+	}
 	// Calls a previous control plane left in the state store go on: their
 	// dialogs come back and their sessions are adopted from the nodes.
-	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
 	restored, rerr := s.Engine.Restore(ctx)
 	cancel()
 	if rerr != nil {
@@ -366,6 +377,10 @@ func New(opt Options) (_ *Server, err error) {
 		}
 	}()
 	go s.housekeep()
+	if s.keeper != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.keeper.run(s.stop) }()
+	}
 	mode := "standalone"
 	if ups != nil {
 		mode = "trunk " + strings.Join(cfg.Upstream, ", ")
@@ -407,16 +422,10 @@ func (s *Server) Close() error { return s.close(false) }
 // their records are written and kept, their sessions stay on remote
 // nodes, their CDR journal entries stay open; nobody gets a BYE. Browsers
 // see their WebSocket close and reconnect to the next process. Calls
-// still ringing end as with Close. All in one (the in-process dataplane,
-// whose sessions end with the process) it is Close: the calls could not
-// be carried on, so they are hung up properly now.
-func (s *Server) Handover() error {
-	if s.local != nil {
-		s.log.Warn("handover with the in-process dataplane: its media ends with this process, so calls are hung up (give --dataplane nodes to keep calls across an upgrade)")
-		return s.close(false)
-	}
-	return s.close(true)
-}
+// still ringing end as with Close. All in one, the in-process node's
+// sessions are saved (ports, ICE credentials, SRTP keys) and the node
+// stops without a word to the peers: the next process re-creates them.
+func (s *Server) Handover() error { return s.close(true) }
 
 func (s *Server) close(handover bool) error {
 	s.once.Do(func() {
@@ -453,8 +462,17 @@ func (s *Server) close(handover bool) error {
 		if s.Pool != nil {
 			s.Pool.Close()
 		}
-		if s.local != nil {
+		switch {
+		case s.local != nil && handover:
+			if s.keeper != nil {
+				s.keeper.finish() // the sessions as they are now, kept
+			}
+			s.local.Abandon()
+		case s.local != nil:
 			s.local.Close()
+			if s.keeper != nil {
+				s.keeper.finish() // every session ended: their records go
+			}
 		}
 		if s.journal != nil {
 			s.closeErr = s.journal.Close()

@@ -113,6 +113,13 @@ func (s *Server) dataplane(p *config.Parsed, resolver dpool.Resolver) ([]*dpool.
 	if len(p.Dataplane) == 0 {
 		nc := p.Node
 		nc.ID, nc.Logger = "local", s.log.With("component", "dataplane")
+		if len(nc.Certificate.Certificate) == 0 {
+			c, err := s.dtlsCertificate()
+			if err != nil {
+				return nil, nil, fmt.Errorf("in-process dataplane: DTLS certificate: %w", err)
+			}
+			nc.Certificate = c
+		}
 		n, err := node.New(nc)
 		if err != nil {
 			return nil, nil, fmt.Errorf("in-process dataplane: %w", err)

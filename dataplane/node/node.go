@@ -199,8 +199,15 @@ func (n *Node) Drain() { n.draining.Store(true) }
 func (n *Node) Draining() bool { return n.draining.Load() }
 
 // Close deletes every session and stops the node; watchers' channels close.
-func (n *Node) Close() error {
-	err := n.eng.Close()
+func (n *Node) Close() error { return n.stop(n.eng.Close) }
+
+// Abandon stops the node as Close does but tells no peer (relay's
+// Engine.Abandon): the sessions a next process restores stay up at the
+// peers' end.
+func (n *Node) Abandon() error { return n.stop(n.eng.Abandon) }
+
+func (n *Node) stop(closeEngine func() error) error {
+	err := closeEngine()
 	n.stopOnce.Do(func() { close(n.done) })
 	n.mu.Lock()
 	for w := range n.watchers {

@@ -126,6 +126,40 @@ func (a *Allocator) Acquire(try func(rtpPort uint16) error) (uint16, error) {
 	return 0, ErrExhausted
 }
 
+// ErrUnavailable is returned by AcquirePort for a pair that is not free.
+var ErrUnavailable = errors.New("portalloc: port pair not free")
+
+// AcquirePort reserves the pair whose RTP port is port, if it is in the
+// range and free (cooling counts as free: it is the same pair's owner
+// coming back), and binds it with try: a session re-created after a
+// restart of its process must listen where its peers send.
+func (a *Allocator) AcquirePort(port uint16, try func(rtpPort uint16) error) error {
+	if port < a.first || (port-a.first)%2 != 0 || int(port-a.first)/2 >= a.pairs {
+		return fmt.Errorf("%w: %d is not a pair of the range", ErrUnavailable, port)
+	}
+	j := int(port-a.first) / 2
+	a.mu.Lock()
+	if i := slices.Index(a.cool, j); i >= 0 {
+		a.cool = slices.Delete(a.cool, i, i+1)
+		a.put(j)
+	}
+	if a.at[j] < 0 {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: %d is in use", ErrUnavailable, port)
+	}
+	a.take(j)
+	a.inUse++
+	a.mu.Unlock()
+	if err := try(port); err != nil {
+		a.mu.Lock()
+		a.put(j)
+		a.inUse--
+		a.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
 // Release returns the pair whose RTP port is port. Releasing a port that is
 // not held is a no-op.
 func (a *Allocator) Release(port uint16) {

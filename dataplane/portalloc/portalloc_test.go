@@ -184,3 +184,43 @@ func TestParseRange(t *testing.T) {
 		t.Errorf("MarshalText = %q", b)
 	}
 }
+
+// AcquirePort takes the named pair when it is free (or cooling), refuses it
+// when it is held or outside the range, and gives it back when try fails.
+func TestAcquirePort(t *testing.T) {
+	a := New(Range{First: 40000, Last: 40009}) // 5 pairs
+	ok := func(uint16) error { return nil }
+	if err := a.AcquirePort(40004, ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AcquirePort(40004, ok); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the same pair twice: %v", err)
+	}
+	for _, p := range []uint16{40005, 39998, 40010} {
+		if err := a.AcquirePort(p, ok); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("port %d: %v, want ErrUnavailable", p, err)
+		}
+	}
+	a.Release(40004) // cooling
+	if err := a.AcquirePort(40004, ok); err != nil {
+		t.Fatalf("a cooling pair: %v", err)
+	}
+	boom := errors.New("bind")
+	if err := a.AcquirePort(40006, func(uint16) error { return boom }); err != boom {
+		t.Fatal(err)
+	}
+	if a.InUse() != 1 {
+		t.Fatalf("in use %d, want 1", a.InUse())
+	}
+	if err := a.AcquirePort(40006, ok); err != nil {
+		t.Fatalf("a pair whose bind failed is free again: %v", err)
+	}
+	seen := map[uint16]bool{}
+	for range 3 {
+		p, err := a.Acquire(ok)
+		if err != nil || p == 40004 || p == 40006 || seen[p] {
+			t.Fatalf("Acquire gave %d %v after AcquirePort", p, err)
+		}
+		seen[p] = true
+	}
+}

@@ -44,16 +44,21 @@ type legChange struct {
 }
 
 // plan builds the change that applies specs (already validated against the
-// session's shape) to s; restart asks for an ICE restart per leg. Called
-// with s.mu held, or before s is published.
-func (e *Engine) plan(s *Session, specs []*pb.LegSpec, restart []bool) (*change, error) {
+// session's shape) to s; restart asks for an ICE restart per leg; r, when
+// the change re-creates a saved session, gives its streams' SSRCs and
+// ports. Called with s.mu held, or before s is published.
+func (e *Engine) plan(s *Session, specs []*pb.LegSpec, restart []bool, r *restoring) (*change, error) {
 	c := &change{s: s, specs: cloneSpecs(specs), legs: make([]legChange, len(s.legs))}
 	streams := make([][]*Stream, len(s.legs))
 	for i, l := range s.legs {
 		lc := &c.legs[i]
 		lc.streams = append([]*Stream(nil), l.streams...)
 		for j := len(l.streams); j < len(specs[i].GetStreams()); j++ {
-			lc.streams = append(lc.streams, &Stream{leg: l, index: j, localSSRC: randomSSRC()})
+			st := &Stream{leg: l, index: j, localSSRC: randomSSRC()}
+			if ss := r.streamFor(i, j); ss != nil {
+				st.localSSRC = ss.LocalSSRC
+			}
+			lc.streams = append(lc.streams, st)
 		}
 		streams[i] = lc.streams
 	}
@@ -96,7 +101,11 @@ func (e *Engine) plan(s *Session, specs []*pb.LegSpec, restart []bool) (*change,
 			continue
 		}
 		for _, st := range c.legs[i].streams[len(l.streams):] {
-			if err := e.allocPlain(st, c.specs[i].GetStreams()[st.index].GetPlain()); err != nil {
+			var port uint16
+			if ss := r.streamFor(i, st.index); ss != nil {
+				port = ss.Port
+			}
+			if err := e.allocPlain(st, c.specs[i].GetStreams()[st.index].GetPlain(), port); err != nil {
 				e.abort(c)
 				return nil, err
 			}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -149,6 +150,10 @@ func (e *Engine) runDTLS(ctx context.Context, cancel context.CancelFunc, l *Leg,
 		return
 	}
 	l.setKeys(nil, dec, enc)
+	if k, err := keysOf(res.SRTP.Profile, append(bytes.Clone(keys.LocalMasterKey), keys.LocalMasterSalt...),
+		append(bytes.Clone(keys.RemoteMasterKey), keys.RemoteMasterSalt...)); err == nil {
+		l.keys.Store(k)
+	}
 	name := dtlsleg.ProfileName(res.SRTP.Profile)
 	l.profile.Store(&name)
 	l.dtls.mu.Lock()
@@ -183,6 +188,9 @@ func (e *Engine) stopDTLS(l *Leg, forgetKeys bool) {
 	if cancel != nil {
 		cancel()
 	}
+	if t != nil && e.quiet.Load() {
+		t.Close() // first: the association's close_notify goes nowhere
+	}
 	if conn != nil {
 		conn.Close()
 	}
@@ -195,6 +203,7 @@ func (e *Engine) stopDTLS(l *Leg, forgetKeys bool) {
 	if forgetKeys {
 		l.setKeys(nil, nil, nil)
 		l.profile.Store(nil)
+		l.keys.Store(nil)
 	}
 }
 

@@ -30,6 +30,8 @@ type Engine struct {
 	rtpPorts   []*portalloc.Allocator // by address index
 	nextOwner  atomic.Uint32
 	nextPair   atomic.Uint32
+	// quiet is set by Abandon: sessions end without a word to the peers.
+	quiet atomic.Bool
 
 	mu sync.Mutex // guards the fields below
 	// sessions holds the published sessions: fully set up and known to
@@ -122,6 +124,14 @@ func (e *Engine) newGroup(ai int, addr netip.Addr, port uint16, opt batchconn.Op
 		}
 	}
 	return g, nil
+}
+
+// Abandon stops the engine as Close does, but tells no peer: no DTLS
+// close_notify goes out, so a WebRTC peer's association stays up for the
+// process that restores the sessions (RestoreSession) after this one.
+func (e *Engine) Abandon() error {
+	e.quiet.Store(true)
+	return e.Close()
 }
 
 // Close deletes every session, stops the workers and releases the ports.

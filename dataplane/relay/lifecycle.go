@@ -17,6 +17,12 @@ const maxStreams = 8
 // CreateSession allocates and starts a session. Errors carry gRPC codes;
 // a refused creation leaves nothing behind.
 func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
+	return e.createSession(req, nil)
+}
+
+// createSession creates a session, or with r re-creates a saved one
+// (RestoreSession).
+func (e *Engine) createSession(req *pb.CreateSessionRequest, r *restoring) (*Session, error) {
 	specs := req.GetLegs()
 	if len(specs) < 1 || len(specs) > 2 {
 		return nil, statusf(codes.InvalidArgument, "a session has one or two legs, got %d", len(specs))
@@ -44,6 +50,11 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 		l.state.Store(int32(pb.LegState_LEG_STATE_NEW))
 		if l.kind == pb.LegKind_LEG_KIND_WEBRTC {
 			l.group = e.pickGroup(l.addrIdx)
+			if r != nil {
+				if l.group = e.groupAt(l.addrIdx, r.sv.Legs[i].Port); l.group == nil {
+					return nil, statusf(codes.FailedPrecondition, "leg %d: the node has no WebRTC port %d any more", i, r.sv.Legs[i].Port)
+				}
+			}
 		}
 		s.legs = append(s.legs, l)
 	}
@@ -74,7 +85,12 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 	// Nobody else can reach s until it is published below; its mutex is
 	// taken only because plan and commit document it.
 	s.mu.Lock()
-	c, err := e.plan(s, specs, nil)
+	c, err := e.plan(s, specs, nil, r)
+	if err == nil && r != nil {
+		if err = e.prepareRestore(s, c, r); err != nil {
+			e.abort(c)
+		}
+	}
 	if err != nil {
 		s.mu.Unlock()
 		e.mu.Lock()
@@ -88,6 +104,9 @@ func (e *Engine) CreateSession(req *pb.CreateSessionRequest) (*Session, error) {
 		}
 	}
 	e.commit(c)
+	if r != nil {
+		e.latchRestored(s)
+	}
 	s.mu.Unlock()
 
 	e.mu.Lock()
@@ -124,7 +143,7 @@ func (e *Engine) UpdateSession(req *pb.UpdateSessionRequest) (*Session, error) {
 	if err := e.validateUpdate(s, req.GetLegs()); err != nil {
 		return nil, err
 	}
-	c, err := e.plan(s, req.GetLegs(), req.GetIceRestart())
+	c, err := e.plan(s, req.GetLegs(), req.GetIceRestart(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -9,8 +9,9 @@ import (
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
-// allocPlain gives a plain stream its ports.
-func (e *Engine) allocPlain(st *Stream, p *pb.PlainSpec) error {
+// allocPlain gives a plain stream its ports: port's pair when port is not
+// 0 (a restored session), else one drawn from the range.
+func (e *Engine) allocPlain(st *Stream, p *pb.PlainSpec, port uint16) error {
 	l := st.leg
 	if p.GetPortMode() == pb.PortMode_PORT_MODE_SHARED {
 		pairs := e.plainPairs[l.addrIdx]
@@ -18,7 +19,7 @@ func (e *Engine) allocPlain(st *Stream, p *pb.PlainSpec) error {
 		return nil
 	}
 	addr := e.cfg.Addrs[l.addrIdx]
-	port, err := e.rtpPorts[l.addrIdx].Acquire(func(port uint16) error {
+	bind := func(port uint16) error {
 		rtp, err := batchconn.Listen(netip.AddrPortFrom(addr, port), e.cfg.Socket)
 		if err != nil {
 			return err
@@ -30,7 +31,15 @@ func (e *Engine) allocPlain(st *Stream, p *pb.PlainSpec) error {
 		}
 		st.rtp, st.rtcp = rtp, rtcp
 		return nil
-	})
+	}
+	if port != 0 {
+		if err := e.rtpPorts[l.addrIdx].AcquirePort(port, bind); err != nil {
+			return statusf(codes.FailedPrecondition, "RTP port pair %v:%d: %v", addr, port, err)
+		}
+		st.rtpPort = port
+		return nil
+	}
+	port, err := e.rtpPorts[l.addrIdx].Acquire(bind)
 	if err != nil {
 		return statusf(codes.ResourceExhausted, "no free RTP port pair on %v: %v", addr, err)
 	}

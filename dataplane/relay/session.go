@@ -88,6 +88,9 @@ type Leg struct {
 	enc   *srtp.Context
 
 	profile atomic.Pointer[string] // negotiated SRTP profile name
+	// keys are what the DTLS handshake exported (nil before, and after
+	// stopDTLS forgot them), kept for Session.Save.
+	keys atomic.Pointer[srtpKeys]
 
 	ctr     counters
 	started atomic.Bool // MEDIA_STARTED raised

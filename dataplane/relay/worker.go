@@ -101,6 +101,7 @@ const (
 	cmdAddSocket
 	cmdRemoveSocket
 	cmdForgetLeg // drop the leg's latches
+	cmdLatch     // latch key to leg (a restored path)
 	cmdBarrier   // only signals done
 )
 
@@ -259,6 +260,8 @@ func (w *worker) apply(c *command) {
 		}
 	case cmdRemoveSocket:
 		w.removeSlot(c.sock)
+	case cmdLatch:
+		w.latch(c.key, c.leg)
 	case cmdForgetLeg:
 		for _, k := range w.legLatches[c.leg] {
 			if w.latches[k] == c.leg {

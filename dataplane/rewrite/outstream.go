@@ -172,6 +172,9 @@ type OutStream struct {
 	maxNanos  int64  // nowNanos when the packet with maxOut arrived
 	sent      window // output sequence numbers sent, back from maxOut
 	rebases   uint64
+	// resumed: the stream was resumed from a Resumption and its position
+	// is learnt from the next packet (see Resume).
+	resumed bool
 }
 
 // verdict is how classify says a packet is to be mapped.
@@ -213,6 +216,9 @@ func (s *OutStream) Rewrite(b []byte, h Header, pt uint8, clockRate uint32, nowN
 		return h, ErrPayloadType
 	}
 
+	if s.resumed {
+		s.resumeAt(&h, nowNanos)
+	}
 	v := rebaseAll
 	if s.started {
 		v = s.classify(&h, clockRate, nowNanos)
@@ -425,4 +431,66 @@ func (w *window) advance(n uint16) {
 		w[0] <<= n
 	}
 	w[0] |= 1
+}
+
+// ResumeStep is the granularity of Resumption.OutCeiling: the ceiling only
+// moves when the highest output sequence number crosses a multiple of it,
+// so a record of it changes once per ResumeStep packets (80 s of 20 ms
+// audio), not per packet.
+const ResumeStep = 4096
+
+// Resumption is what an OutStream carries over a restart of the process
+// that runs it (an all-in-one restart keeping its calls): the mapping
+// (input SSRC and offsets) and a ceiling above every output sequence
+// number sent. A continuous input resumes through the same offsets, so
+// the receiver sees one stream with a gap; anything else rebases above
+// the ceiling, never onto a number the receiver may already have (which
+// its SRTP replay check would drop).
+type Resumption struct {
+	InSSRC     uint32 `json:"in_ssrc"`
+	SeqOffset  uint16 `json:"seq_off,omitempty"`
+	TSOffset   uint32 `json:"ts_off,omitempty"`
+	OutCeiling uint16 `json:"out_ceiling"`
+}
+
+// Save returns the stream's Resumption; ok is false before the first
+// packet (nothing to resume: a new stream is as good). It changes only on
+// a rebase and every ResumeStep output packets. Same concurrency as
+// Rewrite.
+func (s *OutStream) Save() (r Resumption, ok bool) {
+	if !s.started {
+		return Resumption{}, false
+	}
+	if s.resumed { // nothing sent since Resume: the same ceiling
+		return Resumption{InSSRC: s.cur.inSSRC, SeqOffset: s.cur.seqOff, TSOffset: s.cur.tsOff, OutCeiling: s.maxOut + 1}, true
+	}
+	return Resumption{InSSRC: s.cur.inSSRC, SeqOffset: s.cur.seqOff, TSOffset: s.cur.tsOff,
+		OutCeiling: s.maxOut&^(ResumeStep-1) + ResumeStep}, true
+}
+
+// Resume makes a new OutStream carry on the stream r was saved from, at
+// nowNanos (the clock Rewrite is given). The next packet decides: one of
+// r's input SSRC continues the old epoch through its offsets (the far end
+// went on sending while the process restarted: its sequence numbers are
+// simply ahead); one of another SSRC rebases onto OutCeiling. Call it
+// before the first Rewrite.
+func (s *OutStream) Resume(r Resumption, nowNanos int64) {
+	s.started, s.resumed = true, true
+	s.cur = epoch{inSSRC: r.InSSRC, seqOff: r.SeqOffset, tsOff: r.TSOffset}
+	s.prevValid, s.jumpValid = false, false
+	s.maxOut, s.maxNanos = r.OutCeiling-1, nowNanos
+	s.sent = window{}
+}
+
+// resumeAt places a resumed stream at its first packet h when h continues
+// the saved epoch: that packet is the epoch's highest so far. Otherwise
+// classify rebases it (another SSRC) above the ceiling.
+func (s *OutStream) resumeAt(h *Header, nowNanos int64) {
+	s.resumed = false
+	if h.SSRC != s.cur.inSSRC {
+		return
+	}
+	s.cur.startSeq, s.cur.maxSeq, s.cur.maxTS = h.Sequence, h.Sequence, h.Timestamp
+	s.maxOut, s.maxNanos = h.Sequence+s.cur.seqOff, nowNanos
+	s.sent = window{}
 }

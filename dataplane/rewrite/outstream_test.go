@@ -691,3 +691,54 @@ func TestOutStreamSmallRewind(t *testing.T) {
 		t.Fatalf("%d duplicates, %d rebases; want 20, 0", dups, x.s.Rebases())
 	}
 }
+
+// TestOutStreamResume: a stream saved, then resumed by a new OutStream (a
+// restart of the process), continues through the same offsets when the far
+// end went on sending (its numbers are ahead), with no marker; a new SSRC
+// after the resume rebases above the saved ceiling; the ceiling moves only
+// every ResumeStep packets.
+func TestOutStreamResume(t *testing.T) {
+	x := newHarness(t, true)
+	const ssrc = 0xaaaa
+	x.run(100, 100, 1000, ssrc)
+	x.now += int64(ptime)
+	x.send(5000, 90000, 0xbbbb, false) // a rebase: offsets are not zero now
+	x.now += int64(ptime)
+	x.run(10, 5001, 90000+tsPerFrame, 0xbbbb)
+	r, ok := x.s.Save()
+	if !ok || r.InSSRC != 0xbbbb || r.SeqOffset == 0 {
+		t.Fatalf("saved %+v %v, want the rebased mapping", r, ok)
+	}
+	if int16(r.OutCeiling-x.lastSeq) <= 0 || r.OutCeiling%ResumeStep != 0 {
+		t.Fatalf("ceiling %d not above the last sent %d on a step", r.OutCeiling, x.lastSeq)
+	}
+	if r2, _ := x.s.Save(); r2 != r {
+		t.Fatalf("a second save differs: %+v %+v", r2, r)
+	}
+	lastSeq, lastTS := x.lastSeq, x.lastTS
+
+	// The restart: 30 packets went by meanwhile.
+	y := newHarness(t, true)
+	y.now = x.now + int64(time.Second)
+	y.s.Resume(r, y.now)
+	if r3, _ := y.s.Save(); r3 != r {
+		t.Fatalf("a resumed stream saves %+v before any packet, want %+v", r3, r)
+	}
+	h, _, err := y.send(5011+30, 90000+(11+30)*tsPerFrame, 0xbbbb, false)
+	if err != nil || h.Sequence != lastSeq+31 || h.Timestamp != lastTS+31*tsPerFrame || h.Marker {
+		t.Fatalf("resumed: %+v %v, want seq %d ts %d without marker", h, err, lastSeq+31, lastTS+31*tsPerFrame)
+	}
+	y.now += int64(ptime)
+	y.run(5, 5042, 90000+42*tsPerFrame, 0xbbbb)
+
+	// Another SSRC after a resume starts above the ceiling.
+	z := newHarness(t, true)
+	z.s.Resume(r, z.now)
+	h, _, err = z.send(7, 700, 0xcccc, false)
+	if err != nil || h.Sequence != r.OutCeiling || !h.Marker {
+		t.Fatalf("new SSRC after resume: %+v %v, want seq %d with marker", h, err, r.OutCeiling)
+	}
+	if _, ok := (&OutStream{}).Save(); ok {
+		t.Fatal("a stream that sent nothing has something to save")
+	}
+}

@@ -1,0 +1,195 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+
+	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/dataplane/relay"
+)
+
+// keepInterval is how often the all-in-one's sessions are looked at for
+// changes to save. A call answered and DTLS-connected less than this
+// before a crash restarts without its keys (its call ends with "media
+// lost in restart"); a shorter interval costs a stamp per session more
+// often (about a microsecond each, no allocation).
+const keepInterval = 200 * time.Millisecond
+
+// sessionKeeper keeps the in-process dataplane's sessions in the state
+// store (kind state.Sessions), so that an all-in-one strait that restarts
+// (a crash, kill -9, an upgrade) re-creates them on the same ports with
+// the same ICE credentials and SRTP keys before it restores the calls
+// (relay.Session.Save, relay.Engine.RestoreSession): the browsers' media
+// and consent checks carry on.
+//
+// The records hold SRTP master keys: they go only to the store (the
+// embedded file is 0600 in a 0700 directory; Redis is the operator's
+// trust domain) and are never logged.
+type sessionKeeper struct {
+	// Frozen after newSessionKeeper.
+	eng *relay.Engine
+	w   *state.Writer
+	log *slog.Logger
+
+	mu sync.Mutex // serialises sweeps; guards the fields below
+	// stamps are the stamps of the sessions last written, by id: a record
+	// exists in the store for each.
+	stamps map[string]uint64
+	done   bool // final: no more writes
+}
+
+func newSessionKeeper(eng *relay.Engine, w *state.Writer, log *slog.Logger) *sessionKeeper {
+	return &sessionKeeper{eng: eng, w: w, log: log, stamps: map[string]uint64{}}
+}
+
+// restore re-creates the sessions a previous process saved. A record that
+// cannot be restored (another format, a port now taken) is dropped: its
+// call, if any, then finds no session and ends cleanly.
+func (k *sessionKeeper) restore(ctx context.Context) (restored int, err error) {
+	recs, err := k.w.Store().Load(ctx, state.Sessions)
+	if err != nil {
+		return 0, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id, b := range recs {
+		var sv relay.SavedSession
+		if err := json.Unmarshal(b, &sv); err != nil || sv.ID != id {
+			k.log.Warn("state: a saved dataplane session that does not decode is dropped", "session", id)
+			k.w.Delete(state.Sessions, id)
+			continue
+		}
+		s, err := k.eng.RestoreSession(&sv)
+		if err != nil {
+			k.log.Warn("state: dataplane session not re-created", "session", id, "err", err)
+			k.w.Delete(state.Sessions, id)
+			continue
+		}
+		k.stamps[id] = s.Stamp()
+		restored++
+	}
+	return restored, nil
+}
+
+// run sweeps every keepInterval until stop closes.
+func (k *sessionKeeper) run(stop <-chan struct{}) {
+	t := time.NewTicker(keepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			k.sweep()
+		}
+	}
+}
+
+// sweep writes the sessions whose stamp changed and deletes the records of
+// sessions that ended.
+func (k *sessionKeeper) sweep() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done {
+		return
+	}
+	live := make(map[string]bool, len(k.stamps))
+	for _, s := range k.eng.Sessions() {
+		live[s.ID] = true
+		st := s.Stamp()
+		if old, ok := k.stamps[s.ID]; ok && old == st {
+			continue
+		}
+		sv := s.Save()
+		if sv == nil {
+			delete(live, s.ID) // deleted meanwhile
+			continue
+		}
+		b, err := json.Marshal(sv)
+		if err != nil {
+			k.log.Error("[unexpected] saved dataplane session does not encode", "session", s.ID)
+			continue
+		}
+		k.w.Put(state.Sessions, s.ID, b)
+		k.stamps[s.ID] = st
+	}
+	for id := range k.stamps {
+		if !live[id] {
+			k.w.Delete(state.Sessions, id)
+			delete(k.stamps, id)
+		}
+	}
+}
+
+// finish makes the last sweep and stops writing: before the node stops for
+// a handover (the records stay for the next process), or after it stopped
+// on a shutdown (every session ended: their records go).
+func (k *sessionKeeper) finish() {
+	k.sweep()
+	k.mu.Lock()
+	k.done = true
+	k.mu.Unlock()
+}
+
+// dtlsCertName is the all-in-one's DTLS certificate in the store's
+// secrets (PEM: certificate, then PKCS #8 key).
+const dtlsCertName = "dtls-certificate"
+
+// dtlsRenewBefore: a stored certificate this close to its end is replaced
+// at start (browsers check only the fingerprint, but other peers may look
+// at the dates); calls carried over keep their keys either way.
+const dtlsRenewBefore = 7 * 24 * time.Hour
+
+// dtlsCertificate is the in-process node's DTLS certificate, kept in the
+// state store so that a restarted all-in-one has the same fingerprint:
+// the SDP of a re-INVITE toward a browser whose call was carried over
+// names the fingerprint its DTLS association was made with (a new one
+// would ask for a new association, RFC 5763 section 5). The first
+// process makes it; one from a store that does not answer is this
+// process's own.
+func (s *Server) dtlsCertificate() (tls.Certificate, error) {
+	fresh := func() (tls.Certificate, []byte, error) {
+		c, err := selfsign.GenerateSelfSigned()
+		if err != nil {
+			return c, nil, err
+		}
+		key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+		if err != nil {
+			return c, nil, err
+		}
+		b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
+		return c, append(b, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})...), nil
+	}
+	c, b, err := fresh()
+	if err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+	defer cancel()
+	st := s.State.Store()
+	v, err := st.PutIfAbsent(ctx, state.Secrets, dtlsCertName, b)
+	if err != nil {
+		s.log.Warn("state store: DTLS certificate not read; using one of this process's (calls will not survive a restart)", "err", err)
+		return c, nil
+	}
+	stored, err := tls.X509KeyPair(v, v)
+	if err == nil {
+		var x *x509.Certificate
+		if x, err = x509.ParseCertificate(stored.Certificate[0]); err == nil && time.Until(x.NotAfter) > dtlsRenewBefore {
+			return stored, nil
+		}
+	}
+	// Unreadable or ending soon: this process's replaces it.
+	if err := st.Apply(ctx, []state.Change{{Kind: state.Secrets, Key: dtlsCertName, Value: b}}); err != nil {
+		s.log.Warn("state store: DTLS certificate not replaced", "err", err)
+	}
+	return c, nil
+}
