@@ -209,3 +209,27 @@ func TestBatchedWrites(t *testing.T) {
 		t.Fatalf("dropped %d", l.Dropped())
 	}
 }
+
+// Records are gathered for a while and written together; a read in the
+// meantime writes them first, so a history always shows the calls that
+// ended before it was read.
+func TestGatherAndReadYourWrites(t *testing.T) {
+	st := &gatedStore{Store: state.NewMemory(), entered: make(chan struct{}), gate: make(chan struct{})}
+	close(st.gate)
+	l := New(Config{Store: st, Gather: time.Hour})
+	defer l.Close()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		l.Add(rec(fmt.Sprintf("c%d", i), "alice", "bob", t0.Add(time.Duration(i)*time.Second)))
+	}
+	page, _, err := l.Page(context.Background(), "alice", nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 3 || page[0].ID != "c2" {
+		t.Fatalf("alice's history right after the calls: %v", page)
+	}
+	if got := st.applies.Load(); got != 1 {
+		t.Fatalf("%d store writes for 3 gathered records, want 1", got)
+	}
+}
