@@ -471,6 +471,11 @@ func (f *fork) abandon(c *Call, reason string, heard bool, last *sip.Response, e
 		case <-f.tx.Done():
 			return
 		case <-ctx.Done():
+			// No final response in cancelWait (or nothing at all from a
+			// fork that never answered, which gets no CANCEL): stop
+			// retransmitting the INVITE rather than for the rest of
+			// Timer B.
+			f.tx.Terminate()
 			return
 		}
 	}
