@@ -106,6 +106,20 @@ type LoopConfig[T any] struct {
 	// for others to join its round (min_wait); 0 returns at the first.
 	// Ignored by mmsg.
 	Coalesce time.Duration
+	// HotWait, for io_uring, is how long the owner waits for datagrams
+	// while keeping its P (its Go scheduler slot; a raw system call the
+	// runtime does not see) before it blocks in an ordinary one. Blocking
+	// in a system call the runtime sees costs, per wake-up, the runtime's
+	// sysmon waking to retake the P (a nanosleep every 20 µs while a P is
+	// in a system call), a futex to hand the P to another thread and one
+	// to get it back: most of a busy node's system calls. A hot wait
+	// keeps all of it away while datagrams come closer together than
+	// HotWait. The owner's P is taken for that long, so a Loop that
+	// hot-waits raises GOMAXPROCS when it binds, to one more than the
+	// process's hot-waiting Loops (a P is not a CPU: a Loop waiting hot
+	// sleeps in the kernel).
+	// 0: none. Ignored by mmsg (it waits in Go's netpoller).
+	HotWait time.Duration
 	// Dropped is called, on the owner goroutine, for each queued datagram
 	// the kernel refused. Optional.
 	Dropped func(tag T, err error)

@@ -545,3 +545,108 @@ func TestLoopRemoveReleasesPort(t *testing.T) {
 		}
 	})
 }
+
+// A hot-waiting io_uring loop (LoopConfig.HotWait) keeps its P while it
+// waits: GOMAXPROCS is raised so that another P stays for the rest of the
+// process, the rest of the process (a stop-the-world GC among it) goes on
+// while the loop waits, a datagram after a long idle still arrives through
+// the ordinary blocking wait without polling at the hot interval, and
+// Close gives the reservation back.
+func TestLoopHotWait(t *testing.T) {
+	loopModes(t, func(t *testing.T, mode Mode) {
+		if mode != ModeUring {
+			t.Skip("hot waits are io_uring's")
+		}
+		before := hotLoops.Load()
+		l, err := NewLoop(LoopConfig[int]{Mode: mode, BatchSize: 16, BufSize: 2048, HotWait: 2 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := l.Bind(); err != nil {
+			l.Close()
+			t.Fatal(err)
+		}
+		if n := hotLoops.Load(); n != before+1 || runtime.GOMAXPROCS(0) <= int(n) {
+			l.Close()
+			t.Fatalf("%d hot loops (before: %d), GOMAXPROCS %d: no P left for the rest", n, before, runtime.GOMAXPROCS(0))
+		}
+		a, b := listen(t, "127.0.0.1:0"), listen(t, "127.0.0.1:0")
+		l.Add(b, 1)
+
+		// Datagrams every 500 µs (always within the hot wait) while
+		// another goroutine collects garbage five times.
+		gcDone := make(chan struct{})
+		go func() {
+			defer close(gcDone)
+			for range 5 {
+				runtime.GC()
+			}
+		}()
+		stopSend := make(chan struct{})
+		sent := make(chan int)
+		go func() {
+			n := 0
+			defer func() { sent <- n }()
+			tk := time.NewTicker(500 * time.Microsecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stopSend:
+					return
+				case <-tk.C:
+					a.SendTo([]byte("x"), b.Local)
+					n++
+				}
+			}
+		}()
+		got, deadline := 0, time.Now().Add(10*time.Second)
+		gcFinished := false
+		for !gcFinished && time.Now().Before(deadline) {
+			msgs, err := l.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += len(msgs)
+			select {
+			case <-gcDone:
+				gcFinished = true
+			default:
+			}
+		}
+		close(stopSend)
+		n := <-sent
+		if !gcFinished {
+			t.Fatalf("5 GCs did not finish in 10 s while the loop waited hot (%d of %d datagrams)", got, n)
+		}
+		if got == 0 {
+			t.Fatal("no datagram while waiting hot")
+		}
+		// Drain what is still in flight, then go idle: one datagram after
+		// 50 ms costs the hot wait, the blocking wait and little else.
+		for got < n {
+			msgs, err := l.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += len(msgs)
+		}
+		c0 := l.Calls().Total()
+		time.AfterFunc(50*time.Millisecond, func() { a.SendTo([]byte("y"), b.Local) })
+		for got := 0; got == 0; {
+			msgs, err := l.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = len(msgs)
+		}
+		if calls := l.Calls().Total() - c0; calls > 4 {
+			t.Fatalf("%d system calls for one datagram after 50 ms idle: the loop polls at the hot interval", calls)
+		}
+		l.Close()
+		if n := hotLoops.Load(); n != before {
+			t.Fatalf("%d hot loops after Close, want %d", n, before)
+		}
+	})
+}

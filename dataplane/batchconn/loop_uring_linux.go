@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,11 +28,13 @@ type uringLoop[T any] struct {
 	r       *ring
 	bufs    *bufRing
 	batch   int
-	minWait uint32 // µs; 0: return at the first datagram
+	minWait uint32        // µs; 0: return at the first datagram
+	hotWait time.Duration // LoopConfig.HotWait
 	dropped func(T, error)
 
 	// Owned by the owner goroutine (or the creator before Bind).
 	bound  bool
+	hot    bool // counted in hotLoops
 	regs   []uringReg
 	free   []uint32
 	bySock map[*Socket]uint32
@@ -132,6 +135,7 @@ func makeUringLoop[T any](cfg LoopConfig[T]) (*uringLoop[T], error) {
 		msgs:    make([]Message, 0, cfg.BatchSize),
 		held:    make([]uint16, 0, cfg.BatchSize),
 		wakeFD:  -1,
+		hotWait: cfg.HotWait,
 	}
 	if cfg.Coalesce > 0 {
 		if r.features&featMinTimeout == 0 {
@@ -187,6 +191,10 @@ func (l *uringLoop[T]) Bind() error {
 		return err
 	}
 	l.bound = true
+	if l.hotWait > 0 {
+		l.hot = true
+		reserveProc()
+	}
 	l.count()
 	return nil
 }
@@ -355,7 +363,7 @@ func (l *uringLoop[T]) Send(s *Socket, b []byte, addr netip.AddrPort, tag T) boo
 // submit hands the queued SQEs to the kernel without waiting, and takes
 // in what completed.
 func (l *uringLoop[T]) submit() error {
-	if _, err := l.r.enter(0, 0); err != nil {
+	if _, err := l.r.enter(0, 0, 0); err != nil {
 		return err
 	}
 	l.reap()
@@ -441,7 +449,7 @@ func (l *uringLoop[T]) Next() ([]Message, error) {
 		if !l.wakeArm {
 			l.armWake()
 		}
-		_, err := l.r.enter(wait, l.minWait)
+		_, err := l.r.enter(wait, l.minWait, l.hotWait)
 		// The last round's buffers: the sends that used them went out
 		// in this call.
 		for _, bid := range l.held {
@@ -542,6 +550,10 @@ func (l *uringLoop[T]) Close() error {
 	// An owner that Binds and Closes without Stop (tests) cancels here; on
 	// another thread this fails harmlessly after the owner's teardown.
 	l.teardown()
+	if l.hot {
+		l.hot = false
+		hotLoops.Add(-1)
+	}
 	l.r.close()
 	if l.bufs != nil {
 		l.bufs.free()

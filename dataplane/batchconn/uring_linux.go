@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -257,14 +258,35 @@ func (r *ring) unsubmitted() (a, b []sqe) {
 
 // enter publishes the filled SQEs and calls io_uring_enter: it submits
 // them and, with wait > 0, waits until wait completions are there (with
-// minWait, until minWait µs have passed and at least one is). It returns
-// how many SQEs the kernel consumed. EINTR (a signal while waiting) is not
-// an error: the caller looks at the completion queue and comes back.
-func (r *ring) enter(wait uint32, minWait uint32) (int, error) {
+// minWait, until minWait µs have passed and at least one is). With hot > 0
+// it first waits up to hot in a raw system call, keeping the calling
+// goroutine's P (see LoopConfig.HotWait), and blocks in an ordinary one
+// only if nothing came by then. It returns how many SQEs the kernel
+// consumed. EINTR (a signal while waiting: the runtime's preemption
+// signal among them) is not an error: the caller looks at the completion
+// queue and comes back.
+func (r *ring) enter(wait, minWait uint32, hot time.Duration) (int, error) {
 	toSubmit := r.pending()
 	if toSubmit > 0 {
 		atomic.StoreUint32(r.sqTail, r.sqLocal)
 		r.sqSubmitted = r.sqLocal
+	}
+	if wait > 0 && hot > 0 {
+		r.ts = unix.Timespec{Nsec: int64(hot)}
+		r.arg = getEventsArg{minWaitUsec: minWait, ts: uint64(uintptr(unsafe.Pointer(&r.ts)))}
+		r.enters++
+		n, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit),
+			uintptr(wait), enterGetEvents|enterExtArg, uintptr(unsafe.Pointer(&r.arg)), unsafe.Sizeof(r.arg))
+		switch e {
+		case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
+		default:
+			return 0, fmt.Errorf("io_uring_enter: %w", e)
+		}
+		if head, tail := r.ready(); head != tail || e == unix.EINTR {
+			return int(n), nil
+		}
+		// Nothing within hot: the sends went in with this call; block.
+		toSubmit = 0
 	}
 	flags := uintptr(enterGetEvents)
 	var argp, argsz uintptr

@@ -56,6 +56,9 @@ type Config struct {
 	// Coalesce is, with io_uring, the longest a datagram waits for others
 	// to join its round (0: none).
 	Coalesce time.Duration
+	// HotWait is, with io_uring, how long a worker waits for datagrams
+	// keeping its Go scheduler slot (0: none).
+	HotWait time.Duration
 	// Socket tunes media sockets.
 	Socket batchconn.Options
 	// Certificate is the DTLS certificate; zero generates an ECDSA P-256
@@ -142,6 +145,7 @@ func New(cfg Config) (*Node, error) {
 		BatchSize:        cfg.BatchSize,
 		IO:               cfg.IO,
 		Coalesce:         cfg.Coalesce,
+		HotWait:          cfg.HotWait,
 		Socket:           cfg.Socket,
 		Certificate:      cfg.Certificate,
 		Fingerprint:      n.fingerprint,

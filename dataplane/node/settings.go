@@ -35,6 +35,9 @@ type Settings struct {
 	IO string `yaml:"io" flag:"io" usage:"packet I/O: uring (io_uring), mmsg (recvmmsg/sendmmsg with epoll) or auto (uring where the kernel allows it)"`
 	// Coalesce is, with io_uring, the longest a datagram waits for others.
 	Coalesce time.Duration `yaml:"coalesce" flag:"coalesce" usage:"with io_uring, the longest a datagram waits for others to join its batch (0: none)"`
+	// HotWait is, with io_uring, how long a worker waits for datagrams
+	// while keeping its Go scheduler slot (see batchconn.LoopConfig).
+	HotWait time.Duration `yaml:"hot_wait" flag:"hot-wait" usage:"with io_uring, how long a worker waits for datagrams before it yields its CPU slot to the Go scheduler (0: never; GOMAXPROCS is raised to one more than the hot-waiting workers)"`
 	// MaxSessions refuses sessions beyond this many; 0: only ports limit.
 	MaxSessions int `yaml:"max_sessions" group:"Sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
 	// MediaTimeout is the silence after which a session's leg reports
@@ -57,6 +60,10 @@ const (
 	// DefaultSocketBuffer absorbs a scheduling hiccup of a few
 	// milliseconds at full rate on one socket.
 	DefaultSocketBuffer = 4 << 20
+	// DefaultHotWait covers the gap between datagrams of a worker that
+	// carries ten calls or more (100 datagrams/s each): below that a
+	// wake-up costs the runtime's thread hand-offs, which is cheap then.
+	DefaultHotWait = time.Millisecond
 	// DefaultDSCP is Expedited Forwarding (RFC 4594: telephony).
 	DefaultDSCP = 46
 	// DefaultMediaTimeout hangs up a call silent for a minute (a held call
@@ -73,6 +80,7 @@ func DefaultSettings() Settings {
 		WebRTCPorts:  DefaultWebRTCPorts,
 		RTPPorts:     DefaultRTPPorts,
 		Batch:        DefaultBatch,
+		HotWait:      DefaultHotWait,
 		IO:           string(batchconn.ModeAuto),
 		MediaTimeout: DefaultMediaTimeout,
 		DTLSLinger:   DefaultDTLSLinger,
@@ -91,7 +99,7 @@ func (s *Settings) Config() (Config, error) {
 	}
 	c := Config{
 		WebRTCPorts: s.WebRTCPorts, RTPPorts: s.RTPPorts, PlainSharedPorts: s.PlainSharedPorts,
-		Workers: s.Workers, BatchSize: s.Batch, Coalesce: s.Coalesce, MaxSessions: s.MaxSessions,
+		Workers: s.Workers, BatchSize: s.Batch, Coalesce: s.Coalesce, HotWait: s.HotWait, MaxSessions: s.MaxSessions,
 		MediaTimeout: s.MediaTimeout, DTLSLinger: s.DTLSLinger,
 		Socket: batchconn.Options{RecvBuffer: s.SocketBuffer, SendBuffer: s.SocketBuffer, TOS: s.DSCP << 2},
 	}
@@ -144,6 +152,9 @@ func (s *Settings) Config() (Config, error) {
 	c.IO = mode
 	if s.Coalesce < 0 || s.Coalesce > time.Millisecond {
 		bad("coalesce", "%v: want 0 to 1ms", s.Coalesce)
+	}
+	if s.HotWait < 0 || s.HotWait > 10*time.Millisecond {
+		bad("hot-wait", "%v: want 0 to 10ms", s.HotWait)
 	}
 	if s.MaxSessions < 0 {
 		bad("max-sessions", "%d is negative", s.MaxSessions)

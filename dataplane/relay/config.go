@@ -72,6 +72,11 @@ type Config struct {
 	// Coalesce is, with io_uring, the longest a datagram waits for others
 	// to join its round (0: none).
 	Coalesce time.Duration
+	// HotWait is, with io_uring, how long a worker waits for datagrams
+	// keeping its Go scheduler slot (batchconn.LoopConfig.HotWait; 0:
+	// none). The workers' Loops then raise GOMAXPROCS so that a P is left
+	// for everything else while every worker waits.
+	HotWait time.Duration
 	// Socket tunes every media socket (buffers, DSCP).
 	Socket batchconn.Options
 	// Certificate is the node's DTLS certificate. Required.
@@ -128,7 +133,7 @@ func (c *Config) setDefaults() error {
 	// the kernel's receive-buffer drops (SO_RXQ_OVFL).
 	c.Socket.CountDrops = true
 	if c.Workers <= 0 {
-		c.Workers = runtime.GOMAXPROCS(0)
+		c.Workers = startProcs
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
@@ -144,6 +149,11 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// startProcs is GOMAXPROCS as the process started (the CPUs it may use):
+// hot-waiting workers raise GOMAXPROCS later (see Config.HotWait), which
+// must not raise the next engine's default worker count.
+var startProcs = runtime.GOMAXPROCS(0)
 
 func overlap(a, b portalloc.Range) bool {
 	if a == (portalloc.Range{}) || b == (portalloc.Range{}) {

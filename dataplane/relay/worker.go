@@ -123,6 +123,7 @@ func newWorker(e *Engine, id int) (*worker, error) {
 		BufSize:   BufferSize,
 		Tailroom:  Tailroom,
 		Coalesce:  e.cfg.Coalesce,
+		HotWait:   e.cfg.HotWait,
 		Dropped:   w.sendFailed,
 	})
 	if err != nil {
