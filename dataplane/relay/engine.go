@@ -51,7 +51,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if err := checkPortsFree(&cfg); err != nil {
+	if err := waitPortsFree(&cfg); err != nil {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, sessions: make(map[string]*Session), reserved: make(map[string]struct{})}

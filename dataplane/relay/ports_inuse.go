@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 )
@@ -35,6 +36,28 @@ func (e *PortsInUseError) Error() string {
 	}
 	return fmt.Sprintf("relay: media ports %s are in use by %s: another strait or strait-dataplane on these ports? "+
 		"Give this one other ports (--webrtc-ports, --plain-shared-ports), or stop the other first", strings.Join(ports, ", "), who)
+}
+
+// portsReleaseWait bounds how long New waits for shared ports that are in
+// use but held by no process: a process that just died (kill -9, a crash)
+// whose io_uring the kernel is still tearing down, which holds its
+// sockets for a moment after the process is gone. The all-in-one strait
+// restarted at once (systemd Restart=always) must not refuse to start
+// because of it; a port held by a live process is refused at once.
+const portsReleaseWait = 3 * time.Second
+
+// waitPortsFree is checkPortsFree, retried while the ports in use have no
+// owner to name, for up to portsReleaseWait.
+func waitPortsFree(cfg *Config) error {
+	deadline := time.Now().Add(portsReleaseWait)
+	for {
+		err := checkPortsFree(cfg)
+		var inUse *PortsInUseError
+		if !errors.As(err, &inUse) || len(inUse.Owners) > 0 || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // checkPortsFree binds each shared port once without SO_REUSEPORT and

@@ -38,6 +38,10 @@ type StraitConfig struct {
 	// the previous one's to a strait started again after another, so
 	// that browsers reconnect to it).
 	HTTPAddr string
+	// RTPPorts and WebRTCPorts are --rtp-ports and --webrtc-ports; empty
+	// picks free ones (give the previous one's to an all-in-one strait
+	// started again after another, to carry its calls' media on).
+	RTPPorts, WebRTCPorts string
 	// DataDir is --data-dir, the embedded state store's directory; empty
 	// is a fresh temporary one (give the same one to a strait started
 	// again after another, to carry its calls on).
@@ -99,6 +103,12 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 		WebRTCPorts: fmt.Sprintf("%d-%d", low+200, low+219),
 		Token:       cfg.Token,
 		e:           e,
+	}
+	if cfg.RTPPorts != "" {
+		s.RTPPorts = cfg.RTPPorts
+	}
+	if cfg.WebRTCPorts != "" {
+		s.WebRTCPorts = cfg.WebRTCPorts
 	}
 	if s.SIPAddr == "" {
 		s.SIPAddr = FreeAddr(e.t)
