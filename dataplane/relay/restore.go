@@ -92,7 +92,7 @@ type SavedStream struct {
 	// Port is the RTP port of the stream's own pair (0: shared or WebRTC).
 	Port uint16 `json:"port,omitempty"`
 	// Latch are the sources learnt for RTP and RTCP ("" for none).
-	Latch [2]string            `json:"latch,omitzero"`
+	Latch [2]string           `json:"latch,omitzero"`
 	Out   *rewrite.Resumption `json:"out,omitempty"`
 	// SSRCs is the rollover state of the stream's SDES contexts.
 	SSRCs []SavedSSRC `json:"ssrcs,omitempty"`
