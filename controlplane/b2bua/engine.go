@@ -94,6 +94,15 @@ type Config struct {
 	// so that a restarted control plane carries them on; while the store
 	// is down new calls are refused with 503.
 	State *state.Writer
+	// Instance is this control plane's instance id, recorded as the owner
+	// of each call it writes to the state store (package cluster: several
+	// control planes on one store restore only their own calls and those
+	// of a dead peer they claimed).
+	Instance string
+	// TakeoverGrace is how long a call taken over from a dead peer waits
+	// for its browser to register again on this control plane before it
+	// ends (0: DefaultTakeoverGrace).
+	TakeoverGrace time.Duration
 	// SessionTimerUnit is how long one second of an RFC 4028 session
 	// interval lasts (0: a second; tests shorten it).
 	SessionTimerUnit time.Duration

@@ -39,8 +39,12 @@ const callRecordVersion = 1
 const cseqMargin = 1000
 
 type callRecord struct {
-	V         int          `json:"v"`
-	ID        string       `json:"id"`
+	V  int    `json:"v"`
+	ID string `json:"id"`
+	// Owner is the instance id of the control plane that carries the
+	// call on (Config.Instance); empty in records written before
+	// ownership existed (restored by whichever process starts).
+	Owner     string       `json:"owner,omitempty"`
 	Caller    string       `json:"caller"`
 	Callee    string       `json:"callee"`
 	Direction string       `json:"direction"`
@@ -125,8 +129,8 @@ func (l *mediaLeg) snapshot() *mediaLegRecord {
 
 // record describes an answered call for the store. Loop only.
 func (c *Call) stateRecord() *callRecord {
-	r := &callRecord{V: callRecordVersion, ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction,
-		API: c.api, Slot: c.slot, Start: c.start, Answer: c.answer}
+	r := &callRecord{V: callRecordVersion, ID: c.ID, Owner: c.e.cfg.Instance, Caller: c.caller, Callee: c.callee,
+		Direction: c.direction, API: c.api, Slot: c.slot, Start: c.start, Answer: c.answer}
 	if c.m != nil {
 		r.Session = c.m.sessionID()
 		r.Node = c.e.cfg.Pool.NodeOf(r.Session)
@@ -186,7 +190,13 @@ func (c *Call) forget() {
 // once: BYE on both legs and a CDR. It returns the adopted session ids
 // (everything else Strait owns on the nodes is an orphan). Call it before
 // the SIP stack starts; calls it must end wait for Ready.
-func (e *Engine) Restore(ctx context.Context) (Restored, error) {
+//
+// Only the records whose owner mine accepts are restored (several control
+// planes share a Redis store: a process carries on its own calls and
+// those of a dead peer it claimed, never a live peer's; see package
+// cluster); nil accepts every record. A call whose owner was another
+// process is taken over (see takeOver).
+func (e *Engine) Restore(ctx context.Context, mine func(owner string) bool) (Restored, error) {
 	out := Restored{Calls: map[string]bool{}, Sessions: map[string]bool{}}
 	if e.cfg.State == nil {
 		return out, nil
@@ -202,7 +212,13 @@ func (e *Engine) Restore(ctx context.Context) (Restored, error) {
 			e.cfg.State.Delete(state.Calls, id)
 			continue
 		}
-		c, err := e.restoreCall(ctx, &r, b)
+		if mine != nil && !mine(r.Owner) {
+			continue
+		}
+		if _, ok := e.Call(id); ok {
+			continue // carried on already (a takeover tried again)
+		}
+		c, err := e.restoreCall(ctx, &r, b, mine != nil && r.Owner != e.cfg.Instance)
 		if err != nil {
 			e.log.Warn("state: call not restored", "call", id, "err", err)
 			e.cfg.State.Delete(state.Calls, id)
@@ -226,7 +242,9 @@ type Restored struct {
 const reasonMediaLost = "media lost in restart"
 
 // restoreCall rebuilds one call and starts its loop.
-func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte) (*Call, error) {
+// takeover says the record's owner was another control plane (see
+// takeOver).
+func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte, takeover bool) (*Call, error) {
 	if len(r.Legs) == 0 || len(r.Legs) > 2 {
 		return nil, errors.New("a call has one or two legs")
 	}
@@ -298,7 +316,11 @@ func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte) (
 			e.addDialog(l)
 		}
 	}
-	c.log.Info("call carried on from the state store", "session", r.Session, "node", r.Node, "media_lost", lost != "")
+	if takeover {
+		e.takeOver(c)
+	}
+	c.log.Info("call carried on from the state store", "session", r.Session, "node", r.Node, "media_lost", lost != "",
+		"owner", r.Owner, "takeover", takeover)
 	go c.run(func() {
 		if lost == "" {
 			return

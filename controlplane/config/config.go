@@ -257,6 +257,14 @@ type Config struct {
 	// rediss:// with TLS, redis+sentinel://HOST:PORT,.../MASTER/DB: several
 	// control planes share it), or "memory" (nothing survives a restart).
 	State string `yaml:"state" group:"State" flag:"state" usage:"state store: embedded (file under --data-dir), redis://HOST:PORT/DB, rediss://..., redis+sentinel://..., or memory"`
+	// InstanceID names this control plane among those sharing a Redis
+	// store: each stored call records its owner, and a lease under this
+	// id tells the others it is alive (package cluster). Default: the host
+	// name and a random suffix (a restart is then a new instance, which
+	// takes the old one's calls over at once after a handover, or when its
+	// lease expires after a crash). Give a fixed id (a StatefulSet's pod
+	// name) to carry calls on at once after a crash too. Example: "sbc-1".
+	InstanceID string `yaml:"instance_id" flag:"instance-id" usage:"this control plane's id among those sharing --state redis:// (default: host name and a random suffix)"`
 	// DataDir holds the embedded state store (and, all in one, the
 	// dataplane's keys): mode 0700, its files 0600. Default ./strait-data;
 	// the systemd unit uses /var/lib/strait.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -230,6 +231,11 @@ func (c *Config) Parse() (*Parsed, error) {
 	if err := state.ValidSpec(c.State); err != nil {
 		bad("--state %v", err)
 	}
+	if c.InstanceID != "" {
+		if err := CheckInstanceID(c.InstanceID); err != nil {
+			bad("--instance-id: %v", err)
+		}
+	}
 	if (c.State == "" || c.State == "embedded") && c.DataDir == "" {
 		bad("--data-dir is empty: the embedded state store needs a directory (or --state memory)")
 	}
@@ -333,3 +339,15 @@ func (c *Config) JournalPath() string {
 
 // Standalone reports whether Strait runs without an upstream.
 func (c *Config) Standalone() bool { return len(c.Upstream) == 0 }
+
+// validInstanceID is what an instance id may hold: it is part of state
+// store keys and dataplane session labels.
+var validInstanceID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// CheckInstanceID checks an --instance-id value.
+func CheckInstanceID(id string) error {
+	if !validInstanceID.MatchString(id) {
+		return fmt.Errorf("instance id %q: want 1 to 64 letters, digits, '.', '_' or '-'", id)
+	}
+	return nil
+}

@@ -40,10 +40,16 @@ import (
 
 // LabelOwner marks sessions created by a Strait control plane; LabelCall
 // carries the call id.
+//
+// LabelInstance names the control plane that created the session (its
+// instance id, see package cluster), so that a control plane starting
+// beside live peers on the same nodes deletes only its own orphans and a
+// dead peer's, never a live peer's sessions.
 const (
-	LabelOwner = "owner"
-	LabelCall  = "call"
-	ownerValue = "strait"
+	LabelOwner    = "owner"
+	LabelCall     = "call"
+	LabelInstance = "instance"
+	ownerValue    = "strait"
 )
 
 // rewatchDelay is how long the pool waits before watching a node's events
@@ -95,6 +101,7 @@ type Pool struct {
 	onLost   []func(LostSession)
 	onChange func(node string, sessions int)
 	closed   bool
+	instance string // LabelInstance of the sessions Create makes ("": none)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -383,6 +390,11 @@ func (p *Pool) Create(ctx context.Context, req *pb.CreateSessionRequest) (*pb.Se
 		req.Labels = map[string]string{}
 	}
 	req.Labels[LabelOwner] = ownerValue
+	p.mu.Lock()
+	if p.instance != "" {
+		req.Labels[LabelInstance] = p.instance
+	}
+	p.mu.Unlock()
 	tried := map[*Node]bool{}
 	var lastErr error = ErrNoNode
 	for {
@@ -520,6 +532,19 @@ func (p *Pool) Sessions() map[string]int {
 // claim: after a restart, sessions of calls whose dialogs are gone. It
 // returns their final states (counters for the calls' records).
 func (p *Pool) Reap(ctx context.Context, keep func(id string) bool) ([]*pb.Session, error) {
+	return p.ReapSessions(ctx, func(s *pb.Session) bool { return keep(s.GetId()) })
+}
+
+// SetInstance labels the sessions Create makes from now on with the
+// control plane's instance id (LabelInstance).
+func (p *Pool) SetInstance(id string) {
+	p.mu.Lock()
+	p.instance = id
+	p.mu.Unlock()
+}
+
+// ReapSessions is Reap with the whole session (its labels) given to keep.
+func (p *Pool) ReapSessions(ctx context.Context, keep func(s *pb.Session) bool) ([]*pb.Session, error) {
 	var errs []error
 	var out []*pb.Session
 	for _, node := range p.running() {
@@ -530,7 +555,7 @@ func (p *Pool) Reap(ctx context.Context, keep func(id string) bool) ([]*pb.Sessi
 			continue
 		}
 		for _, s := range ss {
-			if s.GetLabels()[LabelOwner] != ownerValue || keep(s.GetId()) {
+			if s.GetLabels()[LabelOwner] != ownerValue || keep(s) {
 				continue
 			}
 			final, err := api.DeleteSession(ctx, &pb.DeleteSessionRequest{Id: s.GetId(), Reason: "orphaned"})

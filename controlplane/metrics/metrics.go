@@ -36,6 +36,7 @@ type Metrics struct {
 	stateWrites   *prometheus.CounterVec
 	calls2        *callMetrics
 	edge          edgeMetrics
+	cluster       clusterMetrics
 }
 
 // New creates the collectors on a fresh registry, with Go runtime and
@@ -77,6 +78,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.stateUp, m.stateWrites, buildinfo.Collector("strait"))
 	m.Registry.MustRegister(m.calls2.collectors(m)...)
+	m.Registry.MustRegister(m.cluster.init()...)
 	// strait_upstream_up is registered by the first SetUpstreamUp: a
 	// standalone Strait has no upstream, and a 0 would page someone.
 	m.Registry.MustRegister(m.registrations, m.calls, m.callsEnded, m.sipRequests, m.sipResponses, m.sessions,

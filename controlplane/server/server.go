@@ -23,6 +23,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/cluster"
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
@@ -69,6 +70,11 @@ type Options struct {
 	// SessionTimerUnit, when set, is how long one second of an RFC 4028
 	// session interval lasts (tests shorten it).
 	SessionTimerUnit time.Duration
+	// TakeoverGrace, when set, is b2bua.Config's (tests shorten it).
+	TakeoverGrace time.Duration
+	// ClusterHeartbeat and ClusterTTL, when set, replace the lease timing
+	// of package cluster (tests shorten it).
+	ClusterHeartbeat, ClusterTTL time.Duration
 }
 
 // housekeeping is how often expired bindings are dropped and gauges
@@ -104,8 +110,14 @@ type Server struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners.
 	Messages *messaging.Hub
+	// Instance is this control plane's instance id (--instance-id or
+	// cluster.DefaultID): the owner of the calls it stores.
+	Instance string
 
 	store    state.Store                           // the backend of State
+	opt      Options                               // frozen after New
+	member   atomic.Pointer[cluster.Member]        // membership with a shared store; nil before joining or without
+	crashed  atomic.Bool                           // crash (tests): the lease is left to expire
 	local    *node.Node                            // the in-process dataplane, if any
 	keeper   *sessionKeeper                        // saves local's sessions; nil with remote nodes
 	ups      *upstream.Set                         // the upstreams, in trunk mode
@@ -148,7 +160,7 @@ func New(opt Options) (_ *Server, err error) {
 	// logger adds keys the parent's may already carry).
 	log = slog.New(logging.Dedup(log.Handler()))
 	s := &Server{cfg: cfg, log: log, Metrics: metrics.New(), Registry: registrar.NewRegistry(), stop: make(chan struct{}),
-		level: opt.Level}
+		level: opt.Level, opt: opt}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -178,6 +190,10 @@ func New(opt Options) (_ *Server, err error) {
 		}
 	}
 	s.Pool = dpool.New(log.With("component", "dpool"), nodes...)
+	if s.Instance = cfg.InstanceID; s.Instance == "" {
+		s.Instance = cluster.DefaultID()
+	}
+	s.Pool.SetInstance(s.Instance)
 	for _, n := range nodes {
 		s.Metrics.SetSessions(n.Name, 0)
 	}
@@ -285,7 +301,8 @@ func New(opt Options) (_ *Server, err error) {
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
-		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks})
+		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks,
+		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace})
 	s.WS.OnClose(func(flow string) {
 		if s.handingOver.Load() {
 			// The browser reconnects to the next control plane, which
@@ -309,7 +326,10 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	// Calls a previous control plane left in the state store go on: their
 	// dialogs come back and their sessions are adopted from the nodes.
-	restored, rerr := s.Engine.Restore(ctx)
+	// With a shared store only this process's and dead peers' (package
+	// cluster).
+	s.joinCluster()
+	restored, rerr := s.restoreCalls(ctx)
 	cancel()
 	if rerr != nil {
 		log.Warn("state store: calls not restored; dataplane sessions and the CDR journal are left alone", "err", rerr)
@@ -320,25 +340,31 @@ func New(opt Options) (_ *Server, err error) {
 	// whose dialogs are gone (unless the store could not be read: then
 	// nothing is known to be an orphan).
 	var reaped []*pb.Session
+	var elsewhere map[string]bool
 	if rerr == nil {
 		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
-		reaped, err = s.Pool.Reap(ctx, func(id string) bool { return restored.Sessions[id] })
-		if err != nil {
+		keep, kerr := s.keepSession(ctx, restored)
+		if kerr != nil {
+			rerr = kerr
+			log.Warn("state store: calls not read again; dataplane sessions and the CDR journal are left alone", "err", kerr)
+		} else if reaped, err = s.Pool.ReapSessions(ctx, keep); err != nil {
 			log.Warn("could not list dataplane sessions", "err", err)
 		} else if len(reaped) > 0 {
 			log.Info("deleted orphaned dataplane sessions", "count", len(reaped))
 		}
+		elsewhere = s.callsElsewhere(ctx)
 		cancel()
 	}
 	if s.journal != nil && rerr == nil {
 		// Calls the previous process left open and that do not go on get
 		// their record: the final counters of their session when a node
-		// still had it, else the last interim.
+		// still had it, else the last interim. Those a peer carries on
+		// are closed without one (the peer writes it).
 		byCall := map[string]*pb.Session{}
 		for _, rs := range reaped {
 			byCall[rs.GetLabels()[dpool.LabelCall]] = rs
 		}
-		n, err := cdr.RecoverExcept(s.journal, s.CDR, reasonRestart, func(id string) bool { return restored.Calls[id] },
+		n, err := cdr.RecoverExcept(s.journal, s.CDR, reasonRestart, func(id string) bool { return restored.Calls[id] || elsewhere[id] },
 			func(r cdr.Record) []cdr.LegMedia {
 				if rs, ok := byCall[r.ID]; ok {
 					return cdr.MediaOf(rs)
@@ -351,11 +377,19 @@ func New(opt Options) (_ *Server, err error) {
 		if n > 0 {
 			log.Warn("closed the records of calls a previous run left open (it did not stop cleanly)", "calls", n)
 		}
+		for id := range elsewhere {
+			if !restored.Calls[id] {
+				s.journal.End(id)
+			}
+		}
 	}
 	if err := s.Stack.Start(s.WS); err != nil {
 		return nil, err
 	}
 	s.Engine.Ready()
+	if m := s.member.Load(); m != nil {
+		m.Start()
+	}
 
 	s.Metrics.SIPTransactionsFrom(s.Stack.ServerTransactions)
 	s.httpSrv = &http.Server{Handler: s.guardHTTP(s.handler(opt.Root)), ReadHeaderTimeout: headerTimeout,
@@ -386,7 +420,7 @@ func New(opt Options) (_ *Server, err error) {
 		mode = "trunk " + strings.Join(cfg.Upstream, ", ")
 	}
 	log.Info("strait started", "mode", mode, "http", s.HTTPAddr(), "ws", s.WSURL(), "sip", s.SIPAddr(),
-		"sip_host", sipHost, "open_registration", ups == nil && digest == nil, "state", s.store.Name())
+		"sip_host", sipHost, "open_registration", ups == nil && digest == nil, "state", s.store.Name(), "instance", s.Instance)
 	return s, nil
 }
 
@@ -489,6 +523,18 @@ func (s *Server) close(handover bool) error {
 		if s.State != nil {
 			if err := s.State.Close(); err != nil {
 				s.log.Warn("state store: changes not written", "err", err)
+			}
+		}
+		// The lease goes once the calls' last records are written: a peer
+		// (or the next process) may take over what a handover left at
+		// once. A crash (tests) leaves it to expire.
+		if m := s.member.Load(); m != nil {
+			if s.crashed.Load() {
+				m.Abandon()
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				m.Leave(ctx, handover)
+				cancel()
 			}
 		}
 		if s.store != nil {

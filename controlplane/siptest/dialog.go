@@ -3,6 +3,7 @@ package siptest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -40,6 +41,27 @@ type Dialog struct {
 	respOnce  sync.Once
 	cancelled chan struct{}
 	ackBody   []byte // guarded by p.mu
+	dest      string // guarded by mu: where in-dialog requests go ("": the remote target)
+}
+
+// SendTo sends the dialog's requests from now on to addr instead of the
+// remote target's address: what a load balancer in front of several
+// Strait control planes does with the shared address in Strait's Contact
+// (tests aim them at the control plane that took the call over).
+func (d *Dialog) SendTo(addr string) {
+	d.mu.Lock()
+	d.dest = addr
+	d.mu.Unlock()
+}
+
+// aim sets req's destination when SendTo gave one.
+func (d *Dialog) aim(req *sip.Request) {
+	d.mu.Lock()
+	dest := d.dest
+	d.mu.Unlock()
+	if dest != "" {
+		req.SetDestination(dest)
+	}
 }
 
 // allowed is what JsSIP lists in Allow.
@@ -158,6 +180,16 @@ func (d *Dialog) AckSDP(ctx context.Context, answer []byte) error {
 func (d *Dialog) Hangup(ctx context.Context) error {
 	d.settled()
 	defer d.end()
+	d.mu.Lock()
+	redirected := d.dest != ""
+	d.mu.Unlock()
+	if redirected {
+		res, err := d.Request(ctx, sip.BYE, nil, "")
+		if err == nil && !res.IsSuccess() {
+			err = fmt.Errorf("BYE: %d %s", res.StatusCode, res.Reason)
+		}
+		return err
+	}
 	if d.out != nil {
 		return d.out.Bye(ctx)
 	}
@@ -203,6 +235,7 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 	if method == sip.INVITE || method == sip.UPDATE {
 		req.AppendHeader(d.p.Contact.Clone())
 	}
+	d.aim(req)
 	var res *sip.Response
 	var err error
 	if d.out != nil {
@@ -214,6 +247,7 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 		return res, err
 	}
 	ack := sip.NewRequest(sip.ACK, d.remoteTarget())
+	d.aim(ack)
 	if d.out != nil {
 		err = d.out.WriteRequest(ack)
 	} else {

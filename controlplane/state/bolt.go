@@ -138,6 +138,9 @@ func sweepExpired(tx *bolt.Tx, now time.Time) error {
 func (s *Bolt) Load(_ context.Context, kind Kind) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	now := time.Now()
+	if kind == Leases {
+		return s.leases.load(now), nil
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(kind))
 		if b == nil {
@@ -155,6 +158,10 @@ func (s *Bolt) Load(_ context.Context, kind Kind) (map[string][]byte, error) {
 
 // Get implements Store.
 func (s *Bolt) Get(_ context.Context, kind Kind, key string) ([]byte, bool, error) {
+	if kind == Leases {
+		v, ok := s.leases.get(key, time.Now())
+		return v, ok, nil
+	}
 	var out []byte
 	var found bool
 	err := s.db.View(func(tx *bolt.Tx) error {

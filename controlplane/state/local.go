@@ -80,3 +80,28 @@ func (l *localLeases) release(name, owner string) {
 		delete(l.leases, name)
 	}
 }
+
+// get returns the owner of a live lease (Store.Get of kind Leases).
+func (l *localLeases) get(name string, now time.Time) ([]byte, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur, ok := l.leases[name]
+	if !ok || !now.Before(cur.expires) {
+		return nil, false
+	}
+	return []byte(cur.owner), true
+}
+
+// load returns the owners of the live leases by name (Store.Load of kind
+// Leases).
+func (l *localLeases) load(now time.Time) map[string][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string][]byte{}
+	for name, cur := range l.leases {
+		if now.Before(cur.expires) {
+			out[name] = []byte(cur.owner)
+		}
+	}
+	return out
+}

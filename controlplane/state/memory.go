@@ -89,6 +89,9 @@ func (m *Memory) Load(_ context.Context, kind Kind) (map[string][]byte, error) {
 		return nil, err
 	}
 	now := time.Now()
+	if kind == Leases {
+		return m.leases.load(now), nil
+	}
 	out := map[string][]byte{}
 	for k := range m.kinds[kind] {
 		if r, ok := m.live(kind, k, now); ok {
@@ -104,6 +107,10 @@ func (m *Memory) Get(_ context.Context, kind Kind, key string) ([]byte, bool, er
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
 		return nil, false, err
+	}
+	if kind == Leases {
+		v, ok := m.leases.get(key, time.Now())
+		return v, ok, nil
 	}
 	r, ok := m.live(kind, key, time.Now())
 	if !ok {

@@ -30,6 +30,10 @@ const (
 	Nonces Kind = "nonces"
 	// Leases are owned keys (TTL'd); see Store.Lease.
 	Leases Kind = "leases"
+	// Members are the control planes sharing the store, by instance id
+	// (package cluster): listed while they may own calls, removed when
+	// they leave or a survivor has taken their calls over.
+	Members Kind = "members"
 )
 
 // Change is one write: Value nil deletes the key. TTL, when set, makes the
@@ -121,3 +125,8 @@ func ValidSpec(spec string) error {
 	}
 	return fmt.Errorf("%q: want embedded, memory, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+sentinel://HOST:PORT/MASTER", spec)
 }
+
+// IsShared reports whether st may be shared by several control planes
+// (Redis: its Name starts with "redis"); the embedded and memory stores
+// serve one process.
+func IsShared(st Store) bool { return strings.HasPrefix(st.Name(), "redis") }

@@ -1,0 +1,123 @@
+package b2bua
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/cdr"
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// Several control planes on one state store (package cluster) each carry
+// their own calls; when one dies, a survivor claims its calls and Restore
+// rebuilds them here with the survivor as their owner (the loop's next
+// persist rewrites the record with it). The PBX-side dialogs go on: the
+// PBX's in-dialog requests reach the survivor through the shared SIP
+// address. A browser's WebSocket died with its control plane: the call
+// waits TakeoverGrace for the browser to register again on this process
+// (JsSIP and SIP.js reconnect by themselves within seconds, and the
+// takeover comes a lease after the death), and otherwise ends cleanly:
+// BYE to the other leg, CDR reason ReasonControlPlaneLost.
+
+// DefaultTakeoverGrace is how long a call taken over waits for its
+// browser: the takeover comes at least a lease (10 s) after the death, by
+// when a browser that reconnects has usually done so; the grace covers
+// a slower reconnection backoff.
+const DefaultTakeoverGrace = 10 * time.Second
+
+// ReasonControlPlaneLost is the CDR reason of a call taken over from a
+// dead control plane whose browser did not come back.
+const ReasonControlPlaneLost = "control plane lost"
+
+// takeoverPoll is how often a taken-over call checks for its browser.
+const takeoverPoll = 250 * time.Millisecond
+
+// takeOver makes c this process's: a journal entry of its own (the dead
+// peer's journal went with it; a CDR written here closes this one), and
+// a watch on its browser legs. Called by restoreCall before the loop runs.
+func (e *Engine) takeOver(c *Call) {
+	if j := e.cfg.Journal; j != nil {
+		r := cdr.Record{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, Start: c.start}
+		if err := j.Start(r); err != nil {
+			c.log.Warn("CDR journal: start of a call taken over not recorded", "err", err)
+		}
+		answer := c.answer
+		if err := j.Interim(c.ID, cdr.Interim{Answer: &answer, Direction: c.direction, At: time.Now()}); err != nil {
+			c.log.Warn("CDR journal: answer of a call taken over not recorded", "err", err)
+		}
+	}
+	e.cfg.Metrics.CallTakenOver()
+	for _, l := range c.legs {
+		if l != nil && l.d != nil && l.d.flow != "" && e.cfg.Flows != nil {
+			go e.awaitBrowser(c, l)
+		}
+	}
+}
+
+// awaitBrowser ends c unless the browser on leg l registers again on this
+// control plane within the grace (requests to it then use its new flow,
+// see reflow). It runs on a goroutine of its own and only asks the loop
+// (stop never blocks).
+func (e *Engine) awaitBrowser(c *Call, l *leg) {
+	grace := e.cfg.TakeoverGrace
+	if grace <= 0 {
+		grace = DefaultTakeoverGrace
+	}
+	select {
+	case <-e.ready:
+	case <-c.done:
+		return
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(takeoverPoll)
+	defer tick.Stop()
+	for {
+		l.d.mu.Lock()
+		target, flow := l.d.target, l.d.flow
+		l.d.mu.Unlock()
+		if e.cfg.Flows.Open(e.reflow(target, flow)) {
+			c.log.Info("the browser of a call taken over is back", "leg", l.idx)
+			return
+		}
+		select {
+		case <-c.done:
+			return
+		case <-deadline.C:
+			c.log.Info("the browser of a call taken over did not come back; ending the call", "leg", l.idx)
+			c.stop(480, ReasonControlPlaneLost, l)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// StoredCalls returns every call record in the state store as its owner
+// and its dataplane session: what no control plane may delete, whoever
+// carries the call on.
+func (e *Engine) StoredCalls(ctx context.Context) (map[string]StoredCall, error) {
+	out := map[string]StoredCall{}
+	if e.cfg.State == nil {
+		return out, nil
+	}
+	recs, err := e.cfg.State.Store().Load(ctx, state.Calls)
+	if err != nil {
+		return nil, err
+	}
+	for id, b := range recs {
+		var r callRecord
+		if json.Unmarshal(b, &r) == nil {
+			out[id] = StoredCall{Owner: r.Owner, Session: r.Session}
+		}
+	}
+	return out, nil
+}
+
+// StoredCall is what StoredCalls tells of a call record.
+type StoredCall struct {
+	// Owner is the instance id of the control plane carrying it on.
+	Owner string
+	// Session is its dataplane session id ("" for none).
+	Session string
+}

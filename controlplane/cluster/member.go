@@ -1,0 +1,349 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// Lease timing (see the package doc).
+const (
+	// DefaultHeartbeat is how often a member renews its lease and checks
+	// its peers.
+	DefaultHeartbeat = 2 * time.Second
+	// DefaultTTL is how long a lease lasts after its last renewal.
+	DefaultTTL = 10 * time.Second
+	// claimTTL bounds a takeover: a survivor that dies while taking over
+	// leaves the claim to expire, and another survivor then finishes.
+	claimTTL = 30 * time.Second
+	// opTimeout bounds each store operation of the heartbeat.
+	opTimeout = 2 * time.Second
+)
+
+// leaseName and claimName are the lease names a member uses.
+func leaseName(id string) string { return "instance/" + id }
+func claimName(id string) string { return "takeover/" + id }
+
+// CheckID checks an --instance-id value (config.CheckInstanceID).
+func CheckID(id string) error { return config.CheckInstanceID(id) }
+
+// DefaultID is the host name and a random suffix: unique per process
+// (a restarted process takes its predecessor's calls over once its lease
+// expires, or at once after a handover, which releases it). Give a fixed
+// --instance-id for a restart to carry its calls on at once even after a
+// crash.
+func DefaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "strait"
+	}
+	host = regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(host, "-")
+	if len(host) > 48 {
+		host = host[:48]
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+// Config configures a Member.
+type Config struct {
+	// Store is the shared store. Required.
+	Store state.Store
+	// ID is this control plane's instance id. Required.
+	ID string
+	// Heartbeat and TTL: 0 is DefaultHeartbeat / DefaultTTL.
+	Heartbeat, TTL time.Duration
+	// TakeOver carries on the calls of the dead member and makes that
+	// durable (their records name this member) before it returns; an
+	// error leaves the member listed, to be tried again at the next
+	// heartbeat. It must skip calls it already carries on. Required.
+	TakeOver func(ctx context.Context, dead string) error
+	// OnMembers, when set, is told how many members hold a live lease
+	// after each check.
+	OnMembers func(n int)
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
+}
+
+// memberRecord is a member's entry in the store.
+type memberRecord struct {
+	Since time.Time `json:"since"`
+}
+
+// Member is this control plane's membership. Its methods are safe for
+// concurrent use.
+type Member struct {
+	// Frozen after Join.
+	cfg  Config
+	log  *slog.Logger
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+	// running is set by Start: run closes done.
+	running atomic.Bool
+
+	// Owned by the heartbeat goroutine (run).
+	suspects  map[string]bool // members seen without a lease at the last check
+	lastRenew time.Time
+	down      bool // the last renewal failed
+}
+
+// Join takes this control plane's lease and lists it as a member. It
+// does not start the heartbeat (Start does), so that the caller can
+// restore its own calls and take over dead members' first.
+func Join(ctx context.Context, cfg Config) (*Member, error) {
+	if cfg.Store == nil || cfg.TakeOver == nil {
+		return nil, errors.New("cluster: Store and TakeOver are required")
+	}
+	if err := CheckID(cfg.ID); err != nil {
+		return nil, err
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	m := &Member{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), suspects: map[string]bool{}}
+	ok, err := cfg.Store.Lease(ctx, leaseName(cfg.ID), cfg.ID, cfg.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: taking the lease of instance %s: %w", cfg.ID, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("cluster: the lease of instance %s is held by someone else", cfg.ID)
+	}
+	m.lastRenew = time.Now()
+	rec, _ := json.Marshal(memberRecord{Since: time.Now().UTC()})
+	if err := cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: cfg.ID, Value: rec}}); err != nil {
+		cfg.Store.Release(ctx, leaseName(cfg.ID), cfg.ID)
+		return nil, fmt.Errorf("cluster: listing instance %s: %w", cfg.ID, err)
+	}
+	return m, nil
+}
+
+// ID is this control plane's instance id.
+func (m *Member) ID() string { return m.cfg.ID }
+
+// Start starts the heartbeat: renewals, and takeover of members whose
+// lease expired.
+func (m *Member) Start() {
+	if m.running.CompareAndSwap(false, true) {
+		go m.run()
+	}
+}
+
+// TakeOverDead takes over, now, every member whose lease has expired
+// (at start: a process that finds a dead peer need not wait two
+// heartbeats to be sure). It returns the ids taken over.
+func (m *Member) TakeOverDead(ctx context.Context) ([]string, error) {
+	members, err := m.cfg.Store.Load(ctx, state.Members)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var errs []error
+	for _, id := range sortedKeys(members) {
+		if id == m.cfg.ID {
+			continue
+		}
+		alive, err := m.Alive(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if alive {
+			continue
+		}
+		done, err := m.takeOver(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if done {
+			out = append(out, id)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// Alive reports whether the member id holds a live lease.
+func (m *Member) Alive(ctx context.Context, id string) (bool, error) {
+	if id == m.cfg.ID {
+		return true, nil
+	}
+	_, ok, err := m.cfg.Store.Get(ctx, state.Leases, leaseName(id))
+	return ok, err
+}
+
+// Live lists the members holding a live lease, this one included.
+func (m *Member) Live(ctx context.Context) ([]string, error) {
+	members, err := m.cfg.Store.Load(ctx, state.Members)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{m.cfg.ID}
+	for _, id := range sortedKeys(members) {
+		if id == m.cfg.ID {
+			continue
+		}
+		if ok, err := m.Alive(ctx, id); err == nil && ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// takeOver claims the dead member id and carries its calls on. It
+// reports whether it did (false: another survivor claimed it, or the
+// member came back).
+func (m *Member) takeOver(ctx context.Context, id string) (bool, error) {
+	st := m.cfg.Store
+	won, err := st.Lease(ctx, claimName(id), m.cfg.ID, claimTTL)
+	if err != nil || !won {
+		return false, err
+	}
+	// Between seeing the lease expired and claiming, the member may have
+	// come back (a restart with the same id): then it carries its calls
+	// on itself.
+	if alive, err := m.Alive(ctx, id); err != nil || alive {
+		st.Release(ctx, claimName(id), m.cfg.ID)
+		return false, err
+	}
+	m.log.Warn("control plane lease expired; taking its calls over", "instance", id)
+	if err := m.cfg.TakeOver(ctx, id); err != nil {
+		// The claim stays ours until it expires: nobody else restores
+		// calls this process may have restored already; the next
+		// heartbeat tries again (a renewal of the claim).
+		return false, fmt.Errorf("cluster: taking instance %s over: %w", id, err)
+	}
+	err = st.Apply(ctx, []state.Change{{Kind: state.Members, Key: id}})
+	st.Release(ctx, claimName(id), m.cfg.ID)
+	return err == nil, err
+}
+
+// run is the heartbeat goroutine.
+func (m *Member) run() {
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		m.beat()
+	}
+}
+
+// beat renews the lease and checks the peers. Heartbeat goroutine only.
+func (m *Member) beat() {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	now := time.Now()
+	ok, err := m.cfg.Store.Lease(ctx, leaseName(m.cfg.ID), m.cfg.ID, m.cfg.TTL)
+	switch {
+	case err != nil:
+		if !m.down {
+			m.log.Warn("cluster: lease not renewed; peers take this control plane's calls over if it stays so", "instance", m.cfg.ID,
+				"ttl", m.cfg.TTL, "err", err)
+		}
+		m.down = true
+		return
+	case !ok:
+		m.log.Error("cluster: another process holds this instance id's lease (two control planes with the same --instance-id?)", "instance", m.cfg.ID)
+		return
+	}
+	if now.Sub(m.lastRenew) > m.cfg.TTL {
+		m.log.Error("cluster: the lease had expired before this renewal; peers may have taken this control plane's calls over", "instance", m.cfg.ID,
+			"gap", now.Sub(m.lastRenew).Round(time.Millisecond))
+	} else if m.down {
+		m.log.Info("cluster: lease renewed again", "instance", m.cfg.ID)
+	}
+	m.down, m.lastRenew = false, now
+
+	members, err := m.cfg.Store.Load(ctx, state.Members)
+	if err != nil {
+		return
+	}
+	live := 1
+	suspects := map[string]bool{}
+	for _, id := range sortedKeys(members) {
+		if id == m.cfg.ID {
+			continue
+		}
+		alive, err := m.Alive(ctx, id)
+		if err != nil {
+			return
+		}
+		if alive {
+			live++
+			continue
+		}
+		if !m.suspects[id] {
+			suspects[id] = true
+			continue
+		}
+		tctx, tcancel := context.WithTimeout(context.Background(), claimTTL/2)
+		_, err = m.takeOver(tctx, id)
+		tcancel()
+		if err != nil {
+			m.log.Warn("cluster: takeover not finished; trying again at the next heartbeat", "instance", id, "err", err)
+			suspects[id] = true
+		}
+	}
+	m.suspects = suspects
+	if m.cfg.OnMembers != nil {
+		m.cfg.OnMembers(live)
+	}
+}
+
+// Leave stops the heartbeat and gives the lease up. A member that leaves
+// with its calls ended (a shutdown) is removed from the list; one that
+// leaves calls behind (keepCalls: a handover to the next process) stays
+// listed, so that the next process or a peer takes them over at once.
+func (m *Member) Leave(ctx context.Context, keepCalls bool) {
+	m.halt()
+	if !keepCalls {
+		m.cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: m.cfg.ID}})
+	}
+	m.cfg.Store.Release(ctx, leaseName(m.cfg.ID), m.cfg.ID)
+}
+
+// Abandon stops the heartbeat without giving anything up: what a crash
+// leaves (tests), the lease expiring on its own.
+func (m *Member) Abandon() { m.halt() }
+
+func (m *Member) halt() {
+	m.once.Do(func() {
+		close(m.stop)
+		if m.running.Load() {
+			<-m.done
+		}
+	})
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,203 @@
+// Several control planes on one shared state store (package cluster):
+// this process's membership, which stored calls it carries on at start,
+// and the takeover of a dead peer's calls.
+
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/b2bua"
+	"github.com/strait-sbc/strait/controlplane/cluster"
+	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/state"
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+// joinCluster makes this process a member when the store is shared
+// (Redis): it takes its lease and lists itself. A store that does not
+// answer now leaves the process without membership: it restores nothing
+// (Restore fails the same way) and retries joining in the background.
+func (s *Server) joinCluster() {
+	s.Metrics.SetClusterMembers(1)
+	if !state.IsShared(s.store) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+	defer cancel()
+	m, err := cluster.Join(ctx, s.clusterConfig())
+	if err != nil {
+		s.log.Warn("cluster: not joined at start; retrying in the background", "instance", s.Instance, "err", err)
+		s.wg.Add(1)
+		go s.joinLater()
+		return
+	}
+	s.member.Store(m)
+}
+
+func (s *Server) clusterConfig() cluster.Config {
+	return cluster.Config{Store: s.store, ID: s.Instance, TakeOver: s.takeOver, OnMembers: s.Metrics.SetClusterMembers,
+		Heartbeat: s.opt.ClusterHeartbeat, TTL: s.opt.ClusterTTL, Log: s.log.With("component", "cluster")}
+}
+
+// joinLater retries Join every heartbeat until it works or the server
+// stops.
+func (s *Server) joinLater() {
+	defer s.wg.Done()
+	t := time.NewTicker(cluster.DefaultHeartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+		m, err := cluster.Join(ctx, s.clusterConfig())
+		cancel()
+		if err == nil {
+			s.member.Store(m)
+			s.log.Info("cluster: joined", "instance", s.Instance)
+			m.Start()
+			return
+		}
+	}
+}
+
+// restoreCalls carries on the calls of the state store this process owns:
+// all of them with a store of its own (embedded, memory); with a shared
+// one, its own (this instance id, or records older than ownership) and,
+// through the membership, those of members whose lease expired. It
+// returns the calls and sessions carried on.
+func (s *Server) restoreCalls(ctx context.Context) (b2bua.Restored, error) {
+	m := s.member.Load()
+	if m == nil {
+		if state.IsShared(s.store) {
+			// Not a member (the store did not answer): nothing is known
+			// to be this process's.
+			return b2bua.Restored{}, errNotJoined
+		}
+		return s.Engine.Restore(ctx, nil)
+	}
+	own, err := s.Engine.Restore(ctx, func(owner string) bool { return owner == s.Instance || owner == "" })
+	if err != nil {
+		return own, err
+	}
+	dead, err := m.TakeOverDead(ctx)
+	if err != nil {
+		s.log.Warn("cluster: dead control planes not all taken over at start; the heartbeat tries again", "err", err)
+	}
+	if len(dead) > 0 {
+		s.log.Info("cluster: took over the calls of dead control planes", "instances", dead)
+	}
+	// What the takeovers carried on is in the engine too.
+	for _, in := range s.Engine.Calls() {
+		own.Calls[in.ID] = true
+		if in.Session != "" {
+			own.Sessions[in.Session] = true
+		}
+	}
+	return own, nil
+}
+
+// takeOver carries on the calls of the dead member dead (cluster.Config's
+// TakeOver): they become this process's, written before it returns; the
+// sessions dead made for calls that cannot go on (ringing ones) are
+// deleted.
+func (s *Server) takeOver(ctx context.Context, dead string) error {
+	r, err := s.Engine.Restore(ctx, func(owner string) bool { return owner == dead })
+	if err != nil {
+		return err
+	}
+	if err := s.State.Flush(ctx); err != nil {
+		return err
+	}
+	s.log.Info("cluster: calls taken over", "instance", dead, "calls", len(r.Calls))
+	stored, err := s.Engine.StoredCalls(ctx)
+	if err != nil {
+		return nil // the orphans wait for the next start's reaping
+	}
+	inStore := map[string]bool{}
+	for _, c := range stored {
+		inStore[c.Session] = true
+	}
+	reaped, err := s.Pool.ReapSessions(ctx, func(ss *pb.Session) bool {
+		return ss.GetLabels()[dpool.LabelInstance] != dead || inStore[ss.GetId()] || r.Sessions[ss.GetId()]
+	})
+	if len(reaped) > 0 || err != nil {
+		s.log.Info("cluster: deleted the dead control plane's orphaned sessions", "instance", dead, "count", len(reaped), "err", err)
+	}
+	return nil
+}
+
+// keepSession tells the start's reaping which dataplane sessions are not
+// this process's to delete: those of calls carried on, and with a shared
+// store those of every stored call and of live peers (their ringing calls
+// have no record yet).
+func (s *Server) keepSession(ctx context.Context, restored b2bua.Restored) (func(*pb.Session) bool, error) {
+	m := s.member.Load()
+	if m == nil {
+		return func(ss *pb.Session) bool { return restored.Sessions[ss.GetId()] }, nil
+	}
+	stored, err := s.Engine.StoredCalls(ctx)
+	if err != nil {
+		return nil, err
+	}
+	inStore := map[string]bool{}
+	for _, c := range stored {
+		inStore[c.Session] = true
+	}
+	alive := map[string]bool{}
+	return func(ss *pb.Session) bool {
+		id := ss.GetId()
+		if restored.Sessions[id] || inStore[id] {
+			return true
+		}
+		inst := ss.GetLabels()[dpool.LabelInstance]
+		if inst == "" || inst == s.Instance {
+			return false
+		}
+		live, seen := alive[inst]
+		if !seen {
+			var err error
+			live, err = m.Alive(ctx, inst)
+			live = live || err != nil // unsure: keep
+			alive[inst] = live
+		}
+		return live
+	}, nil
+}
+
+// callsElsewhere returns the stored calls another control plane carries
+// on: their entries in this process's CDR journal (left by a crash before
+// a peer took them over) are closed without a record (the peer writes
+// it).
+func (s *Server) callsElsewhere(ctx context.Context) map[string]bool {
+	out := map[string]bool{}
+	if s.member.Load() == nil {
+		return out
+	}
+	stored, err := s.Engine.StoredCalls(ctx)
+	if err != nil {
+		return out
+	}
+	for id, c := range stored {
+		if c.Owner != s.Instance {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// errNotJoined: with a shared store, a process that could not join does
+// not know which stored calls are its own.
+var errNotJoined = errors.New("not a member of the cluster (the shared store did not answer)")
+
+// crash stops the server as a kill -9 would leave the others: no BYE, no
+// record deleted, the lease left to expire (tests of takeover).
+func (s *Server) crash() {
+	s.crashed.Store(true)
+	s.close(true)
+}
