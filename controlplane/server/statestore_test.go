@@ -2,12 +2,32 @@ package server
 
 import (
 	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 )
+
+// String is everything written so far.
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// tWriterIf is the test's log when STRAIT_TEST_LOG is set, else nothing.
+func tWriterIf(t *testing.T) io.Writer {
+	if os.Getenv("STRAIT_TEST_LOG") == "" {
+		return io.Discard
+	}
+	return tWriter{t}
+}
 
 // waitStateUp waits until the server sees the store as up (or down).
 func waitStateUp(t *testing.T, e *env, up bool) {
@@ -21,12 +41,33 @@ func waitStateUp(t *testing.T, e *env, up bool) {
 	}
 }
 
-// A store that goes down: new calls get 503 with Retry-After, counted; the
-// call in progress goes on (media, BYE); when the store is back new calls
-// go through again.
+// A store that goes down: new calls get 503 with Retry-After, counted and
+// logged; the call in progress goes on (media, BYE); when the store is
+// back new calls go through again. Once with a memory store made to fail,
+// once with a real redis-server killed (SIGKILL) mid-call and started
+// again on the same port.
 func TestStateStoreDown(t *testing.T) {
-	store := state.NewMemory()
-	tr := startTrunkOpts(t, nil, func(o *Options) { o.Store = store })
+	t.Run("memory", func(t *testing.T) {
+		store := state.NewMemory()
+		stateStoreDown(t, store, func() { store.SetFailure(errors.New("connection refused")) }, func() { store.SetFailure(nil) })
+	})
+	t.Run("redis-server killed", func(t *testing.T) {
+		r := statetest.StartRedis(t)
+		store, err := state.OpenRedis(r.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		stateStoreDown(t, store, r.Stop, r.Restart)
+	})
+}
+
+func stateStoreDown(t *testing.T, store state.Store, down, up func()) {
+	logs := &syncBuffer{}
+	tr := startTrunkOpts(t, nil, func(o *Options) {
+		o.Store = store
+		o.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, tWriterIf(t)), nil))
+	})
 	tr.register(t)
 
 	mb := newBrowserMedia(t)
@@ -53,8 +94,11 @@ func TestStateStoreDown(t *testing.T) {
 	}
 	tr.waitConnected()
 
-	store.SetFailure(errors.New("connection refused"))
+	down()
 	waitStateUp(t, tr.env, false)
+	if !strings.Contains(logs.String(), "state store down: new calls are refused (503)") {
+		t.Fatalf("no log line says why new calls are refused:\n%s", logs.String())
+	}
 	mb2 := newBrowserMedia(t)
 	call2, err := tr.browser.Invite(ctx(t), "carol", []byte(mb2.Offer))
 	if err != nil {
@@ -76,8 +120,14 @@ func TestStateStoreDown(t *testing.T) {
 	browserToPlain(t, mb, &bseq, plain, "down-b2p", 5)
 	plainToBrowser(t, plain, plainAddr(t, inc.Invite.Body()), &pseq, mb, "down-p2b", 5)
 
-	store.SetFailure(nil)
+	up()
 	waitStateUp(t, tr.env, true)
+	if !strings.Contains(logs.String(), "state store answers again") {
+		t.Fatal("no log line says the store is back")
+	}
+	if v := metricValue(t, reg, "strait_state_store_up", nil); v != 1 {
+		t.Fatalf("strait_state_store_up = %v once back", v)
+	}
 	call3, err := tr.browser.Invite(ctx(t), "dave", []byte(newBrowserMedia(t).Offer))
 	if err != nil {
 		t.Fatal(err)
