@@ -79,13 +79,17 @@ func New(cfg Config) *API {
 	}
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	call, admin := apiauth.ScopeCall, apiauth.ScopeAdmin
+	// Calls are seen, followed and hung up by whoever placed them (call)
+	// and by the apps they were routed to (receive[:APP]).
+	callOrReceive := apiauth.ScopeCall + " " + apiauth.ScopeReceive
 	a.handle("POST", "/v1/calls", call, a.placeCall)
-	a.handle("GET", "/v1/calls", call, a.listCalls)
-	a.handle("GET", "/v1/calls/{id}", call, a.getCall)
-	a.handle("DELETE", "/v1/calls/{id}", call, a.hangup)
+	a.handle("GET", "/v1/calls", callOrReceive, a.listCalls)
+	a.handle("GET", "/v1/calls/{id}", callOrReceive, a.getCall)
+	a.handle("DELETE", "/v1/calls/{id}", callOrReceive, a.hangup)
 	a.handle("POST", "/v1/calls/{id}/dtmf", call, a.dtmf)
-	a.handle("GET", "/v1/events", call, a.events)
-	a.handle("GET", "/v1/calls/{id}/events", call, a.events)
+	a.handle("POST", "/v1/calls/{id}/answer", apiauth.ScopeReceive, a.answerCall)
+	a.handle("GET", "/v1/events", callOrReceive, a.events)
+	a.handle("GET", "/v1/calls/{id}/events", callOrReceive, a.events)
 	a.handle("GET", "/v1/cdrs", apiauth.ScopeCDR, a.cdrs)
 	a.handle("GET", "/v1/registrations", admin, a.registrations)
 	a.handle("GET", "/v1/history", apiauth.ScopeUser, a.history)
@@ -108,7 +112,9 @@ func New(cfg Config) *API {
 	return a
 }
 
-// handle serves method and path with h for principals that hold scope.
+// handle serves method and path with h for principals that hold scope,
+// or one of its space-separated scopes (RFC 6750 section 3's syntax);
+// receive is held by every receive:APP too (the handler checks the app).
 func (a *API) handle(method, path, scope string, h http.HandlerFunc) {
 	a.routes = append(a.routes, Route{Method: method, Path: path, Scope: scope})
 	a.mux.HandleFunc(method+" "+path, func(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +127,7 @@ func (a *API) handle(method, path, scope string, h http.HandlerFunc) {
 			challenge(w, r, err)
 			return
 		}
-		if !p.Has(scope) {
+		if !holds(p, scope) {
 			// RFC 6750 section 3.1: insufficient_scope is a 403.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="strait", error="insufficient_scope", scope="`+scope+`"`)
 			WriteProblem(w, r, http.StatusForbidden, ProblemScope, "this token lacks the "+scope+" scope")
@@ -129,6 +135,16 @@ func (a *API) handle(method, path, scope string, h http.HandlerFunc) {
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// holds reports whether p holds one of scope's space-separated scopes.
+func holds(p apiauth.Principal, scope string) bool {
+	for _, s := range strings.Fields(scope) {
+		if p.Has(s) || (s == apiauth.ScopeReceive && p.ReceivesAny()) {
+			return true
+		}
+	}
+	return false
 }
 
 // authOf returns the authenticator f gives, nil when f is nil.

@@ -126,7 +126,7 @@ func (a *API) call(w http.ResponseWriter, r *http.Request) (*b2bua.Call, bool) {
 	c, ok := a.cfg.Engine.Call(r.PathValue("id"))
 	if ok {
 		in := c.Info()
-		ok = principal(r).Sees(in.Caller, in.Callee)
+		ok = sees(principal(r), in.Caller, in.Callee, in.App)
 	}
 	if !ok {
 		WriteProblem(w, r, http.StatusNotFound, "", "no such call")
@@ -136,7 +136,7 @@ func (a *API) call(w http.ResponseWriter, r *http.Request) (*b2bua.Call, bool) {
 
 func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 	p := principal(r)
-	calls := slices.DeleteFunc(a.cfg.Engine.Calls(), func(in b2bua.Info) bool { return !p.Sees(in.Caller, in.Callee) })
+	calls := slices.DeleteFunc(a.cfg.Engine.Calls(), func(in b2bua.Info) bool { return !sees(p, in.Caller, in.Callee, in.App) })
 	sort.Slice(calls, func(i, j int) bool { return calls[i].Start.Before(calls[j].Start) })
 	writeJSON(w, http.StatusOK, map[string]any{"calls": calls})
 }
@@ -200,7 +200,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	p := principal(r)
 	streamEvents(w, r, "strait call events", a.cfg.Engine.Watch, func(ev b2bua.Event) (string, any, bool, bool) {
-		if (only != "" && ev.Call != only) || !p.Sees(ev.Caller, ev.Callee) {
+		if (only != "" && ev.Call != only) || !sees(p, ev.Caller, ev.Callee, ev.App) {
 			return "", nil, false, false
 		}
 		return ev.State, ev, true, only != "" && ev.State == "ended"

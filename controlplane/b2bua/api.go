@@ -110,7 +110,7 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 		return "", nil, err
 	}
 	forks := e.forkTargets(tgt.user) // several registrations to ring (ringall.go)
-	if tgt.echo {
+	if tgt.echo || tgt.app != nil {
 		forks = nil
 	}
 	c := e.newCall(from, user)
@@ -130,6 +130,10 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 	go c.run(func() { // the call's loop
 		if tgt.echo {
 			c.runEcho(offer, ac)
+			return
+		}
+		if tgt.app != nil {
+			c.runApp(offer, ac)
 			return
 		}
 		if len(forks) > 1 {

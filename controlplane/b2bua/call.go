@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/internal/logging"
 )
 
@@ -104,8 +106,9 @@ type Call struct {
 	// goroutines read them through legsNow.
 	legs   [2]*leg
 	legsMu sync.Mutex
-	sub    bool // a SUBSCRIBE relay: dialogs, no media
-	api    bool // placed through the HTTP API
+	sub    bool      // a SUBSCRIBE relay: dialogs, no media
+	api    bool      // placed through the HTTP API
+	app    *apps.App // the web app the callee's leg is (app.go); nil for SIP
 	// release gives back the caller's dial-plan slot (nil: none taken);
 	// end calls it once.
 	release func()
@@ -128,6 +131,7 @@ type Call struct {
 
 	// Hand-off between the loop and everyone else.
 	inbox    chan message                // requests for the loop; see deliver
+	answers  chan appAnswer              // an app's answer through the API (app.go); read while the app rings
 	stopReq  atomic.Pointer[stopRequest] // the first request to end the call
 	stopping chan struct{}               // closed by the first stop
 	view     atomic.Pointer[Info]        // the loop's last published description
@@ -163,6 +167,8 @@ type Info struct {
 	Answer *time.Time `json:"answer,omitempty"`
 	// Session is the dataplane session id.
 	Session string `json:"session,omitempty"`
+	// App is the web app the call was routed to (--app), if any.
+	App string `json:"app,omitempty"`
 }
 
 // newCall makes a call's frozen part; the caller fills in its legs,
@@ -172,7 +178,7 @@ func (e *Engine) newCall(caller, callee string) *Call {
 	ctx, cancel := context.WithCancel(e.ctx)
 	return &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), ctx: ctx, cancel: cancel,
 		log:   e.log.With(logging.KeyCall, id, "caller", caller, "callee", callee),
-		inbox: make(chan message, inboxSize), stopping: make(chan struct{}), done: make(chan struct{})}
+		inbox: make(chan message, inboxSize), answers: make(chan appAnswer), stopping: make(chan struct{}), done: make(chan struct{})}
 }
 
 // State returns the call's state as its loop last published it.
@@ -201,12 +207,12 @@ func (c *Call) Info() Info {
 	if v := c.view.Load(); v != nil {
 		return *v
 	}
-	return Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: StateRinging.String(), Start: c.start}
+	return Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: StateRinging.String(), Start: c.start, App: c.appName()}
 }
 
 // publish stores a fresh snapshot of the call for Info. Loop only.
 func (c *Call) publish() {
-	in := &Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: c.state.String(), Start: c.start}
+	in := &Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: c.state.String(), Start: c.start, App: c.appName()}
 	if !c.answer.IsZero() {
 		t := c.answer
 		in.Answer = &t
@@ -235,7 +241,7 @@ func (c *Call) setState(s State) {
 			c.e.cfg.Metrics.CallAnswered(c.direction, c.answer.Sub(c.start))
 		}
 		c.e.cfg.Metrics.CallState(old.String(), s.String())
-		c.e.emit(Event{Call: c.ID, State: s.String(), Time: time.Now(), Caller: c.caller, Callee: c.callee})
+		c.e.emit(Event{Call: c.ID, State: s.String(), Time: time.Now(), Caller: c.caller, Callee: c.callee, App: c.appName()})
 	}
 }
 

@@ -33,7 +33,7 @@
 // SUBSCRIBE and OPTIONS outside a dialog), hangup.go (every way a call
 // ends), cdr.go (its record), accounting.go (the CDR journal, interim
 // media samples, calls of a lost dataplane node), api.go (calls placed by
-// the HTTP API);
+// the HTTP API), app.go (calls routed to web apps by webhook);
 // dialog.go (one SIP dialog), sipmsg.go (header helpers); media.go (the
 // session and what was negotiated), offeranswer.go (offer/answer
 // exchanges), media_sdp.go (Strait's SDP from the session), media_spec.go

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/controlplane/authguard"
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
@@ -41,6 +42,8 @@ type Config struct {
 	// users, for the recipient's HTTP API listeners; it reports whether
 	// any took it. It must not block.
 	OnMessage func(from, to, contentType string, body []byte) bool
+	// Apps routes callee numbers to web apps (app.go); nil routes none.
+	Apps *apps.Router
 	// Upstreams are the PBXs or trunks; nil is standalone mode.
 	Upstreams *upstream.Set
 	// UpstreamRoots are the CAs an upstream's TLS certificate must chain

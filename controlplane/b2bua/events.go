@@ -21,6 +21,8 @@ type Event struct {
 	Caller string `json:"caller,omitempty"`
 	// Callee is the callee's user part.
 	Callee string `json:"callee,omitempty"`
+	// App is the web app the call was routed to, if any.
+	App string `json:"app,omitempty"`
 }
 
 // watchBuffer is how many events a slow watcher may lag before it loses

@@ -119,7 +119,7 @@ func (c *Call) end(cause int, reason string) {
 			}
 		}
 		c.e.emit(Event{Call: c.ID, State: StateEnded.String(), Time: rec.End, Cause: cause, Reason: reason,
-			Caller: rec.Caller, Callee: rec.Callee})
+			Caller: rec.Caller, Callee: rec.Callee, App: c.appName()})
 		c.log.Info("call ended", "cause", cause, "reason", reason, "duration", rec.Duration)
 	}
 	// Unlisted after its record is written: whoever sees the call gone

@@ -237,6 +237,10 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			c.runEcho(offer, sc)
 			return
 		}
+		if tgt.app != nil {
+			c.runApp(offer, sc)
+			return
+		}
 		if len(forks) > 1 {
 			c.runFork(req, offer, forks, from.DisplayName, sc)
 			return
@@ -257,6 +261,15 @@ func (e *Engine) completeCall(c *Call, callerDialog *dialog, callerKind legKind,
 	if tgt.echo {
 		c.direction = "echo"
 		c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(c.legs[0]))
+		return
+	}
+	if tgt.app != nil {
+		// A web app: no dialog, a WebRTC leg whose offer and answer go
+		// by webhook and the API (app.go).
+		c.legs[1] = &leg{c: c, idx: 1, kind: kindWebRTC, acks: make(chan *sip.Request, 4)}
+		c.app = tgt.app
+		c.direction = directionApp
+		c.m = newMedia(e.cfg.Pool, c.ID, e.cfg.MediaTimeout, c.mediaLeg(c.legs[0]), c.mediaLeg(c.legs[1]))
 		return
 	}
 	d, kind := e.outbound(tgt, c.caller, fromName)

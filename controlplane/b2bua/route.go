@@ -5,6 +5,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/apps"
+	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
@@ -46,11 +48,20 @@ type target struct {
 	attempts []upstream.Target // toward the upstreams: the targets to try, in order
 	replaces string            // the Replaces the INVITE carries (replaces.go), if any
 	binding  registrar.Binding
-	user     string // the callee's user part
+	user     string    // the callee's user part
+	app      *apps.App // a web app takes the call (app.go)
 }
 
 // resolve finds where an out-of-dialog request from s for user goes.
 func (e *Engine) resolve(s side, user string, invite bool) (target, error) {
+	if invite && e.cfg.Apps != nil {
+		// Numbers routed to a web app, from whichever side (app.go).
+		if n, err := dialplan.Normalize(user); err == nil {
+			if a, ok := e.cfg.Apps.Match(n); ok {
+				return target{app: a, user: user}, nil
+			}
+		}
+	}
 	if e.trunk() {
 		switch s {
 		case fromBrowser:

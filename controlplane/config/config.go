@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/apiauth"
+	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/dataplane/node"
 )
 
@@ -232,6 +233,20 @@ type Config struct {
 	// scheme://host[:port], one * allowed, or "*" for any. Example:
 	// ["https://app.example.com"].
 	CORSOrigins []string `yaml:"cors_origin" flag:"cors-origin" usage:"web origin whose pages may use the API and /ws, scheme://host[:port] (repeatable; one * allowed)"`
+	// Apps route callee numbers to web apps (controlplane/apps):
+	// NAME:PATTERN:SECRET_FILE:URL. A call to a number PATTERN matches is
+	// offered to the app by a webhook POSTed to URL, signed with the
+	// secret in SECRET_FILE (at least 16 bytes); a token of scope
+	// receive:NAME may answer it through the API. Example:
+	// ["support:_8XXX:/etc/strait/support.secret:https://app.example.com/calls"].
+	Apps []string `yaml:"app" group:"Calls to web apps" flag:"app" usage:"route numbers to a web app's webhook, NAME:PATTERN:SECRET_FILE:URL (repeatable)"`
+	// AppAllowPrivate lets webhooks go to loopback, private and
+	// link-local addresses (an app on the same host or network); off, a
+	// webhook whose host resolves to one is not sent.
+	AppAllowPrivate bool `yaml:"app_allow_private" flag:"app-allow-private" usage:"let webhooks reach loopback, private and link-local addresses"`
+	// AppAnswerTimeout is how long a call routed to an app waits for its
+	// answer before the caller gets 408.
+	AppAnswerTimeout time.Duration `yaml:"app_answer_timeout" flag:"app-answer-timeout" usage:"a call routed to an app fails with 408 when not answered within this"`
 	// PBXAuthenticatesCalls, in trunk mode, lets browsers that did not
 	// register through Strait call the upstream, as whoever their From
 	// says: only for a PBX that challenges every INVITE itself. Off, only
@@ -338,6 +353,7 @@ func Default() Config {
 
 		CDRInterim:         DefaultCDRInterim,
 		TokenMaxTTL:        apiauth.DefaultMaxTTL,
+		AppAnswerTimeout:   apps.DefaultAnswerTimeout,
 		MaxCallsPerUser:    DefaultMaxCallsPerUser,
 		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
 		ShutdownTimeout:    DefaultShutdownTimeout,

@@ -98,6 +98,10 @@ func TestValidateErrors(t *testing.T) {
 		"deny dial":     {func(c *Config) { c.DenyDial = []string{"_["} }, "--deny-dial"},
 		"call limit":    {func(c *Config) { c.MaxCallsPerUser = -1 }, "--max-calls-per-user"},
 		"plain ports":   {func(c *Config) { c.PlainPorts = "both" }, "--plain-ports"},
+		"app syntax":    {func(c *Config) { c.Apps = []string{"demo:_8XXX"} }, "--app: app \"demo:_8XXX\": want NAME:PATTERN:SECRET_FILE:URL"},
+		"app secret":    {func(c *Config) { c.Apps = []string{"demo:_8XXX:/nonexistent:https://a.example/"} }, "--app: app \"demo\": secret"},
+		"app url":       {func(c *Config) { c.Apps = []string{"demo:_8XXX:/nonexistent:ftp://a.example/"} }, "--app: app \"demo\": url"},
+		"app timeout":   {func(c *Config) { c.AppAnswerTimeout = 0 }, "--app-answer-timeout"},
 		"no shared":     {func(c *Config) { c.PlainPorts = "shared" }, "--plain-shared-ports"},
 	} {
 		c := Default()

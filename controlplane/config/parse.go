@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/apiauth"
+	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/hep"
 	"github.com/strait-sbc/strait/controlplane/origins"
@@ -63,6 +64,8 @@ type Parsed struct {
 	SIPTrust []netip.Prefix
 	// Dataplane are the remote nodes, or names to find them by.
 	Dataplane []DataplaneTarget
+	// Apps routes numbers to web apps; nil without --app.
+	Apps *apps.Router
 }
 
 // Validate checks the configuration as a whole and says what is wrong with
@@ -173,6 +176,24 @@ func (c *Config) Parse() (*Parsed, error) {
 	}
 	if c.TokenMaxTTL < time.Minute {
 		bad("--token-max-ttl %v: want at least 1m", c.TokenMaxTTL)
+	}
+	var loaded []*apps.App
+	for _, s := range c.Apps {
+		sp, err := apps.ParseSpec(s)
+		if err == nil {
+			var a *apps.App
+			if a, err = apps.Load(sp); err == nil {
+				loaded = append(loaded, a)
+			}
+		}
+		if err != nil {
+			bad("--app: %v", err)
+		}
+	}
+	if c.AppAnswerTimeout < time.Second {
+		bad("--app-answer-timeout %v: want at least 1s", c.AppAnswerTimeout)
+	} else if p.Apps, err = apps.New(apps.Config{Apps: loaded, AllowPrivate: c.AppAllowPrivate, AnswerTimeout: c.AppAnswerTimeout}); err != nil {
+		bad("--app: %v", err)
 	}
 	for _, o := range c.CORSOrigins {
 		if err := origins.Check(o); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/api"
 	"github.com/strait-sbc/strait/controlplane/api/apitest"
+	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/controlplane/config"
 )
 
@@ -25,11 +27,23 @@ import (
 // maintained OpenAPI 3.1 validator (controlplane/api/apitest), then that
 // every operation of the document was exercised and answered with success.
 func TestOpenAPI(t *testing.T) {
+	// A web app (--app) that takes its calls' offers with 202 and
+	// answers through the API.
+	appOffers := make(chan apps.Incoming, 1)
+	appSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in apps.Incoming
+		json.NewDecoder(r.Body).Decode(&in)
+		appOffers <- in
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer appSrv.Close()
 	e := start(t, func(c *config.Config) {
 		c.Users = []string{"bob:b-secret"}
 		c.APIToken = "s3cret"
 		c.MaxCallRatePerUser = 5
 		c.JWTSecretFile = secretFile(t)
+		c.Apps = []string{"demo:_8XXX:" + secretFile(t) + ":" + appSrv.URL}
+		c.AppAllowPrivate = true
 	})
 	base := "http://" + e.srv.HTTPAddr()
 	chk := apitest.New(t, api.OpenAPI())
@@ -98,6 +112,29 @@ func TestOpenAPI(t *testing.T) {
 	}
 	if res, b := do("DELETE", "/v1/calls/"+toBob.ID, "", ""); res.StatusCode != 204 {
 		t.Fatalf("DELETE: %d %s", res.StatusCode, b)
+	}
+
+	// A call to a web app, answered through POST /v1/calls/{id}/answer.
+	go func() {
+		res, b := do("POST", "/v1/calls", "application/json", `{"to":"8001","offer":`+offer()+`}`)
+		placed <- result{res, b}
+	}()
+	in := <-appOffers
+	if res, b := do("POST", in.AnswerURL, "application/json", `{"answer":"v=0","reject":486}`); res.StatusCode != 400 {
+		t.Fatalf("answer and reject: %d %s", res.StatusCode, b)
+	}
+	answer, _ := json.Marshal(map[string]string{"answer": string(newAnswerer(t).answer(t, []byte(in.Offer)))})
+	if res, b := do("POST", in.AnswerURL, "application/json", string(answer)); res.StatusCode != 204 {
+		t.Fatalf("app answer: %d %s", res.StatusCode, b)
+	}
+	if r := <-placed; r.res.StatusCode != 201 {
+		t.Fatalf("POST /v1/calls to the app: %d %s", r.res.StatusCode, r.b)
+	}
+	if res, b := do("GET", in.CallURL, "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"app":"demo"`) {
+		t.Fatalf("the app's call: %d %s", res.StatusCode, b)
+	}
+	if res, b := do("DELETE", in.CallURL, "", ""); res.StatusCode != 204 {
+		t.Fatalf("DELETE the app's call: %d %s", res.StatusCode, b)
 	}
 
 	// WHIP: an offer to echo, then DELETE on its Location.

@@ -302,7 +302,10 @@ func New(opt Options) (_ *Server, err error) {
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks,
-		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace})
+		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps})
+	if p.Apps != nil {
+		s.Metrics.Registry.MustRegister(p.Apps.Hooks().Collectors()...)
+	}
 	s.WS.OnClose(func(flow string) {
 		if s.handingOver.Load() {
 			// The browser reconnects to the next control plane, which
