@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/apps"
+	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/internal/logging"
 )
 
@@ -169,6 +170,10 @@ type Info struct {
 	Session string `json:"session,omitempty"`
 	// App is the web app the call was routed to (--app), if any.
 	App string `json:"app,omitempty"`
+	// Media are each leg's media counters and quality as the last interim
+	// sample (every InterimInterval) saw them, without the per-interval
+	// series (the CDR has it); absent before the first sample.
+	Media []cdr.LegMedia `json:"media,omitempty"`
 }
 
 // newCall makes a call's frozen part; the caller fills in its legs,
@@ -204,10 +209,14 @@ func (c *Call) Done() <-chan struct{} { return c.done }
 // Info describes the call: a snapshot its loop published, never waiting
 // for the loop.
 func (c *Call) Info() Info {
+	in := Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: StateRinging.String(), Start: c.start, App: c.appName()}
 	if v := c.view.Load(); v != nil {
-		return *v
+		in = *v
 	}
-	return Info{ID: c.ID, Caller: c.caller, Callee: c.callee, Direction: c.direction, State: StateRinging.String(), Start: c.start, App: c.appName()}
+	if s := c.sample.Load(); s != nil {
+		in.Media = liveMedia(s.media)
+	}
+	return in
 }
 
 // publish stores a fresh snapshot of the call for Info. Loop only.

@@ -3,13 +3,16 @@ package b2bua
 import (
 	"sync"
 	"time"
+
+	"github.com/strait-sbc/strait/controlplane/cdr"
 )
 
 // Event is a change of a call's state, for the API's event stream.
 type Event struct {
 	// Call is the call id.
 	Call string `json:"call"`
-	// State is ringing, early, answered or ended.
+	// State is ringing, early, answered or ended, or StateQuality for a
+	// quality event.
 	State string `json:"state"`
 	// Time of the change.
 	Time time.Time `json:"time"`
@@ -23,6 +26,35 @@ type Event struct {
 	Callee string `json:"callee,omitempty"`
 	// App is the web app the call was routed to, if any.
 	App string `json:"app,omitempty"`
+	// Media are, in a "quality" event, each leg's media counters and
+	// quality at the latest interim sample (no per-interval series).
+	Media []cdr.LegMedia `json:"media,omitempty"`
+}
+
+// StateQuality names the periodic events of calls in progress that carry
+// their media quality (every InterimInterval while the dataplane has
+// measured something); it is not a call state.
+const StateQuality = "quality"
+
+// liveMedia is media as a live view shows it: the quality without its
+// series.
+func liveMedia(media []cdr.LegMedia) []cdr.LegMedia {
+	out := make([]cdr.LegMedia, len(media))
+	for i, m := range media {
+		m.Quality = m.Quality.Latest()
+		out[i] = m
+	}
+	return out
+}
+
+// measured reports whether any leg of media has a quality figure.
+func measured(media []cdr.LegMedia) bool {
+	for _, m := range media {
+		if m.Quality != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // watchBuffer is how many events a slow watcher may lag before it loses

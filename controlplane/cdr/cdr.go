@@ -55,6 +55,10 @@ type LegMedia struct {
 	BytesOut   uint64 `json:"bytes_out"`
 	// Dropped adds up the packets dropped for any reason.
 	Dropped uint64 `json:"dropped"`
+	// Kind is the leg's transport: "webrtc" or "sip" (plain RTP).
+	Kind string `json:"kind,omitempty"`
+	// Quality is the leg's media quality (nil when nothing was measured).
+	Quality *Quality `json:"quality,omitempty"`
 }
 
 // MediaOf is the media section of a record from a dataplane session's
@@ -63,9 +67,14 @@ func MediaOf(s *pb.Session) []LegMedia {
 	var out []LegMedia
 	for _, l := range s.GetLegs() {
 		lc := l.GetCounters()
+		kind := "sip"
+		if l.GetSpec().GetKind() == pb.LegKind_LEG_KIND_WEBRTC {
+			kind = "webrtc"
+		}
 		out = append(out, LegMedia{PacketsIn: lc.GetPacketsIn(), PacketsOut: lc.GetPacketsOut(),
 			BytesIn: lc.GetBytesIn(), BytesOut: lc.GetBytesOut(),
-			Dropped: lc.Dropped()}) // every drop_ counter of the proto
+			Dropped: lc.Dropped(), // every drop_ counter of the proto
+			Kind:    kind, Quality: QualityOf(l)})
 	}
 	return out
 }

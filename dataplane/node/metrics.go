@@ -47,6 +47,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode} {
 		ch <- d
 	}
+	c.n.quality.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -88,4 +89,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descRounds, io.Rounds)
 	gauge(descIOMode, 1, string(io.Mode))
+	n.quality.collect(ch)
 }

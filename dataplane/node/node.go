@@ -74,6 +74,9 @@ type Config struct {
 	// DTLSLinger is how long a completed DTLS association is kept for the
 	// peer's retransmissions before its state is released (default 30 s).
 	DTLSLinger time.Duration
+	// QualityInterval is how often each stream's media quality is sampled
+	// (0: relay.QualityInterval, 5 s).
+	QualityInterval time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 	// Logger; nil is slog.Default().
@@ -94,6 +97,9 @@ type Node struct {
 	log         *slog.Logger
 
 	draining atomic.Bool
+	// quality are the media-quality histograms (safe for concurrent use;
+	// fed by the engine's janitor).
+	quality *qualityMetrics
 
 	mu       sync.Mutex // guards watchers
 	watchers map[*watcher]struct{}
@@ -134,7 +140,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, fingerprint: upper(fp), log: cfg.Logger, watchers: make(map[*watcher]struct{}), done: make(chan struct{}),
+		quality: newQualityMetrics()}
 	n.eng, err = relay.New(relay.Config{
 		Addrs:            cfg.MediaAddrs,
 		Advertised:       cfg.AdvertisedAddrs,
@@ -153,6 +160,8 @@ func New(cfg Config) (*Node, error) {
 		DTLSTimeout:      cfg.DTLSTimeout,
 		DTLSLinger:       cfg.DTLSLinger,
 		Observer:         n,
+		QualitySample:    n.quality.observe,
+		QualityInterval:  cfg.QualityInterval,
 		Now:              cfg.Now,
 		Logger:           cfg.Logger,
 	})

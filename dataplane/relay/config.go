@@ -11,6 +11,7 @@ import (
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
+	"github.com/strait-sbc/strait/dataplane/quality"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -92,6 +93,15 @@ type Config struct {
 	DTLSLinger time.Duration
 	// Observer receives events; it must not block. Optional.
 	Observer Observer
+	// QualitySample, if set, gets every interval's quality sample of every
+	// stream (see QualityInterval) with its leg's kind and direction (out:
+	// what the node sent, as the peer reported it). It is called from the
+	// janitor and from DeleteSession and must not block. Optional.
+	QualitySample func(kind pb.LegKind, out bool, s quality.Sample)
+	// QualityInterval is how often each stream's quality is sampled (0:
+	// QualityInterval; the janitor runs every second, so shorter is a
+	// second).
+	QualityInterval time.Duration
 	// Now is the clock (tests fake it); nil means time.Now.
 	Now func() time.Time
 	// Logger gets what an operator must act on; nil means slog.Default().
@@ -143,6 +153,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.QualityInterval <= 0 {
+		c.QualityInterval = QualityInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -11,8 +11,9 @@ import (
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
-// QualityInterval is how often the janitor samples each stream's quality
-// into its call-long figures: short enough that a bad stretch of a call
+// QualityInterval is how often, by default, the janitor samples each
+// stream's quality into its call-long figures (Config.QualityInterval):
+// short enough that a bad stretch of a call
 // shows, as long as a typical RTCP report interval (5 s, RFC 3550 section
 // 6.2) so that most intervals carry a fresh receiver report.
 const QualityInterval = 5 * time.Second
@@ -33,11 +34,23 @@ type streamQuality struct {
 	rxBusy atomic.Bool
 	rx     quality.Receiver
 
-	// From the peer's latest report block about what the node sends on
-	// the stream.
-	rrFraction atomic.Uint32 // fraction lost, 1/256
-	rrLost     atomic.Int64  // cumulative lost
-	rrJitter   atomic.Uint32 // RTP timestamp units
+	// From the peer's report blocks about what the node sends on the
+	// stream. rrBusy makes one worker at a time the writer of rrPrevSeq
+	// and rrPrevLost (the previous block's extended highest sequence and
+	// cumulative loss, for the deltas; rrSeen once there is one); the
+	// rest are atomics the control side reads. rrExpected and rrLostSum add
+	// up, block after block, how many packets each report interval
+	// expected and lost, so that the sampler's interval loss is exact
+	// however many reports fell in it.
+	rrBusy     atomic.Bool
+	rrSeen     bool
+	rrPrevSeq  uint32
+	rrPrevLost int32
+	rrFraction atomic.Uint32 // latest fraction lost, 1/256
+	rrLost     atomic.Int64  // latest cumulative lost
+	rrJitter   atomic.Uint32 // latest jitter, RTP timestamp units
+	rrExpected atomic.Uint64
+	rrLostSum  atomic.Uint64
 	rrCount    atomic.Uint64 // report blocks taken
 	rtt        atomic.Int64  // nanoseconds, node <-> peer; 0 unknown
 	// srs are the sender reports forwarded to the peer on the stream.
@@ -48,6 +61,8 @@ type streamQuality struct {
 	prevExp  uint64
 	prevRecv uint64
 	prevRR   uint64
+	prevRRx  uint64 // rrExpected at the last sample
+	prevRRl  uint64 // rrLostSum at the last sample
 	in, out  quality.Log
 }
 
@@ -64,6 +79,23 @@ func (q *streamQuality) receive(pkt []byte, pt uint8, clock uint32, now int64) {
 // report takes a report block the stream's peer sent about what the node
 // sends it.
 func (q *streamQuality) report(b *quality.Block, now int64) {
+	if !q.rrBusy.CompareAndSwap(false, true) {
+		return // another worker is taking a report of this stream
+	}
+	defer q.rrBusy.Store(false)
+	if q.rrSeen {
+		// RFC 3550 appendix A.3: expected and lost over the report
+		// interval; a sequence that went backwards (a restart) or far
+		// forward (a forged report) is a new baseline, not a count.
+		exp := b.HighestSeq - q.rrPrevSeq
+		if exp > 0 && exp < 1<<16 {
+			q.rrExpected.Add(uint64(exp))
+			if lost := b.CumulativeLost - q.rrPrevLost; lost > 0 {
+				q.rrLostSum.Add(uint64(min(uint32(lost), exp)))
+			}
+		}
+	}
+	q.rrSeen, q.rrPrevSeq, q.rrPrevLost = true, b.HighestSeq, b.CumulativeLost
 	q.rrFraction.Store(uint32(b.FractionLost))
 	q.rrLost.Store(int64(b.CumulativeLost))
 	q.rrJitter.Store(b.Jitter)
@@ -111,17 +143,17 @@ func sentAs(lc, dlc *legConfig, received *rewrite.StreamTable, ssrc uint32) *str
 }
 
 // sample adds the interval since the last sample to the stream's figures
-// when it is QualityInterval old, or, with final, whatever is new. since is
+// when it is interval old, or, with final, whatever is new. since is
 // when the first interval began. sc is the stream's configuration (codec
 // for the E-model, clock rate of the peer's reports).
-func (q *streamQuality) sample(sc *streamConfig, since, now int64, final bool) {
+func (q *streamQuality) sample(sc *streamConfig, since, now, interval int64, final bool, report func(out bool, s quality.Sample)) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.lastAt == 0 {
 		q.lastAt = since
 	}
 	span := now - q.lastAt
-	if span <= 0 || (!final && span < int64(QualityInterval)) {
+	if span <= 0 || (!final && span < interval) {
 		return
 	}
 	q.lastAt = now
@@ -147,17 +179,34 @@ func (q *streamQuality) sample(sc *streamConfig, since, now int64, final bool) {
 		in.Jitter = rs.Jitter
 		in.MOS = quality.EstimateMOS(sc.emodel, in.Loss, rtt, in.Jitter)
 		q.in.Add(in)
+		if report != nil {
+			report(false, in)
+		}
 	}
 
 	if n := q.rrCount.Load(); n != q.prevRR {
-		q.prevRR = n
+		x, l := q.rrExpected.Load(), q.rrLostSum.Load()
+		dx, dl := x-q.prevRRx, l-q.prevRRl
+		first := q.prevRR == 0
+		q.prevRR, q.prevRRx, q.prevRRl = n, x, l
 		out := s
-		out.Loss = float64(q.rrFraction.Load()) / 256
+		switch {
+		case dx > 0:
+			out.Loss = float64(dl) / float64(dx)
+		case first:
+			// One report so far: its own fraction is all there is.
+			out.Loss = float64(q.rrFraction.Load()) / 256
+		default:
+			return // reports, but nothing was sent to the peer (hold)
+		}
 		if sc.clock0 > 0 {
 			out.Jitter = float64(q.rrJitter.Load()) / float64(sc.clock0)
 		}
 		out.MOS = quality.EstimateMOS(sc.emodel, out.Loss, rtt, out.Jitter)
 		q.out.Add(out)
+		if report != nil {
+			report(true, out)
+		}
 	}
 }
 
@@ -215,10 +264,15 @@ func (s *Session) sampleQuality(now int64, final bool) {
 		return
 	}
 	since := s.Created.UnixNano()
-	for i := range s.legs {
+	observe := s.engine.cfg.QualitySample
+	for i, l := range s.legs {
+		var report func(bool, quality.Sample)
+		if observe != nil {
+			report = func(out bool, q quality.Sample) { observe(l.kind, out, q) }
+		}
 		for j := range cfg.legs[i].streams {
 			sc := &cfg.legs[i].streams[j]
-			sc.s.q.sample(sc, since, now, final)
+			sc.s.q.sample(sc, since, now, int64(s.engine.cfg.QualityInterval), final, report)
 		}
 	}
 }
