@@ -38,7 +38,7 @@ func TestCallQualityReported(t *testing.T) {
 	if n == nil {
 		t.Fatal("no dataplane node")
 	}
-	e := startOpts(t, func(c *config.Config) { c.APIToken = "s3cret"; c.CDRInterim = time.Second },
+	e := startOpts(t, func(c *config.Config) { c.APIToken = "s3cret"; c.CDRInterim = time.Second; c.HTTPRate = 0 }, // the test polls the call
 		func(o *Options) { o.Nodes = nodesOf(n) })
 	e.node = n
 	e.srv.Metrics.Registry.MustRegister(n.TrafficCollector()) // as the all-in-one does with its own node
