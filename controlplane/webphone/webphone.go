@@ -1,12 +1,15 @@
 // Package webphone serves Strait's built-in web phone: one page that places
 // calls through Strait's HTTP call API with the browser's own
-// RTCPeerConnection. The page dials a number, a user or a SIP URI (in
+// RTCPeerConnection, and receives calls once signed in: it registers its
+// user over SIP over WebSocket (/ws) with JsSIP, bundled as
+// static/jssip.min.js (MIT; rebuilt by tests/e2e/js/build.mjs --minify), and
+// rings, answers (the microphone chosen) or declines (603). The page dials a number, a user or a SIP URI (in
 // standalone mode "echo" plays the caller's own voice back), hangs up,
 // mutes, sends DTMF, and shows the call's state and a live level meter of
 // the audio it receives.
 //
-// The page speaks no SIP and loads nothing from elsewhere: its HTML,
-// JavaScript (plain ES module, no build step) and CSS are embedded in the
+// The page loads nothing from elsewhere: its HTML, JavaScript (plain ES
+// modules, no build step, and the JsSIP bundle) and CSS are embedded in the
 // binary. It gathers all its ICE candidates before it sends the offer
 // (POST /v1/calls, no trickle), applies the answer from the response, and
 // follows the call through the API's server-sent events, or by polling the
@@ -15,7 +18,8 @@
 // For tests the page publishes its model as window.phone: state, callId,
 // reason, level (the meter, 0 to 1), stats (inbound and outbound RTP
 // packets, received audio energy, refreshed twice a second) and events (a
-// log of what happened), and the methods dial, hangup, dtmf and setMuted.
+// log of what happened), registration, and the methods dial, hangup, dtmf,
+// setMuted, register, unregister, answer and decline.
 package webphone
 
 import (
@@ -52,7 +56,7 @@ func Handler() http.Handler {
 			return
 		}
 		switch r.URL.Path {
-		case "/", "/app.js", "/style.css":
+		case "/", "/app.js", "/sip.js", "/jssip.min.js", "/style.css":
 		default:
 			http.NotFound(w, r)
 			return

@@ -22,6 +22,8 @@ func TestHandlerServesPageAndAssets(t *testing.T) {
 		{"/", "text/html", `<script type="module" src="app.js">`},
 		{"/app.js", "text/javascript", "window.phone = phone"},
 		{"/style.css", "text/css", ".meter"},
+		{"/sip.js", "text/javascript", "export function startRegistration"},
+		{"/jssip.min.js", "text/javascript", "JsSIP 3.13.8"},
 	} {
 		res := get(t, h, http.MethodGet, tc.path)
 		body, _ := io.ReadAll(res.Body)

@@ -14,7 +14,9 @@ import (
 
 // Scenario 5: the built-in web page, served by strait at /, dials echo in
 // standalone mode (where the API wants a token: the page asks for it) and
-// sipp in trunk mode, and shows a non-zero level.
+// sipp in trunk mode, and shows a non-zero level; signed in, it registers
+// through strait to the PBX and receives a call from sipp: it rings, is
+// answered from its Answer button, audio flows both ways, it hangs up.
 func TestWebPhone(t *testing.T) {
 	t.Run("standalone echo", func(t *testing.T) {
 		e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
@@ -50,13 +52,68 @@ func TestWebPhone(t *testing.T) {
 			return nil
 		})
 		if harness.UpdateScreenshot() {
-			screenshot(e, p)
+			screenshot(e, p, "webphone.png")
 		}
 		webPhoneHangsUp(e, p)
 		e.Step("the call log shows alice's call to echo", 15*time.Second, func(ctx context.Context) error {
 			return p.WaitFor(ctx, `!document.getElementById("log").hidden &&
 				[...document.querySelectorAll("#calls li[data-call]")].some((li) => li.textContent.includes("alice → echo"))`)
 		})
+		idle(e, s, base)
+	})
+	t.Run("receives a call from sipp", func(t *testing.T) {
+		e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedSipp)
+		c := capture(e)
+		registrar := e.StartSipp(harness.SippConfig{Name: "pbx-registrar", Scenario: "uas_register.xml"})
+		callerPort := harness.FreePort(t)
+		s := e.StartStrait(harness.StraitConfig{Upstream: upstream(registrar.Addr()),
+			Args: []string{"--upstream", upstream(fmt.Sprintf("127.0.0.1:%d", callerPort)) + ";priority=2"}})
+		p := openWebPhone(e, s)
+		e.Step("the web phone signs in as alice and registers through strait", 15*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `document.getElementById("sip-user").value = "alice";
+				document.getElementById("sip-password").value = "secret";
+				document.getElementById("register").requestSubmit()`, nil); err != nil {
+				return err
+			}
+			if err := p.WaitFor(ctx, `phone.registration === "registered" &&
+				document.getElementById("reg-state").textContent.includes("Receiving calls as sip:alice@")`); err != nil {
+				return err
+			}
+			return p.NoExceptions()
+		})
+		base := baseline(e, s)
+		caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: s.SIPAddr, Service: "alice", Port: callerPort})
+		e.Step("the web phone rings: the incoming call, its caller, Answer and Decline", 15*time.Second, func(ctx context.Context) error {
+			return p.WaitFor(ctx, `phone.state === "incoming" && phone.ringing &&
+				!document.getElementById("incoming").hidden &&
+				document.getElementById("incoming-from").textContent.includes("sipp") &&
+				document.title.startsWith("Incoming call")`)
+		})
+		if harness.UpdateScreenshot() {
+			screenshot(e, p, "webphone-incoming.png")
+		}
+		e.Step("the page answers", 15*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `document.getElementById("answer").click()`, nil); err != nil {
+				return err
+			}
+			if err := p.WaitFor(ctx, `phone.state === "connected" || phone.state === "failed" || phone.state === "ended"`); err != nil {
+				return err
+			}
+			var st struct{ State, Reason string }
+			p.Eval(ctx, `({state: phone.state, reason: phone.reason})`, &st)
+			if st.State != "connected" {
+				return fmt.Errorf("web phone %s: %s", st.State, st.Reason)
+			}
+			return nil
+		})
+		e.Step("the web phone hears the PBX's tone", 15*time.Second, func(ctx context.Context) error {
+			st, err := waitAudio(ctx, p, `Object.assign({level: phone.level}, phone.stats)`)
+			e.T().Logf("web phone: %s", st)
+			return err
+		})
+		pbxMedia(e, c, caller.MediaPort, caller.MediaPort+7, minPackets)
+		webPhoneHangsUp(e, p)
+		e.Step("the PBX got the BYE", 10*time.Second, caller.Wait)
 		idle(e, s, base)
 	})
 	t.Run("trunk to sipp", func(t *testing.T) {
@@ -121,11 +178,11 @@ func webPhoneHangsUp(e *harness.Env, p *harness.Page) {
 	})
 }
 
-// screenshot writes docs/webphone.png: the web phone mid-call, for the
-// README (STRAIT_UPDATE_SCREENSHOT=1).
-func screenshot(e *harness.Env, p *harness.Page) {
+// screenshot writes docs/NAME: the web phone as it is, for the README
+// (STRAIT_UPDATE_SCREENSHOT=1).
+func screenshot(e *harness.Env, p *harness.Page, name string) {
 	e.T().Helper()
-	e.Step("screenshot to docs/webphone.png", 15*time.Second, func(ctx context.Context) error {
+	e.Step("screenshot to docs/"+name, 15*time.Second, func(ctx context.Context) error {
 		if err := p.SetViewport(ctx, 420, 760, 2); err != nil {
 			return err
 		}
@@ -137,7 +194,7 @@ func screenshot(e *harness.Env, p *harness.Page) {
 		if err != nil {
 			return err
 		}
-		path := filepath.Join(harness.RepoRoot(), "docs", "webphone.png")
+		path := filepath.Join(harness.RepoRoot(), "docs", name)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
 		}

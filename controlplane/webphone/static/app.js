@@ -1,6 +1,9 @@
+import { startRegistration } from './sip.js';
+
 // Strait web phone. Places calls through Strait's HTTP call API with the
-// browser's own RTCPeerConnection; no SIP in the page, nothing loaded from
-// elsewhere.
+// browser's own RTCPeerConnection, and receives them once signed in: it then
+// registers over SIP over WebSocket with the bundled JsSIP (sip.js), rings,
+// and answers or declines. Nothing is loaded from elsewhere.
 //
 // A call: getUserMedia, createOffer, wait until ICE gathering is complete
 // (Strait takes a whole offer, no trickle), POST /v1/calls {to, offer} ->
@@ -10,7 +13,10 @@
 // DTMF is POST /v1/calls/{id}/dtmf {digits}.
 //
 // window.phone is the page's model, for people and for tests:
-//   phone.state    idle | starting | calling | ringing | connecting | connected | ended | failed
+//   phone.state    idle | starting | calling | ringing | incoming | connecting | connected | ended | failed
+//   phone.registration  off | connecting | registered | unregistered | failed (receiving calls), phone.sipUser
+//   phone.register(user, password), phone.unregister(), phone.answer(), phone.decline()
+//   phone.ringing  whether the ring tone plays (an incoming call)
 //   phone.reason   why the last call ended or failed
 //   phone.callId   the API's id of the current call
 //   phone.level    the level meter, 0..1 (received audio, through an AnalyserNode)
@@ -56,7 +62,12 @@ function authed(init = {}) {
 // TokenNeeded is thrown when the API refuses the page's credentials.
 class TokenNeeded extends Error {}
 
-const ACTIVE = new Set(['starting', 'calling', 'ringing', 'connecting', 'connected']);
+const ACTIVE = new Set(['starting', 'calling', 'ringing', 'incoming', 'connecting', 'connected']);
+
+// Ring cadence of an incoming call: 440+480 Hz (the North American ring),
+// two seconds on, four off.
+const RING_ON_MS = 2000;
+const RING_PERIOD_MS = 6000;
 
 class Phone extends EventTarget {
   state = 'idle';
@@ -76,6 +87,14 @@ class Phone extends EventTarget {
   #audioCtx = null;
   #analyser = null;
   #audio;
+  #incoming = null; // the incoming call being offered or in progress (sip.js)
+  #reg = null;      // the registration (sip.js)
+  #ringTimer = null;
+
+  registration = 'off';
+  registrationCause = '';
+  sipUser = '';
+  ringing = false;
 
   constructor(audio) {
     super();
@@ -154,6 +173,119 @@ class Phone extends EventTarget {
     }
   }
 
+  // register signs in as user (SIP digest password; any in Strait's open
+  // demo mode) so that calls to user ring here.
+  register(user, password) {
+    this.unregister();
+    // Made inside the sign-in click so that the ring may sound later.
+    this.#audioCtx ??= new AudioContext();
+    this.#audioCtx.resume().catch(() => {});
+    this.#reg = startRegistration({
+      user, password,
+      onState: (state, cause) => {
+        this.registration = state;
+        this.registrationCause = cause;
+        this.#log('registration', cause ? `${state}: ${cause}` : state);
+        this.dispatchEvent(new Event('change'));
+      },
+      onIncoming: (call) => this.#offered(call),
+    });
+    this.sipUser = this.#reg.uri;
+  }
+
+  // unregister stops receiving calls.
+  unregister() {
+    if (!this.#reg) return;
+    const reg = this.#reg;
+    this.#reg = null;
+    reg.stop();
+    this.sipUser = '';
+    this.registration = 'off';
+    this.dispatchEvent(new Event('change'));
+  }
+
+  // #offered takes an incoming call: it rings unless the phone is busy.
+  #offered(call) {
+    if (this.active) {
+      this.#log('incoming', `${call.from}: busy`);
+      call.decline();
+      return;
+    }
+    this.#incoming = call;
+    this.to = call.fromName && call.fromName !== call.from ? `${call.fromName} (${call.from})` : call.from;
+    this.callId = null;
+    this.connectedAt = 0;
+    this.level = 0;
+    this.stats = { packetsReceived: 0, packetsSent: 0, audioEnergy: 0, audioLevel: 0 };
+    call.on('ended', (cause) => {
+      if (this.#incoming !== call) return;
+      this.#incoming = null;
+      this.#end('ended', cause === 'Terminated' || cause === 'Bye' ? 'remote hung up' : cause);
+    });
+    this.#set('incoming');
+    this.#ring(true);
+  }
+
+  // answer answers the incoming call with the microphone.
+  async answer() {
+    const call = this.#incoming;
+    if (!call || this.state !== 'incoming') throw new Error('no incoming call');
+    this.#ring(false);
+    this.#set('connecting');
+    try {
+      const audio = this.micId ? { deviceId: { exact: this.micId } } : true;
+      const mic = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+      if (this.#incoming !== call) { mic.getTracks().forEach((t) => t.stop()); return; }
+      this.#mic = mic;
+      this.#mic.getAudioTracks().forEach((t) => { t.enabled = !this.muted; });
+      call.answer(mic, (pc) => {
+        if (this.#pc === pc) return;
+        this.#pc = pc;
+        pc.addEventListener('track', (e) => this.#remoteTrack(e.streams[0] || new MediaStream([e.track])));
+        pc.addEventListener('connectionstatechange', () => this.#connectionState(pc));
+      });
+      this.#every(STATS_INTERVAL_MS, () => this.#readStats());
+    } catch (e) {
+      call.decline();
+      this.#incoming = null;
+      this.#end('failed', e.message || String(e));
+    }
+  }
+
+  // decline refuses the incoming call (603 Decline).
+  decline() {
+    const call = this.#incoming;
+    if (!call || this.state !== 'incoming') return;
+    this.#incoming = null;
+    call.decline();
+    this.#end('ended', 'declined');
+  }
+
+  // #ring starts or stops the ring tone.
+  #ring(on) {
+    clearInterval(this.#ringTimer);
+    this.#ringTimer = null;
+    this.ringing = on;
+    if (!on) return;
+    const burst = () => {
+      const ctx = this.#audioCtx;
+      if (!ctx || !this.ringing) return;
+      const gain = ctx.createGain();
+      gain.gain.value = 0.08;
+      gain.connect(ctx.destination);
+      for (const hz of [440, 480]) {
+        const o = ctx.createOscillator();
+        o.frequency.value = hz;
+        o.connect(gain);
+        o.start();
+        o.stop(ctx.currentTime + RING_ON_MS / 1000);
+      }
+    };
+    burst();
+    this.#ringTimer = setInterval(burst, RING_PERIOD_MS);
+    navigator.vibrate?.([RING_ON_MS]);
+  }
+
   // recentCalls returns the newest calls of the token's user (GET
   // /v1/history), or null when the API keeps none for this credential
   // (no user, no scope, no token yet).
@@ -185,9 +317,18 @@ class Phone extends EventTarget {
     this.#log('token', token ? 'set' : 'cleared');
   }
 
-  // hangup ends the current call, or stops one being set up.
+  // hangup ends the current call, or stops one being set up (an incoming
+  // call not yet answered is declined).
   async hangup() {
     if (!this.active) return;
+    if (this.#incoming) {
+      const call = this.#incoming;
+      if (this.state === 'incoming') { this.decline(); return; }
+      this.#incoming = null;
+      call.hangup();
+      this.#end('ended', 'hung up');
+      return;
+    }
     const id = this.callId;
     this.#end('ended', 'hung up');
     if (id) await this.#delete(id);
@@ -198,6 +339,11 @@ class Phone extends EventTarget {
   async dtmf(digits) {
     digits = String(digits);
     if (!DTMF_DIGITS.test(digits)) throw new Error(`not DTMF digits: ${digits}`);
+    if (this.state === 'connected' && this.#incoming) {
+      this.#incoming.sendDTMF(digits); // RFC 4733 from the browser
+      this.#log('dtmf', `${digits} (in band)`);
+      return 'rtp';
+    }
     if (this.state !== 'connected' || !this.callId) throw new Error('no call to send DTMF in');
     const res = await fetch(new URL(`calls/${encodeURIComponent(this.callId)}/dtmf`, API), authed({
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ digits }),
@@ -345,6 +491,8 @@ class Phone extends EventTarget {
 
   // #end releases everything the call held and enters a final state.
   #end(state, reason) {
+    this.#ring(false);
+    if (this.#incoming) { this.#incoming.hangup(); this.#incoming = null; }
     if (this.#abort) this.#abort.abort();
     this.#abort = null;
     this.#timers.forEach(clearInterval);
@@ -429,16 +577,33 @@ const LABELS = {
   starting: () => 'Starting microphone…',
   calling: () => `Calling ${phone.to}…`,
   ringing: () => `Ringing ${phone.to}…`,
+  incoming: () => `Incoming call from ${phone.to}`,
   connecting: () => 'Connecting media…',
   connected: () => `In call with ${phone.to}`,
   ended: () => `Call ended${phone.reason ? ` (${phone.reason})` : ''}`,
   failed: () => `Call failed: ${phone.reason}`,
 };
 
+const REG_LABELS = {
+  off: () => 'Sign in to receive calls.',
+  connecting: () => `Connecting as ${phone.sipUser}…`,
+  registered: () => `Receiving calls as ${phone.sipUser}`,
+  unregistered: () => `Not registered${phone.registrationCause ? ` (${phone.registrationCause})` : ''}`,
+  failed: () => `Sign-in failed: ${phone.registrationCause}`,
+};
+
 function render() {
   const s = $('state');
   s.textContent = LABELS[phone.state]();
   s.dataset.state = phone.state;
+  const incoming = phone.state === 'incoming';
+  $('incoming').hidden = !incoming;
+  if (incoming) $('incoming-from').textContent = phone.to;
+  document.title = incoming ? `Incoming call · ${phone.to}` : 'Strait web phone';
+  $('reg-state').textContent = REG_LABELS[phone.registration]();
+  $('reg-state').dataset.state = phone.registration;
+  $('register').hidden = phone.registration !== 'off' && phone.registration !== 'failed' && phone.registration !== 'unregistered';
+  $('signout').hidden = phone.registration === 'off';
   $('call').disabled = phone.active;
   $('to').disabled = phone.active;
   $('hangup').disabled = !phone.active;
@@ -525,6 +690,19 @@ $('dial').addEventListener('submit', (e) => {
   phone.dial($('to').value).catch((err) => { $('state').textContent = err.message; });
 });
 $('hangup').addEventListener('click', () => phone.hangup());
+$('answer').addEventListener('click', () => phone.answer());
+$('decline').addEventListener('click', () => phone.decline());
+$('register').addEventListener('submit', (e) => {
+  e.preventDefault();
+  try {
+    phone.register($('sip-user').value, $('sip-password').value);
+  } catch (err) {
+    $('reg-state').textContent = err.message;
+    return;
+  }
+  $('sip-password').value = '';
+});
+$('signout').addEventListener('click', () => phone.unregister());
 // The token prompt: shown when the API refused the page (401).
 phone.addEventListener('token', () => {
   $('auth').hidden = false;
@@ -552,6 +730,7 @@ document.addEventListener('keydown', (e) => {
 
 const q = new URLSearchParams(location.search);
 if (q.get('to')) $('to').value = q.get('to');
+if (q.get('user')) $('sip-user').value = q.get('user');
 render();
 renderMics();
 renderLog();
