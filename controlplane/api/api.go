@@ -53,8 +53,26 @@ type Config struct {
 	// request act as the operator, which config.Validate allows on
 	// loopback only.
 	Auth func() *apiauth.Authenticator
+	// Peers reaches the calls other control planes hold (several sharing
+	// one state store, package cluster): the list shows them, and a call
+	// this process does not hold is looked up, hung up and sent DTMF
+	// there. Nil: this process holds every call.
+	Peers Peers
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
+}
+
+// Peers are the other control planes of the service (cluster.Peers).
+type Peers interface {
+	// Calls returns the calls the others hold.
+	Calls(ctx context.Context) ([]b2bua.Info, error)
+	// Call returns a call another holds (an error when none does).
+	Call(ctx context.Context, id string) (b2bua.Info, error)
+	// Hangup hangs a call up where it is held, returning once it ended.
+	Hangup(ctx context.Context, id string) error
+	// SendDTMF sends digits in a call held elsewhere (b2bua's
+	// Call.SendDTMF there; its failure as a *b2bua.Error).
+	SendDTMF(ctx context.Context, id, digits string) error
 }
 
 // API serves /v1. It is safe for concurrent use; its fields are frozen

@@ -136,12 +136,61 @@ func (a *API) call(w http.ResponseWriter, r *http.Request) (*b2bua.Call, bool) {
 
 func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 	p := principal(r)
-	calls := slices.DeleteFunc(a.cfg.Engine.Calls(), func(in b2bua.Info) bool { return !sees(p, in.Caller, in.Callee, in.App) })
+	calls := a.cfg.Engine.Calls()
+	if a.cfg.Peers != nil {
+		// Every control plane's calls (several on one store): a peer
+		// that does not answer in time is left out, and logged.
+		more, err := a.cfg.Peers.Calls(r.Context())
+		if err != nil {
+			a.cfg.Log.Warn("calls of other control planes not listed", "err", err)
+		}
+		seen := map[string]bool{}
+		for _, c := range calls {
+			seen[c.ID] = true
+		}
+		for _, c := range more {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				calls = append(calls, c)
+			}
+		}
+	}
+	calls = slices.DeleteFunc(calls, func(in b2bua.Info) bool { return !sees(p, in.Caller, in.Callee, in.App) })
 	sort.Slice(calls, func(i, j int) bool { return calls[i].Start.Before(calls[j].Start) })
 	writeJSON(w, http.StatusOK, map[string]any{"calls": calls})
 }
 
+// remoteCall finds a call another control plane holds (Config.Peers) if
+// the principal may see it; otherwise it answers 404 and returns false.
+func (a *API) remoteCall(w http.ResponseWriter, r *http.Request) (b2bua.Info, bool) {
+	var in b2bua.Info
+	err := errNoPeers
+	if a.cfg.Peers != nil {
+		in, err = a.cfg.Peers.Call(r.Context(), r.PathValue("id"))
+	}
+	if err != nil || !sees(principal(r), in.Caller, in.Callee, in.App) {
+		WriteProblem(w, r, http.StatusNotFound, "", "no such call")
+		return in, false
+	}
+	return in, true
+}
+
+// errNoPeers: this control plane is the only one.
+var errNoPeers = errors.New("no other control plane")
+
+// local reports whether the path's call is held by this control plane.
+func (a *API) local(r *http.Request) bool {
+	_, ok := a.cfg.Engine.Call(r.PathValue("id"))
+	return ok || a.cfg.Peers == nil
+}
+
 func (a *API) getCall(w http.ResponseWriter, r *http.Request) {
+	if !a.local(r) {
+		if in, ok := a.remoteCall(w, r); ok {
+			writeJSON(w, http.StatusOK, in)
+		}
+		return
+	}
 	c, ok := a.call(w, r)
 	if !ok {
 		return
@@ -150,6 +199,19 @@ func (a *API) getCall(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) hangup(w http.ResponseWriter, r *http.Request) {
+	if !a.local(r) {
+		// The control plane holding the call hangs it up and answers
+		// once it ended there.
+		if _, ok := a.remoteCall(w, r); !ok {
+			return
+		}
+		if err := a.cfg.Peers.Hangup(r.Context(), r.PathValue("id")); err != nil {
+			WriteProblem(w, r, http.StatusNotFound, "", "no such call")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	c, ok := a.call(w, r)
 	if !ok {
 		return
@@ -168,12 +230,23 @@ func (a *API) dtmf(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	digits := d.Digits
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if !a.local(r) {
+		if _, ok := a.remoteCall(w, r); !ok {
+			return
+		}
+		if err := a.cfg.Peers.SendDTMF(ctx, r.PathValue("id"), digits); err != nil {
+			writeCallError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	c, ok := a.call(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
 	if err := c.SendDTMF(ctx, digits); err != nil {
 		writeCallError(w, r, err)
 		return

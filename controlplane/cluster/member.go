@@ -90,6 +90,7 @@ type Member struct {
 	// Frozen after Join.
 	cfg  Config
 	log  *slog.Logger
+	rec  []byte // this member's entry
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -130,8 +131,8 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("cluster: the lease of instance %s is held by someone else", cfg.ID)
 	}
 	m.lastRenew = time.Now()
-	rec, _ := json.Marshal(memberRecord{Since: time.Now().UTC()})
-	if err := cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: cfg.ID, Value: rec}}); err != nil {
+	m.rec, _ = json.Marshal(memberRecord{Since: time.Now().UTC()})
+	if err := cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: cfg.ID, Value: m.rec}}); err != nil {
 		cfg.Store.Release(ctx, leaseName(cfg.ID), cfg.ID)
 		return nil, fmt.Errorf("cluster: listing instance %s: %w", cfg.ID, err)
 	}
@@ -219,9 +220,14 @@ func (m *Member) takeOver(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	// Between seeing the lease expired and claiming, the member may have
-	// come back (a restart with the same id): then it carries its calls
-	// on itself.
+	// come back (a restart with the same id: then it carries its calls
+	// on itself), or another survivor may have taken it over and
+	// released its claim (the member is no longer listed).
 	if alive, err := m.Alive(ctx, id); err != nil || alive {
+		st.Release(ctx, claimName(id), m.cfg.ID)
+		return false, err
+	}
+	if _, listed, err := st.Get(ctx, state.Members, id); err != nil || !listed {
 		st.Release(ctx, claimName(id), m.cfg.ID)
 		return false, err
 	}
@@ -281,6 +287,12 @@ func (m *Member) beat() {
 	members, err := m.cfg.Store.Load(ctx, state.Members)
 	if err != nil {
 		return
+	}
+	if _, listed := members[m.cfg.ID]; !listed {
+		// Taken over while the store was out of reach (the error above
+		// was logged): listed again, so that the calls it holds now are
+		// taken over if it dies.
+		m.cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: m.cfg.ID, Value: m.rec}})
 	}
 	live := 1
 	suspects := map[string]bool{}

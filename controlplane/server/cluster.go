@@ -9,6 +9,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/strait-sbc/strait/controlplane/api"
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cluster"
 	"github.com/strait-sbc/strait/controlplane/dpool"
@@ -35,6 +36,71 @@ func (s *Server) joinCluster() {
 		return
 	}
 	s.member.Store(m)
+	s.servePeers(ctx, m)
+}
+
+// servePeers answers the other members' requests about this process's
+// calls, and lets the API ask them about theirs.
+func (s *Server) servePeers(ctx context.Context, m *cluster.Member) {
+	p, err := cluster.NewPeers(ctx, cluster.PeersConfig{Member: m, Engine: s.Engine, OnRequest: s.Metrics.ClusterRequest,
+		Log: s.log.With("component", "cluster")})
+	if err != nil {
+		s.log.Warn("cluster: requests from other control planes not served", "err", err)
+		return
+	}
+	s.peers.Store(p)
+}
+
+// apiPeers is what the API asks about calls other control planes hold:
+// nil with a store of this process's own.
+func (s *Server) apiPeers() api.Peers {
+	if !state.IsShared(s.store) {
+		return nil
+	}
+	return serverPeers{s}
+}
+
+// serverPeers is the API's view of the peers, which exist once this
+// process joined (maybe after start, see joinLater).
+type serverPeers struct{ s *Server }
+
+func (sp serverPeers) get() (*cluster.Peers, error) {
+	if p := sp.s.peers.Load(); p != nil {
+		return p, nil
+	}
+	return nil, errNotJoined
+}
+
+func (sp serverPeers) Calls(ctx context.Context) ([]b2bua.Info, error) {
+	p, err := sp.get()
+	if err != nil {
+		return nil, err
+	}
+	return p.Calls(ctx)
+}
+
+func (sp serverPeers) Call(ctx context.Context, id string) (b2bua.Info, error) {
+	p, err := sp.get()
+	if err != nil {
+		return b2bua.Info{}, err
+	}
+	return p.Call(ctx, id)
+}
+
+func (sp serverPeers) Hangup(ctx context.Context, id string) error {
+	p, err := sp.get()
+	if err != nil {
+		return err
+	}
+	return p.Hangup(ctx, id)
+}
+
+func (sp serverPeers) SendDTMF(ctx context.Context, id, digits string) error {
+	p, err := sp.get()
+	if err != nil {
+		return err
+	}
+	return p.SendDTMF(ctx, id, digits)
 }
 
 func (s *Server) clusterConfig() cluster.Config {
@@ -60,6 +126,9 @@ func (s *Server) joinLater() {
 		if err == nil {
 			s.member.Store(m)
 			s.log.Info("cluster: joined", "instance", s.Instance)
+			ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+			s.servePeers(ctx, m)
+			cancel()
 			m.Start()
 			return
 		}

@@ -261,3 +261,70 @@ func clusterTakeover(t *testing.T, browserBack bool) {
 		t.Fatalf("left in Redis after B closed: %v", left)
 	}
 }
+
+// A call set up through one control plane is listed, looked up, sent DTMF
+// and hung up through another: B forwards to A, which holds it (Redis
+// pub/sub). The hang-up through B ends the call on both sides with one
+// CDR (A's) and nothing left in Redis; a call no control plane holds is
+// 404 on both.
+func TestClusterAPI(t *testing.T) {
+	r := newClusterRig(t)
+	a := r.member("cp-a")
+	bsrv := r.member("cp-b")
+	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	r.browser = b
+	ac := r.call(a)
+	id := a.Engine.Calls()[0].ID
+	apiA := apiClient{t: t, base: "http://" + a.HTTPAddr()}
+	apiB := apiClient{t: t, base: "http://" + bsrv.HTTPAddr()}
+
+	code, body := apiB.do("GET", "/v1/calls", nil)
+	if code != 200 || !strings.Contains(string(body), `"id":"`+id+`"`) || !strings.Contains(string(body), `"state":"answered"`) {
+		t.Fatalf("GET /v1/calls on B: %d %s, want A's call", code, body)
+	}
+	if code, body = apiB.do("GET", "/v1/calls/"+id, nil); code != 200 || !strings.Contains(string(body), `"callee":"bob"`) {
+		t.Fatalf("GET /v1/calls/{id} on B: %d %s", code, body)
+	}
+	// DTMF answers the same through B as through A (the PBX takes no
+	// INFO: 501, send RFC 4733 in the media).
+	codeA, bodyA := apiA.do("POST", "/v1/calls/"+id+"/dtmf", map[string]string{"digits": "12"})
+	codeB, bodyB := apiB.do("POST", "/v1/calls/"+id+"/dtmf", map[string]string{"digits": "12"})
+	if codeA != codeB || codeA == 404 {
+		t.Fatalf("DTMF through A: %d %s; through B: %d %s", codeA, bodyA, codeB, bodyB)
+	}
+	if code, body = apiB.do("GET", "/v1/calls/nosuchcall", nil); code != 404 {
+		t.Fatalf("an unknown call on B: %d %s", code, body)
+	}
+
+	if code, body = apiB.do("DELETE", "/v1/calls/"+id, nil); code != 204 {
+		t.Fatalf("DELETE through B: %d %s", code, body)
+	}
+	if err := ac.inc.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the PBX got no BYE after the hang-up through B")
+	}
+	if err := ac.call.WaitEnded(5 * time.Second); err != nil {
+		t.Fatal("the browser got no BYE after the hang-up through B")
+	}
+	if n := len(a.Engine.Calls()); n != 0 {
+		t.Fatalf("A still holds %d calls", n)
+	}
+	if code, _ = apiB.do("DELETE", "/v1/calls/"+id, nil); code != 404 {
+		t.Fatalf("a second DELETE through B: %d, want 404", code)
+	}
+	if ss, _ := r.node.ListSessions(ctx(t)); len(ss) != 0 {
+		t.Fatalf("the node still holds %d sessions", len(ss))
+	}
+	if err := a.State.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if left := r.leftovers(a, bsrv); len(left) != 0 {
+		t.Fatalf("left in Redis: %v", left)
+	}
+	if lines := r.cdrs("cp-a", "cp-b"); len(lines) != 1 || !strings.Contains(lines[0], `"api hangup"`) {
+		t.Fatalf("CDRs %q, want A's one, reason api hangup", lines)
+	}
+}

@@ -29,7 +29,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 		}
 		s.WS.ServeHTTP(w, r)
 	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Directory: s.userNames, Auth: s.auth.Load,
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, Peers: s.apiPeers(), CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Directory: s.userNames, Auth: s.auth.Load,
 		Log: s.log.With("component", "api")}))
 	mux.Handle("/v1/", apiHandler)
 	mux.Handle("/whip/", apiHandler)

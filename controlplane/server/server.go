@@ -117,6 +117,7 @@ type Server struct {
 	store    state.Store                           // the backend of State
 	opt      Options                               // frozen after New
 	member   atomic.Pointer[cluster.Member]        // membership with a shared store; nil before joining or without
+	peers    atomic.Pointer[cluster.Peers]         // the other members, once joined
 	crashed  atomic.Bool                           // crash (tests): the lease is left to expire
 	local    *node.Node                            // the in-process dataplane, if any
 	keeper   *sessionKeeper                        // saves local's sessions; nil with remote nodes
@@ -468,6 +469,9 @@ func (s *Server) close(handover bool) error {
 	s.once.Do(func() {
 		s.handingOver.Store(handover)
 		close(s.stop)
+		if p := s.peers.Load(); p != nil {
+			p.Close() // no more requests from peers about calls that end now
+		}
 		if s.Engine != nil {
 			if handover {
 				s.Engine.Detach()
