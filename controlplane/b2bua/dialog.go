@@ -46,11 +46,12 @@ type dialog struct {
 	dest      string           // where requests go without a route set: a SIP device's registration source, an upstream target
 	up        *upstream.Target // the upstream target the dialog is with, if any
 	remoteTag string
-	target    sip.Uri  // remote target (the peer's Contact)
-	routes    []string // route set, in the order Route headers take
-	cseq      uint32   // our last CSeq
-	rcseq     uint32   // the peer's last CSeq
-	fixed     bool     // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
+	target    sip.Uri   // remote target (the peer's Contact)
+	routes    []string  // route set, in the order Route headers take
+	cseq      uint32    // our last CSeq
+	rcseq     uint32    // the peer's last CSeq
+	fixed     bool      // the route set is fixed: a UAS dialog's from the start, a UAC dialog's from its 2xx
+	referIDs  []referID // REFERs Strait relayed on this dialog (referid.go)
 	// reflow, for a dialog with a browser, finds the flow requests go to
 	// when the dialog's own is gone (see Engine.reflow); set when the
 	// dialog is added to the engine.

@@ -84,6 +84,10 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 		fwd.AppendHeader(sip.NewHeader("Refer-To", c.e.referTo(rt.Value(), l, o)))
+		o.d.relayedRefer(fwd.CSeq().SeqNo, req.CSeq().SeqNo)
+	}
+	if req.Method == sip.NOTIFY {
+		translateReferEvent(l.d, fwd)
 	}
 	c.e.referredBy(req, fwd, o)
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)

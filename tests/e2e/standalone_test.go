@@ -122,3 +122,67 @@ func TestBrowserForkToTwoTabs(t *testing.T) {
 	e.Step("the second tab's side ends", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, tab2, "ended") })
 	idle(e, s, base)
 }
+
+// Issue 9, attended transfer end to end between JsSIP user agents
+// (RFC 5589 section 7): alice calls bob, then carol, and refers bob to
+// carol replacing her call with carol (REFER with Refer-To ?Replaces=,
+// RFC 3891). Bob's JsSIP follows the REFER with an INVITE carrying the
+// Replaces, which strait routes to carol; carol's JsSIP takes it in place
+// of alice's call. Bob and carol then talk, alice's calls are gone.
+func TestBrowserAttendedTransfer(t *testing.T) {
+	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedJsSIP)
+	s := e.StartStrait(harness.StraitConfig{Users: []string{"alice:secret", "bob:hunter2", "carol:opensesame"}})
+	pages := e.StartPageServer(nil)
+	b := e.StartBrowser()
+	alice := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "alice", password: "secret", register: true})
+	bob := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "bob", password: "hunter2", register: true, autoAnswer: true})
+	carol := openJsSIP(e, b, pages, s.WS(), jssipUser{name: "carol", password: "opensesame", register: true, autoAnswer: true})
+	base := baseline(e, s)
+	callConfirmed(e, alice, "sip:bob@127.0.0.1")
+	e.Step("bob's side is confirmed", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, bob, "confirmed") })
+	callConfirmed(e, alice, "sip:carol@127.0.0.1")
+	e.Step("carol's side is confirmed", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, carol, "confirmed") })
+	e.Step("alice refers bob to carol, replacing her call with carol", 20*time.Second, func(ctx context.Context) error {
+		return alice.Eval(ctx, `sip.referReplaces("sip:carol@127.0.0.1").then(() => true)`, nil)
+	})
+	e.Step("bob's new call is confirmed", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, bob, "confirmed") })
+	e.Step("carol took bob's call in place of alice's", 10*time.Second, func(ctx context.Context) error {
+		if err := carol.WaitFor(ctx, `sip.state.otherEnded === true`); err != nil {
+			return fmt.Errorf("carol's call with alice did not end: %w", err)
+		}
+		return waitCall(ctx, carol, "confirmed")
+	})
+	e.Step("alice hangs up on bob; her call with carol is gone too", 10*time.Second, func(ctx context.Context) error {
+		if err := alice.Eval(ctx, `sip.hangupOther()`, nil); err != nil {
+			return err
+		}
+		if err := waitCall(ctx, alice, "ended"); err != nil {
+			return err
+		}
+		return bob.WaitFor(ctx, `sip.state.otherEnded === true`)
+	})
+	e.Step("strait holds one call: bob and carol", 10*time.Second, func(ctx context.Context) error {
+		for {
+			calls, err := s.Calls(ctx)
+			if err != nil {
+				return err
+			}
+			if len(calls) == 1 {
+				if c := calls[0]; c["caller"] != "bob" || c["callee"] != "carol" {
+					return fmt.Errorf("the call left is %v, want bob to carol", c)
+				}
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("GET /v1/calls lists %d calls, want 1: %v", len(calls), calls)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	audioArrives(e, bob, "carol")
+	audioArrives(e, carol, "bob")
+	hangUp(e, bob)
+	e.Step("carol's side ends", 10*time.Second, func(ctx context.Context) error { return waitCall(ctx, carol, "ended") })
+	idle(e, s, base)
+}

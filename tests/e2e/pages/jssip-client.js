@@ -8,6 +8,10 @@
 //   sip.dtmf(digits, transport)   'RFC2833' (default: in the media, RFC 4733) or 'INFO'
 //   sip.info(body)                SIP INFO with an application/x-strait-test body (tells sipp what to do next)
 //   await sip.refer(target)       blind transfer (REFER); resolves when the NOTIFY says the transfer succeeded
+//   await sip.referReplaces(target)  attended transfer: the call held before the current one is referred
+//                                 to target replacing the current call (RFC 3891); sip.hangupOther() ends the held one
+//   A REFER received is followed (a new call, with the Refer-To's Replaces), and an INVITE with Replaces is
+//   answered in place of the call it names: the new call becomes the current one.
 //   sip.dropWebSocket()           closes the WebSocket with no BYE and no reconnection
 //   await sip.stats()             {packetsReceived, packetsSent, audioEnergy, audioLevel, level}
 //   sip.remoteSDP()               the call's remote description
@@ -23,12 +27,13 @@ const log = document.getElementById('log');
 const MEDIA = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false }, video: false };
 
 class TestClient {
-  state = { ws: 'disconnected', registered: false, registration: '', call: 'idle', cause: '', code: 0, reason: '', incoming: 0, held: false };
+  state = { ws: 'disconnected', registered: false, registration: '', call: 'idle', cause: '', code: 0, reason: '', incoming: 0, held: false, otherEnded: false };
   events = [];
   lastStats = null;
   #ua = null;
   #socket = null;
   #session = null;
+  #other = null; // a call kept while another is current (attended transfer)
   #audioCtx = null;
   #analyser = null;
 
@@ -70,25 +75,34 @@ class TestClient {
 
   #newSession(e) {
     const s = e.session;
-    this.ev('newRTCSession', { originator: e.originator });
-    if (e.originator === 'remote') {
+    const replacing = e.originator === 'remote' && !!e.request && e.request.hasHeader('replaces');
+    this.ev('newRTCSession', { originator: e.originator, replacing });
+    if (e.originator === 'remote' && !replacing) {
       if (this.#session && !this.#session.isEnded()) { s.terminate({ status_code: 486 }); return; }
       this.state.incoming++;
     }
+    if (this.#session && !this.#session.isEnded()) this.#other = this.#session;
     this.#session = s;
+    // Only the current call's events change sip.state.
+    const current = () => s === this.#session;
     Object.assign(this.state, { call: e.originator === 'remote' ? 'incoming' : 'calling', cause: '', code: 0, reason: '', held: false });
-    s.on('progress', (ev) => { const code = ev.response ? ev.response.status_code : 0; this.state.call = 'progress'; this.state.code = code; this.ev('progress', { code }); });
-    s.on('accepted', () => { this.state.call = 'accepted'; this.ev('accepted'); });
-    s.on('confirmed', () => { this.state.call = 'confirmed'; this.ev('confirmed'); this.#attachRemote(s.connection); });
-    s.on('ended', (ev) => { Object.assign(this.state, { call: 'ended', cause: ev.cause }); this.ev('ended', { cause: ev.cause, originator: ev.originator }); });
+    s.on('progress', (ev) => { const code = ev.response ? ev.response.status_code : 0; if (current()) { this.state.call = 'progress'; this.state.code = code; } this.ev('progress', { code }); });
+    s.on('accepted', () => { if (current()) this.state.call = 'accepted'; this.ev('accepted'); });
+    s.on('confirmed', () => { if (current()) { this.state.call = 'confirmed'; this.#attachRemote(s.connection); } this.ev('confirmed'); });
+    s.on('ended', (ev) => { if (current()) Object.assign(this.state, { call: 'ended', cause: ev.cause }); else this.state.otherEnded = true; this.ev('ended', { cause: ev.cause, originator: ev.originator, current: current() }); });
     s.on('failed', (ev) => {
       const code = ev.message && ev.message.status_code ? ev.message.status_code : 0;
       // A CANCEL's Reason (RFC 3326): "Call completed elsewhere" when
       // another registration of the user answered.
       const reason = ev.message && ev.message.method === 'CANCEL' ? (ev.message.getHeader('Reason') || '') : '';
-      Object.assign(this.state, { call: 'failed', cause: ev.cause, code, reason });
+      if (current()) Object.assign(this.state, { call: 'failed', cause: ev.cause, code, reason });
       this.ev('failed', { cause: ev.cause, code, originator: ev.originator, reason });
     });
+    s.on('refer', (ev) => {
+      this.ev('refer received', { to: ev.request.refer_to.uri.toString() });
+      ev.accept(() => {}, { mediaConstraints: MEDIA, pcConfig: { iceServers: [] } });
+    });
+    s.on('replaces', (ev) => { this.ev('replaces received'); ev.accept(); });
     s.on('hold', (ev) => { this.state.held = true; this.ev('hold', { originator: ev.originator }); });
     s.on('unhold', (ev) => { this.state.held = false; this.ev('unhold', { originator: ev.originator }); });
     s.on('newDTMF', (ev) => this.ev('dtmf', { originator: ev.originator, tone: ev.dtmf.tone }));
@@ -102,7 +116,7 @@ class TestClient {
     };
     if (s.connection) wire(s.connection);
     s.on('peerconnection', (ev) => wire(ev.peerconnection));
-    if (e.originator === 'remote' && this.autoAnswer) this.answer();
+    if (e.originator === 'remote' && (this.autoAnswer || replacing)) this.answer();
   }
 
   call(target, { codecs = null, video = false } = {}) {
@@ -160,6 +174,31 @@ class TestClient {
       this.ev('refer', target);
     });
   }
+
+  referReplaces(target) {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('referReplaces: no final NOTIFY within 15 s')), 15000);
+      const fail = (what) => (ev) => {
+        clearTimeout(t);
+        const code = ev && ev.response ? ev.response.status_code : 0;
+        this.ev('refer ' + what, { code });
+        reject(new Error(`refer ${what} (${code})`));
+      };
+      if (!this.#other || this.#other.isEnded()) { clearTimeout(t); reject(new Error('referReplaces: no held call')); return; }
+      this.#other.refer(target, {
+        replaces: this.#session,
+        eventHandlers: {
+          requestSucceeded: () => this.ev('refer accepted by the peer'),
+          requestFailed: fail('refused'),
+          accepted: () => { clearTimeout(t); this.ev('refer done'); resolve(); },
+          failed: fail('failed'),
+        },
+      });
+      this.ev('referReplaces', target);
+    });
+  }
+
+  hangupOther() { if (this.#other && !this.#other.isEnded()) this.#other.terminate(); }
 
   dropWebSocket() {
     // Keep JsSIP from reconnecting, then close the socket under it: the
