@@ -43,7 +43,7 @@ func New(list []string) (*List, error) {
 	}
 	opts := cors.Options{
 		AllowedOrigins: list,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch, http.MethodDelete},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
 		// Content-Type for JSON and SDP bodies, Authorization for the
 		// bearer token, If-Match for WHIP's PATCH (RFC 9725 section 4.3.1).
 		AllowedHeaders: []string{"Authorization", "Content-Type", "If-Match", "Accept", "Last-Event-ID"},

@@ -345,10 +345,10 @@ func TestCORSAndWebSocketOrigin(t *testing.T) {
 		c.CORSOrigins = []string{"https://app.example.com", "http://127.0.0.1:*"}
 	})
 	base := "http://" + e.srv.HTTPAddr()
-	preflight := func(origin string) *http.Response {
+	preflightFor := func(origin, method string) *http.Response {
 		req, _ := http.NewRequest("OPTIONS", base+"/v1/calls", nil)
 		req.Header.Set("Origin", origin)
-		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Method", method)
 		req.Header.Set("Access-Control-Request-Headers", "authorization,content-type")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -356,6 +356,14 @@ func TestCORSAndWebSocketOrigin(t *testing.T) {
 		}
 		res.Body.Close()
 		return res
+	}
+	preflight := func(origin string) *http.Response { return preflightFor(origin, "POST") }
+	// Every method the API serves passes a preflight (PUT /v1/presence
+	// was once missing from the list).
+	for _, r := range api.New(api.Config{}).Routes() {
+		if res := preflightFor("https://app.example.com", r.Method); res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Origin") == "" {
+			t.Errorf("preflight for %s %s: %d %v", r.Method, r.Path, res.StatusCode, res.Header)
+		}
 	}
 	res := preflight("https://app.example.com")
 	if res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
