@@ -320,7 +320,7 @@ func New(opt Options) (_ *Server, err error) {
 	// All in one, the sessions a previous process saved are re-created
 	// first, so that the calls below find them on the in-process node.
 	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
-	if s.local != nil {
+	if _, inMemory := s.store.(*state.Memory); s.local != nil && !inMemory { // nothing outlives the process in memory
 		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"))
 		if n, err := s.keeper.restore(ctx); err != nil {
 			log.Warn("state store: dataplane sessions not read; calls that had media here end", "err", err)

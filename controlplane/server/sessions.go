@@ -17,11 +17,19 @@ import (
 )
 
 // keepInterval is how often the all-in-one's sessions are looked at for
-// changes to save. A call answered and DTLS-connected less than this
-// before a crash restarts without its keys (its call ends with "media
-// lost in restart"); a shorter interval costs a stamp per session more
+// changes to save; a shorter interval costs a stamp per session more
 // often (about a microsecond each, no allocation).
 const keepInterval = 200 * time.Millisecond
+
+// keepSettle: a changed session is written once its stamp held still for
+// a sweep, or after this many sweeps of changes. A call's setup changes
+// its session several times within a second (creation, answer, ICE, DTLS,
+// first media): waiting for it to settle writes it once or twice instead
+// of four or five times (each write a record of a few kB in the store's
+// next transaction). A call answered and DTLS-connected less than about
+// (keepSettle+1) x keepInterval before a crash restarts without its keys
+// (it then ends cleanly with "media lost in restart").
+const keepSettle = 3
 
 // sessionKeeper keeps the in-process dataplane's sessions in the state
 // store (kind state.Sessions), so that an all-in-one strait that restarts
@@ -43,11 +51,19 @@ type sessionKeeper struct {
 	// stamps are the stamps of the sessions last written, by id: a record
 	// exists in the store for each.
 	stamps map[string]uint64
-	done   bool // final: no more writes
+	// changed are sessions whose stamp differs from the one written: the
+	// stamp seen at the last sweep, and for how many sweeps it changed.
+	changed map[string]settling
+	done    bool // final: no more writes
+}
+
+type settling struct {
+	stamp  uint64
+	sweeps int
 }
 
 func newSessionKeeper(eng *relay.Engine, w *state.Writer, log *slog.Logger) *sessionKeeper {
-	return &sessionKeeper{eng: eng, w: w, log: log, stamps: map[string]uint64{}}
+	return &sessionKeeper{eng: eng, w: w, log: log, stamps: map[string]uint64{}, changed: map[string]settling{}}
 }
 
 // restore re-creates the sessions a previous process saved. A record that
@@ -88,14 +104,14 @@ func (k *sessionKeeper) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			k.sweep()
+			k.sweep(false)
 		}
 	}
 }
 
-// sweep writes the sessions whose stamp changed and deletes the records of
-// sessions that ended.
-func (k *sessionKeeper) sweep() {
+// sweep writes the sessions whose stamp changed and settled (keepSettle),
+// all of them when final, and deletes the records of sessions that ended.
+func (k *sessionKeeper) sweep(final bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.done {
@@ -106,8 +122,14 @@ func (k *sessionKeeper) sweep() {
 		live[s.ID] = true
 		st := s.Stamp()
 		if old, ok := k.stamps[s.ID]; ok && old == st {
+			delete(k.changed, s.ID)
 			continue
 		}
+		if c, ok := k.changed[s.ID]; !final && (!ok || (c.stamp != st && c.sweeps < keepSettle)) {
+			k.changed[s.ID] = settling{stamp: st, sweeps: c.sweeps + 1}
+			continue
+		}
+		delete(k.changed, s.ID)
 		sv := s.Save()
 		if sv == nil {
 			delete(live, s.ID) // deleted meanwhile
@@ -127,13 +149,18 @@ func (k *sessionKeeper) sweep() {
 			delete(k.stamps, id)
 		}
 	}
+	for id := range k.changed {
+		if !live[id] {
+			delete(k.changed, id)
+		}
+	}
 }
 
 // finish makes the last sweep and stops writing: before the node stops for
 // a handover (the records stay for the next process), or after it stopped
 // on a shutdown (every session ended: their records go).
 func (k *sessionKeeper) finish() {
-	k.sweep()
+	k.sweep(true)
 	k.mu.Lock()
 	k.done = true
 	k.mu.Unlock()

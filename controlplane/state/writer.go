@@ -33,7 +33,8 @@ const (
 type WriterConfig struct {
 	// Store is the backend. Required.
 	Store Store
-	// FlushInterval: 0 is DefaultFlushInterval.
+	// FlushInterval: 0 is the store's own (a store with a FlushInterval
+	// method, such as Bolt), else DefaultFlushInterval.
 	FlushInterval time.Duration
 	// PingInterval: 0 is DefaultPingInterval.
 	PingInterval time.Duration
@@ -76,6 +77,9 @@ type pendingKey struct {
 func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = DefaultFlushInterval
+		if p, ok := cfg.Store.(interface{ FlushInterval() time.Duration }); ok {
+			cfg.FlushInterval = p.FlushInterval()
+		}
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
