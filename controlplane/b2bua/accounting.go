@@ -85,6 +85,9 @@ func (e *Engine) interimLoop() {
 			c.sample.Store(&mediaSample{media: media, node: node})
 			if measured(media) && c.State() != StateEnded {
 				e.emit(Event{Call: c.ID, State: StateQuality, Time: now, Caller: c.caller, Callee: c.callee, Media: liveMedia(media)})
+				if e.cfg.HEP != nil {
+					e.hepQuality(c, s, now)
+				}
 			}
 			if e.cfg.Journal != nil {
 				e.cfg.Journal.Interim(c.ID, cdr.Interim{Media: media, Node: node, At: now})

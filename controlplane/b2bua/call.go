@@ -174,6 +174,10 @@ type Info struct {
 	// sample (every InterimInterval) saw them, without the per-interval
 	// series (the CDR has it); absent before the first sample.
 	Media []cdr.LegMedia `json:"media,omitempty"`
+
+	// sipCallIDs are the legs' SIP Call-IDs ("" for a leg without a
+	// dialog), for HEP quality reports.
+	sipCallIDs []string
 }
 
 // newCall makes a call's frozen part; the caller fills in its legs,
@@ -228,6 +232,13 @@ func (c *Call) publish() {
 	}
 	if c.m != nil {
 		in.Session = c.m.sessionID()
+	}
+	for _, l := range c.legs {
+		id := ""
+		if l != nil && l.d != nil {
+			id = l.d.callID
+		}
+		in.sipCallIDs = append(in.sipCallIDs, id)
 	}
 	c.view.Store(in)
 }

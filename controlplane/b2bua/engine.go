@@ -16,6 +16,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/dpool"
+	"github.com/strait-sbc/strait/controlplane/hep"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
@@ -71,6 +72,10 @@ type Config struct {
 	CDR     *cdr.Store
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// HEP, if set, gets each call leg's media quality as RTCP JSON reports
+	// (HEP type 5) at every interim sample, correlated by the leg's SIP
+	// Call-ID. It must not block.
+	HEP interface{ Capture(hep.Message) }
 	// RingTimeout bounds an unanswered INVITE; OptionsInterval paces the
 	// upstream keepalive (0: none).
 	RingTimeout     time.Duration

@@ -40,8 +40,16 @@ const (
 	ChunkCorrelationID = 0x0011 // the SIP Call-ID, for Homer to group by
 )
 
-// ProtoSIP is the protocol type of a SIP payload.
-const ProtoSIP = 1
+// Protocol types of a payload (ChunkProtoType).
+const (
+	// ProtoSIP is a SIP message.
+	ProtoSIP = 1
+	// ProtoRTCPJSON is an RTCP report as JSON, as heplify and rtpengine
+	// send it and Homer decodes it (type, ssrc, sender_information,
+	// report_blocks with fraction_lost, packets_lost, ia_jitter, lsr,
+	// dlsr).
+	ProtoRTCPJSON = 5
+)
 
 // Message is one captured message.
 type Message struct {
@@ -55,6 +63,8 @@ type Message struct {
 	// Payload is the SIP message; CallID its Call-ID, when known.
 	Payload []byte
 	CallID  string
+	// Proto is the payload's protocol type; 0 means ProtoSIP.
+	Proto uint8
 }
 
 // Append appends m as a HEP3 packet to dst, with the capture agent id and
@@ -86,7 +96,11 @@ func Append(dst []byte, m Message, captureID uint32, password string) []byte {
 	u16(ChunkDstPort, m.Dst.Port())
 	u32(ChunkTimeSec, uint32(m.Time.Unix()))
 	u32(ChunkTimeUsec, uint32(m.Time.Nanosecond()/1000))
-	u8(ChunkProtoType, ProtoSIP)
+	pt := m.Proto
+	if pt == 0 {
+		pt = ProtoSIP
+	}
+	u8(ChunkProtoType, pt)
 	u32(ChunkCaptureID, captureID)
 	if password != "" {
 		dst = appendChunk(dst, ChunkAuthKey, []byte(password))

@@ -2,8 +2,10 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/config"
+	"github.com/strait-sbc/strait/controlplane/hep"
+	"github.com/strait-sbc/strait/controlplane/hep/heptest"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 )
@@ -38,8 +42,33 @@ func TestCallQualityReported(t *testing.T) {
 	if n == nil {
 		t.Fatal("no dataplane node")
 	}
-	e := startOpts(t, func(c *config.Config) { c.APIToken = "s3cret"; c.CDRInterim = time.Second; c.HTTPRate = 0 }, // the test polls the call
-		func(o *Options) { o.Nodes = nodesOf(n) })
+	homer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer homer.Close()
+	reports := make(chan *heptest.Decoded, 256)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			k, _, err := homer.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if d, err := heptest.Decode(bytes.Clone(buf[:k])); err == nil && d.ProtoType == hep.ProtoRTCPJSON {
+				select {
+				case reports <- d:
+				default:
+				}
+			}
+		}
+	}()
+	e := startOpts(t, func(c *config.Config) {
+		c.APIToken = "s3cret"
+		c.CDRInterim = time.Second
+		c.HTTPRate = 0 // the test polls the call
+		c.HEP = "udp://" + homer.LocalAddr().String()
+	}, func(o *Options) { o.Nodes = nodesOf(n) })
 	e.node = n
 	e.srv.Metrics.Registry.MustRegister(n.TrafficCollector()) // as the all-in-one does with its own node
 	api := apiClient{t: t, base: "http://" + e.srv.HTTPAddr(), token: "s3cret"}
@@ -122,6 +151,30 @@ func TestCallQualityReported(t *testing.T) {
 	}
 	if ev.Media[0].Kind != "webrtc" {
 		t.Errorf("leg kind %q", ev.Media[0].Kind)
+	}
+
+	// Homer gets the leg's quality as RTCP JSON (HEP type 5), correlated
+	// with the call (the echo leg has no SIP Call-ID).
+	select {
+	case d := <-reports:
+		var r struct {
+			Type   int `json:"type"`
+			Blocks []struct {
+				PacketsLost int64 `json:"packets_lost"`
+			} `json:"report_blocks"`
+			Strait struct {
+				Direction string
+				MOS       float64
+			} `json:"strait"`
+		}
+		if err := json.Unmarshal(d.Payload, &r); err != nil || r.Type != 201 || len(r.Blocks) != 1 || r.Strait.MOS < 1 || d.CallID != created.ID {
+			t.Fatalf("HEP quality report %+v (%v): %s, correlation %q", r, err, d.Payload, d.CallID)
+		}
+		if !d.Src.IsValid() || !d.Dst.IsValid() || d.Src.Addr() != loopback {
+			t.Errorf("HEP report addresses %v -> %v", d.Src, d.Dst)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no HEP quality report")
 	}
 
 	// The call resource carries the same.

@@ -297,13 +297,17 @@ func New(opt Options) (_ *Server, err error) {
 		Log: log.With("component", "authguard")})
 	s.Registrar = registrar.New(registrar.Config{Guard: s.AuthGuard, Stack: s.Stack, Registry: s.Registry, Upstreams: ups,
 		Digest: digest, Metrics: s.Metrics, MaxExpiry: cfg.RegisterExpiry, Log: log.With("component", "registrar")})
+	var hepQuality interface{ Capture(hep.Message) } // nil interface when HEP is off
+	if s.hep != nil {
+		hepQuality = s.hep
+	}
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS, OnMessage: s.Messages.FromSIP,
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: p.SIPTrust, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks,
-		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps})
+		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps, HEP: hepQuality})
 	if p.Apps != nil {
 		s.Metrics.Registry.MustRegister(p.Apps.Hooks().Collectors()...)
 	}
