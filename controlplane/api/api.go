@@ -44,6 +44,10 @@ type Config struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners; nil answers 503.
 	Messages *messaging.Hub
+	// MessageLimit bounds each user's POST /v1/messages (nil: no limit);
+	// Refused counts requests refused by reason (nil: not counted).
+	MessageLimit *messaging.Limiter
+	Refused      func(reason string)
 	// Directory lists the configured users for the address book (nil:
 	// none; the registered and those who published presence are listed
 	// anyway).

@@ -45,6 +45,13 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, http.StatusServiceUnavailable, "", "no messaging here")
 		return
 	}
+	if ok, wait := a.cfg.MessageLimit.Allow(from, time.Now()); !ok {
+		if a.cfg.Refused != nil {
+			a.cfg.Refused("message_rate")
+		}
+		WriteTooManyRequests(w, r, wait, "message rate limit of "+from+" (--max-messages-per-minute)")
+		return
+	}
 	var req MessageRequest
 	if !readBody(w, r, &req, checkMessageRequest) {
 		return

@@ -32,6 +32,9 @@ const (
 	// OPTIONS (a typical SBC keepalive: short enough to notice a dead PBX
 	// within a minute, long enough to cost nothing).
 	DefaultOptionsInterval = 30 * time.Second
+	// DefaultMaxMessagesPerMinute is each user's message rate: a person
+	// typing fast sends a few a minute; a script sending hundreds is spam.
+	DefaultMaxMessagesPerMinute = 60
 	// DefaultRingTimeout bounds how long an outgoing INVITE may ring
 	// before Strait gives up with 408.
 	DefaultRingTimeout = 120 * time.Second
@@ -247,6 +250,9 @@ type Config struct {
 	// AppAnswerTimeout is how long a call routed to an app waits for its
 	// answer before the caller gets 408.
 	AppAnswerTimeout time.Duration `yaml:"app_answer_timeout" flag:"app-answer-timeout" usage:"a call routed to an app fails with 408 when not answered within this"`
+	// MaxMessagesPerMinute bounds the instant messages each user may send
+	// through the API a minute (as many at once); 0: no limit.
+	MaxMessagesPerMinute int `yaml:"max_messages_per_minute" flag:"max-messages-per-minute" usage:"instant messages one user may send through the API per minute (0: no limit)"`
 	// PBXAuthenticatesCalls, in trunk mode, lets browsers that did not
 	// register through Strait call the upstream, as whoever their From
 	// says: only for a PBX that challenges every INVITE itself. Off, only
@@ -351,13 +357,14 @@ func Default() Config {
 		RingTimeout:             DefaultRingTimeout,
 		MaxForks:                DefaultMaxForks,
 
-		CDRInterim:         DefaultCDRInterim,
-		TokenMaxTTL:        apiauth.DefaultMaxTTL,
-		AppAnswerTimeout:   apps.DefaultAnswerTimeout,
-		MaxCallsPerUser:    DefaultMaxCallsPerUser,
-		MaxCallRatePerUser: DefaultMaxCallRatePerUser,
-		ShutdownTimeout:    DefaultShutdownTimeout,
-		State:              "embedded",
-		DataDir:            DefaultDataDir,
+		CDRInterim:           DefaultCDRInterim,
+		TokenMaxTTL:          apiauth.DefaultMaxTTL,
+		AppAnswerTimeout:     apps.DefaultAnswerTimeout,
+		MaxMessagesPerMinute: DefaultMaxMessagesPerMinute,
+		MaxCallsPerUser:      DefaultMaxCallsPerUser,
+		MaxCallRatePerUser:   DefaultMaxCallRatePerUser,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		State:                "embedded",
+		DataDir:              DefaultDataDir,
 	}
 }

@@ -190,6 +190,9 @@ func (c *Config) Parse() (*Parsed, error) {
 			bad("--app: %v", err)
 		}
 	}
+	if c.MaxMessagesPerMinute < 0 {
+		bad("--max-messages-per-minute %d: want 0 (no limit) or more", c.MaxMessagesPerMinute)
+	}
 	if c.AppAnswerTimeout < time.Second {
 		bad("--app-answer-timeout %v: want at least 1s", c.AppAnswerTimeout)
 	} else if p.Apps, err = apps.New(apps.Config{Apps: loaded, AllowPrivate: c.AppAllowPrivate, AnswerTimeout: c.AppAnswerTimeout}); err != nil {

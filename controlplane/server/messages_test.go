@@ -130,3 +130,42 @@ func TestMessagesBetweenAPIAndSIP(t *testing.T) {
 		}
 	}
 }
+
+// Each user's API messages are rate limited (--max-messages-per-minute):
+// past the burst 429 with Retry-After, counted; another user is not
+// affected.
+func TestMessageRateLimit(t *testing.T) {
+	alice, aliceKey, _ := apiauth.NewToken("alice-web", "alice", []string{apiauth.ScopeUser})
+	bob, bobKey, _ := apiauth.NewToken("bob-web", "bob", []string{apiauth.ScopeUser})
+	e := start(t, func(c *config.Config) {
+		c.APIKeys = []string{aliceKey, bobKey}
+		c.MaxMessagesPerMinute = 3
+	})
+	send := func(token string) (int, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+e.srv.HTTPAddr()+"/v1/messages", strings.NewReader(`{"to":"carol","text":"spam?"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode, res.Header
+	}
+	for i := 0; i < 3; i++ {
+		if code, _ := send(alice); code != 201 {
+			t.Fatalf("message %d: %d", i+1, code)
+		}
+	}
+	code, h := send(alice)
+	if code != 429 || h.Get("Retry-After") != "20" {
+		t.Fatalf("past the limit: %d, Retry-After %q; want 429, 20", code, h.Get("Retry-After"))
+	}
+	if code, _ := send(bob); code != 201 {
+		t.Fatalf("bob, limited by alice: %d", code)
+	}
+	if got := metricValue(t, e.srv.Metrics.Registry, "strait_http_refused_total", map[string]string{"reason": "message_rate"}); got != 1 {
+		t.Fatalf("refusals counted: %v, want 1", got)
+	}
+}
