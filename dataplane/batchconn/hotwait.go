@@ -13,17 +13,22 @@ var hotLoops atomic.Int32
 // procsMu serialises reserveProc's read-modify-write of GOMAXPROCS.
 var procsMu sync.Mutex
 
+// startProcs is GOMAXPROCS as the process started: the CPUs it may use.
+var startProcs = runtime.GOMAXPROCS(0)
+
 // reserveProc counts one more hot-waiting Loop and raises GOMAXPROCS, if
-// needed, so that one P stays for every other goroutine of the process
-// (the control plane's in an all-in-one, the node's gRPC and timers) while
-// every hot-waiting Loop keeps its own. A P is not a CPU: a Loop waiting
-// hot sleeps in the kernel and uses no CPU while it keeps its P.
-// GOMAXPROCS is never lowered again (a P nobody uses costs nothing).
+// needed, to startProcs plus the hot-waiting Loops: each keeps its own P
+// while it waits, and every other goroutine of the process (the control
+// plane's in an all-in-one, the node's gRPC and timers, a harness's
+// generator) keeps as many Ps as it had, so that waiting Loops never
+// leave a CPU unused by the rest. A P is not a CPU: a Loop waiting hot
+// sleeps in the kernel and uses no CPU while it keeps its P. GOMAXPROCS is
+// never lowered again (a P nobody uses costs nothing).
 func reserveProc() {
 	n := int(hotLoops.Add(1))
 	procsMu.Lock()
 	defer procsMu.Unlock()
-	if runtime.GOMAXPROCS(0) <= n {
-		runtime.GOMAXPROCS(n + 1)
+	if want := startProcs + n; runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
 	}
 }

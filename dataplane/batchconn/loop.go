@@ -115,9 +115,9 @@ type LoopConfig[T any] struct {
 	// to get it back: most of a busy node's system calls. A hot wait
 	// keeps all of it away while datagrams come closer together than
 	// HotWait. The owner's P is taken for that long, so a Loop that
-	// hot-waits raises GOMAXPROCS when it binds, to one more than the
-	// process's hot-waiting Loops (a P is not a CPU: a Loop waiting hot
-	// sleeps in the kernel).
+	// hot-waits raises GOMAXPROCS when it binds, to the process's starting
+	// GOMAXPROCS plus its hot-waiting Loops (a P is not a CPU: a Loop
+	// waiting hot sleeps in the kernel).
 	// 0: none. Ignored by mmsg (it waits in Go's netpoller).
 	HotWait time.Duration
 	// Dropped is called, on the owner goroutine, for each queued datagram

@@ -37,7 +37,7 @@ type Settings struct {
 	Coalesce time.Duration `yaml:"coalesce" flag:"coalesce" usage:"with io_uring, the longest a datagram waits for others to join its batch (0: none)"`
 	// HotWait is, with io_uring, how long a worker waits for datagrams
 	// while keeping its Go scheduler slot (see batchconn.LoopConfig).
-	HotWait time.Duration `yaml:"hot_wait" flag:"hot-wait" usage:"with io_uring, how long a worker waits for datagrams before it yields its CPU slot to the Go scheduler (0: never; GOMAXPROCS is raised to one more than the hot-waiting workers)"`
+	HotWait time.Duration `yaml:"hot_wait" flag:"hot-wait" usage:"with io_uring, how long a worker waits for datagrams before it yields its CPU slot to the Go scheduler (0: never; GOMAXPROCS is raised by one per hot-waiting worker)"`
 	// MaxSessions refuses sessions beyond this many; 0: only ports limit.
 	MaxSessions int `yaml:"max_sessions" group:"Sessions" flag:"max-sessions" usage:"refuse sessions beyond this many (0: only ports limit)"`
 	// MediaTimeout is the silence after which a session's leg reports

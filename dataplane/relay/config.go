@@ -75,8 +75,8 @@ type Config struct {
 	Coalesce time.Duration
 	// HotWait is, with io_uring, how long a worker waits for datagrams
 	// keeping its Go scheduler slot (batchconn.LoopConfig.HotWait; 0:
-	// none). The workers' Loops then raise GOMAXPROCS so that a P is left
-	// for everything else while every worker waits.
+	// none). The workers' Loops then raise GOMAXPROCS by one each, so
+	// that everything else keeps its Ps while the workers wait.
 	HotWait time.Duration
 	// Socket tunes every media socket (buffers, DSCP).
 	Socket batchconn.Options
