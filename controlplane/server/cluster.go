@@ -268,5 +268,8 @@ var errNotJoined = errors.New("not a member of the cluster (the shared store did
 // record deleted, the lease left to expire (tests of takeover).
 func (s *Server) crash() {
 	s.crashed.Store(true)
+	if m := s.member.Load(); m != nil {
+		m.Abandon() // first: a killed process renews nothing while it goes
+	}
 	s.close(true)
 }
