@@ -217,9 +217,11 @@ func TestCallQualityReported(t *testing.T) {
 	if cq.Out.Intervals < 1 || cq.Out.PacketsLost != 0 || cq.Out.MOS.Avg < 4 {
 		t.Errorf("CDR out: %+v", cq.Out)
 	}
-	if lines := e.cdrLines(); len(lines) != 1 || !strings.Contains(lines[0], `"quality":{"in":{"intervals":`) {
-		t.Errorf("CDR file: %q", lines)
+	lines := e.cdrLines()
+	if len(lines) != 1 || !strings.Contains(lines[0], `"quality":{"in":{"intervals":`) {
+		t.Fatalf("CDR file: %q", lines)
 	}
+	t.Logf("CDR: %s", lines[0])
 
 	code, body = api.do("GET", "/metrics", nil)
 	if code != 200 || !strings.Contains(string(body), `strait_media_mos_count{direction="in",leg="webrtc"}`) ||

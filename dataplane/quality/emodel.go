@@ -32,9 +32,10 @@ func CodecByName(name string) Codec {
 }
 
 // Delay is the one-way mouth-to-ear delay the E-model is given, estimated
-// from what a relay can see as rtpengine does: half the round trip, a
-// jitter buffer holding twice the jitter, and 10 ms of packetisation and
-// codec delay.
+// from what a relay can see: half the round trip, a jitter buffer holding
+// twice the jitter, and 10 ms of packetisation and codec delay (the
+// effective-latency term of the common simplified models, e.g. baresip's
+// mos.c).
 func Delay(rtt, jitter float64) float64 { return rtt/2 + 2*jitter + 0.010 }
 
 // RFactor computes a simplified ITU-T G.107 transmission rating

@@ -156,6 +156,9 @@ func (q *streamQuality) sample(sc *streamConfig, since, now, interval int64, fin
 	if span <= 0 || (!final && span < interval) {
 		return
 	}
+	if final && span < int64(time.Second) && q.in.MOS.N+q.out.MOS.N > 0 {
+		return // a last sliver would weigh as much as a whole interval
+	}
 	q.lastAt = now
 	var rtt float64
 	rttNanos := q.rtt.Load()
