@@ -97,6 +97,10 @@ type Member struct {
 	// running is set by Start: run closes done.
 	running atomic.Bool
 
+	tmu    sync.Mutex      // guards taking
+	taking map[string]bool // members being taken over by a goroutine of twg
+	twg    sync.WaitGroup  // takeovers started by the heartbeat
+
 	// Owned by the heartbeat goroutine (run).
 	suspects  map[string]bool // members seen without a lease at the last check
 	lastRenew time.Time
@@ -122,7 +126,8 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	m := &Member{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), suspects: map[string]bool{}}
+	m := &Member{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), suspects: map[string]bool{},
+		taking: map[string]bool{}}
 	ok, err := cfg.Store.Lease(ctx, leaseName(cfg.ID), cfg.ID, cfg.TTL)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: taking the lease of instance %s: %w", cfg.ID, err)
@@ -312,13 +317,32 @@ func (m *Member) beat() {
 			suspects[id] = true
 			continue
 		}
-		tctx, tcancel := context.WithTimeout(context.Background(), claimTTL/2)
-		_, err = m.takeOver(tctx, id)
-		tcancel()
-		if err != nil {
-			m.log.Warn("cluster: takeover not finished; trying again at the next heartbeat", "instance", id, "err", err)
-			suspects[id] = true
+		// On a goroutine of its own: restoring hundreds of calls must not
+		// hold up this member's own renewals. One at a time per member;
+		// one still running is left alone (its id stays suspect, so the
+		// next check tries again if it failed).
+		suspects[id] = true
+		m.tmu.Lock()
+		busy := m.taking[id]
+		if !busy {
+			m.taking[id] = true
+			m.twg.Add(1)
 		}
+		m.tmu.Unlock()
+		if busy {
+			continue
+		}
+		go func() {
+			defer m.twg.Done()
+			tctx, tcancel := context.WithTimeout(context.Background(), claimTTL/2)
+			defer tcancel()
+			if _, err := m.takeOver(tctx, id); err != nil {
+				m.log.Warn("cluster: takeover not finished; trying again at the next heartbeat", "instance", id, "err", err)
+			}
+			m.tmu.Lock()
+			delete(m.taking, id)
+			m.tmu.Unlock()
+		}()
 	}
 	m.suspects = suspects
 	if m.cfg.OnMembers != nil {
@@ -348,6 +372,7 @@ func (m *Member) halt() {
 		if m.running.Load() {
 			<-m.done
 		}
+		m.twg.Wait()
 	})
 }
 

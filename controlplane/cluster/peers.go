@@ -24,9 +24,14 @@ import (
 // no new trust), and a dead peer simply does not answer within
 // peerTimeout. Only the members with a live lease are asked.
 
-// peerTimeout bounds a request to the other members: a live peer answers
-// within milliseconds; a hang-up waits for the call's end (its BYEs).
-const peerTimeout = 5 * time.Second
+// Bounds of a request to the other members: a live peer answers a list
+// or a lookup within milliseconds (listTimeout also bounds how long a
+// peer going down, still leased but no longer serving, delays a list); a
+// hang-up waits for the call's end there (its BYEs), DTMF for the INFOs.
+const (
+	listTimeout = 2 * time.Second
+	peerTimeout = 10 * time.Second
+)
 
 // maxServing bounds the requests from peers served at once (each may wait
 // for a call's hang-up).
@@ -192,7 +197,7 @@ func (p *Peers) answer(ctx context.Context, req *peerRequest) peerReply {
 }
 
 // ask sends req to every other live member and returns their replies
-// (those that came within peerTimeout or ctx); first, when set, stops at
+// (those that came within listTimeout or peerTimeout, or ctx); first, when set, stops at
 // the first reply that found the call.
 func (p *Peers) ask(ctx context.Context, req peerRequest, first bool) ([]peerReply, error) {
 	m := p.cfg.Member
@@ -227,7 +232,11 @@ func (p *Peers) ask(ctx context.Context, req peerRequest, first bool) ([]peerRep
 			return nil, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	bound := peerTimeout
+	if req.Op == opList || req.Op == opGet {
+		bound = listTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	var out []peerReply
 	for len(out) < len(peers) {
