@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"runtime"
@@ -11,11 +12,17 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/config"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 )
 
 // Ringing every registration of a user (controlplane/b2bua/ringall.go):
 // sipgo peers as the user's browser tabs and SIP phone.
+
+// completedElsewhere is the Reason of the CANCEL a registration gets when
+// another answered (RFC 3326; JsSIP and SIP.js show it as answered
+// elsewhere).
+const completedElsewhere = `SIP;cause=200;text="Call completed elsewhere"`
 
 // incoming waits for the call each phone receives, and checks that each
 // is a dialog of its own (its own Call-ID).
@@ -118,8 +125,8 @@ func TestRingAllFirstAnswerWins(t *testing.T) {
 		t.Fatalf("answer: %v %v", res, err)
 	}
 	call.Ack(ctx(t))
-	waitCancelled(t, in[0], `SIP;cause=200;text="Call completed elsewhere"`)
-	waitCancelled(t, in[2], `SIP;cause=200;text="Call completed elsewhere"`)
+	waitCancelled(t, in[0], completedElsewhere)
+	waitCancelled(t, in[2], completedElsewhere)
 	e.waitSessions(1) // the losers' sessions are gone
 	if err := ma.Accept(string(res.Body())); err != nil {
 		t.Fatal(err)
@@ -254,6 +261,7 @@ func TestRingAllLateAnswer(t *testing.T) {
 		t.Fatalf("tab REGISTER: %v %v", res, err)
 	}
 	ph := newRawPhone(t, e.srv.SIPAddr(), "bob")
+	base := runtime.NumGoroutine()
 
 	ma := newBrowserMedia(t)
 	call, err := alice.Invite(ctx(t), "bob", []byte(ma.Offer))
@@ -300,6 +308,9 @@ func TestRingAllLateAnswer(t *testing.T) {
 	}
 	e.waitSessions(0)
 	e.waitCalls(0)
+	ma.Close()
+	mbob.Close()
+	waitGoroutines(t, base, 8)
 }
 
 // rawPhone is a SIP phone on a bare UDP socket: it registers (open
@@ -426,6 +437,53 @@ func TestRingAllEarlyMedia(t *testing.T) {
 	in[1].Reject(480, "Temporarily Unavailable")
 	if res := <-answered; res == nil || res.StatusCode != 486 {
 		t.Fatalf("busy and unavailable: %v, want 486", res)
+	}
+	e.waitSessions(0)
+	e.waitCalls(0)
+}
+
+// A web app's call through the HTTP API rings every registration too: the
+// first tab answers, the other is cancelled as completed elsewhere.
+func TestRingAllFromAPI(t *testing.T) {
+	e := start(t, func(c *config.Config) {
+		c.Users = []string{"bob:b-secret"}
+		c.APIToken = "s3cret"
+	})
+	api := apiClient{t: t, base: "http://" + e.srv.HTTPAddr(), token: "s3cret"}
+	tab1 := registered(t, e, "bob", "b-secret")
+	tab2 := registered(t, e, "bob", "b-secret")
+	mb := newBrowserMedia(t)
+	type result struct {
+		code int
+		body []byte
+	}
+	placed := make(chan result, 1)
+	go func() {
+		code, body := api.do("POST", "/v1/calls", map[string]any{"to": "bob", "offer": mb.Offer})
+		placed <- result{code, body}
+	}()
+	in := incoming(t, tab1, tab2)
+	mbob := newAnswerer(t)
+	go in[0].Answer(mbob.answer(t, in[0].Invite.Body()))
+	r := <-placed
+	if r.code != 201 {
+		t.Fatalf("POST /v1/calls: %d %s", r.code, r.body)
+	}
+	waitCancelled(t, in[1], completedElsewhere)
+	e.waitSessions(1)
+	var created struct{ ID, Answer string }
+	json.Unmarshal(r.body, &created)
+	if err := mb.Accept(created.Answer); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.WaitConnected(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := api.do("DELETE", "/v1/calls/"+created.ID, nil); code != 204 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	if err := in[0].WaitEnded(5 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 	e.waitSessions(0)
 	e.waitCalls(0)
