@@ -136,6 +136,7 @@ type Call struct {
 	stopReq  atomic.Pointer[stopRequest] // the first request to end the call
 	stopping chan struct{}               // closed by the first stop
 	view     atomic.Pointer[Info]        // the loop's last published description
+	forking  atomic.Bool                 // the loop rings several registrations (ringall.go)
 	sample   atomic.Pointer[mediaSample] // media counters of the last interim (interimLoop writes)
 	done     chan struct{}               // closed by the loop once the call has ended
 

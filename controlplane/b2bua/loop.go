@@ -39,6 +39,9 @@ type message struct {
 	handled chan struct{}
 	// refresh renews a subscription relay for this long.
 	refresh time.Duration
+	// lostFlow: a browser's WebSocket closed while a call that rings
+	// several registrations may ring it (ringall.go); ignored elsewhere.
+	lostFlow string
 }
 
 // stopRequest asks a call's loop to end the call.
@@ -179,6 +182,9 @@ func (c *Call) idle() {
 
 // handle carries out a message while the loop is free.
 func (c *Call) handle(m message) {
+	if m.lostFlow != "" {
+		return
+	}
 	if m.req == nil {
 		c.renew(m.refresh)
 		return
@@ -205,6 +211,9 @@ func (c *Call) handle(m message) {
 // while an exchange runs or the call is not answered yet (glare, RFC 3261
 // section 14.2), and otherwise waits until the loop is free.
 func (c *Call) serve(m message) {
+	if m.lostFlow != "" {
+		return
+	}
 	if m.req == nil {
 		c.renew(m.refresh)
 		return

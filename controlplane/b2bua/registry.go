@@ -97,6 +97,14 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 // the calls' loops and returns without waiting for them.
 func (e *Engine) FlowClosed(flow string) {
 	for _, c := range e.snapshot() {
+		if c.forking.Load() {
+			// It may ring a browser on that flow: its loop checks. Never
+			// blocks: with the inbox full, the fork ends at Timer B.
+			select {
+			case c.inbox <- message{lostFlow: flow}:
+			default:
+			}
+		}
 		for _, l := range c.legsNow() {
 			if l != nil && l.d != nil && l.d.flow == flow {
 				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)

@@ -172,6 +172,8 @@ func (c *Call) runFork(req *sip.Request, offer *sdp.Description, tgts []target, 
 		return
 	}
 	delayed := offer == nil
+	c.forking.Store(true) // FlowClosed tells the loop of a ringing tab's closed WebSocket
+	defer c.forking.Store(false)
 	events := make(chan forkEvent, 4*len(tgts))
 	var forks []*fork
 	var failures []int
@@ -285,32 +287,28 @@ func (c *Call) runFork(req *sip.Request, offer *sdp.Description, tgts []target, 
 					failures = append(failures, res.StatusCode)
 				}
 			}
-			last, n := lastRinging(forks)
-			if n == 0 {
-				code := callerFailure(bestFailure(failures))
-				c.log.Info("every registration refused", "status", code)
-				cl.failed(code, "", nil)
-				c.end(code, "callee "+strings.ToLower(sipnet.ReasonPhrase(code)))
+			if c.settleForks(ctx, forks, failures, cl, &earlyFrom) {
 				return
 			}
-			if n == 1 && last.early != nil && (earlyFrom == nil || earlyFrom == last) {
-				// The last fork ringing is the only one that can answer:
-				// its early media is the caller's.
-				res := last.early
-				last.early = nil
-				if ans, err := sdpBody(res.Body(), contentType(res)); err == nil && ans != nil {
-					last.m.signalledFrom(1, res.Source())
-					if out, _, err := last.m.answer(ctx, 1, ans, res.Body()); err == nil {
-						cl.progress(183, out)
-						earlyFrom = last
-						c.setState(StateEarly)
-					} else {
-						c.log.Info("early answer refused", "fork", last.n, "err", err)
-					}
+		case m := <-c.inbox:
+			if m.lostFlow == "" {
+				c.serve(m)
+				continue
+			}
+			// A browser that rings closed its WebSocket (a tab was
+			// closed): that fork fails now, not at Timer B.
+			lost := false
+			for _, f := range forks {
+				if f.live && f.l.d.flow == m.lostFlow {
+					c.log.Info("fork's connection lost", "fork", f.n)
+					failures = append(failures, 480)
+					give(f, verdict{})
+					lost = true
 				}
 			}
-		case m := <-c.inbox:
-			c.serve(m)
+			if lost && c.settleForks(ctx, forks, failures, cl, &earlyFrom) {
+				return
+			}
 		case <-c.stopping:
 			cancelAll(nil, "")
 			c.refuse(cl)
@@ -326,6 +324,37 @@ func (c *Call) runFork(req *sip.Request, offer *sdp.Description, tgts []target, 
 			return
 		}
 	}
+}
+
+// settleForks acts on the forks still ringing after one failed: none
+// left ends the call with the best failure (true); the last one left
+// passes its early media to the caller. Loop only.
+func (c *Call) settleForks(ctx context.Context, forks []*fork, failures []int, cl caller, earlyFrom **fork) bool {
+	last, n := lastRinging(forks)
+	if n == 0 {
+		code := callerFailure(bestFailure(failures))
+		c.log.Info("every registration refused", "status", code)
+		cl.failed(code, "", nil)
+		c.end(code, "callee "+strings.ToLower(sipnet.ReasonPhrase(code)))
+		return true
+	}
+	if n == 1 && last.early != nil && (*earlyFrom == nil || *earlyFrom == last) {
+		// The last fork ringing is the only one that can answer: its
+		// early media is the caller's.
+		res := last.early
+		last.early = nil
+		if ans, err := sdpBody(res.Body(), contentType(res)); err == nil && ans != nil {
+			last.m.signalledFrom(1, res.Source())
+			if out, _, err := last.m.answer(ctx, 1, ans, res.Body()); err == nil {
+				cl.progress(183, out)
+				*earlyFrom = last
+				c.setState(StateEarly)
+			} else {
+				c.log.Info("early answer refused", "fork", last.n, "err", err)
+			}
+		}
+	}
+	return false
 }
 
 // lastRinging returns how many forks still ring and, when one does,

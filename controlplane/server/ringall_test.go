@@ -488,3 +488,29 @@ func TestRingAllFromAPI(t *testing.T) {
 	e.waitSessions(0)
 	e.waitCalls(0)
 }
+
+// A tab that rings is closed (its WebSocket goes): that fork fails at
+// once, so when the other tab is busy the caller hears 486 without
+// waiting for the closed tab's INVITE to time out (Timer B, 32 s).
+func TestRingAllTabClosed(t *testing.T) {
+	e := startStandalone(t)
+	alice := registered(t, e, "alice", "a-secret")
+	tab1 := registered(t, e, "bob", "b-secret")
+	tab2 := registered(t, e, "bob", "b-secret")
+	call, err := alice.Invite(ctx(t), "bob", []byte(newBrowserMedia(t).Offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := incoming(t, tab1, tab2)
+	tab1.Close()
+	time.Sleep(100 * time.Millisecond) // the close reaches strait first
+	in[1].Reject(486, "Busy Here")
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res, _ := call.WaitAnswer(wctx, ""); res == nil || res.StatusCode != 486 {
+		t.Fatalf("one tab closed, the other busy: %v after %v, want 486 at once", res, time.Since(start))
+	}
+	e.waitSessions(0)
+	e.waitCalls(0)
+}
