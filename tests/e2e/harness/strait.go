@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -48,6 +49,10 @@ type StraitConfig struct {
 	DataDir string
 	// Token, if set, is the API's --api-token; Do sends it.
 	Token string
+	// PublicIP is --public-ip, the media address strait writes in SDP;
+	// empty is LoopbackIP (give another loopback address to put a proxy
+	// of the test's own on the media path).
+	PublicIP string
 	// Args are extra flags.
 	Args []string
 	// Wrapper, if set, runs strait under this command line (strait's own
@@ -130,7 +135,7 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 	}
 	argv := []string{bin,
 		"--http", s.HTTPAddr, "--sip", s.SIPAddr,
-		"--media-ip", LoopbackIP, "--public-ip", LoopbackIP,
+		"--media-ip", LoopbackIP, "--public-ip", cmp.Or(cfg.PublicIP, LoopbackIP),
 		"--rtp-ports", s.RTPPorts, "--webrtc-ports", s.WebRTCPorts,
 		"--log-level", "debug",
 		// The test pages are served from other loopback ports than
