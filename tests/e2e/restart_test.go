@@ -14,8 +14,16 @@ import (
 )
 
 // maxMediaGap is the longest the media of a call may stop while its
-// control plane is killed and started again (issue 11).
-const maxMediaGap = time.Second
+// control plane is killed and started again (issue 11). All in one, the
+// media stops with the process, so the gap is the process's own downtime
+// (exit, exec, start, readiness: 0.3-0.5 s on an idle machine, more on a
+// loaded one) plus the re-creation of its sessions: there the test allows
+// maxMediaGap or the measured downtime plus maxResumeAfterStart, whichever
+// is longer, and reports both.
+const (
+	maxMediaGap         = time.Second
+	maxResumeAfterStart = 500 * time.Millisecond
+)
 
 // Issue 11: strait is killed (kill -9), or told to hand over for an
 // upgrade (SIGUSR2), in the middle of a call carried by a separate
@@ -93,7 +101,12 @@ func restartCarriesCallsOn(t *testing.T, how string, stop func(ctx context.Conte
 		e.Step("media goes on without a control plane", 5*time.Second, m.flowing)
 	}
 	s = e.StartStrait(cfg)
-	e.T().Logf("strait back %s after it exited", time.Since(killed).Round(time.Millisecond))
+	downtime := time.Since(killed)
+	e.T().Logf("strait back %s after it exited", downtime.Round(time.Millisecond))
+	allowed := maxMediaGap
+	if allInOne && downtime+maxResumeAfterStart > allowed {
+		allowed = downtime + maxResumeAfterStart
+	}
 	e.Step("the new strait carries the call on (GET /v1/calls)", 5*time.Second, func(ctx context.Context) error {
 		calls, err := s.Calls(ctx)
 		if err != nil {
@@ -108,15 +121,16 @@ func restartCarriesCallsOn(t *testing.T, how string, stop func(ctx context.Conte
 		return alice.WaitFor(ctx, `sip.events.filter((e) => e.name === "registered").length >= 2`)
 	})
 	e.Step("media goes on after the restart", 5*time.Second, m.flowing)
-	e.Step("no media gap over "+maxMediaGap.String(), 5*time.Second, func(ctx context.Context) error {
+	e.Step("no media gap over "+allowed.Round(time.Millisecond).String(), 5*time.Second, func(ctx context.Context) error {
 		gapBrowser, gapPBX, err := m.stop(ctx)
 		if err != nil {
 			return err
 		}
 		e.T().Logf("longest media gap across %s and restart: %s at the browser (getStats every %s), %s at the PBX (capture; 0 without one)",
 			how, gapBrowser.Round(time.Millisecond), sampleEvery, gapPBX.Round(time.Millisecond))
-		if gapBrowser > maxMediaGap || gapPBX > maxMediaGap {
-			return fmt.Errorf("media stopped for %s at the browser, %s at the PBX: want under %s", gapBrowser, gapPBX, maxMediaGap)
+		if gapBrowser > allowed || gapPBX > allowed {
+			return fmt.Errorf("media stopped for %s at the browser, %s at the PBX (strait was down %s): want under %s",
+				gapBrowser, gapPBX, downtime.Round(time.Millisecond), allowed.Round(time.Millisecond))
 		}
 		return nil
 	})

@@ -141,6 +141,12 @@ func (e *Env) StartStrait(cfg StraitConfig) *Strait {
 		// The test pages are served from other loopback ports than
 		// strait's: other origins, for CORS and the /ws Origin check.
 		"--cors-origin", "http://" + LoopbackIP + ":*",
+		// No OPTIONS pings toward the upstream unless a test asks for them
+		// (in cfg.Args, which come later and win): a sipp PBX that runs one
+		// scripted call (-m 1) takes a ping for that call, and a test slowed
+		// by a loaded machine reached its INVITE or REGISTER after the
+		// first ping (30 s), which sipp then never answered.
+		"--options-interval", "0",
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = e.t.TempDir()
