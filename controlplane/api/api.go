@@ -44,6 +44,9 @@ type Config struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners; nil answers 503.
 	Messages *messaging.Hub
+	// Names are the address book's names of users (--contacts-file),
+	// shown in GET /v1/contacts; frozen.
+	Names map[string]string
 	// MessageLimit bounds each user's POST /v1/messages (nil: no limit);
 	// Refused counts requests refused by reason (nil: not counted).
 	MessageLimit *messaging.Limiter

@@ -23,7 +23,10 @@ type PresenceRequest struct {
 
 // Presence is a user's presence as the API shows it.
 type Presence struct {
-	User   string `json:"user"`
+	User string `json:"user"`
+	// Name is the address book's name of the user (--contacts-file), in
+	// GET /v1/contacts.
+	Name   string `json:"name,omitempty"`
 	Status string `json:"status"`
 	Note   string `json:"note,omitempty"`
 	// Updated is when the user last published (absent: never).
@@ -147,7 +150,9 @@ func (a *API) contacts(w http.ResponseWriter, r *http.Request) {
 	out := make([]Contact, 0, len(users))
 	for _, u := range users {
 		s, ok := all[u]
-		out = append(out, a.presenceOf(u, s, ok))
+		c := a.presenceOf(u, s, ok)
+		c.Name = a.cfg.Names[u]
+		out = append(out, c)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"contacts": out})
 }

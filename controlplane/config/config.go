@@ -250,6 +250,10 @@ type Config struct {
 	// AppAnswerTimeout is how long a call routed to an app waits for its
 	// answer before the caller gets 408.
 	AppAnswerTimeout time.Duration `yaml:"app_answer_timeout" flag:"app-answer-timeout" usage:"a call routed to an app fails with 408 when not answered within this"`
+	// ContactsFile is the shared address book (GET /v1/contacts): a YAML
+	// list of {user, name}, besides the --user names and whoever is
+	// registered or published presence. Optional.
+	ContactsFile string `yaml:"contacts_file" flag:"contacts-file" usage:"address book file: a YAML list of {user, name} shown by GET /v1/contacts"`
 	// MaxMessagesPerMinute bounds the instant messages each user may send
 	// through the API a minute (as many at once); 0: no limit.
 	MaxMessagesPerMinute int `yaml:"max_messages_per_minute" flag:"max-messages-per-minute" usage:"instant messages one user may send through the API per minute (0: no limit)"`

@@ -20,6 +20,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/hep"
 	"github.com/strait-sbc/strait/controlplane/origins"
+	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/upstream"
@@ -66,6 +67,8 @@ type Parsed struct {
 	Dataplane []DataplaneTarget
 	// Apps routes numbers to web apps; nil without --app.
 	Apps *apps.Router
+	// Contacts is the --contacts-file address book.
+	Contacts []presence.Entry
 }
 
 // Validate checks the configuration as a whole and says what is wrong with
@@ -188,6 +191,11 @@ func (c *Config) Parse() (*Parsed, error) {
 		}
 		if err != nil {
 			bad("--app: %v", err)
+		}
+	}
+	if c.ContactsFile != "" {
+		if p.Contacts, err = presence.LoadContacts(c.ContactsFile); err != nil {
+			bad("--contacts-file: %v", err)
 		}
 	}
 	if c.MaxMessagesPerMinute < 0 {

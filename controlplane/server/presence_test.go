@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,9 +20,14 @@ import (
 func TestPresenceAndContacts(t *testing.T) {
 	alice, aliceKey, _ := apiauth.NewToken("alice-web", "alice", []string{apiauth.ScopeUser})
 	carol, carolKey, _ := apiauth.NewToken("carol-web", "carol", []string{apiauth.ScopeCall})
+	book := filepath.Join(t.TempDir(), "contacts.yaml")
+	if err := os.WriteFile(book, []byte("- {user: \"1001\", name: Front desk}\n- {user: dave, name: Dave Bowman}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e := start(t, func(c *config.Config) {
 		c.Users = []string{"alice:a-secret", "bob:b-secret", "dave:d-secret"}
 		c.APIKeys = []string{aliceKey, carolKey}
+		c.ContactsFile = book
 	})
 	base := "http://" + e.srv.HTTPAddr()
 	do := func(token, method, path, ctype, body string) (int, []byte) {
@@ -62,19 +69,22 @@ func TestPresenceAndContacts(t *testing.T) {
 		}
 	}
 	code, b := do(alice, "GET", "/v1/contacts", "", "")
-	var book struct {
+	var got struct {
 		Contacts []struct {
-			User, Status, Note string
-			Registered         bool
+			User, Name, Status, Note string
+			Registered               bool
 		}
 	}
-	if json.Unmarshal(b, &book); code != 200 || len(book.Contacts) != 3 {
+	// The --user names, the --contacts-file entries (with their names),
+	// whoever is registered or published.
+	if json.Unmarshal(b, &got); code != 200 || len(got.Contacts) != 4 {
 		t.Fatalf("contacts: %d %s", code, b)
 	}
-	want := map[string]string{"alice": "dnd", "bob": "available", "dave": "offline"}
-	for _, c := range book.Contacts {
-		if want[c.User] != c.Status || (c.User == "bob") != c.Registered {
-			t.Errorf("contact %+v, want status %q", c, want[c.User])
+	want := map[string]string{"alice": "dnd", "bob": "available", "dave": "offline", "1001": "offline"}
+	names := map[string]string{"dave": "Dave Bowman", "1001": "Front desk"}
+	for _, c := range got.Contacts {
+		if want[c.User] != c.Status || (c.User == "bob") != c.Registered || names[c.User] != c.Name {
+			t.Errorf("contact %+v, want status %q, name %q", c, want[c.User], names[c.User])
 		}
 	}
 	if code, b := do(alice, "GET", "/v1/presence/alice", "", ""); code != 200 || !strings.Contains(string(b), `"note":"focus"`) {

@@ -126,6 +126,7 @@ type Server struct {
 	hep      *hep.Exporter                         // SIP capture toward Homer; nil without --hep
 	journal  *cdr.FileJournal                      // calls in progress, for their CDRs after a crash; nil without
 	users    []config.User                         // the users digest holds; guarded by reloadMu
+	contacts []presence.Entry                      // the --contacts-file address book; frozen after New
 	tlsCert  *tlsconfig.Certificate                // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate                // mTLS client certificate toward nodes; nil without
 	level    *slog.LevelVar                        // nil: the level is not Reload's to set
@@ -274,6 +275,7 @@ func New(opt Options) (_ *Server, err error) {
 		sipnet.EnableCapture(s.hep)
 	}
 	users := p.Users
+	s.contacts = p.Contacts
 	var digest *registrar.Digest
 	if ups == nil && len(users) > 0 {
 		m := map[string]string{}
@@ -567,9 +569,23 @@ func (s *Server) close(handover bool) error {
 func (s *Server) userNames() []string {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	out := make([]string, 0, len(s.users))
+	out := make([]string, 0, len(s.users)+len(s.contacts))
 	for _, u := range s.users {
 		out = append(out, u.Name)
+	}
+	for _, c := range s.contacts {
+		out = append(out, c.User)
+	}
+	return out
+}
+
+// contactNames maps the --contacts-file users to their names.
+func (s *Server) contactNames() map[string]string {
+	out := make(map[string]string, len(s.contacts))
+	for _, c := range s.contacts {
+		if c.Name != "" {
+			out[c.User] = c.Name
+		}
 	}
 	return out
 }
