@@ -34,12 +34,13 @@ type Receiver struct {
 	lastTrans  int64 // transit of the previous packet, timestamp units
 	arrivalRef int64 // arrival time origin (unix nanoseconds)
 	jitter16   uint32
+	prior      uint64 // packets expected in earlier runs (before jumps)
 
-	// Written by Update, read by Stats.
-	received atomic.Uint64 // packets accepted in the current run plus earlier runs
-	expected atomic.Uint64 // packets expected in earlier runs
-	extMax   atomic.Uint32 // extended highest sequence of the current run
-	base     atomic.Uint32 // base of the current run
+	// Written by Update, read by Stats. expected is the total the
+	// sequence numbers say were sent, stored whole after each packet so
+	// that a reader never combines parts of two updates.
+	received atomic.Uint64
+	expected atomic.Uint64
 	jitter   atomic.Uint32 // jitter in timestamp units, times 16 (A.8)
 	late     atomic.Uint64
 	gaps     atomic.Uint64
@@ -79,8 +80,8 @@ func (r *Receiver) Update(seq uint16, ts uint32, pt uint8, clock uint32, now int
 	if !r.updateSeq(seq) {
 		return
 	}
+	r.expected.Store(r.prior + uint64(r.cycles+uint32(r.maxSeq)-r.baseSeq) + 1)
 	r.received.Add(1)
-	r.extMax.Store(r.cycles + uint32(r.maxSeq))
 	if clock == 0 {
 		return
 	}
@@ -111,7 +112,6 @@ func (r *Receiver) initSeq(seq uint16) {
 	r.maxSeq = seq
 	r.badSeq = seqMod + 1
 	r.cycles = 0
-	r.base.Store(uint32(seq))
 }
 
 // updateSeq is update_seq of RFC 3550 appendix A.1; it reports whether the
@@ -146,7 +146,7 @@ func (r *Receiver) updateSeq(seq uint16) bool {
 		// other side restarted without telling us: start a new run.
 		if uint32(seq) == r.badSeq {
 			r.jumps.Add(1)
-			r.expected.Add(uint64(r.cycles+uint32(r.maxSeq)-r.baseSeq) + 1)
+			r.prior += uint64(r.cycles+uint32(r.maxSeq)-r.baseSeq) + 1
 			r.initSeq(seq)
 			r.haveTrans = false
 		} else {
@@ -168,9 +168,7 @@ func (r *Receiver) Stats() ReceiverStats {
 		Gaps:     r.gaps.Load(),
 		Jumps:    r.jumps.Load(),
 	}
-	if s.Received > 0 {
-		s.Expected = r.expected.Load() + uint64(r.extMax.Load()-r.base.Load()) + 1
-	}
+	s.Expected = r.expected.Load()
 	s.Lost = int64(s.Expected) - int64(s.Received)
 	if c := r.clock.Load(); c > 0 {
 		s.Jitter = float64(r.jitter.Load()) / 16 / float64(c)

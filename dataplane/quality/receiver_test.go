@@ -87,3 +87,37 @@ func TestReceiverJitter(t *testing.T) {
 		t.Fatalf("jitter %v with no clock rate", j)
 	}
 }
+
+// TestReceiverStatsWhileUpdating reads the statistics while a writer
+// updates them, across sequence wraps and a restart: every reading is a
+// consistent one (never an expected count from two updates' halves).
+func TestReceiverStatsWhileUpdating(t *testing.T) {
+	var r Receiver
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		now := int64(1e18)
+		for i := range 200_000 {
+			seq := uint16(i)
+			if i >= 100_000 {
+				seq = uint16(i + 30_000) // a far-end restart
+			}
+			now += 20e6
+			r.Update(seq, uint32(i)*160, 0, 8000, now)
+		}
+	}()
+	for {
+		s := r.Stats()
+		if s.Expected > 200_000 || s.Received > s.Expected+1 {
+			t.Fatalf("inconsistent reading %+v", s)
+		}
+		select {
+		case <-done:
+			if s := r.Stats(); s.Expected != 199_998 || s.Jumps != 1 || s.Lost != 0 {
+				t.Fatalf("final %+v", s)
+			}
+			return
+		default:
+		}
+	}
+}
