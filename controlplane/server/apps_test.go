@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/controlplane/config"
@@ -67,6 +69,24 @@ func TestCallsToApps(t *testing.T) {
 		io.WriteString(w, `{"reject":486}`)
 	}))
 	t.Cleanup(busy.Close)
+	// hang: never answers; tells when Strait gave the request up.
+	hangGot, hangGone := make(chan struct{}, 1), make(chan struct{}, 1)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // the server notices a closed connection once the body is read
+		select {
+		case hangGot <- struct{}{}:
+		default:
+		}
+		select {
+		case <-r.Context().Done():
+			select {
+			case hangGone <- struct{}{}:
+			default:
+			}
+		case <-time.After(20 * time.Second):
+		}
+	}))
+	t.Cleanup(hang.Close)
 	// down: nothing listens there.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -88,6 +108,7 @@ func TestCallsToApps(t *testing.T) {
 			"busy:_82XX:" + secretPath + ":" + busy.URL,
 			"down:_83XX:" + secretPath + ":" + downURL,
 			"silent:_84XX:" + secretPath + ":" + later.URL,
+			"hang:_85XX:" + secretPath + ":" + hang.URL,
 		}
 	})
 	base := "http://" + e.srv.HTTPAddr()
@@ -231,12 +252,49 @@ func TestCallsToApps(t *testing.T) {
 		}
 	})
 
+	t.Run("call ended while the webhook is pending", func(t *testing.T) {
+		plain := newPlain(t)
+		d, err := phone.Invite(ctx(t), "8501", siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answered := make(chan *sip.Response, 1)
+		go func() { res, _ := d.WaitAnswer(ctx(t), ""); answered <- res }()
+		select {
+		case <-hangGot:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no webhook")
+		}
+		// The operator hangs the ringing call up (the same stop as a
+		// caller's CANCEL): the webhook's request is abandoned at once.
+		calls := e.srv.Engine.Calls()
+		if len(calls) != 1 || calls[0].App != "hang" {
+			t.Fatalf("calls %+v", calls)
+		}
+		if code, b := api("operator", "DELETE", "/v1/calls/"+calls[0].ID, ""); code != 204 {
+			t.Fatalf("DELETE: %d %s", code, b)
+		}
+		select {
+		case <-hangGone: // before the attempt's own 5 s timeout
+		case <-time.After(3 * time.Second):
+			t.Fatal("the webhook went on after the call ended")
+		}
+		if res := <-answered; res == nil || res.StatusCode < 400 {
+			t.Fatalf("the caller of a call ended while ringing got %v", res)
+		}
+		e.waitCalls(0)
+		e.waitSessions(0)
+		if got := metricValue(t, e.srv.Metrics.Registry, "strait_app_calls_total", map[string]string{"app": "hang", "outcome": "cancelled"}); got != 1 {
+			t.Errorf("cancelled = %v, want 1", got)
+		}
+	})
+
 	e.waitCalls(0)
 	e.waitSessions(0)
 	echo.Close()
 	// Keep-alive connections are not calls: close them (the webhooks'
 	// from the servers' side) before counting.
-	for _, s := range []*httptest.Server{demo, later, busy} {
+	for _, s := range []*httptest.Server{demo, later, busy, hang} {
 		s.Close()
 	}
 	http.DefaultClient.CloseIdleConnections()
