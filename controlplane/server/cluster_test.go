@@ -13,10 +13,11 @@ import (
 )
 
 // Lease timing of the cluster tests: short, but with room for a loaded
-// machine running -race (a false takeover of a live peer fails the test).
+// 2-core CI machine running every package's tests with -race at once (a
+// false takeover of a live peer fails the test).
 const (
-	testHeartbeat = 200 * time.Millisecond
-	testTTL       = 1500 * time.Millisecond
+	testHeartbeat = 300 * time.Millisecond
+	testTTL       = 3 * time.Second
 	testGrace     = 2 * time.Second
 )
 
@@ -200,7 +201,7 @@ func clusterTakeover(t *testing.T, browserBack bool) {
 	}
 	<-ac.call.Reinvites
 	// Several heartbeats: B never takes a live peer's calls.
-	time.Sleep(3 * testTTL)
+	time.Sleep(testTTL + 4*testHeartbeat)
 	if got := bsrv.Engine.Calls(); len(got) != 0 {
 		t.Fatalf("B took over a live peer's calls: %+v", got)
 	}
