@@ -61,6 +61,9 @@ func (c *Call) AnswerFromApp(ctx context.Context, answer []byte, reject int) err
 	m := appAnswer{sdp: answer, reject: reject, done: make(chan error, 1)}
 	select {
 	case c.answers <- m:
+	case <-c.appOver:
+		// Answered (or ended) already: the state may not say so yet.
+		return ErrNotRinging
 	case <-c.done:
 		return ErrNotRinging
 	case <-ctx.Done():
@@ -77,6 +80,7 @@ func (c *Call) AnswerFromApp(ctx context.Context, answer []byte, reject int) err
 // runApp offers the call to its app and bridges the app's answer to the
 // caller; it returns once the call is answered or has ended. Loop only.
 func (c *Call) runApp(offer *sdp.Description, cl caller) {
+	defer close(c.appOver)
 	e := c.e
 	a := c.app
 	hooks := e.cfg.Apps.Hooks()

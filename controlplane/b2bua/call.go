@@ -133,6 +133,7 @@ type Call struct {
 	// Hand-off between the loop and everyone else.
 	inbox    chan message                // requests for the loop; see deliver
 	answers  chan appAnswer              // an app's answer through the API (app.go); read while the app rings
+	appOver  chan struct{}               // closed when the app stopped ringing (runApp returned): answers is read no more
 	stopReq  atomic.Pointer[stopRequest] // the first request to end the call
 	stopping chan struct{}               // closed by the first stop
 	view     atomic.Pointer[Info]        // the loop's last published description
@@ -188,7 +189,7 @@ func (e *Engine) newCall(caller, callee string) *Call {
 	ctx, cancel := context.WithCancel(e.ctx)
 	return &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), ctx: ctx, cancel: cancel,
 		log:   e.log.With(logging.KeyCall, id, "caller", caller, "callee", callee),
-		inbox: make(chan message, inboxSize), answers: make(chan appAnswer), stopping: make(chan struct{}), done: make(chan struct{})}
+		inbox: make(chan message, inboxSize), answers: make(chan appAnswer), appOver: make(chan struct{}), stopping: make(chan struct{}), done: make(chan struct{})}
 }
 
 // State returns the call's state as its loop last published it.
