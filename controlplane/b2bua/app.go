@@ -92,21 +92,10 @@ func (c *Call) runApp(offer *sdp.Description, cl caller) {
 		return
 	}
 	delayed := offer == nil
-	var body []byte
-	var err error
-	if delayed {
-		body, err = c.m.offerFresh(ctx, 1)
-	} else {
-		body, err = c.m.offer(ctx, 0, offer)
-	}
-	if err != nil {
-		code, reason := statusOf(err)
-		c.log.Info("offer refused", "err", err)
-		cl.failed(code, reason, nil)
-		c.end(code, "offer: "+err.Error())
+	body, ok := c.offerToCallee(ctx, offer, cl)
+	if !ok {
 		return
 	}
-	c.publish() // the session exists
 	cl.progress(180, nil)
 	now := c.start
 	deadline, _ := ctx.Deadline()
@@ -225,27 +214,5 @@ func (c *Call) answerFromApp(ctx context.Context, raw []byte, cl caller, delayed
 	hooks.Outcome(c.app, apps.OutcomeAnswered)
 	c.setState(StateAnswered)
 	c.log.Info("answered", "app", c.app.Name)
-	ackReq, err := cl.answered(out)
-	if errors.Is(err, errStopped) {
-		return // the loop hangs up next
-	}
-	if err != nil {
-		c.log.Info("caller never confirmed the answer", "err", err)
-		c.end(408, "no ack")
-		return
-	}
-	if delayed && ackReq != nil {
-		d, err := sdpBody(ackReq.Body(), contentType(ackReq))
-		if err != nil || d == nil {
-			c.log.Info("delayed-offer ACK without a usable answer", "err", err)
-			c.end(488, "no answer in ack")
-			return
-		}
-		actx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-		defer cancel()
-		if _, _, err := c.m.answer(actx, 0, d, ackReq.Body()); err != nil {
-			c.log.Info("delayed-offer answer refused", "err", err)
-			c.end(488, "bad answer in ack")
-		}
-	}
+	c.answerCaller(cl, out, delayed)
 }

@@ -52,6 +52,14 @@ func (c *Call) bridge(ctx context.Context, inv *sip.Request, res *sip.Response, 
 	}
 	c.setState(StateAnswered)
 	c.log.Info("answered")
+	c.answerCaller(cl, out, delayed)
+}
+
+// answerCaller gives the caller the answer out and waits for its ACK; a
+// delayed-offer caller's ACK carries its answer to Strait's offer, which
+// goes to the media then. A caller that never ACKs ends the call (408),
+// an unusable answer in the ACK too (488). Loop only.
+func (c *Call) answerCaller(cl caller, out []byte, delayed bool) {
 	ackReq, err := cl.answered(out)
 	if errors.Is(err, errStopped) {
 		return // the loop hangs up next

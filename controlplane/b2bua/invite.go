@@ -331,22 +331,11 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 		return
 	}
 
-	var body []byte
-	var err error
 	delayed := offer == nil
-	if delayed {
-		body, err = c.m.offerFresh(ctx, 1)
-	} else {
-		body, err = c.m.offer(ctx, 0, offer)
-	}
-	if err != nil {
-		code, reason := statusOf(err)
-		c.log.Info("offer refused", "err", err)
-		cl.failed(code, reason, nil)
-		c.end(code, "offer: "+err.Error())
+	body, ok := c.offerToCallee(ctx, offer, cl)
+	if !ok {
 		return
 	}
-	c.publish() // the session exists
 	build := func() *sip.Request {
 		inv := d.request(sip.INVITE, body, "application/sdp")
 		inv.ReplaceHeader(maxForwards(req))
@@ -392,6 +381,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 	}
 	var tx sip.ClientTransaction
 	var inv *sip.Request
+	var err error
 	// A 2xx after the first of a transaction (a retransmission, or a
 	// forking proxy's other branch) goes to forks, on sipgo's goroutine.
 	forks := &forkGuard{e: e, d: d}
@@ -611,4 +601,26 @@ func (c *Call) cancelCallee(tx sip.ClientTransaction, inv *sip.Request) {
 			return
 		}
 	}
+}
+
+// offerToCallee makes the callee's offer: from the caller's offer, or a
+// fresh one when the caller offered none (delayed offer, RFC 3261
+// 13.2.1). A refused offer fails the caller and ends the call (ok false);
+// otherwise the session exists and the call is published. Loop only.
+func (c *Call) offerToCallee(ctx context.Context, offer *sdp.Description, cl caller) (body []byte, ok bool) {
+	var err error
+	if offer == nil {
+		body, err = c.m.offerFresh(ctx, 1)
+	} else {
+		body, err = c.m.offer(ctx, 0, offer)
+	}
+	if err != nil {
+		code, reason := statusOf(err)
+		c.log.Info("offer refused", "err", err)
+		cl.failed(code, reason, nil)
+		c.end(code, "offer: "+err.Error())
+		return nil, false
+	}
+	c.publish() // the session exists
+	return body, true
 }
