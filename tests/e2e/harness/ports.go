@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -45,12 +46,45 @@ func PortRange(t testing.TB, n int) string {
 	for range 50 {
 		r := portRangeCandidate(n)
 		low, high := splitRange(r)
-		if udpFree(low) && udpFree((low+high)/2) && udpFree(high) {
+		if udpFree(low) && udpFree((low+high)/2) && udpFree(high) && claimPorts(t, low, high) {
 			return r
 		}
 	}
 	t.Fatalf("no free range of %d UDP ports", n)
 	return ""
+}
+
+// claimed holds the port ranges this process's tests were handed and still
+// use: two draws of one test (a sipp PBX's media ports and strait's
+// WebRTC range) are both free when drawn, and without this could overlap;
+// strait then refused to start on ports its own test's sipp held.
+var claimed struct {
+	sync.Mutex
+	ranges [][2]int
+}
+
+// claimPorts records low-high as handed out until t ends, unless it
+// overlaps a range handed out before.
+func claimPorts(t testing.TB, low, high int) bool {
+	claimed.Lock()
+	defer claimed.Unlock()
+	for _, r := range claimed.ranges {
+		if low <= r[1] && r[0] <= high {
+			return false
+		}
+	}
+	claimed.ranges = append(claimed.ranges, [2]int{low, high})
+	t.Cleanup(func() {
+		claimed.Lock()
+		defer claimed.Unlock()
+		for i, r := range claimed.ranges {
+			if r == [2]int{low, high} {
+				claimed.ranges = append(claimed.ranges[:i], claimed.ranges[i+1:]...)
+				return
+			}
+		}
+	})
+	return true
 }
 
 // portRangeCandidate picks n ports at a random even base between 10000

@@ -144,7 +144,7 @@ func freeMediaPort(t testing.TB) int {
 		for p := low; p < low+8 && free; p++ {
 			free = udpFree(p)
 		}
-		if free {
+		if free && claimPorts(t, low, low+7) {
 			return low
 		}
 	}
