@@ -16,6 +16,12 @@ var procsMu sync.Mutex
 // startProcs is GOMAXPROCS as the process started: the CPUs it may use.
 var startProcs = runtime.GOMAXPROCS(0)
 
+// StartProcs is GOMAXPROCS as the process started, before hot-waiting
+// Loops raised it: what to size per-CPU work by (one packet worker per
+// CPU), so that a later engine in the process does not grow with the Ps
+// the earlier one's Loops added.
+func StartProcs() int { return startProcs }
+
 // reserveProc counts one more hot-waiting Loop and raises GOMAXPROCS, if
 // needed, to startProcs plus the hot-waiting Loops: each keeps its own P
 // while it waits, and every other goroutine of the process (the control

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
@@ -143,7 +142,7 @@ func (c *Config) setDefaults() error {
 	// the kernel's receive-buffer drops (SO_RXQ_OVFL).
 	c.Socket.CountDrops = true
 	if c.Workers <= 0 {
-		c.Workers = startProcs
+		c.Workers = batchconn.StartProcs()
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
@@ -162,11 +161,6 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
-
-// startProcs is GOMAXPROCS as the process started (the CPUs it may use):
-// hot-waiting workers raise GOMAXPROCS later (see Config.HotWait), which
-// must not raise the next engine's default worker count.
-var startProcs = runtime.GOMAXPROCS(0)
 
 func overlap(a, b portalloc.Range) bool {
 	if a == (portalloc.Range{}) || b == (portalloc.Range{}) {
