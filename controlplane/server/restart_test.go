@@ -20,6 +20,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/controlplane/state/statetest"
+	"github.com/strait-sbc/strait/dataplane/mediatest"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 	"github.com/strait-sbc/strait/dataplane/relay"
@@ -279,14 +280,12 @@ func TestRestartAllInOneCarriesCallsOn(t *testing.T) {
 	}
 }
 
-func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
-	r := newRestartRig(t)
-	if allInOne {
-		r.allInOne()
-	}
-	r.useStore(store)
-	dir := t.TempDir()
-	a := r.start(filepath.Join(dir, "a.jsonl"))
+// connectedCall registers alice's browser on a and has her call bob at
+// the PBX, which answers from a plain peer; it returns once the browser's
+// DTLS is up and the node sees the call's media connected.
+func (r *restartRig) connectedCall(a *Server) (call, inc *siptest.Dialog, mb *mediatest.Browser, plain *mediatest.Plain) {
+	t := r.t
+	t.Helper()
 	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -294,17 +293,14 @@ func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
 	t.Cleanup(b.Close)
 	r.browser = b
 	r.register()
-
-	mb := newBrowserMedia(t)
-	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
-	if err != nil {
+	mb = newBrowserMedia(t)
+	if call, err = b.Invite(ctx(t), "bob", []byte(mb.Offer)); err != nil {
 		t.Fatal(err)
 	}
-	inc, err := r.pbx.WaitCall(5 * time.Second)
-	if err != nil {
+	if inc, err = r.pbx.WaitCall(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	plain := newPlain(t)
+	plain = newPlain(t)
 	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
 	res, err := call.WaitAnswer(ctx(t), "")
 	if err != nil || res.StatusCode != 200 {
@@ -318,6 +314,18 @@ func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
 		t.Fatal(err)
 	}
 	(&env{t: t, node: r.nodeAPI(), srv: a}).waitConnected()
+	return call, inc, mb, plain
+}
+
+func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
+	r := newRestartRig(t)
+	if allInOne {
+		r.allInOne()
+	}
+	r.useStore(store)
+	dir := t.TempDir()
+	a := r.start(filepath.Join(dir, "a.jsonl"))
+	call, inc, mb, plain := r.connectedCall(a)
 	straitRTP := plainAddr(t, inc.Invite.Body())
 	var bseq, pseq uint16 = 100, 500
 	browserToPlain(t, mb, &bseq, plain, "before", 5)
@@ -420,36 +428,7 @@ func TestRestartEndsCallsWithoutMedia(t *testing.T) {
 	r := newRestartRig(t)
 	dir := t.TempDir()
 	a := r.start(filepath.Join(dir, "a.jsonl"))
-	b, err := siptest.NewBrowser(a.HTTPAddr(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	r.browser = b
-	r.register()
-	mb := newBrowserMedia(t)
-	call, err := b.Invite(ctx(t), "bob", []byte(mb.Offer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inc, err := r.pbx.WaitCall(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := newPlain(t)
-	go inc.Answer(siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
-	res, err := call.WaitAnswer(ctx(t), "")
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("answer: %v %v", res, err)
-	}
-	call.Ack(ctx(t))
-	if err := mb.Accept(string(res.Body())); err != nil {
-		t.Fatal(err)
-	}
-	if err := mb.WaitConnected(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	(&env{t: t, node: r.node, srv: a}).waitConnected()
+	_, inc, mb, plain := r.connectedCall(a)
 	var bseq uint16 = 100
 	browserToPlain(t, mb, &bseq, plain, "before", 5)
 	sess := a.Engine.Calls()[0].Session
