@@ -29,6 +29,7 @@ func (l *Leg) setKeys(st *Stream, dec, enc *srtp.Context) {
 	l.inMu.Lock()
 	if st == nil {
 		l.dec = dec
+		l.decProven, l.rocGuesses = false, 0
 	} else {
 		st.dec = dec
 	}

@@ -308,9 +308,12 @@ func (w *worker) unprotect(l *Leg, st *Stream, buf []byte, n int, isRTCP bool) (
 		l.ctr.drop[pb.DropNotReady].Add(1)
 		return 0, false
 	}
-	if isRTCP {
+	switch {
+	case isRTCP:
 		out, err = ctx.DecryptRTCP(buf[:n], buf[:n], &w.rtcpHdr)
-	} else {
+	case webrtc && !l.decProven:
+		out, err = w.decryptFirstRTP(l, ctx, buf, n) // rare: a leg's first packets
+	default:
 		out, err = ctx.DecryptRTP(buf[:n], buf[:n], &w.rtpHdr)
 	}
 	l.inMu.Unlock()

@@ -82,10 +82,15 @@ type Leg struct {
 
 	// inMu guards dec (WebRTC) and every stream's dec (SDES); outMu guards
 	// enc, every stream's enc and rewrite state. See the package doc.
-	inMu  sync.Mutex
-	dec   *srtp.Context
-	outMu sync.Mutex
-	enc   *srtp.Context
+	inMu sync.Mutex
+	dec  *srtp.Context
+	// decProven: a packet authenticated with dec; until then a failing
+	// packet may get a rollover guess (rocGuesses so far; rollover.go).
+	// Guarded by inMu, reset with dec.
+	decProven  bool
+	rocGuesses uint8
+	outMu      sync.Mutex
+	enc        *srtp.Context
 
 	profile atomic.Pointer[string] // negotiated SRTP profile name
 	// keys are what the DTLS handshake exported (nil before, and after

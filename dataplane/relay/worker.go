@@ -72,6 +72,7 @@ type worker struct {
 	rtpHdr  rtp.Header
 	rtcpHdr rtcp.Header
 	reports quality.Reports // scratch of rtcpQuality
+	scratch []byte          // BufferSize: a packet kept by decryptFirstRTP
 	now     int64           // unix nanoseconds, read once per round
 
 	ctr nodeCounters
@@ -115,6 +116,7 @@ func newWorker(e *Engine, id int) (*worker, error) {
 		latches:    make(map[latchKey]*Leg),
 		legLatches: make(map[*Leg][]latchKey),
 		shared:     make(map[latchKey]*Stream),
+		scratch:    make([]byte, BufferSize),
 		exited:     make(chan struct{}),
 	}
 	io, err := batchconn.NewLoop(batchconn.LoopConfig[*Leg]{

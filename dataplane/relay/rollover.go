@@ -1,0 +1,64 @@
+package relay
+
+import (
+	"errors"
+
+	"github.com/pion/srtp/v3"
+)
+
+// A WebRTC peer starts sending SRTP as soon as its side of the DTLS
+// handshake is done, and the node installs its keys a moment later (the
+// handshake ends on the leg's DTLS goroutine while the worker goes on
+// with the packets behind it): the first packets of a leg can meet no
+// context and are dropped (drop_not_ready). RFC 3711 section 3.3.1 starts
+// the receiver's rollover counter (ROC) at 0 with the first packet it
+// gets; if the sender's sequence number wrapped within the packets lost
+// before the keys were there (a sender may start anywhere in the 16-bit
+// space: libwebrtc keeps below 2^15, pion and libdatachannel do not), the
+// sender is at ROC 1 and every later packet fails authentication: the
+// leg's direction never flows. One session in 1 000 did that in a bench
+// run (first sequence number 65535).
+//
+// So until the first packet of a leg's context authenticates, a packet
+// that fails with an SSRC the context has never authenticated is tried
+// once more with ROC 1 (rtpengine guesses ROC+1, ROC-1 and 0 on every
+// failure; this guesses only where the node itself may have lost the
+// wrap). A failed guess puts the SSRC's state back as new, and a leg gets
+// at most maxROCGuesses of them, so a peer spraying forged SSRCs before its
+// first real packet neither grows pion's per-SSRC table past that nor
+// doubles the cost of more than that many packets.
+const (
+	maxROCGuesses = 8
+	// rocGuessSeq: only a sequence number in the first half of the space
+	// can follow a wrap the node missed while installing its keys.
+	rocGuessSeq = 0x8000
+)
+
+// decryptFirstRTP decrypts an RTP packet with a WebRTC leg's context dec
+// before the context has authenticated anything (l.decProven false).
+// Called with l.inMu held. The packet is kept in the worker's scratch
+// buffer first: AEAD decryption in place destroys it when it fails.
+func (w *worker) decryptFirstRTP(l *Leg, dec *srtp.Context, buf []byte, n int) ([]byte, error) {
+	saved := w.scratch[:copy(w.scratch, buf[:n])]
+	out, err := dec.DecryptRTP(buf[:n], buf[:n], &w.rtpHdr)
+	if err == nil {
+		l.decProven = true
+		return out, nil
+	}
+	ssrc, seq := w.rtpHdr.SSRC, w.rtpHdr.SequenceNumber
+	if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) || l.rocGuesses >= maxROCGuesses || seq >= rocGuessSeq || len(saved) < n {
+		return nil, err
+	}
+	if _, known := dec.ROC(ssrc); known {
+		return nil, err // authenticated before: pion's own estimate stands
+	}
+	l.rocGuesses++
+	copy(buf, saved)
+	dec.SetROC(ssrc, 1)
+	if out, err2 := dec.DecryptRTP(buf[:n], buf[:n], &w.rtpHdr); err2 == nil {
+		l.decProven = true
+		return out, nil
+	}
+	dec.SetROC(ssrc, 0) // as new: index 0, nothing processed
+	return nil, err
+}
