@@ -37,6 +37,7 @@ type callMetrics struct {
 	final        *prometheus.CounterVec
 	registers    *prometheus.CounterVec
 	txFailures   *prometheus.CounterVec
+	retransmits  *prometheus.CounterVec
 	wsFlows      func() int
 	wsFlowsMu    sync.Mutex
 	upstreamOnce sync.Once
@@ -59,6 +60,9 @@ func newCallMetrics() *callMetrics {
 		txFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_transaction_failures_total",
 			Help: "Client transactions Strait started that ended without a final response, by method and reason (timeout: no answer within 64*T1; transport: the message could not be sent)."},
 			[]string{"method", "reason"}),
+		retransmits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_sip_retransmissions_total",
+			Help: "SIP messages over UDP that repeated, byte for byte, one seen within the last 64*T1 (RFC 3261 section 17 retransmissions), by direction (in: a peer re-sent; out: Strait re-sent), method (of the request, or of the CSeq for a response) and message (request, response)."},
+			[]string{"direction", "method", "message"}),
 	}
 }
 
@@ -73,7 +77,7 @@ func (c *callMetrics) collectors(m *Metrics) []prometheus.Collector {
 		}
 		return float64(f())
 	})
-	return []prometheus.Collector{c.setup, c.pdd, c.final, c.registers, c.txFailures, ws}
+	return []prometheus.Collector{c.setup, c.pdd, c.final, c.registers, c.txFailures, c.retransmits, ws}
 }
 
 // CallAnswered observes a call's setup time (start to answer).
@@ -153,6 +157,24 @@ func (m *Metrics) TransactionFailed(method, reason string) {
 	m.calls2.txFailures.WithLabelValues(methodLabel(method), reason).Inc()
 }
 
+// Retransmission counts one SIP message that repeated one already sent
+// or received (package sipnet recognises them); in is true for a message
+// a peer sent, request tells a request from a response, and method is the
+// request's (or the response's CSeq) method, bounded like Request's.
+func (m *Metrics) Retransmission(method string, in, request bool) {
+	if m == nil {
+		return
+	}
+	m.calls2.retransmits.WithLabelValues(dir(in), methodLabel(method), messageLabel(request)).Inc()
+}
+
+func messageLabel(request bool) string {
+	if request {
+		return "request"
+	}
+	return "response"
+}
+
 // WebSocketFlowsFrom makes strait_websocket_connections read f at each
 // scrape.
 func (m *Metrics) WebSocketFlowsFrom(f func() int) {
@@ -199,6 +221,10 @@ func (m *Metrics) preset() {
 	for _, method := range []string{"INVITE", "BYE", "REGISTER", "OPTIONS"} {
 		m.calls2.txFailures.WithLabelValues(method, TxTimeout)
 		m.calls2.txFailures.WithLabelValues(method, TxTransport)
+		for _, d := range []string{"in", "out"} {
+			m.calls2.retransmits.WithLabelValues(d, method, "request")
+			m.calls2.retransmits.WithLabelValues(d, method, "response")
+		}
 		m.sipRequests.WithLabelValues(method, "in")
 		m.sipRequests.WithLabelValues(method, "out")
 	}

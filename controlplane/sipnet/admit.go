@@ -74,6 +74,7 @@ func (a *admitter) filter(p sip.TransportReadProps, data []byte) ([]byte, error)
 	ap := addrPort(p.RemoteAddr)
 	transport := p.Transport
 	if a.cfg.Trusted != nil && a.cfg.Trusted(transport, ap) {
+		a.admitted(transport, data)
 		return data, nil
 	}
 	stream := transport == TCP || transport == TLS
@@ -95,7 +96,16 @@ func (a *admitter) filter(p sip.TransportReadProps, data []byte) ([]byte, error)
 			return nil, nil
 		}
 	}
+	a.admitted(transport, data)
 	return data, nil
+}
+
+// admitted looks at a message the filter let through: a UDP datagram
+// that repeats one read before is a retransmission (retransmit.go).
+func (a *admitter) admitted(transport string, data []byte) {
+	if transport == UDP {
+		a.stack.retx.observe(data, true)
+	}
 }
 
 // inDialog reports whether a request's To header has a tag (a request

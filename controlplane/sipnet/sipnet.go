@@ -83,7 +83,8 @@ type Stack struct {
 
 	cfg   Config
 	log   *slog.Logger
-	admit *admitter // frozen after New
+	admit *admitter        // frozen after New
+	retx  *retransmissions // frozen after New: UDP retransmissions (retransmit.go)
 
 	mu        sync.Mutex // guards the fields below
 	udpAddr   string     // bound UDP address (ip:port), for reusing the socket
@@ -120,7 +121,7 @@ func New(cfg Config) (*Stack, error) {
 	if clientTLS == nil {
 		clientTLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	st := &Stack{cfg: cfg, log: cfg.Log}
+	st := &Stack{cfg: cfg, log: cfg.Log, retx: newRetransmissions(cfg.Metrics)}
 	st.admit = &admitter{cfg: cfg.Admission, metrics: cfg.Metrics, stack: st}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.Host),
 		sipgo.WithUserAgenTLSConfig(clientTLS),
@@ -188,7 +189,9 @@ func (s *Stack) Start(ws net.Listener) error {
 	s.tcpPort = tcp.Addr().(*net.TCPAddr).Port
 	s.listeners = append(s.listeners, tcp)
 	s.mu.Unlock()
-	s.serve(func() error { return s.Server.ServeUDP(udp) })
+	// sipgo writes every UDP datagram through the socket it serves:
+	// wrapped, so that retransmissions on the way out are counted.
+	s.serve(func() error { return s.Server.ServeUDP(countingConn{PacketConn: udp, r: s.retx}) })
 	s.serve(func() error { return s.Server.ServeTCP(tcp) })
 	// Requests reuse the listening socket (see Prepare), which sipgo
 	// pools only once ServeUDP runs: wait for it.
