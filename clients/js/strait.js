@@ -193,11 +193,19 @@ export class Strait {
 
   // --- messages ---
 
-  /** @returns {Promise<{id: string, sip_status: number}>} */
+  /**
+   * sendMessage sends an instant message as the token's user. delivery is
+   * "delivered", "stored" (the recipient is offline: kept until it comes
+   * online; HTTP 202) or "undelivered".
+   * @returns {Promise<{id: string, sip_status: number, delivery: string}>}
+   */
   sendMessage(to, text) { return this.request('POST', '/v1/messages', { json: { to, text } }); }
 
   /** messages follows the token's user's instant messages. @param {(m: Message) => void} onMessage */
   messages(onMessage, o = {}) { return this.stream('/v1/events/messages', (_n, d) => onMessage(d), o); }
+
+  /** keptMessages fetches (and removes) the messages kept while the user was offline. @returns {Promise<{messages: Message[]}>} */
+  keptMessages() { return this.request('GET', '/v1/messages'); }
 
   // --- WHIP (RFC 9725) ---
 

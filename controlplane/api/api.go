@@ -44,6 +44,11 @@ type Config struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners; nil answers 503.
 	Messages *messaging.Hub
+	// Mailbox keeps messages for offline users: POST /v1/messages keeps
+	// what nobody took (standalone mode; in trunk mode the PBX is the
+	// recipient's server), and the user's event stream or GET
+	// /v1/messages hands them over. Nil keeps nothing.
+	Mailbox *messaging.Mailbox
 	// Names are the address book's names of users (--contacts-file),
 	// shown in GET /v1/contacts; frozen.
 	Names map[string]string
@@ -123,6 +128,7 @@ func New(cfg Config) *API {
 	a.handle("GET", "/v1/presence/{user}", apiauth.ScopeUser, a.getPresence)
 	a.handle("GET", "/v1/contacts", apiauth.ScopeUser, a.contacts)
 	a.handle("POST", "/v1/messages", apiauth.ScopeUser, a.sendMessage)
+	a.handle("GET", "/v1/messages", apiauth.ScopeUser, a.keptMessages)
 	a.handle("GET", "/v1/events/messages", apiauth.ScopeUser, a.messageEvents)
 	a.handle("POST", "/v1/tokens", admin, a.mintToken)
 	a.handle("GET", "/v1/openapi.json", "", serveOpenAPI)

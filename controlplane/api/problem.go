@@ -52,6 +52,9 @@ const (
 	ProblemBadRequest = "bad-request"
 	// ProblemScope: the token lacks the scope the request needs.
 	ProblemScope = "insufficient-scope"
+	// ProblemMailboxFull: the offline recipient's mailbox is at its
+	// limit (507).
+	ProblemMailboxFull = "mailbox-full"
 )
 
 // WriteProblem writes a problem details response. kind is one of the

@@ -43,6 +43,19 @@ type Config struct {
 	// users, for the recipient's HTTP API listeners; it reports whether
 	// any took it. It must not block.
 	OnMessage func(from, to, contentType string, body []byte) bool
+	// Offline, when set, is offered a MESSAGE for one of Strait's own
+	// users (standalone mode, or from the upstream in trunk mode) that
+	// nobody took: no reachable registration and no API listener. It keeps
+	// the message for later delivery and returns 202 (RFC 3428 section 7:
+	// accepted, not yet delivered), or the status to refuse it with (480
+	// when the user's mailbox is full), or 0 to leave the routing's
+	// answer. It may write to the state store but must not wait on the
+	// network.
+	Offline func(from, to, contentType string, body []byte) int
+	// OnRegistered, when set, is told the user of every REGISTER answered
+	// with bindings left (a browser came online: its kept messages can go
+	// out). It must not block.
+	OnRegistered func(user string)
 	// Apps routes callee numbers to web apps (app.go); nil routes none.
 	Apps *apps.Router
 	// Upstreams are the PBXs or trunks; nil is standalone mode.
@@ -199,6 +212,9 @@ func New(cfg Config) *Engine {
 			return
 		}
 		cfg.Registrar.Handle(req, tx)
+		if to := req.To(); cfg.OnRegistered != nil && to != nil && len(cfg.Registry.Lookup(to.Address.User)) > 0 {
+			cfg.OnRegistered(to.Address.User)
+		}
 	}))
 	srv.OnNoRoute(e.wrap(func(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 405, "", nil, sip.NewHeader("Allow", allow))

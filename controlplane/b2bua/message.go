@@ -2,6 +2,8 @@ package b2bua
 
 import (
 	"context"
+	"net/http"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -12,6 +14,20 @@ import (
 // otherwise). It returns the final SIP status; an error says why there
 // was none (no such user: a *Error with 404 or 480; no answer: 408).
 func (e *Engine) SendMessage(ctx context.Context, from, to, contentType string, body []byte) (int, error) {
+	return e.sendMessage(ctx, fromBrowser, from, to, contentType, body, time.Time{})
+}
+
+// DeliverMessage sends a kept instant message (SIP MESSAGE, RFC 3428) to
+// the registered browser or device of the user to, whatever the mode
+// (never to the upstream): the message to a user who just came online.
+// sent, when set, goes in a Date header (RFC 3261 section 20.17) so that
+// the recipient can show when it was written. It returns the final SIP
+// status as SendMessage does.
+func (e *Engine) DeliverMessage(ctx context.Context, from, to, contentType string, body []byte, sent time.Time) (int, error) {
+	return e.sendMessage(ctx, fromUpstream, from, to, contentType, body, sent)
+}
+
+func (e *Engine) sendMessage(ctx context.Context, s side, from, to, contentType string, body []byte, sent time.Time) (int, error) {
 	user, err := userOf(to)
 	if err != nil {
 		return 0, sipError(400, "", err)
@@ -20,12 +36,15 @@ func (e *Engine) SendMessage(ctx context.Context, from, to, contentType string, 
 	if err != nil {
 		return 0, sipError(400, "", err)
 	}
-	tgt, err := e.resolve(fromBrowser, user, false)
+	tgt, err := e.resolve(s, user, false)
 	if err != nil {
 		return 0, err
 	}
 	d, _ := e.outbound(tgt, fromUser, "")
 	req := d.request(sip.MESSAGE, body, contentType)
+	if !sent.IsZero() {
+		req.AppendHeader(sip.NewHeader("Date", sent.UTC().Format(http.TimeFormat)))
+	}
 	e.mu.Lock()
 	e.ownIDs[d.callID] = true
 	e.mu.Unlock()

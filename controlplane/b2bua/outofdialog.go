@@ -53,6 +53,9 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 200, "", nil)
 		return
 	}
+	if err != nil && !took && e.keepOffline(req, tx, s, who, err) {
+		return
+	}
 	if err != nil {
 		code, reason := statusOf(err)
 		e.st.Respond(tx, req, code, reason, nil)
@@ -78,14 +81,44 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 	res, err := d.send(ctx, fwd)
 	if err != nil {
+		if !took && e.keepOffline(req, tx, s, who, errFlowFailed) {
+			return
+		}
 		e.st.Respond(tx, req, 408, "", nil)
 		return
+	}
+	if (res.StatusCode == 408 || res.StatusCode == 430 || res.StatusCode == 480) && !took && !tgt.upstream &&
+		e.keepOffline(req, tx, s, who, errOffline) {
+		return // the registration's browser did not take it
 	}
 	out := e.st.Response(req, mapFailure(res.StatusCode), "", res.Body())
 	if len(res.Body()) > 0 {
 		out.AppendHeader(sip.NewHeader("Content-Type", contentType(res)))
 	}
 	e.st.RespondWith(tx, out)
+}
+
+// keepOffline offers a MESSAGE nobody took to the Offline hook when its
+// recipient is one of Strait's own users and the routing found them
+// offline (not unknown: 404 stands), and answers it when the hook did.
+func (e *Engine) keepOffline(req *sip.Request, tx sip.ServerTransaction, s side, who string, why error) bool {
+	if req.Method != sip.MESSAGE || e.cfg.Offline == nil || (e.trunk() && s != fromUpstream) {
+		return false
+	}
+	if code, _ := statusOf(why); code != 408 && code != 430 && code != 480 {
+		return false
+	}
+	switch code := e.cfg.Offline(who, req.Recipient.User, contentType(req), req.Body()); code {
+	case 0:
+		return false
+	case 202:
+		e.st.Respond(tx, req, 202, "Accepted", nil)
+	case 480:
+		e.st.Respond(tx, req, 480, "Temporarily Unavailable (mailbox full)", nil)
+	default:
+		e.st.Respond(tx, req, code, "", nil)
+	}
+	return true
 }
 
 // subscriptionSlack is how long a relayed subscription outlives its

@@ -41,6 +41,9 @@ func (e *Engine) sideOf(req *sip.Request) (side, bool) {
 // trunk reports whether Strait relays to upstreams (not standalone).
 func (e *Engine) trunk() bool { return e.cfg.Upstreams != nil }
 
+// Trunk reports whether the engine runs in trunk mode (upstreams set).
+func (e *Engine) Trunk() bool { return e.trunk() }
+
 // target is where a request for a user goes.
 type target struct {
 	echo     bool

@@ -9,6 +9,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/apiauth"
 	"github.com/strait-sbc/strait/controlplane/apps"
+	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/dataplane/node"
 )
 
@@ -257,6 +258,15 @@ type Config struct {
 	// MaxMessagesPerMinute bounds the instant messages each user may send
 	// through the API a minute (as many at once); 0: no limit.
 	MaxMessagesPerMinute int `yaml:"max_messages_per_minute" flag:"max-messages-per-minute" usage:"instant messages one user may send through the API per minute (0: no limit)"`
+	// OfflineMessages bounds the instant messages kept for one offline
+	// user (a standalone user or one of the address book's, with no
+	// reachable browser and no API listener) until a browser registers or
+	// the user's API event stream opens; past it new ones are refused (API
+	// 507, SIP 480). 0 keeps none.
+	OfflineMessages int `yaml:"offline_messages" flag:"offline-messages" usage:"instant messages kept for one offline user until it comes online (0: none kept)"`
+	// OfflineMessageAge is how long a kept message waits before it is
+	// dropped.
+	OfflineMessageAge time.Duration `yaml:"offline_message_age" flag:"offline-message-age" usage:"drop a message kept for an offline user after this long"`
 	// PBXAuthenticatesCalls, in trunk mode, lets browsers that did not
 	// register through Strait call the upstream, as whoever their From
 	// says: only for a PBX that challenges every INVITE itself. Off, only
@@ -365,6 +375,8 @@ func Default() Config {
 		TokenMaxTTL:          apiauth.DefaultMaxTTL,
 		AppAnswerTimeout:     apps.DefaultAnswerTimeout,
 		MaxMessagesPerMinute: DefaultMaxMessagesPerMinute,
+		OfflineMessages:      messaging.DefaultMaxPerUser,
+		OfflineMessageAge:    messaging.DefaultMaxAge,
 		MaxCallsPerUser:      DefaultMaxCallsPerUser,
 		MaxCallRatePerUser:   DefaultMaxCallRatePerUser,
 		ShutdownTimeout:      DefaultShutdownTimeout,

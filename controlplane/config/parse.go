@@ -201,6 +201,12 @@ func (c *Config) Parse() (*Parsed, error) {
 	if c.MaxMessagesPerMinute < 0 {
 		bad("--max-messages-per-minute %d: want 0 (no limit) or more", c.MaxMessagesPerMinute)
 	}
+	if c.OfflineMessages < 0 {
+		bad("--offline-messages %d: want 0 (none kept) or more", c.OfflineMessages)
+	}
+	if c.OfflineMessageAge < time.Minute {
+		bad("--offline-message-age %v: want at least 1m", c.OfflineMessageAge)
+	}
 	if c.AppAnswerTimeout < time.Second {
 		bad("--app-answer-timeout %v: want at least 1s", c.AppAnswerTimeout)
 	} else if p.Apps, err = apps.New(apps.Config{Apps: loaded, AllowPrivate: c.AppAllowPrivate, AnswerTimeout: c.AppAnswerTimeout}); err != nil {

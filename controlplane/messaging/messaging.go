@@ -3,8 +3,9 @@
 // (GET /v1/events/messages) on every control plane, through the state
 // store's message bus. Messages between the API and SIP (MESSAGE, RFC
 // 3428) are bridged by package api (API to SIP) and package b2bua's
-// OnMessage hook (SIP to API). Messages are not stored: a user with no
-// listener and no registration does not get them.
+// OnMessage hook (SIP to API). Messages for a user with no listener and
+// no reachable registration are kept by the Mailbox (mailbox.go) until the
+// user comes online.
 package messaging
 
 import (
@@ -171,7 +172,16 @@ func (h *Hub) Lost() uint64 { return h.lost.Load() }
 // Listen returns a channel of the messages to user from now on, and the
 // function that stops it.
 func (h *Hub) Listen(user string) (<-chan Message, func()) {
-	ch := make(chan Message, listenQueue)
+	return h.ListenWith(user, nil)
+}
+
+// ListenWith is Listen with the channel holding kept first: the messages
+// kept for user while offline (Mailbox.Take) come before the new ones.
+func (h *Hub) ListenWith(user string, kept []Message) (<-chan Message, func()) {
+	ch := make(chan Message, listenQueue+len(kept))
+	for _, m := range kept {
+		ch <- m
+	}
 	h.mu.Lock()
 	if h.listeners[user] == nil {
 		h.listeners[user] = map[chan Message]struct{}{}

@@ -311,6 +311,9 @@ func TestOpenAPI(t *testing.T) {
 	if !heard {
 		t.Fatal("the message stream did not carry the message")
 	}
+	if res, b := do("GET", "/v1/messages", "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"messages":[]`) {
+		t.Fatalf("GET kept messages: %d %s", res.StatusCode, b)
+	}
 	bearer = "s3cret"
 	if res, _ := do("POST", "/v1/tokens", "application/json", `{"user":"alice","scopes":["root"]}`); res.StatusCode != 400 {
 		t.Fatalf("tokens with a bad scope: %d", res.StatusCode)

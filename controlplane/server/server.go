@@ -110,6 +110,9 @@ type Server struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners.
 	Messages *messaging.Hub
+	// Mailbox keeps instant messages for offline users until they come
+	// online (nil if the store could not be read at start).
+	Mailbox *messaging.Mailbox
 	// Instance is this control plane's instance id (--instance-id or
 	// cluster.DefaultID): the owner of the calls it stores.
 	Instance string
@@ -127,6 +130,7 @@ type Server struct {
 	journal  *cdr.FileJournal                      // calls in progress, for their CDRs after a crash; nil without
 	users    []config.User                         // the users digest holds; guarded by reloadMu
 	contacts []presence.Entry                      // the --contacts-file address book; frozen after New
+	mail     *offlineMail                          // the mailbox's SIP side; frozen after New
 	tlsCert  *tlsconfig.Certificate                // HTTPS/WSS and SIP TLS; nil without --tls-cert
 	dpCert   *tlsconfig.Certificate                // mTLS client certificate toward nodes; nil without
 	level    *slog.LevelVar                        // nil: the level is not Reload's to set
@@ -213,6 +217,19 @@ func New(opt Options) (_ *Server, err error) {
 	s.CDR.Notify(s.History.Add)
 	s.Presence = presence.New(presence.Config{Store: s.store, Log: log.With("component", "presence")})
 	s.Messages = messaging.New(messaging.Config{Store: s.store, Log: log.With("component", "messaging")})
+	if cfg.OfflineMessages > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+		s.Mailbox, err = messaging.NewMailbox(ctx, messaging.MailboxConfig{Store: s.store, Known: s.knownForMail,
+			MaxPerUser: cfg.OfflineMessages, MaxAge: cfg.OfflineMessageAge, Log: log.With("component", "mailbox")})
+		cancel()
+		if err != nil {
+			log.Warn("state store: offline messages not loaded; none are kept", "err", err)
+			s.Mailbox, err = nil, nil
+		} else {
+			s.Metrics.Registry.MustRegister(s.Mailbox.Collectors()...)
+		}
+	}
+	s.mail = newOfflineMail(s)
 	if path := cfg.JournalPath(); path != "" {
 		if s.journal, err = cdr.OpenFileJournal(path); err != nil {
 			return nil, err
@@ -304,6 +321,7 @@ func New(opt Options) (_ *Server, err error) {
 		hepQuality = s.hep
 	}
 	s.Engine = b2bua.New(b2bua.Config{Stack: s.Stack, Registry: s.Registry, Registrar: s.Registrar, Flows: s.WS, OnMessage: s.Messages.FromSIP,
+		Offline: s.mail.keep, OnRegistered: s.mail.registered,
 		Upstreams: ups, UpstreamRoots: clientTLS.RootCAs, Trust: p.SIPTrust, Digest: digest, AuthGuard: s.AuthGuard, Pool: s.Pool, TrunkPolicy: sdp.Policy{Codecs: cfg.Codecs}, SDES: cfg.SDES,
 		CDR: s.CDR, Journal: s.journalOrNil(), InterimInterval: cfg.CDRInterim, Metrics: s.Metrics, Log: log.With("component", "b2bua"),
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
@@ -532,6 +550,12 @@ func (s *Server) close(handover bool) error {
 		}
 		if s.Messages != nil {
 			s.Messages.Close()
+		}
+		if s.mail != nil {
+			s.mail.close()
+		}
+		if s.Mailbox != nil {
+			s.Mailbox.Close()
 		}
 		if s.State != nil {
 			if err := s.State.Close(); err != nil {

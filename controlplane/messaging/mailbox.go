@@ -1,0 +1,372 @@
+package messaging
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// Offline is the state store kind of the messages kept for users who were
+// offline: one record per message, keyed recipient/time/id.
+const Offline state.Kind = "offline_messages"
+
+// The mailbox's limits, as a store-and-forward server keeps them (ejabberd
+// caps each user's offline queue and refuses past it; Kamailio's msilo
+// expires what waited too long).
+const (
+	// DefaultMaxPerUser is how many messages wait for one user; past it
+	// new ones are refused (the sender is told), not the oldest dropped.
+	DefaultMaxPerUser = 100
+	// DefaultMaxTotal bounds the whole mailbox (4 KiB each at most: 40
+	// MiB), so that many users' queues cannot fill the store.
+	DefaultMaxTotal = 10000
+	// DefaultMaxAge is how long a message waits before it is dropped
+	// (counted as expired).
+	DefaultMaxAge = 7 * 24 * time.Hour
+)
+
+// sweepInterval paces the removal of messages past MaxAge.
+const sweepInterval = 10 * time.Minute
+
+// mailboxChannel is the bus channel on which control planes sharing a
+// store tell each other what they stored and removed, so that each one's
+// index knows who has messages waiting.
+const mailboxChannel = "strait.mailbox"
+
+// Errors of Mailbox.Put.
+var (
+	// ErrMailboxFull: the recipient's queue (or the whole mailbox) is at
+	// its limit.
+	ErrMailboxFull = errors.New("messaging: mailbox full")
+	// ErrUnknownUser: the recipient is not a user messages are kept for.
+	ErrUnknownUser = errors.New("messaging: no such user to keep messages for")
+)
+
+// MailboxConfig configures a Mailbox.
+type MailboxConfig struct {
+	// Store keeps the messages (the embedded store by default). Required.
+	Store state.Store
+	// Known says whether messages are kept for a user (the configured
+	// users and the address book's); nil keeps them for nobody.
+	Known func(user string) bool
+	// MaxPerUser, MaxTotal and MaxAge are the limits; 0 is the default.
+	MaxPerUser, MaxTotal int
+	MaxAge               time.Duration
+	// Log is the logger; nil is slog.Default().
+	Log *slog.Logger
+}
+
+// Mailbox keeps instant messages for users who have neither a registered
+// browser nor an API listener, until they come online: registering a
+// browser or opening the message event stream (the callers hand the
+// messages over and report each one delivered). It is safe for concurrent
+// use.
+//
+// An index of the waiting messages (recipient, key, time) is kept in
+// memory, loaded from the store at start and kept current between control
+// planes sharing the store through its bus, so that asking whether a user
+// has messages waiting costs no store access.
+type Mailbox struct {
+	cfg    MailboxConfig // frozen
+	origin string        // frozen: this process, on the bus
+	cancel context.CancelFunc
+	done   chan struct{}
+	events *prometheus.CounterVec
+	gauge  prometheus.GaugeFunc
+
+	mu         sync.Mutex           // guards the fields below
+	index      map[string][]waiting // by recipient, oldest first
+	total      int
+	delivering map[string]bool // recipients whose messages are being handed over
+}
+
+// waiting is one message in the index.
+type waiting struct {
+	key string
+	at  time.Time
+}
+
+// busNote is what a control plane tells the others about a change.
+type busNote struct {
+	Origin  string    `json:"o"`
+	User    string    `json:"u"`
+	Key     string    `json:"k"`
+	Time    time.Time `json:"t"`
+	Removed bool      `json:"r,omitempty"`
+}
+
+// NewMailbox loads the waiting messages' index and starts the mailbox;
+// Close stops it.
+func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	cfg.MaxPerUser = cmp.Or(cfg.MaxPerUser, DefaultMaxPerUser)
+	cfg.MaxTotal = cmp.Or(cfg.MaxTotal, DefaultMaxTotal)
+	cfg.MaxAge = cmp.Or(cfg.MaxAge, DefaultMaxAge)
+	b := &Mailbox{cfg: cfg, origin: NewID(), done: make(chan struct{}), index: map[string][]waiting{}, delivering: map[string]bool{},
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_messages_offline_total",
+			Help: "Instant messages for offline users, by event: stored, delivered, expired, refused_full, refused_unknown, failed (the store refused)."},
+			[]string{"event"})}
+	b.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_messages_offline_waiting",
+		Help: "Instant messages waiting for offline users (this control plane's index)."},
+		func() float64 { b.mu.Lock(); defer b.mu.Unlock(); return float64(b.total) })
+	for _, e := range []string{"stored", "delivered", "expired", "refused_full", "refused_unknown", "failed"} {
+		b.events.WithLabelValues(e)
+	}
+	bctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	bus, err := cfg.Store.Subscribe(bctx, mailboxChannel)
+	if err != nil {
+		cfg.Log.Warn("mailbox: bus subscription failed", "err", err)
+	}
+	recs, err := cfg.Store.Load(ctx, Offline)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("messaging: loading the offline messages: %w", err)
+	}
+	for key, v := range recs {
+		var m Message
+		user, ok := userOfKey(key)
+		if !ok || json.Unmarshal(v, &m) != nil || m.To != user {
+			cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: key}})
+			continue
+		}
+		b.add(user, waiting{key: key, at: m.Time})
+	}
+	go b.run(bctx, bus)
+	return b, nil
+}
+
+// Collectors are the mailbox's metrics.
+func (b *Mailbox) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{b.events, b.gauge}
+}
+
+// Count returns how many times event happened (tests).
+func (b *Mailbox) Count(event string) float64 {
+	var m dto.Metric
+	b.events.WithLabelValues(event).Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// Close stops the mailbox; what it keeps stays in the store.
+func (b *Mailbox) Close() {
+	b.cancel()
+	<-b.done
+}
+
+// key makes a record key: the recipient (path-escaped, so that it holds
+// no '/'), the time, the message id.
+func key(m Message) string {
+	return url.PathEscape(m.To) + "/" + fmt.Sprintf("%020d", m.Time.UnixNano()) + "/" + m.ID
+}
+
+func userOfKey(k string) (string, bool) {
+	esc, _, ok := strings.Cut(k, "/")
+	if !ok {
+		return "", false
+	}
+	u, err := url.PathUnescape(esc)
+	return u, err == nil && u != ""
+}
+
+// add puts w in user's index, in time order. b.mu not held.
+func (b *Mailbox) add(user string, w waiting) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.index[user]
+	if slices.ContainsFunc(q, func(x waiting) bool { return x.key == w.key }) {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(q, w, func(a, b waiting) int { return cmp.Or(a.at.Compare(b.at), strings.Compare(a.key, b.key)) })
+	b.index[user] = slices.Insert(q, i, w)
+	b.total++
+}
+
+// drop removes key from user's index and reports whether it was there.
+func (b *Mailbox) drop(user, key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.index[user]
+	i := slices.IndexFunc(q, func(x waiting) bool { return x.key == key })
+	if i < 0 {
+		return false
+	}
+	q = slices.Delete(q, i, i+1)
+	if len(q) == 0 {
+		delete(b.index, user)
+	} else {
+		b.index[user] = q
+	}
+	b.total--
+	return true
+}
+
+func (b *Mailbox) note(ctx context.Context, n busNote) {
+	n.Origin = b.origin
+	raw, _ := json.Marshal(n)
+	if err := b.cfg.Store.Publish(ctx, mailboxChannel, raw); err != nil {
+		b.cfg.Log.Debug("mailbox: bus note not sent", "err", err)
+	}
+}
+
+// run applies the other control planes' notes and sweeps old messages.
+func (b *Mailbox) run(ctx context.Context, bus <-chan []byte) {
+	defer close(b.done)
+	b.sweep(ctx)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.sweep(ctx)
+		case raw, ok := <-bus:
+			if !ok {
+				bus = nil // the bus is gone: this process's own index still holds
+				continue
+			}
+			var n busNote
+			if json.Unmarshal(raw, &n) != nil || n.Origin == b.origin || n.User == "" {
+				continue
+			}
+			if n.Removed {
+				b.drop(n.User, n.Key)
+			} else {
+				b.add(n.User, waiting{key: n.Key, at: n.Time})
+			}
+		}
+	}
+}
+
+// sweep drops the messages that waited past MaxAge.
+func (b *Mailbox) sweep(ctx context.Context) {
+	cut := time.Now().Add(-b.cfg.MaxAge)
+	type old struct{ user, key string }
+	var dead []old
+	b.mu.Lock()
+	for u, q := range b.index {
+		for _, w := range q {
+			if w.at.Before(cut) {
+				dead = append(dead, old{u, w.key})
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, d := range dead {
+		if err := b.cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: d.key}}); err != nil {
+			b.cfg.Log.Warn("mailbox: expired message not removed", "user", d.user, "err", err)
+			continue
+		}
+		if b.drop(d.user, d.key) {
+			b.events.WithLabelValues("expired").Inc()
+			b.note(ctx, busNote{User: d.user, Key: d.key, Removed: true})
+		}
+	}
+}
+
+// Put keeps m for its recipient. It fails with ErrUnknownUser for a
+// recipient messages are not kept for, ErrMailboxFull past a limit, or
+// the store's error; each outcome is counted.
+func (b *Mailbox) Put(ctx context.Context, m Message) error {
+	if b.cfg.Known == nil || !b.cfg.Known(m.To) {
+		b.events.WithLabelValues("refused_unknown").Inc()
+		return ErrUnknownUser
+	}
+	b.mu.Lock()
+	full := len(b.index[m.To]) >= b.cfg.MaxPerUser || b.total >= b.cfg.MaxTotal
+	b.mu.Unlock()
+	if full {
+		b.events.WithLabelValues("refused_full").Inc()
+		return ErrMailboxFull
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	k := key(m)
+	if err := b.cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: k, Value: raw}}); err != nil {
+		b.events.WithLabelValues("failed").Inc()
+		return fmt.Errorf("messaging: storing a message for %s: %w", m.To, err)
+	}
+	b.add(m.To, waiting{key: k, at: m.Time})
+	b.events.WithLabelValues("stored").Inc()
+	b.note(ctx, busNote{User: m.To, Key: k, Time: m.Time})
+	return nil
+}
+
+// Waiting returns how many messages wait for user.
+func (b *Mailbox) Waiting(user string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.index[user])
+}
+
+// Take returns the messages waiting for user, oldest first, and the
+// function to call when the hand-over is over; meanwhile another Take of
+// the same user returns nothing (two registrations at once do not both
+// deliver). The messages stay kept until reported with Delivered.
+func (b *Mailbox) Take(ctx context.Context, user string) ([]Message, func()) {
+	b.mu.Lock()
+	if b.delivering[user] || len(b.index[user]) == 0 {
+		b.mu.Unlock()
+		return nil, func() {}
+	}
+	b.delivering[user] = true
+	keys := make([]string, len(b.index[user]))
+	for i, w := range b.index[user] {
+		keys[i] = w.key
+	}
+	b.mu.Unlock()
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			b.mu.Lock()
+			delete(b.delivering, user)
+			b.mu.Unlock()
+		})
+	}
+	var out []Message
+	for _, k := range keys {
+		raw, ok, err := b.cfg.Store.Get(ctx, Offline, k)
+		if err != nil {
+			b.cfg.Log.Warn("mailbox: message not read", "user", user, "err", err)
+			break
+		}
+		var m Message
+		if !ok || json.Unmarshal(raw, &m) != nil {
+			b.drop(user, k) // removed elsewhere, or unreadable
+			continue
+		}
+		out = append(out, m)
+	}
+	return out, done
+}
+
+// Delivered removes a message handed over to its recipient.
+func (b *Mailbox) Delivered(ctx context.Context, m Message) error {
+	k := key(m)
+	if err := b.cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: k}}); err != nil {
+		return fmt.Errorf("messaging: removing a delivered message: %w", err)
+	}
+	if b.drop(m.To, k) {
+		b.events.WithLabelValues("delivered").Inc()
+		b.note(ctx, busNote{User: m.To, Key: k, Removed: true})
+	}
+	return nil
+}
