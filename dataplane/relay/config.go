@@ -36,8 +36,8 @@ const (
 	DefaultMediaTimeout = 60 * time.Second
 	// ReplayWindow is the SRTP/SRTCP replay window of inbound contexts
 	// (RFC 3711 section 3.3.2 requires at least 64; libsrtp uses 128 to
-	// survive the reordering of a busy path).
-	ReplayWindow = 128
+	// survive the reordering of a busy path). replayWindow holds it.
+	ReplayWindow = replayWindowBits
 	// DefaultDTLSLinger keeps a completed handshake's association for the
 	// peer's retransmissions: browsers retransmit a flight after 1 s,
 	// doubling up to 60 s (RFC 6347 section 4.2.4.1), and give up long

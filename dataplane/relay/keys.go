@@ -8,10 +8,9 @@ import (
 
 // newContexts creates the pair of SRTP contexts of one leg or stream: dec
 // for what the peer sends (with replay protection, RFC 3711 section
-// 3.3.2), enc for what is sent to it.
+// 3.3.2: replayWindow), enc for what is sent to it.
 func newContexts(profile srtp.ProtectionProfile, localKey, localSalt, remoteKey, remoteSalt []byte) (dec, enc *srtp.Context, err error) {
-	dec, err = srtp.CreateContext(remoteKey, remoteSalt, profile,
-		srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+	dec, err = srtp.CreateContext(remoteKey, remoteSalt, profile, replayOptions()...)
 	if err != nil {
 		return nil, nil, err
 	}
