@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -122,19 +123,28 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		defer node.close()
 		straits = append(straits, &straitRelay{n: node, h: h, io: "attached"})
 	} else {
-		bin, cleanup, berr := nodeBinary(cfg.NodeBin, orW(cfg.Progress))
-		if berr != nil {
-			return nil, berr
-		}
-		defer cleanup()
-		for i, m := range ioModes {
-			node, err := startNode(ctx, bin, nodeOptions{ip: nthAddr(nodeIP, i), workers: cfg.Workers, cpus: cfg.RelayCPUs,
-				io: m, coalesce: cfg.Coalesce}, logw)
-			if err != nil {
-				return nil, err
+		// --node-bin A,B: a node of each binary (and I/O mode), their
+		// cases interleaved, for an A/B comparison within one run.
+		bins := cfg.nodeBins()
+		for b, path := range bins {
+			bin, cleanup, berr := nodeBinary(path, orW(cfg.Progress))
+			if berr != nil {
+				return nil, berr
 			}
-			defer node.close()
-			straits = append(straits, &straitRelay{n: node, h: h, io: node.ioMode(m)})
+			defer cleanup()
+			label := ""
+			if len(bins) > 1 {
+				label = nodeLabel(b, path)
+			}
+			for i, m := range ioModes {
+				node, err := startNode(ctx, bin, nodeOptions{ip: nthAddr(nodeIP, b*len(ioModes)+i), workers: cfg.Workers, cpus: cfg.RelayCPUs,
+					io: m, coalesce: cfg.Coalesce}, logw)
+				if err != nil {
+					return nil, err
+				}
+				defer node.close()
+				straits = append(straits, &straitRelay{n: node, h: h, io: node.ioMode(m), node: label})
+			}
 		}
 	}
 
@@ -164,14 +174,18 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	}
 	var jobs []job
 	for _, n := range cfg.counts() {
-		for _, strait := range straits {
-			for _, shared := range modes {
-				for i, p := range profiles {
-					jobs = append(jobs, job{strait, kind{legs: legsWebRTC, profile: p, shared: shared, io: strait.io}, n})
-					if i == 0 {
-						// The plain baseline runs between the profiles, so
-						// that drift in the machine's load hits both alike.
-						jobs = append(jobs, job{strait, kind{legs: legsPlain, shared: shared, io: strait.io}, n})
+		// Each case runs on every node in turn (I/O modes, binaries), so
+		// that drift in the machine's load hits them alike.
+		for _, shared := range modes {
+			for i, p := range profiles {
+				for _, strait := range straits {
+					jobs = append(jobs, job{strait, kind{legs: legsWebRTC, profile: p, shared: shared, io: strait.io, node: strait.node}, n})
+				}
+				if i == 0 {
+					// The plain baseline runs between the profiles, for
+					// the same reason.
+					for _, strait := range straits {
+						jobs = append(jobs, job{strait, kind{legs: legsPlain, shared: shared, io: strait.io, node: strait.node}, n})
 					}
 				}
 			}
@@ -271,13 +285,40 @@ func ratios(rep *report.Report) {
 				continue
 			}
 			switch {
-			case b.Target == report.TargetStraitPlain && b.PlainPorts == r.PlainPorts && b.IO == r.IO:
+			case b.Target == report.TargetStraitPlain && b.PlainPorts == r.PlainPorts && b.IO == r.IO && b.Node == r.Node:
 				r.CPURatioToPlain = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
 			case b.Target == report.TargetRtpengine && b.SRTP == r.SRTP:
 				r.CPURatioToRtpengine = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
 			}
 		}
 	}
+	// With several node binaries: each case against the same case on the
+	// first one (--node-bin A,B: B's figures over A's).
+	var first string
+	for _, r := range rep.Results {
+		if r.Node != "" {
+			first = r.Node
+			break
+		}
+	}
+	for _, r := range rep.Results {
+		if r.Node == "" || r.Node == first || r.Skipped != "" || r.GeneratorLimited {
+			continue
+		}
+		for _, b := range rep.Results {
+			if b.Node == first && b.Skipped == "" && !b.GeneratorLimited && b.Target == r.Target && b.Legs == r.Legs &&
+				b.SRTP == r.SRTP && b.PlainPorts == r.PlainPorts && b.IO == r.IO && b.Sessions == r.Sessions {
+				r.CPURatioToFirstNode = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
+				r.SyscallRatioToFirstNode = report.Ratio(r.SyscallsPerPacket, b.SyscallsPerPacket)
+			}
+		}
+	}
+}
+
+// nodeLabel names the node binary path, the b-th of --node-bin, in
+// results: its file name, and its position when names repeat.
+func nodeLabel(b int, path string) string {
+	return fmt.Sprintf("%d:%s", b, filepath.Base(path))
 }
 
 func summary(r *report.Result) string {
@@ -291,8 +332,12 @@ func summary(r *report.Result) string {
 	if r.GeneratorLimited {
 		limited = fmt.Sprintf(" GENERATOR-LIMITED (asked %.0f)", r.RequestedPPS)
 	}
+	target := r.Target
+	if r.Node != "" {
+		target += " " + r.Node
+	}
 	return fmt.Sprintf("  %-12s %-5s %-12s %-24s %-7s sessions %-5d delivered %8.0f pps%s  loss %.4f%%  p99 %s us  cpu %s ns/pkt  syscalls/pkt %s (own count %s)  allocs/pkt %s  setup %s/s",
-		r.Target, r.IO, r.Legs, r.SRTP, r.PlainPorts, r.Sessions, r.DeliveredPPS, limited, 100*r.LossRatio,
+		target, r.IO, r.Legs, r.SRTP, r.PlainPorts, r.Sessions, r.DeliveredPPS, limited, 100*r.LossRatio,
 		f(r.LatencyP99us, "%.0f"), f(r.NodeCPUnsPerPacket, "%.0f"), f(r.SyscallsPerPacket, "%.3f"), f(r.NodeSyscallsPerPacket, "%.3f"),
 		f(r.AllocsPerPacket, "%.4f"), f(r.SetupPerS, "%.0f"))
 }

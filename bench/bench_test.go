@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,7 +58,9 @@ func smoke(t *testing.T, cfg Config) *report.Report {
 	if testing.Short() {
 		t.Skip("starts a node process")
 	}
-	cfg.NodeBin = nodeBin
+	if cfg.NodeBin == "" {
+		cfg.NodeBin = nodeBin
+	}
 	cfg.Sessions = 2
 	cfg.Duration = 300 * time.Millisecond
 	cfg.Warmup = 100 * time.Millisecond
@@ -153,6 +156,34 @@ func TestSmokeCadence(t *testing.T) {
 			t.Fatalf("targets %v, want Strait with both SRTP profiles and the plain baseline, with each I/O mode %v", targets, modes)
 		}
 	}
+}
+
+// TestSmokeTwoNodeBins: --node-bin A,B starts a node of each, measures
+// every case on both, labels the results and compares B's with A's.
+func TestSmokeTwoNodeBins(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", IO: "mmsg", NodeBin: nodeBin + "," + nodeBin})
+	nodes := map[string]int{}
+	for _, r := range rep.Results {
+		nodes[r.Node]++
+		if strings.HasPrefix(r.Node, "1:") && !r.GeneratorLimited && r.NodeCPUnsPerPacket != nil && *r.NodeCPUnsPerPacket > 0 &&
+			r.CPURatioToFirstNode == nil && firstNodeCPU(rep, r) > 0 {
+			t.Errorf("%s %s on the second node: no ratio to the first", r.Target, r.SRTP)
+		}
+	}
+	if len(nodes) != 2 || nodes["0:strait-dataplane"] != 2 || nodes["1:strait-dataplane"] != 2 {
+		t.Fatalf("results per node %v, want the WebRTC case and the plain baseline on each of 2", nodes)
+	}
+}
+
+// firstNodeCPU is the CPU per packet of r's case on the first node (0 if
+// unmeasured or generator-limited).
+func firstNodeCPU(rep *report.Report, r *report.Result) float64 {
+	for _, b := range rep.Results {
+		if strings.HasPrefix(b.Node, "0:") && b.Target == r.Target && b.SRTP == r.SRTP && b.NodeCPUnsPerPacket != nil && !b.GeneratorLimited {
+			return *b.NodeCPUnsPerPacket
+		}
+	}
+	return 0
 }
 
 func TestSmokeSharedPlainPorts(t *testing.T) {
@@ -266,6 +297,20 @@ func TestRatios(t *testing.T) {
 	ratios(rep)
 	if r := rep.Results[0]; r.CPURatioToPlain != nil || r.CPURatioToRtpengine != nil {
 		t.Fatalf("compared across modes, session counts or with a generator-limited baseline: %v %v", r.CPURatioToPlain, r.CPURatioToRtpengine)
+	}
+	// Two node binaries: each compared with its own plain baseline, and
+	// the second's cases with the first's.
+	rep = &report.Report{Results: []*report.Result{
+		{Target: report.TargetStrait, Node: "0:a", SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(1200), SyscallsPerPacket: report.F(0.2)},
+		{Target: report.TargetStrait, Node: "1:b", SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(900), SyscallsPerPacket: report.F(0.1)},
+		{Target: report.TargetStraitPlain, Node: "0:a", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(1000)},
+		{Target: report.TargetStraitPlain, Node: "1:b", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(750)},
+	}}
+	ratios(rep)
+	a, b := rep.Results[0], rep.Results[1]
+	if *a.CPURatioToPlain != 1.2 || *b.CPURatioToPlain != 1.2 || a.CPURatioToFirstNode != nil ||
+		b.CPURatioToFirstNode == nil || *b.CPURatioToFirstNode != 0.75 || *b.SyscallRatioToFirstNode != 0.5 {
+		t.Fatalf("ratios with two nodes: %v %v %v %v", *a.CPURatioToPlain, *b.CPURatioToPlain, a.CPURatioToFirstNode, b.CPURatioToFirstNode)
 	}
 }
 

@@ -33,7 +33,7 @@ type runCase struct {
 
 func (c *runCase) result() *report.Result {
 	return &report.Result{Target: c.r.target(c.k), Mode: c.h.cfg.Mode, Legs: c.k.legs, SRTP: c.srtpName(),
-		PlainPorts: c.k.portMode(), IO: c.k.io, Sessions: c.n, NodeDrops: map[string]uint64{}}
+		PlainPorts: c.k.portMode(), IO: c.k.io, Node: c.k.node, Sessions: c.n, NodeDrops: map[string]uint64{}}
 }
 
 func (c *runCase) srtpName() string {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/strait-sbc/strait/bench/webrtcclient"
@@ -46,6 +47,8 @@ type Config struct {
 	// Node is grpc://HOST:PORT of a running node, with NodePID (and
 	// NodeMetrics, default port+1); empty starts one from NodeBin (default:
 	// strait-dataplane beside this executable or on $PATH, else built).
+	// NodeBin may list several binaries, comma-separated: a node of each,
+	// every case measured on each in turn (an A/B comparison in one run).
 	Node        string
 	NodePID     int
 	NodeMetrics string
@@ -79,11 +82,20 @@ type Config struct {
 }
 
 // summary is the configuration as the report records it.
+// nodeBins are the node binaries to start: NodeBin split at commas, or
+// one default.
+func (c *Config) nodeBins() []string {
+	if c.NodeBin == "" {
+		return []string{""}
+	}
+	return strings.Split(c.NodeBin, ",")
+}
+
 func (c *Config) summary() map[string]any {
 	return map[string]any{
 		"mode": c.Mode, "sessions": c.Sessions, "session_counts": c.SessionCounts, "io": c.IO, "coalesce": c.Coalesce.String(), "harness_io": c.HarnessIO,
 		"syscall_window": c.SyscallWindow.String(), "duration": c.Duration.String(), "codec": c.Codec,
-		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
+		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "node_bin": c.NodeBin, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
 	}
 }

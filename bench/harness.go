@@ -28,6 +28,7 @@ type kind struct {
 	profile webrtcclient.Profile // legsWebRTC
 	shared  bool                 // plain legs on the relay's shared ports
 	io      string               // Strait: the node's I/O mode
+	node    string               // Strait: which --node-bin, when several
 }
 
 func (k kind) portMode() string {
@@ -41,6 +42,9 @@ func (k kind) String() string {
 	s := k.legs
 	if k.io != "" {
 		s = k.io + " " + s
+	}
+	if k.node != "" {
+		s = k.node + " " + s
 	}
 	if k.legs == legsPlain {
 		return fmt.Sprintf("%s %s", s, k.portMode())

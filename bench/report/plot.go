@@ -174,6 +174,9 @@ func addSeries(p *plot.Plot, name string, xys plotter.XYs, col color.Color, shap
 
 func label(r *Result) string {
 	s := r.Target
+	if r.Node != "" {
+		s += " " + r.Node
+	}
 	if r.IO != "" {
 		s += " " + r.IO
 	}

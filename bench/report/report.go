@@ -37,6 +37,9 @@ type Result struct {
 	// IO is a Strait node's packet I/O ("uring" or "mmsg"); empty for
 	// rtpengine.
 	IO string `json:"io"`
+	// Node names the node binary (its position and file name in
+	// --node-bin) when a run compares several; empty otherwise.
+	Node string `json:"node,omitempty"`
 	// Skipped says why the target was not measured (e.g. rtpengine not
 	// installed); a skipped target is not a pass.
 	Skipped string `json:"skipped,omitempty"`
@@ -116,6 +119,11 @@ type Result struct {
 	// same run, same packets (Strait WebRTC results only).
 	CPURatioToPlain     *float64 `json:"cpu_ratio_to_plain"`
 	CPURatioToRtpengine *float64 `json:"cpu_ratio_to_rtpengine"`
+	// CPURatioToFirstNode and SyscallRatioToFirstNode (--node-bin A,B):
+	// this result's CPU and system calls per packet over the same case's
+	// on the first binary, in the same run.
+	CPURatioToFirstNode     *float64 `json:"cpu_ratio_to_first_node,omitempty"`
+	SyscallRatioToFirstNode *float64 `json:"syscall_ratio_to_first_node,omitempty"`
 
 	// Steps are the flood search's or scale's individual measurements.
 	Steps []Step `json:"steps,omitempty"`

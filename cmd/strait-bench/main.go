@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Node, "node", "", "use a running node, grpc://HOST:PORT (with --node-pid); default: start one")
 	fs.IntVar(&cfg.NodePID, "node-pid", 0, "process id of --node (its CPU time is read from /proc)")
 	fs.StringVar(&cfg.NodeMetrics, "node-metrics", "", "metrics address of --node (default: its gRPC port + 1)")
-	fs.StringVar(&cfg.NodeBin, "node-bin", "", "strait-dataplane binary to start (default: beside strait-bench, on $PATH, or built)")
+	fs.StringVar(&cfg.NodeBin, "node-bin", "", "strait-dataplane binary to start (default: beside strait-bench, on $PATH, or built); A,B starts a node of each and measures every case on both in turn (cpu_ratio_to_first_node)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "packet workers of the node it starts (default: one per CPU)")
 	fs.StringVar(&cfg.IO, "io", "both", "the node's packet I/O: uring, mmsg, auto, or both (a node of each, in the same run)")
 	fs.DurationVar(&cfg.Coalesce, "coalesce", 0, "the node's --coalesce (default: the node's)")
