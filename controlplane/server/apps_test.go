@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -97,9 +99,10 @@ func TestCallsToApps(t *testing.T) {
 
 	laterTok, laterKey, _ := apiauth.NewToken("later-app", "", []string{apiauth.ScopeReceive + ":later"})
 	otherTok, otherKey, _ := apiauth.NewToken("other-app", "", []string{apiauth.ScopeReceive + ":demo"})
+	hangTok, hangKey, _ := apiauth.NewToken("hang-app", "", []string{apiauth.ScopeReceive + ":hang"})
 	e := start(t, func(c *config.Config) {
 		c.APIToken = "operator"
-		c.APIKeys = []string{laterKey, otherKey}
+		c.APIKeys = []string{laterKey, otherKey, hangKey}
 		c.AppAllowPrivate = true
 		c.AppAnswerTimeout = 6 * time.Second
 		c.Apps = []string{
@@ -286,6 +289,95 @@ func TestCallsToApps(t *testing.T) {
 		e.waitSessions(0)
 		if got := metricValue(t, e.srv.Metrics.Registry, "strait_app_calls_total", map[string]string{"app": "hang", "outcome": "cancelled"}); got != 1 {
 			t.Errorf("cancelled = %v, want 1", got)
+		}
+	})
+
+	t.Run("caller cancels while the webhook is pending", func(t *testing.T) {
+		// The hang app follows its calls' events with its receive key.
+		sctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+		defer stop()
+		req, _ := http.NewRequestWithContext(sctx, "GET", base+"/v1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+hangTok)
+		stream, err := http.DefaultClient.Do(req)
+		if err != nil || stream.StatusCode != 200 {
+			t.Fatalf("the app's event stream: %v %v", stream, err)
+		}
+		defer stream.Body.Close()
+		events := make(chan map[string]any, 16)
+		go func() {
+			sc := bufio.NewScanner(stream.Body)
+			for sc.Scan() {
+				if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+					var ev map[string]any
+					json.Unmarshal([]byte(d), &ev)
+					events <- ev
+				}
+			}
+			close(events)
+		}()
+		cancelledBefore := metricValue(t, e.srv.Metrics.Registry, "strait_app_calls_total", map[string]string{"app": "hang", "outcome": "cancelled"})
+		plain := newPlain(t)
+		d, err := phone.Invite(ctx(t), "8502", siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answered := make(chan *sip.Response, 1)
+		go func() { res, _ := d.WaitAnswer(ctx(t), ""); answered <- res }()
+		select {
+		case <-hangGot:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no webhook")
+		}
+		select {
+		case r := <-d.Provisional:
+			if r.StatusCode != 180 {
+				t.Fatalf("provisional %d, want 180", r.StatusCode)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no 180 before the CANCEL")
+		}
+		res, err := d.Cancel(ctx(t))
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("CANCEL: %v %v", res, err)
+		}
+		select {
+		case res := <-answered:
+			if res == nil || res.StatusCode != 487 {
+				t.Fatalf("the cancelled INVITE got %v, want 487 (RFC 3261 section 9.2)", res)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no final response to the cancelled INVITE")
+		}
+		select {
+		case <-hangGone: // abandoned at once, not at the attempt's own timeout
+		case <-time.After(3 * time.Second):
+			t.Fatal("the webhook went on after the caller cancelled")
+		}
+		// The app saw the call ring, then end with the caller's 487.
+		var id string
+		for ended := false; !ended; {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatal("the app's event stream closed")
+				}
+				switch {
+				case ev["state"] == "ringing" && ev["callee"] == "8502" && ev["app"] == "hang":
+					id, _ = ev["call"].(string)
+				case ev["state"] == "ended" && id != "" && ev["call"] == id:
+					if ev["cause"] != float64(487) {
+						t.Fatalf("the app's end event: %v, want cause 487", ev)
+					}
+					ended = true
+				}
+			case <-sctx.Done():
+				t.Fatalf("the app got no end event (ringing seen: %q)", id)
+			}
+		}
+		e.waitCalls(0)
+		e.waitSessions(0)
+		if got := metricValue(t, e.srv.Metrics.Registry, "strait_app_calls_total", map[string]string{"app": "hang", "outcome": "cancelled"}); got != cancelledBefore+1 {
+			t.Errorf("cancelled = %v, want %v", got, cancelledBefore+1)
 		}
 	})
 

@@ -164,6 +164,35 @@ func (d *Dialog) WaitAnswer(ctx context.Context, password string) (*sip.Response
 	return d.Final, err
 }
 
+// Cancel cancels a placed call that has had a provisional response
+// (RFC 3261 section 9.1): a CANCEL with the INVITE's Request-URI, Via
+// (same branch), Route, Call-ID, From, To and CSeq number, sent where the
+// INVITE went. It returns the CANCEL's own response; WaitAnswer then gets
+// the INVITE's 487. (sipgo's CANCEL, sent when WaitAnswer's context ends,
+// keeps no destination and goes to the Request-URI's host and default
+// port, which misses a peer the phone reaches on another port.)
+func (d *Dialog) Cancel(ctx context.Context) (*sip.Response, error) {
+	inv := d.out.InviteRequest
+	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	c.SipVersion = inv.SipVersion
+	if v := inv.Via(); v != nil {
+		c.AppendHeader(v.Clone())
+	}
+	sip.CopyHeaders("Route", inv, c)
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	for _, name := range []string{"From", "To", "Call-ID"} {
+		if h := inv.GetHeader(name); h != nil {
+			c.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	cseq := inv.CSeq()
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: cseq.SeqNo, MethodName: sip.CANCEL})
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	return d.p.Client.Do(ctx, c)
+}
+
 // Ack confirms a 2xx.
 func (d *Dialog) Ack(ctx context.Context) error { return d.out.Ack(ctx) }
 
