@@ -9,17 +9,21 @@ import (
 )
 
 // counters are a leg's traffic counters. Workers add to them with atomic
-// operations on the packet path (a leg's flows are served by one worker in
-// steady state, so the cache lines do not bounce); readers sum them on
-// demand. The drop reasons are the proto's (pb.DropReason, generated from
-// LegCounters), so this list cannot drift from what the API reports.
+// operations on the packet path; readers sum them on demand. The inbound
+// ones are written by the worker the leg's packets arrive at, the outbound
+// ones by the worker its peer's arrive at, often another (a WebRTC leg's
+// worker is the SO_REUSEPORT hash's pick, its plain peer's the session
+// owner): the drop counters, rarely written, keep the two groups a cache
+// line apart (TestLegLayout). The drop reasons are the proto's
+// (pb.DropReason, generated from LegCounters), so this list cannot drift
+// from what the API reports.
 type counters struct {
-	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
-	rtcpIn, rtcpOut, stunIn, dtlsIn          atomic.Uint64
+	packetsIn, bytesIn, rtcpIn, stunIn, dtlsIn atomic.Uint64
+	lastIn                                     atomic.Int64 // unix nanoseconds
 
 	drop [pb.NumDropReasons]atomic.Uint64
 
-	lastIn atomic.Int64 // unix nanoseconds
+	packetsOut, bytesOut, rtcpOut atomic.Uint64
 }
 
 // proto returns the counters as the API reports them.

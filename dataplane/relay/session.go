@@ -80,27 +80,34 @@ type Leg struct {
 	dtls  dtlsState
 	state atomic.Int32 // pb.LegState
 
-	// inMu guards dec (WebRTC) and every stream's dec (SDES); outMu guards
-	// enc, every stream's enc and rewrite state. See the package doc.
-	inMu sync.Mutex
-	dec  *srtp.Context
-	// decProven: a packet authenticated with dec; until then a failing
-	// packet may get a rollover guess (rocGuesses so far; rollover.go).
-	// Guarded by inMu, reset with dec.
-	decProven  bool
-	rocGuesses uint8
-	outMu      sync.Mutex
-	enc        *srtp.Context
-
 	profile atomic.Pointer[string] // negotiated SRTP profile name
 	// keys are what the DTLS handshake exported (nil before, and after
 	// stopDTLS forgot them), kept for Session.Save.
 	keys atomic.Pointer[srtpKeys]
 
-	ctr     counters
+	// What the packet path writes is laid out in two groups at least a
+	// cache line apart (TestLegLayout): the receiving side (the worker the
+	// leg's packets arrive at: on a shared WebRTC port, whichever the
+	// kernel's SO_REUSEPORT hash picks) from here to ctr's inbound
+	// counters, and the sending side (the worker its peer's packets arrive
+	// at, often the other one) from ctr's outbound counters on. Sharing a
+	// line, the two workers took it from each other at every packet.
+	//
+	// inMu guards dec (WebRTC) and every stream's dec (SDES); outMu guards
+	// enc, every stream's enc and rewrite state. See the package doc.
 	started atomic.Bool // MEDIA_STARTED raised
 	// timedOut is set while MEDIA_TIMEOUT has been raised and no media came.
 	timedOut atomic.Bool
+	inMu     sync.Mutex
+	dec      *srtp.Context
+	// decProven: a packet authenticated with dec; until then a failing
+	// packet may get a rollover guess (rocGuesses so far; rollover.go).
+	// Guarded by inMu, reset with dec.
+	decProven  bool
+	rocGuesses uint8
+	ctr        counters // inbound counters first, outbound last
+	outMu      sync.Mutex
+	enc        *srtp.Context
 }
 
 // Index is the leg's position in its session.
@@ -123,8 +130,14 @@ type icePath struct {
 	expired atomic.Bool  // CONSENT_EXPIRED raised for this path
 }
 
-// Stream is one media section of a leg.
+// Stream is one media section of a leg. out, written by the worker that
+// sends on the stream, comes first and q, written by the one that
+// receives on it, last, the frozen and read-mostly fields between them
+// keeping them a cache line apart (TestLegLayout).
 type Stream struct {
+	// out (under leg.outMu) is the outbound rewrite state.
+	out rewrite.OutStream
+
 	// Frozen once published.
 	leg       *Leg
 	index     int
@@ -142,19 +155,17 @@ type Stream struct {
 	// is that worker's learning state, owned by it.
 	latch [2]atomic.Pointer[source]
 	learn learner
-	// inSSRC is the last SSRC received on the stream (RTCP routing).
-	inSSRC atomic.Uint32
 
 	// SDES: sdes tells the packet path whether the stream is RTP/SAVP (and
 	// so whether to take the leg's locks); dec (under leg.inMu) and enc
 	// (under leg.outMu) are its contexts, and keys what they were made
-	// from (guarded by sess.mu). out (under leg.outMu) is the outbound
-	// rewrite state.
+	// from (guarded by sess.mu).
 	sdes     atomic.Bool
 	keys     *sdesKeys
 	dec, enc *srtp.Context
-	out      rewrite.OutStream
 
+	// inSSRC is the last SSRC received on the stream (RTCP routing).
+	inSSRC atomic.Uint32
 	// q is the stream's media quality (see streamQuality for who writes
 	// what).
 	q streamQuality
