@@ -15,8 +15,10 @@ import (
 // Scenario 5: the built-in web page, served by strait at /, dials echo in
 // standalone mode (where the API wants a token: the page asks for it) and
 // sipp in trunk mode, and shows a non-zero level; signed in, it registers
-// through strait to the PBX and receives a call from sipp: it rings, is
-// answered from its Answer button, audio flows both ways, it hangs up.
+// through strait to the PBX and receives a call from sipp: it rings (the
+// ring tone is heard), is answered from its Answer button, audio flows
+// both ways, it hangs up; the next call is declined from its Decline
+// button and the PBX gets 603.
 func TestWebPhone(t *testing.T) {
 	t.Run("standalone echo", func(t *testing.T) {
 		e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
@@ -83,12 +85,7 @@ func TestWebPhone(t *testing.T) {
 		})
 		base := baseline(e, s)
 		caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: s.SIPAddr, Service: "alice", Port: callerPort})
-		e.Step("the web phone rings: the incoming call, its caller, Answer and Decline", 15*time.Second, func(ctx context.Context) error {
-			return p.WaitFor(ctx, `phone.state === "incoming" && phone.ringing &&
-				!document.getElementById("incoming").hidden &&
-				document.getElementById("incoming-from").textContent.includes("sipp") &&
-				document.title.startsWith("Incoming call")`)
-		})
+		webPhoneRings(e, p)
 		if harness.UpdateScreenshot() {
 			screenshot(e, p, "webphone-incoming.png")
 		}
@@ -114,6 +111,25 @@ func TestWebPhone(t *testing.T) {
 		pbxMedia(e, c, caller.MediaPort, caller.MediaPort+7, minPackets)
 		webPhoneHangsUp(e, p)
 		e.Step("the PBX got the BYE", 10*time.Second, caller.Wait)
+		idle(e, s, base)
+
+		// The next call is declined from the page's Decline button: the
+		// PBX gets 603 Decline (its scenario fails on anything else).
+		declined := e.StartSipp(harness.SippConfig{Name: "pbx-declined", Scenario: "uac_declined.xml", Remote: s.SIPAddr, Service: "alice", Port: callerPort})
+		webPhoneRings(e, p)
+		e.Step("the page declines: the ring stops, the PBX gets 603", 15*time.Second, func(ctx context.Context) error {
+			if err := p.Eval(ctx, `document.getElementById("decline").click()`, nil); err != nil {
+				return err
+			}
+			if err := p.WaitFor(ctx, `phone.state === "ended" && phone.reason === "declined" && !phone.ringing &&
+				phone.ringLevel() === 0 && document.getElementById("incoming").hidden`); err != nil {
+				return err
+			}
+			if err := declined.Wait(ctx); err != nil {
+				return fmt.Errorf("the PBX's declined call: %w", err)
+			}
+			return p.NoExceptions()
+		})
 		idle(e, s, base)
 	})
 	t.Run("trunk to sipp", func(t *testing.T) {
@@ -163,6 +179,23 @@ func openWebPhone(e *harness.Env, s *harness.Strait) *harness.Page {
 		return p.NoExceptions()
 	})
 	return p
+}
+
+// webPhoneRings waits for an incoming call to ring: the call and its
+// caller shown with Answer and Decline, and the ring tone heard (its
+// level, read by an analyser on what the page gives the speaker, rises
+// above silence within one ring period).
+func webPhoneRings(e *harness.Env, p *harness.Page) {
+	e.T().Helper()
+	e.Step("the web phone rings: the incoming call, its caller, Answer and Decline, the ring tone", 15*time.Second, func(ctx context.Context) error {
+		if err := p.WaitFor(ctx, `phone.state === "incoming" && phone.ringing &&
+			!document.getElementById("incoming").hidden &&
+			document.getElementById("incoming-from").textContent.includes("sipp") &&
+			document.title.startsWith("Incoming call")`); err != nil {
+			return err
+		}
+		return p.WaitFor(ctx, `phone.ringLevel() > 0.01`)
+	})
 }
 
 func webPhoneHangsUp(e *harness.Env, p *harness.Page) {

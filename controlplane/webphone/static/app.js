@@ -16,7 +16,8 @@ import { startRegistration } from './sip.js';
 //   phone.state    idle | starting | calling | ringing | incoming | connecting | connected | ended | failed
 //   phone.registration  off | connecting | registered | unregistered | failed (receiving calls), phone.sipUser
 //   phone.register(user, password), phone.unregister(), phone.answer(), phone.decline()
-//   phone.ringing  whether the ring tone plays (an incoming call)
+//   phone.ringing  whether the phone rings (an incoming call); phone.ringLevel()
+//                  the ring tone's level now (0 between its bursts)
 //   phone.reason   why the last call ended or failed
 //   phone.callId   the API's id of the current call
 //   phone.level    the level meter, 0..1 (received audio, through an AnalyserNode)
@@ -90,6 +91,7 @@ class Phone extends EventTarget {
   #incoming = null; // the incoming call being offered or in progress (sip.js)
   #reg = null;      // the registration (sip.js)
   #ringTimer = null;
+  #ringTap = null;  // an analyser on the ring tone's output (ringLevel)
 
   registration = 'off';
   registrationCause = '';
@@ -273,6 +275,10 @@ class Phone extends EventTarget {
       const gain = ctx.createGain();
       gain.gain.value = 0.08;
       gain.connect(ctx.destination);
+      // The ring also feeds an analyser, so that ringLevel() tells what
+      // the speaker is given (tests, and a meter if the page wants one).
+      this.#ringTap ??= ctx.createAnalyser();
+      gain.connect(this.#ringTap);
       for (const hz of [440, 480]) {
         const o = ctx.createOscillator();
         o.frequency.value = hz;
@@ -284,6 +290,18 @@ class Phone extends EventTarget {
     burst();
     this.#ringTimer = setInterval(burst, RING_PERIOD_MS);
     navigator.vibrate?.([RING_ON_MS]);
+  }
+
+  // ringLevel is the RMS level (0..1) of the ring tone being played now:
+  // above 0 during a ring burst, 0 between bursts and when not ringing.
+  ringLevel() {
+    const a = this.#ringTap;
+    if (!a || !this.ringing || this.#audioCtx?.state !== 'running') return 0;
+    const buf = new Float32Array(a.fftSize);
+    a.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const v of buf) sum += v * v;
+    return Math.sqrt(sum / buf.length);
   }
 
   // recentCalls returns the newest calls of the token's user (GET
