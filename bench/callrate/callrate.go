@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,20 @@ type Result struct {
 	// that divided by the calls placed.
 	CPUS         float64 `json:"cpu_s"`
 	CPUPerCallMs float64 `json:"cpu_per_call_ms"`
+	// SippCPUPerCallMs is sipp's own CPU time per call: sipp shares the
+	// machine with strait, and the two together must fit in its CPUs for
+	// the response times to be strait's and not a queue for a CPU.
+	SippCPUPerCallMs float64 `json:"sipp_cpu_per_call_ms"`
+	// MachineBusy is the share of all the machine's CPUs busy while the
+	// calls were placed (/proc/stat), and OthersCPUS the CPU time of
+	// everything but strait and sipp in that time (other engineers'
+	// builds on a shared machine): near 1 and large, the latencies say
+	// more about the machine than about strait.
+	MachineBusy float64 `json:"machine_busy"`
+	OthersCPUS  float64 `json:"others_cpu_s"`
+	// GCCycles is how many GC cycles strait ran while the calls were
+	// placed (go_gc_duration_seconds_count).
+	GCCycles float64 `json:"gc_cycles"`
 	// Response times in milliseconds, as sipp measured them.
 	InviteP50Ms float64 `json:"invite_p50_ms"`
 	InviteP99Ms float64 `json:"invite_p99_ms"`
@@ -234,6 +249,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}()
+	gc0 := gcCycles(metrics)
+	mach0, machErr := readMachineCPU()
 	cpu0, err := procstat.CPU(pid)
 	if err != nil {
 		return nil, err
@@ -246,6 +263,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	mach1, err := readMachineCPU()
+	if machErr == nil && err == nil {
+		res.MachineBusy = mach0.share(mach1)
+	}
+	res.GCCycles = gcCycles(metrics) - gc0
+	var sippCPU time.Duration
+	if ps := sc.ProcessState; ps != nil {
+		sippCPU = ps.UserTime() + ps.SystemTime()
+	}
 	close(stopSampling)
 	<-sampled
 	<-profiled
@@ -253,7 +279,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.CPUS = (cpu1 - cpu0).Seconds()
 	if calls > 0 {
 		res.CPUPerCallMs = 1000 * res.CPUS / float64(calls)
+		res.SippCPUPerCallMs = 1000 * sippCPU.Seconds() / float64(calls)
 	}
+	res.OthersCPUS = max(0, res.MachineBusy*float64(runtime.NumCPU())*res.ElapsedS-res.CPUS-sippCPU.Seconds())
 	mu.Lock()
 	res.PeakHeapMB = peak / (1 << 20)
 	mu.Unlock()
@@ -312,6 +340,15 @@ func scrape(addr string) (procstat.Metrics, error) {
 		return nil, fmt.Errorf("%s/metrics: %s", addr, resp.Status)
 	}
 	return procstat.ParseMetrics(resp.Body)
+}
+
+// gcCycles is strait's count of GC cycles so far (0 when unread).
+func gcCycles(addr string) float64 {
+	m, err := scrape(addr)
+	if err != nil {
+		return 0
+	}
+	return m.Sum("go_gc_duration_seconds_count")
 }
 
 // startProfiles fetches the profiles cfg asks for while sipp places the

@@ -30,7 +30,8 @@ func TestRun(t *testing.T) {
 	if res.Calls != 20 || res.Successful != 20 || res.Failed != 0 {
 		t.Fatalf("%d calls, %d successful, %d failed", res.Calls, res.Successful, res.Failed)
 	}
-	if res.CPUS <= 0 || res.PeakHeapMB <= 0 || res.PeakRSSMB <= 0 || res.InviteMaxMs < res.InviteP50Ms {
+	if res.CPUS <= 0 || res.PeakHeapMB <= 0 || res.PeakRSSMB <= 0 || res.InviteMaxMs < res.InviteP50Ms ||
+		res.SippCPUPerCallMs <= 0 || res.MachineBusy <= 0 || res.MachineBusy > 1 {
 		t.Fatalf("figures missing: %+v", *res)
 	}
 }
@@ -41,5 +42,22 @@ func TestQuantile(t *testing.T) {
 		if got := quantile(v, q); got != want {
 			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
 		}
+	}
+}
+
+func TestParseMachineCPU(t *testing.T) {
+	m, err := parseMachineCPU("cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.busy != 170 || m.all != 990 {
+		t.Fatalf("%+v, want busy 170 of 990", m)
+	}
+	later := machineCPU{busy: m.busy + 30, all: m.all + 40}
+	if s := m.share(later); s != 0.75 {
+		t.Fatalf("share %v, want 0.75", s)
+	}
+	if _, err := parseMachineCPU("intr 1 2 3\n"); err == nil {
+		t.Fatal("no cpu line accepted")
 	}
 }

@@ -2,10 +2,12 @@ package b2bua
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/internal/logging"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -120,7 +122,17 @@ func (c *Call) end(cause int, reason string) {
 		}
 		c.e.emit(Event{Call: c.ID, State: StateEnded.String(), Time: rec.End, Cause: cause, Reason: reason,
 			Caller: rec.Caller, Callee: rec.Callee, App: c.appName()})
-		c.log.Info("call ended", "cause", cause, "reason", reason, "duration", rec.Duration)
+		// The call's one line at info (its start is at debug): what an
+		// operator greps for, with the caller's SIP Call-ID to find the
+		// call in a capture.
+		if c.log.Enabled(c.ctx, slog.LevelInfo) {
+			sipID := ""
+			if l := c.legs[0]; l != nil && l.d != nil {
+				sipID = l.d.callID
+			}
+			c.log.Info("call ended", "cause", cause, "reason", reason, "duration", rec.Duration,
+				"direction", c.direction, logging.KeySIPCallID, sipID)
+		}
 	}
 	// Unlisted after its record is written: whoever sees the call gone
 	// finds its CDR.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/dataplane/node"
 	"github.com/strait-sbc/strait/dataplane/portalloc"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // BenchmarkCall is one call's setup and teardown through the all-in-one
@@ -38,7 +40,13 @@ func benchCalls(b *testing.B, callee string) {
 	// One phone places every call, as sipp does in strait-bench calls.
 	cfg.MaxCallsPerUser, cfg.MaxCallRatePerUser = 0, 0
 	cfg.SIPRate, cfg.MaxSIPTransactions = 0, 0
-	srv, err := New(Options{Config: cfg, Nodes: []*dpool.Node{{Name: "local", API: n}}, Log: slog.New(slog.DiscardHandler)})
+	// Logged as cmd/strait logs by default (text, info), into nothing:
+	// the per-call log lines are part of what a call costs.
+	log, err := logging.New(io.Discard, "text", slog.LevelInfo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Nodes: []*dpool.Node{{Name: "local", API: n}}, Log: log})
 	if err != nil {
 		b.Fatal(err)
 	}

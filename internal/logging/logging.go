@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 )
 
 // The attribute keys that identify what a log line is about.
@@ -86,10 +87,18 @@ func Dedup(h slog.Handler) slog.Handler {
 	return &dedup{inner: h}
 }
 
-// dedup is immutable: With* return new values.
+// dedup is immutable: With* return new values (pre is a cache, filled
+// once, of a value derived from the frozen fields).
 type dedup struct {
 	inner slog.Handler
 	attrs []slog.Attr // held back from inner, merged per record
+
+	// pre is inner.WithAttrs(attrs), made at the first line written (a
+	// call's logger that writes nothing at the configured level costs no
+	// formatting): slog's own handlers format With attributes once, so a
+	// line whose keys repeat none of attrs goes through it as it is,
+	// without the merge's copies (the per-call log path, issue 10).
+	pre atomic.Pointer[slog.Handler]
 }
 
 func (d *dedup) Enabled(ctx context.Context, l slog.Level) bool { return d.inner.Enabled(ctx, l) }
@@ -107,6 +116,9 @@ func (d *dedup) WithGroup(name string) slog.Handler {
 }
 
 func (d *dedup) Handle(ctx context.Context, r slog.Record) error {
+	if d.distinct(r) {
+		return d.preformatted().Handle(ctx, r)
+	}
 	all := make([]slog.Attr, 0, len(d.attrs)+r.NumAttrs())
 	all = append(all, d.attrs...)
 	var rec []slog.Attr
@@ -115,6 +127,52 @@ func (d *dedup) Handle(ctx context.Context, r slog.Record) error {
 	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	out.AddAttrs(all...)
 	return d.inner.Handle(ctx, out)
+}
+
+// distinct reports whether r's attributes repeat no key, their own or one
+// held back: the record then needs no merge.
+func (d *dedup) distinct(r slog.Record) bool {
+	const most = 16 // a record with more goes through the merge
+	var keys [most]string
+	n := 0
+	ok := true
+	r.Attrs(func(a slog.Attr) bool {
+		if n == most || a.Key == "" {
+			// An empty key may be an inlined group, whose keys the
+			// merge looks into.
+			ok = false
+			return false
+		}
+		for _, k := range keys[:n] {
+			if k == a.Key {
+				ok = false
+				return false
+			}
+		}
+		for i := range d.attrs {
+			if d.attrs[i].Key == a.Key {
+				ok = false
+				return false
+			}
+		}
+		keys[n] = a.Key
+		n++
+		return true
+	})
+	return ok
+}
+
+// preformatted is inner with the held attributes applied, made once.
+func (d *dedup) preformatted() slog.Handler {
+	if len(d.attrs) == 0 {
+		return d.inner
+	}
+	if h := d.pre.Load(); h != nil {
+		return *h
+	}
+	h := d.inner.WithAttrs(d.attrs)
+	d.pre.CompareAndSwap(nil, &h)
+	return *d.pre.Load()
 }
 
 // merge appends add to base, replacing in place any attribute of base (or

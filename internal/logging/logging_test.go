@@ -3,9 +3,13 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/internal/racecheck"
 )
 
 func TestNoRepeatedKeys(t *testing.T) {
@@ -69,5 +73,54 @@ func TestBadInput(t *testing.T) {
 	log.Info("hidden")
 	if buf.Len() != 0 {
 		t.Errorf("info written at warn: %q", buf.String())
+	}
+}
+
+// A line whose keys repeat none of its logger's goes straight through the
+// handler that formatted the logger's attributes once: the same bytes as
+// the merge gives, in both formats.
+func TestPreformattedSameOutput(t *testing.T) {
+	noTime := func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}
+	opts := &slog.HandlerOptions{ReplaceAttr: noTime}
+	for _, format := range Formats {
+		var got, want bytes.Buffer
+		inner := func(w *bytes.Buffer) slog.Handler {
+			if format == "json" {
+				return slog.NewJSONHandler(w, opts)
+			}
+			return slog.NewTextHandler(w, opts)
+		}
+		l := slog.New(Dedup(inner(&got))).With(KeyComponent, "b2bua").With(KeyCall, "c1", "caller", "alice")
+		l.Info("call", "from", "browser", KeySIPCallID, "abc@host")
+		l.Info("call ended", "cause", 200, KeyCall, "c2") // a repeat: merged
+		slog.New(inner(&want)).Info("call", KeyComponent, "b2bua", KeyCall, "c1", "caller", "alice", "from", "browser", KeySIPCallID, "abc@host")
+		slog.New(inner(&want)).Info("call ended", KeyComponent, "b2bua", KeyCall, "c2", "caller", "alice", "cause", 200)
+		if got.String() != want.String() {
+			t.Errorf("%s:\n got %s\nwant %s", format, got.String(), want.String())
+		}
+	}
+}
+
+// A call's line (issue 10's per-call log path): the logger's own keys are
+// formatted once, a line costs its own attributes only.
+func TestCallLineAllocs(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("the race detector's instrumentation allocates (test.sh runs this without it)")
+	}
+	log, _ := New(io.Discard, "text", nil)
+	l := log.With(KeyComponent, "b2bua").With(KeyCall, "c1", "caller", "alice", "callee", "echo")
+	line := func() { l.Info("call ended", "cause", 200, "reason", "bye", "duration", time.Second) }
+	line()
+	if n := testing.AllocsPerRun(100, line); n > 0 {
+		t.Errorf("%.0f allocations per line, want 0", n)
+	}
+	quiet := log.With(KeyCall, "c2")
+	if n := testing.AllocsPerRun(100, func() { quiet.Debug("hidden", "cause", 200) }); n > 0 {
+		t.Errorf("%.0f allocations per line below the level, want 0", n)
 	}
 }
