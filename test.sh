@@ -15,7 +15,7 @@ go vet ./...
 # Strait's go.mod): its tests render the manifests, decode them strictly
 # and build the binaries as the Dockerfile does.
 (cd deploy && go vet ./... && go test -count=1 -timeout 10m ./...)
-# The 0-allocation pins (dataplane, log lines) skip under -race (its instrumentation
+# The allocation pins (dataplane, log lines, a call) skip under -race (its instrumentation
 # allocates): run them once without it (a few seconds).
-go test -count=1 -run 'Allocs' ./dataplane/... ./internal/logging/
+go test -count=1 -run 'Allocs' ./dataplane/... ./internal/logging/ ./controlplane/server/
 go test -race -timeout 14m "$@" ./...

@@ -109,10 +109,7 @@ func (e *Engine) Place(ctx context.Context, r PlaceRequest) (string, []byte, err
 		release()
 		return "", nil, err
 	}
-	forks := e.forkTargets(tgt.user) // several registrations to ring (ringall.go)
-	if tgt.echo || tgt.app != nil {
-		forks = nil
-	}
+	forks := e.forkTargets(tgt) // several registrations to ring (ringall.go)
 	c := e.newCall(from, user)
 	c.api = true
 	c.release, c.slot = release, true

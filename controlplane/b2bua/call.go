@@ -235,12 +235,11 @@ func (c *Call) publish() {
 	if c.m != nil {
 		in.Session = c.m.sessionID()
 	}
-	for _, l := range c.legs {
-		id := ""
+	in.sipCallIDs = make([]string, len(c.legs))
+	for i, l := range c.legs {
 		if l != nil && l.d != nil {
-			id = l.d.callID
+			in.sipCallIDs[i] = l.d.callID
 		}
-		in.sipCallIDs = append(in.sipCallIDs, id)
 	}
 	c.view.Store(in)
 }

@@ -180,10 +180,7 @@ func (e *Engine) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, code, reason, nil)
 		return
 	}
-	var forks []target // several registrations to ring (ringall.go)
-	if tgt.replaces == "" && tgt.binding.AOR != "" {
-		forks = e.forkTargets(tgt.user)
-	}
+	forks := e.forkTargets(tgt) // several registrations to ring (ringall.go)
 	kind := kindPlain
 	if s == fromBrowser {
 		kind = kindWebRTC

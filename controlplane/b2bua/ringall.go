@@ -78,14 +78,14 @@ func callerFailure(code int) int {
 	return code
 }
 
-// forkTargets returns the targets a call for user rings in standalone
-// mode: every reachable live binding, the most recent first, at most
-// MaxForks. Fewer than two means no forking.
-func (e *Engine) forkTargets(user string) []target {
-	if e.trunk() || user == EchoUser {
+// forkTargets returns the targets a call to tgt rings in standalone
+// mode: every reachable live binding resolve found, the most recent
+// first, at most MaxForks. Fewer than two means no forking.
+func (e *Engine) forkTargets(tgt target) []target {
+	if e.trunk() || tgt.echo || tgt.app != nil || tgt.replaces != "" {
 		return nil
 	}
-	bs := e.cfg.Registry.Lookup(user)
+	bs, user := tgt.bindings, tgt.user
 	if len(bs) < 2 {
 		return nil
 	}

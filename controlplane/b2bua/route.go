@@ -51,6 +51,10 @@ type target struct {
 	attempts []upstream.Target // toward the upstreams: the targets to try, in order
 	replaces string            // the Replaces the INVITE carries (replaces.go), if any
 	binding  registrar.Binding
+	// bindings are the callee's live bindings as resolve looked them up
+	// (the most recent first; standalone mode): the registrations a
+	// forked call rings, without a second lookup (forkTargets).
+	bindings []registrar.Binding
 	user     string    // the callee's user part
 	app      *apps.App // a web app takes the call (app.go)
 }
@@ -98,6 +102,7 @@ func (e *Engine) resolve(s side, user string, invite bool) (target, error) {
 		// whose WebSocket closed does not hide the user's other ones.
 		for _, b := range bs {
 			if t, err := e.reachable(b, user); err == nil {
+				t.bindings = bs
 				return t, nil
 			}
 		}

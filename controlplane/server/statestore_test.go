@@ -96,8 +96,13 @@ func stateStoreDown(t *testing.T, store state.Store, down, up func()) {
 
 	down()
 	waitStateUp(t, tr.env, false)
-	if !strings.Contains(logs.String(), "state store down: new calls are refused (503)") {
-		t.Fatalf("no log line says why new calls are refused:\n%s", logs.String())
+	// The writer flips its health before it logs the change: wait for
+	// the line, do not expect it at the instant Up turns false.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "state store down: new calls are refused (503)"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line says why new calls are refused:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	mb2 := newBrowserMedia(t)
 	call2, err := tr.browser.Invite(ctx(t), "carol", []byte(mb2.Offer))
