@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -332,4 +333,21 @@ func baselineCPU(rep *report.Report, ports, io string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestHoldQuantile(t *testing.T) {
+	a := map[float64]float64{1e-6: 10, 2e-6: 10, 4e-6: 10, math.Inf(1): 10}
+	b := map[float64]float64{1e-6: 10, 2e-6: 60, 4e-6: 109, math.Inf(1): 110}
+	if p := holdQuantile(a, b, 0.5); p == nil || *p != 2 {
+		t.Fatalf("p50 %v, want 2 µs", p)
+	}
+	if p := holdQuantile(a, b, 0.99); p == nil || *p != 4 {
+		t.Fatalf("p99 %v, want 4 µs", p)
+	}
+	if p := holdQuantile(a, a, 0.99); p != nil {
+		t.Fatalf("no datagrams: %v", *p)
+	}
+	if p := holdQuantile(nil, nil, 0.99); p != nil {
+		t.Fatalf("no histogram: %v", *p)
+	}
 }

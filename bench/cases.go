@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/strait-sbc/strait/bench/procstat"
@@ -468,6 +469,7 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 	if r := m.s1.rounds - m.s0.rounds; m.s1.hasNodeCounters && r > 0 {
 		res.DatagramsPerRound = report.F(float64(m.forwarded()) / float64(r))
 	}
+	res.NodeHoldP50us, res.NodeHoldP99us = holdQuantile(m.s0.hold, m.s1.hold, 0.5), holdQuantile(m.s0.hold, m.s1.hold, 0.99)
 	res.Latency = res.Latency[:0]
 	for _, p := range w.Latency.Points() {
 		res.Latency = append(res.Latency, [2]float64{float64(p.Upper) / 1e3, float64(p.Count)})
@@ -527,4 +529,30 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// holdQuantile is the q-quantile of the node's hold histogram
+// (strait_dataplane_hold_seconds, cumulative counts by upper bound in
+// seconds) over the window from a to b, in µs: the upper bound of the
+// bucket it falls in. Nil without the histogram (rtpengine, an older node)
+// or without datagrams.
+func holdQuantile(a, b map[float64]float64, q float64) *float64 {
+	if len(b) == 0 {
+		return nil
+	}
+	bounds := make([]float64, 0, len(b))
+	for le := range b {
+		bounds = append(bounds, le)
+	}
+	sort.Float64s(bounds)
+	total := b[bounds[len(bounds)-1]] - a[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return nil
+	}
+	for _, le := range bounds {
+		if b[le]-a[le] >= q*total {
+			return report.F(le * 1e6)
+		}
+	}
+	return nil
 }

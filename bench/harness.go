@@ -79,6 +79,9 @@ type sample struct {
 	// their rounds (wake-ups).
 	syscalls map[string]uint64
 	rounds   uint64
+	// hold is the node's hold histogram: cumulative datagrams by upper
+	// bound in seconds, +Inf included (strait_dataplane_hold_seconds).
+	hold map[float64]float64
 	// received is what the harness received so far (every flow): the
 	// forwarded count of a relay without counters of its own.
 	received uint64

@@ -272,6 +272,12 @@ func (r *straitRelay) sample() (sample, error) {
 		s.syscalls[k] = uint64(v)
 	}
 	s.rounds = uint64(m["strait_dataplane_io_rounds_total"])
+	s.hold = map[float64]float64{}
+	for le, v := range m.Labelled("strait_dataplane_hold_seconds_bucket") {
+		if b, err := strconv.ParseFloat(le, 64); err == nil {
+			s.hold[b] = v
+		}
+	}
 	_, s.received = r.h.engine.Totals()
 	return s, nil
 }

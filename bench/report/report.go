@@ -85,6 +85,14 @@ type Result struct {
 	NodeSyscallsPerPacket *float64           `json:"node_syscalls_per_packet"`
 	NodeSyscallsByCall    map[string]float64 `json:"node_syscalls_by_call"`
 	DatagramsPerRound     *float64           `json:"datagrams_per_round"`
+	// NodeHoldP50us and NodeHoldP99us (Strait): quantiles of how long the
+	// node's workers held a datagram, from their round's wake-up to its
+	// sends going to the kernel (strait_dataplane_hold_seconds; bucket
+	// upper bounds, powers of two µs): the relay's own share of the
+	// latency, the rest being the wait for the worker to be scheduled and
+	// the kernel's delivery.
+	NodeHoldP50us *float64 `json:"node_hold_p50_us,omitempty"`
+	NodeHoldP99us *float64 `json:"node_hold_p99_us,omitempty"`
 
 	SetupPerS      *float64 `json:"setup_per_s"`
 	SetupP50ms     *float64 `json:"setup_p50_ms"`

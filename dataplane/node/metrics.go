@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
+	"github.com/strait-sbc/strait/dataplane/relay"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -38,13 +39,15 @@ var (
 	descSyscalls = prometheus.NewDesc("strait_dataplane_syscalls_total", "System calls the packet workers made for datagram I/O, by call.", []string{"call"}, nil)
 	descRounds   = prometheus.NewDesc("strait_dataplane_io_rounds_total", "Packet worker wake-ups (rounds of datagrams handled).", nil, nil)
 	descIOMode   = prometheus.NewDesc("strait_dataplane_io_mode", "1 for the packet workers' I/O implementation.", []string{"mode"}, nil)
+	descHold     = prometheus.NewDesc("strait_dataplane_hold_seconds",
+		"How long a packet worker held each datagram, from its round's wake-up to the round's sends going to the kernel (an upper bound per datagram: the round's whole duration).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.all {
 		ch <- descSessions
 	}
-	for _, d := range []*prometheus.Desc{descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode} {
+	for _, d := range []*prometheus.Desc{descDraining, descPorts, descPortsCap, descPackets, descBytes, descRTCP, descControl, descDrops, descEvents, descWorkers, descSyscalls, descRounds, descIOMode, descHold} {
 		ch <- d
 	}
 	c.n.quality.describe(ch)
@@ -89,5 +92,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descRounds, io.Rounds)
 	gauge(descIOMode, 1, string(io.Mode))
+	hold := e.HoldStats()
+	buckets := make(map[float64]uint64, relay.HoldBuckets)
+	var cum uint64
+	for i := range relay.HoldBuckets {
+		cum += hold.Counts[i]
+		buckets[relay.HoldBound(i).Seconds()] = cum
+	}
+	ch <- prometheus.MustNewConstHistogram(descHold, cum+hold.Counts[relay.HoldBuckets], hold.Sum.Seconds(), buckets)
 	n.quality.collect(ch)
 }

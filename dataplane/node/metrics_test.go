@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strait-sbc/strait/dataplane/relay"
+
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -43,6 +45,28 @@ func TestDropMetricHasEveryReason(t *testing.T) {
 			t.Errorf("no series for reason %q", r)
 		}
 	}
+}
+
+// TestHoldHistogram: the workers' hold times are a Prometheus histogram
+// with a bucket per power of two microseconds.
+func TestHoldHistogram(t *testing.T) {
+	n := newTestNode(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(n.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "strait_dataplane_hold_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if b := h.GetBucket(); len(b) != relay.HoldBuckets || b[0].GetUpperBound() != 1e-6 {
+				t.Fatalf("buckets %v", b)
+			}
+			return
+		}
+	}
+	t.Fatal("no strait_dataplane_hold_seconds")
 }
 
 // TestTrafficCollectorBesideTheControlPlane: the all-in-one registers the

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -78,6 +79,7 @@ type worker struct {
 	ctr nodeCounters
 	// io is the Loop's system call counts, published once per round.
 	ioStats ioCounters
+	hold    holdHist // how long rounds held their datagrams (hold.go)
 }
 
 // command is a change to a worker's tables, applied between batches.
@@ -171,10 +173,12 @@ func (w *worker) run() {
 		if err != nil {
 			break
 		}
+		start := time.Now()
 		w.round(msgs)
 		if w.pending.Load() {
 			w.drainCommands()
 		}
+		w.hold.add(time.Since(start), len(msgs))
 	}
 	if !errors.Is(err, os.ErrClosed) {
 		w.e.log.Error("packet worker stopped", "worker", w.id, "err", err)

@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+)
+
+func TestHoldBuckets(t *testing.T) {
+	for _, c := range []struct {
+		d      time.Duration
+		bucket int
+	}{
+		{0, 0}, {999 * time.Nanosecond, 0}, {time.Microsecond, 1}, {3 * time.Microsecond, 2}, {4 * time.Microsecond, 3},
+		{1000 * time.Microsecond, 10}, {time.Second, HoldBuckets - 1}, {2 * time.Second, HoldBuckets}, {-time.Microsecond, 0},
+	} {
+		var h holdHist
+		h.add(c.d, 3)
+		for i := range h.counts {
+			want := uint64(0)
+			if i == c.bucket {
+				want = 3
+			}
+			if got := h.counts[i].Load(); got != want {
+				t.Fatalf("%v: bucket %d holds %d, want %d", c.d, i, got, want)
+			}
+		}
+		if c.bucket < HoldBuckets && c.d > 0 && c.d > HoldBound(c.bucket) {
+			t.Fatalf("%v above its bucket's bound %v", c.d, HoldBound(c.bucket))
+		}
+	}
+}
+
+// TestHoldIsCounted: datagrams a running worker relays are counted in the
+// hold histogram, each once.
+func TestHoldIsCounted(t *testing.T) {
+	e := newTestEngine(t, 1)
+	a, aAddr := sink(t)
+	_, bAddr := sink(t)
+	pcmu := []*pb.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}
+	sess, err := e.CreateSession(&pb.CreateSessionRequest{Legs: []*pb.LegSpec{
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmu, Plain: &pb.PlainSpec{RemoteAddr: aAddr.String()}}}},
+		{Kind: pb.LegKind_LEG_KIND_PLAIN, Streams: []*pb.StreamSpec{{Codecs: pcmu, Plain: &pb.PlainSpec{RemoteAddr: bAddr.String()}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), sess.legs[0].streams[0].rtpPort)
+	for i := range 5 {
+		if _, err := a.WriteToUDPAddrPort(rtpPacket(uint16(i), 0, 0x5eed), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n uint64
+		st := e.HoldStats()
+		for _, c := range st.Counts {
+			n += c
+		}
+		if n == 5 && st.Sum > 0 {
+			return
+		}
+		if n > 5 || time.Now().After(deadline) {
+			t.Fatalf("hold histogram counts %d datagrams (sum %v), want 5", n, st.Sum)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
