@@ -7,12 +7,13 @@ import (
 )
 
 // The time a worker holds a datagram: from the moment its round is handed
-// to the worker (its Loop's wait returned) to the moment the round's work
-// is done and its sends go to the kernel with the next wait, which is
-// when the last datagram of the round is finished. Every datagram of a
-// round is counted with the whole round's duration, an upper bound of its
-// own: the first one waits for all the others (batching delay), plus
-// whatever the worker does between rounds (table changes). This is the
+// to the worker (its Loop's wait returned) to the moment its send goes to
+// the kernel: with the next wait, once the round's work is done (and
+// whatever the worker does between rounds: table changes), or earlier in
+// a round longer than maxHold, which sends what it has every holdCheck
+// datagrams. Every datagram sent at one time is counted with that time,
+// an upper bound of its own: the first one waits for the others handled
+// before the send (the batching delay). This is the
 // relay's own share of a packet's latency through it; what the harness
 // measures end to end adds the time a datagram waited in its socket for
 // the worker to be scheduled, and the kernel's delivery both ways.

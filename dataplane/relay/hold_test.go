@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/srtp/v3"
+
+	"github.com/strait-sbc/strait/dataplane/batchconn"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -67,5 +70,46 @@ func TestHoldIsCounted(t *testing.T) {
 			t.Fatalf("hold histogram counts %d datagrams (sum %v), want 5", n, st.Sum)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLongRoundSendsAsItGoes: a round that has taken maxHold sends what it
+// has queued every holdCheck datagrams instead of holding it to the end,
+// and counts those datagrams' hold then.
+func TestLongRoundSendsAsItGoes(t *testing.T) {
+	for _, io := range ioModes(t) {
+		t.Run(string(io), func(t *testing.T) {
+			h := newHotPathIO(t, srtp.ProtectionProfileAeadAes128Gcm, io)
+			pkts := h.srtpPackets(1, 2*holdCheck+3)
+			msgs := make([]batchconn.Message, len(pkts))
+			idx := uint32(0)
+			for i := range h.w.slots {
+				if &h.w.slots[i] == h.webSlot {
+					idx = uint32(i)
+				}
+			}
+			for i, p := range pkts {
+				msgs[i] = batchconn.Message{Buf: make([]byte, BufferSize), Addr: h.browser,
+					Token: batchconn.Token(idx) | batchconn.Token(h.webSlot.gen)<<32}
+				msgs[i].N = copy(msgs[i].Buf, p)
+			}
+			// A round that started a second ago: past maxHold from its
+			// first datagram on.
+			sent := h.w.round(msgs, time.Now().Add(-time.Second))
+			if sent != 2*holdCheck {
+				t.Fatalf("sent %d datagrams during the round, want %d", sent, 2*holdCheck)
+			}
+			buf := make([]byte, 2048)
+			for i := range sent {
+				h.sinks[1].SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, _, err := h.sinks[1].ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatalf("datagram %d not sent during the round: %v", i, err)
+				}
+			}
+			st := h.e.HoldStats()
+			if st.Counts[HoldBuckets-1] != uint64(sent) || st.Sum < time.Duration(sent)*time.Second {
+				t.Fatalf("hold histogram %v sum %v after %d datagrams held about 1 s", st.Counts, st.Sum, sent)
+			}
+		})
 	}
 }

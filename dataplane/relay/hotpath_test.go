@@ -236,7 +236,7 @@ func (h *hotPath) serve(tb testing.TB) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h.w.round(msgs)
+	h.w.round(msgs, time.Now())
 }
 
 func rtpPacket(seq uint16, pt uint8, ssrc uint32) []byte {
