@@ -91,6 +91,14 @@ type Result struct {
 	// more about the machine than about strait.
 	MachineBusy float64 `json:"machine_busy"`
 	OthersCPUS  float64 `json:"others_cpu_s"`
+	// SyscallsPerCall is strait's system calls (every thread, perf's
+	// raw_syscalls:sys_enter) while the calls were placed, per call, and
+	// SyscallsByCall the datagram, file-write and wake-up ones among them
+	// per call: counts a shared machine hardly moves. Absent where perf
+	// cannot count (SyscallsNote says why).
+	SyscallsPerCall float64            `json:"syscalls_per_call,omitempty"`
+	SyscallsByCall  map[string]float64 `json:"syscalls_by_call,omitempty"`
+	SyscallsNote    string             `json:"syscalls_note,omitempty"`
 	// GCCycles is how many GC cycles strait ran while the calls were
 	// placed (go_gc_duration_seconds_count).
 	GCCycles float64 `json:"gc_cycles"`
@@ -255,9 +263,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	counter, cerr := procstat.StartPerfSyscalls(pid)
+	if cerr != nil {
+		res.SyscallsNote = cerr.Error()
+	}
 	began := time.Now()
 	profiled := startProfiles(ctx, metrics, cfg, log)
 	sippErr := sc.Run()
+	if counter != nil {
+		if n, err := counter.Stop(); err != nil {
+			res.SyscallsNote = err.Error()
+		} else if calls > 0 {
+			res.SyscallsPerCall = float64(n.Total) / float64(calls)
+			res.SyscallsByCall = map[string]float64{}
+			for k, v := range n.ByCall {
+				if v > 0 {
+					res.SyscallsByCall[k] = float64(v) / float64(calls)
+				}
+			}
+		}
+	}
 	res.ElapsedS = time.Since(began).Seconds()
 	cpu1, err := procstat.CPU(pid)
 	if err != nil {

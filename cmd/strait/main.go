@@ -58,7 +58,11 @@ func main() {
 	level := new(slog.LevelVar)
 	l, _ := logging.ParseLevel(cfg.LogLevel) // Parse checked it
 	level.Set(l)
-	log, _ := logging.New(os.Stderr, cfg.LogFormat, level) // Parse checked the format
+	// Lines go to stderr from a goroutine of their own: a reader of
+	// stderr that falls behind holds up no call (logging.AsyncWriter).
+	logOut := logging.NewAsyncWriter(os.Stderr, cfg.LogFormat, 0)
+	defer logOut.Close()
+	log, _ := logging.New(logOut, cfg.LogFormat, level) // Parse checked the format
 	slog.SetDefault(log)
 	// sipgo's transports log through its default logger; what a peer can
 	// cause at will goes to debug (counted in metrics instead).
@@ -74,6 +78,7 @@ func main() {
 	srv, err := server.New(server.Options{Config: cfg, Parsed: parsed, Log: log, Level: level, Root: webphone.Handler()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
+		logOut.Close()
 		os.Exit(1)
 	}
 	// SIGHUP rereads the configuration and applies what can change live
