@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,8 +111,10 @@ func metricNames(t *testing.T, where, expr string) []string {
 // the alert rules offline (PromQL and rule files as Prometheus parses
 // them), then checks every metric they name against real scrapes: the
 // all-in-one strait in trunk mode with a TLS certificate (its upstream
-// never answers, so strait_upstream_up appears, at 0) and a
-// strait-dataplane node, both built as the Dockerfile builds them.
+// never answers, so strait_upstream_up appears, at 0, and strait re-sends
+// its OPTIONS pings over UDP on Timer E, which
+// strait_sip_retransmissions_total counts) and a strait-dataplane node,
+// both built as the Dockerfile builds them.
 func TestDashboardAndAlertsNameRealMetrics(t *testing.T) {
 	exprs := dashboardExprs(t, "grafana/strait.json")
 	if len(exprs) < 20 {
@@ -146,12 +149,12 @@ func TestDashboardAndAlertsNameRealMetrics(t *testing.T) {
 		"--upstream", "sip:" + silent.LocalAddr().String(), "--pbx-authenticates-calls",
 		"--tls-cert", filepath.Join(pki, "server.pem"), "--tls-key", filepath.Join(pki, "server-key.pem"),
 		"--webrtc-ports", fmt.Sprintf("%d-%d", base, base+1), "--rtp-ports", fmt.Sprintf("%d-%d", base+2, base+11)},
-		"strait_upstream_up", "t")
+		"strait_upstream_up", `(?m)^strait_sip_retransmissions_total\{direction="out",message="request",method="OPTIONS"\} [1-9]`, "t")
 	node := scrapeBinary(t, filepath.Join(bins, "strait-dataplane"), "metrics", "addr", []string{"--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
 		"--log-format", "json", "--grpc-cert", filepath.Join(pki, "server.pem"), "--grpc-key", filepath.Join(pki, "server-key.pem"),
 		"--grpc-client-ca", filepath.Join(pki, "ca.pem"),
 		"--webrtc-ports", fmt.Sprintf("%d-%d", base+12, base+13), "--rtp-ports", fmt.Sprintf("%d-%d", base+14, base+23)},
-		"strait_dataplane_sessions", "")
+		"strait_dataplane_sessions", "", "")
 	for _, s := range []map[string]string{strait, node} {
 		for k, v := range s {
 			scraped[k] = v
@@ -176,60 +179,14 @@ func TestDashboardAndAlertsNameRealMetrics(t *testing.T) {
 
 // scrapeBinary starts bin with args, finds the address its JSON log names
 // under key on the line whose message is msg, scrapes /metrics there until the
-// family until appears, and returns the families by type.
-func scrapeBinary(t *testing.T, bin, msg, key string, args []string, until, token string) map[string]string {
+// family until appears (and the scrape matches the regular expression
+// line, when not empty), and returns the families by type.
+func scrapeBinary(t *testing.T, bin, msg, key string, args []string, until, line, token string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
-	addrCh := make(chan string, 1)
-	var logTail []string
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		sent := false
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && !sent && m["msg"] == msg {
-				if a, ok := m[key].(string); ok && strings.Contains(a, ":") {
-					addrCh <- a
-					sent = true
-				}
-			}
-			if len(logTail) < 50 {
-				logTail = append(logTail, sc.Text())
-			}
-		}
-		close(addrCh)
-	}()
-	var addr string
-	select {
-	case a, ok := <-addrCh:
-		if !ok {
-			t.Fatalf("%s exited without logging its %s address", filepath.Base(bin), key)
-		}
-		addr = a
-	case <-ctx.Done():
-		t.Fatalf("%s logged no %s address", filepath.Base(bin), key)
-	}
+	addr, stop := startBinary(ctx, t, bin, msg, key, args)
+	defer stop()
 	scheme := "http"
 	if strings.Contains(strings.Join(args, " "), "--tls-cert") {
 		scheme = "https"
@@ -249,14 +206,87 @@ func scrapeBinary(t *testing.T, bin, msg, key string, args []string, until, toke
 			for _, m := range typeLine.FindAllStringSubmatch(string(body), -1) {
 				families[m[1]] = m[2]
 			}
-			if res.StatusCode == 200 && families[until] != "" {
+			if res.StatusCode == 200 && families[until] != "" && (line == "" || regexp.MustCompile(line).Match(body)) {
 				return families
 			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s: no %s on %s://%s/metrics: %v", filepath.Base(bin), until, scheme, addr, err)
+			t.Fatalf("%s: no %s (or no line %s) on %s://%s/metrics: %v", filepath.Base(bin), until, line, scheme, addr, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// startBinary starts bin with args and returns the address its JSON log
+// names under key on the line whose message is msg; stop interrupts it and
+// waits for it to exit (killed after 15 s).
+func startBinary(ctx context.Context, t *testing.T, bin, msg, key string, args []string) (addr string, stop func()) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop = func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	addrCh := make(chan string, 1)
+	var mu sync.Mutex
+	var tail []string // the last lines of its log, shown when the test fails
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		sent := false
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && !sent && m["msg"] == msg {
+				if a, ok := m[key].(string); ok && strings.Contains(a, ":") {
+					addrCh <- a
+					sent = true
+				}
+			}
+			mu.Lock()
+			if tail = append(tail, sc.Text()); len(tail) > 40 {
+				tail = tail[1:]
+			}
+			mu.Unlock()
+		}
+		close(addrCh)
+	}()
+	interrupt := stop
+	stop = func() {
+		interrupt()
+		<-logged
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("%s's last log lines:\n%s", filepath.Base(bin), strings.Join(tail, "\n"))
+			mu.Unlock()
+		}
+	}
+	select {
+	case a, ok := <-addrCh:
+		if !ok {
+			stop()
+			t.Fatalf("%s exited without logging its %s address", filepath.Base(bin), key)
+		}
+		return a, stop
+	case <-ctx.Done():
+		stop()
+		t.Fatalf("%s logged no %s address", filepath.Base(bin), key)
+	}
+	return "", stop
 }
