@@ -74,6 +74,7 @@ type panelData struct {
 }
 
 func TestDashboardFromRealRun(t *testing.T) {
+	t.Parallel() // beside TestDashboardAndAlertsNameRealMetrics: both wait on the binaries and their processes
 	if _, err := exec.LookPath("sipp"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("sipp is not installed (scripts/install-test-deps.sh)")

@@ -116,6 +116,7 @@ func metricNames(t *testing.T, where, expr string) []string {
 // strait_sip_retransmissions_total counts) and a strait-dataplane node,
 // both built as the Dockerfile builds them.
 func TestDashboardAndAlertsNameRealMetrics(t *testing.T) {
+	t.Parallel()
 	exprs := dashboardExprs(t, "grafana/strait.json")
 	if len(exprs) < 20 {
 		t.Fatalf("the dashboard has %d queries", len(exprs))
