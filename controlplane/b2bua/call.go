@@ -149,7 +149,13 @@ type Call struct {
 	gone     [2]bool     // the leg sent BYE or its connection closed: no BYE to it
 	deferred []message   // requests kept for when the loop is free
 	subTimer *time.Timer // a subscription relay's expiry
-	saved    []byte      // the record last written to the state store (persist)
+
+	// savedMu guards saved, the record last written to the state store
+	// (persist, forget, Engine.RewriteState). It is held across the
+	// Writer's Put and Delete (no I/O), so that a rewrite never puts back
+	// a record the loop has replaced or deleted meanwhile.
+	savedMu sync.Mutex
+	saved   []byte
 }
 
 // Info describes a call for the API.

@@ -166,6 +166,8 @@ func (c *Call) persist() {
 		c.log.Error("[unexpected] call record does not encode", "err", err)
 		return
 	}
+	c.savedMu.Lock()
+	defer c.savedMu.Unlock()
 	if string(b) == string(c.saved) {
 		return
 	}
@@ -175,9 +177,29 @@ func (c *Call) persist() {
 
 // forget removes the call from the state store once it ended. Loop only.
 func (c *Call) forget() {
+	c.savedMu.Lock()
+	defer c.savedMu.Unlock()
 	if c.saved != nil && c.e.cfg.State != nil {
 		c.e.cfg.State.Delete(state.Calls, c.ID)
 		c.saved = nil
+	}
+}
+
+// RewriteState queues again the record of every call in the state store
+// (state.Writer.OnLost: the store lost its records, e.g. a Redis that
+// restarted without persistence), so that a restarted or surviving
+// control plane still finds them.
+func (e *Engine) RewriteState() {
+	w := e.cfg.State
+	if w == nil {
+		return
+	}
+	for _, c := range e.snapshot() {
+		c.savedMu.Lock()
+		if c.saved != nil {
+			w.Put(state.Calls, c.ID, c.saved)
+		}
+		c.savedMu.Unlock()
 	}
 }
 

@@ -144,6 +144,18 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	return m, nil
 }
 
+// Relist takes the lease again and lists this member again, at once, in
+// a store that lost its records (state.Writer.OnLost: a Redis restarted
+// without persistence): a process started meanwhile must find the owner
+// of the calls this one rewrites among the members, or it would not know
+// whether to leave them to it. The heartbeat would do both within a beat.
+func (m *Member) Relist(ctx context.Context) error {
+	if _, err := m.cfg.Store.Lease(ctx, leaseName(m.cfg.ID), m.cfg.ID, m.cfg.TTL); err != nil {
+		return err
+	}
+	return m.cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: m.cfg.ID, Value: m.rec}})
+}
+
 // ID is this control plane's instance id.
 func (m *Member) ID() string { return m.cfg.ID }
 

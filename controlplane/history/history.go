@@ -72,10 +72,24 @@ func newer(a, b Entry) int {
 	return strings.Compare(b.ID, a.ID)
 }
 
+// Store is where a Log keeps histories: the control plane's state Writer
+// ([state.Writer]), so that they go in its transactions with the calls',
+// registrations' and sessions' records (on the embedded store one commit,
+// one pair of fsyncs, for all of them) and a read builds on this process's
+// last write even before the store has it.
+type Store interface {
+	// Get reads a record as this process last wrote it.
+	Get(ctx context.Context, kind state.Kind, key string) ([]byte, bool, error)
+	// Put queues a record's new value (the Store now owns it).
+	Put(kind state.Kind, key string, value []byte)
+}
+
+var _ Store = (*state.Writer)(nil)
+
 // Config configures a Log.
 type Config struct {
 	// Store keeps the histories. Required.
-	Store state.Store
+	Store Store
 	// Users, when set, reports whether a name is one of Strait's own
 	// users (standalone --user): such a user gets the call on any side.
 	Users func(name string) bool
@@ -98,6 +112,7 @@ type Log struct {
 	stop    chan struct{}
 	done    chan struct{}
 	dropped atomic.Uint64
+	writes  atomic.Uint64 // merges of gathered records (tests)
 }
 
 // New starts a Log; Close stops it.
@@ -155,8 +170,8 @@ func (l *Log) Add(r cdr.Record) {
 	}
 }
 
-// Dropped counts the records that did not reach a history (queue full or
-// store down).
+// Dropped counts the records that did not reach a history (queue full, or
+// the user's history could not be read).
 func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
 // Flush waits until every record queued before it is written (or ctx
@@ -276,12 +291,13 @@ func (l *Log) drain(batch []cdr.Record) {
 	}
 }
 
-// write adds the records to each owner's history, all in one store
-// write. This goroutine is the only writer of this process; two control
-// planes that end calls of one user at the same instant may lose one of
-// them (last write wins).
+// write adds the records to each owner's history, each user's record
+// read, merged and queued once for all of them. This goroutine is the only
+// writer of this process; two control planes that end calls of one user
+// at the same instant may lose one of them (last write wins).
 func (l *Log) write(recs []cdr.Record) {
 	defer l.queued.Add(-int64(len(recs)))
+	l.writes.Add(1)
 	var users []string
 	byUser := map[string][]Entry{}
 	for _, r := range recs {
@@ -298,8 +314,6 @@ func (l *Log) write(recs []cdr.Record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	changes := make([]state.Change, 0, len(users))
-	written := 0
 	for _, u := range users {
 		b, err := l.merged(ctx, u, byUser[u])
 		if err != nil {
@@ -307,15 +321,7 @@ func (l *Log) write(recs []cdr.Record) {
 			l.cfg.Log.Warn("call history not written", "user", u, "calls", len(byUser[u]), "err", err)
 			continue
 		}
-		changes = append(changes, state.Change{Kind: Kind, Key: u, Value: b})
-		written += len(byUser[u])
-	}
-	if len(changes) == 0 {
-		return
-	}
-	if err := l.cfg.Store.Apply(ctx, changes); err != nil {
-		l.dropped.Add(uint64(written))
-		l.cfg.Log.Warn("call history not written", "users", len(changes), "calls", written, "err", err)
+		l.cfg.Store.Put(Kind, u, b)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -14,8 +16,15 @@ import (
 	"github.com/strait-sbc/strait/controlplane/state"
 )
 
+// writer is a state Writer over st, closed when the test ends.
+func writer(t *testing.T, st state.Store) *state.Writer {
+	w := state.NewWriter(state.WriterConfig{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 func TestOwners(t *testing.T) {
-	l := New(Config{Store: state.NewMemory(), Users: func(u string) bool { return u == "carol" }})
+	l := New(Config{Store: writer(t, state.NewMemory()), Users: func(u string) bool { return u == "carol" }})
 	defer l.Close()
 	for _, tc := range []struct {
 		dir, caller, callee string
@@ -51,7 +60,8 @@ func TestPagesAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	const max = 20
-	l := New(Config{Store: st, PerUser: max})
+	w := state.NewWriter(state.WriterConfig{Store: st})
+	l := New(Config{Store: w, PerUser: max})
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	n := max + 15
 	for i := 0; i < n; i++ {
@@ -64,6 +74,9 @@ func TestPagesAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 
 	st, err = state.OpenBolt(path)
@@ -71,7 +84,7 @@ func TestPagesAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	l = New(Config{Store: st, PerUser: max})
+	l = New(Config{Store: writer(t, st), PerUser: max})
 	defer l.Close()
 	var ids []string
 	var cur *Cursor
@@ -116,11 +129,12 @@ func TestParseCursor(t *testing.T) {
 	}
 }
 
-// A store that is down loses the record (counted), never blocks Add.
+// A store that is down, where a user's history cannot be read, loses the
+// record (counted) and never blocks Add.
 func TestStoreDown(t *testing.T) {
 	st := state.NewMemory()
 	st.SetFailure(errors.New("down"))
-	l := New(Config{Store: st})
+	l := New(Config{Store: writer(t, st)})
 	defer l.Close()
 	l.Add(rec("c1", "alice", "bob", time.Now()))
 	if err := l.Flush(context.Background()); err != nil {
@@ -148,28 +162,28 @@ func FuzzParseCursor(f *testing.F) {
 	})
 }
 
-// gatedStore counts writes and holds the first until released.
+// gatedStore holds the first read until released.
 type gatedStore struct {
 	state.Store
-	entered chan struct{} // closed as the first write begins
+	entered chan struct{} // closed as the first read begins
 	gate    chan struct{}
-	applies atomic.Int32
+	gets    atomic.Int32
 }
 
-func (g *gatedStore) Apply(ctx context.Context, ch []state.Change) error {
-	if g.applies.Add(1) == 1 {
+func (g *gatedStore) Get(ctx context.Context, kind state.Kind, key string) ([]byte, bool, error) {
+	if g.gets.Add(1) == 1 {
 		close(g.entered)
 		<-g.gate
 	}
-	return g.Store.Apply(ctx, ch)
+	return g.Store.Get(ctx, kind, key)
 }
 
 // Records that queue up while a write is in progress are written
-// together: one store write for all of them, each user's history read and
+// together: one merge for all of them, each user's history read and
 // encoded once, the result the same as one write per record.
 func TestBatchedWrites(t *testing.T) {
 	st := &gatedStore{Store: state.NewMemory(), entered: make(chan struct{}), gate: make(chan struct{})}
-	l := New(Config{Store: st, PerUser: 50})
+	l := New(Config{Store: writer(t, st), PerUser: 50})
 	defer l.Close()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	l.Add(rec("c000", "alice", "bob", t0))
@@ -188,8 +202,8 @@ func TestBatchedWrites(t *testing.T) {
 	if err := l.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := st.applies.Load(); got != 2 {
-		t.Errorf("%d store writes for %d records queued behind one, want 2", got, n)
+	if got := l.writes.Load(); got != 2 {
+		t.Errorf("%d merges for %d records queued behind one, want 2", got, n)
 	}
 	for _, u := range []string{"alice", "bob"} {
 		page, _, err := l.Page(ctx, u, nil, 100)
@@ -210,13 +224,14 @@ func TestBatchedWrites(t *testing.T) {
 	}
 }
 
-// Records are gathered for a while and written together; a read in the
-// meantime writes them first, so a history always shows the calls that
-// ended before it was read.
+// Records are gathered for a while and merged together; a read in the
+// meantime merges them first, so a history always shows the calls that
+// ended before it was read, whether or not the Writer has stored them yet.
 func TestGatherAndReadYourWrites(t *testing.T) {
-	st := &gatedStore{Store: state.NewMemory(), entered: make(chan struct{}), gate: make(chan struct{})}
-	close(st.gate)
-	l := New(Config{Store: st, Gather: time.Hour})
+	st := state.NewMemory()
+	w := state.NewWriter(state.WriterConfig{Store: st, FlushInterval: time.Hour})
+	defer w.Close()
+	l := New(Config{Store: w, Gather: time.Hour})
 	defer l.Close()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	for i := range 3 {
@@ -229,7 +244,16 @@ func TestGatherAndReadYourWrites(t *testing.T) {
 	if len(page) != 3 || page[0].ID != "c2" {
 		t.Fatalf("alice's history right after the calls: %v", page)
 	}
-	if got := st.applies.Load(); got != 1 {
-		t.Fatalf("%d store writes for 3 gathered records, want 1", got)
+	if got := l.writes.Load(); got != 1 {
+		t.Fatalf("%d merges for 3 gathered records, want 1", got)
+	}
+	if _, ok, _ := st.Get(context.Background(), Kind, "alice"); ok {
+		t.Fatal("the history reached the store before the Writer's flush")
+	}
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := st.Get(context.Background(), Kind, "alice"); !ok {
+		t.Fatal("the history is not in the store after the Writer's flush")
 	}
 }

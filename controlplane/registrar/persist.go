@@ -90,6 +90,24 @@ func (r *Registry) Persist(ctx context.Context, w *state.Writer) (int, error) {
 	return n, err
 }
 
+// RewriteState queues again every binding's record, live or whose flow
+// closed (state.Writer.OnLost: the store lost its records).
+func (r *Registry) RewriteState() {
+	r.mu.Lock()
+	if r.store == nil {
+		r.mu.Unlock()
+		return
+	}
+	for _, b := range r.byKey {
+		r.save(b)
+	}
+	for _, b := range r.gone {
+		r.save(b)
+	}
+	r.mu.Unlock()
+	r.flush()
+}
+
 // save queues a binding's record; remove its deletion. r.mu held; flush
 // hands them to the Writer once r.mu is released (no lock nests).
 func (r *Registry) save(b *Binding) {

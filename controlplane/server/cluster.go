@@ -26,6 +26,15 @@ func (s *Server) joinCluster() {
 	if !state.IsShared(s.store) {
 		return
 	}
+	s.State.OnLost(func() {
+		if m := s.member.Load(); m != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+			defer cancel()
+			if err := m.Relist(ctx); err != nil {
+				s.log.Warn("cluster: not listed again in the state store; the next heartbeat tries", "err", err)
+			}
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
 	defer cancel()
 	m, err := cluster.Join(ctx, s.clusterConfig())

@@ -48,6 +48,11 @@ type restartRig struct {
 	// last is the server started last (all in one, its node is the
 	// in-process one).
 	last *Server
+	// redis is the redis-server of useStore("redis").
+	redis *statetest.Redis
+	// beforeHandover, when set, runs in carryCallOn once the call is up,
+	// before the first server hands over.
+	beforeHandover func(a *Server, callID, session string)
 }
 
 // allInOne makes the rig's servers run their dataplane in process, on the
@@ -97,7 +102,8 @@ func (r *restartRig) useStore(kind string) {
 	case "embedded":
 		st, err = state.OpenBolt(filepath.Join(r.t.TempDir(), state.FileName))
 	case "redis":
-		st, err = state.OpenRedis(statetest.StartRedis(r.t).URL)
+		r.redis = statetest.StartRedis(r.t)
+		st, err = state.OpenRedis(r.redis.URL)
 	default:
 		st = state.NewMemory()
 	}
@@ -318,7 +324,10 @@ func (r *restartRig) connectedCall(a *Server) (call, inc *siptest.Dialog, mb *me
 }
 
 func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
-	r := newRestartRig(t)
+	carryCallOnRig(t, newRestartRig(t), store, byeFrom, allInOne)
+}
+
+func carryCallOnRig(t *testing.T, r *restartRig, store, byeFrom string, allInOne bool) {
 	if allInOne {
 		r.allInOne()
 	}
@@ -342,6 +351,9 @@ func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
 		waitSessionRecords(t, a, r.store, func(recs map[string][]byte) bool {
 			return bytes.Contains(recs[sess], []byte(`"local_key"`)) && bytes.Contains(recs[sess], []byte(`"path"`))
 		})
+	}
+	if r.beforeHandover != nil {
+		r.beforeHandover(a, id, sess)
 	}
 	if err := a.Handover(); err != nil {
 		t.Fatal(err)
@@ -418,6 +430,45 @@ func carryCallOn(t *testing.T, store, byeFrom string, allInOne bool) {
 		want = "callee bye"
 	}
 	checkOneCDR(t, filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl"), want)
+}
+
+// A Redis that restarts without persistence comes back empty: the control
+// plane sees the store's generation gone and writes every live record
+// again (the call, its in-process session with its keys, the browser's
+// binding, the DTLS certificate), so that a control-plane restart after
+// it still carries the call on, all in one.
+func TestRestartAfterRedisCameBackEmpty(t *testing.T) {
+	r := newRestartRig(t)
+	r.beforeHandover = func(a *Server, id, sess string) {
+		for _, k := range []state.Kind{state.Calls, state.Sessions, state.Bindings, state.Secrets} {
+			if recs, _ := r.store.Load(ctx(t), k); len(recs) == 0 {
+				t.Fatalf("no %s in the store before Redis restarts", k)
+			}
+		}
+		lost := a.State.Lost()
+		r.redis.Restart() // killed, started again empty (no persistence)
+		if recs, _ := r.store.Load(ctx(t), state.Calls); len(recs) != 0 {
+			t.Fatalf("redis-server kept %d calls over its restart", len(recs))
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			a.State.Flush(ctx(t))
+			calls, _ := r.store.Load(ctx(t), state.Calls)
+			sessions, _ := r.store.Load(ctx(t), state.Sessions)
+			bindings, _ := r.store.Load(ctx(t), state.Bindings)
+			secrets, _ := r.store.Load(ctx(t), state.Secrets)
+			if a.State.Lost() > lost && calls[id] != nil && bytes.Contains(sessions[sess], []byte(`"local_key"`)) &&
+				len(bindings) == 1 && secrets[dtlsCertName] != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after Redis came back empty: lost %d, calls %d, sessions %d, bindings %d, secrets %d",
+					a.State.Lost(), len(calls), len(sessions), len(bindings), len(secrets))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	carryCallOnRig(t, r, "redis", "pbx", true)
 }
 
 // A stored call whose dataplane session is gone when the next control

@@ -212,7 +212,7 @@ func New(opt Options) (_ *Server, err error) {
 	}
 	// Each user's call log, in the state store: standalone users get
 	// every call they were on, others their browser or API side's.
-	s.History = history.New(history.Config{Store: s.store, Log: log.With("component", "history"),
+	s.History = history.New(history.Config{Store: s.State, Log: log.With("component", "history"),
 		Users: func(name string) bool { return s.digest != nil && s.digest.Known(name) }})
 	s.CDR.Notify(s.History.Add)
 	s.Presence = presence.New(presence.Config{Store: s.store, Log: log.With("component", "presence")})
@@ -328,6 +328,10 @@ func New(opt Options) (_ *Server, err error) {
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks,
 		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps, HEP: hepQuality})
+	// A store that lost its records (a Redis restarted without
+	// persistence) gets every live call's and registration's again.
+	s.State.OnLost(s.Engine.RewriteState)
+	s.State.OnLost(s.Registry.RewriteState)
 	if p.Apps != nil {
 		s.Metrics.Registry.MustRegister(p.Apps.Hooks().Collectors()...)
 	}
@@ -346,6 +350,7 @@ func New(opt Options) (_ *Server, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
 	if _, inMemory := s.store.(*state.Memory); s.local != nil && !inMemory { // nothing outlives the process in memory
 		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"))
+		s.State.OnLost(s.keeper.rewrite)
 		if n, err := s.keeper.restore(ctx); err != nil {
 			log.Warn("state store: dataplane sessions not read; calls that had media here end", "err", err)
 		} else if n > 0 {

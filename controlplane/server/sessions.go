@@ -177,6 +177,15 @@ func (k *sessionKeeper) sweep(final bool) {
 	}
 }
 
+// rewrite forgets what was written (state.Writer.OnLost: the store lost
+// its records), so that the next sweeps write every session again once
+// its stamp holds still for a sweep. Called on the Writer's goroutine.
+func (k *sessionKeeper) rewrite() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	clear(k.stamps)
+}
+
 // finish makes the last sweep and stops writing: before the node stops for
 // a handover (the records stay for the next process), or after it stopped
 // on a shutdown (every session ended: their records go).
@@ -232,6 +241,7 @@ func (s *Server) dtlsCertificate() (tls.Certificate, error) {
 	if err == nil {
 		var x *x509.Certificate
 		if x, err = x509.ParseCertificate(stored.Certificate[0]); err == nil && time.Until(x.NotAfter) > dtlsRenewBefore {
+			s.keepSecret(dtlsCertName, v)
 			return stored, nil
 		}
 	}
@@ -239,5 +249,6 @@ func (s *Server) dtlsCertificate() (tls.Certificate, error) {
 	if err := st.Apply(ctx, []state.Change{{Kind: state.Secrets, Key: dtlsCertName, Value: b}}); err != nil {
 		s.log.Warn("state store: DTLS certificate not replaced", "err", err)
 	}
+	s.keepSecret(dtlsCertName, b)
 	return c, nil
 }

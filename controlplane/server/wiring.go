@@ -42,7 +42,20 @@ func (s *Server) secret(name string) []byte {
 		s.log.Warn("state store: shared secret not read; using one of this process's", "secret", name, "err", err)
 		return k
 	}
+	s.keepSecret(name, v)
 	return v
+}
+
+// keepSecret writes the secret this process uses back to a store that lost
+// its records (state.Writer.OnLost), unless another process was first.
+func (s *Server) keepSecret(name string, v []byte) {
+	s.State.OnLost(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+		defer cancel()
+		if _, err := s.State.Store().PutIfAbsent(ctx, state.Secrets, name, v); err != nil {
+			s.log.Warn("state store: shared secret not written again", "secret", name, "err", err)
+		}
+	})
 }
 
 // nonceStore is where digest nonce counts are tracked: in the state store

@@ -2,8 +2,10 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,14 +59,25 @@ type Writer struct {
 	cfg  WriterConfig
 	log  *slog.Logger
 	kick chan struct{} // a change is waiting
+	now  chan struct{} // a Flush caller waits: write without gathering
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when run returns
 
 	up atomic.Bool // the last write or ping succeeded
 
+	// gen is the store's generation as this process last saw it ("" not
+	// yet known). Owned by run (NewWriter before it starts).
+	gen string
+	// lost counts the times the store was found to have lost its records.
+	lost atomic.Uint64
+
 	mu      sync.Mutex // guards the fields below
 	pending map[pendingKey]Change
-	waiters []chan error // Flush callers, answered after the next write
+	// inflight are the changes of the write in progress, taken out of
+	// pending: Get answers from them until the store has them.
+	inflight map[pendingKey]Change
+	waiters  []chan error // Flush callers, answered after the next write
+	onLost   []func()     // see OnLost
 }
 
 type pendingKey struct {
@@ -87,11 +100,14 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		pending: map[pendingKey]Change{}}
+	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), now: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		pending: map[pendingKey]Change{}, inflight: map[pendingKey]Change{}}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	err := cfg.Store.Ping(ctx)
 	cancel()
+	if err == nil {
+		err = w.checkGeneration()
+	}
 	w.up.Store(err == nil)
 	if err != nil {
 		w.log.Warn("state store does not answer; new calls are refused until it does", "store", cfg.Store.Name(), "err", err)
@@ -123,6 +139,26 @@ func (w *Writer) PutTTL(kind Kind, key string, value []byte, ttl time.Duration) 
 // Delete queues the removal of kind/key.
 func (w *Writer) Delete(kind Kind, key string) { w.queue(Change{Kind: kind, Key: key}) }
 
+// Get reads kind/key as this process last wrote it: a change queued or
+// being written, else the store's record. An owner that reads, changes
+// and writes a record back (a user's call history) thus builds on its own
+// last write, whether or not the store has it yet, and its writes go in
+// the Writer's transactions with everything else. The value must not be
+// modified.
+func (w *Writer) Get(ctx context.Context, kind Kind, key string) ([]byte, bool, error) {
+	k := pendingKey{kind, key}
+	w.mu.Lock()
+	c, ok := w.pending[k]
+	if !ok {
+		c, ok = w.inflight[k]
+	}
+	w.mu.Unlock()
+	if ok {
+		return c.Value, c.Value != nil, nil
+	}
+	return w.cfg.Store.Get(ctx, kind, key)
+}
+
 func (w *Writer) queue(c Change) {
 	w.mu.Lock()
 	w.pending[pendingKey{c.Kind, c.Key}] = c
@@ -144,14 +180,17 @@ func (w *Writer) Pending() int {
 var errWriterClosed = errors.New("state: writer closed")
 
 // Flush waits until what was queued before it is written, or ctx ends.
+// It does not wait for the batch interval.
 func (w *Writer) Flush(ctx context.Context) error {
 	ch := make(chan error, 1)
 	w.mu.Lock()
 	w.waiters = append(w.waiters, ch)
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{w.kick, w.now} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 	select {
 	case err := <-ch:
@@ -192,10 +231,10 @@ func (w *Writer) run() {
 			w.flushOnce()
 			return
 		case <-ping.C:
-			if w.Pending() == 0 {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				w.health(w.cfg.Store.Ping(ctx))
-				cancel()
+			// The generation's read is the ping; while changes are
+			// pending their write tells the health.
+			if err := w.checkGeneration(); w.Pending() == 0 {
+				w.health(err)
 			}
 			continue
 		case <-w.kick:
@@ -204,13 +243,19 @@ func (w *Writer) run() {
 		t := time.NewTimer(w.cfg.FlushInterval)
 		select {
 		case <-w.stop:
+		case <-w.now:
 		case <-t.C:
 		}
 		t.Stop()
-		for {
+		for failed := false; ; failed = true {
 			err := w.flushOnce()
 			if err == nil {
 				backoff = w.cfg.FlushInterval
+				if failed {
+					// Back after an outage: it may have come back
+					// empty.
+					w.checkGeneration()
+				}
 				break
 			}
 			// Down: keep the changes, retry with backoff (a ping is not
@@ -243,6 +288,7 @@ func (w *Writer) flushOnce() error {
 			}
 			batch = append(batch, c)
 			delete(w.pending, k)
+			w.inflight[k] = c
 		}
 		w.mu.Unlock()
 		if len(batch) == 0 {
@@ -254,16 +300,18 @@ func (w *Writer) flushOnce() error {
 		if w.cfg.OnWrite != nil {
 			w.cfg.OnWrite(len(batch), err)
 		}
-		if err != nil {
-			// Put back what a newer change has not replaced meanwhile.
-			w.mu.Lock()
-			for _, c := range batch {
-				k := pendingKey{c.Kind, c.Key}
-				if _, newer := w.pending[k]; !newer {
-					w.pending[k] = c
-				}
+		w.mu.Lock()
+		for _, c := range batch {
+			k := pendingKey{c.Kind, c.Key}
+			delete(w.inflight, k)
+			if _, newer := w.pending[k]; err != nil && !newer {
+				// Put back what a newer change has not replaced
+				// meanwhile.
+				w.pending[k] = c
 			}
-			w.mu.Unlock()
+		}
+		w.mu.Unlock()
+		if err != nil {
 			break
 		}
 	}
@@ -277,6 +325,63 @@ func (w *Writer) flushOnce() error {
 	}
 	for _, ch := range waiters {
 		ch <- nil
+	}
+	return nil
+}
+
+// generationKey names the store's generation (kind Secrets): a random
+// value the first process to find none writes. A store that loses its
+// records (a Redis restarted without persistence, a failover to a replica
+// that had not caught up) loses it too, and every Writer on that store
+// then sees it missing or changed.
+const generationKey = "store-generation"
+
+// OnLost registers f to be called, on the Writer's goroutine, when the
+// store is found to have lost the records it held (its generation
+// changed: a Redis that came back empty): f queues again, with Put, every
+// live record its owner keeps (calls, bindings, sessions, secrets). A
+// Writer checks at start, every PingInterval and as soon as a store that
+// was down answers again. Register before records are written.
+func (w *Writer) OnLost(f func()) {
+	w.mu.Lock()
+	w.onLost = append(w.onLost, f)
+	w.mu.Unlock()
+}
+
+// Lost counts the times the store was found to have lost its records.
+func (w *Writer) Lost() uint64 { return w.lost.Load() }
+
+// checkGeneration reads the store's generation (making it when there is
+// none) and, when it is not the one this process saw last, has the
+// owners write their live records again. It returns the store's error.
+// NewWriter, then run only.
+func (w *Writer) checkGeneration() error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	st := w.cfg.Store
+	if w.gen != "" {
+		v, ok, err := st.Get(ctx, Secrets, generationKey)
+		if err != nil || (ok && string(v) == w.gen) {
+			return err
+		}
+	}
+	v, err := st.PutIfAbsent(ctx, Secrets, generationKey, []byte(rand.Text()))
+	if err != nil {
+		return err
+	}
+	first := w.gen == ""
+	w.gen = string(v)
+	if first {
+		return nil
+	}
+	w.lost.Add(1)
+	w.mu.Lock()
+	fs := slices.Clone(w.onLost)
+	w.mu.Unlock()
+	w.log.Warn("state store lost its records (restarted without persistence?): every live call, registration and session is written again",
+		"store", st.Name())
+	for _, f := range fs {
+		f()
 	}
 	return nil
 }

@@ -105,3 +105,73 @@ func TestWriterNoticesAnOutageWhileIdle(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// blockingStore holds the first Apply until released.
+type blockingStore struct {
+	*Memory
+	entered, gate chan struct{}
+	applies       atomic.Int32
+}
+
+func (b *blockingStore) Apply(ctx context.Context, ch []Change) error {
+	if b.applies.Add(1) == 1 {
+		close(b.entered)
+		<-b.gate
+	}
+	return b.Memory.Apply(ctx, ch)
+}
+
+// Get answers with this process's last write: queued, being written (the
+// store does not have it yet), then stored; a queued delete reads as
+// absent.
+func TestWriterGetReadsItsOwnWrites(t *testing.T) {
+	bs := &blockingStore{Memory: NewMemory(), entered: make(chan struct{}), gate: make(chan struct{})}
+	ctx := context.Background()
+	bs.Memory.Apply(ctx, []Change{{Kind: Calls, Key: "old", Value: []byte("stored")}})
+	w := NewWriter(WriterConfig{Store: bs, FlushInterval: time.Millisecond, Log: quiet()})
+	defer w.Close()
+	get := func(key string) string {
+		t.Helper()
+		v, ok, err := w.Get(ctx, Calls, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return "<none>"
+		}
+		return string(v)
+	}
+	if got := get("old"); got != "stored" {
+		t.Fatalf("stored record read as %q", got)
+	}
+	w.Put(Calls, "a", []byte("1"))
+	w.Delete(Calls, "old")
+	select { // the write of a=1 and old's delete is in progress
+	case <-bs.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write")
+	}
+	if got, _, _ := bs.Memory.Get(ctx, Calls, "a"); got != nil {
+		t.Fatal("the store has the record before its write")
+	}
+	if got := get("a"); got != "1" {
+		t.Fatalf("record being written read as %q", got)
+	}
+	if got := get("old"); got != "<none>" {
+		t.Fatalf("record being deleted read as %q", got)
+	}
+	w.Put(Calls, "a", []byte("2")) // queued behind the write in progress
+	if got := get("a"); got != "2" {
+		t.Fatalf("queued record read as %q", got)
+	}
+	close(bs.gate)
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := get("a"); got != "2" {
+		t.Fatalf("written record read as %q", got)
+	}
+	if v, _, _ := bs.Memory.Get(ctx, Calls, "a"); string(v) != "2" {
+		t.Fatalf("store holds %q", v)
+	}
+}
