@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -120,6 +121,12 @@ type Config struct {
 	// control planes on one store restore only their own calls and those
 	// of a dead peer they claimed).
 	Instance string
+	// Owning, when set, reports whether this control plane may act for
+	// its calls (cluster.Member.Owning: its lease has not expired). While
+	// it does not, in-dialog requests are dropped unanswered (a peer may
+	// own the call now; a retransmission is answered by whichever does,
+	// this process included once it owns again), counted in FencedDrops.
+	Owning func() bool
 	// TakeoverGrace is how long a call taken over from a dead peer waits
 	// for its browser to register again on this control plane before it
 	// ends (0: DefaultTakeoverGrace).
@@ -168,6 +175,8 @@ type Engine struct {
 	watchers map[chan Event]struct{}
 	closing  bool // Close started: no new calls
 	closed   bool // the calls have ended: no new handlers (handlerWG.Add only while false)
+
+	fencedDrops atomic.Uint64 // in-dialog requests dropped while not Owning
 
 	handlerWG sync.WaitGroup // SIP handlers running; Add under mu while !closed
 	wg        sync.WaitGroup // background goroutines started by New

@@ -49,6 +49,10 @@ func (c *Call) hangup() {
 		c.leave()
 		return
 	}
+	if r.disown && c.state == StateAnswered && !c.sub {
+		c.disown()
+		return
+	}
 	if r.from != nil {
 		c.gone[r.from.idx] = true
 	}
@@ -176,6 +180,33 @@ func (c *Call) leave() {
 	c.drain()
 	c.cancel()
 	c.log.Info("call handed over", "session", c.m.sessionID())
+	close(c.done)
+}
+
+// disown drops an answered call a peer owns now (Engine.Disown): like
+// leave, but its record is not written (it names the peer now) and its
+// journal entry is closed without a CDR (the owner writes it). Loop only.
+func (c *Call) disown() {
+	c.savedMu.Lock()
+	c.saved = nil
+	c.savedMu.Unlock()
+	if j := c.e.cfg.Journal; j != nil {
+		if err := j.End(c.ID); err != nil {
+			c.log.Warn("cdr journal: call owned elsewhere not closed", "err", err)
+		}
+	}
+	c.state = StateEnded // the loop returns
+	c.e.unregister(c)
+	c.e.cfg.Metrics.CallState(StateAnswered.String(), "")
+	if c.release != nil {
+		c.release()
+	}
+	for _, l := range c.legs {
+		c.e.removeDialog(l)
+	}
+	c.drain()
+	c.cancel()
+	c.log.Warn("call dropped here: another control plane took it over while this one was cut off from the state store", "session", c.m.sessionID())
 	close(c.done)
 }
 

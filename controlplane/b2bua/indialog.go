@@ -29,6 +29,14 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		e.st.Respond(tx, req, 481, "", nil)
 		return
 	}
+	if e.cfg.Owning != nil && !e.cfg.Owning() {
+		// Fenced (see Config.Owning): no answer, not even 481, and the
+		// CSeq not taken, so that the retransmission goes on as if the
+		// request had been lost.
+		e.fencedDrops.Add(1)
+		e.log.Debug("in-dialog request dropped: this control plane does not own its calls now", "method", req.Method)
+		return
+	}
 	if !l.d.checkCSeq(req) {
 		e.st.Respond(tx, req, 500, "Server Internal Error: CSeq out of order", nil, sip.NewHeader("Retry-After", "1"))
 		return

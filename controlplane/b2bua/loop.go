@@ -54,6 +54,10 @@ type stopRequest struct {
 	// session and its record in the state store kept) for the control
 	// plane that takes over (Engine.Detach); any other ends with cause.
 	detach bool
+	// disown: the call is dropped here without a trace (no BYE, no CDR,
+	// its session and its record left alone): a peer owns it now
+	// (Engine.Disown).
+	disown bool
 }
 
 // errStopped is what a wait inside the loop returns when the call was
@@ -104,6 +108,13 @@ func (c *Call) stop(cause int, reason string, from *leg) {
 // Engine.Detach); a call not answered yet ends with 503 "shutdown".
 func (c *Call) detachStop() {
 	if c.stopReq.CompareAndSwap(nil, &stopRequest{cause: 503, reason: "shutdown", detach: true}) {
+		close(c.stopping)
+	}
+}
+
+// disownStop asks the call's loop to drop the call (Engine.Disown).
+func (c *Call) disownStop() {
+	if c.stopReq.CompareAndSwap(nil, &stopRequest{cause: 503, reason: "owned elsewhere", disown: true}) {
 		close(c.stopping)
 	}
 }

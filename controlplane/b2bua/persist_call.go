@@ -185,6 +185,63 @@ func (c *Call) forget() {
 	}
 }
 
+// FencedDrops counts the in-dialog requests dropped while this control
+// plane did not own its calls (Config.Owning).
+func (e *Engine) FencedDrops() uint64 { return e.fencedDrops.Load() }
+
+// Disown drops the answered calls a peer took over while this control
+// plane was cut off from the state store (cluster.Config.OnRegained):
+// each is forgotten here with no BYE, no CDR, its dataplane session and
+// its record left to the owner. It returns the calls dropped, once their
+// loops have let go.
+func (e *Engine) Disown(ids []string) int {
+	var calls []*Call
+	for _, id := range ids {
+		if c, ok := e.Call(id); ok {
+			c.disownStop()
+			calls = append(calls, c)
+		}
+	}
+	waitCalls(calls, time.Now().Add(e.cfg.ShutdownTimeout))
+	if w := e.cfg.State; w != nil {
+		// What this process queued for them and could not write while
+		// it was cut off would overwrite the owner's records.
+		for _, c := range calls {
+			w.Discard(state.Calls, c.ID)
+		}
+	}
+	return len(calls)
+}
+
+// Owned sorts this process's answered calls by what the state store
+// says of them now (after a cut-off longer than the lease): owned are
+// those whose record names this control plane, or has none while the
+// control plane was not taken over (taken reports it; a call answered
+// just before the cut-off may not have been written yet); the others a
+// peer took over (its record names the peer) or took over and ended (no
+// record left).
+func (e *Engine) Owned(ctx context.Context, taken bool) (owned, elsewhere []string, err error) {
+	stored, err := e.StoredCalls(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range e.snapshot() {
+		c.savedMu.Lock()
+		written := c.saved != nil
+		c.savedMu.Unlock()
+		if !written {
+			continue // not answered: not in the store
+		}
+		r, ok := stored[c.ID]
+		if (ok && (r.Owner == e.cfg.Instance || r.Owner == "")) || (!ok && !taken) {
+			owned = append(owned, c.ID)
+		} else {
+			elsewhere = append(elsewhere, c.ID)
+		}
+	}
+	return owned, elsewhere, nil
+}
+
 // RewriteState queues again the record of every call in the state store
 // (state.Writer.OnLost: the store lost its records, e.g. a Redis that
 // restarted without persistence), so that a restarted or surviving

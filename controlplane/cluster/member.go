@@ -75,6 +75,13 @@ type Config struct {
 	// OnMembers, when set, is told how many members hold a live lease
 	// after each check.
 	OnMembers func(n int)
+	// OnRegained, when set, runs when this member renews its lease after
+	// it had expired (cut off from the store for longer than TTL): it
+	// sorts this process's calls into those a peer took over meanwhile
+	// (dropped here, without BYE) and those nobody did (carried on). The
+	// member owns nothing until it returns nil (Owning); an error leaves
+	// it fenced, to be tried again at the next heartbeat.
+	OnRegained func(ctx context.Context) error
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -101,10 +108,17 @@ type Member struct {
 	taking map[string]bool // members being taken over by a goroutine of twg
 	twg    sync.WaitGroup  // takeovers started by the heartbeat
 
+	// renewed is when the last renewal that succeeded was sent (Unix
+	// nanoseconds): the lease lasts TTL from then at least. Written by
+	// Join and the heartbeat, read by Owning.
+	renewed atomic.Int64
+	// fenced: the lease expired before it could be renewed; set until
+	// OnRegained has sorted the calls out.
+	fenced atomic.Bool
+
 	// Owned by the heartbeat goroutine (run).
-	suspects  map[string]bool // members seen without a lease at the last check
-	lastRenew time.Time
-	down      bool // the last renewal failed
+	suspects map[string]bool // members seen without a lease at the last check
+	down     bool            // the last renewal failed
 }
 
 // Join takes this control plane's lease and lists it as a member. It
@@ -135,13 +149,52 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	if !ok {
 		return nil, fmt.Errorf("cluster: the lease of instance %s is held by someone else", cfg.ID)
 	}
-	m.lastRenew = time.Now()
+	m.renewed.Store(time.Now().UnixNano())
 	m.rec, _ = json.Marshal(memberRecord{Since: time.Now().UTC()})
 	if err := cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: cfg.ID, Value: m.rec}}); err != nil {
 		cfg.Store.Release(ctx, leaseName(cfg.ID), cfg.ID)
 		return nil, fmt.Errorf("cluster: listing instance %s: %w", cfg.ID, err)
 	}
 	return m, nil
+}
+
+// Owning reports whether this member may act as the owner of its calls:
+// its lease has not expired since its last renewal (a peer may take its
+// calls over once it has), and, if it had, the calls were sorted out
+// again (OnRegained). A member that does not own writes nothing for its
+// calls and answers none of their requests (fencing): it cannot tell
+// whether a peer has them now.
+func (m *Member) Owning() bool {
+	if m.fenced.Load() {
+		return false
+	}
+	if time.Since(time.Unix(0, m.renewed.Load())) < m.cfg.TTL {
+		return true
+	}
+	if m.fenced.CompareAndSwap(false, true) {
+		m.log.Error("cluster: lease expired before it could be renewed; this control plane stops acting for its calls until it renews and finds which a peer took over",
+			"instance", m.cfg.ID, "ttl", m.cfg.TTL)
+	}
+	return false
+}
+
+// ErrTakeoverRunning: a peer is taking this member over right now
+// (TakenOver); ask again once it has finished.
+var ErrTakeoverRunning = errors.New("cluster: a peer is taking this control plane's calls over")
+
+// TakenOver reports whether a peer took this member over (it is no longer
+// listed: the survivor unlists a member once its calls are restored and
+// written with the survivor as owner), for OnRegained; ErrTakeoverRunning
+// while a peer holds the claim.
+func (m *Member) TakenOver(ctx context.Context) (bool, error) {
+	if _, busy, err := m.cfg.Store.Get(ctx, state.Leases, claimName(m.cfg.ID)); err != nil || busy {
+		if err == nil {
+			err = ErrTakeoverRunning
+		}
+		return false, err
+	}
+	_, listed, err := m.cfg.Store.Get(ctx, state.Members, m.cfg.ID)
+	return !listed, err
 }
 
 // Relist takes the lease again and lists this member again, at once, in
@@ -280,6 +333,7 @@ func (m *Member) beat() {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	now := time.Now()
+	owning := m.Owning() // before the renewal: was the lease still ours?
 	ok, err := m.cfg.Store.Lease(ctx, leaseName(m.cfg.ID), m.cfg.ID, m.cfg.TTL)
 	switch {
 	case err != nil:
@@ -293,13 +347,22 @@ func (m *Member) beat() {
 		m.log.Error("cluster: another process holds this instance id's lease (two control planes with the same --instance-id?)", "instance", m.cfg.ID)
 		return
 	}
-	if now.Sub(m.lastRenew) > m.cfg.TTL {
-		m.log.Error("cluster: the lease had expired before this renewal; peers may have taken this control plane's calls over", "instance", m.cfg.ID,
-			"gap", now.Sub(m.lastRenew).Round(time.Millisecond))
+	m.renewed.Store(now.UnixNano())
+	if !owning {
+		// Renewed after it had expired: peers may have taken calls over
+		// meanwhile. Owning again only once they are sorted out.
+		if m.cfg.OnRegained != nil {
+			if err := m.cfg.OnRegained(ctx); err != nil {
+				m.log.Warn("cluster: lease renewed, calls not sorted out yet; still not acting for them", "instance", m.cfg.ID, "err", err)
+				return
+			}
+		}
+		m.fenced.Store(false)
+		m.log.Info("cluster: lease renewed after it had expired; acting for the calls no peer took over", "instance", m.cfg.ID)
 	} else if m.down {
 		m.log.Info("cluster: lease renewed again", "instance", m.cfg.ID)
 	}
-	m.down, m.lastRenew = false, now
+	m.down = false
 
 	members, err := m.cfg.Store.Load(ctx, state.Members)
 	if err != nil {

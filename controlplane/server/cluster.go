@@ -26,6 +26,12 @@ func (s *Server) joinCluster() {
 	if !state.IsShared(s.store) {
 		return
 	}
+	s.State.SetGate(func() error {
+		if !s.owning() {
+			return errFenced
+		}
+		return nil
+	})
 	s.State.OnLost(func() {
 		if m := s.member.Load(); m != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
@@ -114,7 +120,43 @@ func (sp serverPeers) SendDTMF(ctx context.Context, id, digits string) error {
 
 func (s *Server) clusterConfig() cluster.Config {
 	return cluster.Config{Store: s.store, ID: s.Instance, TakeOver: s.takeOver, OnMembers: s.Metrics.SetClusterMembers,
-		Heartbeat: s.opt.ClusterHeartbeat, TTL: s.opt.ClusterTTL, Log: s.log.With("component", "cluster")}
+		OnRegained: s.regained, Heartbeat: s.opt.ClusterHeartbeat, TTL: s.opt.ClusterTTL, Log: s.log.With("component", "cluster")}
+}
+
+// errFenced is the state Writer's gate while this member's lease has
+// expired (cluster.Member.Owning): nothing is written, new calls get 503.
+var errFenced = errors.New("fenced: this control plane's lease expired before it could renew it (cut off from the state store)")
+
+// owning reports whether this process may act for its calls: always
+// with a store of its own; with a shared one while its lease holds.
+func (s *Server) owning() bool {
+	m := s.member.Load()
+	return m == nil || m.Owning()
+}
+
+// regained sorts the calls out when this member renews a lease that had
+// expired (cluster.Config.OnRegained): the calls a peer took over
+// meanwhile are dropped here without BYE (their records name the peer, or
+// the peer ended them), and what this process queued for them is
+// discarded; the others it carries on, their records written again.
+func (s *Server) regained(ctx context.Context) error {
+	m := s.member.Load()
+	if m == nil {
+		return nil
+	}
+	taken, err := m.TakenOver(ctx)
+	if err != nil {
+		return err
+	}
+	owned, elsewhere, err := s.Engine.Owned(ctx, taken)
+	if err != nil {
+		return err
+	}
+	dropped := s.Engine.Disown(elsewhere)
+	s.Engine.RewriteState()
+	s.log.Warn("cluster: lease regained after it had expired", "instance", s.Instance, "taken_over", taken,
+		"calls_kept", len(owned), "calls_dropped", dropped)
+	return nil
 }
 
 // joinLater retries Join every heartbeat until it works or the server

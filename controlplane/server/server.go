@@ -327,7 +327,7 @@ func New(opt Options) (_ *Server, err error) {
 		RingTimeout: cfg.RingTimeout, OptionsInterval: cfg.OptionsInterval, MediaTimeout: cfg.MediaTimeout,
 		Guard: s.Guard, PBXAuthenticatesCalls: cfg.PBXAuthenticatesCalls, SharedPlainPorts: cfg.PlainPorts == "shared",
 		ShutdownTimeout: cfg.ShutdownTimeout, State: s.State, SessionTimerUnit: opt.SessionTimerUnit, MaxForks: cfg.MaxForks,
-		Instance: s.Instance, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps, HEP: hepQuality})
+		Instance: s.Instance, Owning: s.owning, TakeoverGrace: opt.TakeoverGrace, Apps: p.Apps, HEP: hepQuality})
 	// A store that lost its records (a Redis restarted without
 	// persistence) gets every live call's and registration's again.
 	s.State.OnLost(s.Engine.RewriteState)

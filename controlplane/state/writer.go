@@ -78,6 +78,7 @@ type Writer struct {
 	inflight map[pendingKey]Change
 	waiters  []chan error // Flush callers, answered after the next write
 	onLost   []func()     // see OnLost
+	gate     func() error // see SetGate
 }
 
 type pendingKey struct {
@@ -138,6 +139,36 @@ func (w *Writer) PutTTL(kind Kind, key string, value []byte, ttl time.Duration) 
 
 // Delete queues the removal of kind/key.
 func (w *Writer) Delete(kind Kind, key string) { w.queue(Change{Kind: kind, Key: key}) }
+
+// Discard drops what is queued for kind/key and not yet written: a record
+// this process no longer owns (another control plane took the call over
+// while this one was fenced) must not overwrite the owner's.
+func (w *Writer) Discard(kind Kind, key string) {
+	w.mu.Lock()
+	delete(w.pending, pendingKey{kind, key})
+	w.mu.Unlock()
+}
+
+// SetGate makes every write first ask gate: while it returns an error
+// nothing is written (the changes wait, the store counts as down and new
+// calls are refused), as when the store does not answer. A cluster
+// member fences itself so while its lease has expired.
+func (w *Writer) SetGate(gate func() error) {
+	w.mu.Lock()
+	w.gate = gate
+	w.mu.Unlock()
+}
+
+// gateErr is the gate's answer (SetGate); nil without one.
+func (w *Writer) gateErr() error {
+	w.mu.Lock()
+	gate := w.gate
+	w.mu.Unlock()
+	if gate == nil {
+		return nil
+	}
+	return gate()
+}
 
 // Get reads kind/key as this process last wrote it: a change queued or
 // being written, else the store's record. An owner that reads, changes
@@ -233,7 +264,11 @@ func (w *Writer) run() {
 		case <-ping.C:
 			// The generation's read is the ping; while changes are
 			// pending their write tells the health.
-			if err := w.checkGeneration(); w.Pending() == 0 {
+			err := w.checkGeneration()
+			if err == nil {
+				err = w.gateErr()
+			}
+			if w.Pending() == 0 {
 				w.health(err)
 			}
 			continue
@@ -274,6 +309,10 @@ func (w *Writer) run() {
 // flushOnce writes everything pending, in batches of maxBatch, and
 // answers the Flush callers waiting since before it started.
 func (w *Writer) flushOnce() error {
+	if err := w.gateErr(); err != nil {
+		w.health(err)
+		return err
+	}
 	w.mu.Lock()
 	waiters := w.waiters
 	w.waiters = nil
