@@ -144,9 +144,18 @@ func (s *Server) regained(ctx context.Context) error {
 	if m == nil {
 		return nil
 	}
-	taken, err := m.TakenOver(ctx)
+	// A store that came back empty meanwhile lost this member's listing
+	// too, which is no sign of a takeover: nobody could have seen this
+	// member's calls to take them (the check writes every record again).
+	lost, err := s.State.CheckStore(ctx)
 	if err != nil {
 		return err
+	}
+	taken := false
+	if !lost {
+		if taken, err = m.TakenOver(ctx); err != nil {
+			return err
+		}
 	}
 	owned, elsewhere, err := s.Engine.Owned(ctx, taken)
 	if err != nil {

@@ -138,12 +138,17 @@ func storedOwner(t *testing.T, st state.Store, id string) string {
 // which calls a peer took over meanwhile and drops its copies without a
 // BYE to anyone (the peer carries the call on: its BYE, its one CDR); a
 // call nobody took over it carries on itself.
+//
+// A Redis that comes back empty after such a cut-off lost this member's
+// listing too, which is no sign of a takeover: the member keeps its call
+// and writes its record again.
 func TestClusterFencing(t *testing.T) {
-	t.Run("taken over", func(t *testing.T) { clusterFencing(t, true) })
-	t.Run("nobody took over", func(t *testing.T) { clusterFencing(t, false) })
+	t.Run("taken over", func(t *testing.T) { clusterFencing(t, true, false) })
+	t.Run("nobody took over", func(t *testing.T) { clusterFencing(t, false, false) })
+	t.Run("redis came back empty", func(t *testing.T) { clusterFencing(t, false, true) })
 }
 
-func clusterFencing(t *testing.T, peer bool) {
+func clusterFencing(t *testing.T, peer, wipe bool) {
 	r := newClusterRig(t)
 	px := newCutProxy(t, r.redis.Addr)
 	stA, err := state.OpenRedis("redis://" + px.Addr() + "/0")
@@ -172,7 +177,11 @@ func clusterFencing(t *testing.T, peer bool) {
 		bsrv = r.member("cp-b")
 	}
 
-	px.Cut()
+	cutOff, restore := px.Cut, px.Restore
+	if wipe {
+		cutOff, restore = r.redis.Stop, r.redis.Restart
+	}
+	cutOff()
 	cut := time.Now()
 	waitFor(t, "A fences itself", testTTL+5*time.Second, func() bool { return !a.owning() })
 	if took := time.Since(cut); took > testTTL+2*testHeartbeat {
@@ -201,7 +210,7 @@ func clusterFencing(t *testing.T, peer bool) {
 		r.browser.SetPeer(bsrv.HTTPAddr())
 		r.register()
 	}
-	px.Restore()
+	restore()
 	if peer {
 		waitFor(t, "A drops its copy of the call", 10*time.Second, func() bool { return len(a.Engine.Calls()) == 0 })
 		waitFor(t, "A owns again", 10*time.Second, a.owning)
@@ -227,6 +236,9 @@ func clusterFencing(t *testing.T, peer bool) {
 		ac.inc.SendTo(bsrv.SIPAddr())
 	} else {
 		waitFor(t, "A owns again", 10*time.Second, a.owning)
+		if wipe && a.State.Lost() == 0 {
+			t.Fatal("A did not see that Redis came back empty")
+		}
 		if got := a.Engine.Calls(); len(got) != 1 || got[0].ID != id {
 			t.Fatalf("A's calls after it came back: %+v", got)
 		}

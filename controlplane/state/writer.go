@@ -65,9 +65,13 @@ type Writer struct {
 
 	up atomic.Bool // the last write or ping succeeded
 
-	// gen is the store's generation as this process last saw it ("" not
-	// yet known). Owned by run (NewWriter before it starts).
-	gen string
+	// checking holds a token while a generation check runs (CheckStore):
+	// checks take turns, so that a caller learns of a loss only once the
+	// owners have written their records again. A turn, not a lock: it is
+	// waited for with a context and guards gen, the store's generation
+	// as this process last saw it ("" not yet known).
+	checking chan struct{}
+	gen      string
 	// lost counts the times the store was found to have lost its records.
 	lost atomic.Uint64
 
@@ -101,7 +105,7 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), now: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), now: make(chan struct{}, 1), checking: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		pending: map[pendingKey]Change{}, inflight: map[pendingKey]Change{}}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	err := cfg.Store.Ping(ctx)
@@ -375,7 +379,8 @@ func (w *Writer) flushOnce() error {
 // then sees it missing or changed.
 const generationKey = "store-generation"
 
-// OnLost registers f to be called, on the Writer's goroutine, when the
+// OnLost registers f to be called (on the Writer's goroutine, or
+// CheckStore's caller's) when the
 // store is found to have lost the records it held (its generation
 // changed: a Redis that came back empty): f queues again, with Put, every
 // live record its owner keeps (calls, bindings, sessions, secrets). A
@@ -395,23 +400,38 @@ func (w *Writer) Lost() uint64 { return w.lost.Load() }
 // owners write their live records again. It returns the store's error.
 // NewWriter, then run only.
 func (w *Writer) checkGeneration() error {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	_, err := w.CheckStore(context.Background())
+	return err
+}
+
+// CheckStore checks now whether the store still holds what this process
+// wrote (its generation is the one seen last) and, when it does not, has
+// the owners write their records again (OnLost) before it returns. lost
+// reports such a loss. Safe for concurrent use.
+func (w *Writer) CheckStore(ctx context.Context) (lost bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	select {
+	case w.checking <- struct{}{}:
+		defer func() { <-w.checking }()
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	st := w.cfg.Store
 	if w.gen != "" {
 		v, ok, err := st.Get(ctx, Secrets, generationKey)
 		if err != nil || (ok && string(v) == w.gen) {
-			return err
+			return false, err
 		}
 	}
 	v, err := st.PutIfAbsent(ctx, Secrets, generationKey, []byte(rand.Text()))
 	if err != nil {
-		return err
+		return false, err
 	}
 	first := w.gen == ""
 	w.gen = string(v)
 	if first {
-		return nil
+		return false, nil
 	}
 	w.lost.Add(1)
 	w.mu.Lock()
@@ -422,7 +442,7 @@ func (w *Writer) checkGeneration() error {
 	for _, f := range fs {
 		f()
 	}
-	return nil
+	return true, nil
 }
 
 // health records the outcome of a write or ping and reports changes.
