@@ -28,7 +28,7 @@ func (l *Leg) setKeys(st *Stream, dec, enc *srtp.Context) {
 	l.inMu.Lock()
 	if st == nil {
 		l.dec = dec
-		l.decProven, l.rocGuesses = false, 0
+		l.decProven, l.rocGuesses = false, rocGuesses{}
 	} else {
 		st.dec = dec
 	}

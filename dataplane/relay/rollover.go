@@ -23,16 +23,41 @@ import (
 // that fails with an SSRC the context has never authenticated is tried
 // once more with ROC 1 (rtpengine guesses ROC+1, ROC-1 and 0 on every
 // failure; this guesses only where the node itself may have lost the
-// wrap). A failed guess puts the SSRC's state back as new, and a leg gets
-// at most maxROCGuesses of them, so a peer spraying forged SSRCs before its
-// first real packet neither grows pion's per-SSRC table past that nor
-// doubles the cost of more than that many packets.
+// wrap). A failed guess puts the SSRC's state back as new. An SSRC the
+// context knows from elsewhere (a session restored with its rollover
+// counters) is never guessed on; one guessed on before may be again (a
+// forged packet with the real SSRC must not use up the real stream's
+// guess). A leg guesses on at most maxROCGuesses SSRCs, so a peer spraying
+// forged SSRCs before its first real packet grows pion's per-SSRC table by
+// no more than that.
 const (
 	maxROCGuesses = 8
 	// rocGuessSeq: only a sequence number in the first half of the space
 	// can follow a wrap the node missed while installing its keys.
 	rocGuessSeq = 0x8000
 )
+
+// rocGuesses are the SSRCs a leg's context was given a rollover guess on.
+// Guarded by the leg's inMu, reset with its context.
+type rocGuesses struct {
+	ssrcs [maxROCGuesses]uint32
+	n     uint8
+}
+
+// may reports whether ssrc may get a guess, and takes a place for it.
+func (g *rocGuesses) may(ssrc uint32, known bool) bool {
+	for _, s := range g.ssrcs[:g.n] {
+		if s == ssrc {
+			return true
+		}
+	}
+	if known || int(g.n) == len(g.ssrcs) {
+		return false
+	}
+	g.ssrcs[g.n] = ssrc
+	g.n++
+	return true
+}
 
 // decryptFirstRTP decrypts an RTP packet with a WebRTC leg's context dec
 // before the context has authenticated anything (l.decProven false).
@@ -46,13 +71,12 @@ func (w *worker) decryptFirstRTP(l *Leg, dec *srtp.Context, buf []byte, n int) (
 		return out, nil
 	}
 	ssrc, seq := w.rtpHdr.SSRC, w.rtpHdr.SequenceNumber
-	if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) || l.rocGuesses >= maxROCGuesses || seq >= rocGuessSeq || len(saved) < n {
+	if !errors.Is(err, srtp.ErrFailedToVerifyAuthTag) || seq >= rocGuessSeq || len(saved) < n {
 		return nil, err
 	}
-	if _, known := dec.ROC(ssrc); known {
-		return nil, err // authenticated before: pion's own estimate stands
+	if _, known := dec.ROC(ssrc); !l.rocGuesses.may(ssrc, known) {
+		return nil, err
 	}
-	l.rocGuesses++
 	copy(buf, saved)
 	dec.SetROC(ssrc, 1)
 	if out, err2 := dec.DecryptRTP(buf[:n], buf[:n], &w.rtpHdr); err2 == nil {

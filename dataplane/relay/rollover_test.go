@@ -52,8 +52,8 @@ func TestROCGuessesAreBounded(t *testing.T) {
 			if got := h.web.ctr.drop[pb.DropSrtpAuth].Load(); got != forged {
 				t.Fatalf("drop_srtp_auth %d after %d forged packets", got, forged)
 			}
-			if h.web.rocGuesses != maxROCGuesses {
-				t.Fatalf("%d guesses made", h.web.rocGuesses)
+			if h.web.rocGuesses.n != maxROCGuesses {
+				t.Fatalf("guessed on %d SSRCs", h.web.rocGuesses.n)
 			}
 			states := 0
 			for i := range forged {
@@ -74,5 +74,34 @@ func TestROCGuessesAreBounded(t *testing.T) {
 				t.Fatalf("real stream after forged packets: in %d, proven %v", c.PacketsIn, h.web.decProven)
 			}
 		})
+	}
+}
+
+// TestForgedPacketDoesNotSpendTheGuess: a forged packet with the browser's
+// own SSRC, before its first real one, fails (and its failed guess leaves
+// the SSRC's state as new); the real stream, past a wrap lost before the
+// keys, still gets its guess and flows.
+func TestForgedPacketDoesNotSpendTheGuess(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAes128CmHmacSha1_80)
+	forged := append(rtpPacket(3, 0, 0xb0b), make([]byte, 10)...)
+	h.deliver(h.webSlot, forged, h.browser)
+	h.srtpPackets(65535, 1) // lost before the keys
+	for _, p := range h.srtpPackets(0, 5) {
+		h.deliver(h.webSlot, p, h.browser)
+	}
+	if c := h.web.ctr.proto(); c.PacketsIn != 5 || c.DropSrtpAuth != 1 {
+		t.Fatalf("in %d, drop_srtp_auth %d", c.PacketsIn, c.DropSrtpAuth)
+	}
+}
+
+// TestRestoredROCIsNotGuessedOn: a session restored with its rollover
+// counters (applySSRCs) keeps them when a packet that does not
+// authenticate comes first.
+func TestRestoredROCIsNotGuessedOn(t *testing.T) {
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	h.web.dec.SetROC(0xb0b, 5)
+	h.deliver(h.webSlot, append(rtpPacket(3, 0, 0xb0b), make([]byte, 16)...), h.browser)
+	if roc, ok := h.web.dec.ROC(0xb0b); !ok || roc != 5 {
+		t.Fatalf("restored ROC 5 is now %d (%v)", roc, ok)
 	}
 }

@@ -101,10 +101,10 @@ type Leg struct {
 	inMu     sync.Mutex
 	dec      *srtp.Context
 	// decProven: a packet authenticated with dec; until then a failing
-	// packet may get a rollover guess (rocGuesses so far; rollover.go).
-	// Guarded by inMu, reset with dec.
+	// packet may get a rollover guess (rocGuesses; rollover.go). Guarded
+	// by inMu, reset with dec.
 	decProven  bool
-	rocGuesses uint8
+	rocGuesses rocGuesses
 	ctr        counters // inbound counters first, outbound last
 	outMu      sync.Mutex
 	enc        *srtp.Context
