@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -34,6 +35,7 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		// CSeq not taken, so that the retransmission goes on as if the
 		// request had been lost.
 		e.fencedDrops.Add(1)
+		e.cfg.Metrics.SIPDropped(req.Transport(), metrics.DropFenced)
 		e.log.Debug("in-dialog request dropped: this control plane does not own its calls now", "method", req.Method)
 		return
 	}

@@ -30,6 +30,10 @@ const (
 	// DropUnregistered: a WebSocket closed because it neither registered
 	// nor held a call within its deadline.
 	DropUnregistered = "unregistered"
+	// DropFenced: an in-dialog request left unanswered while this control
+	// plane's cluster lease had expired (package cluster: another one may
+	// own the call now).
+	DropFenced = "fenced"
 )
 
 // SIPDropped counts one refusal on transport (udp, tcp, tls, ws, wss; any

@@ -200,6 +200,9 @@ func clusterFencing(t *testing.T, peer, wipe bool) {
 	if a.Engine.FencedDrops() <= drops {
 		t.Fatal("the dropped re-INVITE was not counted")
 	}
+	if v := metricValue(t, a.Metrics.Registry, "strait_sip_dropped_total", map[string]string{"transport": "udp", "reason": "fenced"}); v < 1 {
+		t.Fatalf("strait_sip_dropped_total{reason=fenced} = %v", v)
+	}
 
 	if peer {
 		waitFor(t, "B takes A's call over", 15*time.Second, func() bool { return len(bsrv.Engine.Calls()) == 1 })
