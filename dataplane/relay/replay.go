@@ -58,7 +58,8 @@ func (d *replayWindow) CheckSeq(seq uint64) replaydetector.Token {
 }
 
 // Accept records the index of a token CheckSeq passed, once its packet
-// authenticated, and reports whether it is the highest so far.
+// authenticated, and reports whether it is the highest so far. Tokens may
+// be accepted in any order (FuzzReplayWindow).
 func (d *replayWindow) Accept(tok replaydetector.Token) bool {
 	if !tok.Passed() {
 		return false
@@ -70,8 +71,13 @@ func (d *replayWindow) Accept(tok replaydetector.Token) bool {
 		d.latest = seq
 		latest = true
 	}
-	diff := d.latest - seq
-	d.mask[diff>>6] |= 1 << (diff & 63)
+	// A token accepted after a later one moved the window past it (pion's
+	// interface allows accepts in any order; pion/srtp itself checks and
+	// accepts one packet at a time) is out of the window: nothing to
+	// record, as in pion (whose mask ignores a bit beyond its size).
+	if diff := d.latest - seq; diff < replayWindowBits {
+		d.mask[diff>>6] |= 1 << (diff & 63)
+	}
 	return latest
 }
 
