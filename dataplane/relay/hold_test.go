@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/pion/srtp/v3"
 
 	"github.com/strait-sbc/strait/dataplane/batchconn"
+	"github.com/strait-sbc/strait/internal/racecheck"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -110,6 +112,90 @@ func TestLongRoundSendsAsItGoes(t *testing.T) {
 			if st.Counts[HoldBuckets-1] != uint64(sent) || st.Sum < time.Duration(sent)*time.Second {
 				t.Fatalf("hold histogram %v sum %v after %d datagrams held about 1 s", st.Counts, st.Sum, sent)
 			}
+		})
+	}
+}
+
+// roundOf is a worker round of n plain RTP datagrams toward the plain
+// peer leg, and how to refill it (relaying rewrites the buffers).
+func roundOf(h *hotPath, n int) (msgs []batchconn.Message, refill func()) {
+	idx := uint32(0)
+	for i := range h.w.slots {
+		if &h.w.slots[i] == h.plainSlot {
+			idx = uint32(i)
+		}
+	}
+	msgs = make([]batchconn.Message, n)
+	for i := range msgs {
+		msgs[i] = batchconn.Message{Buf: make([]byte, BufferSize), Addr: h.pbx,
+			Token: batchconn.Token(idx) | batchconn.Token(h.plainSlot.gen)<<32}
+	}
+	seq := uint16(0)
+	pkt := rtpPacket(0, 0, 0x5eed)
+	return msgs, func() {
+		for i := range msgs {
+			msgs[i].N = copy(msgs[i].Buf, pkt)
+			binary.BigEndian.PutUint16(msgs[i].Buf[2:], seq)
+			seq++
+		}
+	}
+}
+
+// TestRoundAllocs pins a whole worker round at zero allocations, the
+// hold histogram and, in a long round, the sends every holdCheck
+// datagrams included.
+func TestRoundAllocs(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("allocation counts are pinned without -race")
+	}
+	h := newHotPath(t, srtp.ProtectionProfileAeadAes128Gcm)
+	msgs, refill := roundOf(h, 64)
+	for _, long := range []bool{false, true} {
+		sent := 0
+		a := testing.AllocsPerRun(100, func() {
+			refill()
+			start := time.Now()
+			if long {
+				start = start.Add(-time.Second)
+			}
+			sent = h.w.round(msgs, start)
+			h.w.hold.add(time.Since(start), len(msgs)-sent)
+			h.flush()
+		})
+		if a != 0 {
+			t.Errorf("long round %v: %v allocs per round of %d", long, a, len(msgs))
+		}
+		if want := map[bool]int{false: 0, true: 48}[long]; sent != want {
+			t.Errorf("long round %v: sent %d during the round, want %d", long, sent, want)
+		}
+	}
+	if got := h.plainPeers.legs[1].ctr.packetsOut.Load(); got < 100*64 {
+		t.Fatalf("relayed %d datagrams in 200 rounds of 64", got)
+	}
+}
+
+// BenchmarkRound is one worker round of 64 plain datagrams, as run()
+// does it (hold histogram included): "short" a round under maxHold (the
+// hold check costs a clock read per holdCheck datagrams), "long" one past
+// it from its start (a send every holdCheck datagrams).
+func BenchmarkRound(b *testing.B) {
+	for _, long := range []bool{false, true} {
+		name := map[bool]string{false: "short", true: "long"}[long]
+		b.Run(name, func(b *testing.B) {
+			h := newHotPath(b, srtp.ProtectionProfileAeadAes128Gcm)
+			msgs, refill := roundOf(h, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				refill()
+				start := time.Now()
+				if long {
+					start = start.Add(-time.Second)
+				}
+				sent := h.w.round(msgs, start)
+				h.w.hold.add(time.Since(start), len(msgs)-sent)
+				h.flush()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/datagram")
 		})
 	}
 }

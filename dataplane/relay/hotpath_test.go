@@ -143,7 +143,7 @@ func newHotPathIO(tb testing.TB, profile srtp.ProtectionProfile, io batchconn.Mo
 	for i := range k1 {
 		k1[i], k2[i] = byte(i), byte(100+i)
 	}
-	dec, _ := srtp.CreateContext(k1, s1, profile, srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+	dec, _ := srtp.CreateContext(k1, s1, profile, replayOptions()...)
 	enc, _ := srtp.CreateContext(k2, s2, profile)
 	h.browserEnc, _ = srtp.CreateContext(k1, s1, profile)
 	h.web.dec, h.web.enc = dec, enc
