@@ -18,8 +18,8 @@ need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v sipp >/dev/null 2>&1 || need="$need sip-tester"
 command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
-if ! command -v kamailio >/dev/null 2>&1 || ! dpkg -s kamailio-tls-modules >/dev/null 2>&1; then
-	need="$need kamailio kamailio-tls-modules kamailio-websocket-modules kamailio-extra-modules kamailio-utils-modules"
+if ! command -v kamailio >/dev/null 2>&1 || ! dpkg -s kamailio-tls-modules >/dev/null 2>&1 || ! dpkg -s kamailio-presence-modules >/dev/null 2>&1; then
+	need="$need kamailio kamailio-tls-modules kamailio-websocket-modules kamailio-extra-modules kamailio-utils-modules kamailio-presence-modules"
 fi
 command -v baresip >/dev/null 2>&1 || need="$need baresip"
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need="$need dnsmasq-base"

@@ -42,6 +42,11 @@ type Config struct {
 	History History
 	// Presence serves /v1/presence and /v1/contacts; nil answers 503.
 	Presence *presence.Book
+	// PresenceSIP, in trunk mode, carries presence to and from the
+	// upstream (package presence/sipbridge): what users publish goes out,
+	// users watched on the event stream (?user=) are subscribed to. Nil:
+	// presence stays Strait's own.
+	PresenceSIP PresenceSIP
 	// Messages carries instant messages to API listeners; nil answers 503.
 	Messages *messaging.Hub
 	// Mailbox keeps messages for offline users: POST /v1/messages keeps
@@ -72,6 +77,14 @@ type Config struct {
 	Peers Peers
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
+}
+
+// PresenceSIP bridges presence to the upstream (sipbridge.Bridge).
+type PresenceSIP interface {
+	// Published sends a user's new presence on (without blocking).
+	Published(presence.State)
+	// Watch subscribes to a user's presence until stop is called.
+	Watch(user string) (stop func())
 }
 
 // Peers are the other control planes of the service (cluster.Peers).

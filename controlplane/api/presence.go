@@ -88,8 +88,14 @@ func (a *API) setPresence(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, http.StatusServiceUnavailable, "", "the presence store is unavailable")
 		return
 	}
+	if a.cfg.PresenceSIP != nil {
+		a.cfg.PresenceSIP.Published(s)
+	}
 	writeJSON(w, http.StatusOK, a.presenceOf(user, s, true))
 }
+
+// maxWatched bounds the users one presence stream names.
+const maxWatched = 100
 
 func (a *API) getPresence(w http.ResponseWriter, r *http.Request) {
 	if !a.needPresence(w, r) {
@@ -108,12 +114,44 @@ func (a *API) getPresence(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.presenceOf(user, s, ok))
 }
 
-// presenceEvents streams every presence change as a "presence" event.
+// presenceEvents streams presence changes as "presence" events: every
+// change, or with ?user= (repeatable) those of the users named, who are
+// then subscribed to at the upstream in trunk mode.
 func (a *API) presenceEvents(w http.ResponseWriter, r *http.Request) {
 	if !a.needPresence(w, r) {
 		return
 	}
-	streamEvents(w, r, "strait presence", a.cfg.Presence.Watch, func(s presence.State) (string, any, bool, bool) {
+	users := r.URL.Query()["user"]
+	if len(users) > maxWatched {
+		WriteProblem(w, r, http.StatusBadRequest, ProblemBadRequest, "user: at most 100")
+		return
+	}
+	for _, u := range users {
+		if u == "" || len(u) > 64 {
+			WriteProblem(w, r, http.StatusBadRequest, ProblemBadRequest, "user: 1 to 64 characters")
+			return
+		}
+	}
+	watch := a.cfg.Presence.Watch
+	if len(users) > 0 && a.cfg.PresenceSIP != nil {
+		watch = func() (<-chan presence.State, func()) {
+			ch, stop := a.cfg.Presence.Watch()
+			var stops []func()
+			for _, u := range slices.Compact(slices.Sorted(slices.Values(users))) {
+				stops = append(stops, a.cfg.PresenceSIP.Watch(u))
+			}
+			return ch, func() {
+				for _, s := range stops {
+					s()
+				}
+				stop()
+			}
+		}
+	}
+	streamEvents(w, r, "strait presence", watch, func(s presence.State) (string, any, bool, bool) {
+		if len(users) > 0 && !slices.Contains(users, s.User) {
+			return "", nil, false, false
+		}
 		return "presence", a.presenceOf(s.User, s, true), true, false
 	})
 }

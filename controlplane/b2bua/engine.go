@@ -170,8 +170,9 @@ type Engine struct {
 
 	mu       sync.Mutex // guards the fields below; held for map operations only
 	calls    map[string]*Call
-	dialogs  map[string]*leg // by key(Call-ID, our tag)
-	ownIDs   map[string]bool // Call-IDs Strait generated (loop detection)
+	dialogs  map[string]*leg          // by key(Call-ID, our tag)
+	ownIDs   map[string]bool          // Call-IDs Strait generated (loop detection)
+	subs     map[string]*Subscription // presence subscriptions Strait holds (presence.go), by dialog key
 	watchers map[chan Event]struct{}
 	closing  bool // Close started: no new calls
 	closed   bool // the calls have ended: no new handlers (handlerWG.Add only while false)
@@ -198,7 +199,7 @@ func New(cfg Config) *Engine {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{cfg: cfg, st: cfg.Stack, log: cfg.Log, ctx: ctx, cancel: cancel, calls: map[string]*Call{},
-		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{}),
+		dialogs: map[string]*leg{}, ownIDs: map[string]bool{}, subs: map[string]*Subscription{}, watchers: map[chan Event]struct{}{}, stop: make(chan struct{}),
 		ready: make(chan struct{})}
 	srv := cfg.Stack.Server
 	srv.OnInvite(e.wrap(e.onInvite))

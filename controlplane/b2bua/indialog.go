@@ -25,6 +25,10 @@ func (e *Engine) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if !e.admit(req, tx) {
 		return
 	}
+	if s := e.subOf(req); s != nil {
+		s.onRequest(req, tx) // a NOTIFY of Strait's own subscription (presence.go)
+		return
+	}
 	l := e.legOf(req)
 	if l == nil {
 		e.st.Respond(tx, req, 481, "", nil)

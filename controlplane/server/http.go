@@ -30,7 +30,7 @@ func (s *Server) handler(root http.Handler) http.Handler {
 		}
 		s.WS.ServeHTTP(w, r)
 	}))
-	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, Peers: s.apiPeers(), CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Mailbox: s.Mailbox, Directory: s.userNames, Names: s.contactNames(), Auth: s.auth.Load,
+	apiHandler := allowed.Handler(api.New(api.Config{Engine: s.Engine, Peers: s.apiPeers(), CDR: s.CDR, Registry: s.Registry, History: s.History, Presence: s.Presence, Messages: s.Messages, Mailbox: s.Mailbox, PresenceSIP: s.presenceSIP(), Directory: s.userNames, Names: s.contactNames(), Auth: s.auth.Load,
 		MessageLimit: messaging.NewLimiter(s.cfg.MaxMessagesPerMinute, s.cfg.MaxMessagesPerMinute), Refused: s.Metrics.HTTPRefused,
 		Log: s.log.With("component", "api")}))
 	mux.Handle("/v1/", apiHandler)
@@ -115,4 +115,13 @@ func (s *Server) housekeep() {
 			}
 		}
 	}
+}
+
+// presenceSIP is the API's presence bridge: nil (no interface value) in
+// standalone mode.
+func (s *Server) presenceSIP() api.PresenceSIP {
+	if s.PresenceSIP == nil {
+		return nil
+	}
+	return s.PresenceSIP
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/metrics"
 	"github.com/strait-sbc/strait/controlplane/presence"
+	"github.com/strait-sbc/strait/controlplane/presence/sipbridge"
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/sdp"
 	"github.com/strait-sbc/strait/controlplane/sipnet"
@@ -110,6 +111,9 @@ type Server struct {
 	Presence *presence.Book
 	// Messages carries instant messages to API listeners.
 	Messages *messaging.Hub
+	// PresenceSIP carries presence to and from the PBX in trunk mode
+	// (nil in standalone mode).
+	PresenceSIP *sipbridge.Bridge
 	// Mailbox keeps instant messages for offline users until they come
 	// online (nil if the store could not be read at start).
 	Mailbox *messaging.Mailbox
@@ -335,6 +339,18 @@ func New(opt Options) (_ *Server, err error) {
 	if p.Apps != nil {
 		s.Metrics.Registry.MustRegister(p.Apps.Hooks().Collectors()...)
 	}
+	if ups != nil {
+		// Trunk mode: presence goes to and comes from the PBX.
+		s.PresenceSIP = sipbridge.New(sipbridge.Config{Upstream: s.Engine, Book: s.Presence,
+			Entity: func(user string) string {
+				host := sipHost
+				if o := ups.Order(); len(o) > 0 {
+					host = o[0].Host()
+				}
+				return "sip:" + user + "@" + host
+			}, Log: log.With("component", "presence-sip")})
+		s.Metrics.Registry.MustRegister(s.PresenceSIP.Collectors()...)
+	}
 	s.WS.OnClose(func(flow string) {
 		if s.handingOver.Load() {
 			// The browser reconnects to the next control plane, which
@@ -500,6 +516,9 @@ func (s *Server) close(handover bool) error {
 		close(s.stop)
 		if p := s.peers.Load(); p != nil {
 			p.Close() // no more requests from peers about calls that end now
+		}
+		if s.PresenceSIP != nil {
+			s.PresenceSIP.Close() // publications removed, subscriptions ended, while SIP still runs
 		}
 		if s.Engine != nil {
 			if handover {

@@ -352,9 +352,19 @@ func (p *Phone) Send(ctx context.Context, method sip.RequestMethod, user string,
 	return p.Client.Do(ctx, req)
 }
 
+// SetReply sets Reply while requests may be arriving.
+func (p *Phone) SetReply(f func(req *sip.Request) int) {
+	p.mu.Lock()
+	p.Reply = f
+	p.mu.Unlock()
+}
+
 func (p *Phone) reply(req *sip.Request) int {
-	if p.Reply != nil {
-		return p.Reply(req)
+	p.mu.Lock()
+	f := p.Reply
+	p.mu.Unlock()
+	if f != nil {
+		return f(req)
 	}
 	if req.Method == sip.REFER || req.Method == sip.SUBSCRIBE {
 		return 202

@@ -30,6 +30,9 @@ const (
 	NeedKamailio
 	// NeedDnsmasq is Debian's dnsmasq (dnsmasq-base), a DNS server for names.
 	NeedDnsmasq
+	// NeedKamailioPresence is kamailio with its presence modules
+	// (kamailio-presence-modules) and the db_text table templates.
+	NeedKamailioPresence
 )
 
 // browserSlots bounds how many tests run Chromium at once
@@ -147,6 +150,10 @@ func check(r Requirement) (why string, always bool) {
 	case NeedKamailio:
 		if _, err := exec.LookPath("kamailio"); err != nil {
 			return "kamailio not installed (Debian packages kamailio, kamailio-tls-modules; scripts/install-test-deps.sh)", false
+		}
+	case NeedKamailioPresence:
+		if _, err := exec.LookPath("kamailio"); err != nil || !kamailioPresence() {
+			return "kamailio presence modules not installed (Debian package kamailio-presence-modules; scripts/install-test-deps.sh)", false
 		}
 	case NeedDnsmasq:
 		if _, err := exec.LookPath("dnsmasq"); err != nil {
