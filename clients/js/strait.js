@@ -188,8 +188,18 @@ export class Strait {
   /** @returns {Promise<Presence[]>} the shared address book with presence */
   async contacts() { return (await this.request('GET', '/v1/contacts')).contacts; }
 
-  /** presenceEvents follows presence changes. @param {(p: Presence) => void} onPresence */
-  presenceEvents(onPresence, o = {}) { return this.stream('/v1/events/presence', (_n, d) => onPresence(d), o); }
+  /**
+   * presenceEvents follows presence changes: everyone's, or with o.users
+   * only theirs (in trunk mode Strait then subscribes to them at the PBX).
+   * @param {(p: Presence) => void} onPresence
+   * @param {{users?: string[], onOpen?: () => void, onError?: (e: Error) => void}} [o]
+   */
+  presenceEvents(onPresence, o = {}) {
+    const q = new URLSearchParams();
+    for (const u of o.users || []) q.append('user', u);
+    const path = '/v1/events/presence' + (q.size ? `?${q}` : '');
+    return this.stream(path, (_n, d) => onPresence(d), o);
+  }
 
   // --- messages ---
 

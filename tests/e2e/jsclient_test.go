@@ -57,7 +57,7 @@ func TestJSClient(t *testing.T) {
 		return p.Eval(ctx, fmt.Sprintf(`window.s = new Strait({base: %q, token: %q});
 			window.evs = []; window.pres = []; window.msgs = []; window.open = {};
 			window.stopEvents = s.events((ev) => evs.push(ev), {onOpen: () => { open.events = true; }});
-			window.stopPresence = s.presenceEvents((p) => pres.push(p), {onOpen: () => { open.presence = true; }});
+			window.stopPresence = s.presenceEvents((p) => pres.push(p), {users: ["alice"], onOpen: () => { open.presence = true; }});
 			window.stopMessages = s.messages((m) => msgs.push(m), {onOpen: () => { open.messages = true; }});
 			true`, s.URL(), token), nil)
 	})
@@ -99,10 +99,14 @@ func TestJSClient(t *testing.T) {
 	})
 	e.Step("a message to herself arrives on the message stream", 10*time.Second, func(ctx context.Context) error {
 		var msgID string
-		if err := p.Eval(ctx, `s.sendMessage("alice", "hello from strait.js").then((r) => r.id)`, &msgID); err != nil || msgID == "" {
-			return fmt.Errorf("sendMessage: %q %v", msgID, err)
+		if err := p.Eval(ctx, `s.sendMessage("alice", "hello from strait.js").then((r) => r.delivery === "delivered" ? r.id : "")`, &msgID); err != nil || msgID == "" {
+			return fmt.Errorf("sendMessage (delivered to her listener): %q %v", msgID, err)
 		}
-		return p.WaitFor(ctx, fmt.Sprintf(`msgs.some((m) => m.id === %q && m.from === "alice" && m.text === "hello from strait.js")`, msgID))
+		if err := p.WaitFor(ctx, fmt.Sprintf(`msgs.some((m) => m.id === %q && m.from === "alice" && m.text === "hello from strait.js")`, msgID)); err != nil {
+			return err
+		}
+		// Nothing was kept for later: she was listening.
+		return p.WaitFor(ctx, `s.keptMessages().then((r) => Array.isArray(r.messages) && r.messages.length === 0)`)
 	})
 	e.Step("her history has the call", 15*time.Second, func(ctx context.Context) error {
 		return p.WaitFor(ctx, fmt.Sprintf(`s.history({limit: 5}).then((h) => h.calls.some((x) => x.id === %q))`, id))
