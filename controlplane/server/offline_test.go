@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,32 @@ func waitUntil(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in 10s")
 		}
+	}
+}
+
+// In trunk mode a MESSAGE from the PBX for one of Strait's users who has
+// no registration (an address-book user) is kept (202) and delivered when
+// the user's browser registers through Strait; one for a user Strait does
+// not know keeps the routing's answer (480: not kept).
+func TestOfflineMessageFromPBX(t *testing.T) {
+	book := filepath.Join(t.TempDir(), "contacts.yaml")
+	if err := os.WriteFile(book, []byte("- {user: alice, name: Alice}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := startTrunkWith(t, func(c *config.Config) { c.ContactsFile = book })
+	if r, err := tr.pbx.Send(ctx(t), sip.MESSAGE, "alice", []byte("call the front desk"), "text/plain"); err != nil || r.StatusCode != 202 {
+		t.Fatalf("the PBX's MESSAGE to offline alice: %v %v", r, err)
+	}
+	if r, err := tr.pbx.Send(ctx(t), sip.MESSAGE, "zed", []byte("anyone?"), "text/plain"); err != nil || r.StatusCode != 480 {
+		t.Fatalf("the PBX's MESSAGE to unknown zed: %v %v", r, err)
+	}
+	tr.register(t)
+	m, err := tr.browser.WaitRequest(sip.MESSAGE, 10*time.Second)
+	if err != nil || string(m.Body()) != "call the front desk" || m.From().Address.User != "pbx" || m.GetHeader("Date") == nil {
+		t.Fatalf("alice's browser, once registered: %v %v", m, err)
+	}
+	waitUntil(t, func() bool { return tr.srv.Mailbox.Waiting("alice") == 0 && tr.srv.Mailbox.Count("delivered") == 1 })
+	if n := tr.srv.Mailbox.Count("refused_unknown"); n != 1 {
+		t.Fatalf("refused_unknown: %v", n)
 	}
 }
