@@ -112,7 +112,10 @@ func TestDashboardFromRealRun(t *testing.T) {
 	}
 	defer func() { pbx.Process.Kill(); pbx.Wait() }()
 
-	base := 20000 + 40*rand.IntN(300) // under the ephemeral range
+	// Strait's media ports: 40 free ones in 20000-29599, under the
+	// ephemeral range and bench/callrate's fixed 30000-30003 (strait
+	// refuses to start on a port another process holds).
+	base := freeUDPRange(t, 20000, 240, 40)
 	addr, stop := startBinary(ctx, t, filepath.Join(bins, "strait"), "strait started", "http", []string{
 		"--http", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--state", "memory", "--log-format", "json",
 		"--media-ip", "127.0.0.1", "--public-ip", "127.0.0.1", "--data-dir", t.TempDir(),
@@ -155,7 +158,9 @@ func TestDashboardFromRealRun(t *testing.T) {
 	stopScraping()
 	scrapes.Wait()
 	end := time.Now()
-	if placed == 0 || failed > placed/4 {
+	// A call may fail on a machine too loaded for ICE and DTLS within
+	// their timeouts; the panels below still need calls that went through.
+	if placed == 0 || failed > placed/2 {
 		t.Fatalf("%d calls placed, %d failed", placed, failed)
 	}
 
@@ -260,11 +265,16 @@ func apiDo(ctx context.Context, method, url, token string, body []byte, out any)
 	return nil
 }
 
-// freeUDPPort returns a port p with p..p+n-1 free on 127.0.0.1 (UDP).
-func freeUDPPort(t *testing.T, n int) int {
+// freeUDPPort returns a port p with p..p+n-1 free on 127.0.0.1 (UDP), in
+// 10000-19999.
+func freeUDPPort(t *testing.T, n int) int { return freeUDPRange(t, 10000, 5000/n, n) }
+
+// freeUDPRange returns a port p = low + n*i (i < slots) with p..p+n-1 free
+// on 127.0.0.1 (UDP).
+func freeUDPRange(t *testing.T, low, slots, n int) int {
 	t.Helper()
 	for range 100 {
-		p := 10000 + 2*rand.IntN(5000)
+		p := low + n*rand.IntN(slots)
 		free := true
 		for i := range n {
 			c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+i))
@@ -296,10 +306,11 @@ func scrapeInto(ctx context.Context, t *testing.T, url, token string, db storage
 			p := expfmt.NewTextParser(model.UTF8Validation)
 			families, err := p.TextToMetricFamilies(res.Body)
 			res.Body.Close()
+			if err == nil {
+				err = appendFamilies(db, families, now)
+			}
 			if err != nil {
-				t.Errorf("scrape: %v", err)
-			} else if err := appendFamilies(db, families, now); err != nil {
-				t.Errorf("append: %v", err)
+				t.Errorf("scrape at %v: %v", now.Format(time.TimeOnly), err)
 			}
 		}
 		select {
