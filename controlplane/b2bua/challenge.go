@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -87,7 +88,7 @@ func (cs *challenges) remember(req *sip.Request, d *dialog) {
 // take returns (and forgets) the challenged dialog a credentialed retry
 // continues.
 func (cs *challenges) take(req *sip.Request) (challenged, bool) {
-	if req.GetHeader("Authorization") == nil && req.GetHeader("Proxy-Authorization") == nil {
+	if sipnet.Header(req, "Authorization") == nil && sipnet.Header(req, "Proxy-Authorization") == nil {
 		return challenged{}, false
 	}
 	k, ok := challengeKey(req)

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,7 +83,7 @@ func newUAS(st *sipnet.Stack, req *sip.Request, tx sip.ServerTransaction) *dialo
 	}
 	// RFC 3261 section 12.1.1: the UAS's route set is the request's
 	// Record-Route, in order.
-	d.routes = routeEntries(req.GetHeaders("Record-Route"))
+	d.routes = routeEntries(slices.Collect(sipnet.HeadersNamed(req, "Record-Route")))
 	if sipnet.IsWebSocket(d.transport) {
 		d.flow = req.Source()
 	}
@@ -266,7 +267,7 @@ func cancelFor(st *sipnet.Stack, inv *sip.Request) *sip.Request {
 	req := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
 	req.AppendHeader(sip.HeaderClone(inv.Via()))
 	for _, name := range []string{"From", "To", "Call-ID", "Max-Forwards", "Route"} {
-		for _, h := range inv.GetHeaders(name) {
+		for h := range sipnet.HeadersNamed(inv, name) {
 			req.AppendHeader(sip.HeaderClone(h))
 		}
 	}
@@ -306,7 +307,7 @@ func (d *dialog) established(res *sip.Response) {
 	}
 	// RFC 3261 section 12.1.2: the UAC's route set is the response's
 	// Record-Route in reverse order.
-	rr := routeEntries(res.GetHeaders("Record-Route"))
+	rr := routeEntries(slices.Collect(sipnet.HeadersNamed(res, "Record-Route")))
 	routes := make([]string, 0, len(rr))
 	for i := len(rr) - 1; i >= 0; i-- {
 		routes = append(routes, rr[i])

@@ -7,6 +7,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/metrics"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -92,7 +93,7 @@ func (c *Call) forward(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	fwd := o.d.request(req.Method, req.Body(), contentType(req))
 	copyHeaders(req, fwd, passHeaders...)
 	if req.Method == sip.REFER {
-		rt := req.GetHeader("Refer-To")
+		rt := sipnet.Header(req, "Refer-To")
 		if rt == nil {
 			st.Respond(tx, req, 400, "Bad Request: no Refer-To", nil)
 			return
@@ -181,7 +182,7 @@ func (e *Engine) sideURI(v string, to *leg) (in, out sip.Uri, ok bool) {
 // to, rewritten as referTo rewrites a target; one that does not parse is
 // left out.
 func (e *Engine) referredBy(req *sip.Request, out *sip.Request, to *leg) {
-	h := req.GetHeader("Referred-By")
+	h := sipnet.Header(req, "Referred-By")
 	if h == nil {
 		return
 	}

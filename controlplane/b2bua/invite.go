@@ -522,7 +522,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 						e.challenges.remember(req, d) // the retry continues this dialog
 					}
 					for _, n := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
-						for _, h := range res.GetHeaders(n) {
+						for h := range sipnet.HeadersNamed(res, n) {
 							hdrs = append(hdrs, sip.NewHeader(n, h.Value()))
 						}
 					}
@@ -530,7 +530,7 @@ func (c *Call) runInvite(req *sip.Request, offer *sdp.Description, tgt target, c
 					code = 403
 				}
 				if code == 422 {
-					for _, h := range res.GetHeaders("Min-SE") {
+					for h := range sipnet.HeadersNamed(res, "Min-SE") {
 						hdrs = append(hdrs, sip.NewHeader("Min-SE", h.Value()))
 					}
 				}

@@ -178,7 +178,7 @@ func (e *Engine) relaySubscribe(req *sip.Request, tx sip.ServerTransaction, d *d
 func (c *Call) subscriptionUpdate(req *sip.Request, res *sip.Response) {
 	switch req.Method {
 	case sip.NOTIFY:
-		if h := req.GetHeader("Subscription-State"); h != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Value())), "terminated") {
+		if h := sipnet.Header(req, "Subscription-State"); h != nil && strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Value())), "terminated") {
 			c.stop(200, "subscription terminated", nil)
 		}
 	case sip.SUBSCRIBE:
@@ -192,7 +192,7 @@ func (c *Call) subscriptionUpdate(req *sip.Request, res *sip.Response) {
 func subscriptionExpiry(req *sip.Request, res *sip.Response) time.Duration {
 	exp := 3600
 	for _, m := range []headers{res, req} {
-		if h := m.GetHeader("Expires"); h != nil {
+		if h := sipnet.Header(m, "Expires"); h != nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
 				exp = n
 				break

@@ -28,8 +28,8 @@ import (
 // headers (Supported, Require and their compact forms).
 func hasOption(m headers, tag string, names ...string) bool {
 	for _, n := range names {
-		for _, h := range m.GetHeaders(n) {
-			for _, t := range strings.Split(h.Value(), ",") {
+		for h := range sipnet.HeadersNamed(m, n) {
+			for t := range strings.SplitSeq(h.Value(), ",") {
 				if strings.EqualFold(strings.TrimSpace(t), tag) {
 					return true
 				}
@@ -45,7 +45,7 @@ func reliableRSeq(res *sip.Response) (uint32, bool) {
 	if res.StatusCode <= 100 || res.StatusCode >= 200 || !hasOption(res, "100rel", "Require") {
 		return 0, false
 	}
-	h := res.GetHeader("RSeq")
+	h := sipnet.Header(res, "RSeq")
 	if h == nil {
 		return 0, false
 	}
@@ -127,8 +127,8 @@ func requires100rel(req *sip.Request) bool { return hasOption(req, "100rel", "Re
 func unsupportedRequire(req *sip.Request) []string {
 	var out []string
 	for _, n := range []string{"Require"} {
-		for _, h := range req.GetHeaders(n) {
-			for _, t := range strings.Split(h.Value(), ",") {
+		for h := range sipnet.HeadersNamed(req, n) {
+			for t := range strings.SplitSeq(h.Value(), ",") {
 				t = strings.ToLower(strings.TrimSpace(t))
 				switch t {
 				case "", "100rel", "timer":
@@ -199,7 +199,7 @@ func (r *reliableUAS) start(c *Call, res *sip.Response) {
 // the pending provisional, which then stops being retransmitted (and the
 // queued one goes out).
 func (r *reliableUAS) prack(c *Call, req *sip.Request) bool {
-	h := req.GetHeader("RAck")
+	h := sipnet.Header(req, "RAck")
 	if h == nil {
 		return false
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/dialplan"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -43,7 +44,7 @@ func contactsByQ(res *sip.Response, n int) []sip.Uri {
 		uri sip.Uri
 	}
 	var all []qc
-	for _, h := range res.GetHeaders("Contact") {
+	for h := range sipnet.HeadersNamed(res, "Contact") {
 		ch, ok := h.(*sip.ContactHeader)
 		if !ok || ch.Address.Wildcard || ch.Address.Host == "" {
 			continue

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
 // A NOTIFY of the refer event package names its REFER by that REFER's
@@ -51,7 +52,7 @@ func (d *dialog) origReferID(sent uint32) (uint32, bool) {
 // on from is replaced with the relayed REFER's CSeq. Other events, and
 // ids Strait does not know, go unchanged.
 func translateReferEvent(from *dialog, fwd *sip.Request) {
-	h := fwd.GetHeader("Event")
+	h := sipnet.Header(fwd, "Event")
 	if h == nil {
 		return
 	}

@@ -2,11 +2,13 @@ package b2bua
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/registrar"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
@@ -145,7 +147,7 @@ func (e *Engine) referReplaces(u sip.Uri, from *leg) string {
 // inviteReplaces reads an INVITE's Replaces: the leg it names (sent by
 // the party of that dialog), or an error status (481: no such dialog).
 func (e *Engine) inviteReplaces(req *sip.Request) (*leg, replaces, int) {
-	hs := req.GetHeaders("Replaces")
+	hs := slices.Collect(sipnet.HeadersNamed(req, "Replaces"))
 	if len(hs) == 0 {
 		return nil, replaces{}, 0
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
 // Session timers (RFC 4028), run by Strait on each leg.
@@ -61,9 +62,9 @@ type sessionExpires struct {
 // readSessionExpires reads a message's Session-Expires (or its compact
 // form x): present false when there is none, bad when it does not parse.
 func readSessionExpires(m headers) (se sessionExpires, present, bad bool) {
-	h := m.GetHeader("Session-Expires")
+	h := sipnet.Header(m, "Session-Expires")
 	if h == nil {
-		h = m.GetHeader("x")
+		h = sipnet.Header(m, "x")
 	}
 	if h == nil {
 		return se, false, false
@@ -85,7 +86,7 @@ func readSessionExpires(m headers) (se sessionExpires, present, bad bool) {
 
 // readMinSE reads a message's Min-SE (0: none or unreadable).
 func readMinSE(m headers) uint32 {
-	h := m.GetHeader("Min-SE")
+	h := sipnet.Header(m, "Min-SE")
 	if h == nil {
 		return 0
 	}

@@ -7,12 +7,13 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/sdp"
+	"github.com/strait-sbc/strait/controlplane/sipnet"
 )
 
 // allowsInfo reports whether a message's Allow header lists INFO.
 func allowsInfo(m headers) bool {
-	for _, h := range m.GetHeaders("Allow") {
-		for _, t := range strings.Split(h.Value(), ",") {
+	for h := range sipnet.HeadersNamed(m, "Allow") {
+		for t := range strings.SplitSeq(h.Value(), ",") {
 			if strings.EqualFold(strings.TrimSpace(t), "INFO") {
 				return true
 			}
@@ -34,13 +35,12 @@ func sdpBody(body []byte, contentType string) (*sdp.Description, error) {
 
 // headers is what requests and responses share for header access.
 type headers interface {
-	GetHeader(name string) sip.Header
-	GetHeaders(name string) []sip.Header
+	Headers() []sip.Header // read with sipnet.Header and HeadersNamed
 	AppendHeader(h sip.Header)
 }
 
 func contentType(m headers) string {
-	if h := m.GetHeader("Content-Type"); h != nil {
+	if h := sipnet.Header(m, "Content-Type"); h != nil {
 		return h.Value()
 	}
 	return ""
@@ -48,7 +48,7 @@ func contentType(m headers) string {
 
 func copyHeaders(from, to headers, names ...string) {
 	for _, n := range names {
-		for _, h := range from.GetHeaders(n) {
+		for h := range sipnet.HeadersNamed(from, n) {
 			to.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
 		}
 	}
@@ -58,8 +58,8 @@ func copyHeaders(from, to headers, names ...string) {
 // Require.
 func supportsTimer(m headers) bool {
 	for _, n := range []string{"Supported", "Require", "k"} {
-		for _, h := range m.GetHeaders(n) {
-			for _, t := range strings.Split(h.Value(), ",") {
+		for h := range sipnet.HeadersNamed(m, n) {
+			for t := range strings.SplitSeq(h.Value(), ",") {
 				if strings.EqualFold(strings.TrimSpace(t), "timer") {
 					return true
 				}

@@ -376,7 +376,7 @@ func (s *Stack) Prepare(req *sip.Request, r Route) {
 		mf := sip.MaxForwardsHeader(70)
 		req.AppendHeader(&mf)
 	}
-	if req.GetHeader("User-Agent") == nil {
+	if Header(req, "User-Agent") == nil {
 		req.AppendHeader(sip.NewHeader("User-Agent", s.cfg.UserAgent))
 	}
 	if strings.EqualFold(r.Transport, UDP) {
@@ -483,7 +483,7 @@ func (s *Stack) Response(req *sip.Request, code int, reason string, body []byte,
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
-	if res.GetHeader("Server") == nil {
+	if Header(res, "Server") == nil {
 		res.AppendHeader(sip.NewHeader("Server", s.cfg.UserAgent))
 	}
 	return res
