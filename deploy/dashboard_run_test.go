@@ -113,8 +113,8 @@ func TestDashboardFromRealRun(t *testing.T) {
 	defer func() { pbx.Process.Kill(); pbx.Wait() }()
 
 	// Strait's media ports: 40 free ones in 20000-29599, under the
-	// ephemeral range and bench/callrate's fixed 30000-30003 (strait
-	// refuses to start on a port another process holds).
+	// ephemeral range (strait refuses to start on a port another process
+	// holds).
 	base := freeUDPRange(t, 20000, 240, 40)
 	addr, stop := startBinary(ctx, t, filepath.Join(bins, "strait"), "strait started", "http", []string{
 		"--http", "127.0.0.1:0", "--sip", "127.0.0.1:0", "--state", "memory", "--log-format", "json",

@@ -171,10 +171,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	// Enough RTP port pairs for every call up at once, twice over.
 	up := int(float64(cfg.Rate)*(cfg.Hold.Seconds()+1)) * 2
-	rtpLast := min(40000+2*max(up, 500)+1, 65535)
+	rtpCount := 2*max(up, 500) + 2
+	rtpFirst, err := freeRange(rtpCount)
+	if err != nil {
+		return nil, err
+	}
+	webrtcFirst, err := freeRange(4)
+	if err != nil {
+		return nil, err
+	}
+	if webrtcFirst+4 > rtpFirst && webrtcFirst < rtpFirst+rtpCount {
+		webrtcFirst = rtpFirst + rtpCount // overlapping draws: take the ports just above
+	}
 	args := []string{
 		"--sip", fmt.Sprintf("127.0.0.1:%d", sipPort), "--http", fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"--rtp-ports", fmt.Sprintf("40000-%d", rtpLast), "--webrtc-ports", "30000-30003",
+		"--rtp-ports", fmt.Sprintf("%d-%d", rtpFirst, rtpFirst+rtpCount-1),
+		"--webrtc-ports", fmt.Sprintf("%d-%d", webrtcFirst, webrtcFirst+3),
 		"--cdr-file", filepath.Join(dir, "cdr.jsonl"), "--options-interval", "0",
 	}
 	// Settings an older strait does not know are left out, so that a
