@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,7 +135,10 @@ func TestClusterSoak(t *testing.T) {
 	// Goroutines and descriptors come back to where they were (a few
 	// of the HTTP client's idle connections may linger a moment).
 	waitFor(t, "goroutines back to the baseline", 20*time.Second, func() bool { return runtime.NumGoroutine() <= goBefore+10 })
-	waitFor(t, "descriptors back to the baseline", 20*time.Second, func() bool { return openFDs(t) <= fdsBefore+5 })
+	fdsBack := func() bool { return openFDs(t) <= fdsBefore+5 }
+	if !holdsWithin(20*time.Second, fdsBack) {
+		t.Fatalf("descriptors back to the baseline: %d -> %d after 20s; open now:\n%s", fdsBefore, openFDs(t), describeFDs())
+	}
 	t.Logf("soak: %d calls in %v, %d kills; %d takeovers; goroutines %d -> %d, fds %d -> %d", calls,
 		time.Since(begin).Round(time.Second), s.kills, s.takeovers(), goBefore, runtime.NumGoroutine(), fdsBefore, openFDs(t))
 }
@@ -421,4 +425,51 @@ func openFDs(t *testing.T) int {
 		t.Skip("no /proc/self/fd: descriptors not counted")
 	}
 	return len(ents)
+}
+
+// holdsWithin polls cond every 20 ms until it holds or d has passed, and
+// says which.
+func holdsWithin(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// describeFDs lists the process's open descriptors, naming a socket's
+// local and remote addresses from /proc/net (so a leak says whom it
+// talks to: Redis, a SIP peer, the HTTP API).
+func describeFDs() string {
+	sockets := map[string]string{}
+	for _, table := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		b, err := os.ReadFile("/proc/self/net/" + table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 {
+				sockets[f[9]] = fmt.Sprintf("%s %s -> %s st %s", table, f[1], f[2], f[3])
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var out strings.Builder
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			if d, ok := sockets[strings.TrimSuffix(inode, "]")]; ok {
+				target += " " + d
+			}
+		}
+		fmt.Fprintf(&out, "  %s %s\n", e.Name(), target)
+	}
+	return out.String()
 }
