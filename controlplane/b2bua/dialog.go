@@ -56,7 +56,7 @@ type dialog struct {
 	// reflow, for a dialog with a browser, finds the flow requests go to
 	// when the dialog's own is gone (see Engine.reflow); set when the
 	// dialog is added to the engine.
-	reflow func(target sip.Uri, flow string) string
+	reflow func(target sip.Uri, flow, callID string) string
 }
 
 // key identifies a dialog among Strait's: its Call-ID and our tag.
@@ -240,12 +240,12 @@ func (d *dialog) request(method sip.RequestMethod, body []byte, contentType stri
 // lookup runs without d.mu (no lock nests).
 func (d *dialog) refreshFlow() {
 	d.mu.Lock()
-	reflow, flow, target := d.reflow, d.flow, d.target
+	reflow, flow, target, callID := d.reflow, d.flow, d.target, d.callID
 	d.mu.Unlock()
 	if reflow == nil || flow == "" {
 		return
 	}
-	if nf := reflow(target, flow); nf != "" && nf != flow {
+	if nf := reflow(target, flow, callID); nf != "" && nf != flow {
 		d.mu.Lock()
 		if d.flow == flow {
 			d.flow = nf

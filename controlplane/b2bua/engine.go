@@ -167,6 +167,9 @@ type Engine struct {
 	// challenges remembers dialogs toward the upstream that got 401/407,
 	// for the caller's credentialed retry (safe for concurrent use).
 	challenges challenges
+	// relay reaches browsers whose WebSocket another control plane holds
+	// (SetRelay); nil: none.
+	relay atomic.Pointer[Relay]
 
 	mu       sync.Mutex // guards the fields below; held for map operations only
 	calls    map[string]*Call

@@ -47,13 +47,26 @@ func (e *Engine) removeDialog(l *leg) {
 // reflow returns the flow a request in a dialog with a browser goes to:
 // its own while that WebSocket is open, else the flow of the browser's
 // newest registration with the same Contact (it reconnected, e.g. after
-// this control plane restarted), else its own (the request fails with
-// the flow).
-func (e *Engine) reflow(target sip.Uri, flow string) string {
+// this control plane restarted, maybe to another control plane: then
+// through it, see Relay), else its own (the request fails with the
+// flow). callID is the dialog's: a holder elsewhere passes the browser's
+// requests in it here.
+func (e *Engine) reflow(target sip.Uri, flow, callID string) string {
 	if e.cfg.Flows == nil || e.cfg.Flows.Open(flow) {
 		return flow
 	}
-	if nf, ok := e.cfg.Registry.FlowOf(target); ok && e.cfg.Flows.Open(nf) {
+	b, ok := e.cfg.Registry.NewestFlow(target)
+	if !ok {
+		return flow
+	}
+	nf := b.Source
+	if !e.heldHere(b.Holder) {
+		var err error
+		if nf, err = e.relayFlow(b.Holder, b.Source, callID); err != nil {
+			return flow
+		}
+	}
+	if e.cfg.Flows.Open(nf) {
 		return nf
 	}
 	return flow

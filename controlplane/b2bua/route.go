@@ -117,10 +117,52 @@ func (e *Engine) resolve(s side, user string, invite bool) (target, error) {
 	return target{}, errOffline
 }
 
-// reachable checks that a browser binding's flow is still there.
+// reachable checks that a browser binding's flow is still there; one
+// another control plane holds is reached through it (see Relay).
 func (e *Engine) reachable(b registrar.Binding, user string) (target, error) {
+	if b.WebSocket() && !e.heldHere(b.Holder) {
+		flow, err := e.relayFlow(b.Holder, b.Source, "")
+		if err != nil {
+			return target{}, errFlowFailed
+		}
+		b.Source = flow
+		return target{binding: b, user: b.AOR}, nil
+	}
 	if b.WebSocket() && e.cfg.Flows != nil && !e.cfg.Flows.Open(b.Source) {
 		return target{}, errFlowFailed
 	}
 	return target{binding: b, user: b.AOR}, nil
+}
+
+// Relay reaches a browser whose WebSocket another control plane holds
+// (package cluster): Flow returns the name under which this process's
+// SIP stack reaches the flow (the browser's address at holder), set up
+// on first use; an error when the holder is gone. callID, when set, names
+// a dialog of this process's with the browser (one carried on after a
+// restart or takeover): the holder passes the browser's requests in it
+// here even before this process sent anything in it.
+type Relay interface {
+	Flow(holder, flow, callID string) (string, error)
+}
+
+// SetRelay installs the relay (nil: bindings held elsewhere are
+// unreachable, 430).
+func (e *Engine) SetRelay(r Relay) {
+	if r == nil {
+		e.relay.Store(nil)
+		return
+	}
+	e.relay.Store(&r)
+}
+
+// heldHere reports whether a binding's flow holder is this process.
+func (e *Engine) heldHere(holder string) bool { return holder == "" || holder == e.cfg.Instance }
+
+// relayFlow is Relay.Flow, failing without a relay.
+func (e *Engine) relayFlow(holder, flow, callID string) (string, error) {
+	r := e.relay.Load()
+	if r == nil {
+		return "", errFlowFailed
+	}
+	return (*r).Flow(holder, flow, callID)
 }

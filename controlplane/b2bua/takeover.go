@@ -75,9 +75,9 @@ func (e *Engine) awaitBrowser(c *Call, l *leg) {
 	defer tick.Stop()
 	for {
 		l.d.mu.Lock()
-		target, flow := l.d.target, l.d.flow
+		target, flow, callID := l.d.target, l.d.flow, l.d.callID
 		l.d.mu.Unlock()
-		if e.cfg.Flows.Open(e.reflow(target, flow)) {
+		if e.cfg.Flows.Open(e.reflow(target, flow, callID)) {
 			c.log.Info("the browser of a call taken over is back", "leg", l.idx)
 			return
 		}

@@ -82,6 +82,10 @@ type Config struct {
 	// member owns nothing until it returns nil (Owning); an error leaves
 	// it fenced, to be tried again at the next heartbeat.
 	OnRegained func(ctx context.Context) error
+	// OnDead, when set, is told of a member seen without a lease at two
+	// checks in a row (once per death; on every survivor, whichever takes
+	// its calls over): its WebSockets are gone.
+	OnDead func(id string)
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -103,6 +107,9 @@ type Member struct {
 	once sync.Once
 	// running is set by Start: run closes done.
 	running atomic.Bool
+	// down is the set of members seen without a live lease at the last
+	// check (IsLive), replaced whole by each heartbeat.
+	downSet atomic.Pointer[map[string]bool]
 
 	tmu    sync.Mutex      // guards taking
 	taking map[string]bool // members being taken over by a goroutine of twg
@@ -118,6 +125,7 @@ type Member struct {
 
 	// Owned by the heartbeat goroutine (run).
 	suspects map[string]bool // members seen without a lease at the last check
+	dead     map[string]bool // members OnDead was told of (until seen alive again)
 	down     bool            // the last renewal failed
 }
 
@@ -141,7 +149,7 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		cfg.Log = slog.Default()
 	}
 	m := &Member{cfg: cfg, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}), suspects: map[string]bool{},
-		taking: map[string]bool{}}
+		taking: map[string]bool{}, dead: map[string]bool{}}
 	ok, err := cfg.Store.Lease(ctx, leaseName(cfg.ID), cfg.ID, cfg.TTL)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: taking the lease of instance %s: %w", cfg.ID, err)
@@ -207,6 +215,17 @@ func (m *Member) Relist(ctx context.Context) error {
 		return err
 	}
 	return m.cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: m.cfg.ID, Value: m.rec}})
+}
+
+// IsLive reports whether the member id was not seen without a lease at
+// the last check (at most a heartbeat ago; a member that joined since
+// counts as live): no store round trip.
+func (m *Member) IsLive(id string) bool {
+	if id == m.cfg.ID {
+		return true
+	}
+	d := m.downSet.Load()
+	return d == nil || !(*d)[id]
 }
 
 // ID is this control plane's instance id.
@@ -375,7 +394,9 @@ func (m *Member) beat() {
 		m.cfg.Store.Apply(ctx, []state.Change{{Kind: state.Members, Key: m.cfg.ID, Value: m.rec}})
 	}
 	live := 1
+	downs := map[string]bool{}
 	suspects := map[string]bool{}
+	var died []string
 	for _, id := range sortedKeys(members) {
 		if id == m.cfg.ID {
 			continue
@@ -386,11 +407,17 @@ func (m *Member) beat() {
 		}
 		if alive {
 			live++
+			delete(m.dead, id)
 			continue
 		}
+		downs[id] = true
 		if !m.suspects[id] {
 			suspects[id] = true
 			continue
+		}
+		if !m.dead[id] {
+			m.dead[id] = true
+			died = append(died, id)
 		}
 		// On a goroutine of its own: restoring hundreds of calls must not
 		// hold up this member's own renewals. One at a time per member;
@@ -420,6 +447,12 @@ func (m *Member) beat() {
 		}()
 	}
 	m.suspects = suspects
+	m.downSet.Store(&downs)
+	if m.cfg.OnDead != nil {
+		for _, id := range died {
+			m.cfg.OnDead(id)
+		}
+	}
 	if m.cfg.OnMembers != nil {
 		m.cfg.OnMembers(live)
 	}

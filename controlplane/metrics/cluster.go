@@ -9,6 +9,7 @@ type clusterMetrics struct {
 	takenOver prometheus.Counter
 	members   prometheus.Gauge
 	forwarded *prometheus.CounterVec
+	relayed   *prometheus.CounterVec
 }
 
 func (c *clusterMetrics) init() []prometheus.Collector {
@@ -19,7 +20,10 @@ func (c *clusterMetrics) init() []prometheus.Collector {
 	c.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_cluster_requests_total",
 		Help: "API requests for calls another control plane holds, sent to it, by operation (list, get, hangup, dtmf) and result (ok, not_found, error)."},
 		[]string{"op", "result"})
-	return []prometheus.Collector{c.takenOver, c.members, c.forwarded}
+	c.relayed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_cluster_relayed_messages_total",
+		Help: "SIP messages of browsers' WebSockets relayed between control planes, by direction (out: toward a browser another control plane holds, in: from one) and result (ok, dropped)."},
+		[]string{"direction", "result"})
+	return []prometheus.Collector{c.takenOver, c.members, c.forwarded, c.relayed}
 }
 
 // CallTakenOver counts a call taken over from a dead control plane.
@@ -45,4 +49,14 @@ func (m *Metrics) ClusterRequest(op, result string) {
 		return
 	}
 	m.cluster.forwarded.WithLabelValues(op, result).Inc()
+}
+
+// ClusterRelay counts a SIP message relayed between a browser's WebSocket
+// and the control plane whose dialog it is; direction and result are
+// from small fixed sets.
+func (m *Metrics) ClusterRelay(direction, result string) {
+	if m == nil {
+		return
+	}
+	m.cluster.relayed.WithLabelValues(direction, result).Inc()
 }

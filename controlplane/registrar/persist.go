@@ -30,12 +30,15 @@ type bindingRecord struct {
 	UpAuthName string    `json:"up_auth_name,omitempty"`
 	UpAuth     string    `json:"up_auth,omitempty"`
 	UpTarget   string    `json:"up_target,omitempty"`
+	Holder     string    `json:"holder,omitempty"`
+	// Gone: the flow closed (a browser's WebSocket); kept for its key.
+	Gone bool `json:"gone,omitempty"`
 }
 
 func recordOf(b *Binding) bindingRecord {
 	r := bindingRecord{Key: b.Key, AOR: b.AOR, Contact: b.Contact.String(), Instance: b.Instance, RegID: b.RegID,
 		Transport: b.Transport, Source: b.Source, Expires: b.Expires, Registered: b.Registered,
-		UpCallID: b.upCallID, UpFromTag: b.upFromTag, UpCSeq: b.upCSeq, UpTarget: b.upTarget}
+		UpCallID: b.upCallID, UpFromTag: b.upFromTag, UpCSeq: b.upCSeq, UpTarget: b.upTarget, Holder: b.Holder}
 	if b.upAuth != nil {
 		r.UpAuthName, r.UpAuth = b.upAuth.Name(), b.upAuth.Value()
 	}
@@ -45,7 +48,7 @@ func recordOf(b *Binding) bindingRecord {
 func (r bindingRecord) binding() (Binding, error) {
 	b := Binding{Key: r.Key, AOR: r.AOR, Instance: r.Instance, RegID: r.RegID, Transport: r.Transport, Source: r.Source,
 		Expires: r.Expires, Registered: r.Registered, upCallID: r.UpCallID, upFromTag: r.UpFromTag, upCSeq: r.UpCSeq,
-		upTarget: r.UpTarget}
+		upTarget: r.UpTarget, Holder: r.Holder}
 	if err := sip.ParseUri(r.Contact, &b.Contact); err != nil {
 		return Binding{}, err
 	}
@@ -60,7 +63,8 @@ func (r bindingRecord) binding() (Binding, error) {
 // bindings of browsers come back as bindings whose flow closed (their
 // WebSocket died with the previous process), so that a browser that
 // reconnects and registers again keeps its key, and requests for it get
-// 430 until it does. Call it once, before the registry is used.
+// 430 until it does; but those a live peer holds (see Share) come back as
+// that peer's. Call it once, after Share and before the registry is used.
 func (r *Registry) Persist(ctx context.Context, w *state.Writer) (int, error) {
 	recs, err := w.Store().Load(ctx, state.Bindings)
 	r.mu.Lock()
@@ -77,7 +81,13 @@ func (r *Registry) Persist(ctx context.Context, w *state.Writer) (int, error) {
 			r.pending = append(r.pending, state.Change{Kind: state.Bindings, Key: key})
 			continue
 		}
-		if b.WebSocket() {
+		if b.Holder != r.self && (r.alive == nil || !r.alive(b.Holder)) {
+			// Held by a process that is gone (the previous run of this
+			// one under another id, a dead peer): this process answers
+			// for it from now on.
+			b.Holder = r.self
+		}
+		if b.WebSocket() && (r.local(&b) || br.Gone) {
 			r.gone[key] = &b
 		} else {
 			r.byKey[key] = &b
@@ -90,8 +100,9 @@ func (r *Registry) Persist(ctx context.Context, w *state.Writer) (int, error) {
 	return n, err
 }
 
-// RewriteState queues again every binding's record, live or whose flow
-// closed (state.Writer.OnLost: the store lost its records).
+// RewriteState queues again the record of every binding this process
+// holds, live or whose flow closed (state.Writer.OnLost: the store lost
+// its records); the peers rewrite theirs.
 func (r *Registry) RewriteState() {
 	r.mu.Lock()
 	if r.store == nil {
@@ -99,40 +110,53 @@ func (r *Registry) RewriteState() {
 		return
 	}
 	for _, b := range r.byKey {
-		r.save(b)
+		if r.local(b) {
+			r.save(b, false)
+		}
 	}
 	for _, b := range r.gone {
-		r.save(b)
+		if r.local(b) {
+			r.save(b, true)
+		}
 	}
 	r.mu.Unlock()
 	r.flush()
 }
 
-// save queues a binding's record; remove its deletion. r.mu held; flush
-// hands them to the Writer once r.mu is released (no lock nests).
-func (r *Registry) save(b *Binding) {
+// save queues a binding's record (gone: its flow closed); remove its
+// deletion. r.mu held; flush hands them to the Writer (and the peers,
+// share.go) once r.mu is released (no lock nests).
+func (r *Registry) save(b *Binding, gone bool) {
 	if r.store == nil {
 		return
 	}
-	v, err := json.Marshal(recordOf(b))
+	rec := recordOf(b)
+	rec.Gone = gone
+	v, err := json.Marshal(rec)
 	if err != nil {
 		return
 	}
 	r.pending = append(r.pending, state.Change{Kind: state.Bindings, Key: b.Key, Value: v})
+	r.share(v)
 }
 
 func (r *Registry) remove(key string) {
 	if r.store != nil {
 		r.pending = append(r.pending, state.Change{Kind: state.Bindings, Key: key})
 	}
+	r.shareRemoval(key)
 }
 
 // flush hands the queued changes to the Writer. Called without r.mu.
 func (r *Registry) flush() {
 	r.mu.Lock()
 	w, pending := r.store, r.pending
-	r.pending = nil
+	publish, shared := r.publish, r.shared
+	r.pending, r.shared = nil, nil
 	r.mu.Unlock()
+	for _, m := range shared {
+		publish(m)
+	}
 	for _, c := range pending {
 		if c.Value == nil {
 			w.Delete(c.Kind, c.Key)

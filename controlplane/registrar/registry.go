@@ -40,6 +40,12 @@ type Binding struct {
 	Expires time.Time
 	// Registered is when it was last refreshed.
 	Registered time.Time
+	// Holder is the instance id of the control plane that holds the
+	// binding's flow (its browser's WebSocket) when several share one
+	// store (share.go): a request for a browser held by a live peer goes
+	// through that peer. "" (no shared store) or this process's id: held
+	// here.
+	Holder string
 
 	// upstream relay state (trunk mode)
 	upCallID  string
@@ -62,9 +68,17 @@ type Registry struct {
 	byKey    map[string]*Binding
 	gone     map[string]*Binding // bindings whose flow closed, until they would have lapsed
 	onChange func(n int)
-	store    *state.Writer  // nil: nothing outlives the process (see Persist)
-	pending  []state.Change // changes for store, handed over by flush
+	store    *state.Writer     // nil: nothing outlives the process (see Persist)
+	pending  []state.Change    // changes for store, handed over by flush
+	self     string            // this process's instance id (Share); "" alone
+	publish  func([]byte)      // tells the peers of a change (Share); nil alone
+	alive    func(string) bool // whether a holder is a live peer (Share)
+	shared   [][]byte          // changes for publish, handed over by flush
 }
+
+// local reports whether b's flow is held by this process. r.mu held or b
+// a copy.
+func (r *Registry) local(b *Binding) bool { return b.Holder == r.self }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
@@ -165,9 +179,10 @@ func (r *Registry) Put(b Binding) Binding {
 	}
 	delete(r.gone, b.Key)
 	b.Registered = r.now()
+	b.Holder = r.self
 	stored := b
 	r.byKey[b.Key] = &stored
-	r.save(&stored)
+	r.save(&stored, false)
 	r.changed()
 	return stored
 }
@@ -182,7 +197,9 @@ func (r *Registry) Remove(key string) (Binding, bool) {
 		return Binding{}, false
 	}
 	delete(r.byKey, key)
-	r.remove(key)
+	if r.local(b) {
+		r.remove(key)
+	}
 	r.changed()
 	return *b, true
 }
@@ -195,11 +212,12 @@ func (r *Registry) RemoveSource(source string) []Binding {
 	defer r.mu.Unlock()
 	var out []Binding
 	for k, b := range r.byKey {
-		if b.Source == source {
+		if b.Source == source && r.local(b) {
 			out = append(out, *b)
 			delete(r.byKey, k)
 			if r.now().Before(b.Expires) {
 				r.gone[k] = b // its record stays: a restart finds it gone too
+				r.save(b, true)
 			} else {
 				r.remove(k)
 			}
@@ -262,14 +280,15 @@ func (r *Registry) Lookup(aor string) []Binding {
 	return out
 }
 
-// FromSource returns the AORs registered from a flow or address.
+// FromSource returns the AORs registered from a flow or address of this
+// process's (a peer's flow of the same address is another connection).
 func (r *Registry) FromSource(source string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
 	now := r.now()
 	for _, b := range r.byKey {
-		if b.Source == source && now.Before(b.Expires) {
+		if b.Source == source && now.Before(b.Expires) && r.local(b) {
 			out = append(out, b.AOR)
 		}
 	}
@@ -277,14 +296,23 @@ func (r *Registry) FromSource(source string) []string {
 }
 
 // FlowOf returns the flow (source) of the most recently registered live
-// browser binding whose Contact names the same user and host as contact:
-// where requests in a dialog with that browser go once its first
-// WebSocket is gone (a control plane restarted, the browser reconnected
-// and registered again with the same Contact, as JsSIP and SIP.js do;
-// RFC 5626 section 5.3 routes by the registration's flow the same way).
-// URI parameters are not compared: JsSIP adds ";ob" to its dialogs'
-// Contact and not to its REGISTER's.
+// browser binding whose Contact names the same user and host as contact
+// (see [Registry.NewestFlow]).
 func (r *Registry) FlowOf(contact sip.Uri) (string, bool) {
+	b, ok := r.NewestFlow(contact)
+	return b.Source, ok
+}
+
+// NewestFlow returns the most recently registered live browser binding
+// whose Contact names the same user and host as contact: its flow
+// (Source, held by Holder) is where requests in a dialog with that
+// browser go once its first WebSocket is gone (a control plane
+// restarted or died, the browser reconnected and registered again with
+// the same Contact, as JsSIP and SIP.js do; RFC 5626 section 5.3 routes
+// by the registration's flow the same way). URI parameters are not
+// compared: JsSIP adds ";ob" to its dialogs' Contact and not to its
+// REGISTER's.
+func (r *Registry) NewestFlow(contact sip.Uri) (Binding, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var best *Binding
@@ -298,19 +326,20 @@ func (r *Registry) FlowOf(contact sip.Uri) (string, bool) {
 		}
 	}
 	if best == nil {
-		return "", false
+		return Binding{}, false
 	}
-	return best.Source, true
+	return *best, true
 }
 
-// Sources returns the set of sources (flows) holding a live binding.
+// Sources returns the set of this process's sources (flows) holding a
+// live binding.
 func (r *Registry) Sources() map[string]bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	out := make(map[string]bool, len(r.byKey))
 	for _, b := range r.byKey {
-		if now.Before(b.Expires) {
+		if now.Before(b.Expires) && r.local(b) {
 			out[b.Source] = true
 		}
 	}
@@ -328,13 +357,17 @@ func (r *Registry) Expire() []Binding {
 		if !now.Before(b.Expires) {
 			out = append(out, *b)
 			delete(r.byKey, k)
-			r.remove(k)
+			if r.local(b) { // a peer's lapses there too
+				r.remove(k)
+			}
 		}
 	}
 	for k, g := range r.gone {
 		if !now.Before(g.Expires) {
 			delete(r.gone, k)
-			r.remove(k)
+			if r.local(g) {
+				r.remove(k)
+			}
 		}
 	}
 	if len(out) > 0 {

@@ -54,9 +54,59 @@ func (s *Server) joinCluster() {
 	s.servePeers(ctx, m)
 }
 
+// shareBindings makes the registry one of the members' (with a shared
+// store): the bindings it holds name this process, their changes go to
+// the peers and theirs come here, so that a request for a browser
+// another member holds is routed there (servePeers relays it). Called
+// before the registry loads the store.
+func (s *Server) shareBindings(ctx context.Context) {
+	if !state.IsShared(s.store) {
+		return
+	}
+	alive := map[string]bool{}
+	isAlive := func(holder string) bool {
+		if holder == "" {
+			return false
+		}
+		if a, seen := alive[holder]; seen {
+			return a
+		}
+		a, err := cluster.LeaseHeld(ctx, s.store, holder)
+		alive[holder] = a && err == nil
+		return alive[holder]
+	}
+	b, err := cluster.ShareBindings(ctx, s.store, s.Registry.ApplyShared, s.log.With("component", "cluster"))
+	if err != nil {
+		s.log.Warn("cluster: registrations not shared with the other control planes", "err", err)
+		s.Registry.Share(s.Instance, nil, isAlive)
+		return
+	}
+	s.bindings = b
+	s.Registry.Share(s.Instance, b.Publish, isAlive)
+}
+
+// peerDead forgets what a member that died held: its browsers' bindings
+// become flow-failed (430) until they register again, the flows relayed
+// through it close (calls on them end as with a closed WebSocket).
+func (s *Server) peerDead(id string) {
+	s.Registry.HolderGone(id)
+	if f := s.flows.Load(); f != nil {
+		f.PeerGone(id)
+	}
+}
+
 // servePeers answers the other members' requests about this process's
-// calls, and lets the API ask them about theirs.
+// calls, lets the API ask them about theirs, and relays browsers' flows
+// between them.
 func (s *Server) servePeers(ctx context.Context, m *cluster.Member) {
+	f, err := cluster.NewFlows(ctx, cluster.FlowsConfig{Member: m, Stack: s.Stack, WS: s.WS, OnRelay: s.Metrics.ClusterRelay,
+		Log: s.log.With("component", "cluster")})
+	if err != nil {
+		s.log.Warn("cluster: browsers' flows not relayed between control planes", "err", err)
+	} else {
+		s.flows.Store(f)
+		s.Engine.SetRelay(f)
+	}
 	p, err := cluster.NewPeers(ctx, cluster.PeersConfig{Member: m, Engine: s.Engine, OnRequest: s.Metrics.ClusterRequest,
 		Log: s.log.With("component", "cluster")})
 	if err != nil {
@@ -119,7 +169,7 @@ func (sp serverPeers) SendDTMF(ctx context.Context, id, digits string) error {
 }
 
 func (s *Server) clusterConfig() cluster.Config {
-	return cluster.Config{Store: s.store, ID: s.Instance, TakeOver: s.takeOver, OnMembers: s.Metrics.SetClusterMembers,
+	return cluster.Config{Store: s.store, ID: s.Instance, TakeOver: s.takeOver, OnMembers: s.Metrics.SetClusterMembers, OnDead: s.peerDead,
 		OnRegained: s.regained, Heartbeat: s.opt.ClusterHeartbeat, TTL: s.opt.ClusterTTL, Log: s.log.With("component", "cluster")}
 }
 

@@ -46,12 +46,18 @@ func newClusterRig(t *testing.T) *clusterRig {
 // CDRs to id.jsonl.
 func (r *clusterRig) member(id string) *Server {
 	r.t.Helper()
+	return r.memberGrace(id, testGrace)
+}
+
+// memberGrace is member with a takeover grace of its own.
+func (r *clusterRig) memberGrace(id string, grace time.Duration) *Server {
+	r.t.Helper()
 	cfg := r.cfg
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.CDRFile = filepath.Join(r.dir, id+".jsonl")
 	cfg.InstanceID = id
 	srv, err := New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: testLog(r.t),
-		ClusterHeartbeat: testHeartbeat, ClusterTTL: testTTL, TakeoverGrace: testGrace})
+		ClusterHeartbeat: testHeartbeat, ClusterTTL: testTTL, TakeoverGrace: grace})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -125,6 +125,8 @@ type Server struct {
 	opt      Options                               // frozen after New
 	member   atomic.Pointer[cluster.Member]        // membership with a shared store; nil before joining or without
 	peers    atomic.Pointer[cluster.Peers]         // the other members, once joined
+	flows    atomic.Pointer[cluster.Flows]         // browsers' flows relayed to and from the other members, once joined
+	bindings *cluster.Bindings                     // registrations shared with the other members; nil alone (frozen after New)
 	crashed  atomic.Bool                           // crash (tests): the lease is left to expire
 	local    *node.Node                            // the in-process dataplane, if any
 	keeper   *sessionKeeper                        // saves local's sessions; nil with remote nodes
@@ -242,6 +244,7 @@ func New(opt Options) (_ *Server, err error) {
 	s.Registry.OnChange(s.Metrics.SetRegistrations)
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
+		s.shareBindings(ctx)
 		n, err := s.Registry.Persist(ctx, s.State)
 		cancel()
 		if err != nil {
@@ -360,6 +363,9 @@ func New(opt Options) (_ *Server, err error) {
 		}
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
+		if f := s.flows.Load(); f != nil {
+			f.LocalClosed(flow) // the peers' dialogs on it end too
+		}
 	})
 	// All in one, the sessions a previous process saved are re-created
 	// first, so that the calls below find them on the in-process node.
@@ -527,6 +533,9 @@ func (s *Server) close(handover bool) error {
 				s.Engine.Close()
 			}
 		}
+		if f := s.flows.Load(); f != nil {
+			f.Close() // after the calls' BYEs, which may go through peers
+		}
 		if s.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			s.httpSrv.Shutdown(ctx)
@@ -597,6 +606,9 @@ func (s *Server) close(handover bool) error {
 				m.Leave(ctx, handover)
 				cancel()
 			}
+		}
+		if s.bindings != nil {
+			s.bindings.Close()
 		}
 		if s.store != nil {
 			s.store.Close()

@@ -71,6 +71,15 @@ type admitter struct {
 
 // filter is the sip.TransportReadFilter.
 func (a *admitter) filter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	data, err := a.admit(p, data)
+	if len(data) > 0 && p.Transport == WS && a.stack != nil && a.stack.diverted(p.RemoteAddr.String(), data) {
+		return nil, nil // passed on to the control plane whose dialog it is (relay.go)
+	}
+	return data, err
+}
+
+// admit applies the admission bounds to what a transport read.
+func (a *admitter) admit(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	ap := addrPort(p.RemoteAddr)
 	transport := p.Transport
 	if a.cfg.Trusted != nil && a.cfg.Trusted(transport, ap) {

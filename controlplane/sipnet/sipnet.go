@@ -96,6 +96,7 @@ type Stack struct {
 	listeners []net.Listener
 
 	stray   *strayHandler            // responses that match no transaction
+	divert  atomic.Pointer[Divert]   // see relay.go
 	peers   tlsPeers                 // TLS connections in use, by peer address
 	dialed  *dialedListener          // TLS connections Strait opened, handed to sipgo
 	dialMu  sync.Mutex               // guards dialing

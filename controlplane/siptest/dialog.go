@@ -268,6 +268,15 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 	var res *sip.Response
 	var err error
 	if d.out != nil {
+		d.mu.Lock()
+		dest := d.dest
+		d.mu.Unlock()
+		if dest != "" && d.out.InviteResponse != nil && (d.p.Transport == "WS" || d.p.Transport == "WSS") {
+			// sipgo aims a WebSocket client's requests at where its 2xx
+			// came from: a browser that reconnected elsewhere sends on
+			// its new connection.
+			d.out.InviteResponse.SetSource(dest)
+		}
 		res, err = d.out.Do(ctx, req)
 	} else {
 		res, err = d.in.Do(ctx, req)

@@ -153,6 +153,45 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Attach serves c, a WebSocket connection from its first byte (the
+// client's handshake) whose far end is not a browser on this listener but
+// a browser another control plane holds (package cluster relays it): to
+// sipgo and to everything that asks about flows it is one more flow,
+// named flow (c's RemoteAddr must print as flow), reported closed when c
+// ends. It fails when the listener is closed or its queue is full.
+func (l *Listener) Attach(c net.Conn, flow string) error {
+	select {
+	case <-l.closed:
+		return net.ErrClosed
+	default:
+	}
+	cc := &conn{Conn: c, l: l, flow: flow, opened: time.Now()}
+	l.mu.Lock()
+	if _, dup := l.open[flow]; dup {
+		l.mu.Unlock()
+		return fmt.Errorf("sipws: flow %s is open already", flow)
+	}
+	l.open[flow] = cc
+	l.mu.Unlock()
+	select {
+	case l.conns <- cc:
+		return nil
+	default:
+		cc.Close()
+		return errors.New("sipws: accept queue full")
+	}
+}
+
+// CloseFlow closes the flow's connection, if open.
+func (l *Listener) CloseFlow(flow string) {
+	l.mu.Lock()
+	c := l.open[flow]
+	l.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
 // CloseIdle closes every flow open for longer than d that keep does not
 // want kept (keep says whether a flow holds a registration or a call), and
 // returns how many it closed. Run it periodically: it is the deadline for

@@ -1,0 +1,103 @@
+package registrar
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/strait-sbc/strait/controlplane/state"
+)
+
+// Two registries on one store share their bindings: each names its
+// holder; a peer's copy routes (Lookup, ByKey, NewestFlow) but never
+// counts as a flow of this process's (Sources, FromSource, RemoveSource);
+// a browser that closes its WebSocket on its holder is flow-failed on the
+// peer too; one that registers again on the peer keeps its key there and
+// the first registry's copy moves to the new holder; removals delete only
+// the remover's copies; a dead holder's browsers become flow-failed.
+func TestRegistryShare(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewMemory()
+	wa := state.NewWriter(state.WriterConfig{Store: store})
+	defer wa.Close()
+	wb := state.NewWriter(state.WriterConfig{Store: store})
+	defer wb.Close()
+	a, b := NewRegistry(), NewRegistry()
+	// The "bus": what one publishes the other applies.
+	a.Share("cp-a", func(m []byte) { b.ApplyShared(m) }, func(string) bool { return true })
+	b.Share("cp-b", func(m []byte) { a.ApplyShared(m) }, func(string) bool { return true })
+	if _, err := a.Persist(ctx, wa); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Persist(ctx, wb); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	contact := uri(t, "sip:ab12@x.invalid;transport=ws")
+	put := b.Put(Binding{AOR: "alice", Contact: contact, Instance: "urn:uuid:1", RegID: "1", Transport: "WS",
+		Source: "127.0.0.1:40000", Expires: exp, upCallID: "c1@strait", upCSeq: 3})
+	if put.Holder != "cp-b" {
+		t.Fatalf("holder %q, want cp-b", put.Holder)
+	}
+	got, ok := a.ByKey(put.Key)
+	if !ok || got.Holder != "cp-b" || got.Source != "127.0.0.1:40000" || got.upCallID != "c1@strait" {
+		t.Fatalf("A's copy %+v %v", got, ok)
+	}
+	if nf, ok := a.NewestFlow(uri(t, "sip:ab12@x.invalid;ob")); !ok || nf.Holder != "cp-b" {
+		t.Fatalf("NewestFlow on A: %+v %v", nf, ok)
+	}
+	if a.Sources()["127.0.0.1:40000"] || len(a.FromSource("127.0.0.1:40000")) != 0 {
+		t.Fatal("a peer's flow counts as A's own")
+	}
+	if gone := a.RemoveSource("127.0.0.1:40000"); len(gone) != 0 {
+		t.Fatalf("A's own flow of the same address closing removed a peer's binding: %+v", gone)
+	}
+
+	// The WebSocket closes on B: flow-failed on both.
+	b.RemoveSource("127.0.0.1:40000")
+	if _, ok := a.ByKey(put.Key); ok || !a.FlowFailed(put.Key) {
+		t.Fatal("A does not see the binding's flow failed")
+	}
+	// The browser registers again on A: it keeps its key and relay state,
+	// and B's copy moves to A.
+	again := a.Put(Binding{AOR: "alice", Contact: contact, Instance: "urn:uuid:1", RegID: "1", Transport: "WS",
+		Source: "127.0.0.1:50000", Expires: exp})
+	if again.Key != put.Key || again.Holder != "cp-a" || again.upCallID != "c1@strait" {
+		t.Fatalf("registered again on A: %+v", again)
+	}
+	if got, ok := b.ByKey(put.Key); !ok || got.Holder != "cp-a" || got.Source != "127.0.0.1:50000" {
+		t.Fatalf("B's copy after the move: %+v %v", got, ok)
+	}
+	// The store names the new holder: a process starting now sees it as
+	// A's.
+	if err := wa.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := NewRegistry()
+	c.Share("cp-c", nil, func(h string) bool { return h == "cp-a" })
+	wc := state.NewWriter(state.WriterConfig{Store: store})
+	defer wc.Close()
+	if _, err := c.Persist(ctx, wc); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := c.ByKey(put.Key); !ok || got.Holder != "cp-a" {
+		t.Fatalf("a new member's copy: %+v %v", got, ok)
+	}
+	// A dies: its browsers are flow-failed elsewhere.
+	b.HolderGone("cp-a")
+	if _, ok := b.ByKey(put.Key); ok || !b.FlowFailed(put.Key) {
+		t.Fatal("a dead holder's browser is still routed to")
+	}
+	// A removal deletes only the remover's copy.
+	a.Remove(put.Key)
+	if a.Len() != 0 {
+		t.Fatal("A kept its own removed binding")
+	}
+	// Malformed and own messages are ignored.
+	b.ApplyShared([]byte("{"))
+	b.ApplyShared([]byte(`{"holder":"cp-b","rec":{"key":"x"}}`))
+	b.ApplyShared([]byte(`{"holder":"cp-x","rec":{"key":"y","contact":"::bad"}}`))
+	if b.Len() != 0 {
+		t.Fatalf("B applied bad messages: %+v", b.All())
+	}
+}
