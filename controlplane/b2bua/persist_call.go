@@ -320,6 +320,11 @@ type Restored struct {
 // reasonMediaLost ends a restored call whose dataplane session is gone.
 const reasonMediaLost = "media lost in restart"
 
+// ReasonMediaLostWithOwner ends a call taken over from a dead control
+// plane whose dataplane session is gone: an all-in-one's in-process
+// media dies with it (package cluster).
+const ReasonMediaLostWithOwner = "media lost with its control plane"
+
 // restoreCall rebuilds one call and starts its loop.
 // takeover says the record's owner was another control plane (see
 // takeOver).
@@ -368,6 +373,8 @@ func (e *Engine) restoreCall(ctx context.Context, r *callRecord, saved []byte, t
 		switch {
 		case err == nil:
 			c.m.sess = s
+		case errors.Is(err, dpool.ErrSessionGone) && takeover:
+			lost = ReasonMediaLostWithOwner
 		case errors.Is(err, dpool.ErrSessionGone):
 			lost = reasonMediaLost
 		default:

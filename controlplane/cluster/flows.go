@@ -77,8 +77,8 @@ const (
 	// browser or stack that falls that far behind loses messages (SIP's
 	// own timers recover, as on a congested connection).
 	relayQueue = 256
-	// relayPublishTimeout bounds one publish (the flow's next message
-	// waits for it).
+	// relayPublishTimeout bounds one publish (the next message waits for
+	// it).
 	relayPublishTimeout = time.Second
 	// relaySetupTimeout bounds the in-memory WebSocket handshake.
 	relaySetupTimeout = 2 * time.Second
@@ -104,8 +104,8 @@ type FlowsConfig struct {
 	Stack *sipnet.Stack
 	WS    *sipws.Listener
 	// OnRelay, when set, counts each message relayed by direction
-	// ("out": toward a browser, "in": from one) and result ("ok",
-	// "dropped").
+	// ("out": toward a browser, "in": from one; "publish": a message the
+	// store did not take) and result ("ok", "dropped").
 	OnRelay func(direction, result string)
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
@@ -123,6 +123,7 @@ type Flows struct {
 	wg     sync.WaitGroup
 
 	nheld atomic.Int32 // len(held), read by divert without mu
+	outq  chan outMsg  // messages for publisher
 
 	mu     sync.Mutex // guards the fields below
 	held   map[string]*heldFlow
@@ -164,14 +165,15 @@ func NewFlows(ctx context.Context, cfg FlowsConfig) (*Flows, error) {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	f := &Flows{cfg: cfg, log: cfg.Log, st: cfg.Member.cfg.Store, self: cfg.Member.ID(), cancel: cancel,
-		held: map[string]*heldFlow{}, relays: map[relayKey]*relayFlow{}}
+		held: map[string]*heldFlow{}, relays: map[relayKey]*relayFlow{}, outq: make(chan outMsg, relayQueue)}
 	in, err := f.st.Subscribe(sctx, flowChannel(f.self))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	f.wg.Add(1)
+	f.wg.Add(2)
 	go f.serve(in)
+	go f.publisher(sctx)
 	cfg.Stack.SetDivert(f.divert)
 	return f, nil
 }
@@ -209,15 +211,50 @@ func (f *Flows) count(direction, result string) {
 	}
 }
 
+// errRelayFull: the publisher's queue is full (the store does not keep
+// up); the message is dropped.
+var errRelayFull = errors.New("cluster: relay queue full")
+
+// publish queues m for the member to. Every message goes out through one
+// publisher goroutine, in the order queued: each flow's messages keep
+// their order (Redis delivers one connection's publications in order),
+// and the relay holds one store connection at a time whatever the number
+// of flows. It never blocks.
 func (f *Flows) publish(to string, m flowMsg) error {
 	m.From = f.self
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), relayPublishTimeout)
-	defer cancel()
-	return f.st.Publish(ctx, flowChannel(to), b)
+	select {
+	case f.outq <- outMsg{to: to, b: b}:
+		return nil
+	default:
+		return errRelayFull
+	}
+}
+
+type outMsg struct {
+	to string
+	b  []byte
+}
+
+// publisher is the goroutine that publishes what publish queued.
+func (f *Flows) publisher(ctx context.Context) {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-f.outq:
+			pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
+			if err := f.st.Publish(pctx, flowChannel(o.to), o.b); err != nil {
+				f.count("publish", "dropped")
+				f.log.Warn("cluster: a relayed message not published", "to", o.to, "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // serve dispatches the messages of this member's channel, in order.
@@ -250,7 +287,7 @@ func (f *Flows) serve(in <-chan []byte) {
 func (f *Flows) toBrowser(m flowMsg, write bool) {
 	if !f.cfg.WS.Open(m.Flow) {
 		f.count(opOut, "dropped")
-		go f.publish(m.From, flowMsg{Op: opClosed, Flow: m.Flow})
+		f.publish(m.From, flowMsg{Op: opClosed, Flow: m.Flow})
 		return
 	}
 	cid := callIDOf(m.Data)
@@ -296,7 +333,7 @@ func (f *Flows) toBrowser(m flowMsg, write bool) {
 // the browser's requests in it (a BYE) reach the user.
 func (f *Flows) claim(m flowMsg) {
 	if !f.cfg.WS.Open(m.Flow) {
-		go f.publish(m.From, flowMsg{Op: opClosed, Flow: m.Flow})
+		f.publish(m.From, flowMsg{Op: opClosed, Flow: m.Flow})
 		return
 	}
 	f.toBrowser(flowMsg{Op: opOut, From: m.From, Flow: m.Flow, Data: []byte("Call-ID: " + string(m.Data) + "\r\n\r\n")}, false)

@@ -371,7 +371,13 @@ func New(opt Options) (_ *Server, err error) {
 	// first, so that the calls below find them on the in-process node.
 	ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
 	if _, inMemory := s.store.(*state.Memory); s.local != nil && !inMemory { // nothing outlives the process in memory
-		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"))
+		var mine func(string) bool // a store of its own: every saved session
+		if state.IsShared(s.store) {
+			// Only this instance's (a restart with the same
+			// --instance-id): a peer's are on its own host and ports.
+			mine = func(inst string) bool { return inst == s.Instance || inst == "" }
+		}
+		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"), mine)
 		s.State.OnLost(s.keeper.rewrite)
 		if n, err := s.keeper.restore(ctx); err != nil {
 			log.Warn("state store: dataplane sessions not read; calls that had media here end", "err", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 
+	"github.com/strait-sbc/strait/controlplane/dpool"
 	"github.com/strait-sbc/strait/controlplane/state"
 	"github.com/strait-sbc/strait/dataplane/relay"
 )
@@ -46,6 +47,12 @@ type sessionKeeper struct {
 	eng *relay.Engine
 	w   *state.Writer
 	log *slog.Logger
+	// mine says whether a saved session is this process's to re-create,
+	// by its creator's instance id (its dpool.LabelInstance): with a
+	// store of its own every one; with a shared store (several
+	// control planes on Redis) only this instance's and unlabelled ones,
+	// never a peer's (see restore).
+	mine func(instance string) bool
 
 	mu sync.Mutex // serialises sweeps; guards the fields below
 	// stamps are the stamps of the sessions last written, by id: a record
@@ -74,13 +81,18 @@ type settling struct {
 	seen   uint64 // the last sweep that saw the session
 }
 
-func newSessionKeeper(eng *relay.Engine, w *state.Writer, log *slog.Logger) *sessionKeeper {
-	return &sessionKeeper{eng: eng, w: w, log: log, stamps: map[string]written{}, changed: map[string]settling{}}
+func newSessionKeeper(eng *relay.Engine, w *state.Writer, log *slog.Logger, mine func(instance string) bool) *sessionKeeper {
+	return &sessionKeeper{eng: eng, w: w, log: log, mine: mine, stamps: map[string]written{}, changed: map[string]settling{}}
 }
 
 // restore re-creates the sessions a previous process saved. A record that
 // cannot be restored (another format, a port now taken) is dropped: its
-// call, if any, then finds no session and ends cleanly.
+// call, if any, then finds no session and ends cleanly. Records another
+// control plane's node saved (several all-in-one processes on one Redis)
+// are not this process's: they are left alone while their owner lives,
+// and deleted by whoever takes the owner's calls over (dropSessionsOf),
+// which end with a BYE on both legs: the in-process media of a dead
+// all-in-one died with it, on its own host and ports.
 func (k *sessionKeeper) restore(ctx context.Context) (restored int, err error) {
 	recs, err := k.w.Store().Load(ctx, state.Sessions)
 	if err != nil {
@@ -93,6 +105,9 @@ func (k *sessionKeeper) restore(ctx context.Context) (restored int, err error) {
 		if err := json.Unmarshal(b, &sv); err != nil || sv.ID != id {
 			k.log.Warn("state: a saved dataplane session that does not decode is dropped", "session", id)
 			k.w.Delete(state.Sessions, id)
+			continue
+		}
+		if k.mine != nil && !k.mine(sv.Labels[dpool.LabelInstance]) {
 			continue
 		}
 		s, err := k.eng.RestoreSession(&sv)
@@ -194,6 +209,27 @@ func (k *sessionKeeper) finish() {
 	k.mu.Lock()
 	k.done = true
 	k.mu.Unlock()
+}
+
+// dropSessionsOf deletes the saved in-process sessions of the control
+// plane dead, whose calls this process took over (an all-in-one peer's
+// media cannot be re-created here: its calls end with BYE on both legs).
+func dropSessionsOf(ctx context.Context, w *state.Writer, dead string) (int, error) {
+	recs, err := w.Store().Load(ctx, state.Sessions)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, b := range recs {
+		var sv struct {
+			Labels map[string]string `json:"labels"`
+		}
+		if json.Unmarshal(b, &sv) == nil && sv.Labels[dpool.LabelInstance] == dead {
+			w.Delete(state.Sessions, id)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // dtlsCertName is the all-in-one's DTLS certificate in the store's

@@ -24,7 +24,7 @@ func TestSessionKeeperSweeps(t *testing.T) {
 	store := state.NewMemory()
 	w := state.NewWriter(state.WriterConfig{Store: store, Log: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { w.Close() })
-	k := newSessionKeeper(n.Engine(), w, slog.New(slog.DiscardHandler))
+	k := newSessionKeeper(n.Engine(), w, slog.New(slog.DiscardHandler), nil)
 	ctx := context.Background()
 	records := func() map[string][]byte {
 		t.Helper()
@@ -83,7 +83,7 @@ func TestSessionKeeperSweepAllocs(t *testing.T) {
 	n := benchNode(t)
 	w := state.NewWriter(state.WriterConfig{Store: state.NewMemory(), Log: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { w.Close() })
-	k := newSessionKeeper(n.Engine(), w, slog.New(slog.DiscardHandler))
+	k := newSessionKeeper(n.Engine(), w, slog.New(slog.DiscardHandler), nil)
 	for range 16 {
 		if _, err := n.CreateSession(context.Background(), keeperSession()); err != nil {
 			t.Fatal(err)
