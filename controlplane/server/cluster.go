@@ -292,7 +292,7 @@ func (s *Server) takeOver(ctx context.Context, dead string) error {
 	}
 	// An all-in-one peer's in-process sessions died with it: their
 	// records go (its calls found no session and end with BYE).
-	if n, err := dropSessionsOf(ctx, s.State, dead); err != nil {
+	if n, err := dropSessionsOf(ctx, s.State, dead, r.Sessions); err != nil {
 		s.log.Warn("cluster: the dead control plane's saved in-process sessions not read", "instance", dead, "err", err)
 	} else if n > 0 {
 		s.log.Info("cluster: deleted the dead control plane's saved in-process sessions", "instance", dead, "count", n)

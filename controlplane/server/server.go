@@ -373,9 +373,23 @@ func New(opt Options) (_ *Server, err error) {
 	if _, inMemory := s.store.(*state.Memory); s.local != nil && !inMemory { // nothing outlives the process in memory
 		var mine func(string) bool // a store of its own: every saved session
 		if state.IsShared(s.store) {
-			// Only this instance's (a restart with the same
-			// --instance-id): a peer's are on its own host and ports.
-			mine = func(inst string) bool { return inst == s.Instance || inst == "" }
+			// This instance's (a restart with the same --instance-id) and
+			// those of instances holding no lease (a previous run under
+			// another id); never a live peer's: they are on its host and
+			// ports.
+			dead := map[string]bool{}
+			mine = func(inst string) bool {
+				if inst == s.Instance || inst == "" {
+					return true
+				}
+				d, seen := dead[inst]
+				if !seen {
+					held, err := cluster.LeaseHeld(ctx, s.store, inst)
+					d = err == nil && !held // unsure: not ours
+					dead[inst] = d
+				}
+				return d
+			}
 		}
 		s.keeper = newSessionKeeper(s.local.Engine(), s.State, log.With("component", "sessions"), mine)
 		s.State.OnLost(s.keeper.rewrite)

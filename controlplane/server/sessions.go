@@ -49,9 +49,10 @@ type sessionKeeper struct {
 	log *slog.Logger
 	// mine says whether a saved session is this process's to re-create,
 	// by its creator's instance id (its dpool.LabelInstance): with a
-	// store of its own every one; with a shared store (several
-	// control planes on Redis) only this instance's and unlabelled ones,
-	// never a peer's (see restore).
+	// store of its own every one (nil); with a shared store (several
+	// control planes on Redis) this instance's, unlabelled ones and those
+	// of instances holding no lease (a previous run of this process under
+	// another id), never a live peer's (see restore).
 	mine func(instance string) bool
 
 	mu sync.Mutex // serialises sweeps; guards the fields below
@@ -87,12 +88,16 @@ func newSessionKeeper(eng *relay.Engine, w *state.Writer, log *slog.Logger, mine
 
 // restore re-creates the sessions a previous process saved. A record that
 // cannot be restored (another format, a port now taken) is dropped: its
-// call, if any, then finds no session and ends cleanly. Records another
-// control plane's node saved (several all-in-one processes on one Redis)
-// are not this process's: they are left alone while their owner lives,
-// and deleted by whoever takes the owner's calls over (dropSessionsOf),
-// which end with a BYE on both legs: the in-process media of a dead
-// all-in-one died with it, on its own host and ports.
+// call, if any, then finds no session and ends cleanly. Records a live
+// peer's node saved (several all-in-one processes on one Redis) are not
+// this process's: they are left alone (the peer's ports, maybe its
+// host). A peer that dies while this process runs cannot have its media
+// re-created here: whoever takes its calls over deletes its records
+// (dropSessionsOf) and its calls end with a BYE on both legs. At start,
+// records of an instance holding no lease are taken as a previous run's
+// of this process (the default --instance-id changes with each run) and
+// re-created if their ports are free here; give each all-in-one a fixed
+// --instance-id so that a dead peer's never are.
 func (k *sessionKeeper) restore(ctx context.Context) (restored int, err error) {
 	recs, err := k.w.Store().Load(ctx, state.Sessions)
 	if err != nil {
@@ -213,8 +218,9 @@ func (k *sessionKeeper) finish() {
 
 // dropSessionsOf deletes the saved in-process sessions of the control
 // plane dead, whose calls this process took over (an all-in-one peer's
-// media cannot be re-created here: its calls end with BYE on both legs).
-func dropSessionsOf(ctx context.Context, w *state.Writer, dead string) (int, error) {
+// media cannot be re-created here: its calls end with BYE on both legs),
+// but those in keep (re-created here at start, adopted by its calls).
+func dropSessionsOf(ctx context.Context, w *state.Writer, dead string, keep map[string]bool) (int, error) {
 	recs, err := w.Store().Load(ctx, state.Sessions)
 	if err != nil {
 		return 0, err
@@ -224,7 +230,7 @@ func dropSessionsOf(ctx context.Context, w *state.Writer, dead string) (int, err
 		var sv struct {
 			Labels map[string]string `json:"labels"`
 		}
-		if json.Unmarshal(b, &sv) == nil && sv.Labels[dpool.LabelInstance] == dead {
+		if json.Unmarshal(b, &sv) == nil && sv.Labels[dpool.LabelInstance] == dead && !keep[id] {
 			w.Delete(state.Sessions, id)
 			n++
 		}
