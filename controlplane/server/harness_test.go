@@ -52,15 +52,19 @@ func newNode(t *testing.T) *node.Node {
 }
 
 // newNodeLog is newNode logging to log.
-func newNodeLog(t *testing.T, log *slog.Logger) *node.Node {
+func newNodeLog(t *testing.T, log *slog.Logger) *node.Node { return newNodeSized(t, log, 40) }
+
+// newNodeSized is newNodeLog with rtp RTP ports (rtp/2 calls to plain
+// peers at once).
+func newNodeSized(t *testing.T, log *slog.Logger, rtp uint16) *node.Node {
 	t.Helper()
 	var lastErr error
 	for range 20 {
 		base := uint16(20000 + 2*rand.IntN(20000))
 		n, err := node.New(node.Config{ID: "test", MediaAddrs: []netip.Addr{loopback},
 			WebRTCPorts:      portalloc.Range{First: base, Last: base + 1},
-			RTPPorts:         portalloc.Range{First: base + 2, Last: base + 41},
-			PlainSharedPorts: portalloc.Range{First: base + 42, Last: base + 45}, Workers: 1,
+			RTPPorts:         portalloc.Range{First: base + 2, Last: base + 1 + rtp},
+			PlainSharedPorts: portalloc.Range{First: base + 2 + rtp, Last: base + 5 + rtp}, Workers: 1,
 			Logger: log})
 		if err == nil {
 			t.Cleanup(func() { n.Close() })
