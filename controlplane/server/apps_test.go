@@ -256,6 +256,14 @@ func TestCallsToApps(t *testing.T) {
 	})
 
 	t.Run("call ended while the webhook is pending", func(t *testing.T) {
+		// The previous subtest's call may still be listed (ended, its
+		// teardown not finished): wait until it is gone.
+		for deadline := time.Now().Add(10 * time.Second); len(e.srv.Engine.Calls()) != 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("calls still listed: %+v", e.srv.Engine.Calls())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		plain := newPlain(t)
 		d, err := phone.Invite(ctx(t), "8501", siptest.PlainSDP(1, plain.Addr(), plain.RTCPAddr(), "sendrecv", false))
 		if err != nil {
