@@ -168,6 +168,16 @@ func (c *Call) end(cause int, reason string) {
 // Loop only.
 func (c *Call) leave() {
 	c.persist()
+	c.quitHere()
+	c.log.Info("call handed over", "session", c.m.sessionID())
+	close(c.done)
+}
+
+// quitHere ends an answered call's life in this process without ending
+// the call (leave, disown): the loop returns, the call is unlisted, its
+// per-user slot released and its dialogs forgotten; nothing is sent and
+// no CDR written. Loop only.
+func (c *Call) quitHere() {
 	c.state = StateEnded // the loop returns
 	c.e.unregister(c)
 	c.e.cfg.Metrics.CallState(StateAnswered.String(), "")
@@ -179,8 +189,6 @@ func (c *Call) leave() {
 	}
 	c.drain()
 	c.cancel()
-	c.log.Info("call handed over", "session", c.m.sessionID())
-	close(c.done)
 }
 
 // disown drops an answered call a peer owns now (Engine.Disown): like
@@ -195,17 +203,7 @@ func (c *Call) disown() {
 			c.log.Warn("cdr journal: call owned elsewhere not closed", "err", err)
 		}
 	}
-	c.state = StateEnded // the loop returns
-	c.e.unregister(c)
-	c.e.cfg.Metrics.CallState(StateAnswered.String(), "")
-	if c.release != nil {
-		c.release()
-	}
-	for _, l := range c.legs {
-		c.e.removeDialog(l)
-	}
-	c.drain()
-	c.cancel()
+	c.quitHere()
 	c.log.Warn("call dropped here: another control plane took it over while this one was cut off from the state store", "session", c.m.sessionID())
 	close(c.done)
 }
