@@ -65,9 +65,18 @@ type Config struct {
 	Book     *presence.Book
 	// Entity returns a user's presentity URI, for PIDF documents.
 	Entity func(user string) string
+	// MaxWatches bounds the users subscribed to at the upstream at once
+	// (0: DefaultMaxWatches). API users name whom they watch, up to 100
+	// per event stream, so without it their streams could make this
+	// process hold any number of subscriptions; past it a watch is
+	// refused (presence stays local for that user) and counted.
+	MaxWatches int
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
+
+// DefaultMaxWatches is Config.MaxWatches' default.
+const DefaultMaxWatches = 10000
 
 // Bridge keeps publications and subscriptions at the upstream. Safe for
 // concurrent use.
@@ -95,11 +104,14 @@ func New(cfg Config) *Bridge {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = DefaultMaxWatches
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bridge{cfg: cfg, ctx: ctx, cancel: cancel, pubs: map[string]chan presence.State{}, watches: map[string]*watch{},
 		unsupported: map[string]time.Time{},
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_presence_upstream_total",
-			Help: "Presence requests toward the upstream (PUBLISH, SUBSCRIBE) and NOTIFYs from it, by result: ok, failed, unsupported (489/405/501: presence kept local), forbidden (401/403/407: kept local), conflict (412/423, retried)."},
+			Help: "Presence requests toward the upstream (PUBLISH, SUBSCRIBE) and NOTIFYs from it, by result: ok, failed, unsupported (489/405/501: presence kept local), forbidden (401/403/407: kept local), conflict (412/423, retried), refused_limit (a watch past the bound on subscriptions: kept local)."},
 			[]string{"request", "result"})}
 	return b
 }
@@ -299,6 +311,10 @@ func (b *Bridge) Watch(user string) (stop func()) {
 		return func() {}
 	}
 	w := b.watches[user]
+	if w == nil && len(b.watches) >= b.cfg.MaxWatches {
+		b.ops.WithLabelValues("subscribe", "refused_limit").Inc()
+		return func() {}
+	}
 	if w == nil {
 		w = &watch{stop: make(chan struct{})}
 		b.watches[user] = w

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/presence"
@@ -137,5 +138,48 @@ func TestPublicationUnsupported(t *testing.T) {
 	case p := <-f.seen:
 		t.Fatalf("sent after 489: %+v", p)
 	default:
+	}
+}
+
+// Watches are bounded (Config.MaxWatches): a watch of one more user is
+// refused and counted, a watch of a user already watched is not, and a
+// user no longer watched frees a place.
+func TestWatchesBounded(t *testing.T) {
+	st := state.NewMemory()
+	book := presence.New(presence.Config{Store: st})
+	b := New(Config{Upstream: &fakeUpstream{}, Book: book, MaxWatches: 2})
+	defer b.Close()
+	refused := func() float64 {
+		var m dto.Metric
+		if err := b.ops.WithLabelValues("subscribe", "refused_limit").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	watched := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.watches)
+	}
+	stopA := b.Watch("alice")
+	stopB := b.Watch("bob")
+	b.Watch("carol")()
+	if n, r := watched(), refused(); n != 2 || r != 1 {
+		t.Fatalf("a third user past a bound of 2: %d watched, %v refused; want 2, 1", n, r)
+	}
+	stopA2 := b.Watch("alice") // already watched: shares the subscription
+	if n, r := watched(), refused(); n != 2 || r != 1 {
+		t.Fatalf("alice watched twice: %d watched, %v refused; want 2, 1", n, r)
+	}
+	stopA()
+	stopA2()
+	stopC := b.Watch("carol")
+	if n, r := watched(), refused(); n != 2 || r != 1 {
+		t.Fatalf("carol once alice is no longer watched: %d watched, %v refused; want 2, 1", n, r)
+	}
+	stopB()
+	stopC()
+	if n := watched(); n != 0 {
+		t.Fatalf("%d watches left after every stop", n)
 	}
 }
