@@ -48,11 +48,15 @@ const RECONNECT_MS = 2000;
 export class Strait {
   /**
    * @param {{base?: string, token?: string, fetch?: typeof fetch}} [opts]
-   *   base: the server's URL (default: this page's origin); token: the bearer
+   *   base: the server's URL, a path in it kept as a prefix (default: this
+   *   page's origin); token: the bearer
    *   token (an API key, a signed token, or the operator's); fetch: for tests.
    */
   constructor({ base, token = '', fetch: f } = {}) {
     this.base = new URL(base || globalThis.location?.origin || 'http://127.0.0.1:8080/');
+    // API paths resolve under base's own path: a server behind a prefix
+    // ('https://example.com/strait/') keeps it.
+    if (!this.base.pathname.endsWith('/')) this.base.pathname += '/';
     this.token = token;
     this._fetch = f || globalThis.fetch.bind(globalThis);
   }
@@ -78,7 +82,7 @@ export class Strait {
     }
     let res;
     try {
-      res = await this._fetch(new URL(path, this.base), { method, headers, body, signal: o.signal });
+      res = await this._fetch(this.url(path), { method, headers, body, signal: o.signal });
     } catch (e) {
       if (o.signal?.aborted) throw e;
       throw new StraitError(0, { title: 'network error', detail: String(e.message || e) });
@@ -92,6 +96,16 @@ export class Strait {
     }
     if (!text) return null;
     return (res.headers.get('content-type') || '').includes('json') ? JSON.parse(text) : text;
+  }
+
+  /**
+   * url resolves an API path ('/v1/calls') under base; an absolute URL
+   * (a WHIP session's) is taken as it is.
+   * @param {string} path
+   */
+  url(path) {
+    if (/^[a-z][a-z0-9+.-]*:/i.test(path)) return new URL(path);
+    return new URL(path.replace(/^\/+/, ''), this.base);
   }
 
   // --- calls ---
