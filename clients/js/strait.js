@@ -171,7 +171,7 @@ export class Strait {
    * events follows call events (ringing, early, answered, ended) for every
    * call the token may see, or one call's. Returns a function that stops.
    * @param {(ev: CallEvent) => void} onEvent
-   * @param {{call?: string, onError?: (e: Error) => void}} [o]
+   * @param {{call?: string, onOpen?: () => void, onError?: (e: Error) => void, onEnd?: () => void}} [o]
    */
   events(onEvent, o = {}) {
     const path = o.call ? `/v1/calls/${encodeURIComponent(o.call)}/events` : '/v1/events';
@@ -251,10 +251,12 @@ export class Strait {
   /**
    * stream reads a text/event-stream at path, calling onEvent(name, data)
    * with data parsed as JSON, and reconnects after a broken stream unless
-   * once. Returns a function that stops it.
+   * once. Returns a function that stops it. onEnd is called when the
+   * stream ends for good other than by that function (once and over, or
+   * refused with a 4xx that will not change).
    * @param {string} path
    * @param {(name: string, data: any) => void} onEvent
-   * @param {{once?: boolean, onError?: (e: Error) => void, onOpen?: () => void}} [o]
+   * @param {{once?: boolean, onError?: (e: Error) => void, onOpen?: () => void, onEnd?: () => void}} [o]
    */
   stream(path, onEvent, o = {}) {
     const abort = new AbortController();
@@ -273,7 +275,7 @@ export class Strait {
         await new Promise((r) => setTimeout(r, RECONNECT_MS));
       }
     };
-    run();
+    run().then(() => { if (!abort.signal.aborted) o.onEnd?.(); });
     return () => abort.abort();
   }
 }

@@ -1,6 +1,8 @@
 // Package webphone serves Strait's built-in web phone: one page that places
 // calls through Strait's HTTP call API with the browser's own
-// RTCPeerConnection, and receives calls once signed in: it registers its
+// RTCPeerConnection, every API request made by Strait's JavaScript client
+// (clients/js/strait.js, served at strait.js from that package: one copy),
+// and receives calls once signed in: it registers its
 // user over SIP over WebSocket (/ws) with JsSIP, bundled as
 // static/jssip.min.js (MIT; rebuilt by tests/e2e/js/build.mjs --minify), and
 // rings, answers (the microphone chosen) or declines (603). The page dials a number, a user or a SIP URI (in
@@ -9,8 +11,9 @@
 // the audio it receives.
 //
 // The page loads nothing from elsewhere: its HTML, JavaScript (plain ES
-// modules, no build step, and the JsSIP bundle) and CSS are embedded in the
-// binary. It gathers all its ICE candidates before it sends the offer
+// modules, no build step: app.js the page, phone.js its model, sip.js the
+// registration, strait.js the API client; and the JsSIP bundle) and CSS are
+// embedded in the binary. It gathers all its ICE candidates before it sends the offer
 // (POST /v1/calls, no trickle), applies the answer from the response, and
 // follows the call through the API's server-sent events, or by polling the
 // call when no event stream is offered.
@@ -26,6 +29,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+
+	straitjs "github.com/strait-sbc/strait/clients/js"
 )
 
 //go:embed static
@@ -49,14 +54,18 @@ func Handler() http.Handler {
 		panic(err) // the directory is embedded at build time
 	}
 	files := http.FileServerFS(sub)
+	client := straitjs.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
+		serve := files
 		switch r.URL.Path {
-		case "/", "/app.js", "/sip.js", "/jssip.min.js", "/style.css":
+		case "/", "/app.js", "/phone.js", "/sip.js", "/jssip.min.js", "/style.css":
+		case "/" + straitjs.Name:
+			serve = client
 		default:
 			http.NotFound(w, r)
 			return
@@ -68,6 +77,6 @@ func Handler() http.Handler {
 		// Embedded files carry no modification time; make browsers
 		// revalidate so that a new binary's page is picked up.
 		h.Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
+		serve.ServeHTTP(w, r)
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	straitjs "github.com/strait-sbc/strait/clients/js"
 )
 
 func get(t *testing.T, h http.Handler, method, path string) *http.Response {
@@ -21,6 +23,8 @@ func TestHandlerServesPageAndAssets(t *testing.T) {
 	for _, tc := range []struct{ path, ctype, contains string }{
 		{"/", "text/html", `<script type="module" src="app.js">`},
 		{"/app.js", "text/javascript", "window.phone = phone"},
+		{"/phone.js", "text/javascript", "export class Phone"},
+		{"/strait.js", "text/javascript", "export class Strait"},
 		{"/style.css", "text/css", ".meter"},
 		{"/sip.js", "text/javascript", "export function startRegistration"},
 		{"/jssip.min.js", "text/javascript", "JsSIP 3.13.8"},
@@ -83,5 +87,35 @@ func TestPageReferencesOnlyItsOwnAssets(t *testing.T) {
 		if res := get(t, h, http.MethodGet, "/"+ref); res.StatusCode != http.StatusOK {
 			t.Errorf("page refers to %s, which is %s", ref, res.Status)
 		}
+	}
+}
+
+// TestModulesImportOnlyServedFiles keeps the page's ES modules
+// self-contained: every import in a served module names a served file,
+// and strait.js is clients/js's own (one copy: it cannot drift).
+func TestModulesImportOnlyServedFiles(t *testing.T) {
+	h := Handler()
+	imports := regexp.MustCompile(`(?m)^import .* from '([^']+)';`)
+	seen := 0
+	for _, mod := range []string{"/app.js", "/phone.js", "/sip.js", "/strait.js"} {
+		body, _ := io.ReadAll(get(t, h, http.MethodGet, mod).Body)
+		for _, m := range imports.FindAllStringSubmatch(string(body), -1) {
+			seen++
+			ref := m[1]
+			if !strings.HasPrefix(ref, "./") {
+				t.Errorf("%s imports %s: not a file beside it", mod, ref)
+				continue
+			}
+			if res := get(t, h, http.MethodGet, "/"+strings.TrimPrefix(ref, "./")); res.StatusCode != http.StatusOK {
+				t.Errorf("%s imports %s, which is %s", mod, ref, res.Status)
+			}
+		}
+	}
+	if seen < 3 {
+		t.Fatalf("found %d imports: app.js imports phone.js, which imports sip.js and strait.js", seen)
+	}
+	served, _ := io.ReadAll(get(t, h, http.MethodGet, "/strait.js").Body)
+	if string(served) != string(straitjs.Source()) {
+		t.Fatal("/strait.js is not clients/js's strait.js")
 	}
 }
