@@ -29,6 +29,7 @@ Object.assign(window, { Strait, StraitError, loaded: true });
 // message to herself received on the message stream, her call history,
 // and a refused token surfacing as a StraitError with status 401.
 func TestJSClient(t *testing.T) {
+	t.Parallel()
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium)
 	token, key, err := apiauth.NewToken("alice-app", "alice", []string{apiauth.ScopeCall, apiauth.ScopeUser})
 	if err != nil {

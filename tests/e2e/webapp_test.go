@@ -26,6 +26,7 @@ import (
 // gets its RTP (capture); it hangs up and the PBX gets the BYE. The next
 // call is declined with 486 chosen in the page, which the PBX gets.
 func TestWebAppAnswersCalls(t *testing.T) {
+	t.Parallel()
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedSipp)
 	c := capture(e)
 	appSecret, jwtSecret := secretFile(e, "app.secret", 32), secretFile(e, "jwt.secret", 48)

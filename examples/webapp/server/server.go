@@ -12,7 +12,7 @@
 //
 //	POST /calls          Strait's webhook (HMAC-signed): 202, or {"reject": 486} when too many calls ring
 //	GET  /session        {strait, app, token, expires}: what the page needs to talk to Strait
-//	GET  /offers/{call}  {call, caller, callee, offer, expires}, waiting a few seconds for the webhook
+//	GET  /offers/{call}  {call, caller, callee, offer, expires}, waiting a few seconds for the webhook (503 past 4*MaxRinging waiting)
 //	GET  /, /app.js, /style.css, /strait.js   the page
 package server
 
@@ -77,6 +77,7 @@ type Server struct {
 	o        Options
 	verifier *app.Verifier
 	offers   *offers
+	waiters  chan struct{} // a slot per GET /offers/{call} waiting: bounded
 	mux      *http.ServeMux
 	csp      string
 }
@@ -118,7 +119,7 @@ func New(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{o: o, verifier: &app.Verifier{Secret: o.Secret}, offers: newOffers(o.MaxRinging, 2*time.Minute),
-		mux: http.NewServeMux(),
+		waiters: make(chan struct{}, 4*o.MaxRinging), mux: http.NewServeMux(),
 		// The page talks to its own origin and to Strait's; media is not
 		// subject to CSP.
 		csp: "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' " + su.Scheme + "://" + su.Host +
@@ -197,8 +198,17 @@ type Offer struct {
 	Expires time.Time `json:"expires"`
 }
 
-// offer returns a ringing call's offer, waiting OfferWait for its webhook.
+// offer returns a ringing call's offer, waiting OfferWait for its
+// webhook; 503 when 4*MaxRinging requests wait already.
 func (s *Server) offer(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.waiters <- struct{}{}:
+		defer func() { <-s.waiters }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many requests waiting for offers", http.StatusServiceUnavailable)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.OfferWait)
 	defer cancel()
 	in, ok := s.offers.wait(ctx, r.PathValue("call"))

@@ -109,6 +109,25 @@ func TestOfferWaitsForTheWebhook(t *testing.T) {
 	if res.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &o) != nil || o.Call != "c1" || o.Caller != "+4420" || o.Offer != "v=0\r\n" {
 		t.Fatalf("offer: %s %s", res.Status, body)
 	}
+	// Waiting requests are bounded (4 per ringing call allowed): the
+	// fifth of MaxRinging 1 is 503 at once.
+	s3 := newServer(t, Options{MaxRinging: 1, OfferWait: 2 * time.Second})
+	var waiting sync.WaitGroup
+	for range 4 {
+		waiting.Add(1)
+		go func() {
+			defer waiting.Done()
+			get(s3, "/offers/late")
+		}()
+	}
+	for len(s3.waiters) < 4 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if res, _ := get(s3, "/offers/late"); res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a fifth waiting request: %s, want 503", res.Status)
+	}
+	webhook(s3, "d9", "demo", "late", "")
+	waiting.Wait()
 	s2 := newServer(t, Options{OfferWait: 100 * time.Millisecond})
 	if res, _ := get(s2, "/offers/nope"); res.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown call: %s", res.Status)
