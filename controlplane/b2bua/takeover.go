@@ -7,6 +7,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/internal/logging"
 )
 
 // Several control planes on one state store (package cluster) each carry
@@ -50,16 +51,17 @@ func (e *Engine) takeOver(c *Call) {
 	e.cfg.Metrics.CallTakenOver()
 	for _, l := range c.legs {
 		if l != nil && l.d != nil && l.d.flow != "" && e.cfg.Flows != nil {
-			go e.awaitBrowser(c, l)
+			go e.awaitBrowser(c, l, func() { c.stop(480, ReasonControlPlaneLost, l) })
 		}
 	}
 }
 
-// awaitBrowser ends c unless the browser on leg l registers again on this
-// control plane within the grace (requests to it then use its new flow,
-// see reflow). It runs on a goroutine of its own and only asks the loop
-// (stop never blocks).
-func (e *Engine) awaitBrowser(c *Call, l *leg) {
+// awaitBrowser ends c unless the browser on leg l registers again (on
+// this control plane or another) within the grace: requests to it then
+// use its new flow (see reflow), set on the leg here. gone ends the call
+// when it does not. It runs on a goroutine of its own and only asks the
+// loop (stop never blocks).
+func (e *Engine) awaitBrowser(c *Call, l *leg, gone func()) {
 	grace := e.cfg.TakeoverGrace
 	if grace <= 0 {
 		grace = DefaultTakeoverGrace
@@ -74,21 +76,52 @@ func (e *Engine) awaitBrowser(c *Call, l *leg) {
 	tick := time.NewTicker(takeoverPoll)
 	defer tick.Stop()
 	for {
+		l.d.refreshFlow()
 		l.d.mu.Lock()
-		target, flow, callID := l.d.target, l.d.flow, l.d.callID
+		flow := l.d.flow
 		l.d.mu.Unlock()
-		if e.cfg.Flows.Open(e.reflow(target, flow, callID)) {
-			c.log.Info("the browser of a call taken over is back", "leg", l.idx)
+		if e.cfg.Flows.Open(flow) {
+			c.log.Info("the browser of a call is back on a new connection", "leg", l.idx)
 			return
 		}
 		select {
 		case <-c.done:
 			return
 		case <-deadline.C:
-			c.log.Info("the browser of a call taken over did not come back; ending the call", "leg", l.idx)
-			c.stop(480, ReasonControlPlaneLost, l)
+			c.log.Info("the browser of a call did not come back; ending the call", "leg", l.idx)
+			gone()
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// FlowMoved is FlowClosed for a browser's WebSocket that another process
+// holds and that went away with it (it handed over, SIGUSR2, or died):
+// the browser reconnects and registers again, so each answered call with
+// a leg on it waits TakeoverGrace for the browser's new flow (requests to
+// the browser then go there) and ends only if it does not come back;
+// calls still ringing on it end as FlowClosed ends them.
+func (e *Engine) FlowMoved(flow string) {
+	for _, c := range e.snapshot() {
+		if c.forking.Load() {
+			select {
+			case c.inbox <- message{lostFlow: flow}:
+			default:
+			}
+		}
+		for _, l := range c.legsNow() {
+			if l == nil || l.d == nil || l.d.flow != flow {
+				continue
+			}
+			if c.State() != StateAnswered || e.cfg.Flows == nil {
+				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
+				c.lost(l)
+				break
+			}
+			c.log.Info("browser connection handed over; waiting for the browser's new one", logging.KeyLeg, l.idx)
+			go e.awaitBrowser(c, l, func() { c.lost(l) })
+			break
 		}
 	}
 }

@@ -51,9 +51,14 @@ import (
 //
 // A flow ends for the user when the holder reports the WebSocket closed
 // (the user's stack then sees its flow close: calls on it end as with a
-// browser of its own), when the holder dies (PeerGone), or when the user
-// closes its end (idle: nothing registered or in a call on it, see
-// sipws.Listener.CloseIdle), which it tells the holder.
+// browser of its own), or when the user closes its end (idle: nothing
+// registered or in a call on it, see sipws.Listener.CloseIdle), which it
+// tells the holder. When the holder hands over (SIGUSR2: HandOver tells
+// its users "moved") or dies (PeerGone), the browser reconnects and
+// registers again, maybe on another member: the user lets the flow go
+// without ending the calls on it (TakeMoved, b2bua's Engine.FlowMoved),
+// which wait for the browser's new registration and go on over its new
+// flow, and never relays through the old flow again.
 
 // Operations between the user and the holder of a flow.
 const (
@@ -62,6 +67,7 @@ const (
 	opClosed  = "closed"  // holder to user: the WebSocket closed
 	opUnrelay = "unrelay" // user to holder: the user's end closed
 	opClaim   = "claim"   // user to holder: the dialog (Call-ID in Data) is the user's
+	opMoved   = "moved"   // holder to user: the holder hands over (SIGUSR2); the browser reconnects elsewhere
 )
 
 // Bounds of the relay.
@@ -79,6 +85,12 @@ const (
 	// flow; past it the oldest are forgotten (a WebSocket carries a
 	// handful of dialogs at once).
 	maxDialogsPerFlow = 1024
+	// movedMemory is how long a user remembers a flow whose holder handed
+	// it over (or died): long enough that nothing is relayed to it again
+	// while its calls wait for the browser (b2bua's takeover grace).
+	movedMemory = 2 * time.Minute
+	// maxMoved bounds the flows remembered as moved.
+	maxMoved = 4096
 )
 
 // flowMsg is one message between the user and the holder of a flow.
@@ -96,6 +108,10 @@ type FlowsConfig struct {
 	// Stack is the SIP stack; WS its WebSocket listener. Required.
 	Stack *sipnet.Stack
 	WS    *sipws.Listener
+	// OnMoved, when set, is told of a browser flow a peer held that is
+	// gone for good (its holder handed over or died): the registrations
+	// on it are flow-failed until the browser registers again.
+	OnMoved func(holder, flow string)
 	// OnRelay, when set, counts each message relayed by direction
 	// ("out": toward a browser, "in": from one; "publish": a message the
 	// store did not take) and result ("ok", "dropped").
@@ -123,6 +139,13 @@ type Flows struct {
 	relays map[relayKey]*relayFlow
 	next   uint32
 	closed bool
+	// moved are the peers' flows whose holder handed them over (or died),
+	// by when that was learnt: never relayed through again (movedMemory).
+	moved map[relayKey]time.Time
+	// movedNames are this stack's names of relayed flows closed because
+	// their holder moved them, until the stack reports them closed
+	// (TakeMoved).
+	movedNames map[string]time.Time
 }
 
 // heldFlow is, on the holder, a browser flow some users send through.
@@ -158,7 +181,8 @@ func NewFlows(ctx context.Context, cfg FlowsConfig) (*Flows, error) {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	f := &Flows{cfg: cfg, log: cfg.Log, st: cfg.Member.cfg.Store, self: cfg.Member.ID(), cancel: cancel,
-		held: map[string]*heldFlow{}, relays: map[relayKey]*relayFlow{}, outq: make(chan outMsg, relayQueue)}
+		held: map[string]*heldFlow{}, relays: map[relayKey]*relayFlow{}, outq: make(chan outMsg, relayQueue),
+		moved: map[relayKey]time.Time{}, movedNames: map[string]time.Time{}}
 	in, err := f.st.Subscribe(sctx, flowChannel(f.self))
 	if err != nil {
 		cancel()
@@ -230,6 +254,9 @@ func (f *Flows) publish(to string, m flowMsg) error {
 type outMsg struct {
 	to string
 	b  []byte
+	// flushed, when set, marks no message: the publisher closes it once
+	// everything queued before it went out (HandOver).
+	flushed chan struct{}
 }
 
 // publisher is the goroutine that publishes what publish queued.
@@ -240,6 +267,10 @@ func (f *Flows) publisher(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case o := <-f.outq:
+			if o.flushed != nil {
+				close(o.flushed)
+				continue
+			}
 			pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
 			if err := f.st.Publish(pctx, flowChannel(o.to), o.b); err != nil {
 				f.count("publish", "dropped")
@@ -269,6 +300,8 @@ func (f *Flows) serve(in <-chan []byte) {
 			f.holderClosed(relayKey{holder: m.From, flow: m.Flow})
 		case opUnrelay:
 			f.unrelay(m.From, m.Flow)
+		case opMoved:
+			f.holderMoved(relayKey{holder: m.From, flow: m.Flow})
 		}
 	}
 }
@@ -402,6 +435,41 @@ func (f *Flows) dropHeld(h *heldFlow) {
 	close(h.done)
 	delete(f.held, h.flow)
 	f.nheld.Store(int32(len(f.held)))
+}
+
+// HandOver tells the users of every flow this process holds that the
+// browser's WebSocket goes to another process (SIGUSR2: the browser
+// reconnects and registers again, maybe on another member): their calls
+// on it wait for the browser's new flow instead of ending. It waits,
+// bounded by ctx, until what was queued before went out (a browser's
+// last messages keep their order before the notice). Call it before the
+// WebSockets close, then Close.
+func (f *Flows) HandOver(ctx context.Context) {
+	f.mu.Lock()
+	type note struct{ user, flow string }
+	var notes []note
+	for flow, h := range f.held {
+		for u := range h.users {
+			notes = append(notes, note{u, flow})
+		}
+	}
+	f.mu.Unlock()
+	for _, n := range notes {
+		if err := f.publish(n.user, flowMsg{Op: opMoved, Flow: n.flow}); err != nil {
+			f.log.Warn("cluster: a peer not told that a browser's WebSocket is handed over", "flow", n.flow, "to", n.user, "err", err)
+		}
+	}
+	flushed := make(chan struct{})
+	select {
+	case f.outq <- outMsg{flushed: flushed}:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-flushed:
+	case <-ctx.Done():
+		f.log.Warn("cluster: peers maybe not told of the handover in time", "flows", len(notes))
+	}
 }
 
 // LocalClosed tells the users of a flow this process held that its

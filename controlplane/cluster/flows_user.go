@@ -23,6 +23,10 @@ import (
 // ErrHolderGone is returned for a flow whose holder holds no live lease.
 var ErrHolderGone = errors.New("cluster: the control plane holding the flow is gone")
 
+// ErrFlowMoved is returned for a flow its holder handed over (SIGUSR2) or
+// that died with it: the browser registers again on a new flow.
+var ErrFlowMoved = errors.New("cluster: the browser's WebSocket was handed over; it reconnects on a new flow")
+
 // Flow returns the name under which this process's stack reaches the
 // flow holder holds (the browser's address there): a flow of its own
 // when holder is this process, else a relayed one, set up on first use.
@@ -32,6 +36,9 @@ func (f *Flows) Flow(holder, flow, callID string) (string, error) {
 	}
 	if !f.cfg.Member.IsLive(holder) {
 		return "", ErrHolderGone
+	}
+	if f.wasMoved(relayKey{holder: holder, flow: flow}) {
+		return "", ErrFlowMoved
 	}
 	r, err := f.relayFor(relayKey{holder: holder, flow: flow})
 	if err != nil {
@@ -160,7 +167,14 @@ func (f *Flows) forget(r *relayFlow) {
 // setting the relay up again if this process no longer has it (it
 // restarted, or took the dialog over from a dead member).
 func (f *Flows) fromBrowser(m flowMsg) {
-	r, err := f.relayFor(relayKey{holder: m.From, flow: m.Flow})
+	k := relayKey{holder: m.From, flow: m.Flow}
+	if f.wasMoved(k) {
+		// The holder's last messages before its WebSocket closed: the
+		// relay was let go (SIP's timers recover, as on a closed flow).
+		f.count(opIn, "dropped")
+		return
+	}
+	r, err := f.relayFor(k)
 	if err != nil {
 		return
 	}
@@ -183,8 +197,65 @@ func (f *Flows) holderClosed(k relayKey) {
 	}
 }
 
-// PeerGone closes every relayed flow held by a member that died (its
-// WebSockets died with it) and forgets the dialogs it relayed here.
+// holderMoved lets go of a relayed flow whose holder handed the browser's
+// WebSocket over (or died with it): the browser reconnects and registers
+// again, maybe elsewhere. The flow is never relayed through again; the
+// stack sees it close, and TakeMoved tells the closing apart from a
+// browser that left, so that the calls on it wait for the browser's new
+// flow instead of ending.
+func (f *Flows) holderMoved(k relayKey) {
+	now := time.Now()
+	f.mu.Lock()
+	for mk, at := range f.moved {
+		if now.Sub(at) > movedMemory || len(f.moved) >= maxMoved {
+			delete(f.moved, mk)
+		}
+	}
+	for name, at := range f.movedNames {
+		if now.Sub(at) > movedMemory {
+			delete(f.movedNames, name)
+		}
+	}
+	f.moved[k] = now
+	r := f.relays[k]
+	if r != nil {
+		f.movedNames[r.name] = now
+	}
+	f.mu.Unlock()
+	if f.cfg.OnMoved != nil {
+		f.cfg.OnMoved(k.holder, k.flow)
+	}
+	if r != nil {
+		f.log.Info("cluster: a peer's browser flow was handed over; its calls here wait for the browser's new one",
+			"holder", k.holder, "flow", k.flow)
+		r.byHolder.Store(true)
+		r.far.Close()
+	}
+}
+
+// wasMoved reports whether k's holder let it go (holderMoved).
+func (f *Flows) wasMoved(k relayKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.moved[k]
+	return ok && time.Since(at) <= movedMemory
+}
+
+// TakeMoved reports whether the relayed flow this stack names name closed
+// because its holder handed it over or died (the browser comes back on a
+// new flow), and forgets it. Ask it when the stack reports a flow closed.
+func (f *Flows) TakeMoved(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.movedNames[name]
+	delete(f.movedNames, name)
+	return ok
+}
+
+// PeerGone lets go of every relayed flow held by a member that died (its
+// WebSockets died with it; its browsers reconnect elsewhere, so the
+// calls on them wait for their new flow, see holderMoved) and forgets the
+// dialogs it relayed here.
 func (f *Flows) PeerGone(id string) {
 	f.mu.Lock()
 	var rs []*relayFlow
@@ -195,7 +266,7 @@ func (f *Flows) PeerGone(id string) {
 	}
 	f.mu.Unlock()
 	for _, r := range rs {
-		f.holderClosed(r.key)
+		f.holderMoved(r.key)
 	}
 	f.mu.Lock()
 	for _, h := range f.held {

@@ -139,3 +139,26 @@ func (r *Registry) HolderGone(holder string) {
 		r.changed()
 	}
 }
+
+// HolderFlowGone turns the bindings a peer held on one flow into bindings
+// whose flow closed (430 until the browser registers again, keeping its
+// key): the peer handed that WebSocket over (SIGUSR2) or died with it,
+// and the browser reconnects on a new flow.
+func (r *Registry) HolderFlowGone(holder, flow string) {
+	if holder == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, b := range r.byKey {
+		if b.Holder == holder && b.Source == flow && b.WebSocket() {
+			delete(r.byKey, k)
+			r.gone[k] = b
+			n++
+		}
+	}
+	if n > 0 {
+		r.changed()
+	}
+}

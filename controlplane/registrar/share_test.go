@@ -101,3 +101,39 @@ func TestRegistryShare(t *testing.T) {
 		t.Fatalf("B applied bad messages: %+v", b.All())
 	}
 }
+
+// A peer's flow handed over (or gone with its holder): the bindings on
+// it become flow-failed, keeping their key; the holder's other flows and
+// other holders' bindings stay.
+func TestRegistryHolderFlowGone(t *testing.T) {
+	exp := time.Now().Add(time.Hour)
+	ctx := context.Background()
+	store := state.NewMemory()
+	a := NewRegistry()
+	a.Share("cp-a", func([]byte) {}, func(string) bool { return true })
+	b := NewRegistry()
+	b.Share("cp-b", a.ApplyShared, func(string) bool { return true })
+	for _, r := range []*Registry{a, b} {
+		w := state.NewWriter(state.WriterConfig{Store: store})
+		defer w.Close()
+		if _, err := r.Persist(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := b.Put(Binding{AOR: "alice", Contact: uri(t, "sip:a1@x.invalid;transport=ws"), Transport: "WS", Source: "127.0.0.1:1", Expires: exp})
+	two := b.Put(Binding{AOR: "bob", Contact: uri(t, "sip:b1@y.invalid;transport=ws"), Transport: "WS", Source: "127.0.0.1:2", Expires: exp})
+	if a.Len() != 2 {
+		t.Fatalf("A's copies: %d, want 2", a.Len())
+	}
+	a.HolderFlowGone("cp-c", "127.0.0.1:1") // another holder's flow of the same address
+	a.HolderFlowGone("cp-b", "127.0.0.1:1")
+	if _, ok := a.ByKey(one.Key); ok || !a.FlowFailed(one.Key) {
+		t.Fatal("the binding on the moved flow is not flow-failed")
+	}
+	if _, ok := a.ByKey(two.Key); !ok {
+		t.Fatal("the holder's other flow's binding went too")
+	}
+	if got, ok := a.Find("alice", uri(t, "sip:a1@x.invalid;transport=ws"), "", ""); !ok || got.Key != one.Key {
+		t.Fatalf("the browser back keeps its key: %+v %v", got, ok)
+	}
+}

@@ -28,6 +28,13 @@ func (s *Server) close(handover bool) error {
 	s.once.Do(func() {
 		s.handingOver.Store(handover)
 		close(s.stop)
+		if f := s.flows.Load(); f != nil && handover && !s.crashed.Load() {
+			// The peers' calls relayed over this process's WebSockets wait
+			// for the browsers' new flows rather than end.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			f.HandOver(ctx)
+			cancel()
+		}
 		if p := s.peers.Load(); p != nil {
 			p.Close() // no more requests from peers about calls that end now
 		}

@@ -100,7 +100,7 @@ func (s *Server) peerDead(id string) {
 // between them.
 func (s *Server) servePeers(ctx context.Context, m *cluster.Member) {
 	f, err := cluster.NewFlows(ctx, cluster.FlowsConfig{Member: m, Stack: s.Stack, WS: s.WS, OnRelay: s.Metrics.ClusterRelay,
-		Log: s.log.With("component", "cluster")})
+		OnMoved: s.Registry.HolderFlowGone, Log: s.log.With("component", "cluster")})
 	if err != nil {
 		s.log.Warn("cluster: browsers' flows not relayed between control planes", "err", err)
 	} else {

@@ -361,9 +361,16 @@ func New(opt Options) (_ *Server, err error) {
 			// unregistered upstream.
 			return
 		}
+		f := s.flows.Load()
+		if f != nil && f.TakeMoved(flow) {
+			// A peer's browser flow whose holder handed it over or died:
+			// the browser comes back on a new flow, the calls wait for it.
+			s.Engine.FlowMoved(flow)
+			return
+		}
 		s.Engine.FlowClosed(flow)
 		s.Registrar.FlowClosed(flow)
-		if f := s.flows.Load(); f != nil {
+		if f != nil {
 			f.LocalClosed(flow) // the peers' dialogs on it end too
 		}
 	})

@@ -279,6 +279,15 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 		}
 		res, err = d.out.Do(ctx, req)
 	} else {
+		d.mu.Lock()
+		dest := d.dest
+		d.mu.Unlock()
+		if dest != "" && (d.p.Transport == "WS" || d.p.Transport == "WSS") {
+			// sipgo aims a WebSocket server's requests at where the
+			// INVITE came from: a browser that reconnected elsewhere
+			// sends on its new connection.
+			d.in.InviteRequest.SetSource(dest)
+		}
 		res, err = d.in.Do(ctx, req)
 	}
 	if err != nil || method != sip.INVITE || !res.IsSuccess() {
@@ -306,6 +315,15 @@ func (d *Dialog) ReinviteForOffer(ctx context.Context, answer func(offer []byte)
 	if d.out != nil {
 		res, err = d.out.Do(ctx, req)
 	} else {
+		d.mu.Lock()
+		dest := d.dest
+		d.mu.Unlock()
+		if dest != "" && (d.p.Transport == "WS" || d.p.Transport == "WSS") {
+			// sipgo aims a WebSocket server's requests at where the
+			// INVITE came from: a browser that reconnected elsewhere
+			// sends on its new connection.
+			d.in.InviteRequest.SetSource(dest)
+		}
 		res, err = d.in.Do(ctx, req)
 	}
 	if err != nil || !res.IsSuccess() {
