@@ -65,6 +65,14 @@ type Config struct {
 	// largest (in-use and allocated space since start).
 	CPUProfile  string
 	HeapProfile string
+	// Trace, when set, gets a runtime trace of strait (its
+	// /debug/pprof/trace, for go tool trace) over TraceSeconds from the
+	// middle of the time calls are placed (default 5 s).
+	Trace        string
+	TraceSeconds int
+	// Wire captures strait's SIP port with dumpcap and reports strait's
+	// own answer times from the kernel's timestamps (Result.Wire*).
+	Wire bool
 }
 
 // Result is one run's figures.
@@ -108,6 +116,18 @@ type Result struct {
 	InviteMaxMs float64 `json:"invite_max_ms"`
 	ByeP50Ms    float64 `json:"bye_p50_ms"`
 	ByeP99Ms    float64 `json:"bye_p99_ms"`
+	// WireInvite* and WireBye* are strait's own times from a request to
+	// its 200 (WireFirstP99Ms: to its first response to the INVITE), in
+	// milliseconds, from a capture of its SIP port with the kernel's
+	// timestamps (--wire): no sipp loop, no millisecond clock in them.
+	// WireNote says why they are missing.
+	WireInviteP50Ms float64 `json:"wire_invite_p50_ms,omitempty"`
+	WireInviteP99Ms float64 `json:"wire_invite_p99_ms,omitempty"`
+	WireInviteMaxMs float64 `json:"wire_invite_max_ms,omitempty"`
+	WireFirstP99Ms  float64 `json:"wire_first_response_p99_ms,omitempty"`
+	WireByeP99Ms    float64 `json:"wire_bye_p99_ms,omitempty"`
+	WireRequests    int     `json:"wire_requests,omitempty"`
+	WireNote        string  `json:"wire_note,omitempty"`
 	// PeakHeapMB is the largest go_memstats_heap_inuse_bytes sampled
 	// every 500 ms; PeakRSSMB the process's VmHWM.
 	PeakHeapMB float64 `json:"peak_heap_mb"`
@@ -279,9 +299,25 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cerr != nil {
 		res.SyscallsNote = cerr.Error()
 	}
+	var wire *wireCapture
+	if cfg.Wire {
+		if wire, err = startCapture(ctx, dir, sipPort, log); err != nil {
+			res.WireNote = err.Error()
+		}
+	}
 	began := time.Now()
 	profiled := startProfiles(ctx, metrics, cfg, log)
 	sippErr := sc.Run()
+	if wire != nil {
+		if w, err := wire.stop(sipPort); err != nil {
+			res.WireNote = err.Error()
+		} else {
+			res.WireInviteP50Ms, res.WireInviteP99Ms = quantile(w.invite, 0.5), quantile(w.invite, 0.99)
+			res.WireInviteMaxMs, res.WireByeP99Ms = quantile(w.invite, 1), quantile(w.bye, 0.99)
+			res.WireFirstP99Ms = quantile(w.firstInvite, 0.99)
+			res.WireRequests = len(w.invite) + len(w.bye)
+		}
+	}
 	if counter != nil {
 		if n, err := counter.Stop(); err != nil {
 			res.SyscallsNote = err.Error()
@@ -412,6 +448,15 @@ func startProfiles(ctx context.Context, addr string, cfg Config, log io.Writer) 
 	if cfg.HeapProfile != "" {
 		wg.Add(1)
 		go fetch("/debug/pprof/heap", cfg.HeapProfile, cfg.Duration)
+	}
+	if cfg.Trace != "" {
+		secs := cfg.TraceSeconds
+		if secs <= 0 {
+			secs = 5
+		}
+		secs = min(secs, max(1, int(cfg.Duration.Seconds())))
+		wg.Add(1)
+		go fetch(fmt.Sprintf("/debug/pprof/trace?seconds=%d", secs), cfg.Trace, (cfg.Duration-time.Duration(secs)*time.Second)/2)
 	}
 	go func() { wg.Wait(); close(done) }()
 	return done
