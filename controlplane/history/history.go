@@ -113,6 +113,33 @@ type Log struct {
 	done    chan struct{}
 	dropped atomic.Uint64
 	writes  atomic.Uint64 // merges of gathered records (tests)
+	// last is what the previous write left in each of its users'
+	// histories (at most lastUsers), so that the next write for a user
+	// whose calls keep ending (a trunk, an API client) neither reads
+	// the record back nor decodes it (see knownStore). Owned by run.
+	last map[string]written
+	// reused counts the writes that found the history as last written
+	// (tests).
+	reused atomic.Uint64
+}
+
+// written is a history as this process last wrote it: its encoding and
+// its entries (never modified: a merge works on a copy).
+type written struct {
+	raw  []byte
+	list []Entry
+}
+
+// lastUsers bounds Log.last: the busiest users are the ones whose
+// histories are written at every Gather (a user of the previous write is
+// likely in the next); each costs up to PerUser entries twice (encoded
+// and decoded), about 100 kB.
+const lastUsers = 32
+
+// knownStore is a Store that can tell that a record is still the one the
+// caller holds without sending it back ([state.Writer.GetKnown]).
+type knownStore interface {
+	GetKnown(ctx context.Context, kind state.Kind, key string, known []byte) (value []byte, ok, unchanged bool, err error)
 }
 
 // New starts a Log; Close stops it.
@@ -314,24 +341,29 @@ func (l *Log) write(recs []cdr.Record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
+	next := make(map[string]written, min(len(users), lastUsers))
 	for _, u := range users {
-		b, err := l.merged(ctx, u, byUser[u])
+		b, list, err := l.merged(ctx, u, byUser[u])
 		if err != nil {
 			l.dropped.Add(uint64(len(byUser[u])))
 			l.cfg.Log.Warn("call history not written", "user", u, "calls", len(byUser[u]), "err", err)
 			continue
 		}
 		l.cfg.Store.Put(Kind, u, b)
+		if len(next) < lastUsers {
+			next[u] = written{raw: b, list: list}
+		}
 	}
+	l.last = next
 }
 
 // merged is user's stored history with es added (an entry already there,
 // a recovered call's record written twice, is replaced), newest first and
-// bounded, encoded.
-func (l *Log) merged(ctx context.Context, user string, es []Entry) ([]byte, error) {
-	list, err := l.load(ctx, user)
+// bounded: encoded, and its entries. Run only.
+func (l *Log) merged(ctx context.Context, user string, es []Entry) ([]byte, []Entry, error) {
+	list, err := l.loadForWrite(ctx, user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ids := make(map[string]bool, len(es))
 	for _, e := range es {
@@ -346,7 +378,28 @@ func (l *Log) merged(ctx context.Context, user string, es []Entry) ([]byte, erro
 	}
 	slices.SortFunc(list, newer)
 	list = list[:min(len(list), l.cfg.PerUser)]
-	return json.Marshal(list)
+	b, err := json.Marshal(list)
+	return b, list, err
+}
+
+// loadForWrite is user's history as load reads it, to be modified: when
+// the store still holds what the previous write left (Log.last), a copy
+// of those entries, neither read back nor decoded. Run only.
+func (l *Log) loadForWrite(ctx context.Context, user string) ([]Entry, error) {
+	last, held := l.last[user]
+	ks, can := l.cfg.Store.(knownStore)
+	if !held || !can {
+		return l.load(ctx, user)
+	}
+	b, ok, unchanged, err := ks.GetKnown(ctx, Kind, user, last.raw)
+	switch {
+	case err != nil || !ok:
+		return nil, err
+	case unchanged:
+		l.reused.Add(1)
+		return slices.Clone(last.list), nil
+	}
+	return l.decode(user, b), nil
 }
 
 func (l *Log) load(ctx context.Context, user string) ([]Entry, error) {
@@ -354,14 +407,19 @@ func (l *Log) load(ctx context.Context, user string) ([]Entry, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
+	return l.decode(user, b), nil
+}
+
+// decode is a stored history's entries.
+func (l *Log) decode(user string, b []byte) []Entry {
 	var list []Entry
 	if err := json.Unmarshal(b, &list); err != nil {
 		// A damaged record is started afresh rather than blocking the
 		// user's history for good.
 		l.cfg.Log.Warn("call history unreadable, started afresh", "user", user, "err", err)
-		return nil, nil
+		return nil
 	}
-	return list, nil
+	return list
 }
 
 // Cursor marks a place in a history: the entries older than it. Its text

@@ -6,14 +6,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/strait-sbc/strait/controlplane/cdr"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 )
 
 // writer is a state Writer over st, closed when the test ends.
@@ -255,5 +260,67 @@ func TestGatherAndReadYourWrites(t *testing.T) {
 	}
 	if _, ok, _ := st.Get(context.Background(), Kind, "alice"); !ok {
 		t.Fatal("the history is not in the store after the Writer's flush")
+	}
+}
+
+// A user's history this process wrote last is neither read back nor
+// decoded for the next write while the store still holds it (Redis
+// compares a digest); one another control plane rewrote meanwhile is read,
+// and its calls kept.
+func TestLastWriteNotReadBack(t *testing.T) {
+	mr := miniredis.RunT(t)
+	urls := map[string]string{"memory": "memory", "miniredis": "redis://" + mr.Addr() + "/0"}
+	if _, err := exec.LookPath("redis-server"); err == nil || os.Getenv("CI") == "true" {
+		urls["redis-server"] = statetest.StartRedis(t).URL
+	}
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	for name, spec := range urls {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := state.Open(spec, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			w := writer(t, st)
+			l := New(Config{Store: w, Gather: -1})
+			defer l.Close()
+			add := func(l *Log, w *state.Writer, id string, i int) {
+				t.Helper()
+				l.Add(rec(id, "alice", "bob", t0.Add(time.Duration(i)*time.Second)))
+				if err := l.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Flush(ctx); err != nil { // in the store, no longer queued
+					t.Fatal(err)
+				}
+			}
+			add(l, w, "c1", 1)
+			add(l, w, "c2", 2)
+			if got := l.reused.Load(); got != 2 { // alice's and bob's
+				t.Fatalf("%d histories reused after a second write, want 2 (alice, bob)", got)
+			}
+			// Another control plane on the same store ends a call of
+			// alice's.
+			w2 := writer(t, st)
+			l2 := New(Config{Store: w2, Gather: -1})
+			defer l2.Close()
+			add(l2, w2, "c3", 3)
+			add(l, w, "c4", 4)
+			if got := l.reused.Load(); got != 2 {
+				t.Fatalf("%d histories reused, want still 2: the peer's write must be read", got)
+			}
+			page, _, err := l.Page(ctx, "alice", nil, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range page {
+				ids = append(ids, e.ID)
+			}
+			if !slices.Equal(ids, []string{"c4", "c3", "c2", "c1"}) {
+				t.Fatalf("alice's history %v, want c4 c3 c2 c1 (the peer's call kept)", ids)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -192,6 +193,48 @@ func (w *Writer) Get(ctx context.Context, kind Kind, key string) ([]byte, bool, 
 		return c.Value, c.Value != nil, nil
 	}
 	return w.cfg.Store.Get(ctx, kind, key)
+}
+
+// GetKnown reads kind/key as Get does, for a caller that holds a copy of
+// the record (known: what it read or wrote last). When the record is
+// still that, it answers unchanged and no value: a store that can tell so
+// by itself (Redis compares a digest there) does not send the record
+// back. A user's call history, tens of kB rewritten every 200 ms while
+// their calls end, is thus not read back by the process that wrote it
+// (package history). known nil is Get.
+func (w *Writer) GetKnown(ctx context.Context, kind Kind, key string, known []byte) (value []byte, ok, unchanged bool, err error) {
+	k := pendingKey{kind, key}
+	w.mu.Lock()
+	c, queued := w.pending[k]
+	if !queued {
+		c, queued = w.inflight[k]
+	}
+	w.mu.Unlock()
+	switch {
+	case queued:
+		value, ok = c.Value, c.Value != nil
+	case known != nil:
+		if kg, can := w.cfg.Store.(knownGetter); can {
+			value, ok, unchanged, err = kg.getKnown(ctx, kind, key, known)
+			if unchanged {
+				return nil, true, true, err
+			}
+			return value, ok, false, err
+		}
+		fallthrough
+	default:
+		value, ok, err = w.cfg.Store.Get(ctx, kind, key)
+	}
+	if ok && known != nil && bytes.Equal(value, known) {
+		return nil, true, true, err
+	}
+	return value, ok, false, err
+}
+
+// knownGetter is a Store that can tell whether a record is still the one
+// a caller holds without sending it (Writer.GetKnown).
+type knownGetter interface {
+	getKnown(ctx context.Context, kind Kind, key string, known []byte) (value []byte, ok, unchanged bool, err error)
 }
 
 func (w *Writer) queue(c Change) {
