@@ -83,7 +83,7 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request) {
 	m := messaging.Message{ID: messaging.NewID(), From: from, To: req.To, ContentType: messaging.TextType,
 		Text: req.Text, Time: time.Now().UTC(), Via: "api"}
 	listening := a.cfg.Messages.Listening(req.To)
-	if err := a.cfg.Messages.Send(r.Context(), m); err != nil {
+	if err := a.cfg.Messages.Send(r.Context(), m, a.mayKeep(req.To)); err != nil {
 		a.cfg.Log.Warn("message not delivered to API listeners", "to", req.To, "err", err)
 		WriteProblem(w, r, http.StatusServiceUnavailable, "", "the message bus is unavailable")
 		return
@@ -111,6 +111,17 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request) {
 		switch err := a.cfg.Mailbox.Put(r.Context(), m); {
 		case err == nil:
 			out.Delivery, status = DeliveryStored, http.StatusAccepted
+		case errors.Is(err, messaging.ErrTaken):
+			// A listener on another control plane took it meanwhile.
+			out.Delivery = DeliveryDelivered
+		case errors.Is(err, messaging.ErrSenderShare):
+			// 507, not 429: the share frees as recipients come online
+			// (or in days, as kept messages expire), not with time; no
+			// Retry-After could be true. The rate itself is the 429 above.
+			a.cfg.Log.Info("message refused: the sender's share of the mailbox is used up", "id", m.ID, "from", from, "to", req.To)
+			WriteProblem(w, r, http.StatusInsufficientStorage, ProblemSenderShareFull,
+				from+" has as many messages waiting for offline users as one sender may: the message was not kept")
+			return
 		case errors.Is(err, messaging.ErrMailboxFull):
 			a.cfg.Log.Info("message refused: mailbox full", "id", m.ID, "from", from, "to", req.To)
 			WriteProblem(w, r, http.StatusInsufficientStorage, ProblemMailboxFull,
@@ -122,6 +133,13 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	a.cfg.Log.Info("message", "id", m.ID, "from", from, "to", req.To, "sip_status", out.SIPStatus, "delivery", out.Delivery)
 	writeJSON(w, status, out)
+}
+
+// mayKeep reports whether a message to user may end in the mailbox, so
+// that the control planes delivering it live claim it first
+// (messaging.Hub.Send).
+func (a *API) mayKeep(user string) bool {
+	return a.cfg.Mailbox != nil && (a.cfg.Engine == nil || !a.cfg.Engine.Trunk()) && a.cfg.Mailbox.Keeps(user)
 }
 
 // keeps reports whether a message the SIP side answered sipStatus to (0:
@@ -189,6 +207,10 @@ func (a *API) messageEvents(w http.ResponseWriter, r *http.Request) {
 		a.take(r.Context(), user, func(kept []messaging.Message) {
 			ch, stop = a.cfg.Messages.ListenWith(user, kept)
 		})
+		if a.cfg.Mailbox != nil {
+			// What was kept between the Take and the listener's start.
+			a.cfg.Mailbox.HandOver(user)
+		}
 		return ch, stop
 	}
 	streamEvents(w, r, "strait messages", listen, func(m messaging.Message) (string, any, bool, bool) {

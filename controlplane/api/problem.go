@@ -55,6 +55,10 @@ const (
 	// ProblemMailboxFull: the offline recipient's mailbox is at its
 	// limit (507).
 	ProblemMailboxFull = "mailbox-full"
+	// ProblemSenderShareFull: the sender has as many messages waiting
+	// for offline users as one sender may (507,
+	// --offline-messages-per-sender).
+	ProblemSenderShareFull = "sender-share-full"
 )
 
 // WriteProblem writes a problem details response. kind is one of the

@@ -42,17 +42,18 @@ type Config struct {
 	// OnMessage, when set, is offered every out-of-dialog MESSAGE Strait
 	// accepts (sender authorised), with the sender's and recipient's
 	// users, for the recipient's HTTP API listeners; it reports whether
-	// any took it. It must not block.
-	OnMessage func(from, to, contentType string, body []byte) bool
+	// any took it. It must not block. id names the message (MessageID):
+	// Offline gets the same one for the same MESSAGE.
+	OnMessage func(id, from, to, contentType string, body []byte) bool
 	// Offline, when set, is offered a MESSAGE for one of Strait's own
 	// users (standalone mode, or from the upstream in trunk mode) that
 	// nobody took: no reachable registration and no API listener. It keeps
 	// the message for later delivery and returns 202 (RFC 3428 section 7:
 	// accepted, not yet delivered), or the status to refuse it with (480
 	// when the user's mailbox is full), or 0 to leave the routing's
-	// answer. It may write to the state store but must not wait on the
-	// network.
-	Offline func(from, to, contentType string, body []byte) int
+	// answer (200 when it learnt that an API listener took it meanwhile).
+	// It may write to the state store but must not wait on the network.
+	Offline func(id, from, to, contentType string, body []byte) int
 	// OnRegistered, when set, is told the user of every REGISTER answered
 	// with bindings left (a browser came online: its kept messages can go
 	// out). It must not block.

@@ -2,11 +2,36 @@ package b2bua
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
+
+// MessageID names an out-of-dialog MESSAGE for the hooks (Config.OnMessage,
+// Config.Offline): a digest of what identifies its transaction's request
+// (Call-ID, CSeq, From tag; RFC 3261 section 8.1.1), 24 hex digits as
+// package messaging's ids, so that the copy an API listener got and the
+// one kept for later are known to be one message.
+func MessageID(req *sip.Request) string {
+	h := sha256.New()
+	if c := req.CallID(); c != nil {
+		h.Write([]byte(c.Value()))
+	}
+	if c := req.CSeq(); c != nil {
+		h.Write([]byte{0})
+		h.Write(strconv.AppendUint(nil, uint64(c.SeqNo), 10))
+	}
+	if f := req.From(); f != nil {
+		tag, _ := f.Params.Get("tag")
+		h.Write([]byte{0})
+		h.Write([]byte(tag))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
 
 // SendMessage sends an instant message (SIP MESSAGE, RFC 3428) for a web
 // app's user: from the user from to the user to, routed as a browser's

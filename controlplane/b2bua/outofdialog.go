@@ -47,7 +47,7 @@ func (e *Engine) onOutOfDialog(req *sip.Request, tx sip.ServerTransaction) {
 	// A MESSAGE also goes to the recipient's listeners on the HTTP API;
 	// when they took it, a recipient without a registration is no error.
 	took := req.Method == sip.MESSAGE && e.cfg.OnMessage != nil &&
-		e.cfg.OnMessage(who, req.Recipient.User, contentType(req), req.Body())
+		e.cfg.OnMessage(MessageID(req), who, req.Recipient.User, contentType(req), req.Body())
 	tgt, err := e.resolve(s, req.Recipient.User, false)
 	if err != nil && took {
 		e.st.Respond(tx, req, 200, "", nil)
@@ -108,7 +108,7 @@ func (e *Engine) keepOffline(req *sip.Request, tx sip.ServerTransaction, s side,
 	if code, _ := statusOf(why); code != 408 && code != 430 && code != 480 {
 		return false
 	}
-	switch code := e.cfg.Offline(who, req.Recipient.User, contentType(req), req.Body()); code {
+	switch code := e.cfg.Offline(MessageID(req), who, req.Recipient.User, contentType(req), req.Body()); code {
 	case 0:
 		return false
 	case 202:

@@ -264,6 +264,12 @@ type Config struct {
 	// the user's API event stream opens; past it new ones are refused (API
 	// 507, SIP 480). 0 keeps none.
 	OfflineMessages int `yaml:"offline_messages" flag:"offline-messages" usage:"instant messages kept for one offline user until it comes online (0: none kept)"`
+	// OfflineMessagesPerSender bounds the kept messages one sender has
+	// waiting, in all recipients' mailboxes: its share of the 10 000 kept
+	// in all (default 500, 5%), so that one user cannot fill the mailbox
+	// for everyone; past it its messages are refused (API 507 problem
+	// sender-share-full, SIP 480) and counted. 1 to 10 000.
+	OfflineMessagesPerSender int `yaml:"offline_messages_per_sender" flag:"offline-messages-per-sender" usage:"instant messages one sender may have kept for offline users, in all (its share of the 10000 kept in all)"`
 	// OfflineMessageAge is how long a kept message waits before it is
 	// dropped.
 	OfflineMessageAge time.Duration `yaml:"offline_message_age" flag:"offline-message-age" usage:"drop a message kept for an offline user after this long"`
@@ -371,16 +377,17 @@ func Default() Config {
 		RingTimeout:             DefaultRingTimeout,
 		MaxForks:                DefaultMaxForks,
 
-		CDRInterim:           DefaultCDRInterim,
-		TokenMaxTTL:          apiauth.DefaultMaxTTL,
-		AppAnswerTimeout:     apps.DefaultAnswerTimeout,
-		MaxMessagesPerMinute: DefaultMaxMessagesPerMinute,
-		OfflineMessages:      messaging.DefaultMaxPerUser,
-		OfflineMessageAge:    messaging.DefaultMaxAge,
-		MaxCallsPerUser:      DefaultMaxCallsPerUser,
-		MaxCallRatePerUser:   DefaultMaxCallRatePerUser,
-		ShutdownTimeout:      DefaultShutdownTimeout,
-		State:                "embedded",
-		DataDir:              DefaultDataDir,
+		CDRInterim:               DefaultCDRInterim,
+		TokenMaxTTL:              apiauth.DefaultMaxTTL,
+		AppAnswerTimeout:         apps.DefaultAnswerTimeout,
+		MaxMessagesPerMinute:     DefaultMaxMessagesPerMinute,
+		OfflineMessages:          messaging.DefaultMaxPerUser,
+		OfflineMessagesPerSender: messaging.DefaultMaxPerSender,
+		OfflineMessageAge:        messaging.DefaultMaxAge,
+		MaxCallsPerUser:          DefaultMaxCallsPerUser,
+		MaxCallRatePerUser:       DefaultMaxCallRatePerUser,
+		ShutdownTimeout:          DefaultShutdownTimeout,
+		State:                    "embedded",
+		DataDir:                  DefaultDataDir,
 	}
 }

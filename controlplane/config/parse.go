@@ -19,6 +19,7 @@ import (
 	"github.com/strait-sbc/strait/controlplane/apps"
 	"github.com/strait-sbc/strait/controlplane/dialplan"
 	"github.com/strait-sbc/strait/controlplane/hep"
+	"github.com/strait-sbc/strait/controlplane/messaging"
 	"github.com/strait-sbc/strait/controlplane/origins"
 	"github.com/strait-sbc/strait/controlplane/presence"
 	"github.com/strait-sbc/strait/controlplane/sdp"
@@ -203,6 +204,9 @@ func (c *Config) Parse() (*Parsed, error) {
 	}
 	if c.OfflineMessages < 0 {
 		bad("--offline-messages %d: want 0 (none kept) or more", c.OfflineMessages)
+	}
+	if c.OfflineMessagesPerSender < 1 || c.OfflineMessagesPerSender > messaging.DefaultMaxTotal {
+		bad("--offline-messages-per-sender %d: want 1 to %d (the messages kept in all)", c.OfflineMessagesPerSender, messaging.DefaultMaxTotal)
 	}
 	if c.OfflineMessageAge < time.Minute {
 		bad("--offline-message-age %v: want at least 1m", c.OfflineMessageAge)

@@ -33,6 +33,12 @@ const (
 	// DefaultMaxTotal bounds the whole mailbox (4 KiB each at most: 40
 	// MiB), so that many users' queues cannot fill the store.
 	DefaultMaxTotal = 10000
+	// DefaultMaxPerSender is the share of the whole mailbox one sender's
+	// waiting messages may take, 5% (MaxPerSender's default is MaxTotal/20),
+	// so that one user within its message rate (an hour at 60 a minute
+	// fills 3 600) cannot fill the mailbox for everyone: it takes twenty
+	// senders at their cap to fill it.
+	DefaultMaxPerSender = DefaultMaxTotal / 20
 	// DefaultMaxAge is how long a message waits before it is dropped
 	// (counted as expired).
 	DefaultMaxAge = 7 * 24 * time.Hour
@@ -51,6 +57,13 @@ var (
 	// ErrMailboxFull: the recipient's queue (or the whole mailbox) is at
 	// its limit.
 	ErrMailboxFull = errors.New("messaging: mailbox full")
+	// ErrSenderShare: the sender's waiting messages take its whole share
+	// of the mailbox (MaxPerSender); it wraps ErrMailboxFull.
+	ErrSenderShare = fmt.Errorf("%w: the sender's share is used up", ErrMailboxFull)
+	// ErrTaken: the message was delivered live meanwhile (a listener on
+	// another control plane claimed it first): it is not kept, and its
+	// sender may say it was delivered.
+	ErrTaken = errors.New("messaging: delivered live, not kept")
 	// ErrUnknownUser: the recipient is not a user messages are kept for.
 	ErrUnknownUser = errors.New("messaging: no such user to keep messages for")
 )
@@ -65,6 +78,15 @@ type MailboxConfig struct {
 	// MaxPerUser, MaxTotal and MaxAge are the limits; 0 is the default.
 	MaxPerUser, MaxTotal int
 	MaxAge               time.Duration
+	// MaxPerSender bounds the messages one sender has waiting, in all
+	// recipients' queues; 0 is MaxTotal/20 (DefaultMaxPerSender). More
+	// than MaxTotal is an error.
+	MaxPerSender int
+	// Live, when set, is this process's Hub: a message kept for a user
+	// who has a listener here (one that opened while the sender tried,
+	// or whose control plane heard of the message after the mailbox
+	// claimed it) is handed to the listeners at once (handover.go).
+	Live *Hub
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -80,23 +102,30 @@ type MailboxConfig struct {
 // planes sharing the store through its bus, so that asking whether a user
 // has messages waiting costs no store access.
 type Mailbox struct {
-	cfg    MailboxConfig // frozen
-	origin string        // frozen: this process, on the bus
+	cfg    MailboxConfig   // frozen
+	origin string          // frozen: this process, on the bus
+	ctx    context.Context // frozen: ends at Close
 	cancel context.CancelFunc
 	done   chan struct{}
 	events *prometheus.CounterVec
 	gauge  prometheus.GaugeFunc
 
+	wg sync.WaitGroup // hand-overs to listeners in progress
+
 	mu         sync.Mutex           // guards the fields below
 	index      map[string][]waiting // by recipient, oldest first
 	total      int
+	senders    map[string]int  // waiting messages by sender
 	delivering map[string]bool // recipients whose messages are being handed over
+	handing    map[string]bool // recipients with a hand-over to listeners running; true: run again
+	closed     bool            // Close was called: no more hand-overs
 }
 
 // waiting is one message in the index.
 type waiting struct {
-	key string
-	at  time.Time
+	key  string
+	at   time.Time
+	from string
 }
 
 // busNote is what a control plane tells the others about a change.
@@ -105,6 +134,7 @@ type busNote struct {
 	User    string    `json:"u"`
 	Key     string    `json:"k"`
 	Time    time.Time `json:"t"`
+	From    string    `json:"f,omitempty"`
 	Removed bool      `json:"r,omitempty"`
 }
 
@@ -117,18 +147,24 @@ func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
 	cfg.MaxPerUser = cmp.Or(cfg.MaxPerUser, DefaultMaxPerUser)
 	cfg.MaxTotal = cmp.Or(cfg.MaxTotal, DefaultMaxTotal)
 	cfg.MaxAge = cmp.Or(cfg.MaxAge, DefaultMaxAge)
-	b := &Mailbox{cfg: cfg, origin: NewID(), done: make(chan struct{}), index: map[string][]waiting{}, delivering: map[string]bool{},
+	if cfg.MaxPerSender == 0 {
+		cfg.MaxPerSender = max(1, cfg.MaxTotal/20)
+	}
+	if cfg.MaxPerSender < 0 || cfg.MaxPerSender > cfg.MaxTotal {
+		return nil, fmt.Errorf("messaging: %d messages per sender: want 1 to the total, %d", cfg.MaxPerSender, cfg.MaxTotal)
+	}
+	bctx, cancel := context.WithCancel(context.Background())
+	b := &Mailbox{cfg: cfg, origin: NewID(), ctx: bctx, cancel: cancel, done: make(chan struct{}), index: map[string][]waiting{}, senders: map[string]int{},
+		delivering: map[string]bool{}, handing: map[string]bool{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_messages_offline_total",
-			Help: "Instant messages for offline users, by event: stored, delivered, expired, refused_full, refused_unknown, failed (the store refused)."},
+			Help: "Instant messages for offline users, by event: stored, delivered, expired, refused_full (the recipient's queue or the whole mailbox), refused_sender (the sender's share of the mailbox), refused_unknown, taken_live (delivered live on another control plane meanwhile: not kept), failed (the store refused)."},
 			[]string{"event"})}
 	b.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_messages_offline_waiting",
 		Help: "Instant messages waiting for offline users (this control plane's index)."},
 		func() float64 { b.mu.Lock(); defer b.mu.Unlock(); return float64(b.total) })
-	for _, e := range []string{"stored", "delivered", "expired", "refused_full", "refused_unknown", "failed"} {
+	for _, e := range []string{"stored", "delivered", "expired", "refused_full", "refused_sender", "refused_unknown", "taken_live", "failed"} {
 		b.events.WithLabelValues(e)
 	}
-	bctx, cancel := context.WithCancel(context.Background())
-	b.cancel = cancel
 	bus, err := cfg.Store.Subscribe(bctx, mailboxChannel)
 	if err != nil {
 		cfg.Log.Warn("mailbox: bus subscription failed", "err", err)
@@ -145,7 +181,7 @@ func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
 			cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: key}})
 			continue
 		}
-		b.add(user, waiting{key: key, at: m.Time})
+		b.add(user, waiting{key: key, at: m.Time, from: m.From})
 	}
 	go b.run(bctx, bus)
 	return b, nil
@@ -167,6 +203,10 @@ func (b *Mailbox) Count(event string) float64 {
 func (b *Mailbox) Close() {
 	b.cancel()
 	<-b.done
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // key makes a record key: the recipient (path-escaped, so that it holds
@@ -195,6 +235,7 @@ func (b *Mailbox) add(user string, w waiting) {
 	i, _ := slices.BinarySearchFunc(q, w, func(a, b waiting) int { return cmp.Or(a.at.Compare(b.at), strings.Compare(a.key, b.key)) })
 	b.index[user] = slices.Insert(q, i, w)
 	b.total++
+	b.senders[w.from]++
 }
 
 // drop removes key from user's index and reports whether it was there.
@@ -205,6 +246,9 @@ func (b *Mailbox) drop(user, key string) bool {
 	i := slices.IndexFunc(q, func(x waiting) bool { return x.key == key })
 	if i < 0 {
 		return false
+	}
+	if b.senders[q[i].from]--; b.senders[q[i].from] <= 0 {
+		delete(b.senders, q[i].from)
 	}
 	q = slices.Delete(q, i, i+1)
 	if len(q) == 0 {
@@ -248,7 +292,8 @@ func (b *Mailbox) run(ctx context.Context, bus <-chan []byte) {
 			if n.Removed {
 				b.drop(n.User, n.Key)
 			} else {
-				b.add(n.User, waiting{key: n.Key, at: n.Time})
+				b.add(n.User, waiting{key: n.Key, at: n.Time, from: n.From})
+				b.handOver(n.User)
 			}
 		}
 	}
@@ -281,34 +326,71 @@ func (b *Mailbox) sweep(ctx context.Context) {
 }
 
 // Put keeps m for its recipient. It fails with ErrUnknownUser for a
-// recipient messages are not kept for, ErrMailboxFull past a limit, or
-// the store's error; each outcome is counted.
+// recipient messages are not kept for, ErrSenderShare when m's sender has
+// MaxPerSender messages waiting, ErrMailboxFull past the recipient's or
+// the whole mailbox's limit, ErrTaken when m was delivered live meanwhile
+// (claim.go), or the store's error; each outcome is counted.
 func (b *Mailbox) Put(ctx context.Context, m Message) error {
 	if b.cfg.Known == nil || !b.cfg.Known(m.To) {
 		b.events.WithLabelValues("refused_unknown").Inc()
 		return ErrUnknownUser
 	}
-	b.mu.Lock()
-	full := len(b.index[m.To]) >= b.cfg.MaxPerUser || b.total >= b.cfg.MaxTotal
-	b.mu.Unlock()
-	if full {
-		b.events.WithLabelValues("refused_full").Inc()
-		return ErrMailboxFull
+	if err := b.limit(m); err != nil {
+		return err
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
+	switch ok, err := claim(ctx, b.cfg.Store, m.ID, claimStored); {
+	case err != nil:
+		b.events.WithLabelValues("failed").Inc()
+		return fmt.Errorf("messaging: claiming a message for %s: %w", m.To, err)
+	case !ok:
+		b.events.WithLabelValues("taken_live").Inc()
+		return ErrTaken
+	}
 	k := key(m)
 	if err := b.cfg.Store.Apply(ctx, []state.Change{{Kind: Offline, Key: k, Value: raw}}); err != nil {
 		b.events.WithLabelValues("failed").Inc()
+		// A listener that hears of it late may still deliver it.
+		unclaim(ctx, b.cfg.Store, m.ID, claimStored)
 		return fmt.Errorf("messaging: storing a message for %s: %w", m.To, err)
 	}
-	b.add(m.To, waiting{key: k, at: m.Time})
+	b.add(m.To, waiting{key: k, at: m.Time, from: m.From})
 	b.events.WithLabelValues("stored").Inc()
-	b.note(ctx, busNote{User: m.To, Key: k, Time: m.Time})
+	b.note(ctx, busNote{User: m.To, Key: k, Time: m.Time, From: m.From})
+	b.handOver(m.To)
 	return nil
 }
+
+// limit applies the mailbox's limits to m (the recipient's queue and the
+// whole mailbox, then the sender's share) and counts a refusal.
+func (b *Mailbox) limit(m Message) error {
+	b.mu.Lock()
+	sender := b.senders[m.From] >= b.cfg.MaxPerSender
+	full := len(b.index[m.To]) >= b.cfg.MaxPerUser || b.total >= b.cfg.MaxTotal
+	b.mu.Unlock()
+	switch {
+	case full:
+		b.events.WithLabelValues("refused_full").Inc()
+		return ErrMailboxFull
+	case sender:
+		b.events.WithLabelValues("refused_sender").Inc()
+		return ErrSenderShare
+	}
+	return nil
+}
+
+// Sent returns how many messages from sender wait, in all queues.
+func (b *Mailbox) Sent(sender string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.senders[sender]
+}
+
+// Keeps reports whether messages are kept for user (MailboxConfig.Known).
+func (b *Mailbox) Keeps(user string) bool { return b.cfg.Known != nil && b.cfg.Known(user) }
 
 // Waiting returns how many messages wait for user.
 func (b *Mailbox) Waiting(user string) int {
@@ -317,10 +399,20 @@ func (b *Mailbox) Waiting(user string) int {
 	return len(b.index[user])
 }
 
+// takeTTL bounds one hand-over's hold on a user's messages across control
+// planes (a hand-over over SIP is bounded to a minute by its caller); a
+// control plane that died holding it frees it this much later.
+const takeTTL = 2 * time.Minute
+
+// takeName is the lease of a hand-over of user's messages.
+func takeName(user string) string { return "mailbox/" + user }
+
 // Take returns the messages waiting for user, oldest first, and the
 // function to call when the hand-over is over; meanwhile another Take of
-// the same user returns nothing (two registrations at once do not both
-// deliver). The messages stay kept until reported with Delivered.
+// the same user returns nothing, on this control plane or another one
+// sharing the store (two registrations at once do not both deliver): the
+// hand-over holds the store's lease mailbox/USER. The messages stay kept
+// until reported with Delivered.
 func (b *Mailbox) Take(ctx context.Context, user string) ([]Message, func()) {
 	b.mu.Lock()
 	if b.delivering[user] || len(b.index[user]) == 0 {
@@ -333,12 +425,22 @@ func (b *Mailbox) Take(ctx context.Context, user string) ([]Message, func()) {
 		keys[i] = w.key
 	}
 	b.mu.Unlock()
+	release := func() {
+		b.mu.Lock()
+		delete(b.delivering, user)
+		b.mu.Unlock()
+	}
+	if ok, err := b.cfg.Store.Lease(ctx, takeName(user), b.origin, takeTTL); err != nil || !ok {
+		release() // another control plane is handing them over (or the store is away)
+		return nil, func() {}
+	}
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
-			b.mu.Lock()
-			delete(b.delivering, user)
-			b.mu.Unlock()
+			release()
+			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+			defer cancel()
+			b.cfg.Store.Release(ctx, takeName(user), b.origin)
 		})
 	}
 	var out []Message

@@ -12,7 +12,7 @@ import (
 
 func newTestMailbox(t *testing.T, st state.Store, perUser, total int) *Mailbox {
 	t.Helper()
-	b, err := NewMailbox(context.Background(), MailboxConfig{Store: st, MaxPerUser: perUser, MaxTotal: total, MaxAge: time.Hour,
+	b, err := NewMailbox(context.Background(), MailboxConfig{Store: st, MaxPerUser: perUser, MaxTotal: total, MaxPerSender: total, MaxAge: time.Hour,
 		Known: func(u string) bool { return u != "stranger" }})
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,8 @@
 // 3428) are bridged by package api (API to SIP) and package b2bua's
 // OnMessage hook (SIP to API). Messages for a user with no listener and
 // no reachable registration are kept by the Mailbox (mailbox.go) until the
-// user comes online.
+// user comes online. A message goes to its recipient once: either live to
+// its listeners or through the mailbox, never both (claim.go).
 package messaging
 
 import (
@@ -45,6 +46,15 @@ const resubscribe = time.Second
 
 // publishTimeout bounds the publication of a message that came over SIP.
 const publishTimeout = 2 * time.Second
+
+// busMessage is a message on the bus: the message itself (old readers
+// take it as a Message and ignore the rest) and whether its sender may
+// keep it in the mailbox, in which case listeners claim it before they
+// deliver it (claim.go).
+type busMessage struct {
+	Message
+	Keep bool `json:"keep,omitempty"`
+}
 
 // Message is one instant message.
 type Message struct {
@@ -96,6 +106,7 @@ type Hub struct {
 	mu        sync.Mutex // guards listeners
 	listeners map[string]map[chan Message]struct{}
 	lost      atomic.Uint64
+	yielded   atomic.Uint64
 }
 
 // New starts a Hub; Close stops it.
@@ -140,9 +151,9 @@ func (h *Hub) listen(ctx context.Context, ch <-chan []byte) {
 			h.cfg.Log.Warn("messaging: bus subscription failed", "err", err)
 		} else {
 			for b := range ch {
-				var m Message
+				var m busMessage
 				if json.Unmarshal(b, &m) == nil {
-					h.deliver(m)
+					h.deliver(ctx, m)
 				}
 			}
 		}
@@ -154,7 +165,29 @@ func (h *Hub) listen(ctx context.Context, ch <-chan []byte) {
 	}
 }
 
-func (h *Hub) deliver(m Message) {
+// deliver hands m to its recipient's listeners here. A message its sender
+// may keep is claimed for live delivery first (no lock held meanwhile):
+// when the sender's mailbox claimed it first, it is left to the mailbox,
+// which hands it to these listeners from there (Mailbox.handOver). When
+// the store cannot say, m is delivered: a duplicate beats a loss.
+func (h *Hub) deliver(ctx context.Context, bm busMessage) {
+	m := bm.Message
+	if bm.Keep && h.Listening(m.To) {
+		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		live, err := claim(cctx, h.cfg.Store, m.ID, claimLive)
+		cancel()
+		if err != nil {
+			h.cfg.Log.Warn("messaging: delivery not claimed; delivered all the same", "id", m.ID, "err", err)
+		} else if !live {
+			h.yielded.Add(1)
+			return
+		}
+	}
+	h.local(m)
+}
+
+// local hands m to its recipient's listeners on this process.
+func (h *Hub) local(m Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ch := range h.listeners[m.To] {
@@ -168,6 +201,10 @@ func (h *Hub) deliver(m Message) {
 
 // Lost counts messages listeners were too slow to take.
 func (h *Hub) Lost() uint64 { return h.lost.Load() }
+
+// Yielded counts messages not delivered live here because the sender's
+// mailbox had claimed them (they come from the mailbox instead).
+func (h *Hub) Yielded() uint64 { return h.yielded.Load() }
 
 // Listen returns a channel of the messages to user from now on, and the
 // function that stops it.
@@ -212,8 +249,11 @@ func (h *Hub) Listening(user string) bool {
 }
 
 // Send delivers m to its recipient's listeners on every control plane.
-func (h *Hub) Send(ctx context.Context, m Message) error {
-	b, err := json.Marshal(m)
+// keep says that the sender may keep m in the mailbox if nobody takes it
+// (Mailbox.Put): listeners then claim m before they deliver it, so that
+// it is delivered either live or from the mailbox, once.
+func (h *Hub) Send(ctx context.Context, m Message, keep bool) error {
+	b, err := json.Marshal(busMessage{Message: m, Keep: keep})
 	if err != nil {
 		return err
 	}
@@ -221,19 +261,22 @@ func (h *Hub) Send(ctx context.Context, m Message) error {
 }
 
 // FromSIP is b2bua's OnMessage hook: a MESSAGE from a SIP user goes to
-// the recipient's API listeners when its body is text. It does not block
-// (the publication runs on a goroutine of its own, bounded in time) and
-// reports whether the recipient listens on this process.
-func (h *Hub) FromSIP(from, to, contentType string, body []byte) bool {
+// the recipient's API listeners when its body is text. id is the
+// message's id, the same b2bua gives the Offline hook if nobody takes the
+// MESSAGE (so that a copy kept there and one delivered live are known to
+// be one message). It does not block (the publication runs on a goroutine
+// of its own, bounded in time) and reports whether the recipient listens
+// on this process.
+func (h *Hub) FromSIP(id, from, to, contentType string, body []byte) bool {
 	mt, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(contentType)), ";")
 	if mt != "text/plain" || CheckText(string(body)) != nil {
 		return false // is-composing, CPIM, binary: not for the API
 	}
-	m := Message{ID: NewID(), From: from, To: to, ContentType: contentType, Text: string(body), Time: time.Now().UTC(), Via: "sip"}
+	m := Message{ID: id, From: from, To: to, ContentType: contentType, Text: string(body), Time: time.Now().UTC(), Via: "sip"}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 		defer cancel()
-		if err := h.Send(ctx, m); err != nil {
+		if err := h.Send(ctx, m, true); err != nil {
 			h.cfg.Log.Warn("messaging: message from SIP not delivered to the API", "to", to, "err", err)
 		}
 	}()

@@ -36,7 +36,7 @@ func TestAcrossHubs(t *testing.T) {
 	defer cancel()
 	var got Message
 	for got.ID == "" { // the bus subscription starts in the background
-		if err := a.Send(ctx, Message{ID: NewID(), From: "alice", To: "bob", Text: "hi", Via: "api"}); err != nil {
+		if err := a.Send(ctx, Message{ID: NewID(), From: "alice", To: "bob", Text: "hi", Via: "api"}, false); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -55,10 +55,10 @@ func TestAcrossHubs(t *testing.T) {
 	default:
 	}
 	// From SIP: text goes, is-composing does not.
-	if !b.FromSIP("dave", "bob", "text/plain; charset=utf-8", []byte("from a phone")) {
+	if !b.FromSIP(NewID(), "dave", "bob", "text/plain; charset=utf-8", []byte("from a phone")) {
 		t.Fatal("bob listens here")
 	}
-	if b.FromSIP("dave", "bob", "application/im-iscomposing+xml", []byte("<x/>")) {
+	if b.FromSIP(NewID(), "dave", "bob", "application/im-iscomposing+xml", []byte("<x/>")) {
 		t.Fatal("is-composing taken")
 	}
 	for {

@@ -41,14 +41,16 @@ func (s *Server) knownForMail(user string) bool {
 }
 
 // keep is b2bua's Offline hook: a text MESSAGE nobody took is kept (202),
-// refused when the user's mailbox is full (480), else left to the
-// routing's answer.
-func (o *offlineMail) keep(from, to, contentType string, body []byte) int {
+// refused when the user's mailbox or the sender's share of the mailbox is
+// full (480), answered 200 when an API listener on another control plane
+// took it meanwhile (the id is the one messaging.Hub.FromSIP published),
+// else left to the routing's answer.
+func (o *offlineMail) keep(id, from, to, contentType string, body []byte) int {
 	mt, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(contentType)), ";")
 	if o.s.Mailbox == nil || mt != "text/plain" || messaging.CheckText(string(body)) != nil {
 		return 0 // is-composing and other non-text bodies are not kept
 	}
-	m := messaging.Message{ID: messaging.NewID(), From: from, To: to, ContentType: contentType, Text: string(body),
+	m := messaging.Message{ID: id, From: from, To: to, ContentType: contentType, Text: string(body),
 		Time: time.Now().UTC(), Via: "sip"}
 	ctx, cancel := context.WithTimeout(o.ctx, 2*time.Second)
 	defer cancel()
@@ -56,7 +58,10 @@ func (o *offlineMail) keep(from, to, contentType string, body []byte) int {
 	case err == nil:
 		o.s.log.Info("message kept for an offline user", "id", m.ID, "from", from, "to", to)
 		return 202
+	case errors.Is(err, messaging.ErrTaken):
+		return 200
 	case errors.Is(err, messaging.ErrMailboxFull):
+		o.s.log.Info("message refused: mailbox full", "id", m.ID, "from", from, "to", to, "err", err)
 		return 480
 	case errors.Is(err, messaging.ErrUnknownUser):
 		return 0

@@ -226,7 +226,8 @@ func New(opt Options) (_ *Server, err error) {
 	if cfg.OfflineMessages > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), startLoadTimeout)
 		s.Mailbox, err = messaging.NewMailbox(ctx, messaging.MailboxConfig{Store: s.store, Known: s.knownForMail,
-			MaxPerUser: cfg.OfflineMessages, MaxAge: cfg.OfflineMessageAge, Log: log.With("component", "mailbox")})
+			MaxPerUser: cfg.OfflineMessages, MaxPerSender: cfg.OfflineMessagesPerSender, MaxAge: cfg.OfflineMessageAge,
+			Live: s.Messages, Log: log.With("component", "mailbox")})
 		cancel()
 		if err != nil {
 			log.Warn("state store: offline messages not loaded; none are kept", "err", err)

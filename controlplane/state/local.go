@@ -51,9 +51,14 @@ func (b *localBus) subscribe(ctx context.Context, channel string) <-chan []byte 
 
 // localLeases are leases within the process.
 type localLeases struct {
-	mu     sync.Mutex // guards leases
+	mu     sync.Mutex // guards leases and swept
 	leases map[string]lease
+	swept  time.Time // last removal of expired leases
 }
+
+// leaseSweep paces the removal of expired leases, so that short-lived
+// ones (a message's delivery claim, package messaging) do not pile up.
+const leaseSweep = time.Minute
 
 type lease struct {
 	owner   string
@@ -65,6 +70,14 @@ func (l *localLeases) take(name, owner string, ttl time.Duration, now time.Time)
 	defer l.mu.Unlock()
 	if l.leases == nil {
 		l.leases = map[string]lease{}
+	}
+	if now.Sub(l.swept) > leaseSweep {
+		for n, cur := range l.leases {
+			if !now.Before(cur.expires) {
+				delete(l.leases, n)
+			}
+		}
+		l.swept = now
 	}
 	if cur, ok := l.leases[name]; ok && cur.owner != owner && now.Before(cur.expires) {
 		return false
