@@ -17,5 +17,5 @@ go vet ./...
 (cd deploy && go vet ./... && go test -count=1 -timeout 10m ./...)
 # The allocation pins (dataplane, log lines, a call) skip under -race (its instrumentation
 # allocates): run them once without it (a few seconds).
-go test -count=1 -run 'Allocs' ./dataplane/... ./internal/logging/ ./controlplane/server/ ./controlplane/sipnet/
+go test -count=1 -run 'Allocs' ./dataplane/... ./third_party/... ./internal/logging/ ./controlplane/server/ ./controlplane/sipnet/
 go test -race -timeout 14m "$@" ./...

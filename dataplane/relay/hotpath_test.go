@@ -23,6 +23,7 @@ import (
 	"github.com/strait-sbc/strait/dataplane/portalloc"
 	"github.com/strait-sbc/strait/internal/racecheck"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+	forksrtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // hotPath is one WebRTC<->plain session wired into a worker by hand, with
@@ -143,8 +144,8 @@ func newHotPathIO(tb testing.TB, profile srtp.ProtectionProfile, io batchconn.Mo
 	for i := range k1 {
 		k1[i], k2[i] = byte(i), byte(100+i)
 	}
-	dec, _ := srtp.CreateContext(k1, s1, profile, replayOptions()...)
-	enc, _ := srtp.CreateContext(k2, s2, profile)
+	dec, _ := forksrtp.CreateContext(k1, s1, profile, replayOptions()...)
+	enc, _ := forksrtp.CreateContext(k2, s2, profile)
 	h.browserEnc, _ = srtp.CreateContext(k1, s1, profile)
 	h.web.dec, h.web.enc = dec, enc
 	h.web.state.Store(int32(pb.LegState_LEG_STATE_CONNECTED))

@@ -3,7 +3,7 @@ package relay
 import (
 	"errors"
 
-	"github.com/pion/srtp/v3"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // newContexts creates the pair of SRTP contexts of one leg or stream: dec

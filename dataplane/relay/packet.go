@@ -5,13 +5,12 @@ import (
 	"errors"
 	"net/netip"
 
-	"github.com/pion/srtp/v3"
-
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/demux"
 	"github.com/strait-sbc/strait/dataplane/icelite"
 	"github.com/strait-sbc/strait/dataplane/rewrite"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // This file is the per-packet path. Nothing here allocates, locks a table

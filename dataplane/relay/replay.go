@@ -1,8 +1,9 @@
 package relay
 
 import (
-	"github.com/pion/srtp/v3"
 	"github.com/pion/transport/v5/replaydetector"
+
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // replayWindow is the replay list of one inbound SSRC (RFC 3711 section

@@ -7,6 +7,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/transport/v5/replaydetector"
+
+	forksrtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // TestReplayWindowMatchesPion drives replayWindow and pion's own sliding
@@ -78,25 +80,36 @@ func BenchmarkReplayWindow(b *testing.B) {
 // contexts in turn, as a node with 1 000 browsers does: each context's
 // state is out of cache by its next packet, so what the per-packet work
 // touches weighs more than the instructions (a single hot context hides
-// it). "pion" is pion's own replay window, "strait" replayWindow.
+// it). "pion" is upstream pion/srtp with its own replay window,
+// "pion+window" upstream with replayWindow, "fork" the relay's contexts
+// (third_party/pionsrtp with replayWindow).
 func BenchmarkDecryptManyLegs(b *testing.B) {
 	const legs = 1000
+	type decrypter interface {
+		DecryptRTP(dst, encrypted []byte, header *rtp.Header) ([]byte, error)
+	}
 	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
-		for _, window := range []string{"pion", "strait"} {
-			b.Run(profileName(profile)+"/"+window, func(b *testing.B) {
+		for _, variant := range []string{"pion", "pion+window", "fork"} {
+			b.Run(profileName(profile)+"/"+variant, func(b *testing.B) {
 				kl, _ := profile.KeyLen()
 				sl, _ := profile.SaltLen()
-				decs := make([]*srtp.Context, legs)
+				decs := make([]decrypter, legs)
 				encs := make([]*srtp.Context, legs)
 				for i := range decs {
 					key, salt := make([]byte, kl), make([]byte, sl)
 					key[0], key[1] = byte(i), byte(i>>8)
-					opts := replayOptions()
-					if window == "pion" {
-						opts = []srtp.ContextOption{srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow)}
-					}
 					var err error
-					if decs[i], err = srtp.CreateContext(key, salt, profile, opts...); err != nil {
+					switch variant {
+					case "pion":
+						decs[i], err = srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
+					case "pion+window":
+						decs[i], err = srtp.CreateContext(key, salt, profile,
+							srtp.SRTPReplayDetectorFactory(func() replaydetector.ReplayDetector { return &replayWindow{max: maxSRTPIndex} }),
+							srtp.SRTCPReplayDetectorFactory(func() replaydetector.ReplayDetector { return &replayWindow{max: maxSRTCPIndex} }))
+					default:
+						decs[i], err = forksrtp.CreateContext(key, salt, profile, replayOptions()...)
+					}
+					if err != nil {
 						b.Fatal(err)
 					}
 					encs[i], _ = srtp.CreateContext(key, salt, profile)

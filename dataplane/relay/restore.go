@@ -8,13 +8,13 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pion/srtp/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/strait-sbc/strait/dataplane/dtlsleg"
 	"github.com/strait-sbc/strait/dataplane/rewrite"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // Carrying sessions over a restart of the process that runs the engine

@@ -3,7 +3,7 @@ package relay
 import (
 	"errors"
 
-	"github.com/pion/srtp/v3"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // A WebRTC peer starts sending SRTP as soon as its side of the DTLS

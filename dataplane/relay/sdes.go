@@ -5,10 +5,10 @@ import (
 	"crypto/rand"
 	"fmt"
 
-	"github.com/pion/srtp/v3"
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // sdesProfile maps an RFC 4568 crypto-suite name to a pion/srtp profile.

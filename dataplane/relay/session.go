@@ -6,12 +6,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/srtp/v3"
-
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 	"github.com/strait-sbc/strait/dataplane/icelite"
 	"github.com/strait-sbc/strait/dataplane/rewrite"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
+	srtp "github.com/strait-sbc/strait/third_party/pionsrtp"
 )
 
 // Session is one media relationship: two legs, or one for an echo session.

@@ -97,6 +97,16 @@ type Context struct {
 	srtpSSRCStates  map[uint32]*srtpSSRCState
 	srtcpSSRCStates map[uint32]*srtcpSSRCState
 
+	// Strait: the state of the SSRC the last packet was for (nearly
+	// always the next one's: a context serves one or two streams), so
+	// that a packet costs no map lookup; and a spare state for packets
+	// with an SSRC the context does not know, which is committed (and
+	// replaced) only when such a packet authenticates, so that forged
+	// SSRCs allocate nothing. Both only ever point to states in the maps
+	// (last) or to a state no packet has changed (spare).
+	lastSRTP, spareSRTP   *srtpSSRCState
+	lastSRTCP, spareSRTCP *srtcpSSRCState
+
 	newSRTCPReplayDetector func() replaydetector.ReplayDetector
 	newSRTPReplayDetector  func() replaydetector.ReplayDetector
 
@@ -179,23 +189,6 @@ func CreateContext(
 	return c, nil
 }
 
-// contextWithKey creates a fresh context with the current settings.
-func (c *Context) contextWithKey(masterKey, masterSalt []byte, profile ProtectionProfile) (*Context, error) {
-	return CreateContext(masterKey, masterSalt, profile, func(next *Context) error {
-		next.newSRTPReplayDetector = c.newSRTPReplayDetector
-		next.newSRTCPReplayDetector = c.newSRTCPReplayDetector
-		next.sendMKI = bytes.Clone(c.sendMKI)
-		next.encryptSRTP = c.encryptSRTP
-		next.encryptSRTCP = c.encryptSRTCP
-		next.rccMode = c.rccMode
-		next.rocTransmitRate = c.rocTransmitRate
-		next.authTagRTPLen = c.authTagRTPLen
-		next.cryptexMode = c.cryptexMode
-
-		return nil
-	})
-}
-
 // AddCipherForMKI adds new MKI with associated masker key and salt.
 // Context must be created with MasterKeyIndicator option
 // to enable MKI support. MKI must be unique and have the same length as the one used for creating Context.
@@ -237,10 +230,7 @@ func (c *Context) createCipher(mki, masterKey, masterSalt []byte, encryptSRTP, e
 		return nil, fmt.Errorf("%w expected(%d) actual(%d)", errShortSrtpMasterSalt, saltLen, masterSaltLen)
 	}
 
-	profileWithArgs := protectionProfileWithArgs{
-		ProtectionProfile: c.profile,
-		authTagRTPLen:     c.authTagRTPLen,
-	}
+	profileWithArgs := newProtectionProfileWithArgs(c.profile, c.authTagRTPLen)
 
 	useCryptex := c.cryptexMode != CryptexModeDisabled && encryptSRTP
 	switch c.profile {
@@ -340,11 +330,23 @@ func (s *srtpSSRCState) updateRolloverCount(sequenceNumber uint16, difference in
 }
 
 func (c *Context) getSRTPSSRCState(ssrc uint32, keepNew bool) (*srtpSSRCState, bool) {
+	if state := c.lastSRTP; state != nil && state.ssrc == ssrc {
+		return state, true
+	}
 	state, ok := c.srtpSSRCStates[ssrc]
 	if ok {
+		c.lastSRTP = state
+
 		return state, true
 	}
 
+	if !keepNew && c.spareSRTP != nil {
+		// Strait: no packet changed the spare (it is committed by
+		// setSRTPSSRCState before anything records in it), so it is as new.
+		c.spareSRTP.ssrc = ssrc
+
+		return c.spareSRTP, false
+	}
 	state = &srtpSSRCState{
 		ssrc:           ssrc,
 		replayDetector: c.newSRTPReplayDetector(),
@@ -352,17 +354,30 @@ func (c *Context) getSRTPSSRCState(ssrc uint32, keepNew bool) (*srtpSSRCState, b
 	state.checkAccepter, _ = state.replayDetector.(replaydetector.CheckAccepter)
 	if keepNew {
 		c.srtpSSRCStates[ssrc] = state
+		c.lastSRTP = state
+	} else {
+		c.spareSRTP = state
 	}
 
 	return state, false
 }
 
 func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState, bool) {
+	if state := c.lastSRTCP; state != nil && state.ssrc == ssrc {
+		return state, true
+	}
 	state, ok := c.srtcpSSRCStates[ssrc]
 	if ok {
+		c.lastSRTCP = state
+
 		return state, true
 	}
 
+	if !keepNew && c.spareSRTCP != nil {
+		c.spareSRTCP.ssrc = ssrc
+
+		return c.spareSRTCP, false
+	}
 	state = &srtcpSSRCState{
 		ssrc:           ssrc,
 		replayDetector: c.newSRTCPReplayDetector(),
@@ -370,6 +385,9 @@ func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState,
 	state.checkAccepter, _ = state.replayDetector.(replaydetector.CheckAccepter)
 	if keepNew {
 		c.srtcpSSRCStates[ssrc] = state
+		c.lastSRTCP = state
+	} else {
+		c.spareSRTCP = state
 	}
 
 	return state, false
@@ -377,10 +395,18 @@ func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState,
 
 func (c *Context) setSRTPSSRCState(state *srtpSSRCState) {
 	c.srtpSSRCStates[state.ssrc] = state
+	c.lastSRTP = state
+	if state == c.spareSRTP {
+		c.spareSRTP = nil
+	}
 }
 
 func (c *Context) setSRTCPSSRCState(state *srtcpSSRCState) {
 	c.srtcpSSRCStates[state.ssrc] = state
+	c.lastSRTCP = state
+	if state == c.spareSRTCP {
+		c.spareSRTCP = nil
+	}
 }
 
 // ROC returns SRTP rollover counter value of specified SSRC.

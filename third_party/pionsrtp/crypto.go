@@ -4,58 +4,47 @@
 package srtp
 
 import (
+	"crypto/aes"
 	"crypto/cipher"
-	"sync"
+	"encoding/binary"
 
 	"github.com/pion/transport/v5/utils/xor"
 )
 
-// incrementCTR increments a big-endian integer of arbitrary size.
-func incrementCTR(ctr []byte) {
-	for i := len(ctr) - 1; i >= 0; i-- {
-		ctr[i]++
-		if ctr[i] != 0 {
-			break
-		}
-	}
-}
-
-const xorBufferSize = 32
-
-var xorBufferPool = sync.Pool{ // nolint:gochecknoglobals
-	New: func() any {
-		return make([]byte, xorBufferSize)
-	},
-}
+// ctrKeystreamSize is how much keystream a cipher builds at a time (a
+// multiple of the block size): a G.711 or Opus payload in one go.
+const ctrKeystreamSize = 256
 
 // xorBytesCTR performs CTR encryption and decryption.
 // It is equivalent to cipher.NewCTR followed by XORKeyStream.
-func xorBytesCTR(block cipher.Block, iv []byte, dst, src []byte) error {
-	if len(iv) != block.BlockSize() || (len(iv)+block.BlockSize()) > xorBufferSize {
+//
+// Strait: the keystream of up to len(ks) bytes (a multiple of the block
+// size; ks is the cipher's own buffer, as a Context is used by one
+// goroutine at a time) is built with the counter held in two words and
+// XORed in one call, where upstream takes a pooled buffer, increments the
+// counter byte by byte and XORs once per 16-byte block. The counter is
+// the same 128-bit big-endian integer, so the keystream is upstream's
+// (TestXorBytesCTRMatchesStdlib).
+func xorBytesCTR(block cipher.Block, iv []byte, dst, src, ks []byte) error {
+	const bs = aes.BlockSize
+	if len(iv) != bs || block.BlockSize() != bs || len(ks) < bs || len(ks)%bs != 0 {
 		return errBadIVLength
 	}
-
-	xorBuf := xorBufferPool.Get()
-	defer xorBufferPool.Put(xorBuf)
-	buffer, ok := xorBuf.([]byte)
-	if !ok {
-		return errFailedTypeAssertion
-	}
-
-	ctr := buffer[:len(iv)]
-	copy(ctr, iv)
-	bs := block.BlockSize()
-	stream := buffer[len(iv) : len(iv)+bs]
-
-	i := 0
-	for i < len(src) {
-		block.Encrypt(stream, ctr)
-		incrementCTR(ctr)
-		n := xor.XorBytes(dst[i:], src[i:], stream)
-		if n == 0 {
-			break
+	hi, lo := binary.BigEndian.Uint64(iv[:8]), binary.BigEndian.Uint64(iv[8:])
+	n := min(len(dst), len(src))
+	for off := 0; off < n; {
+		chunk := min(n-off, len(ks))
+		for b := 0; b < chunk; b += bs {
+			binary.BigEndian.PutUint64(ks[b:], hi)
+			binary.BigEndian.PutUint64(ks[b+8:], lo)
+			block.Encrypt(ks[b:b+bs], ks[b:b+bs])
+			lo++
+			if lo == 0 {
+				hi++
+			}
 		}
-		i += n
+		xor.XorBytes(dst[off:off+chunk], src[off:off+chunk], ks[:chunk])
+		off += chunk
 	}
 
 	return nil

@@ -5,7 +5,6 @@ package srtp
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/transport/v5/replaydetector"
@@ -43,7 +42,7 @@ func (c *Context) decryptRTCP(dst, encrypted []byte) ([]byte, error) {
 
 	// Verify that encrypted packet is long enough
 	if len(encrypted) < (srtcpHeaderSize + aeadAuthTagLen + srtcpIndexSize + mkiLen + authTagLen) {
-		return nil, fmt.Errorf("%w: %d", errTooShortRTCP, len(encrypted))
+		return nil, errTooShortRTCP // Strait: no allocation per short packet
 	}
 
 	index := c.cipher.getRTCPIndex(encrypted)
@@ -71,7 +70,7 @@ func (c *Context) decryptRTCP(dst, encrypted []byte) ([]byte, error) {
 		markAsValid, ok = ssrcState.replayDetector.Check(uint64(index))
 	}
 	if !ok {
-		return nil, &duplicatedError{Proto: "srtcp", SSRC: ssrc, Index: index}
+		return nil, errDuplicatedSRTCP // Strait: no allocation per replayed packet
 	}
 
 	cipher := c.cipher
@@ -117,7 +116,7 @@ func (c *Context) DecryptRTCP(dst, encrypted []byte, header *rtcp.Header) ([]byt
 
 func (c *Context) encryptRTCP(dst, decrypted []byte) ([]byte, error) {
 	if len(decrypted) < srtcpHeaderSize {
-		return nil, fmt.Errorf("%w: %d", errTooShortRTCP, len(decrypted))
+		return nil, errTooShortRTCP
 	}
 
 	ssrc := binary.BigEndian.Uint32(decrypted[4:])

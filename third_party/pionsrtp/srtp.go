@@ -2,11 +2,16 @@
 // SPDX-License-Identifier: MIT
 
 // Package srtp implements Secure Real-time Transport Protocol
+//
+// Strait: this is pion/srtp v3.1.3's Context (github.com/pion/srtp/v3, MIT,
+// see LICENSE), vendored for the dataplane's per-packet work: the changes
+// are listed in README.md and marked "Strait:" in the code, and
+// differential_test.go pins the fork to upstream (the same bytes out, the
+// same failures).
 package srtp
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/pion/rtp"
 	"github.com/pion/transport/v5/replaydetector"
@@ -38,7 +43,7 @@ func (c *Context) decryptRTP(dst, ciphertext []byte, header *rtp.Header, headerL
 
 	// Verify that encrypted packet is long enough
 	if len(ciphertext) < (headerLen + aeadAuthTagLen + mkiLen + authTagLen) {
-		return nil, fmt.Errorf("%w: %d", errTooShortRTP, len(ciphertext))
+		return nil, errTooShortRTP // Strait: no allocation per short packet
 	}
 
 	// The SSRC in the RTP header is unauthenticated at this point. getSRTPSSRCState is
@@ -77,9 +82,7 @@ func (c *Context) decryptRTP(dst, ciphertext []byte, header *rtp.Header, headerL
 		markAsValid, ok = ssrcState.replayDetector.Check(index)
 	}
 	if !ok {
-		return nil, &duplicatedError{
-			Proto: "srtp", SSRC: header.SSRC, Index: uint32(header.SequenceNumber),
-		}
+		return nil, errDuplicatedSRTP // Strait: no allocation per replayed packet
 	}
 
 	err = c.checkCryptex(header)

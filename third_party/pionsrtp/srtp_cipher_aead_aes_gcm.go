@@ -7,7 +7,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
-	"fmt"
 
 	"github.com/pion/rtp"
 )
@@ -228,11 +227,11 @@ func (s *srtpCipherAeadAesGcm) doDecryptRTP(dst, ciphertext []byte, header *rtp.
 	case isCryptexPacket(header):
 		err := decryptCryptexRTP(dst, ciphertext, sameBuffer, header, headerLen, decrypt)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrFailedToVerifyAuthTag, err)
+			return ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
 		}
 	case s.srtpEncrypted:
 		if err := decrypt(dst, ciphertext[:nEnd], headerLen); err != nil {
-			return fmt.Errorf("%w: %w", ErrFailedToVerifyAuthTag, err)
+			return ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
 		}
 		// Copy the header unencrypted.
 		if !sameBuffer {
@@ -243,7 +242,7 @@ func (s *srtpCipherAeadAesGcm) doDecryptRTP(dst, ciphertext []byte, header *rtp.
 		if _, err := s.srtpCipher.Open(
 			nil, s.rtpIV[:], ciphertext[nDataEnd:nEnd], ciphertext[:nDataEnd],
 		); err != nil {
-			return fmt.Errorf("%w: %w", ErrFailedToVerifyAuthTag, err)
+			return ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
 		}
 		// Copy the header and payload unencrypted.
 		if !sameBuffer {
@@ -316,7 +315,7 @@ func (s *srtpCipherAeadAesGcm) decryptRTCP(dst, encrypted []byte, srtcpIndex, ss
 		s.rtcpAAD = s.rtcpAdditionalAuthenticatedData(encrypted, srtcpIndex)
 		if _, err := s.srtcpCipher.Open(dst[srtcpHeaderSize:srtcpHeaderSize], s.rtcpIV[:], encrypted[srtcpHeaderSize:aadPos],
 			s.rtcpAAD[:]); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrFailedToVerifyAuthTag, err)
+			return nil, ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
 		}
 	} else {
 		// Prepare AAD for received packet.
@@ -326,7 +325,7 @@ func (s *srtpCipherAeadAesGcm) decryptRTCP(dst, encrypted []byte, srtcpIndex, ss
 		copy(aad[dataEnd:], encrypted[aadPos:aadPos+4])
 		// Verify the auth tag.
 		if _, err := s.srtcpCipher.Open(nil, s.rtcpIV[:], encrypted[dataEnd:aadPos], aad); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrFailedToVerifyAuthTag, err)
+			return nil, ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
 		}
 		// Copy the unencrypted payload.
 		if !sameBuffer {

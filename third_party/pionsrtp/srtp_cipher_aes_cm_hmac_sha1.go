@@ -35,6 +35,9 @@ type srtpCipherAesCmHmacSha1 struct {
 	// Pre-allocated buffers for auth tag to avoid heap allocation in hot path.
 	authBuf     [4 + sha1.Size]byte // 4 bytes ROC + 20 bytes SHA1
 	rtcpAuthBuf [sha1.Size]byte
+
+	// Strait: the counter mode's keystream buffer (see xorBytesCTR).
+	keystream [ctrKeystreamSize]byte
 }
 
 func (s *srtpCipherAesCmHmacSha1) setCryptex(useCryptex bool) {
@@ -158,7 +161,7 @@ func (s *srtpCipherAesCmHmacSha1) doEncryptRTP(dst []byte, header *rtp.Header, h
 	encrypt := func(dst, plaintext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], plaintext[headerLen:])
+		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], plaintext[headerLen:], s.keystream[:])
 	}
 
 	var err error
@@ -244,7 +247,7 @@ func (s *srtpCipherAesCmHmacSha1) doDecryptRTP(dst, ciphertext []byte, header *r
 	decrypt := func(dst, ciphertext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], ciphertext[headerLen:])
+		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], ciphertext[headerLen:], s.keystream[:])
 	}
 
 	switch {
@@ -291,7 +294,7 @@ func (s *srtpCipherAesCmHmacSha1) encryptRTCP(dst, decrypted []byte, srtcpIndex 
 	// Encrypt everything after header
 	if s.srtcpEncrypted {
 		counter := generateCounter(uint16(srtcpIndex&0xffff), srtcpIndex>>16, ssrc, s.srtcpSessionSalt) //nolint:gosec // G115
-		if err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], decrypted[srtcpHeaderSize:]); err != nil {
+		if err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], decrypted[srtcpHeaderSize:], s.keystream[:]); err != nil {
 			return nil, err
 		}
 
@@ -360,7 +363,7 @@ func (s *srtpCipherAesCmHmacSha1) decryptRTCP(dst, encrypted []byte, index, ssrc
 	isEncrypted := encrypted[decryptedLen]&srtcpEncryptionFlag != 0
 	if isEncrypted {
 		counter := generateCounter(uint16(index&0xffff), index>>16, ssrc, s.srtcpSessionSalt) //nolint:gosec // G115
-		err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:decryptedLen])
+		err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:decryptedLen], s.keystream[:])
 	} else if !sameBuffer {
 		copy(dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:])
 	}
