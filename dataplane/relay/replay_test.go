@@ -81,7 +81,7 @@ func BenchmarkReplayWindow(b *testing.B) {
 // state is out of cache by its next packet, so what the per-packet work
 // touches weighs more than the instructions (a single hot context hides
 // it). "pion" is upstream pion/srtp with its own replay window,
-// "pion+window" upstream with replayWindow, "fork" the relay's contexts
+// "pionwindow" upstream with replayWindow, "fork" the relay's contexts
 // (third_party/pionsrtp with replayWindow).
 func BenchmarkDecryptManyLegs(b *testing.B) {
 	const legs = 1000
@@ -89,7 +89,7 @@ func BenchmarkDecryptManyLegs(b *testing.B) {
 		DecryptRTP(dst, encrypted []byte, header *rtp.Header) ([]byte, error)
 	}
 	for _, profile := range []srtp.ProtectionProfile{srtp.ProtectionProfileAeadAes128Gcm, srtp.ProtectionProfileAes128CmHmacSha1_80} {
-		for _, variant := range []string{"pion", "pion+window", "fork"} {
+		for _, variant := range []string{"pion", "pionwindow", "fork"} {
 			b.Run(profileName(profile)+"/"+variant, func(b *testing.B) {
 				kl, _ := profile.KeyLen()
 				sl, _ := profile.SaltLen()
@@ -102,7 +102,7 @@ func BenchmarkDecryptManyLegs(b *testing.B) {
 					switch variant {
 					case "pion":
 						decs[i], err = srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
-					case "pion+window":
+					case "pionwindow":
 						decs[i], err = srtp.CreateContext(key, salt, profile,
 							srtp.SRTPReplayDetectorFactory(func() replaydetector.ReplayDetector { return &replayWindow{max: maxSRTPIndex} }),
 							srtp.SRTCPReplayDetectorFactory(func() replaydetector.ReplayDetector { return &replayWindow{max: maxSRTCPIndex} }))

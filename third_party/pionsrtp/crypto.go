@@ -11,20 +11,18 @@ import (
 	"github.com/pion/transport/v5/utils/xor"
 )
 
-// ctrKeystreamSize is how much keystream a cipher builds at a time (a
-// multiple of the block size): a G.711 or Opus payload in one go.
-const ctrKeystreamSize = 256
-
 // xorBytesCTR performs CTR encryption and decryption.
 // It is equivalent to cipher.NewCTR followed by XORKeyStream.
 //
-// Strait: the keystream of up to len(ks) bytes (a multiple of the block
-// size; ks is the cipher's own buffer, as a Context is used by one
-// goroutine at a time) is built with the counter held in two words and
-// XORed in one call, where upstream takes a pooled buffer, increments the
-// counter byte by byte and XORs once per 16-byte block. The counter is
-// the same 128-bit big-endian integer, so the keystream is upstream's
-// (TestXorBytesCTRMatchesStdlib).
+// Strait: the keystream of up to len(ks) bytes at a time (a multiple of
+// the block size; ks is the cipher's own buffer, as a Context is used by
+// one goroutine at a time) is built with the counter held in two words and
+// XORed in one call, where upstream takes a pooled buffer (Get and a
+// deferred Put per packet) and increments the counter byte by byte. The
+// counter is the same 128-bit big-endian integer, so the keystream is
+// upstream's (TestXorBytesCTRMatchesStdlib). The ciphers give it one
+// block: a buffer per context large enough for a whole payload is cold
+// memory to write at every packet when a node serves thousands of them.
 func xorBytesCTR(block cipher.Block, iv []byte, dst, src, ks []byte) error {
 	const bs = aes.BlockSize
 	if len(iv) != bs || block.BlockSize() != bs || len(ks) < bs || len(ks)%bs != 0 {

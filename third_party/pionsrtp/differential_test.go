@@ -310,7 +310,6 @@ func TestXorBytesCTRMatchesStdlib(t *testing.T) {
 		}
 		ivs = append(ivs, iv)
 	}
-	var ks [ctrKeystreamSize]byte
 	for _, iv := range ivs {
 		for _, n := range []int{0, 1, 15, 16, 17, 160, 255, 256, 257, 1200, 1500} {
 			src := make([]byte, n)
@@ -319,12 +318,14 @@ func TestXorBytesCTRMatchesStdlib(t *testing.T) {
 			}
 			want := make([]byte, n)
 			cipher.NewCTR(block, iv).XORKeyStream(want, src)
-			got := bytes.Clone(src)
-			if err := xorBytesCTR(block, iv, got, got, ks[:]); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("iv %x, %d bytes: keystream differs from crypto/cipher's CTR", iv, n)
+			for _, ksLen := range []int{16, 64, 256} {
+				got := bytes.Clone(src)
+				if err := xorBytesCTR(block, iv, got, got, make([]byte, ksLen)); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("iv %x, %d bytes, keystream buffer %d: differs from crypto/cipher's CTR", iv, n, ksLen)
+				}
 			}
 		}
 	}

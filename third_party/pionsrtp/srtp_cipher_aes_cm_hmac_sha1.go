@@ -33,11 +33,11 @@ type srtpCipherAesCmHmacSha1 struct {
 	useCryptex bool
 
 	// Pre-allocated buffers for auth tag to avoid heap allocation in hot path.
-	authBuf     [4 + sha1.Size]byte // 4 bytes ROC + 20 bytes SHA1
+	authBuf [4 + sha1.Size]byte // 4 bytes ROC + 20 bytes SHA1
+	// Strait: the counter mode's keystream block (see xorBytesCTR),
+	// beside authBuf, which every packet touches too.
+	keystream   [aes.BlockSize]byte
 	rtcpAuthBuf [sha1.Size]byte
-
-	// Strait: the counter mode's keystream buffer (see xorBytesCTR).
-	keystream [ctrKeystreamSize]byte
 }
 
 func (s *srtpCipherAesCmHmacSha1) setCryptex(useCryptex bool) {
