@@ -24,7 +24,8 @@ import (
 // rings on Strait's event stream, shows the caller, answers with its own
 // RTCPeerConnection through strait.js: it hears the PBX's tone and the PBX
 // gets its RTP (capture); it hangs up and the PBX gets the BYE. The next
-// call is declined with 486 chosen in the page, which the PBX gets.
+// call is declined with 486 chosen in the page, which the PBX gets; the
+// last one the caller cancels while the page rings: the ringing stops.
 func TestWebAppAnswersCalls(t *testing.T) {
 	t.Parallel()
 	e := harness.New(t, harness.NeedStrait, harness.NeedChromium, harness.NeedSipp)
@@ -95,6 +96,19 @@ func TestWebAppAnswersCalls(t *testing.T) {
 		}
 		if err := busy.Wait(ctx); err != nil {
 			return fmt.Errorf("the PBX's refused call: %w", err)
+		}
+		return p.NoExceptions()
+	})
+	idle(e, s, base)
+
+	cancelled := e.StartSipp(harness.SippConfig{Name: "pbx-cancel", Scenario: "uac_cancel.xml", Remote: s.SIPAddr, Service: "8003", Port: callerPort})
+	e.Step("the caller gives up while the page rings: the ring stops, the CANCEL is answered", 15*time.Second, func(ctx context.Context) error {
+		if err := p.WaitFor(ctx, `app.state === "ended" && app.reason === "caller gave up" && document.getElementById("incoming").hidden &&
+			app.events.filter((e) => e.type === "state" && e.detail === "incoming").length === 3`); err != nil {
+			return err
+		}
+		if err := cancelled.Wait(ctx); err != nil {
+			return fmt.Errorf("the PBX's cancelled call: %w", err)
 		}
 		return p.NoExceptions()
 	})
