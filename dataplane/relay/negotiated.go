@@ -42,9 +42,11 @@ type streamConfig struct {
 	// stream for the same answer).
 	clocks []ptClock
 	// emodel is the E-model's figures for the stream's first codec, clock0
-	// that codec's clock rate (the unit of the jitter the peer reports).
+	// that codec's clock rate (the unit of the jitter the peer reports) and
+	// pt0 its payload type (clocks[0], kept here too: see clock).
 	emodel quality.Codec
 	clock0 uint32
+	pt0    uint8
 	// rewriteSSRC: media sent on this stream carries Stream.localSSRC.
 	rewriteSSRC bool
 	// Plain streams: the SDP addresses, and whether only they are accepted.
@@ -104,7 +106,7 @@ func compile(legs []*Leg, streams [][]*Stream, specs []*pb.LegSpec, old *session
 				pt := uint8(c.GetPayloadType())
 				sc.clocks = append(sc.clocks, ptClock{pt, c.GetClockRate()})
 				if len(sc.clocks) == 1 {
-					sc.emodel, sc.clock0 = quality.CodecByName(c.GetName()), c.GetClockRate()
+					sc.emodel, sc.clock0, sc.pt0 = quality.CodecByName(c.GetName()), c.GetClockRate(), pt
 				}
 				if l.kind == pb.LegKind_LEG_KIND_WEBRTC {
 					if prev := lc.ptStream[pt]; prev >= 0 && int(prev) != j {
@@ -219,6 +221,12 @@ type ptClock struct {
 // clock returns the clock rate of payload type pt sent on the stream, or 0
 // (unknown) if it has none.
 func (sc *streamConfig) clock(pt uint8) uint32 {
+	// The first codec's, nearly every packet's, is answered from the
+	// cache line the table's header is on: reading the table was one more
+	// cache miss per packet (15% of worker.relay's samples at 500 sessions).
+	if len(sc.clocks) > 0 && pt == sc.pt0 {
+		return sc.clock0
+	}
 	for _, c := range sc.clocks {
 		if c.pt == pt {
 			return c.clock

@@ -215,3 +215,25 @@ func TestQualityAllocs(t *testing.T) {
 		t.Fatalf("receiver statistics: %+v", s)
 	}
 }
+
+// TestStreamClock: a payload type's clock rate comes from the stream's
+// codecs, the first one's without reading the table, the first listing of
+// a payload type winning as before.
+func TestStreamClock(t *testing.T) {
+	sc := streamConfig{
+		clocks: []ptClock{{0, 8000}, {101, 8000}, {111, 48000}, {0, 16000}},
+		clock0: 8000,
+		pt0:    0,
+	}
+	for _, c := range []struct {
+		pt   uint8
+		want uint32
+	}{{0, 8000}, {101, 8000}, {111, 48000}, {9, 0}} {
+		if got := sc.clock(c.pt); got != c.want {
+			t.Errorf("clock(%d) = %d, want %d", c.pt, got, c.want)
+		}
+	}
+	if got := (&streamConfig{}).clock(0); got != 0 {
+		t.Errorf("no codecs: clock(0) = %d, want 0", got)
+	}
+}
