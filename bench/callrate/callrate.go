@@ -73,6 +73,11 @@ type Config struct {
 	// Wire captures strait's SIP port with dumpcap and reports strait's
 	// own answer times from the kernel's timestamps (Result.Wire*).
 	Wire bool
+	// CompanionPID, when set, is a process that serves strait (the state
+	// store's redis-server): its CPU is measured over the same window as
+	// strait's (CompanionCPUPerCallMs), not over strait's start, settle
+	// and drain as well.
+	CompanionPID int
 }
 
 // Result is one run's figures.
@@ -92,6 +97,9 @@ type Result struct {
 	// machine with strait, and the two together must fit in its CPUs for
 	// the response times to be strait's and not a queue for a CPU.
 	SippCPUPerCallMs float64 `json:"sipp_cpu_per_call_ms"`
+	// CompanionCPUPerCallMs is Config.CompanionPID's CPU time per call,
+	// over the same window as CPUPerCallMs.
+	CompanionCPUPerCallMs float64 `json:"companion_cpu_per_call_ms,omitempty"`
 	// MachineBusy is the share of all the machine's CPUs busy while the
 	// calls were placed (/proc/stat), and OthersCPUS the CPU time of
 	// everything but strait and sipp in that time (other engineers'
@@ -295,6 +303,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	comp0 := companionCPU(cfg.CompanionPID)
 	counter, cerr := procstat.StartPerfSyscalls(pid)
 	if cerr != nil {
 		res.SyscallsNote = cerr.Error()
@@ -336,6 +345,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	comp1 := companionCPU(cfg.CompanionPID)
 	mach1, err := readMachineCPU()
 	if machErr == nil && err == nil {
 		res.MachineBusy = mach0.share(mach1)
@@ -353,6 +363,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if calls > 0 {
 		res.CPUPerCallMs = 1000 * res.CPUS / float64(calls)
 		res.SippCPUPerCallMs = 1000 * sippCPU.Seconds() / float64(calls)
+		res.CompanionCPUPerCallMs = 1000 * (comp1 - comp0).Seconds() / float64(calls)
 	}
 	res.OthersCPUS = max(0, res.MachineBusy*float64(runtime.NumCPU())*res.ElapsedS-res.CPUS-sippCPU.Seconds())
 	mu.Lock()
@@ -394,6 +405,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return res, fmt.Errorf("callrate: sipp: %w", sippErr)
 	}
 	return res, nil
+}
+
+// companionCPU is the CPU time of Config.CompanionPID (0 without one, or
+// when it cannot be read).
+func companionCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	d, _ := procstat.CPU(pid)
+	return d
 }
 
 // scrape reads strait's /metrics uncompressed (the client's gzip would be

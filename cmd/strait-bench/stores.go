@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/strait-sbc/strait/bench/callrate"
-	"github.com/strait-sbc/strait/bench/procstat"
 )
 
 // What `strait-bench calls --state memory,embedded,redis` adds: the same
@@ -24,8 +23,8 @@ import (
 // CPU per call over memory's (issue 11: under 10%). Redis is a
 // redis-server this command starts on a free loopback port (no
 // persistence, as a cache node would run), whose own CPU per call is
-// reported beside strait's: it is the store's cost too, on another
-// process.
+// reported beside strait's, over the same window (the calls being
+// placed): it is the store's cost too, on another process.
 
 // storeRun is one store's runs.
 type storeRun struct {
@@ -68,14 +67,17 @@ func runStores(ctx context.Context, cfg callrate.Config, stores []string, repeat
 				return out, fmt.Errorf("--state %q: want memory, embedded or redis", s)
 			}
 			fmt.Fprintf(stderr, "strait-bench: run %d/%d, state %s\n", r+1, repeat, s)
-			var cpu0 time.Duration
 			if redis != nil {
-				cpu0, _ = procstat.CPU(redis.cmd.Process.Pid)
+				// redis-server's CPU over the window strait's is measured
+				// in, not over strait's start, settle and drain (idle
+				// time, about 2.5 ms a second, that once made up half
+				// of Redis's cost per call with the default --settle).
+				c.CompanionPID = redis.cmd.Process.Pid
 			}
 			res, err := callrate.Run(ctx, c)
 			if redis != nil {
-				if cpu1, err := procstat.CPU(redis.cmd.Process.Pid); err == nil && res != nil && res.Calls > 0 {
-					redisCPU[i] = append(redisCPU[i], 1000*(cpu1-cpu0).Seconds()/float64(res.Calls))
+				if err == nil && res != nil && res.Calls > 0 {
+					redisCPU[i] = append(redisCPU[i], res.CompanionCPUPerCallMs)
 				}
 				redis.stop()
 			}
