@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/strait-sbc/strait/controlplane/state"
 )
@@ -32,10 +33,19 @@ type Bindings struct {
 	wg     sync.WaitGroup
 }
 
+// resyncRetry is how long a catch-up that could not read the store waits
+// before it tries again.
+const resyncRetry = time.Second
+
 // ShareBindings subscribes apply to the other members' binding changes
 // (apply runs on one goroutine, in order) and returns the publisher of
-// this member's (Publish). It serves until Close.
-func ShareBindings(ctx context.Context, st state.Store, apply func(msg []byte), log *slog.Logger) (*Bindings, error) {
+// this member's (Publish). When the subscription was lost and made again
+// (state.Store's gap mark: what the peers published meanwhile is lost),
+// resync gets the store's binding records on that goroutine, to catch up
+// (a store that does not answer is asked again every resyncRetry). It
+// serves until Close.
+func ShareBindings(ctx context.Context, st state.Store, apply func(msg []byte), resync func(recs map[string][]byte) int,
+	log *slog.Logger) (*Bindings, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -52,13 +62,33 @@ func ShareBindings(ctx context.Context, st state.Store, apply func(msg []byte), 
 	b.wg.Add(2)
 	go func() {
 		defer b.wg.Done()
+		var retry <-chan time.Time // set while a catch-up waits to be tried again
+		catchUp := func() {
+			lctx, lcancel := context.WithTimeout(sctx, opTimeout)
+			recs, err := st.Load(lctx, state.Bindings)
+			lcancel()
+			if err != nil {
+				b.log.Warn("cluster: registrations not read again after the subscription to the peers' changes was lost; retrying", "err", err)
+				retry = time.After(resyncRetry)
+				return
+			}
+			retry = nil
+			n := resync(recs)
+			b.log.Info("cluster: registrations read again after the subscription to the peers' changes was lost", "records", len(recs), "applied", n)
+		}
 		for {
 			select {
 			case <-sctx.Done():
 				return
+			case <-retry:
+				catchUp()
 			case msg, ok := <-in:
 				if !ok {
 					return
+				}
+				if msg == nil {
+					catchUp()
+					continue
 				}
 				apply(msg)
 			}

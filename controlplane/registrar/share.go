@@ -13,9 +13,9 @@ import (
 // Holder says where its flow is (package cluster forwards over it).
 //
 // The copies follow the store's records: a process that starts loads
-// them (Persist); a change published while a peer was not subscribed
-// (Redis pub/sub keeps nothing) is caught up by the next REGISTER
-// refresh of that browser, at most --register-expiry later.
+// them (Persist); one whose subscription was lost and made again (Redis
+// pub/sub keeps nothing published meanwhile) reads them again
+// (ResyncShared).
 
 // sharedChange is one published change: a binding's record (Rec, its
 // Gone flag set when its flow closed) or the removal of Key.
@@ -82,30 +82,38 @@ func (r *Registry) ApplyShared(msg []byte) {
 	if c.Holder == r.self {
 		return
 	}
-	if c.Rec == nil {
-		if b := r.byKey[c.Key]; b != nil && b.Holder == c.Holder {
-			delete(r.byKey, c.Key)
+	if c.Rec != nil {
+		if r.applyPeer(c.Holder, c.Rec) {
 			r.changed()
-		}
-		if g := r.gone[c.Key]; g != nil && g.Holder == c.Holder {
-			delete(r.gone, c.Key)
 		}
 		return
 	}
+	if b := r.byKey[c.Key]; b != nil && b.Holder == c.Holder {
+		delete(r.byKey, c.Key)
+		r.changed()
+	}
+	if g := r.gone[c.Key]; g != nil && g.Holder == c.Holder {
+		delete(r.gone, c.Key)
+	}
+}
+
+// applyPeer applies a binding's record rec that holder published (or the
+// store holds), and reports whether it changed anything. r.mu held.
+func (r *Registry) applyPeer(holder string, rec []byte) bool {
 	var br bindingRecord
-	if json.Unmarshal(c.Rec, &br) != nil || br.Key == "" {
-		return
+	if json.Unmarshal(rec, &br) != nil || br.Key == "" {
+		return false
 	}
 	b, err := br.binding()
 	if err != nil || !r.now().Before(b.Expires) || b.AOR == "" {
-		return
+		return false
 	}
-	b.Holder = c.Holder
-	if old := r.byKey[b.Key]; old != nil && old.Holder != c.Holder && old.Registered.After(b.Registered) {
-		return // a newer registration elsewhere (a late message)
+	b.Holder = holder
+	if old := r.byKey[b.Key]; old != nil && old.Holder != holder && old.Registered.After(b.Registered) {
+		return false // a newer registration elsewhere (a late message)
 	}
 	if br.Gone {
-		if old := r.byKey[b.Key]; old != nil && old.Holder == c.Holder {
+		if old := r.byKey[b.Key]; old != nil && old.Holder == holder {
 			delete(r.byKey, b.Key)
 		}
 		if _, held := r.byKey[b.Key]; !held {
@@ -115,7 +123,38 @@ func (r *Registry) ApplyShared(msg []byte) {
 		delete(r.gone, b.Key)
 		r.byKey[b.Key] = &b
 	}
-	r.changed()
+	return true
+}
+
+// ResyncShared catches this process's copies of the peers' bindings up
+// with the store's records recs (state.Bindings, by key), after its
+// subscription to their changes was lost and made again (a Redis
+// reconnection: what was published meanwhile is lost). Each peer's
+// record is applied as its published change would have been: a browser
+// that registered again elsewhere meanwhile is routed to its new holder
+// at once, not at its next REGISTER. This process's own records, and
+// records that name no holder, are left alone. A copy whose record was
+// deleted meanwhile (an unregistration) stays until it lapses: after a
+// Redis restarted empty, the peers write their records again only after
+// this, and a copy dropped now would be missed until then.
+func (r *Registry) ResyncShared(recs map[string][]byte) (applied int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range recs {
+		var h struct {
+			Holder string `json:"holder"`
+		}
+		if json.Unmarshal(v, &h) != nil || h.Holder == "" || h.Holder == r.self {
+			continue
+		}
+		if r.applyPeer(h.Holder, v) {
+			applied++
+		}
+	}
+	if applied > 0 {
+		r.changed()
+	}
+	return applied
 }
 
 // HolderGone turns the bindings held by a control plane that died into

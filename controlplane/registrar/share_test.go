@@ -137,3 +137,61 @@ func TestRegistryHolderFlowGone(t *testing.T) {
 		t.Fatalf("the browser back keeps its key: %+v %v", got, ok)
 	}
 }
+
+// A registry whose subscription was lost catches up from the store's
+// records: a browser that registered again on another peer meanwhile is
+// routed there; its own records and an older record are left alone.
+func TestRegistryResyncShared(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewMemory()
+	exp := time.Now().Add(time.Hour)
+	contact := uri(t, "sip:a1@x.invalid;transport=ws")
+	var a *Registry
+	connected := true
+	regs := map[string]*Registry{}
+	for _, id := range []string{"cp-a", "cp-b", "cp-c"} {
+		r := NewRegistry()
+		regs[id] = r
+		w := state.NewWriter(state.WriterConfig{Store: store})
+		defer w.Close()
+		r.Share(id, func(m []byte) {
+			for other, o := range regs {
+				if other != id && (other != "cp-a" || connected) {
+					o.ApplyShared(m)
+				}
+			}
+		}, func(string) bool { return true })
+		if _, err := r.Persist(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a = regs["cp-a"]
+	put := regs["cp-b"].Put(Binding{AOR: "alice", Contact: contact, Instance: "urn:uuid:1", RegID: "1", Transport: "WS",
+		Source: "127.0.0.1:1", Expires: exp})
+	regs["cp-b"].store.Flush(ctx)
+	own := a.Put(Binding{AOR: "bob", Contact: uri(t, "sip:b1@y.invalid;transport=ws"), Transport: "WS", Source: "127.0.0.1:9", Expires: exp})
+	connected = false
+	moved := regs["cp-c"].Put(Binding{AOR: "alice", Contact: contact, Instance: "urn:uuid:1", RegID: "1", Transport: "WS",
+		Source: "127.0.0.1:2", Expires: exp})
+	if moved.Key != put.Key {
+		t.Fatalf("key %s on C, want %s", moved.Key, put.Key)
+	}
+	if got, _ := a.ByKey(put.Key); got.Holder != "cp-b" {
+		t.Fatalf("A learnt the change while not subscribed: %+v", got)
+	}
+	a.store.Flush(ctx)
+	regs["cp-c"].store.Flush(ctx)
+	recs, err := store.Load(ctx, state.Bindings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := a.ResyncShared(recs); n != 1 {
+		t.Fatalf("applied %d records, want C's one", n)
+	}
+	if got, _ := a.ByKey(put.Key); got.Holder != "cp-c" || got.Source != "127.0.0.1:2" {
+		t.Fatalf("A's copy after the catch-up: %+v", got)
+	}
+	if got, ok := a.ByKey(own.Key); !ok || got.Holder != "cp-a" {
+		t.Fatalf("A's own binding after the catch-up: %+v %v", got, ok)
+	}
+}

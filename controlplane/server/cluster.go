@@ -75,7 +75,7 @@ func (s *Server) shareBindings(ctx context.Context) {
 		alive[holder] = a && err == nil
 		return alive[holder]
 	}
-	b, err := cluster.ShareBindings(ctx, s.store, s.Registry.ApplyShared, s.log.With("component", "cluster"))
+	b, err := cluster.ShareBindings(ctx, s.store, s.Registry.ApplyShared, s.Registry.ResyncShared, s.log.With("component", "cluster"))
 	if err != nil {
 		s.log.Warn("cluster: registrations not shared with the other control planes", "err", err)
 		s.Registry.Share(s.Instance, nil, isAlive)

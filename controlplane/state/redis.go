@@ -348,8 +348,9 @@ func (s *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
 }
 
 // Subscribe implements Store: Redis pub/sub, re-subscribed by the client
-// after a reconnection (messages published meanwhile are lost, as Redis
-// pub/sub loses them).
+// after a reconnection. Messages published meanwhile are lost (Redis
+// pub/sub keeps nothing): each re-subscription delivers a nil message
+// (Store's gap mark) so that the subscriber can catch up from the records.
 func (s *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
 	ps := s.c.Subscribe(ctx, keyPrefix+channel)
 	if _, err := ps.Receive(ctx); err != nil {
@@ -360,7 +361,7 @@ func (s *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 	go func() {
 		defer close(out)
 		defer ps.Close()
-		in := ps.Channel()
+		in := ps.ChannelWithSubscriptions()
 		for {
 			select {
 			case <-ctx.Done():
@@ -369,9 +370,22 @@ func (s *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 				if !ok {
 					return
 				}
-				select {
-				case out <- []byte(m.Payload):
-				default:
+				switch m := m.(type) {
+				case *redis.Message:
+					select {
+					case out <- []byte(m.Payload):
+					default:
+					}
+				case *redis.Subscription:
+					// The first confirmation was Receive's: this is a
+					// re-subscription. The gap mark is never dropped.
+					if m.Kind == "subscribe" {
+						select {
+						case out <- nil:
+						case <-ctx.Done():
+							return
+						}
+					}
 				}
 			}
 		}

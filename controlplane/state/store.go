@@ -73,7 +73,10 @@ type Store interface {
 	// Publish sends msg to the subscribers of channel (all processes).
 	Publish(ctx context.Context, channel string, msg []byte) error
 	// Subscribe delivers channel's messages until ctx ends; a slow reader
-	// loses messages rather than blocking others.
+	// loses messages rather than blocking others. A nil message is a gap
+	// mark: the subscription was lost and made again (Redis reconnected),
+	// messages published meanwhile are lost, and a subscriber that keeps
+	// a copy of what they tell reads the records again.
 	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

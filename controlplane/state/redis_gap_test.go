@@ -1,0 +1,65 @@
+package state
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
+)
+
+// A subscription whose connection Redis kills (CLIENT KILL TYPE pubsub,
+// as a restart or a network cut does) is made again by the client, and
+// the subscriber gets a gap mark (nil) before the messages that follow:
+// what was published meanwhile is lost, and it knows to catch up.
+func TestRedisSubscriptionGapMark(t *testing.T) {
+	rd := statetest.StartRedis(t)
+	s, err := OpenRedis(rd.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, err := s.Subscribe(ctx, "bindings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish(ctx, "bindings", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-ch; string(m) != "one" {
+		t.Fatalf("got %q, want one (no gap mark at the first subscription)", m)
+	}
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer admin.Close()
+	if n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %d %v", n, err)
+	}
+	// Published until the subscription is back: the first that arrives
+	// comes after the gap mark.
+	for sawGap := false; ; {
+		if err := s.Publish(ctx, "bindings", []byte("two")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-ch:
+			if m == nil {
+				sawGap = true
+				continue
+			}
+			if string(m) != "two" {
+				t.Fatalf("got %q", m)
+			}
+			if !sawGap {
+				t.Fatal("a message after the re-subscription came without the gap mark before it")
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("the subscription did not come back")
+		}
+	}
+}
