@@ -114,6 +114,14 @@ func TestModulesImportOnlyServedFiles(t *testing.T) {
 	if seen < 3 {
 		t.Fatalf("found %d imports: app.js imports phone.js, which imports sip.js and strait.js", seen)
 	}
+	// Every API request goes through strait.js: the page's own modules
+	// make none themselves.
+	for _, mod := range []string{"/app.js", "/phone.js", "/sip.js"} {
+		body, _ := io.ReadAll(get(t, h, http.MethodGet, mod).Body)
+		if regexp.MustCompile(`\bfetch\(|XMLHttpRequest|EventSource`).Match(body) {
+			t.Errorf("%s makes HTTP requests of its own: use strait.js", mod)
+		}
+	}
 	served, _ := io.ReadAll(get(t, h, http.MethodGet, "/strait.js").Body)
 	if string(served) != string(straitjs.Source()) {
 		t.Fatal("/strait.js is not clients/js's strait.js")
