@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,11 +154,16 @@ func (w *worker) post(cmds ...command) {
 		return
 	}
 	w.cmds = append(w.cmds, cmds...)
-	w.pending.Store(true)
+	// One wake per batch of commands: while pending is set, a wake is on
+	// its way and the worker takes every command queued under mu until it
+	// clears pending (drainCommands), so later posts only queue. Fewer
+	// system calls, and mu is held across one only by the first poster.
 	// Woken under mu: the worker marks itself stopped under mu before its
 	// Loop is closed, so a wake never reaches a closed (or reused)
 	// descriptor.
-	w.io.Wake()
+	if !w.pending.Swap(true) {
+		w.io.Wake()
+	}
 	w.mu.Unlock()
 }
 
@@ -175,8 +181,14 @@ func (w *worker) run() {
 		}
 		start := time.Now()
 		sent := w.round(msgs, start)
-		if w.pending.Load() {
-			w.drainCommands()
+		if w.pending.Load() && w.drainCommands() {
+			// The goroutines waiting on a barrier were just made runnable
+			// on this P's run queue, and the next wait keeps the P (a
+			// hot wait) or blocks in a system call holding it until the
+			// runtime's sysmon takes it back: they waited 1.5 ms at the
+			// median and 30 ms at the 99th percentile to run (runtime
+			// trace, 1 000 calls/s). Yield the P to them first.
+			runtime.Gosched()
 		}
 		w.hold.add(time.Since(start), len(msgs)-sent)
 	}
@@ -257,18 +269,33 @@ func (w *worker) sendFailed(l *Leg, _ error) {
 }
 
 // drainCommands applies queued commands.
-func (w *worker) drainCommands() {
+func (w *worker) drainCommands() (signalled bool) {
 	w.mu.Lock()
 	cmds := w.cmds
 	w.cmds = nil
 	w.pending.Store(false)
 	w.mu.Unlock()
+	removed := false
 	for i := range cmds {
 		w.apply(&cmds[i])
-		if cmds[i].done != nil {
-			cmds[i].done.Done()
+		removed = removed || cmds[i].op == cmdRemoveSocket
+	}
+	if removed {
+		// A removed socket's receive is cancelled by what the Loop
+		// submits next: submit it now, before anyone learns the
+		// socket is out (and closes it, expecting its port free),
+		// rather than with the next wait.
+		if err := w.io.Flush(); err != nil {
+			w.e.log.Error("submitting cancelled receives", "worker", w.id, "err", err)
 		}
 	}
+	for i := range cmds {
+		if cmds[i].done != nil {
+			cmds[i].done.Done()
+			signalled = true
+		}
+	}
+	return signalled
 }
 
 func (w *worker) apply(c *command) {
