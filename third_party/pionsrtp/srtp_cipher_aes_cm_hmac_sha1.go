@@ -6,11 +6,9 @@ package srtp
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec
 	"crypto/subtle"
 	"encoding/binary"
-	"hash"
 
 	"github.com/pion/rtp"
 )
@@ -19,12 +17,12 @@ type srtpCipherAesCmHmacSha1 struct {
 	protectionProfileWithArgs
 
 	srtpSessionSalt []byte
-	srtpSessionAuth hash.Hash
+	srtpSessionAuth hmacSHA1 // Strait: crypto/hmac's, compact (see hmacSHA1)
 	srtpBlock       cipher.Block
 	srtpEncrypted   bool
 
 	srtcpSessionSalt []byte
-	srtcpSessionAuth hash.Hash
+	srtcpSessionAuth hmacSHA1
 	srtcpBlock       cipher.Block
 	srtcpEncrypted   bool
 
@@ -103,8 +101,14 @@ func newSrtpCipherAesCmHmacSha1(
 		return nil, err
 	}
 
-	srtpCipher.srtcpSessionAuth = hmac.New(sha1.New, srtcpSessionAuthTag)
-	srtpCipher.srtpSessionAuth = hmac.New(sha1.New, srtpSessionAuthTag)
+	// Strait: one SHA-1 digest for both, restored from their keyed states.
+	digest := sha1.New() //nolint:gosec
+	if err = srtpCipher.srtcpSessionAuth.init(digest, srtcpSessionAuthTag); err != nil {
+		return nil, err
+	}
+	if err = srtpCipher.srtpSessionAuth.init(digest, srtpSessionAuthTag); err != nil {
+		return nil, err
+	}
 
 	mkiLen := len(mki)
 	if mkiLen > 0 {
@@ -386,19 +390,8 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtpAuthTag(buf []byte, roc uint32, ro
 	// - Authenticated portion of the packet is everything BEFORE MKI
 	// - k_a is the session message authentication key
 	// - n_tag is the bit-length of the output authentication tag
-	s.srtpSessionAuth.Reset()
-
-	if _, err := s.srtpSessionAuth.Write(buf); err != nil {
-		return nil, err
-	}
-
 	// For SRTP only, we need to hash the rollover counter as well.
 	binary.BigEndian.PutUint32(s.authBuf[:4], roc)
-
-	_, err := s.srtpSessionAuth.Write(s.authBuf[:4])
-	if err != nil {
-		return nil, err
-	}
 
 	// Truncate the hash to the size indicated by the profile
 	authTagLen, err := s.AuthTagRTPLen()
@@ -408,16 +401,18 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtpAuthTag(buf []byte, roc uint32, ro
 
 	// Use pre-allocated buffer to avoid allocation in Sum().
 	// When rocInAuthTag is true, we prepend the ROC (4 bytes) before the hash.
-	var authTag []byte
+	prefix := 0
 	if rocInAuthTag {
-		// ROC is already in buffer at [0:4], Sum will append hash starting at offset 4
-		authTag = s.srtpSessionAuth.Sum(s.authBuf[:4])[:authTagLen]
-	} else {
-		// No ROC prefix, Sum appends hash starting at offset 0
-		authTag = s.srtpSessionAuth.Sum(s.authBuf[:0])[:authTagLen]
+		// ROC is already in buffer at [0:4], the hash is appended after it
+		prefix = 4
+	}
+	// (mac hashes the ROC before it writes the tag over authBuf.)
+	authTag, err := s.srtpSessionAuth.mac(s.authBuf[:prefix], buf, s.authBuf[:4])
+	if err != nil {
+		return nil, err
 	}
 
-	return authTag, nil
+	return authTag[:authTagLen], nil
 }
 
 func (s *srtpCipherAesCmHmacSha1) generateSrtcpAuthTag(buf []byte) ([]byte, error) {
@@ -432,18 +427,18 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtcpAuthTag(buf []byte) ([]byte, erro
 	// - Authenticated portion of the packet is everything BEFORE MKI
 	// - k_a is the session message authentication key
 	// - n_tag is the bit-length of the output authentication tag
-	s.srtcpSessionAuth.Reset()
-
-	if _, err := s.srtcpSessionAuth.Write(buf); err != nil {
-		return nil, err
-	}
 	authTagLen, err := s.AuthTagRTCPLen()
 	if err != nil {
 		return nil, err
 	}
 
 	// Use pre-allocated buffer to avoid allocation in Sum()
-	return s.srtcpSessionAuth.Sum(s.rtcpAuthBuf[:0])[:authTagLen], nil
+	authTag, err := s.srtcpSessionAuth.mac(s.rtcpAuthBuf[:0], buf, nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return authTag[:authTagLen], nil
 }
 
 func (s *srtpCipherAesCmHmacSha1) getRTCPIndex(in []byte) uint32 {
