@@ -58,7 +58,9 @@ func TestWebAppAnswersCalls(t *testing.T) {
 	base := baseline(e, s)
 	caller := e.StartSipp(harness.SippConfig{Name: "pbx-caller", Scenario: "uac_trunk.xml", Remote: s.SIPAddr, Service: "8001", Port: callerPort})
 	webAppRings(e, p)
-	e.Step("the page answers from its button", 15*time.Second, func(ctx context.Context) error {
+	// The first getUserMedia starts Chromium's audio service, which took
+	// 13 s once on the loaded machine (the page's console has the times).
+	e.Step("the page answers from its button", 30*time.Second, func(ctx context.Context) error {
 		if err := p.Eval(ctx, `document.getElementById("answer").click()`, nil); err != nil {
 			return err
 		}

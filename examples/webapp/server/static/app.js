@@ -54,7 +54,9 @@ class AppPage extends EventTarget {
   get active() { return ACTIVE.has(this.state); }
 
   #log(type, detail) {
-    this.events.push({ t: Math.round(performance.now()), type, detail });
+    const t = Math.round(performance.now());
+    console.debug(`${t} ${type}: ${detail}`);
+    this.events.push({ t, type, detail });
     if (this.events.length > 300) this.events.shift();
   }
 
@@ -133,7 +135,9 @@ class AppPage extends EventTarget {
       this.#audioCtx ??= new AudioContext();
       this.#audioCtx.resume().catch(() => {});
       const offer = await this.#offer;
+      this.#log('answer', 'offer in hand');
       const mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+      this.#log('answer', 'microphone open');
       if (this.call !== call || this.state !== 'connecting') { mic.getTracks().forEach((t) => t.stop()); return; }
       this.#mic = mic;
       const pc = this.#pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
@@ -143,6 +147,7 @@ class AppPage extends EventTarget {
       await pc.setRemoteDescription({ type: 'offer', sdp: offer });
       await pc.setLocalDescription(await pc.createAnswer());
       await gathered(pc, GATHER_MS);
+      this.#log('answer', `ICE candidates gathered (${pc.iceGatheringState})`);
       if (this.call !== call) return;
       await this.#strait.answer(call.id, pc.localDescription.sdp);
       this.#log('answered', call.id);
