@@ -66,21 +66,16 @@ func (e *Engine) sendMessage(ctx context.Context, s side, from, to, contentType 
 		return 0, err
 	}
 	d, _ := e.outbound(tgt, fromUser, "")
-	req := d.request(sip.MESSAGE, body, contentType)
-	if !sent.IsZero() {
-		req.AppendHeader(sip.NewHeader("Date", sent.UTC().Format(http.TimeFormat)))
+	build := func() *sip.Request {
+		req := d.request(sip.MESSAGE, body, contentType)
+		if !sent.IsZero() {
+			req.AppendHeader(sip.NewHeader("Date", sent.UTC().Format(http.TimeFormat)))
+		}
+		return req
 	}
-	e.mu.Lock()
-	e.ownIDs[d.callID] = true
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.ownIDs, d.callID)
-		e.mu.Unlock()
-	}()
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	res, err := d.send(ctx, req)
+	defer e.own(d.callID)()
+	// Toward the upstreams the MESSAGE fails over as a call does.
+	res, err := e.requestFailingOver(ctx, d, tgt, build)
 	if err != nil {
 		return 0, sipError(408, "", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/strait-sbc/strait/controlplane/upstream"
 )
 
 // Presence toward the upstream in trunk mode: Strait publishes its API
@@ -23,25 +25,26 @@ const PIDFType = "application/pidf+xml"
 // errNotTrunk: presence goes to the upstream only in trunk mode.
 var errNotTrunk = sipError(501, "", errors.New("presence toward an upstream needs trunk mode"))
 
-// upstreamDialog makes a dialog from user toward user's AOR at the first
+// presenceDialog makes a dialog from user toward user's AOR at the first
 // upstream target (From and To both name the user, as a PUBLISH does; a
-// SUBSCRIBE's From is the watcher).
-func (e *Engine) presenceDialog(from, to string) (*dialog, error) {
+// SUBSCRIBE's From is the watcher), and returns the targets its first
+// request fails over to (requestFailingOver).
+func (e *Engine) presenceDialog(from, to string) (*dialog, target, error) {
 	if !e.trunk() {
-		return nil, errNotTrunk
+		return nil, target{}, errNotTrunk
 	}
 	if _, err := userOf(from); err != nil {
-		return nil, sipError(400, "", err)
+		return nil, target{}, sipError(400, "", err)
 	}
 	if _, err := userOf(to); err != nil {
-		return nil, sipError(400, "", err)
+		return nil, target{}, sipError(400, "", err)
 	}
 	tgt, err := e.resolve(fromBrowser, to, false)
 	if err != nil {
-		return nil, err
+		return nil, target{}, err
 	}
 	d, _ := e.outbound(tgt, from, "")
-	return d, nil
+	return d, tgt, nil
 }
 
 // own marks a Call-ID as Strait's own while f runs (a request of it that
@@ -61,22 +64,27 @@ func (e *Engine) own(callID string) func() {
 // section 4): body (a PIDF document) with ifMatch empty for an initial
 // publication; ifMatch (the entity tag of the last 2xx's SIP-ETag) and a
 // body to modify it, no body to refresh it, expires 0 to remove it. It
-// returns the final response (or an error when none came).
+// returns the final response (or an error when none came). Each PUBLISH
+// goes to the upstream targets in the order a new call tries them and
+// fails over as a call does (requestFailingOver): an entity tag the
+// target that answers does not know gets 412, and the publisher publishes
+// afresh there (RFC 3903 section 6).
 func (e *Engine) Publish(ctx context.Context, user, ifMatch string, body []byte, expires int) (*sip.Response, error) {
-	d, err := e.presenceDialog(user, user)
+	d, tgt, err := e.presenceDialog(user, user)
 	if err != nil {
 		return nil, err
 	}
-	req := d.request(sip.PUBLISH, body, PIDFType)
-	req.AppendHeader(sip.NewHeader("Event", "presence"))
-	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
-	if ifMatch != "" {
-		req.AppendHeader(sip.NewHeader("SIP-If-Match", ifMatch))
+	build := func() *sip.Request {
+		req := d.request(sip.PUBLISH, body, PIDFType)
+		req.AppendHeader(sip.NewHeader("Event", "presence"))
+		req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+		if ifMatch != "" {
+			req.AppendHeader(sip.NewHeader("SIP-If-Match", ifMatch))
+		}
+		return req
 	}
 	defer e.own(d.callID)()
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	res, err := d.send(ctx, req)
+	res, err := e.requestFailingOver(ctx, d, tgt, build)
 	if err != nil {
 		return nil, sipError(408, "", err)
 	}
@@ -111,9 +119,12 @@ type Subscription struct {
 // seconds. NOTIFYs of the dialog, including one that comes before the
 // 2xx (RFC 6665 section 4.1.2.4), go to onNotify. It returns the
 // subscription when the answer is 2xx, and the final response in every
-// case where one came.
+// case where one came. The SUBSCRIBE goes to the upstream targets in the
+// order a new call tries them and fails over as a call does
+// (requestFailingOver); the subscription then stays with the target that
+// took it (Target; Healthy and Displaced say when to move it).
 func (e *Engine) SubscribePresence(ctx context.Context, watcher, user string, expires int, onNotify func(Notify)) (*Subscription, *sip.Response, error) {
-	d, err := e.presenceDialog(watcher, user)
+	d, tgt, err := e.presenceDialog(watcher, user)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -121,7 +132,11 @@ func (e *Engine) SubscribePresence(ctx context.Context, watcher, user string, ex
 	e.mu.Lock()
 	e.subs[d.key()] = s
 	e.mu.Unlock()
-	res, err := s.subscribe(ctx, expires)
+	defer e.own(d.callID)()
+	res, err := e.requestFailingOver(ctx, d, tgt, func() *sip.Request { return s.request(expires) })
+	if err != nil {
+		err = sipError(408, "", err)
+	}
 	if err != nil || !res.IsSuccess() {
 		s.forget()
 		return nil, res, err
@@ -130,12 +145,19 @@ func (e *Engine) SubscribePresence(ctx context.Context, watcher, user string, ex
 	return s, res, nil
 }
 
-// subscribe sends the dialog's next SUBSCRIBE.
-func (s *Subscription) subscribe(ctx context.Context, expires int) (*sip.Response, error) {
+// request makes the dialog's next SUBSCRIBE.
+func (s *Subscription) request(expires int) *sip.Request {
 	req := s.d.request(sip.SUBSCRIBE, nil, "")
 	req.AppendHeader(sip.NewHeader("Event", "presence"))
 	req.AppendHeader(sip.NewHeader("Accept", PIDFType))
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+	return req
+}
+
+// subscribe sends the dialog's next SUBSCRIBE to the target that holds
+// the subscription.
+func (s *Subscription) subscribe(ctx context.Context, expires int) (*sip.Response, error) {
+	req := s.request(expires)
 	defer s.e.own(s.d.callID)()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -144,6 +166,48 @@ func (s *Subscription) subscribe(ctx context.Context, expires int) (*sip.Respons
 		return nil, sipError(408, "", err)
 	}
 	return res, nil
+}
+
+// Target names the upstream target holding the subscription
+// ("udp/192.0.2.5:5060"), for logs and tests.
+func (s *Subscription) Target() string { return s.d.upstreamKey() }
+
+// Healthy reports false when the target holding the subscription did not
+// answer its last OPTIONS ping and another target did: the subscription
+// is better made again there than left to expire where nobody notifies.
+// True without pings, before the first, or when no other target answers
+// (nowhere better to go).
+func (s *Subscription) Healthy() bool {
+	cur, ok := s.d.upstreamTarget()
+	set := s.e.cfg.Upstreams
+	if !ok || set == nil || set.IsUp(cur) {
+		return true
+	}
+	for _, t := range set.All() {
+		if t.Key() != cur.Key() && set.IsUp(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// Displaced reports whether a target preferred to the one holding the
+// subscription (a better priority or DNS rank: upstream.Prefer) answers
+// its OPTIONS pings: a subscription moved away while that target was down
+// goes back, at its next refresh. Without pings there is no telling a
+// target came back: false.
+func (s *Subscription) Displaced() bool {
+	cur, ok := s.d.upstreamTarget()
+	set := s.e.cfg.Upstreams
+	if !ok || set == nil || s.e.cfg.OptionsInterval == 0 {
+		return false
+	}
+	for _, t := range set.All() {
+		if t.Key() != cur.Key() && upstream.Prefer(t, cur) && set.IsUp(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // Refresh extends the subscription (a SUBSCRIBE in its dialog). A 481

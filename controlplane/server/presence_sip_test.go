@@ -26,8 +26,11 @@ func TestPresenceWithoutPBXPresence(t *testing.T) {
 	bob, bobKey, _ := apiauth.NewToken("bob-app", "bob", []string{apiauth.ScopeUser})
 	tr := startTrunkWith(t, func(c *config.Config) { c.APIKeys = []string{aliceKey, bobKey} })
 	tr.pbx.SetReply(func(req *sip.Request) int {
-		if req.Method == sip.SUBSCRIBE {
+		switch req.Method {
+		case sip.SUBSCRIBE:
 			return 489
+		case sip.PUBLISH:
+			return 405
 		}
 		return 200
 	})

@@ -8,6 +8,7 @@
 package siptest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,8 +64,11 @@ type Phone struct {
 	conn     net.PacketConn
 	listener net.Listener
 	user     string
+	// SubscribeExpires is the Expires of the phone's 2xx to SUBSCRIBE (0:
+	// 600). Set it before requests arrive.
+	SubscribeExpires int
 	// Reply decides the answer to out-of-dialog MESSAGE, NOTIFY,
-	// SUBSCRIBE and OPTIONS and in-dialog INFO, MESSAGE, NOTIFY, REFER;
+	// SUBSCRIBE, PUBLISH and OPTIONS and in-dialog INFO, MESSAGE, NOTIFY, REFER;
 	// nil answers 200 (202 for REFER).
 	Reply func(req *sip.Request) int
 }
@@ -228,7 +233,7 @@ func (p *Phone) serve() error {
 	srv.OnInvite(p.onInvite)
 	srv.OnAck(p.onAck)
 	srv.OnBye(p.onBye)
-	for _, m := range []sip.RequestMethod{sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.OPTIONS, sip.UPDATE, sip.PRACK} {
+	for _, m := range []sip.RequestMethod{sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE, sip.PUBLISH, sip.OPTIONS, sip.UPDATE, sip.PRACK} {
 		srv.OnRequest(m, p.onOther)
 	}
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -376,12 +381,20 @@ func (p *Phone) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	code := p.reply(req)
 	res := sip.NewResponseFromRequest(req, code, "", nil)
 	if req.Method == sip.SUBSCRIBE && code < 300 {
-		res.AppendHeader(sip.NewHeader("Expires", "600"))
+		res.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(cmp.Or(p.SubscribeExpires, 600))))
 		res.AppendHeader(p.Contact.Clone())
 		tag, _ := res.To().Params.Get("tag")
 		p.mu.Lock()
 		p.subTags[req.CallID().Value()] = tag
 		p.mu.Unlock()
+	}
+	if req.Method == sip.PUBLISH && code < 300 {
+		// RFC 3903 section 6: an entity tag for the publication, and its
+		// lifetime as asked.
+		res.AppendHeader(sip.NewHeader("SIP-ETag", randHex(8)))
+		if exp := req.GetHeader("Expires"); exp != nil {
+			res.AppendHeader(sip.NewHeader("Expires", exp.Value()))
+		}
 	}
 	// Queued before the answer: a peer that waits for each answer before
 	// its next request (DTMF as INFO) finds them queued in order.

@@ -271,6 +271,12 @@ func (s *Set) Order() []Target {
 	return out
 }
 
+// Prefer reports whether a is tried before b whatever the weights draw:
+// a better upstream priority, then a better DNS rank (NAPTR order, SRV
+// priority). Presence subscriptions use it to go back to a preferred
+// target that answers again.
+func Prefer(a, b Target) bool { return less(a, b) }
+
 func less(a, b Target) bool {
 	if a.Spec.Priority != b.Spec.Priority {
 		return a.Spec.Priority < b.Spec.Priority

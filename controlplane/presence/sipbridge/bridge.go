@@ -10,6 +10,18 @@
 // NOTIFY's presence goes into the presence book, whose watchers (SSE
 // events) hear of it.
 //
+// With several upstream targets, each PUBLISH and each new SUBSCRIBE fails
+// over as a new call does (b2bua's requestFailingOver: the targets in the
+// calls' order, the next one after a transport error, no answer, 408 or
+// 503). A subscription stays with the target that took it; when that
+// target stops answering its OPTIONS pings while another answers, the
+// watched user is subscribed to again at once (at the next target in
+// order: the one down goes last), and when a target preferred to it
+// answers again the subscription goes back at its next refresh (no
+// flapping, and the load of re-subscribing every watched user spreads
+// over a refresh interval). Without OPTIONS pings a subscription moves
+// only when its refresh fails.
+//
 // An upstream without presence (489 Bad Event, 405, 501), or one that
 // wants credentials for it (401, 407, 403: Strait holds none for its API
 // users; the PBX must trust Strait's address), is remembered for
@@ -23,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -50,6 +63,9 @@ const (
 	// Watcher is the user part Strait subscribes as (one subscription per
 	// watched user serves every API watcher of this control plane).
 	Watcher = "strait"
+	// healthEvery paces the look at the subscriptions' targets (their
+	// OPTIONS pings say whether they are up; every 30 s by default).
+	healthEvery = time.Second
 )
 
 // Upstream sends presence requests toward the upstream (b2bua.Engine).
@@ -93,10 +109,16 @@ type Bridge struct {
 	unsupported map[string]time.Time // "publish", "subscribe": until when
 }
 
-// watch is one watched user's subscription loop.
+// watch is one watched user's subscription loop. refs and sub are
+// guarded by Bridge.mu; stop and move are frozen.
 type watch struct {
 	refs int
 	stop chan struct{}
+	// move (buffered, 1) tells the loop that its subscription's target
+	// is down while another is up: subscribe again elsewhere.
+	move chan struct{}
+	// sub is the subscription held now (nil: none), for healthLoop.
+	sub *b2bua.Subscription
 }
 
 // New starts a Bridge; Close stops it.
@@ -111,9 +133,55 @@ func New(cfg Config) *Bridge {
 	b := &Bridge{cfg: cfg, ctx: ctx, cancel: cancel, pubs: map[string]chan presence.State{}, watches: map[string]*watch{},
 		unsupported: map[string]time.Time{},
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_presence_upstream_total",
-			Help: "Presence requests toward the upstream (PUBLISH, SUBSCRIBE) and NOTIFYs from it, by result: ok, failed, unsupported (489/405/501: presence kept local), forbidden (401/403/407: kept local), conflict (412/423, retried), refused_limit (a watch past the bound on subscriptions: kept local)."},
+			Help: "Presence requests toward the upstream (PUBLISH, SUBSCRIBE) and NOTIFYs from it, by result: ok, failed, unsupported (489/405/501: presence kept local), forbidden (401/403/407: kept local), conflict (412/423, retried), refused_limit (a watch past the bound on subscriptions: kept local), moved (a subscription made again at another target: its own stopped answering OPTIONS, or a preferred one answers again)."},
 			[]string{"request", "result"})}
+	b.wg.Add(1)
+	go b.healthLoop()
 	return b
+}
+
+// healthLoop tells the watches whose subscription's target is down
+// (b2bua.Subscription.Healthy) to move; the look is made with no lock
+// held.
+func (b *Bridge) healthLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	var held []*watch
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		held = held[:0]
+		b.mu.Lock()
+		for _, w := range b.watches {
+			if w.sub != nil {
+				held = append(held, w)
+			}
+		}
+		subs := make([]*b2bua.Subscription, len(held))
+		for i, w := range held {
+			subs[i] = w.sub
+		}
+		b.mu.Unlock()
+		for i, w := range held {
+			if !subs[i].Healthy() {
+				select {
+				case w.move <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// holding records the subscription w holds now (nil: none).
+func (b *Bridge) holding(w *watch, sub *b2bua.Subscription) {
+	b.mu.Lock()
+	w.sub = sub
+	b.mu.Unlock()
 }
 
 // Collectors are the bridge's metrics.
@@ -316,7 +384,7 @@ func (b *Bridge) Watch(user string) (stop func()) {
 		return func() {}
 	}
 	if w == nil {
-		w = &watch{stop: make(chan struct{})}
+		w = &watch{stop: make(chan struct{}), move: make(chan struct{}, 1)}
 		b.watches[user] = w
 		b.wg.Add(1)
 		go b.watchLoop(user, w)
@@ -342,13 +410,31 @@ func (b *Bridge) Watch(user string) (stop func()) {
 // failure.
 func (b *Bridge) watchLoop(user string, w *watch) {
 	defer b.wg.Done()
+	for {
+		if !b.subscription(user, w) {
+			return
+		}
+	}
+}
+
+// subscription makes one subscription to user's presence and holds it
+// until it ends; false when the watch is over. Each subscription has its
+// NOTIFY callback of its own: the final NOTIFY of one that was left (moved
+// to another target) changes nothing.
+func (b *Bridge) subscription(user string, w *watch) bool {
 	ended := make(chan b2bua.Notify, 1)
+	var retired atomic.Bool
+	defer retired.Store(true)
+	defer b.holding(w, nil)
 	onNotify := func(n b2bua.Notify) {
 		b.ops.WithLabelValues("notify", "ok").Inc()
 		select {
 		case <-w.stop:
 			return // the final NOTIFY of an unsubscription
 		default:
+		}
+		if retired.Load() {
+			return // a subscription left for another target
 		}
 		if len(n.Body) > 0 {
 			if st, note, err := presence.DecodePIDF(n.Body); err != nil {
@@ -380,77 +466,84 @@ func (b *Bridge) watchLoop(user string, w *watch) {
 		}
 		return false
 	}
-	for {
-		if !b.supported("subscribe") {
-			return // presence stays local for this watcher
-		}
-		ctx, cancel := context.WithTimeout(b.ctx, 40*time.Second)
-		sub, res, err := b.cfg.Upstream.SubscribePresence(ctx, Watcher, user, SubscribeExpires, onNotify)
+	if !b.supported("subscribe") {
+		return false // presence stays local for this watcher
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 40*time.Second)
+	sub, res, err := b.cfg.Upstream.SubscribePresence(ctx, Watcher, user, SubscribeExpires, onNotify)
+	cancel()
+	switch {
+	case err != nil:
+		b.ops.WithLabelValues("subscribe", "failed").Inc()
+		b.cfg.Log.Warn("presence SUBSCRIBE failed", "user", user, "err", err)
+		return wait(retryAfter)
+	case sub == nil && b.refused("subscribe", res.StatusCode):
+		return false
+	case sub == nil:
+		b.ops.WithLabelValues("subscribe", "failed").Inc()
+		b.cfg.Log.Warn("presence SUBSCRIBE refused", "user", user, "status", res.StatusCode)
+		return wait(retryAfter)
+	}
+	b.ops.WithLabelValues("subscribe", "ok").Inc()
+	select { // a signal about the subscription before this one
+	case <-w.move:
+	default:
+	}
+	b.holding(w, sub)
+	refresh := time.NewTimer(refreshIn(expiresOf(res, SubscribeExpires)))
+	defer refresh.Stop()
+	end := func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, endTimeout)
+		sub.End(ctx)
 		cancel()
-		switch {
-		case err != nil:
-			b.ops.WithLabelValues("subscribe", "failed").Inc()
-			b.cfg.Log.Warn("presence SUBSCRIBE failed", "user", user, "err", err)
-			if !wait(retryAfter) {
-				return
+	}
+	for {
+		select {
+		case <-w.move:
+			// Its target stopped answering OPTIONS while another answers:
+			// subscribe again now (the target down is tried last); the
+			// one there expires on its own.
+			b.ops.WithLabelValues("subscribe", "moved").Inc()
+			b.cfg.Log.Info("presence subscription's upstream target is down: subscribing again elsewhere", "user", user, "target", sub.Target())
+			sub.Forget()
+			return true
+		case <-w.stop:
+			end(context.Background())
+			return false
+		case <-b.ctx.Done():
+			end(context.Background())
+			return false
+		case n := <-ended:
+			// RFC 6665 section 4.1.3: after deactivated or timeout
+			// subscribe again at once; after probation or giveup wait;
+			// after rejected or noresource do not insist.
+			switch n.Reason {
+			case "deactivated", "timeout", "":
+				return true
+			case "probation", "giveup":
+				return wait(max(time.Duration(n.Expires)*time.Second, retryAfter))
+			default:
+				return wait(UnsupportedBackoff)
 			}
-			continue
-		case sub == nil && b.refused("subscribe", res.StatusCode):
-			return
-		case sub == nil:
-			b.ops.WithLabelValues("subscribe", "failed").Inc()
-			b.cfg.Log.Warn("presence SUBSCRIBE refused", "user", user, "status", res.StatusCode)
-			if !wait(retryAfter) {
-				return
+		case <-refresh.C:
+			if sub.Displaced() {
+				// A preferred target answers again: go back to it (the
+				// SUBSCRIBE goes to the targets in order).
+				b.ops.WithLabelValues("subscribe", "moved").Inc()
+				b.cfg.Log.Info("a preferred upstream target answers again: moving the presence subscription back", "user", user, "target", sub.Target())
+				end(b.ctx)
+				return true
 			}
-			continue
-		}
-		b.ops.WithLabelValues("subscribe", "ok").Inc()
-		refresh := time.NewTimer(refreshIn(expiresOf(res, SubscribeExpires)))
-	held:
-		for {
-			select {
-			case <-w.stop:
-				refresh.Stop()
-				ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
-				sub.End(ctx)
-				cancel()
-				return
-			case <-b.ctx.Done():
-				refresh.Stop()
-				ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
-				sub.End(ctx)
-				cancel()
-				return
-			case n := <-ended:
-				refresh.Stop()
-				// RFC 6665 section 4.1.3: after deactivated or timeout
-				// subscribe again at once; after probation or giveup
-				// wait; after rejected or noresource do not insist.
-				var pause time.Duration
-				switch n.Reason {
-				case "deactivated", "timeout", "":
-				case "probation", "giveup":
-					pause = max(time.Duration(n.Expires)*time.Second, retryAfter)
-				default:
-					pause = UnsupportedBackoff
-				}
-				if pause > 0 && !wait(pause) {
-					return
-				}
-				break held
-			case <-refresh.C:
-				ctx, cancel := context.WithTimeout(b.ctx, 40*time.Second)
-				res, err := sub.Refresh(ctx, SubscribeExpires)
-				cancel()
-				if err != nil || !res.IsSuccess() {
-					b.ops.WithLabelValues("subscribe", "failed").Inc()
-					sub.Forget()
-					break held // 481 or no answer: subscribe afresh
-				}
-				b.ops.WithLabelValues("subscribe", "ok").Inc()
-				refresh.Reset(refreshIn(expiresOf(res, SubscribeExpires)))
+			ctx, cancel := context.WithTimeout(b.ctx, 40*time.Second)
+			res, err := sub.Refresh(ctx, SubscribeExpires)
+			cancel()
+			if err != nil || !res.IsSuccess() {
+				b.ops.WithLabelValues("subscribe", "failed").Inc()
+				sub.Forget()
+				return true // 481 or no answer: subscribe afresh
 			}
+			b.ops.WithLabelValues("subscribe", "ok").Inc()
+			refresh.Reset(refreshIn(expiresOf(res, SubscribeExpires)))
 		}
 	}
 }
