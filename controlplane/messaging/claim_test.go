@@ -3,10 +3,12 @@ package messaging
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 )
 
 // controlPlane is one control plane's messaging on a shared store.
@@ -79,11 +81,36 @@ func drain(t *testing.T, from *Hub, to string, ch <-chan Message) []Message {
 //     the mailbox and does not deliver it live; the mailbox hands it to
 //     the listener at once and removes it; nothing comes twice.
 //
-// (The same on a real redis-server with two whole control planes:
-// controlplane/server TestMessagesOnceAcrossControlPlanes.)
+// On each store: memory, the embedded bbolt file and a real redis-server
+// (where two whole control planes are also tested: controlplane/server
+// TestMessagesOnceAcrossControlPlanes).
 func TestDeliveredOnce(t *testing.T) {
-	st := state.NewMemory()
-	defer st.Close()
+	for _, kind := range []string{"memory", "embedded", "redis"} {
+		t.Run(kind, func(t *testing.T) { deliveredOnce(t, openStore(t, kind)) })
+	}
+}
+
+// openStore opens a store of kind for the test, closed at its end.
+func openStore(t *testing.T, kind string) state.Store {
+	t.Helper()
+	var st state.Store
+	var err error
+	switch kind {
+	case "memory":
+		st = state.NewMemory()
+	case "embedded":
+		st, err = state.OpenBolt(filepath.Join(t.TempDir(), state.FileName))
+	case "redis":
+		st, err = state.OpenRedis(statetest.StartRedis(t).URL)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func deliveredOnce(t *testing.T, st state.Store) {
 	a, b := newControlPlane(t, st), newControlPlane(t, st)
 	bob, stop := b.hub.Listen("bob")
 	defer stop()
@@ -135,8 +162,12 @@ func TestDeliveredOnce(t *testing.T) {
 // planes (the store's lease mailbox/USER): two registrations on two
 // control planes at once do not both deliver.
 func TestTakeAcrossControlPlanes(t *testing.T) {
-	st := state.NewMemory()
-	defer st.Close()
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) { takeAcrossControlPlanes(t, openStore(t, kind)) })
+	}
+}
+
+func takeAcrossControlPlanes(t *testing.T, st state.Store) {
 	ctx := context.Background()
 	a, b := newTestMailbox(t, st, 10, 10), newTestMailbox(t, st, 10, 10)
 	defer a.Close()
