@@ -28,6 +28,13 @@ type srtpCipherAeadAesGcm struct {
 	rtpIV   [12]byte
 	rtcpIV  [12]byte
 	rtcpAAD [12]byte
+
+	// Strait: the AAD of an SRTCP packet with the E bit clear (the whole
+	// packet and the E bit and index, RFC 7714 section 9.3), kept and
+	// grown to the largest such packet (upstream allocates one per
+	// packet: a flood of forged packets with the E bit clear allocated
+	// per packet).
+	rtcpClearAAD []byte
 }
 
 func (s *srtpCipherAeadAesGcm) setCryptex(useCryptex bool) {
@@ -320,9 +327,8 @@ func (s *srtpCipherAeadAesGcm) decryptRTCP(dst, encrypted []byte, srtcpIndex, ss
 	} else {
 		// Prepare AAD for received packet.
 		dataEnd := aadPos - authTagLen
-		aad := make([]byte, dataEnd+4)
-		copy(aad, encrypted[:dataEnd])
-		copy(aad[dataEnd:], encrypted[aadPos:aadPos+4])
+		aad := append(append(s.rtcpClearAAD[:0], encrypted[:dataEnd]...), encrypted[aadPos:aadPos+4]...)
+		s.rtcpClearAAD = aad
 		// Verify the auth tag.
 		if _, err := s.srtcpCipher.Open(nil, s.rtcpIV[:], encrypted[dataEnd:aadPos], aad); err != nil {
 			return nil, ErrFailedToVerifyAuthTag // Strait: no allocation per forged packet
