@@ -134,8 +134,14 @@ func (e *Engine) CallFlows() map[string]bool {
 	out := map[string]bool{}
 	for _, c := range e.snapshot() {
 		for _, l := range c.legsNow() {
-			if l != nil && l.d != nil && l.d.flow != "" {
-				out[l.d.flow] = true
+			if l == nil || l.d == nil {
+				continue
+			}
+			l.d.mu.Lock() // a takeover's reflow may change it (refreshFlow)
+			flow := l.d.flow
+			l.d.mu.Unlock()
+			if flow != "" {
+				out[flow] = true
 			}
 		}
 	}
