@@ -358,3 +358,38 @@ func FuzzMatchesUpstreamConfigs(f *testing.F) {
 		(&script{b: b}).runConfig(t, decodeConfig(cfg), rand.New(rand.NewPCG(uint64(cfg), uint64(len(b)))))
 	})
 }
+
+// FuzzProtectArbitrary: the relay protects what a plain RTP peer sent
+// (unauthenticated bytes, after its own checks), so the fork must take any
+// bytes as upstream does: the same packet out or an error in both, never a
+// panic, and what it protected unprotects alike in both.
+func FuzzProtectArbitrary(f *testing.F) {
+	f.Add(uint16(0), []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3})
+	f.Add(uint16(6), []byte{0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0xbe, 0xde, 0, 9, 1})
+	f.Add(uint16(1), []byte{0xa3, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8, 0xff})
+	f.Add(uint16(7), []byte{0x81, 0xc9, 0, 7, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, cfg uint16, pkt []byte) {
+		p := newConfigPair(t, decodeConfig(cfg), rand.New(rand.NewPCG(uint64(cfg), 1)))
+		var hUp, hFork rtp.Header
+		var cUp, cFork rtcp.Header
+		buf := make([]byte, len(pkt), len(pkt)+64)
+		copy(buf, pkt)
+		up, err1 := p.upEnc[0].EncryptRTP(nil, pkt, &hUp)
+		fork, err2 := p.enc[0].EncryptRTP(buf[:0], buf, &hFork)
+		if (err1 == nil) != (err2 == nil) || !bytes.Equal(up, fork) {
+			t.Fatalf("EncryptRTP differs: upstream %x (%v), fork %x (%v)", up, err1, fork, err2)
+		}
+		if err1 == nil {
+			compareRTP(t, p, 0, up, &hUp, &hFork)
+		}
+		copy(buf[:len(pkt)], pkt)
+		up, err1 = p.upEnc[0].EncryptRTCP(nil, pkt, &cUp)
+		fork, err2 = p.enc[0].EncryptRTCP(buf[:0], buf[:len(pkt)], &cFork)
+		if (err1 == nil) != (err2 == nil) || !bytes.Equal(up, fork) {
+			t.Fatalf("EncryptRTCP differs: upstream %x (%v), fork %x (%v)", up, err1, fork, err2)
+		}
+		if err1 == nil {
+			compareRTCP(t, p, 0, up, &cUp, &cFork)
+		}
+	})
+}
