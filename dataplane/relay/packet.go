@@ -358,12 +358,18 @@ func (w *worker) protectRTP(dst *Leg, dsc *streamConfig, buf []byte, n int, pt u
 		return n, true
 	}
 	out, err := ctx.EncryptRTP(buf[:0], buf[:n], &w.rtpHdr)
-	if err != nil {
+	if err != nil || !inPlace(out, buf) {
 		dst.ctr.drop[pb.DropMalformed].Add(1)
 		return 0, false
 	}
 	return len(out), true
 }
+
+// inPlace reports whether out, what an SRTP context wrote for buf, is in
+// buf itself. A context without room in buf's tailroom writes to a new
+// buffer instead, and buf, which the caller sends, still holds the
+// plaintext: that must be dropped, never sent.
+func inPlace(out, buf []byte) bool { return len(out) > 0 && &out[0] == &buf[0] }
 
 // protectRTCP translates the SSRCs an RTCP packet names for the
 // destination and encrypts it in place when the destination is SRTP.
@@ -383,7 +389,7 @@ func (w *worker) protectRTCP(src, dst *Leg, dlc *legConfig, dsc *streamConfig, r
 		return n, true
 	}
 	out, err := ctx.EncryptRTCP(buf[:0], buf[:n], &w.rtcpHdr)
-	if err != nil {
+	if err != nil || !inPlace(out, buf) {
 		dst.ctr.drop[pb.DropMalformed].Add(1)
 		return 0, false
 	}
