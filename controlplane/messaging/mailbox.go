@@ -162,7 +162,7 @@ func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
 	b.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_messages_offline_waiting",
 		Help: "Instant messages waiting for offline users (this control plane's index)."},
 		func() float64 { b.mu.Lock(); defer b.mu.Unlock(); return float64(b.total) })
-	for _, e := range []string{"stored", "delivered", "expired", "refused_full", "refused_sender", "refused_unknown", "taken_live", "failed"} {
+	for _, e := range []string{"stored", "delivered", "expired", "refused_full", "refused_sender", "refused_unknown", "taken_live", "failed", "lost"} {
 		b.events.WithLabelValues(e)
 	}
 	bus, err := cfg.Store.Subscribe(bctx, mailboxChannel)

@@ -87,9 +87,13 @@ type Book struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex // guards watchers
+	mu       sync.Mutex // guards watchers and mine
 	watchers map[chan State]struct{}
-	lost     atomic.Uint64 // changes a slow watcher did not get
+	// mine is the latest presence published through this Book, by user,
+	// until a newer one is heard from another control plane: written again
+	// to a store that lost its records (Rewrite).
+	mine map[string]State
+	lost atomic.Uint64 // changes a slow watcher did not get
 }
 
 // New starts a Book: it listens to the store's bus until Close.
@@ -101,7 +105,7 @@ func New(cfg Config) *Book {
 		cfg.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Book{cfg: cfg, cancel: cancel, done: make(chan struct{}), watchers: map[chan State]struct{}{}}
+	b := &Book{cfg: cfg, cancel: cancel, done: make(chan struct{}), watchers: map[chan State]struct{}{}, mine: map[string]State{}}
 	// The first subscription is made here, so that a change made once
 	// New returned is heard; listen renews it if the bus drops it.
 	first, err := cfg.Store.Subscribe(ctx, channel)
@@ -154,6 +158,9 @@ func (b *Book) listen(ctx context.Context, ch <-chan []byte) {
 func (b *Book) fan(s State) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if m, ok := b.mine[s.User]; ok && s.Updated.After(m.Updated) {
+		delete(b.mine, s.User) // published elsewhere since: that one's to keep
+	}
 	for ch := range b.watchers {
 		select {
 		case ch <- s:
@@ -199,6 +206,9 @@ func (b *Book) Set(ctx context.Context, user, status, note string) (State, error
 	if err := b.cfg.Store.Apply(ctx, []state.Change{{Kind: Kind, Key: user, Value: v}}); err != nil {
 		return State{}, err
 	}
+	b.mu.Lock()
+	b.mine[user] = s
+	b.mu.Unlock()
 	if err := b.cfg.Store.Publish(ctx, channel, v); err != nil {
 		// Stored: readers see it; only live watchers miss it.
 		b.cfg.Log.Warn("presence: change not announced", "user", user, "err", err)
@@ -232,4 +242,34 @@ func (b *Book) All(ctx context.Context) (map[string]State, error) {
 		}
 	}
 	return out, nil
+}
+
+// Rewrite writes again the presence last published through this Book to
+// a store that lost its records (a Redis restarted without persistence;
+// state.Writer.OnLost), unless a record is there already (another control
+// plane was first, or the user published again): a user's status does
+// not fall back to the registration-derived one because Redis restarted.
+// It returns how many of them the store holds afterwards.
+func (b *Book) Rewrite(ctx context.Context) (int, error) {
+	b.mu.Lock()
+	mine := make([]State, 0, len(b.mine))
+	for _, s := range b.mine {
+		mine = append(mine, s)
+	}
+	b.mu.Unlock()
+	n := 0
+	for _, s := range mine {
+		v, err := json.Marshal(s)
+		if err != nil {
+			continue
+		}
+		got, err := b.cfg.Store.PutIfAbsent(ctx, Kind, s.User, v)
+		if err != nil {
+			return n, err
+		}
+		if string(got) == string(v) {
+			n++
+		}
+	}
+	return n, nil
 }

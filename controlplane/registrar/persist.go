@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -176,11 +177,36 @@ const storeNonceTimeout = 500 * time.Millisecond
 // StoreNonces is a NonceStore in the state store, shared by every control
 // plane on it: a nonce count is fresh once, wherever it is presented. A
 // store that does not answer makes every nonce "forgotten": the client
-// gets a fresh one, never a replay through.
-type StoreNonces struct{ W *state.Writer }
+// gets a fresh one, never a replay through. So does a store that lost its
+// records (a Redis restarted empty: ForgetBefore, from the Writer's
+// OnLost): the counts of the nonces issued before are gone, and a count
+// already used must not pass again; the client answers the stale=true
+// challenge with a fresh nonce, without asking its user.
+type StoreNonces struct {
+	W *state.Writer
+	// forgotten: nonces issued before this (Unix seconds) are forgotten.
+	forgotten atomic.Int64
+}
+
+// ForgetBefore makes every nonce issued before t's second forgotten.
+// Nonce times are whole seconds: those of t's own second are kept, or
+// the fresh nonce of the stale=true challenge that follows at once would
+// be forgotten too, and a client that answers one stale challenge per
+// request (JsSIP) would give up.
+func (s *StoreNonces) ForgetBefore(t time.Time) {
+	for {
+		old := s.forgotten.Load()
+		if t.Unix() <= old || s.forgotten.CompareAndSwap(old, t.Unix()) {
+			return
+		}
+	}
+}
 
 // Use implements NonceStore.
-func (s StoreNonces) Use(nonce string, issued time.Time, nc uint64) NonceUse {
+func (s *StoreNonces) Use(nonce string, issued time.Time, nc uint64) NonceUse {
+	if issued.Unix() < s.forgotten.Load() {
+		return NonceForgotten
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeNonceTimeout)
 	defer cancel()
 	ttl := time.Until(issued.Add(nonceLifetime + time.Minute))

@@ -66,8 +66,8 @@ func TestRegistryPersists(t *testing.T) {
 
 func TestStoreNoncesOnceAcrossControlPlanes(t *testing.T) {
 	store := state.NewMemory()
-	a := StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
-	b := StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
+	a := &StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
+	b := &StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
 	defer a.W.Close()
 	defer b.W.Close()
 	now := time.Now()
@@ -86,5 +86,43 @@ func TestStoreNoncesOnceAcrossControlPlanes(t *testing.T) {
 	}
 	if got := a.Use("old", now.Add(-time.Hour), 1); got != NonceForgotten {
 		t.Fatalf("an expired nonce = %v", got)
+	}
+}
+
+// A store that lost its records (a Redis restarted empty) lost the nonce
+// counts with them: a count already used would pass again. After
+// ForgetBefore (the Writer's OnLost) the nonces issued until then are
+// forgotten (stale=true: a fresh nonce), and later ones count as before.
+func TestStoreNoncesForgottenAfterStoreLoss(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewMemory()
+	n := &StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
+	defer n.W.Close()
+	issued := time.Now().Truncate(time.Second)
+	if got := n.Use("n1", issued, 1); got != NonceFresh {
+		t.Fatalf("first use = %v", got)
+	}
+	// The store loses its records.
+	if err := store.Apply(ctx, []state.Change{{Kind: state.Nonces, Key: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	n.ForgetBefore(issued.Add(time.Second))
+	if got := n.Use("n1", issued, 1); got != NonceForgotten {
+		t.Fatalf("a used count after the loss = %v, want NonceForgotten", got)
+	}
+	if got := n.Use("n1", issued, 2); got != NonceForgotten {
+		t.Fatalf("a nonce issued before the loss = %v, want NonceForgotten", got)
+	}
+	n.ForgetBefore(issued.Add(-time.Hour)) // never goes back
+	later := issued.Add(time.Second)       // the second of the loss: kept
+
+	if got := n.Use("n2", later, 1); got != NonceFresh {
+		t.Fatalf("a nonce issued after the loss = %v, want NonceFresh", got)
+	}
+	if got := n.Use("n2", later, 1); got != NonceReplayed {
+		t.Fatalf("its count again = %v, want NonceReplayed", got)
+	}
+	if got := n.Use("n1", issued, 3); got != NonceForgotten {
+		t.Fatalf("ForgetBefore went back: %v", got)
 	}
 }

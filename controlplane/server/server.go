@@ -340,6 +340,7 @@ func New(opt Options) (_ *Server, err error) {
 	// persistence) gets every live call's and registration's again.
 	s.State.OnLost(s.Engine.RewriteState)
 	s.State.OnLost(s.Registry.RewriteState)
+	s.watchStoreLoss()
 	if p.Apps != nil {
 		s.Metrics.Registry.MustRegister(p.Apps.Hooks().Collectors()...)
 	}

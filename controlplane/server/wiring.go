@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -63,8 +62,12 @@ func (s *Server) keepSecret(name string, v []byte) {
 // else in memory, forgetting every nonce issued before this process
 // started (they get stale=true, never a replay through).
 func (s *Server) nonceStore() registrar.NonceStore {
-	if strings.HasPrefix(s.cfg.State, "redis") {
-		return registrar.StoreNonces{W: s.State}
+	if state.IsShared(s.store) {
+		n := &registrar.StoreNonces{W: s.State}
+		// A Redis that came back empty lost the counts: the nonces issued
+		// before get stale=true (a fresh one), never a count used again.
+		s.State.OnLost(func() { n.ForgetBefore(time.Now()) })
+		return n
 	}
 	m := registrar.NewMemoryNonces(0, registrar.NonceLifetime+time.Minute)
 	// Nonce times are whole seconds: one issued in the second this process
