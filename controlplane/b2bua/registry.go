@@ -119,7 +119,13 @@ func (e *Engine) FlowClosed(flow string) {
 			}
 		}
 		for _, l := range c.legsNow() {
-			if l != nil && l.d != nil && l.d.flow == flow {
+			if l == nil || l.d == nil {
+				continue
+			}
+			l.d.mu.Lock() // its loop may change it (refreshFlow)
+			on := l.d.flow == flow
+			l.d.mu.Unlock()
+			if on {
 				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
 				c.lost(l)
 				break

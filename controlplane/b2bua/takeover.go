@@ -58,7 +58,7 @@ func (e *Engine) takeOver(c *Call) {
 
 // awaitBrowser ends c unless the browser on leg l registers again (on
 // this control plane or another) within the grace: requests to it then
-// use its new flow (see reflow), set on the leg here. gone ends the call
+// use its new flow (see reflow). gone ends the call
 // when it does not. It runs on a goroutine of its own and only asks the
 // loop (stop never blocks).
 func (e *Engine) awaitBrowser(c *Call, l *leg, gone func()) {
@@ -76,11 +76,14 @@ func (e *Engine) awaitBrowser(c *Call, l *leg, gone func()) {
 	tick := time.NewTicker(takeoverPoll)
 	defer tick.Stop()
 	for {
-		l.d.refreshFlow()
+		// The leg's flow itself is changed only by its loop (refreshFlow,
+		// at its next request): reflow here finds the browser's new flow
+		// and claims the dialog at its holder, so that the browser's own
+		// requests reach this process meanwhile.
 		l.d.mu.Lock()
-		flow := l.d.flow
+		target, flow, callID := l.d.target, l.d.flow, l.d.callID
 		l.d.mu.Unlock()
-		if e.cfg.Flows.Open(flow) {
+		if e.cfg.Flows.Open(e.reflow(target, flow, callID)) {
 			c.log.Info("the browser of a call is back on a new connection", "leg", l.idx)
 			return
 		}
@@ -111,7 +114,13 @@ func (e *Engine) FlowMoved(flow string) {
 			}
 		}
 		for _, l := range c.legsNow() {
-			if l == nil || l.d == nil || l.d.flow != flow {
+			if l == nil || l.d == nil {
+				continue
+			}
+			l.d.mu.Lock()
+			on := l.d.flow == flow
+			l.d.mu.Unlock()
+			if !on {
 				continue
 			}
 			if c.State() != StateAnswered || e.cfg.Flows == nil {
