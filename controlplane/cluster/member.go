@@ -166,6 +166,11 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 	return m, nil
 }
 
+// RenewedAt is when the last lease renewal that succeeded was sent: the
+// lease lasts at least TTL from then, so no peer takes this member's calls
+// over before RenewedAt plus TTL.
+func (m *Member) RenewedAt() time.Time { return time.Unix(0, m.renewed.Load()) }
+
 // Owning reports whether this member may act as the owner of its calls:
 // its lease has not expired since its last renewal (a peer may take its
 // calls over once it has), and, if it had, the calls were sorted out
