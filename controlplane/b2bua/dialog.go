@@ -235,6 +235,14 @@ func (d *dialog) request(method sip.RequestMethod, body []byte, contentType stri
 	return req
 }
 
+// flowNow is the browser flow the dialog uses now ("" for none), read
+// under d.mu: its loop may change it (refreshFlow).
+func (d *dialog) flowNow() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.flow
+}
+
 // refreshFlow points a browser's dialog at the flow of its newest
 // registration when its own flow is gone (the browser reconnected). The
 // lookup runs without d.mu (no lock nests).

@@ -109,25 +109,27 @@ func (e *Engine) onDataplaneEvent(ev *pb.Event) {
 // gets BYE (or CANCEL while ringing) and the session is deleted. It asks
 // the calls' loops and returns without waiting for them.
 func (e *Engine) FlowClosed(flow string) {
+	e.legsOnFlow(flow, func(c *Call, l *leg) {
+		c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
+		c.lost(l)
+	})
+}
+
+// legsOnFlow tells every call that may ring a browser on flow (its loop
+// checks) and calls gone with each call's first leg on flow. Shared by
+// FlowClosed and FlowMoved.
+func (e *Engine) legsOnFlow(flow string, gone func(c *Call, l *leg)) {
 	for _, c := range e.snapshot() {
 		if c.forking.Load() {
-			// It may ring a browser on that flow: its loop checks. Never
-			// blocks: with the inbox full, the fork ends at Timer B.
+			// Never blocks: with the inbox full, the fork ends at Timer B.
 			select {
 			case c.inbox <- message{lostFlow: flow}:
 			default:
 			}
 		}
 		for _, l := range c.legsNow() {
-			if l == nil || l.d == nil {
-				continue
-			}
-			l.d.mu.Lock() // its loop may change it (refreshFlow)
-			on := l.d.flow == flow
-			l.d.mu.Unlock()
-			if on {
-				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
-				c.lost(l)
+			if l != nil && l.d != nil && l.d.flowNow() == flow {
+				gone(c, l)
 				break
 			}
 		}
@@ -143,10 +145,7 @@ func (e *Engine) CallFlows() map[string]bool {
 			if l == nil || l.d == nil {
 				continue
 			}
-			l.d.mu.Lock() // a takeover's reflow may change it (refreshFlow)
-			flow := l.d.flow
-			l.d.mu.Unlock()
-			if flow != "" {
+			if flow := l.d.flowNow(); flow != "" {
 				out[flow] = true
 			}
 		}

@@ -106,33 +106,15 @@ func (e *Engine) awaitBrowser(c *Call, l *leg, gone func()) {
 // the browser then go there) and ends only if it does not come back;
 // calls still ringing on it end as FlowClosed ends them.
 func (e *Engine) FlowMoved(flow string) {
-	for _, c := range e.snapshot() {
-		if c.forking.Load() {
-			select {
-			case c.inbox <- message{lostFlow: flow}:
-			default:
-			}
+	e.legsOnFlow(flow, func(c *Call, l *leg) {
+		if c.State() != StateAnswered || e.cfg.Flows == nil {
+			c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
+			c.lost(l)
+			return
 		}
-		for _, l := range c.legsNow() {
-			if l == nil || l.d == nil {
-				continue
-			}
-			l.d.mu.Lock()
-			on := l.d.flow == flow
-			l.d.mu.Unlock()
-			if !on {
-				continue
-			}
-			if c.State() != StateAnswered || e.cfg.Flows == nil {
-				c.log.Info("browser connection lost", logging.KeyLeg, l.idx)
-				c.lost(l)
-				break
-			}
-			c.log.Info("browser connection handed over; waiting for the browser's new one", logging.KeyLeg, l.idx)
-			go e.awaitBrowser(c, l, func() { c.lost(l) })
-			break
-		}
-	}
+		c.log.Info("browser connection handed over; waiting for the browser's new one", logging.KeyLeg, l.idx)
+		go e.awaitBrowser(c, l, func() { c.lost(l) })
+	})
 }
 
 // StoredCalls returns every call record in the state store as its owner
