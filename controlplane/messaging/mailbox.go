@@ -119,6 +119,14 @@ type Mailbox struct {
 	delivering map[string]bool // recipients whose messages are being handed over
 	handing    map[string]bool // recipients with a hand-over to listeners running; true: run again
 	closed     bool            // Close was called: no more hand-overs
+	// dropped, while a catch-up reads the store (resync), collects the
+	// keys removed from the index meanwhile, so that a record the read
+	// still saw is not put back.
+	dropped map[string]bool
+	// gen is the store's generation last seen (state.Generation): a
+	// catch-up that finds another one counts what went missing as lost
+	// with the store, not removed by a peer.
+	gen string
 }
 
 // waiting is one message in the index.
@@ -157,7 +165,7 @@ func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
 	b := &Mailbox{cfg: cfg, origin: NewID(), ctx: bctx, cancel: cancel, done: make(chan struct{}), index: map[string][]waiting{}, senders: map[string]int{},
 		delivering: map[string]bool{}, handing: map[string]bool{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_messages_offline_total",
-			Help: "Instant messages for offline users, by event: stored, delivered, expired, refused_full (the recipient's queue or the whole mailbox), refused_sender (the sender's share of the mailbox), refused_unknown, taken_live (delivered live on another control plane meanwhile: not kept), failed (the store refused)."},
+			Help: "Instant messages for offline users, by event: stored, delivered, expired, refused_full (the recipient's queue or the whole mailbox), refused_sender (the sender's share of the mailbox), refused_unknown, taken_live (delivered live on another control plane meanwhile: not kept), failed (the store refused), lost (went with a state store that came back empty)."},
 			[]string{"event"})}
 	b.gauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strait_messages_offline_waiting",
 		Help: "Instant messages waiting for offline users (this control plane's index)."},
@@ -167,8 +175,10 @@ func NewMailbox(ctx context.Context, cfg MailboxConfig) (*Mailbox, error) {
 	}
 	bus, err := cfg.Store.Subscribe(bctx, mailboxChannel)
 	if err != nil {
-		cfg.Log.Warn("mailbox: bus subscription failed", "err", err)
+		cfg.Log.Warn("mailbox: bus subscription failed; retrying", "err", err)
+		bus = nil
 	}
+	b.gen, _, _ = state.Generation(ctx, cfg.Store) // best effort: "" never counts as a loss
 	recs, err := cfg.Store.Load(ctx, Offline)
 	if err != nil {
 		cancel()
@@ -224,18 +234,20 @@ func userOfKey(k string) (string, bool) {
 	return u, err == nil && u != ""
 }
 
-// add puts w in user's index, in time order. b.mu not held.
-func (b *Mailbox) add(user string, w waiting) {
+// add puts w in user's index, in time order, and reports whether it was
+// not there yet. b.mu not held.
+func (b *Mailbox) add(user string, w waiting) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q := b.index[user]
 	if slices.ContainsFunc(q, func(x waiting) bool { return x.key == w.key }) {
-		return
+		return false
 	}
 	i, _ := slices.BinarySearchFunc(q, w, func(a, b waiting) int { return cmp.Or(a.at.Compare(b.at), strings.Compare(a.key, b.key)) })
 	b.index[user] = slices.Insert(q, i, w)
 	b.total++
 	b.senders[w.from]++
+	return true
 }
 
 // drop removes key from user's index and reports whether it was there.
@@ -246,6 +258,9 @@ func (b *Mailbox) drop(user, key string) bool {
 	i := slices.IndexFunc(q, func(x waiting) bool { return x.key == key })
 	if i < 0 {
 		return false
+	}
+	if b.dropped != nil {
+		b.dropped[key] = true
 	}
 	if b.senders[q[i].from]--; b.senders[q[i].from] <= 0 {
 		delete(b.senders, q[i].from)
@@ -269,20 +284,44 @@ func (b *Mailbox) note(ctx context.Context, n busNote) {
 }
 
 // run applies the other control planes' notes and sweeps old messages.
+// When the bus subscription was lost (the store's gap mark, or the bus
+// gone and subscribed to again), the notes published meanwhile are lost:
+// the index catches up from the store (resync).
 func (b *Mailbox) run(ctx context.Context, bus <-chan []byte) {
 	defer close(b.done)
 	b.sweep(ctx)
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
+	var retry <-chan time.Time // set while a subscription or a catch-up waits to be tried again
+	if bus == nil {
+		retry = time.After(resubscribe)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			b.sweep(ctx)
+		case <-retry:
+			retry = nil
+			if bus == nil {
+				ch, err := b.cfg.Store.Subscribe(ctx, mailboxChannel)
+				if err != nil {
+					b.cfg.Log.Debug("mailbox: bus subscription failed; retrying", "err", err)
+					retry = time.After(resubscribe)
+					continue
+				}
+				bus = ch
+			}
+			retry = b.catchUp(ctx)
 		case raw, ok := <-bus:
 			if !ok {
-				bus = nil // the bus is gone: this process's own index still holds
+				bus = nil // the bus is gone: subscribe again, then catch up
+				retry = time.After(resubscribe)
+				continue
+			}
+			if raw == nil {
+				retry = b.catchUp(ctx)
 				continue
 			}
 			var n busNote
@@ -297,6 +336,90 @@ func (b *Mailbox) run(ctx context.Context, bus <-chan []byte) {
 			}
 		}
 	}
+}
+
+// catchUp runs resync and returns nil, or when the store did not answer,
+// when to try again.
+func (b *Mailbox) catchUp(ctx context.Context) <-chan time.Time {
+	lctx, cancel := context.WithTimeout(ctx, resyncTimeout)
+	added, removed, err := b.resync(lctx)
+	cancel()
+	if err != nil {
+		b.cfg.Log.Warn("mailbox: offline messages not read again after the bus subscription was lost; retrying", "err", err)
+		return time.After(resubscribe)
+	}
+	b.cfg.Log.Info("mailbox: offline messages read again after the bus subscription was lost", "added", added, "removed", removed)
+	return nil
+}
+
+// resyncTimeout bounds one catch-up's read of the store.
+const resyncTimeout = 10 * time.Second
+
+// resync makes the index what the store holds after the notes of other
+// control planes were lost (a bus gap): messages they kept meanwhile are
+// added (and handed to listeners here), messages they removed meanwhile
+// (delivered, expired) are dropped. Changes this process makes while the
+// store is read stay: a message kept since is in the index, not yet in the
+// read; a message removed since is not put back. When the store's
+// generation changed meanwhile (it came back empty), the messages missing
+// went with it: they are counted as lost (as StoreLost does, whichever of
+// the two runs first). It returns how many messages it added and removed.
+func (b *Mailbox) resync(ctx context.Context) (added, removed int, err error) {
+	gen, genOK, err := state.Generation(ctx, b.cfg.Store)
+	if err != nil {
+		return 0, 0, err
+	}
+	type entry struct{ user, key string }
+	var before []entry
+	b.mu.Lock()
+	for u, q := range b.index {
+		for _, w := range q {
+			before = append(before, entry{u, w.key})
+		}
+	}
+	b.dropped = map[string]bool{}
+	b.mu.Unlock()
+	recs, err := b.cfg.Store.Load(ctx, Offline)
+	b.mu.Lock()
+	dropped := b.dropped
+	b.dropped = nil
+	b.mu.Unlock()
+	if err != nil {
+		return 0, 0, err
+	}
+	b.mu.Lock()
+	lost := b.gen != "" && (!genOK || gen != b.gen)
+	if genOK {
+		b.gen = gen
+	}
+	b.mu.Unlock()
+	for _, e := range before {
+		if _, kept := recs[e.key]; !kept && b.drop(e.user, e.key) {
+			removed++
+		}
+	}
+	if lost {
+		b.events.WithLabelValues("lost").Add(float64(removed))
+	}
+	users := map[string]bool{}
+	for k, v := range recs {
+		if dropped[k] {
+			continue
+		}
+		var m Message
+		user, ok := userOfKey(k)
+		if !ok || json.Unmarshal(v, &m) != nil || m.To != user {
+			continue // removed by the next start (NewMailbox)
+		}
+		if b.add(user, waiting{key: k, at: m.Time, from: m.From}) {
+			added++
+			users[user] = true
+		}
+	}
+	for u := range users {
+		b.handOver(u)
+	}
+	return added, removed, nil
 }
 
 // sweep drops the messages that waited past MaxAge.

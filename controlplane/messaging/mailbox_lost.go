@@ -3,6 +3,8 @@ package messaging
 import (
 	"context"
 	"time"
+
+	"github.com/strait-sbc/strait/controlplane/state"
 )
 
 // StoreLost drops from the index the messages the state store no longer
@@ -12,9 +14,18 @@ import (
 // it returns how many. Messages stored since the store came back stay.
 func (b *Mailbox) StoreLost(ctx context.Context) (int, error) {
 	asked := time.Now()
+	gen, genOK, err := state.Generation(ctx, b.cfg.Store)
+	if err != nil {
+		return 0, err
+	}
 	recs, err := b.cfg.Store.Load(ctx, Offline)
 	if err != nil {
 		return 0, err
+	}
+	if genOK {
+		b.mu.Lock()
+		b.gen = gen // a catch-up (resync) does not count these again
+		b.mu.Unlock()
 	}
 	type entry struct{ user, key string }
 	var gone []entry

@@ -422,6 +422,15 @@ func (w *Writer) flushOnce() error {
 // then sees it missing or changed.
 const generationKey = "store-generation"
 
+// Generation returns the store's generation (see Writer.CheckStore), ok
+// false when it has none (no Writer made it yet, or the store lost it).
+// A reader that keeps a copy of some records compares it over time to
+// tell records removed from those lost with the store.
+func Generation(ctx context.Context, st Store) (gen string, ok bool, err error) {
+	v, ok, err := st.Get(ctx, Secrets, generationKey)
+	return string(v), ok, err
+}
+
 // OnLost registers f to be called (on the Writer's goroutine, or
 // CheckStore's caller's) when the
 // store is found to have lost the records it held (its generation
