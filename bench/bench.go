@@ -173,7 +173,12 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		}
 	}
 	var jobs []job
+	direct := &directRelay{h: h}
 	for _, n := range cfg.counts() {
+		if !cfg.NoHarnessBaseline && (cfg.Mode == ModeCadence || cfg.Mode == ModeSetup) {
+			// The harness alone first: the latency floor of this count.
+			jobs = append(jobs, job{direct, kind{legs: legsPlain}, n})
+		}
 		// Each case runs on every node in turn (I/O modes, binaries), so
 		// that drift in the machine's load hits them alike.
 		for _, shared := range modes {
@@ -229,11 +234,11 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		if err != nil {
 			if !isStrait {
 				// The incumbent could not do this case (e.g. a profile it
-				// does not negotiate, or more sessions than it holds):
-				// skipped, said so, not a pass.
+				// does not negotiate, or more sessions than it holds), or
+				// the harness alone could not: skipped, said so, not a pass.
 				prog.Log("%s skipped: %v", label, err)
-				res = &report.Result{Target: report.TargetRtpengine, Mode: cfg.Mode, Legs: j.k.legs, SRTP: j.k.profile.Name,
-					PlainPorts: j.k.portMode(), Sessions: j.n, Skipped: err.Error(), NodeDrops: map[string]uint64{}}
+				res = c.result()
+				res.Skipped = err.Error()
 			} else {
 				return rep, fmt.Errorf("%s: %w", label, err)
 			}
@@ -242,6 +247,8 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		prog.Log("%s", summary(res))
 	}
 	ratios(rep)
+	latencies(rep)
+	prog.Log("\n%s", report.Table(rep))
 	for _, r := range rep.Results {
 		if r.PayloadMismatches > 0 {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s %s: %d payloads arrived altered", r.Target, r.Legs, r.SRTP, r.PayloadMismatches))
@@ -277,11 +284,11 @@ func orW(w io.Writer) io.Writer {
 // rates are not comparable.
 func ratios(rep *report.Report) {
 	for _, r := range rep.Results {
-		if r.Target != report.TargetStrait || r.Skipped != "" || r.GeneratorLimited {
+		if r.Target != report.TargetStrait || !comparable(r) {
 			continue
 		}
 		for _, b := range rep.Results {
-			if b.Skipped != "" || b.GeneratorLimited || b.Sessions != r.Sessions {
+			if !comparable(b) || b.Sessions != r.Sessions {
 				continue
 			}
 			switch {
@@ -302,14 +309,54 @@ func ratios(rep *report.Report) {
 		}
 	}
 	for _, r := range rep.Results {
-		if r.Node == "" || r.Node == first || r.Skipped != "" || r.GeneratorLimited {
+		if r.Node == "" || r.Node == first || !comparable(r) {
 			continue
 		}
 		for _, b := range rep.Results {
-			if b.Node == first && b.Skipped == "" && !b.GeneratorLimited && b.Target == r.Target && b.Legs == r.Legs &&
+			if b.Node == first && comparable(b) && b.Target == r.Target && b.Legs == r.Legs &&
 				b.SRTP == r.SRTP && b.PlainPorts == r.PlainPorts && b.IO == r.IO && b.Sessions == r.Sessions {
 				r.CPURatioToFirstNode = report.Ratio(r.NodeCPUnsPerPacket, b.NodeCPUnsPerPacket)
 				r.SyscallRatioToFirstNode = report.Ratio(r.SyscallsPerPacket, b.SyscallsPerPacket)
+			}
+		}
+	}
+}
+
+// comparable reports whether r may be compared with other results: it was
+// measured, at the rate asked for, by a relay that kept up.
+func comparable(r *report.Result) bool {
+	return r.Skipped == "" && !r.GeneratorLimited && !r.Saturated
+}
+
+// latencies fills in what each relay adds to the latency: the WebRTC
+// results' (Strait's and rtpengine's) quantiles over the plain <-> plain
+// baseline through Strait at the same session count (same node, I/O and
+// plain port mode; rtpengine, per-leg only, against the first such
+// baseline), and every relay's p99 over the harness-only case's.
+func latencies(rep *report.Report) {
+	sub := func(a, b *float64) *float64 {
+		if a == nil || b == nil {
+			return nil
+		}
+		return report.F(*a - *b)
+	}
+	for _, r := range rep.Results {
+		if !comparable(r) || r.Target == report.TargetHarness {
+			continue
+		}
+		for _, b := range rep.Results {
+			if !comparable(b) || b.Sessions != r.Sessions {
+				continue
+			}
+			if b.Target == report.TargetHarness && r.OverHarnessLatencyP99us == nil {
+				r.OverHarnessLatencyP99us = sub(r.LatencyP99us, b.LatencyP99us)
+			}
+			if b.Target != report.TargetStraitPlain || b.PlainPorts != r.PlainPorts || r.AddedLatencyP99us != nil {
+				continue
+			}
+			if r.Target == report.TargetRtpengine || (r.Target == report.TargetStrait && b.IO == r.IO && b.Node == r.Node) {
+				r.AddedLatencyP50us = sub(r.LatencyP50us, b.LatencyP50us)
+				r.AddedLatencyP99us = sub(r.LatencyP99us, b.LatencyP99us)
 			}
 		}
 	}

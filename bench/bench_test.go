@@ -49,7 +49,8 @@ func TestMain(m *testing.M) {
 var fields = []string{"target", "mode", "sessions", "duration_s", "offered_pps", "delivered_pps", "loss_ratio",
 	"payload_mismatches", "latency_p50_us", "latency_p99_us", "node_cpu_ns_per_packet", "node_rss_bytes",
 	"bytes_per_session", "allocs_per_packet", "setup_per_s", "handshake_p99_ms", "cpu_ratio_to_plain", "cpu_ratio_to_rtpengine",
-	"io", "requested_pps", "generator_limited", "syscalls_per_packet", "syscalls_method", "node_syscalls_per_packet", "datagrams_per_round"}
+	"io", "requested_pps", "generator_limited", "syscalls_per_packet", "syscalls_method", "node_syscalls_per_packet", "datagrams_per_round",
+	"added_latency_p50_us", "added_latency_p99_us", "over_harness_latency_p99_us", "harness_cpu_cores", "relay_saturated"}
 
 // smoke runs a mode with a few sessions for a moment and checks the report:
 // every field present, packets through every measured target, nothing
@@ -116,6 +117,13 @@ func smoke(t *testing.T, cfg Config) *report.Report {
 		if res.NodeCPUnsPerPacket == nil || res.NodeRSSBytes == nil || res.SetupPerS == nil {
 			t.Errorf("%s: missing node figures", res.Target)
 		}
+		if res.Target == report.TargetHarness {
+			// No relay: the harness's own latency floor.
+			if res.LatencyP99us == nil || res.HarnessCPUCores == nil {
+				t.Errorf("harness-only case: no latency (%v) or harness CPU (%v)", res.LatencyP99us, res.HarnessCPUCores)
+			}
+			continue
+		}
 		if cfg.Mode == ModeFlood {
 			continue
 		}
@@ -152,6 +160,9 @@ func TestSmokeCadence(t *testing.T) {
 			t.Errorf("%s: no handshake latency", r.SRTP)
 		}
 	}
+	if targets[report.TargetHarness+" "] != 1 {
+		t.Errorf("targets %v: want one harness-only case", targets)
+	}
 	for _, m := range modes {
 		if targets[report.TargetStrait+" "+m] != 2 || targets[report.TargetStraitPlain+" "+m] != 1 {
 			t.Fatalf("targets %v, want Strait with both SRTP profiles and the plain baseline, with each I/O mode %v", targets, modes)
@@ -165,6 +176,9 @@ func TestSmokeTwoNodeBins(t *testing.T) {
 	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", IO: "mmsg", NodeBin: nodeBin + "," + nodeBin})
 	nodes := map[string]int{}
 	for _, r := range rep.Results {
+		if r.Target == report.TargetHarness {
+			continue // no node
+		}
 		nodes[r.Node]++
 		if strings.HasPrefix(r.Node, "1:") && !r.GeneratorLimited && r.NodeCPUnsPerPacket != nil && *r.NodeCPUnsPerPacket > 0 &&
 			r.CPURatioToFirstNode == nil && firstNodeCPU(rep, r) > 0 {
@@ -349,5 +363,55 @@ func TestHoldQuantile(t *testing.T) {
 	}
 	if p := holdQuantile(nil, nil, 0.99); p != nil {
 		t.Fatalf("no histogram: %v", *p)
+	}
+}
+
+// TestLatencies: added latency is over the plain baseline of the same
+// node, I/O mode, port mode and session count (rtpengine: per-leg), and
+// over the harness-only case's; nothing is compared with a limited or
+// saturated side.
+func TestLatencies(t *testing.T) {
+	us := report.F
+	rep := &report.Report{Results: []*report.Result{
+		{Target: report.TargetHarness, PlainPorts: "direct", Sessions: 500, LatencyP50us: us(50), LatencyP99us: us(400)},
+		{Target: report.TargetStrait, IO: "uring", PlainPorts: "per-leg", Sessions: 500, LatencyP50us: us(200), LatencyP99us: us(1500)},
+		{Target: report.TargetStraitPlain, IO: "mmsg", PlainPorts: "per-leg", Sessions: 500, LatencyP50us: us(10), LatencyP99us: us(10)},
+		{Target: report.TargetStraitPlain, IO: "uring", PlainPorts: "per-leg", Sessions: 1000, LatencyP50us: us(10), LatencyP99us: us(10)},
+		{Target: report.TargetStraitPlain, IO: "uring", PlainPorts: "per-leg", Sessions: 500, LatencyP50us: us(150), LatencyP99us: us(1000)},
+		{Target: report.TargetRtpengine, PlainPorts: "per-leg", Sessions: 500, LatencyP50us: us(400), LatencyP99us: us(4000)},
+		{Target: report.TargetRtpengine, PlainPorts: "per-leg", Sessions: 500, LatencyP99us: us(9000), Saturated: true},
+		{Target: report.TargetStrait, IO: "uring", PlainPorts: "per-leg", Sessions: 500, LatencyP99us: us(9000), GeneratorLimited: true},
+	}}
+	latencies(rep)
+	want := []struct{ added50, added99, overHarness *float64 }{
+		{nil, nil, nil},
+		{us(50), us(500), us(1100)},
+		{nil, nil, us(-390)},
+		{nil, nil, nil}, // no harness case at 1 000
+		{nil, nil, us(600)},
+		{us(390), us(3990), us(3600)}, // the first per-leg baseline at 500
+
+		{nil, nil, nil},
+		{nil, nil, nil},
+	}
+	eq := func(a, b *float64) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+	for i, w := range want {
+		r := rep.Results[i]
+		if !eq(r.AddedLatencyP50us, w.added50) || !eq(r.AddedLatencyP99us, w.added99) || !eq(r.OverHarnessLatencyP99us, w.overHarness) {
+			t.Errorf("result %d (%s %s %d): added p50 %v p99 %v, over harness %v", i, r.Target, r.IO, r.Sessions,
+				r.AddedLatencyP50us, r.AddedLatencyP99us, r.OverHarnessLatencyP99us)
+		}
+	}
+	// Saturated sides are not compared for CPU either.
+	rep = &report.Report{Results: []*report.Result{
+		{Target: report.TargetStrait, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(1200)},
+		{Target: report.TargetRtpengine, SRTP: "AEAD_AES_128_GCM", PlainPorts: "per-leg", NodeCPUnsPerPacket: report.F(2000), Saturated: true},
+	}}
+	ratios(rep)
+	if r := rep.Results[0]; r.CPURatioToRtpengine != nil {
+		t.Fatalf("compared with a saturated rtpengine: %v", *r.CPURatioToRtpengine)
+	}
+	if tab := report.Table(rep); !strings.Contains(tab, "**saturated**") {
+		t.Fatalf("the table does not say rtpengine saturated:\n%s", tab)
 	}
 }

@@ -15,6 +15,10 @@ import (
 // cadencePPS is each flow's rate in cadence: one packet per 20 ms.
 const cadencePPS = 50
 
+// saturatedLoss is the loss from which a relay offered the rate it was
+// asked for is reported as saturated (not compared).
+const saturatedLoss = 0.01
+
 // drainWait lets packets in flight arrive after a window closes.
 const drainWait = 300 * time.Millisecond
 
@@ -33,8 +37,12 @@ type runCase struct {
 }
 
 func (c *runCase) result() *report.Result {
-	return &report.Result{Target: c.r.target(c.k), Mode: c.h.cfg.Mode, Legs: c.k.legs, SRTP: c.srtpName(),
+	res := &report.Result{Target: c.r.target(c.k), Mode: c.h.cfg.Mode, Legs: c.k.legs, SRTP: c.srtpName(),
 		PlainPorts: c.k.portMode(), IO: c.k.io, Node: c.k.node, Sessions: c.n, NodeDrops: map[string]uint64{}}
+	if res.Target == report.TargetHarness {
+		res.PlainPorts = "direct"
+	}
+	return res
 }
 
 func (c *runCase) srtpName() string {
@@ -46,6 +54,7 @@ func (c *runCase) srtpName() string {
 
 func (c *runCase) run(ctx context.Context) (*report.Result, error) {
 	c.mis0 = c.h.engine.Mismatches()
+	c.r.saturation() // what earlier cases left in the relay's log
 	switch c.h.cfg.Mode {
 	case ModeFlood:
 		return c.flood(ctx)
@@ -282,6 +291,8 @@ type measurement struct {
 	// counted).
 	sys        *procstat.Syscalls
 	sysPackets uint64
+	// harnessCPU is the harness process's CPU time over the window.
+	harnessCPU time.Duration
 }
 
 // limited reports whether the harness offered less than asked: under 97%
@@ -390,6 +401,7 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 		return m, err
 	}
 	e := c.h.engine
+	hcpu0, _ := procstat.CPU(os.Getpid())
 	e.StartWindow()
 	stop := c.h.progressLoop(c.label, func() string { return fmt.Sprintf("sessions up %d", n) }, dur)
 	profDone := make(chan error, 1)
@@ -409,6 +421,8 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	}
 	err = sleep(ctx, dur)
 	e.EndWindow()
+	hcpu1, _ := procstat.CPU(os.Getpid())
+	m.harnessCPU = hcpu1 - hcpu0
 	s1, serr := c.r.sample()
 	stop()
 	if perr := <-profDone; perr != nil {
@@ -454,6 +468,18 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 	if m.requested > 0 {
 		res.GeneratorLimited = m.limited()
 	}
+	if d > 0 && m.harnessCPU > 0 {
+		res.HarnessCPUCores = report.F(m.harnessCPU.Seconds() / d)
+	}
+	res.Saturated, res.SaturatedNote = false, ""
+	if m.requested > 0 && (res.LossRatio >= saturatedLoss || w.Starved > 0) {
+		res.Saturated = true
+		res.SaturatedNote = fmt.Sprintf("the relay delivered %.0f of the %.0f packets/s offered (loss %.1f%%, %d of %d flows got nothing)",
+			res.DeliveredPPS, res.OfferedPPS, 100*res.LossRatio, w.Starved, m.flows)
+		if why := c.r.saturation(); why != "" {
+			res.SaturatedNote += "; " + why
+		}
+	}
 	res.SyscallsPerPacket = m.syscallsPerPacket()
 	res.SyscallsByCall = nil
 	res.SyscallsMethod = ""
@@ -482,7 +508,7 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 // nor strace can count leaves it out, and says so once.
 func (c *runCase) countSyscalls(ctx context.Context, m *measurement) error {
 	h := c.h
-	if h.cfg.SyscallWindow < 0 || h.noSyscalls {
+	if h.cfg.SyscallWindow < 0 || h.noSyscalls || c.r.pid() == 0 {
 		return nil
 	}
 	counter, err := procstat.StartSyscalls(c.r.pid())

@@ -74,6 +74,10 @@ type Config struct {
 	// CPUProfile, if set, saves a CPU profile of the node during the
 	// first Strait WebRTC window to this file.
 	CPUProfile string
+	// NoHarnessBaseline leaves out the harness-only case (cadence and
+	// setup): flows from harness socket to harness socket with no relay,
+	// the latency floor every relayed figure is compared with.
+	NoHarnessBaseline bool
 
 	// Progress gets the live status line and notes (nil: quiet).
 	Progress io.Writer `json:"-"`
@@ -97,6 +101,7 @@ func (c *Config) summary() map[string]any {
 		"syscall_window": c.SyscallWindow.String(), "duration": c.Duration.String(), "codec": c.Codec,
 		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "node_bin": c.NodeBin, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
+		"harness_baseline": !c.NoHarnessBaseline,
 	}
 }
 

@@ -64,6 +64,9 @@ type relay interface {
 	// memory is the figure bytes per session is computed from, and what it
 	// measures.
 	memory() (float64, string, error)
+	// saturation says, where the relay tells, why it lost packets since
+	// the last call (its own counters or log); "" when it does not.
+	saturation() string
 }
 
 // sample is a relay's counters at one instant.

@@ -38,6 +38,17 @@ func (r *rtpengineRelay) sample() (sample, error) {
 	return sample{cpu: cpu, rss: rss, received: recv}, nil
 }
 
+// saturation reports the sockets rtpengine gave up on since the last
+// call: it reads at most 50 datagrams from a socket per wake-up and never
+// reads one again that had more queued 5 times (see rtpengine.Strikes).
+func (r *rtpengineRelay) saturation() string {
+	struck, dead := r.d.Strikes()
+	if struck == 0 && dead == 0 {
+		return ""
+	}
+	return fmt.Sprintf("rtpengine's log: at least %d of its sockets had more than 50 datagrams queued when read, at least %d abandoned for good after 5 such strikes (its receive loop's compiled-in limits)", struck, dead)
+}
+
 func (r *rtpengineRelay) memory() (float64, string, error) {
 	rss, err := procstat.RSS(r.d.PID())
 	return float64(rss), "resident set size", err

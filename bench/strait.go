@@ -282,6 +282,9 @@ func (r *straitRelay) sample() (sample, error) {
 	return s, nil
 }
 
+// saturation: the node's drops are in Result.NodeDrops already.
+func (r *straitRelay) saturation() string { return "" }
+
 // memory is the node's live Go heap plus goroutine stacks after a
 // collection: what sessions cost it, free of garbage not yet collected.
 func (r *straitRelay) memory() (float64, string, error) {

@@ -21,6 +21,10 @@ const (
 	TargetStrait      = "strait"       // WebRTC <-> plain through a Strait node
 	TargetStraitPlain = "strait-plain" // baseline 1: plain <-> plain, same node
 	TargetRtpengine   = "rtpengine"    // baseline 2: WebRTC <-> plain through rtpengine
+	// TargetHarness is no relay: harness socket to harness socket, the
+	// latency floor of the harness itself (its CPU figures are the
+	// harness's own).
+	TargetHarness = "harness"
 )
 
 // Result is the measurement of one target in one configuration.
@@ -57,6 +61,30 @@ type Result struct {
 	LatencyP50us      *float64 `json:"latency_p50_us"`
 	LatencyP99us      *float64 `json:"latency_p99_us"`
 	JitterUs          *float64 `json:"jitter_us"`
+	// AddedLatencyP50us and AddedLatencyP99us (Strait WebRTC results and
+	// rtpengine): this result's latency quantile less the plain <-> plain
+	// baseline's through Strait in the same run, at the same session
+	// count (same node, I/O and plain port mode; rtpengine: per-leg, the
+	// first node): the latency SRTP and the WebRTC leg add, issue 12's
+	// figure. Null without that baseline, or when either side was
+	// generator-limited or saturated.
+	AddedLatencyP50us *float64 `json:"added_latency_p50_us"`
+	AddedLatencyP99us *float64 `json:"added_latency_p99_us"`
+	// OverHarnessLatencyP99us (every relay result): the p99 less the
+	// harness-only case's (no relay, same session count, same run): what
+	// the relay adds as a whole, the harness's own scheduling taken out.
+	OverHarnessLatencyP99us *float64 `json:"over_harness_latency_p99_us"`
+	// HarnessCPUCores is the harness process's CPU time per second over
+	// the window (generator, sink, SRTP, checks): with the relay's
+	// NodeCPUCores, whether both fit in the machine.
+	HarnessCPUCores *float64 `json:"harness_cpu_cores"`
+	// Saturated means the harness offered the rate asked for but the
+	// relay lost 1% or more of it (or stopped serving flows): the relay
+	// could not keep up on this machine. Such a result is not compared
+	// (ratios and added latency null); SaturatedNote says what it
+	// delivered and, where the relay's log tells, why.
+	Saturated     bool   `json:"relay_saturated"`
+	SaturatedNote string `json:"saturated_note,omitempty"`
 
 	// PacketsForwarded is the relay's count of RTP packets sent in the
 	// window (Strait: its packets_total{direction="out"}; rtpengine: what

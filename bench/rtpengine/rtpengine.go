@@ -70,6 +70,8 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	pending map[string]chan Dict
+
+	strikes strikeLog // its stderr, watched for abandoned sockets
 }
 
 // Start runs rtpengine in the foreground and waits until it answers ping.
@@ -95,12 +97,15 @@ func Start(ctx context.Context, opt Options) (*Daemon, error) {
 	if opt.CPUs != "" {
 		cmd = exec.Command("taskset", append([]string{"-c", opt.CPUs, opt.Binary}, args...)...) // execs: same pid
 	}
-	cmd.Stdout, cmd.Stderr = opt.Log, opt.Log
+	d := &Daemon{cmd: cmd, done: make(chan struct{}), ng: ng, pending: make(map[string]chan Dict)}
+	cmd.Stdout, cmd.Stderr = opt.Log, &d.strikes
+	if opt.Log != nil {
+		cmd.Stderr = io.MultiWriter(opt.Log, &d.strikes)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("rtpengine: %w", err)
 	}
-	d := &Daemon{cmd: cmd, done: make(chan struct{}), ng: ng, pending: make(map[string]chan Dict)}
 	go func() { cmd.Wait(); close(d.done) }()
 	if d.conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		d.Close()
