@@ -291,8 +291,19 @@ type measurement struct {
 	// counted).
 	sys        *procstat.Syscalls
 	sysPackets uint64
-	// harnessCPU is the harness process's CPU time over the window.
-	harnessCPU time.Duration
+	// harnessCPU and harnessDelay are the harness process's CPU time
+	// and its threads' run-queue wait over the window.
+	harnessCPU, harnessDelay time.Duration
+}
+
+// schedPerPacket is the relay's threads' scheduler time slices over the
+// window per packet forwarded (nil: not known).
+func (m *measurement) schedPerPacket() *float64 {
+	f := m.forwarded()
+	if f == 0 || m.s1.sched.Slices == 0 {
+		return nil
+	}
+	return report.F(float64(m.s1.sched.Slices-m.s0.sched.Slices) / float64(f))
 }
 
 // limited reports whether the harness offered less than asked: under 97%
@@ -402,6 +413,7 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	}
 	e := c.h.engine
 	hcpu0, _ := procstat.CPU(os.Getpid())
+	hs0, _ := procstat.SchedStat(os.Getpid())
 	e.StartWindow()
 	stop := c.h.progressLoop(c.label, func() string { return fmt.Sprintf("sessions up %d", n) }, dur)
 	profDone := make(chan error, 1)
@@ -422,7 +434,8 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	err = sleep(ctx, dur)
 	e.EndWindow()
 	hcpu1, _ := procstat.CPU(os.Getpid())
-	m.harnessCPU = hcpu1 - hcpu0
+	hs1, _ := procstat.SchedStat(os.Getpid())
+	m.harnessCPU, m.harnessDelay = hcpu1-hcpu0, hs1.RunDelay-hs0.RunDelay
 	s1, serr := c.r.sample()
 	stop()
 	if perr := <-profDone; perr != nil {
@@ -470,6 +483,14 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 	}
 	if d > 0 && m.harnessCPU > 0 {
 		res.HarnessCPUCores = report.F(m.harnessCPU.Seconds() / d)
+	}
+	res.NodeRunqWait, res.HarnessRunqWait = nil, nil
+	if d > 0 && m.s1.sched.RunDelay > 0 {
+		res.NodeRunqWait = report.F((m.s1.sched.RunDelay - m.s0.sched.RunDelay).Seconds() / d)
+	}
+	res.NodeSlicesPerPacket = m.schedPerPacket()
+	if d > 0 && m.harnessDelay > 0 {
+		res.HarnessRunqWait = report.F(m.harnessDelay.Seconds() / d)
 	}
 	res.Saturated, res.SaturatedNote = false, ""
 	if m.requested > 0 && (res.LossRatio >= saturatedLoss || w.Starved > 0) {

@@ -31,8 +31,9 @@ func (r *directRelay) sample() (sample, error) {
 		return sample{}, err
 	}
 	rss, _ := procstat.RSS(os.Getpid())
+	sched, _ := procstat.SchedStat(os.Getpid())
 	_, recv := r.h.engine.Totals()
-	return sample{cpu: cpu, rss: rss, received: recv}, nil
+	return sample{cpu: cpu, sched: sched, rss: rss, received: recv}, nil
 }
 
 func (r *directRelay) memory() (float64, string, error) {

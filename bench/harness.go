@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/srtp/v3"
 
+	"github.com/strait-sbc/strait/bench/procstat"
 	"github.com/strait-sbc/strait/bench/report"
 	"github.com/strait-sbc/strait/bench/rtpgen"
 	"github.com/strait-sbc/strait/bench/webrtcclient"
@@ -72,6 +73,7 @@ type relay interface {
 // sample is a relay's counters at one instant.
 type sample struct {
 	cpu             time.Duration
+	sched           procstat.Sched // the relay's threads' (zero: unknown)
 	rss             int64
 	hasNodeCounters bool // Strait: forwarded, mallocs and drops are read from its metrics
 	forwarded       uint64

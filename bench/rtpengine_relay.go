@@ -34,8 +34,9 @@ func (r *rtpengineRelay) sample() (sample, error) {
 		return sample{}, err
 	}
 	rss, _ := procstat.RSS(r.d.PID())
+	sched, _ := procstat.SchedStat(r.d.PID())
 	_, recv := r.h.engine.Totals()
-	return sample{cpu: cpu, rss: rss, received: recv}, nil
+	return sample{cpu: cpu, sched: sched, rss: rss, received: recv}, nil
 }
 
 // saturation reports the sockets rtpengine gave up on since the last

@@ -259,7 +259,8 @@ func (r *straitRelay) sample() (sample, error) {
 		return sample{}, err
 	}
 	rss, _ := procstat.RSS(r.n.pidv)
-	s := sample{cpu: cpu, rss: rss, hasNodeCounters: true,
+	sched, _ := procstat.SchedStat(r.n.pidv)
+	s := sample{cpu: cpu, sched: sched, rss: rss, hasNodeCounters: true,
 		scrapeAllocs: m2["go_memstats_mallocs_total"] - m["go_memstats_mallocs_total"],
 		forwarded:    uint64(m[`strait_dataplane_packets_total{direction="out"}`]),
 		mallocs:      m["go_memstats_mallocs_total"],

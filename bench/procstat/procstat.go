@@ -183,3 +183,57 @@ func Profile(addr string, secs int, w io.Writer) error {
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
+
+// Sched is what the scheduler recorded of a process's threads
+// (/proc/PID/task/TID/schedstat, kept by the kernel with
+// CONFIG_SCHED_INFO), summed over its live threads; threads that exited
+// are not counted.
+type Sched struct {
+	// RunDelay is how long the threads waited on a CPU's run queue,
+	// runnable but not running. Over a window it says how much the
+	// machine's other work delayed the process: the part of a latency
+	// tail neither the process's code nor its system calls explain.
+	RunDelay time.Duration
+	// Slices counts the times a thread was put on a CPU: every wake-up
+	// from a wait, and every return after being preempted. Per packet,
+	// a count the machine's load hardly moves, unlike the time.
+	Slices uint64
+}
+
+// SchedStat reads pid's Sched.
+func SchedStat(pid int) (Sched, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return Sched{}, err
+	}
+	var total Sched
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s, err := parseSchedstat(b)
+		if err != nil {
+			return Sched{}, err
+		}
+		total.RunDelay += s.RunDelay
+		total.Slices += s.Slices
+	}
+	return total, nil
+}
+
+// parseSchedstat reads a schedstat line: "on-CPU-ns run-queue-wait-ns
+// timeslices".
+func parseSchedstat(b []byte) (Sched, error) {
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return Sched{}, fmt.Errorf("procstat: malformed schedstat %q", b)
+	}
+	ns, err1 := strconv.ParseUint(f[1], 10, 64)
+	n, err2 := strconv.ParseUint(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return Sched{}, fmt.Errorf("procstat: malformed schedstat %q", b)
+	}
+	return Sched{RunDelay: time.Duration(ns), Slices: n}, nil
+}

@@ -96,3 +96,26 @@ func TestCountSyscallsOfOwnProcess(t *testing.T) {
 	}
 	t.Logf("%d system calls (%s)", s.Total, s.Method)
 }
+
+func TestParseSchedstat(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Sched
+		ok   bool
+	}{
+		{"8564293 26641421 5\n", Sched{RunDelay: 26641421, Slices: 5}, true},
+		{"1 2 3", Sched{RunDelay: 2, Slices: 3}, true},
+		{"8564293 12\n", Sched{}, false},
+		{"a b c", Sched{}, false},
+	} {
+		got, err := parseSchedstat([]byte(tc.in))
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseSchedstat(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+	if s, err := SchedStat(os.Getpid()); err != nil {
+		t.Logf("scheduler statistics not readable here: %v", err) // a kernel without CONFIG_SCHED_INFO
+	} else if s.Slices == 0 {
+		t.Errorf("this process ran, yet %+v", s)
+	}
+}

@@ -78,6 +78,18 @@ type Result struct {
 	// the window (generator, sink, SRTP, checks): with the relay's
 	// NodeCPUCores, whether both fit in the machine.
 	HarnessCPUCores *float64 `json:"harness_cpu_cores"`
+	// NodeRunqWait and HarnessRunqWait: how long the relay's threads and
+	// the harness's waited on a run queue, runnable but not running, per
+	// second of the window (summed over threads, so it can exceed 1;
+	// /proc/PID/task/*/schedstat). What the machine's contention added to
+	// the latency: a wait there holds every packet the thread had or was
+	// about to get.
+	NodeRunqWait    *float64 `json:"node_runq_wait_s_per_s"`
+	HarnessRunqWait *float64 `json:"harness_runq_wait_s_per_s"`
+	// NodeSlicesPerPacket: the times the relay's threads were put on a
+	// CPU (wake-ups, and returns after a preemption) in the window, per
+	// packet forwarded: what wake-up batching saves, as a count.
+	NodeSlicesPerPacket *float64 `json:"node_sched_slices_per_packet"`
 	// Saturated means the harness offered the rate asked for but the
 	// relay lost 1% or more of it (or stopped serving flows): the relay
 	// could not keep up on this machine. Such a result is not compared
