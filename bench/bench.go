@@ -325,7 +325,7 @@ func ratios(rep *report.Report) {
 // comparable reports whether r may be compared with other results: it was
 // measured, at the rate asked for, by a relay that kept up.
 func comparable(r *report.Result) bool {
-	return r.Skipped == "" && !r.GeneratorLimited && !r.Saturated
+	return r.Skipped == "" && !r.GeneratorLimited && !r.Saturated && !r.SinkLimited
 }
 
 // latencies fills in what each relay adds to the latency: the WebRTC

@@ -18,6 +18,7 @@ import (
 	"github.com/strait-sbc/strait/bench/procstat"
 	"github.com/strait-sbc/strait/bench/report"
 	"github.com/strait-sbc/strait/bench/rtpengine"
+	"github.com/strait-sbc/strait/bench/rtpgen"
 	"github.com/strait-sbc/strait/dataplane/batchconn"
 )
 
@@ -413,5 +414,43 @@ func TestLatencies(t *testing.T) {
 	}
 	if tab := report.Table(rep); !strings.Contains(tab, "**saturated**") {
 		t.Fatalf("the table does not say rtpengine saturated:\n%s", tab)
+	}
+}
+
+// stubRelay says why it saturated, as rtpengine's log does.
+type stubRelay struct{ directRelay }
+
+func (*stubRelay) saturation() string { return "abandoned sockets" }
+
+// TestSaturation: a relay that lost 1% or more of what it was offered is
+// saturated; one that counted its own packets and forwarded them all made
+// the loss the harness's (sink-limited); neither is compared.
+func TestSaturation(t *testing.T) {
+	h := &harness{cfg: &Config{Mode: ModeCadence}}
+	window := func(sent, recv uint64) rtpgen.Window {
+		return rtpgen.Window{Start: 0, End: int64(time.Second), Sent: sent, Received: recv}
+	}
+	for _, tc := range []struct {
+		name                 string
+		m                    measurement
+		saturated, sinkLimit bool
+		note                 string
+	}{
+		{"kept up", measurement{w: window(100000, 99950), requested: 100000, flows: 2000}, false, false, ""},
+		{"rtpengine lost 94%", measurement{w: window(100000, 6000), requested: 100000, flows: 2000}, true, false, "abandoned sockets"},
+		{"relay forwarded it all", measurement{w: window(100000, 90000), requested: 100000, flows: 2000,
+			s0: sample{hasNodeCounters: true}, s1: sample{hasNodeCounters: true, forwarded: 99900}}, false, true, "the harness fell behind"},
+		{"relay dropped", measurement{w: window(100000, 90000), requested: 100000, flows: 2000,
+			s0: sample{hasNodeCounters: true}, s1: sample{hasNodeCounters: true, forwarded: 90000}}, true, false, "forwarded 90000"},
+	} {
+		c := &runCase{h: h, r: &stubRelay{}}
+		res := &report.Result{}
+		c.fill(res, tc.m)
+		if res.Saturated != tc.saturated || res.SinkLimited != tc.sinkLimit || !strings.Contains(res.SaturatedNote, tc.note) {
+			t.Errorf("%s: saturated %v, sink-limited %v, note %q", tc.name, res.Saturated, res.SinkLimited, res.SaturatedNote)
+		}
+		if comparable(res) == (tc.saturated || tc.sinkLimit) {
+			t.Errorf("%s: comparable %v", tc.name, comparable(res))
+		}
 	}
 }

@@ -492,13 +492,24 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 	if d > 0 && m.harnessDelay > 0 {
 		res.HarnessRunqWait = report.F(m.harnessDelay.Seconds() / d)
 	}
-	res.Saturated, res.SaturatedNote = false, ""
+	res.Saturated, res.SinkLimited, res.SaturatedNote = false, false, ""
 	if m.requested > 0 && (res.LossRatio >= saturatedLoss || w.Starved > 0) {
-		res.Saturated = true
-		res.SaturatedNote = fmt.Sprintf("the relay delivered %.0f of the %.0f packets/s offered (loss %.1f%%, %d of %d flows got nothing)",
-			res.DeliveredPPS, res.OfferedPPS, 100*res.LossRatio, w.Starved, m.flows)
-		if why := c.r.saturation(); why != "" {
-			res.SaturatedNote += "; " + why
+		res.SaturatedNote = fmt.Sprintf("%.0f of the %.0f packets/s offered arrived within %v (loss %.1f%%, %d of %d flows got nothing)",
+			res.DeliveredPPS, res.OfferedPPS, drainWait, 100*res.LossRatio, w.Starved, m.flows)
+		fwd := float64(m.forwarded()) / d
+		if m.s1.hasNodeCounters && fwd >= (1-saturatedLoss)*res.OfferedPPS && w.Starved == 0 {
+			// The relay sent on what it got: the packets were late or
+			// lost after it, in the harness's sockets or its sink.
+			res.SinkLimited = true
+			res.SaturatedNote += fmt.Sprintf("; the relay forwarded %.0f packets/s: the harness fell behind", fwd)
+		} else {
+			res.Saturated = true
+			if m.s1.hasNodeCounters {
+				res.SaturatedNote += fmt.Sprintf("; the relay forwarded %.0f packets/s", fwd)
+			}
+			if why := c.r.saturation(); why != "" {
+				res.SaturatedNote += "; " + why
+			}
 		}
 	}
 	res.SyscallsPerPacket = m.syscallsPerPacket()

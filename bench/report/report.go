@@ -95,7 +95,12 @@ type Result struct {
 	// could not keep up on this machine. Such a result is not compared
 	// (ratios and added latency null); SaturatedNote says what it
 	// delivered and, where the relay's log tells, why.
-	Saturated     bool   `json:"relay_saturated"`
+	Saturated bool `json:"relay_saturated"`
+	// SinkLimited means the same loss with a relay that counted its own
+	// packets and forwarded what it was offered: they were lost or late
+	// (beyond the drain wait) after it, in the harness. Not compared
+	// either.
+	SinkLimited   bool   `json:"sink_limited"`
 	SaturatedNote string `json:"saturated_note,omitempty"`
 
 	// PacketsForwarded is the relay's count of RTP packets sent in the

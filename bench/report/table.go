@@ -33,8 +33,11 @@ func Table(r *Report) string {
 		if x.GeneratorLimited {
 			notes = append(notes, "**generator-limited**")
 		}
-		if x.Saturated {
+		switch {
+		case x.Saturated:
 			notes = append(notes, "**saturated**: "+x.SaturatedNote)
+		case x.SinkLimited:
+			notes = append(notes, "**sink-limited**: "+x.SaturatedNote)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %.0f | %.0f | %.3f%% | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			x.Target, x.Node, x.IO, srtp, x.PlainPorts, x.Sessions, x.RequestedPPS, x.DeliveredPPS, 100*x.LossRatio,
