@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/sha1" //nolint:gosec
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -48,6 +49,12 @@ func contextWithCipher(tb testing.TB, profile ProtectionProfile, c srtpCipher) *
 // section 7.1 (AES-256): counter blocks from the session salt, SSRC 0,
 // index 0, incremented per 16-byte block (RFC 3711 section 4.1.1).
 func TestAESCMKeystreamRFC3711(t *testing.T) {
+	for _, stream := range []bool{true, false} { // crypto/cipher's AES-CTR, xorBytesCTR
+		testAESCMKeystreamRFC3711(t, stream)
+	}
+}
+
+func testAESCMKeystreamRFC3711(t *testing.T, stream bool) {
 	for _, tc := range []struct {
 		profile   ProtectionProfile
 		key, salt string
@@ -64,12 +71,20 @@ func TestAESCMKeystreamRFC3711(t *testing.T) {
 			"92bdd28a93c3f52511c677d08b5515a4 9da71b2378a854f67050756ded165bac 63c4868b7096d88421b563b8c94c9a31",
 		},
 	} {
-		t.Run(tc.profile.String(), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%v/stream=%v", tc.profile, stream), func(t *testing.T) {
 			block, err := aes.NewCipher(unhex(t, tc.key))
 			if err != nil {
 				t.Fatal(err)
 			}
+			var ctr ctrStream
+			if stream {
+				var ok bool
+				if ctr, ok = newCTRStream(block); !ok {
+					t.Fatal("no crypto/cipher AES-CTR stream")
+				}
+			}
 			c := &srtpCipherAesCmHmacSha1{
+				srtpCTR:                   ctr,
 				protectionProfileWithArgs: newProtectionProfileWithArgs(tc.profile, nil),
 				srtpBlock:                 block,
 				srtcpBlock:                block,

@@ -19,6 +19,7 @@ type srtpCipherAesCmHmacSha1 struct {
 	srtpSessionSalt []byte
 	srtpSessionAuth hmacSHA1 // Strait: crypto/hmac's, compact (see hmacSHA1)
 	srtpBlock       cipher.Block
+	srtpCTR         ctrStream // Strait: srtpBlock's pipelined AES-CTR (see srtpXOR)
 	srtpEncrypted   bool
 
 	srtcpSessionSalt []byte
@@ -68,6 +69,10 @@ func newSrtpCipherAesCmHmacSha1(
 	} else if srtpCipher.srtpBlock, err = aes.NewCipher(srtpSessionKey); err != nil {
 		return nil, err
 	}
+	// Strait: SRTP payloads through crypto/cipher's AES-CTR (ctrStream);
+	// SRTCP, a packet every few seconds, keeps xorBytesCTR and saves the
+	// stream's 512 bytes.
+	srtpCipher.srtpCTR, _ = newCTRStream(srtpCipher.srtpBlock)
 
 	srtcpSessionKey, err := aesCmKeyDerivation(labelSRTCPEncryption, masterKey, masterSalt, 0, len(masterKey))
 	if err != nil {
@@ -165,7 +170,7 @@ func (s *srtpCipherAesCmHmacSha1) doEncryptRTP(dst []byte, header *rtp.Header, h
 	encrypt := func(dst, plaintext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], plaintext[headerLen:], s.keystream[:])
+		return s.srtpXOR(counter[:], dst[headerLen:], plaintext[headerLen:])
 	}
 
 	var err error
@@ -251,7 +256,7 @@ func (s *srtpCipherAesCmHmacSha1) doDecryptRTP(dst, ciphertext []byte, header *r
 	decrypt := func(dst, ciphertext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], ciphertext[headerLen:], s.keystream[:])
+		return s.srtpXOR(counter[:], dst[headerLen:], ciphertext[headerLen:])
 	}
 
 	switch {
@@ -277,6 +282,19 @@ func (s *srtpCipherAesCmHmacSha1) doDecryptRTP(dst, ciphertext []byte, header *r
 	}
 
 	return nil
+}
+
+// srtpXOR is the SRTP payload's counter mode (RFC 3711 section 4.1.1):
+// crypto/cipher's pipelined AES-CTR where the cipher has it (srtpCTR),
+// xorBytesCTR otherwise. Strait: see ctrStream.
+func (s *srtpCipherAesCmHmacSha1) srtpXOR(iv, dst, src []byte) error {
+	if s.srtpCTR.s != nil && len(iv) == aes.BlockSize {
+		s.srtpCTR.xor(iv, dst, src)
+
+		return nil
+	}
+
+	return xorBytesCTR(s.srtpBlock, iv, dst, src, s.keystream[:])
 }
 
 func (s *srtpCipherAesCmHmacSha1) encryptRTCP(dst, decrypted []byte, srtcpIndex uint32, ssrc uint32) ([]byte, error) {
