@@ -41,9 +41,27 @@ import (
 //   - the SRTP rollover counter of every SSRC the leg's contexts know (the
 //     48-bit packet index is ROC<<16 | sequence: a context that restarted
 //     at ROC 0 on a call older than 65 536 packets would make every packet
-//     fail authentication at the other end, RFC 3711 section 3.3.1) and a
-//     ceiling above each SRTCP index sent, so that the peer's SRTCP replay
-//     check never sees an index again (section 3.4).
+//     fail authentication at the other end, RFC 3711 section 3.3.1) and,
+//     for what the node sends, a floor above every SRTP index and SRTCP
+//     index it used (see "No index twice" below).
+//
+// No index twice. The keys outlive the restart, so every SRTP and SRTCP
+// packet index the node encrypted with before must stay used: under
+// AES-CM a second packet at an index reuses its keystream (the XOR of the
+// two plaintexts leaks), under AES-GCM its nonce, which gives away the
+// authentication key and lets anyone forge packets (RFC 3711 section 9.2,
+// RFC 7714 sections 8.1 and 16). Yet a saved record lags the packets: it
+// changes once per step of the counters (srtpIndexStep, srtcpStep,
+// rewrite.ResumeStep) and is written by a keeper a moment later, in
+// batches. So Save records, for each SSRC the node sends, the next SRTP
+// index and SRTCP index two steps above the highest used, and the
+// restored contexts never go below them (srtp.Context.SetSRTPIndexFloor
+// refuses a lower index; SetIndex numbers SRTCP from there), and each
+// outbound stream resumes its sequence numbers at that floor: the
+// receiver sees a forward jump (at most three steps, well within the
+// 2^15 its rollover estimate follows). That holds as long as fewer than
+// a step of packets (4 096: 82 s of 50 packets/s, 4 s at 1 000) went out
+// between the record's step and its write reaching the store.
 //
 // What is not kept: the replay windows (the first packet after the restore
 // sets them again: a packet replayed in that instant is relayed once), the
@@ -99,20 +117,55 @@ type SavedStream struct {
 }
 
 // SavedSSRC is an SSRC's state in a pair of SRTP contexts: the rollover
-// counter of each direction, and a ceiling above the SRTCP indexes sent.
+// counter of each direction, and floors above the SRTP and SRTCP indexes
+// sent (see "No index twice" above).
 type SavedSSRC struct {
-	SSRC     uint32 `json:"ssrc"`
-	DecROC   uint32 `json:"dec_roc,omitempty"`
-	HasDec   bool   `json:"has_dec,omitempty"`
-	EncROC   uint32 `json:"enc_roc,omitempty"`
-	HasEnc   bool   `json:"has_enc,omitempty"`
+	SSRC   uint32 `json:"ssrc"`
+	DecROC uint32 `json:"dec_roc,omitempty"`
+	HasDec bool   `json:"has_dec,omitempty"`
+	EncROC uint32 `json:"enc_roc,omitempty"`
+	HasEnc bool   `json:"has_enc,omitempty"`
+	// DecIndex is the decrypting context's highest SRTP index (ROC<<16 |
+	// SEQ), rounded down to decIndexStep: restored as the position the
+	// next packets' ROC is estimated from (RFC 3711 section 3.3.1), so
+	// that a sender that crossed a wrap after the record was written is
+	// followed (DecROC alone would fail its every packet). 0 in a record
+	// of an earlier version, or below the first step: DecROC then.
+	DecIndex uint64 `json:"dec_index,omitempty"`
+	// EncNext is the lowest SRTP index (ROC<<16 | SEQ) the encrypting
+	// context may use after a restore (srtpNext). 0 in a record of an
+	// earlier version, which restores EncROC alone.
+	EncNext uint64 `json:"enc_next,omitempty"`
+	// SRTCPTop is the SRTCP index the encrypting context numbers on from
+	// (the first packet after the restore takes SRTCPTop+1).
 	SRTCPTop uint32 `json:"srtcp_top,omitempty"`
 }
 
-// srtcpStep is the granularity of SavedSSRC.SRTCPTop: the ceiling moves
+// srtcpStep is the granularity of SavedSSRC.SRTCPTop: the floor moves
 // once per srtcpStep SRTCP packets (about 17 minutes at one a second), so
 // the saved form does not change with every report.
 const srtcpStep = 1024
+
+// srtpIndexStep is the granularity of SavedSSRC.EncNext, the outbound
+// sequence numbers' (rewrite.ResumeStep), so that both move together.
+const srtpIndexStep = rewrite.ResumeStep
+
+// decIndexStep is the granularity of SavedSSRC.DecIndex: the ROC estimate
+// from it follows a sender up to 2^15 ahead (RFC 3711 section 3.3.1), so
+// a record a step old still leaves half a wrap of room, and the record
+// changes once per 16 384 packets received (5.5 minutes at 50 a second).
+const decIndexStep = 1 << 14
+
+// srtpNext is SavedSSRC.EncNext for a context whose highest SRTP index
+// sent is idx: two steps up, so that a record written up to a step late
+// is still above every index used (RFC 3711 section 9.2).
+func srtpNext(idx uint64) uint64 { return (idx/srtpIndexStep + 2) * srtpIndexStep }
+
+// srtcpNext is SavedSSRC.SRTCPTop for a context whose last SRTCP index
+// is idx, two steps up for the same reason; below 2^31 (section 3.4).
+func srtcpNext(idx uint32) uint32 {
+	return uint32(min((uint64(idx)/srtcpStep+2)*srtcpStep, 1<<31-1))
+}
 
 // srtpKeys are the keys a leg's DTLS handshake exported, kept so that the
 // leg can be saved (immutable once stored).
@@ -223,8 +276,11 @@ func (l *Leg) ssrcStates(st *Stream) []SavedSSRC {
 		sv.SSRC = v
 		if enc != nil {
 			sv.EncROC, sv.HasEnc = enc.ROC(v)
+			if idx, ok := enc.SRTPIndex(v); ok {
+				sv.EncNext = srtpNext(idx)
+			}
 			if idx, ok := enc.Index(v); ok {
-				sv.SRTCPTop = (idx/srtcpStep + 1) * srtcpStep
+				sv.SRTCPTop = srtcpNext(idx)
 			}
 		}
 	}
@@ -237,6 +293,9 @@ func (l *Leg) ssrcStates(st *Stream) []SavedSSRC {
 	if dec != nil {
 		for i := range states {
 			states[i].DecROC, states[i].HasDec = dec.ROC(states[i].SSRC)
+			if idx, ok := dec.SRTPIndex(states[i].SSRC); ok {
+				states[i].DecIndex = idx &^ (decIndexStep - 1)
+			}
 		}
 	}
 	l.inMu.Unlock()
@@ -249,14 +308,24 @@ func (l *Leg) ssrcStates(st *Stream) []SavedSSRC {
 	return out
 }
 
-// applySSRCs sets saved rollover state on a fresh pair of contexts.
+// applySSRCs sets saved rollover state on a fresh pair of contexts: the
+// encrypting one never goes below the saved floors (RFC 3711 section 9.2,
+// RFC 7714 section 8.1; see "No index twice" above).
 func applySSRCs(dec, enc *srtp.Context, states []SavedSSRC) {
 	for _, sv := range states {
-		if sv.HasDec && dec != nil {
-			dec.SetROC(sv.SSRC, sv.DecROC)
+		if dec != nil {
+			switch {
+			case sv.DecIndex != 0:
+				dec.SetSRTPIndex(sv.SSRC, sv.DecIndex)
+			case sv.HasDec:
+				dec.SetROC(sv.SSRC, sv.DecROC)
+			}
 		}
 		if enc != nil {
-			if sv.HasEnc {
+			switch {
+			case sv.EncNext != 0:
+				enc.SetSRTPIndexFloor(sv.SSRC, sv.EncNext)
+			case sv.HasEnc:
 				enc.SetROC(sv.SSRC, sv.EncROC)
 			}
 			if sv.SRTCPTop != 0 {
@@ -264,6 +333,26 @@ func applySSRCs(dec, enc *srtp.Context, states []SavedSSRC) {
 			}
 		}
 	}
+}
+
+// resumeAbove is the sequence number an outbound stream resumes at (its
+// Resumption's OutCeiling): the saved one, or, if later, that of the SRTP
+// floor of the SSRC it sends (its own when it rewrites SSRCs, the one it
+// relays otherwise), so that its packets are not refused as below the
+// floor (srtp.ErrIndexBelowFloor) for thousands of packets.
+func resumeAbove(r rewrite.Resumption, rewriteSSRC bool, localSSRC uint32, states []SavedSSRC) uint16 {
+	out := r.InSSRC
+	if rewriteSSRC {
+		out = localSSRC
+	}
+	for _, sv := range states {
+		if sv.SSRC == out && sv.EncNext != 0 {
+			if floor := uint16(sv.EncNext); int16(floor-r.OutCeiling) > 0 {
+				return floor
+			}
+		}
+	}
+	return r.OutCeiling
 }
 
 // restoring is what RestoreSession adds to a creation: the saved session,
@@ -341,7 +430,16 @@ func (e *Engine) prepareRestore(s *Session, c *change, r *restoring) error {
 				continue
 			}
 			if ss.Out != nil {
-				st.out.Resume(*ss.Out, now.UnixNano())
+				out := *ss.Out
+				if j < len(c.cfg.legs[i].streams) {
+					sc := &c.cfg.legs[i].streams[j]
+					ssrcs := sl.SSRCs // the leg's DTLS-SRTP contexts, or the stream's SDES ones
+					if len(ss.SSRCs) > 0 {
+						ssrcs = ss.SSRCs
+					}
+					out.OutCeiling = resumeAbove(out, sc.rewriteSSRC, st.localSSRC, ssrcs)
+				}
+				st.out.Resume(out, now.UnixNano())
 			}
 			if j < len(c.cfg.legs[i].streams) {
 				sc := &c.cfg.legs[i].streams[j]
@@ -409,7 +507,8 @@ func (e *Engine) groupAt(ai int, port uint16) *group {
 // building it (no allocation, the same locks): a keeper that saves
 // sessions periodically saves one again only when its stamp changed. It
 // moves with every change, every handshake, path, learnt source and
-// rebase, and with the counters Save rounds (ResumeStep, srtcpStep, ROC),
+// rebase, and with the counters Save rounds (ResumeStep, srtpIndexStep,
+// srtcpStep, ROC),
 // not with each packet.
 func (s *Session) Stamp() uint64 {
 	var h maphash.Hash
@@ -451,9 +550,10 @@ func (s *Session) Stamp() uint64 {
 					continue
 				}
 				for _, v := range []uint32{st.localSSRC, st.inSSRC.Load(), st.out.Mapping().OutSSRC} {
-					roc, _ := enc.ROC(v)
-					idx, _ := enc.Index(v)
-					w(uint64(roc)<<32 | uint64(idx/srtcpStep))
+					idx, _ := enc.SRTPIndex(v) // moves with the ROC too
+					rtcp, _ := enc.Index(v)
+					w(idx / srtpIndexStep)
+					w(uint64(rtcp / srtcpStep))
 				}
 			}
 		}
@@ -462,8 +562,8 @@ func (s *Session) Stamp() uint64 {
 		for _, st := range l.streams {
 			for _, dec := range []*srtp.Context{l.dec, st.dec} {
 				if dec != nil {
-					roc, _ := dec.ROC(st.inSSRC.Load())
-					w(uint64(roc))
+					idx, _ := dec.SRTPIndex(st.inSSRC.Load()) // moves with the ROC too
+					w(idx / decIndexStep)
 				}
 			}
 		}

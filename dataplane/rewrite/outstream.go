@@ -472,8 +472,9 @@ func (s *OutStream) Save() (r Resumption, ok bool) {
 // nowNanos (the clock Rewrite is given). The next packet decides: one of
 // r's input SSRC continues the old epoch through its offsets (the far end
 // went on sending while the process restarted: its sequence numbers are
-// simply ahead); one of another SSRC rebases onto OutCeiling. Call it
-// before the first Rewrite.
+// simply ahead), moved up to OutCeiling if they would fall below it; one
+// of another SSRC rebases onto OutCeiling. No output sequence number is
+// ever below OutCeiling. Call it before the first Rewrite.
 func (s *OutStream) Resume(r Resumption, nowNanos int64) {
 	s.started, s.resumed = true, true
 	s.cur = epoch{inSSRC: r.InSSRC, seqOff: r.SeqOffset, tsOff: r.TSOffset}
@@ -483,12 +484,22 @@ func (s *OutStream) Resume(r Resumption, nowNanos int64) {
 }
 
 // resumeAt places a resumed stream at its first packet h when h continues
-// the saved epoch: that packet is the epoch's highest so far. Otherwise
-// classify rebases it (another SSRC) above the ceiling.
+// the saved epoch: that packet is the epoch's highest so far, sent through
+// the saved offsets, or at the ceiling if that would put it below.
+// Otherwise classify rebases it (another SSRC) above the ceiling.
 func (s *OutStream) resumeAt(h *Header, nowNanos int64) {
 	s.resumed = false
 	if h.SSRC != s.cur.inSSRC {
 		return
+	}
+	// Never below the ceiling: the far end's numbers may have gone back
+	// (a restart of its own, a straggler first, or a forged plain packet),
+	// and below it lie numbers that may have been sent already: an SRTP
+	// receiver would drop them as replays, and an SRTP context would
+	// encrypt them at an index it used before (RFC 3711 section 9.2). The
+	// stream then carries on from the ceiling: a forward jump.
+	if ceiling := s.maxOut + 1; int16(h.Sequence+s.cur.seqOff-ceiling) < 0 {
+		s.cur.seqOff = ceiling - h.Sequence
 	}
 	s.cur.startSeq, s.cur.maxSeq, s.cur.maxTS = h.Sequence, h.Sequence, h.Timestamp
 	s.maxOut, s.maxNanos = h.Sequence+s.cur.seqOff, nowNanos

@@ -717,7 +717,11 @@ func TestOutStreamResume(t *testing.T) {
 	}
 	lastSeq, lastTS := x.lastSeq, x.lastTS
 
-	// The restart: 30 packets went by meanwhile.
+	// The restart: 30 packets went by meanwhile. The far end's numbers,
+	// through the saved offsets, fall below the ceiling (numbers that may
+	// have been sent after the record was written): the stream carries on
+	// at the ceiling, its timestamps through the saved offset (RFC 3711
+	// section 9.2: no SRTP index twice).
 	y := newHarness(t, true)
 	y.now = x.now + int64(time.Second)
 	y.s.Resume(r, y.now)
@@ -725,11 +729,33 @@ func TestOutStreamResume(t *testing.T) {
 		t.Fatalf("a resumed stream saves %+v before any packet, want %+v", r3, r)
 	}
 	h, _, err := y.send(5011+30, 90000+(11+30)*tsPerFrame, 0xbbbb, false)
-	if err != nil || h.Sequence != lastSeq+31 || h.Timestamp != lastTS+31*tsPerFrame || h.Marker {
-		t.Fatalf("resumed: %+v %v, want seq %d ts %d without marker", h, err, lastSeq+31, lastTS+31*tsPerFrame)
+	if err != nil || h.Sequence != r.OutCeiling || h.Timestamp != lastTS+31*tsPerFrame || h.Marker {
+		t.Fatalf("resumed: %+v %v, want seq %d (the ceiling) ts %d without marker", h, err, r.OutCeiling, lastTS+31*tsPerFrame)
 	}
 	y.now += int64(ptime)
 	y.run(5, 5042, 90000+42*tsPerFrame, 0xbbbb)
+
+	// With the ceiling just above the last sent (an exact record), the far
+	// end's numbers are ahead of it and continue through the offsets.
+	exact := r
+	exact.OutCeiling = lastSeq + 1
+	e := newHarness(t, true)
+	e.s.Resume(exact, e.now)
+	h, _, err = e.send(5011+30, 90000+(11+30)*tsPerFrame, 0xbbbb, false)
+	if err != nil || h.Sequence != lastSeq+31 || h.Timestamp != lastTS+31*tsPerFrame || h.Marker {
+		t.Fatalf("resumed ahead of the ceiling: %+v %v, want seq %d ts %d without marker", h, err, lastSeq+31, lastTS+31*tsPerFrame)
+	}
+
+	// A far end whose numbers went back (or a straggler, or a forged plain
+	// packet, first) never takes the stream below the ceiling.
+	for _, back := range []uint16{1, 100, 30000, 40000} {
+		b := newHarness(t, true)
+		b.s.Resume(exact, b.now)
+		h, _, err = b.send(5010-back, 90000+tsPerFrame, 0xbbbb, false)
+		if err != nil || int16(h.Sequence-exact.OutCeiling) < 0 {
+			t.Fatalf("far end %d back: %+v %v, want seq at or above %d", back, h, err, exact.OutCeiling)
+		}
+	}
 
 	// Another SSRC after a resume starts above the ceiling.
 	z := newHarness(t, true)

@@ -31,7 +31,10 @@ type srtpSSRCState struct {
 	ssrc                 uint32
 	rolloverHasProcessed bool
 	index                uint64
-	replayDetector       replaydetector.ReplayDetector
+	// Strait: floor is the lowest index an encrypting context may still
+	// use for this SSRC (0: any); see SetSRTPIndexFloor.
+	floor          uint64
+	replayDetector replaydetector.ReplayDetector
 	// checkAccepter is non-nil when replayDetector also implements the
 	// allocation-free replaydetector.CheckAccepter API, which is then used
 	// instead of Check.

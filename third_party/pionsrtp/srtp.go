@@ -174,6 +174,13 @@ func (c *Context) encryptRTP(dst []byte, header *rtp.Header, headerLen int, plai
 		// https://www.rfc-editor.org/rfc/rfc3711#section-9.2
 		return nil, errExceededMaxPackets
 	}
+	// Strait: never an index below the floor a restored context was given
+	// (SetSRTPIndexFloor): it may have been used before the restore, and
+	// keystream (AES-CM) or a nonce (AES-GCM) must not be used twice
+	// under one key (RFC 3711 section 9.2, RFC 7714 section 8.1).
+	if ssrcState.floor != 0 && uint64(roc)<<16|uint64(header.SequenceNumber) < ssrcState.floor {
+		return nil, ErrIndexBelowFloor
+	}
 	ssrcState.updateRolloverCount(header.SequenceNumber, diff, false, 0)
 
 	rocInPacket := c.rccMode != RCCModeNone && header.SequenceNumber%c.rocTransmitRate == 0
