@@ -15,6 +15,8 @@ FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 # Modules first, so that a code change does not download them again.
 COPY go.mod go.sum ./
+# go.mod replaces sipgo with its fork in third_party/sipgo (see its README.md).
+COPY third_party/sipgo/go.mod third_party/sipgo/go.sum ./third_party/sipgo/
 RUN go mod download
 COPY . .
 ARG VERSION=dev
