@@ -21,6 +21,14 @@ type ServerTx struct {
 	timer_1xx    *time.Timer
 	timer_l      *time.Timer
 	reliable     bool
+
+	// Strait: method is origin's method, frozen at construction: what
+	// matching a retransmitted request needs once origin is released.
+	method RequestMethod
+	// Strait: fsmFinal is set (under fsmMu, for good) once a final response
+	// was passed to the transaction; fsmResp alone no longer says so, as it
+	// is released in the Accepted state.
+	fsmFinal bool
 }
 
 func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ServerTx {
@@ -29,11 +37,17 @@ func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logg
 	tx.conn = conn
 
 	// about ~10 retransmits
-	tx.acks = make(chan *Request)
+	// Strait: only an INVITE's transaction is given ACKs (an ACK's key is
+	// its INVITE's); a nil channel for the others, which wait out Timer J
+	// in their tens of thousands at a high call rate.
+	if origin.IsInvite() {
+		tx.acks = make(chan *Request)
+	}
 	// tx.cancels = make(chan *Request)
 	tx.done = make(chan struct{})
 	tx.log = logger
 	tx.origin = origin // NOTE: user may do some changes on this request which creates RACE
+	tx.method = origin.Method
 	tx.reliable = IsReliable(origin.Transport())
 	return tx
 }
@@ -50,11 +64,13 @@ func (tx *ServerTx) Init() error {
 	tx.mu.Unlock()
 
 	// RFC 3261 - 17.2.1
-	if tx.Origin().IsInvite() {
+	if origin := tx.Origin(); origin.IsInvite() {
 		tx.mu.Lock()
 		tx.timer_1xx = time.AfterFunc(Timer_1xx, func() {
+			// Strait: origin, not tx.Origin(): the timer may fire as the
+			// final response releases the transaction's origin.
 			trying := NewResponseFromRequest(
-				tx.Origin(),
+				origin,
 				100,
 				"Trying",
 				nil,
@@ -87,7 +103,7 @@ func (tx *ServerTx) Receive(req *Request) error {
 
 	var input fsmInput
 	switch {
-	case req.Method == tx.origin.Method:
+	case req.Method == tx.method:
 		input = server_input_request
 	case req.IsAck(): // ACK for non-2xx response
 		input = server_input_ack
@@ -124,10 +140,53 @@ func (tx *ServerTx) Respond(res *Response) error {
 	}
 	// Return the transition's result; Timer J may terminate the transaction
 	// as soon as the FSM lock is released.
-	return tx.spinFsmWithResponse(input, res)
+	tx.fsmMu.Lock()
+	tx.fsmResp = res
+	if input != server_input_user_1xx {
+		tx.fsmFinal = true
+	}
+	tx.spinFsmUnsafe(input)
+	err := tx.fsmErr
+	tx.fsmMu.Unlock()
+	return err
+}
+
+// Origin returns the request that created the transaction, or nil once
+// the transaction has sent its final response and only waits out its
+// timers (see release).
+func (tx *ServerTx) Origin() *Request {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.origin
+}
+
+// release drops what the transaction no longer needs once its final
+// response went out (Strait): the request that created it (origin: its
+// headers and body), a CANCEL and its callback (a CANCEL after the final
+// response changes nothing, RFC 3261 section 9.2), and, unless keepResp,
+// the last response. What stays is what a waiting transaction uses: its
+// key and method, to match and absorb retransmitted requests, and the
+// final response it must send again for them (non-INVITE Completed, RFC
+// 3261 section 17.2.2; INVITE Completed, section 17.2.1). An INVITE in the
+// Accepted state (RFC 6026 section 7.1) absorbs retransmitted INVITEs
+// without answering and sends only the 2xx its TU passes, so it keeps no
+// response. At a thousand calls a second over UDP, tens of thousands of
+// transactions wait out 64*T1 at any time: this is most of the live heap
+// (and of the garbage collector's marking) otherwise. Called with fsmMu
+// held, from an FSM action.
+func (tx *ServerTx) release(keepResp bool) {
+	tx.mu.Lock()
+	tx.origin = nil
+	tx.onCancel = nil
+	tx.mu.Unlock()
+	tx.fsmCancel = nil
+	if !keepResp {
+		tx.fsmResp = nil
+	}
 }
 
 // Acks makes channel for sending acks. Channel is created on demand
+// (Strait: nil, receiving nothing, for a transaction other than INVITE's)
 func (tx *ServerTx) Acks() <-chan *Request {
 	return tx.acks
 }
@@ -176,7 +235,7 @@ func (tx *ServerTx) TerminateGracefully() {
 
 	// Check did we receive final response
 	tx.fsmMu.Lock()
-	finalized := tx.fsmResp != nil && !tx.fsmResp.IsProvisional()
+	finalized := tx.fsmFinal
 	tx.fsmMu.Unlock()
 	if !finalized {
 		tx.Terminate()
@@ -220,7 +279,7 @@ func (tx *ServerTx) registerOnCancel(f FnTxCancel) {
 
 // Choose the right FSM init function depending on request method.
 func (tx *ServerTx) initFSM() {
-	if tx.Origin().IsInvite() {
+	if tx.method == INVITE {
 		tx.baseTx.initFSM(tx.inviteStateProcceeding)
 	} else {
 		tx.baseTx.initFSM(tx.stateTrying)

@@ -77,7 +77,7 @@ func (tx *ServerTx) inviteStateAccepted(s fsmInput) fsmInput {
 		// own.  Any retransmission of the 2xx response passed from the TU to
 		// the transaction while in the "Accepted" state MUST be passed to the
 		// transport layer for transmission.
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actRespond
+		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actRespondAccepted
 	case server_input_timer_l:
 		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
 	default:
@@ -198,6 +198,7 @@ func (tx *ServerTx) actRespondComplete() fsmInput {
 		}
 		tx.mu.Unlock()
 	}
+	tx.release(true) // Strait: Timer G and retransmitted INVITEs send fsmResp again
 
 	tx.mu.Lock()
 	if tx.timer_h == nil {
@@ -220,12 +221,26 @@ func (tx *ServerTx) actRespondAccept() fsmInput {
 		tx.spinFsm(server_input_timer_l)
 	})
 	tx.mu.Unlock()
+	tx.release(false) // Strait: Accepted absorbs INVITEs and sends no 2xx of its own
 
+	return FsmInputNone
+}
+
+// actRespondAccepted passes a 2xx the TU sends again in the Accepted state
+// to the transport (RFC 6026 section 7.1) and keeps nothing of it
+// (Strait: see release).
+func (tx *ServerTx) actRespondAccepted() fsmInput {
+	err := tx.passResp()
+	tx.fsmResp = nil
+	if err != nil {
+		return server_input_transport_err
+	}
 	return FsmInputNone
 }
 
 func (tx *ServerTx) actPassupAck() fsmInput {
 	tx.passAck()
+	tx.fsmAck = nil // Strait: passed on; nothing more to do with it
 	return FsmInputNone
 }
 
@@ -244,6 +259,7 @@ func (tx *ServerTx) actFinal() fsmInput {
 		tx.spinFsm(server_input_timer_j)
 	})
 	tx.mu.Unlock()
+	tx.release(true) // Strait: retransmitted requests get fsmResp again
 
 	return FsmInputNone
 }
@@ -290,6 +306,10 @@ func (tx *ServerTx) actConfirm() fsmInput {
 	tx.mu.Unlock()
 
 	tx.passAck()
+	// Strait: Confirmed only absorbs ACKs until Timer I (RFC 3261 section
+	// 17.2.1): the final response and the ACK are no longer needed.
+	tx.fsmAck = nil
+	tx.fsmResp = nil
 	return FsmInputNone
 }
 
@@ -302,6 +322,7 @@ func (tx *ServerTx) actCancel() fsmInput {
 
 	tx.log.Debug("Passing 487 on CANCEL", "tx", tx.Key())
 	tx.fsmResp = NewResponseFromRequest(tx.origin, StatusRequestTerminated, "Request Terminated", nil)
+	tx.fsmFinal = true
 	tx.fsmErr = ErrTransactionCanceled // For now only informative
 
 	// Check is there some listener on cancel
