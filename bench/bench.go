@@ -219,6 +219,10 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			c.metrics = sr.n.metrics
 			profiled = true
 		}
+		if cfg.NodeTrace != "" && isStrait {
+			c.trace = fmt.Sprintf("%s-%d.trace", cfg.NodeTrace, len(rep.Results))
+			c.metrics = sr.n.metrics
+		}
 		if need, limit := fdsNeeded(j.k, j.n), fileLimit(); isStrait && j.k.legs == legsPlain && need > limit {
 			// A baseline this machine cannot hold is skipped, and says why:
 			// the run's other figures stand on their own.

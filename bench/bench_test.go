@@ -202,6 +202,22 @@ func firstNodeCPU(rep *report.Report, r *report.Result) float64 {
 	return 0
 }
 
+// TestSmokeNodeTrace: --node-trace saves a trace of the node per Strait
+// case and reports its packet workers' preemptions.
+func TestSmokeNodeTrace(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "node")
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", NoHarnessBaseline: true, NodeTrace: prefix})
+	for _, r := range rep.Results {
+		if r.NodeWorkerPreemptPerS == nil || r.NodeWorkerPreemptShare == nil || r.NodeTraceFile == "" {
+			t.Errorf("%s: no worker preemption figures from %q", r.Target, r.NodeTraceFile)
+			continue
+		}
+		if _, err := os.Stat(r.NodeTraceFile); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestSmokeSharedPlainPorts(t *testing.T) {
 	smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", PlainPorts: "shared", Codec: "opus"})
 }

@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"sort"
 	"time"
 
+	"github.com/strait-sbc/strait/bench/gotrace"
 	"github.com/strait-sbc/strait/bench/procstat"
 	"github.com/strait-sbc/strait/bench/report"
 	"github.com/strait-sbc/strait/bench/rtpgen"
@@ -32,6 +34,7 @@ type runCase struct {
 	rep   *report.Report
 
 	profile, metrics string // CPU profile file and the node's metrics address
+	trace            string // Go execution trace file (--node-trace)
 	mis0             uint64
 	seq              int
 }
@@ -291,6 +294,10 @@ type measurement struct {
 	// counted).
 	sys        *procstat.Syscalls
 	sysPackets uint64
+	// stalls is what the runtime's preemptions cost the node's workers in
+	// the window (--node-trace; nil otherwise).
+	stalls    *gotrace.Stalls
+	traceFile string
 	// harnessCPU and harnessDelay are the harness process's CPU time
 	// and its threads' run-queue wait over the window.
 	harnessCPU, harnessDelay time.Duration
@@ -431,6 +438,13 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	} else {
 		profDone <- nil
 	}
+	traceDone := make(chan error, 1)
+	if c.trace != "" && c.metrics != "" {
+		path := c.trace
+		go func() { traceDone <- c.takeTrace(path, dur, &m) }()
+	} else {
+		traceDone <- nil
+	}
 	err = sleep(ctx, dur)
 	e.EndWindow()
 	hcpu1, _ := procstat.CPU(os.Getpid())
@@ -440,6 +454,9 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	stop()
 	if perr := <-profDone; perr != nil {
 		c.h.progress.Log("CPU profile: %v", perr)
+	}
+	if terr := <-traceDone; terr != nil {
+		c.h.progress.Log("node trace: %v", terr)
 	}
 	if err != nil {
 		return m, err
@@ -454,6 +471,35 @@ func (c *runCase) measure(ctx context.Context, dur time.Duration, n int) (measur
 	m.w = e.Collect()
 	return m, nil
 }
+
+// takeTrace saves a Go execution trace of the node over the window (less
+// its last half second, so that it is done when the window ends) to path
+// and reads what the runtime's preemptions cost the packet workers.
+func (c *runCase) takeTrace(path string, dur time.Duration, m *measurement) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	secs := max(1, int((dur - 500*time.Millisecond).Seconds()))
+	if err := procstat.Trace(c.metrics, secs, f); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		f.Close()
+		return err
+	}
+	s, err := gotrace.Read(bufio.NewReader(f), workerFunc)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	m.stalls, m.traceFile = s, path
+	return nil
+}
+
+// workerFunc names the node's packet worker goroutines in a trace.
+const workerFunc = "relay.(*worker).run"
 
 // fill writes a window's figures into res.
 func (c *runCase) fill(res *report.Result, m measurement) {
@@ -489,6 +535,15 @@ func (c *runCase) fill(res *report.Result, m measurement) {
 		res.NodeRunqWait = report.F((m.s1.sched.RunDelay - m.s0.sched.RunDelay).Seconds() / d)
 	}
 	res.NodeSlicesPerPacket = m.schedPerPacket()
+	if s := m.stalls; s != nil && s.Goroutines > 0 {
+		res.NodeTraceFile = m.traceFile
+		res.NodeWorkerPreemptPerS = report.F(s.PerSecond())
+		res.NodeWorkerPreemptShare = report.F(s.Share())
+		if s.Preemptions > 0 {
+			res.NodeWorkerPreemptP50us = report.F(float64(s.Quantile(0.5)) / 1e3)
+			res.NodeWorkerPreemptP99us = report.F(float64(s.Quantile(0.99)) / 1e3)
+		}
+	}
 	if d > 0 && m.harnessDelay > 0 {
 		res.HarnessRunqWait = report.F(m.harnessDelay.Seconds() / d)
 	}

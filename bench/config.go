@@ -74,6 +74,12 @@ type Config struct {
 	// CPUProfile, if set, saves a CPU profile of the node during the
 	// first Strait WebRTC window to this file.
 	CPUProfile string
+	// NodeTrace, if set, takes a Go execution trace of the node during
+	// every Strait window (NodeTrace-N.trace, N the result's index) and
+	// reports what the runtime's preemptions of its packet workers cost
+	// (Result.NodeWorkerPreempt*). Tracing costs the node CPU: its CPU
+	// figures are then not comparable with an untraced run's.
+	NodeTrace string
 	// NoHarnessBaseline leaves out the harness-only case (cadence and
 	// setup): flows from harness socket to harness socket with no relay,
 	// the latency floor every relayed figure is compared with.
@@ -101,7 +107,7 @@ func (c *Config) summary() map[string]any {
 		"syscall_window": c.SyscallWindow.String(), "duration": c.Duration.String(), "codec": c.Codec,
 		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "node_bin": c.NodeBin, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
-		"harness_baseline": !c.NoHarnessBaseline,
+		"harness_baseline": !c.NoHarnessBaseline, "node_trace": c.NodeTrace,
 	}
 }
 

@@ -171,14 +171,24 @@ func CollectGarbage(addr string) error {
 // Profile fetches a CPU profile of secs seconds from addr's pprof handler
 // into w.
 func Profile(addr string, secs int, w io.Writer) error {
+	return fetchPprof(addr, "profile", secs, w)
+}
+
+// Trace fetches a Go execution trace of secs seconds from a node's
+// /debug/pprof/trace and writes it to w.
+func Trace(addr string, secs int, w io.Writer) error {
+	return fetchPprof(addr, "trace", secs, w)
+}
+
+func fetchPprof(addr, what string, secs int, w io.Writer) error {
 	c := &http.Client{Timeout: time.Duration(secs+30) * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, what, secs))
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("procstat: profile: %s", resp.Status)
+		return fmt.Errorf("procstat: %s: %s", what, resp.Status)
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err

@@ -90,6 +90,17 @@ type Result struct {
 	// CPU (wake-ups, and returns after a preemption) in the window, per
 	// packet forwarded: what wake-up batching saves, as a count.
 	NodeSlicesPerPacket *float64 `json:"node_sched_slices_per_packet"`
+	// NodeWorkerPreempt* (Strait, with --node-trace): from a Go execution
+	// trace of the node over the window, how often the runtime preempted
+	// each packet worker (per second), how long a preemption kept it from
+	// running (p50, p99: a locked worker's preemption is a hand-off through
+	// another thread, two wake-ups), and the share of the workers' time
+	// that took. Datagrams wait in the kernel meanwhile.
+	NodeWorkerPreemptPerS  *float64 `json:"node_worker_preemptions_per_s,omitempty"`
+	NodeWorkerPreemptP50us *float64 `json:"node_worker_preempt_off_p50_us,omitempty"`
+	NodeWorkerPreemptP99us *float64 `json:"node_worker_preempt_off_p99_us,omitempty"`
+	NodeWorkerPreemptShare *float64 `json:"node_worker_preempt_share,omitempty"`
+	NodeTraceFile          string   `json:"node_trace_file,omitempty"`
 	// Saturated means the harness offered the rate asked for but the
 	// relay lost 1% or more of it (or stopped serving flows): the relay
 	// could not keep up on this machine. Such a result is not compared

@@ -73,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "sessions set up at once")
 	fs.Float64Var(&cfg.ScaleRate, "scale-rate", 10000, "scale: aggregate packets/s at every step")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "media before each window (default 500ms)")
+	fs.StringVar(&cfg.NodeTrace, "node-trace", "", "take a Go execution trace of the node in every Strait window (PREFIX-N.trace) and report how often the runtime preempted its packet workers and how long each preemption kept them off (tracing costs the node CPU)")
 	fs.BoolVar(&cfg.NoHarnessBaseline, "no-harness-baseline", false, "cadence, setup: leave out the harness-only case (no relay: the latency floor relayed figures are compared with)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "save a CPU profile of the node during the first Strait WebRTC window")
 	fs.StringVar(&relayLog, "relay-log", "", "append the relays' own output (node and rtpengine logs, crashes) to this file")
