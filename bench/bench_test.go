@@ -218,6 +218,17 @@ func TestSmokeNodeTrace(t *testing.T) {
 	}
 }
 
+// TestSmokeQuietSetup: sessions come up with their first packets only,
+// and the window still sees the cadence through every target.
+func TestSmokeQuietSetup(t *testing.T) {
+	rep := smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", QuietSetup: true})
+	for _, r := range rep.Results {
+		if r.RequestedPPS != 2*2*cadencePPS {
+			t.Errorf("%s: asked %v packets/s", r.Target, r.RequestedPPS)
+		}
+	}
+}
+
 func TestSmokeSharedPlainPorts(t *testing.T) {
 	smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", PlainPorts: "shared", Codec: "opus"})
 }

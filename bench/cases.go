@@ -119,7 +119,13 @@ func (c *runCase) fillSetup(res *report.Result, st setupStats) {
 func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 	h, n := c.h, c.n
 	res := c.result()
-	h.engine.SetRate(cadencePPS)
+	if h.cfg.QuietSetup {
+		// Only the first packets that prove each session while they come
+		// up; the cadence starts once they are all up.
+		h.engine.SetRate(0)
+	} else {
+		h.engine.SetRate(cadencePPS)
+	}
 	mem0, basis, err := c.r.memory()
 	if err != nil {
 		return nil, err
@@ -130,6 +136,7 @@ func (c *runCase) cadence(ctx context.Context) (*report.Result, error) {
 		return nil, err
 	}
 	c.fillSetup(res, st)
+	h.engine.SetRate(cadencePPS)
 	if err := sleep(ctx, h.cfg.Warmup); err != nil {
 		return nil, err
 	}

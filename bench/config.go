@@ -74,6 +74,15 @@ type Config struct {
 	// CPUProfile, if set, saves a CPU profile of the node during the
 	// first Strait WebRTC window to this file.
 	CPUProfile string
+	// QuietSetup (cadence, setup) brings each case's sessions up with
+	// only the packets that prove them (first media), and starts the
+	// cadence once they are all up, instead of sending at the cadence rate
+	// while later sessions come up. The window then measures the relays'
+	// steady state without the setup's transient load: rtpengine abandons
+	// a socket for good once it falls a second behind on it (see
+	// rtpengine.Daemon.Strikes), which on 2 CPUs happens while 1 000
+	// sessions come up at full media rate.
+	QuietSetup bool
 	// NodeTrace, if set, takes a Go execution trace of the node during
 	// every Strait window (NodeTrace-N.trace, N the result's index) and
 	// reports what the runtime's preemptions of its packet workers cost
@@ -107,7 +116,7 @@ func (c *Config) summary() map[string]any {
 		"syscall_window": c.SyscallWindow.String(), "duration": c.Duration.String(), "codec": c.Codec,
 		"srtp": c.SRTP, "plain_ports": c.PlainPorts, "peer": c.Peer, "node": c.Node, "node_bin": c.NodeBin, "workers": c.Workers, "relay_cpus": c.RelayCPUs,
 		"concurrency": c.Concurrency, "scale_rate": c.ScaleRate, "warmup": c.Warmup.String(),
-		"harness_baseline": !c.NoHarnessBaseline, "node_trace": c.NodeTrace,
+		"harness_baseline": !c.NoHarnessBaseline, "node_trace": c.NodeTrace, "quiet_setup": c.QuietSetup,
 	}
 }
 

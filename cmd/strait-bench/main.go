@@ -74,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ScaleRate, "scale-rate", 10000, "scale: aggregate packets/s at every step")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "media before each window (default 500ms)")
 	fs.StringVar(&cfg.NodeTrace, "node-trace", "", "take a Go execution trace of the node in every Strait window (PREFIX-N.trace) and report how often the runtime preempted its packet workers and how long each preemption kept them off (tracing costs the node CPU)")
+	fs.BoolVar(&cfg.QuietSetup, "quiet-setup", false, "cadence, setup: bring sessions up with only their first packets and start the cadence once all are up (the relays' steady state without the setup's transient load, which makes rtpengine abandon sockets)")
 	fs.BoolVar(&cfg.NoHarnessBaseline, "no-harness-baseline", false, "cadence, setup: leave out the harness-only case (no relay: the latency floor relayed figures are compared with)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "save a CPU profile of the node during the first Strait WebRTC window")
 	fs.StringVar(&relayLog, "relay-log", "", "append the relays' own output (node and rtpengine logs, crashes) to this file")
