@@ -40,19 +40,24 @@ func TestRestoreNeverReusesAnIndex(t *testing.T) {
 		seq0  uint16 // the browser's first sequence number
 		stale int    // packets sent after the record was read
 		back  bool   // after the restart the browser starts again at seq0
+		late  bool   // the first RTCP report goes after the record was read
 	}{
-		{"CM-80/fresh record", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 1000, 0, false},
-		{"CM-80/record before a step", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 4080, 30, false},
-		{"CM-80/record before a wrap", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 65500, 40, false},
-		{"CM-80/browser goes back", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 1000, 20, true},
-		{"GCM/record before a wrap", "AEAD_AES_128_GCM", srtp.ProtectionProfileAeadAes128Gcm, 65500, 40, false},
-		{"GCM/browser goes back", "AEAD_AES_128_GCM", srtp.ProtectionProfileAeadAes128Gcm, 65500, 40, true},
+		{"CM-80/fresh record", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 1000, 0, false, false},
+		{"CM-80/record before a step", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 4080, 30, false, false},
+		{"CM-80/record before a wrap", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 65500, 40, false, false},
+		{"CM-80/browser goes back", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 1000, 20, true, false},
+		{"CM-80/record before the first report", "AES_CM_128_HMAC_SHA1_80", srtp.ProtectionProfileAes128CmHmacSha1_80, 1000, 10, false, true},
+		{"GCM/record before a wrap", "AEAD_AES_128_GCM", srtp.ProtectionProfileAeadAes128Gcm, 65500, 40, false, false},
+		{"GCM/browser goes back", "AEAD_AES_128_GCM", srtp.ProtectionProfileAeadAes128Gcm, 65500, 40, true, false},
+		{"GCM/record before the first report", "AEAD_AES_128_GCM", srtp.ProtectionProfileAeadAes128Gcm, 1000, 10, false, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testRestoreNeverReusesAnIndex(t, tc.suite, tc.prof, tc.seq0, tc.stale, tc.back) })
+		t.Run(tc.name, func(t *testing.T) {
+			testRestoreNeverReusesAnIndex(t, tc.suite, tc.prof, tc.seq0, tc.stale, tc.back, tc.late)
+		})
 	}
 }
 
-func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.ProtectionProfile, seq0 uint16, stale int, back bool) {
+func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.ProtectionProfile, seq0 uint16, stale int, back, late bool) {
 	keyLen, _ := prof.KeyLen()
 	saltLen, _ := prof.SaltLen()
 	remoteKey := bytes.Repeat([]byte{7}, keyLen+saltLen)
@@ -66,7 +71,7 @@ func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.Protect
 	}
 	idx := newIndexProbe(t, prof, local)
 	c.BSeq = seq0
-	used := idx.relay(c, "before", 10)
+	used := idx.relay(c, "before", 10, !late)
 	s, ok := a.Engine().Session(c.Sess.Id)
 	if !ok {
 		t.Fatal("no session")
@@ -80,14 +85,14 @@ func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.Protect
 		t.Fatal(err)
 	}
 	if stale > 0 {
-		used = append(used, idx.relay(c, "stale", stale)...)
+		used = append(used, idx.relay(c, "stale", stale, true)...)
 	}
 	n := restartNode(t, a, &sv)
 	c.N = n
 	if back {
 		c.BSeq = seq0
 	}
-	after := idx.relay(c, "after", 10)
+	after := idx.relay(c, "after", 10, true)
 	var top uint64
 	for _, i := range used {
 		top = max(top, i)
@@ -160,10 +165,10 @@ func newIndexProbe(t *testing.T, prof srtp.ProtectionProfile, key []byte) *index
 	return p
 }
 
-// relay sends count packets from the browser and one RTCP report, and
-// returns the SRTP indexes the node sent them to the PBX at (the SRTCP
+// relay sends count packets from the browser and, if report, one RTCP
+// report, and returns the SRTP indexes the node sent them to the PBX at (the SRTCP
 // ones go to srtcpBefore, or srtcpAfter once tag is "after").
-func (p *indexProbe) relay(c *mediatest.Call, tag string, count int) []uint64 {
+func (p *indexProbe) relay(c *mediatest.Call, tag string, count int, report bool) []uint64 {
 	t := p.t
 	t.Helper()
 	for i := 0; i < count; i++ {
@@ -172,12 +177,14 @@ func (p *indexProbe) relay(c *mediatest.Call, tag string, count int) []uint64 {
 		}
 		c.BSeq++
 	}
-	rr := &rtcp.ReceiverReport{SSRC: c.Browser.SSRC(), Reports: []rtcp.ReceptionReport{{SSRC: 0x5eed}}}
-	if err := c.Browser.PC.WriteRTCP([]rtcp.Packet{rr}); err != nil {
-		t.Fatal(err)
+	if report {
+		rr := &rtcp.ReceiverReport{SSRC: c.Browser.SSRC(), Reports: []rtcp.ReceptionReport{{SSRC: 0x5eed}}}
+		if err := c.Browser.PC.WriteRTCP([]rtcp.Packet{rr}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var out []uint64
-	rtcpSeen := false
+	rtcpSeen := !report
 	for deadline := time.Now().Add(5 * time.Second); len(out) < count || !rtcpSeen; {
 		pk, err := c.Plain.Next(time.Until(deadline), func(pk mediatest.Packet) bool {
 			return pk.RTCP != nil || bytes.HasPrefix(pk.RTP.Payload, []byte(tag))

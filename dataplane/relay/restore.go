@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -61,7 +62,14 @@ import (
 // receiver sees a forward jump (at most three steps, well within the
 // 2^15 its rollover estimate follows). That holds as long as fewer than
 // a step of packets (4 096: 82 s of 50 packets/s, 4 s at 1 000) went out
-// between the record's step and its write reaching the store.
+// between the record's step and its write reaching the store. A record
+// read before an SSRC's first SRTCP report (its stamp moves once per
+// srtcpStep reports) numbers SRTCP on from srtcpStep. One read before a
+// stream's first packet gives no SRTP floor for it: the stream restarts
+// on its far end's numbers (OutStream keeps the first packet's), which a
+// far end that never goes back keeps above what was sent in the second
+// or so before the next record; only one whose numbers went back within
+// that second could repeat an index.
 //
 // What is not kept: the replay windows (the first packet after the restore
 // sets them again: a packet replayed in that instant is relayed once), the
@@ -310,8 +318,19 @@ func (l *Leg) ssrcStates(st *Stream) []SavedSSRC {
 
 // applySSRCs sets saved rollover state on a fresh pair of contexts: the
 // encrypting one never goes below the saved floors (RFC 3711 section 9.2,
-// RFC 7714 section 8.1; see "No index twice" above).
-func applySSRCs(dec, enc *srtp.Context, states []SavedSSRC) {
+// RFC 7714 section 8.1; see "No index twice" above). sends are the SSRCs
+// the encrypting context may have sent with (the streams' own, those they
+// relay): one the record holds no SRTCP index for (it may predate the
+// first report: the record's stamp moves once per srtcpStep reports)
+// numbers SRTCP on from srtcpStep, above any report sent meanwhile.
+func applySSRCs(dec, enc *srtp.Context, states []SavedSSRC, sends []uint32) {
+	if enc != nil {
+		for _, v := range sends {
+			if !slices.ContainsFunc(states, func(sv SavedSSRC) bool { return sv.SSRC == v && sv.SRTCPTop != 0 }) {
+				enc.SetIndex(v, srtcpStep)
+			}
+		}
+	}
 	for _, sv := range states {
 		if dec != nil {
 			switch {
@@ -330,9 +349,24 @@ func applySSRCs(dec, enc *srtp.Context, states []SavedSSRC) {
 			}
 			if sv.SRTCPTop != 0 {
 				enc.SetIndex(sv.SSRC, sv.SRTCPTop)
+			} else {
+				enc.SetIndex(sv.SSRC, srtcpStep) // as for sends
 			}
 		}
 	}
+}
+
+// restoredSenders are the SSRCs streams (restored from saved) may have
+// sent SRTP and SRTCP with: their own, and the ones they relayed.
+func restoredSenders(streams []*Stream, saved []SavedStream) []uint32 {
+	var out []uint32
+	for j, st := range streams {
+		out = append(out, st.localSSRC)
+		if j < len(saved) && saved[j].Out != nil {
+			out = append(out, saved[j].Out.InSSRC)
+		}
+	}
+	return out
 }
 
 // resumeAbove is the sequence number an outbound stream resumes at (its
@@ -410,7 +444,7 @@ func (e *Engine) prepareRestore(s *Session, c *change, r *restoring) error {
 			if err != nil {
 				return statusf(codes.InvalidArgument, "saved leg %d keys: %v", i, err)
 			}
-			applySSRCs(dec, enc, sl.SSRCs)
+			applySSRCs(dec, enc, sl.SSRCs, restoredSenders(c.legs[i].streams, sl.Streams))
 			l.setKeys(nil, dec, enc)
 			l.keys.Store(k)
 			name := dtlsleg.ProfileName(k.profile)
@@ -450,7 +484,7 @@ func (e *Engine) prepareRestore(s *Session, c *change, r *restoring) error {
 				}
 			}
 			if sd := c.legs[i].sdes; j < len(sd) && sd[j].keys != nil {
-				applySSRCs(sd[j].keys.dec, sd[j].keys.enc, ss.SSRCs)
+				applySSRCs(sd[j].keys.dec, sd[j].keys.enc, ss.SSRCs, restoredSenders(c.legs[i].streams[j:j+1], sl.Streams[j:j+1]))
 			}
 		}
 	}
@@ -550,10 +584,14 @@ func (s *Session) Stamp() uint64 {
 					continue
 				}
 				for _, v := range []uint32{st.localSSRC, st.inSSRC.Load(), st.out.Mapping().OutSSRC} {
-					idx, _ := enc.SRTPIndex(v) // moves with the ROC too
-					rtcp, _ := enc.Index(v)
-					w(idx / srtpIndexStep)
-					w(uint64(rtcp / srtcpStep))
+					// Each moves with the ROC too, and when the first
+					// packet or report makes the state.
+					if idx, ok := enc.SRTPIndex(v); ok {
+						w(idx/srtpIndexStep + 1)
+					}
+					if rtcp, ok := enc.Index(v); ok {
+						w(uint64(rtcp/srtcpStep) + 1)
+					}
 				}
 			}
 		}

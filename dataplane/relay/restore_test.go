@@ -89,7 +89,7 @@ func TestRestoredContextsUseNoIndexTwice(t *testing.T) {
 
 				// The restart: fresh contexts under the same keys.
 				enc := fresh()
-				applySSRCs(nil, enc, saved)
+				applySSRCs(nil, enc, saved, nil)
 
 				// The stream would carry on through its offsets at seq (or
 				// anywhere below): refused if that index was used.
@@ -108,7 +108,7 @@ func TestRestoredContextsUseNoIndexTwice(t *testing.T) {
 				}
 				// Where the outbound stream resumes goes out above every index used.
 				enc = fresh()
-				applySSRCs(nil, enc, saved)
+				applySSRCs(nil, enc, saved, nil)
 				at := resumeAbove(rewrite.Resumption{InSSRC: 0x1234, OutCeiling: tc.seq0 + uint16(tc.before)}, true, ssrc, saved)
 				for i := range uint16(3) {
 					if _, err := enc.EncryptRTP(nil, rtpPacket(at+i, 0, ssrc), nil); err != nil {
