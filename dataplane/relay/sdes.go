@@ -46,7 +46,8 @@ type sdesChange struct {
 // node's (generated when the spec leaves it empty, and kept across
 // updates) encrypts what is sent to it. Keys that did not change keep
 // their contexts, so the replay and rollover state survives a re-INVITE
-// that merely repeats them. It changes nothing.
+// that merely repeats them, and the node's key its encrypting context
+// whatever else changes. It changes nothing.
 func planSDES(cur *sdesKeys, sd *pb.SDESCrypto) (sdesChange, error) {
 	if sd == nil {
 		return sdesChange{set: cur != nil}, nil
@@ -75,7 +76,23 @@ func planSDES(cur *sdesKeys, sd *pb.SDESCrypto) (sdesChange, error) {
 	if cur != nil && cur.suite == sd.GetSuite() && bytes.Equal(cur.local, local) && bytes.Equal(cur.remote, remote) {
 		return sdesChange{}, nil
 	}
-	dec, enc, err := newContexts(profile, local[:keyLen], local[keyLen:], remote[:keyLen], remote[keyLen:])
+	// Our key keeps its encrypting context whatever else changes (a PBX
+	// that rekeys its own direction in a re-INVITE changes the remote key
+	// only): a new context would number SRTP and SRTCP from the start again
+	// under the same key, keystream (AES-CM) or a nonce (AES-GCM) used twice
+	// (RFC 3711 section 9.2, RFC 7714 section 8.1). Under another suite the
+	// same key would be no better.
+	sameLocal := cur != nil && bytes.Equal(cur.local, local)
+	if sameLocal && cur.suite != sd.GetSuite() {
+		return sdesChange{}, statusf(codes.InvalidArgument, "SDES local key reused under %s (was %s): it would encrypt at indexes it used (RFC 3711 section 9.2)", sd.GetSuite(), cur.suite)
+	}
+	var dec, enc *srtp.Context
+	if sameLocal {
+		dec, err = srtp.CreateContext(remote[:keyLen], remote[keyLen:], profile, replayOptions()...)
+		enc = cur.enc
+	} else {
+		dec, enc, err = newContexts(profile, local[:keyLen], local[keyLen:], remote[:keyLen], remote[keyLen:])
+	}
 	if err != nil {
 		return sdesChange{}, statusf(codes.InvalidArgument, "SDES keys: %v", err)
 	}
