@@ -216,11 +216,9 @@ func (a *API) hangup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Over here (CDR written, media released) is over for the API: a BYE
+	// to a browser that is reconnecting goes out when it is back.
 	c.Hangup(200, "api hangup")
-	select {
-	case <-c.Done():
-	case <-time.After(10 * time.Second):
-	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

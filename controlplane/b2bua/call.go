@@ -76,7 +76,18 @@ type leg struct {
 	// timer is the leg's session timer (sessiontimer.go), guarded by its
 	// own lock.
 	timer legTimer
+	// back is set while the call waits for this leg's browser to come
+	// back on a new flow (awaitBrowser: a takeover, or a holder that
+	// handed over or died) and closed once it is back or the wait gave
+	// up: a BYE for the leg waits for it (bye), so that a hang-up from
+	// the other side meanwhile reaches the browser on its new flow.
+	// Stored by whoever starts the wait, closed by awaitBrowser.
+	back atomic.Pointer[browserWait]
 }
+
+// browserWait is a leg's wait for its browser to come back (leg.back):
+// back is closed when the wait ends.
+type browserWait struct{ back chan struct{} }
 
 // Call is one call: the caller's leg, the callee's leg (none for the
 // echo extension) and one dataplane session. Its exported methods are
@@ -140,6 +151,7 @@ type Call struct {
 	forking  atomic.Bool                 // the loop rings several registrations (ringall.go)
 	sample   atomic.Pointer[mediaSample] // media counters of the last interim (interimLoop writes)
 	done     chan struct{}               // closed by the loop once the call has ended
+	over     chan struct{}               // closed by end once the call is over here (CDR written, unlisted), before the peers' answers to its BYEs
 
 	// Owned by the loop.
 	state    State
@@ -195,7 +207,7 @@ func (e *Engine) newCall(caller, callee string) *Call {
 	ctx, cancel := context.WithCancel(e.ctx)
 	return &Call{ID: id, e: e, caller: caller, callee: callee, start: time.Now(), ctx: ctx, cancel: cancel,
 		log:   e.log.With(logging.KeyCall, id, "caller", caller, "callee", callee),
-		inbox: make(chan message, inboxSize), answers: make(chan appAnswer), appOver: make(chan struct{}), stopping: make(chan struct{}), done: make(chan struct{})}
+		inbox: make(chan message, inboxSize), answers: make(chan appAnswer), appOver: make(chan struct{}), stopping: make(chan struct{}), done: make(chan struct{}), over: make(chan struct{})}
 }
 
 // State returns the call's state as its loop last published it.

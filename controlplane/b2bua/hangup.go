@@ -12,10 +12,17 @@ import (
 )
 
 // Hangup ends the call and returns once it has ended: a ringing call is
-// cancelled, an answered one gets BYE on both legs.
+// cancelled, an answered one gets BYE on both legs. It returns once the
+// call is over here (its session deleted, its CDR written, unlisted),
+// without waiting for the peers' answers to the BYEs: a browser that is
+// reconnecting gets its BYE when it is back (bye), which must not hold
+// up the API's hang-up (or a peer's, forwarded within a bound).
 func (c *Call) Hangup(cause int, reason string) {
 	c.stop(cause, reason, nil)
-	<-c.done
+	select {
+	case <-c.over:
+	case <-c.done:
+	}
 }
 
 // lost ends a call whose leg l can no longer be reached (its WebSocket
@@ -145,6 +152,7 @@ func (c *Call) end(cause int, reason string) {
 	if c.release != nil {
 		c.release()
 	}
+	close(c.over)
 	for byes > 0 {
 		select {
 		case <-byeDone:
@@ -213,6 +221,17 @@ func (c *Call) disown() {
 // end's, alongside the session's deletion; it touches only the dialog,
 // which has its own lock.
 func (c *Call) bye(l *leg) {
+	if w := l.back.Load(); w != nil {
+		// The browser is reconnecting (its control plane died, or the
+		// one holding its WebSocket): the BYE goes on its new flow once
+		// it is back, within the takeover grace. Sent on the dead flow
+		// now, it would be lost and the browser left in the call.
+		c.log.Info("BYE waits for the browser's new connection", "leg", l.idx)
+		select {
+		case <-w.back:
+		case <-c.ctx.Done():
+		}
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, byeTimeout)
 	defer cancel()
 	if _, err := l.d.send(ctx, l.d.request(sip.BYE, nil, "")); err != nil {

@@ -51,17 +51,34 @@ func (e *Engine) takeOver(c *Call) {
 	e.cfg.Metrics.CallTakenOver()
 	for _, l := range c.legs {
 		if l != nil && l.d != nil && l.d.flow != "" && e.cfg.Flows != nil {
-			go e.awaitBrowser(c, l, func() { c.stop(480, ReasonControlPlaneLost, l) })
+			back := l.awaitBack()
+			go e.awaitBrowser(c, l, back, func() { c.stop(480, ReasonControlPlaneLost, l) })
 		}
 	}
+}
+
+// awaitBack marks leg l as waiting for its browser to come back on a new
+// flow and returns the mark, for awaitBrowser to close: set before the
+// wait's goroutine starts, so that no BYE sent meanwhile misses it.
+func (l *leg) awaitBack() *browserWait {
+	w := &browserWait{back: make(chan struct{})}
+	l.back.Store(w)
+	return w
 }
 
 // awaitBrowser ends c unless the browser on leg l registers again (on
 // this control plane or another) within the grace: requests to it then
 // use its new flow (see reflow). gone ends the call
 // when it does not. It runs on a goroutine of its own and only asks the
-// loop (stop never blocks).
-func (e *Engine) awaitBrowser(c *Call, l *leg, gone func()) {
+// loop (stop never blocks). It ends w (l.awaitBack) when it returns:
+// the call's BYE to the browser, if it ended meanwhile, waits for that
+// (bye); the wait goes on while the call ends, so that the BYE finds the
+// browser's new flow.
+func (e *Engine) awaitBrowser(c *Call, l *leg, w *browserWait, gone func()) {
+	defer func() {
+		close(w.back)
+		l.back.CompareAndSwap(w, nil)
+	}()
 	grace := e.cfg.TakeoverGrace
 	if grace <= 0 {
 		grace = DefaultTakeoverGrace
@@ -113,7 +130,8 @@ func (e *Engine) FlowMoved(flow string) {
 			return
 		}
 		c.log.Info("browser connection handed over; waiting for the browser's new one", logging.KeyLeg, l.idx)
-		go e.awaitBrowser(c, l, func() { c.lost(l) })
+		back := l.awaitBack()
+		go e.awaitBrowser(c, l, back, func() { c.lost(l) })
 	})
 }
 

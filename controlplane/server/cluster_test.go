@@ -1,6 +1,7 @@
 package server
 
 import (
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,6 +28,8 @@ type clusterRig struct {
 	*restartRig
 	redis *statetest.Redis
 	dir   string
+	// logFor, when set, is the logger of the member id (else testLog).
+	logFor func(id string) *slog.Logger
 }
 
 func newClusterRig(t *testing.T) *clusterRig {
@@ -56,7 +59,11 @@ func (r *clusterRig) memberGrace(id string, grace time.Duration) *Server {
 	cfg.HTTP, cfg.SIP = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.CDRFile = filepath.Join(r.dir, id+".jsonl")
 	cfg.InstanceID = id
-	srv, err := New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: testLog(r.t),
+	log := testLog(r.t)
+	if r.logFor != nil {
+		log = r.logFor(id)
+	}
+	srv, err := New(Options{Config: cfg, Nodes: nodesOf(r.node), Store: r.store, Log: log,
 		ClusterHeartbeat: testHeartbeat, ClusterTTL: testTTL, TakeoverGrace: grace})
 	if err != nil {
 		r.t.Fatal(err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/siptest"
 )
 
@@ -46,6 +48,8 @@ func TestClusterSoak(t *testing.T) {
 	gap := span / time.Duration(calls)
 
 	r := newClusterRig(t)
+	logs := &soakLog{}
+	r.logFor = func(id string) *slog.Logger { return logs.logger(id, testLog(t)) }
 	// A port pair for every user's call at once, with room: hang-ups and
 	// takeovers run late on a loaded machine.
 	r.node = newNodeSized(t, slog.New(slog.DiscardHandler), 4*users)
@@ -62,7 +66,7 @@ func TestClusterSoak(t *testing.T) {
 	// Baselines, before anything of the soak runs.
 	fdsBefore, goBefore := openFDs(t), runtime.NumGoroutine()
 
-	s := &soak{t: t, r: r}
+	s := &soak{t: t, r: r, logs: logs}
 	s.start(0)
 	s.start(1)
 	phones := make([]*soakUser, users)
@@ -78,7 +82,13 @@ func TestClusterSoak(t *testing.T) {
 		for d := range r.pbx.Incoming {
 			for _, u := range phones {
 				if d.Invite.From().Address.User == u.name {
-					u.incoming <- d
+					// Never blocking the other users' calls: a second
+					// INVITE for a user's one call is an error of its own.
+					select {
+					case u.incoming <- d:
+					default:
+						t.Errorf("the PBX got an INVITE from %s (Call-ID %s) while the one before was not taken", u.name, d.CallID)
+					}
 				}
 			}
 		}
@@ -154,8 +164,9 @@ func TestClusterSoak(t *testing.T) {
 
 // soak is the running soak's control planes.
 type soak struct {
-	t *testing.T
-	r *clusterRig
+	t    *testing.T
+	r    *clusterRig
+	logs *soakLog
 
 	// setup is held (read) by each call's setup and (write) by a kill:
 	// the soak measures what a death does to established calls; a call
@@ -168,6 +179,7 @@ type soak struct {
 	kills   int
 	names   []string  // every instance that ran (CDR files)
 	all     []*Server // every control plane that ran
+	events  []string  // kills and starts, with their times (explain)
 }
 
 func (s *soak) srv(slot int) *Server {
@@ -182,7 +194,11 @@ func (s *soak) start(slot int) {
 	s.gen++
 	name := fmt.Sprintf("cp%d-%d", slot, s.gen)
 	s.mu.Unlock()
-	srv := s.r.member(name)
+	// The production grace: the soak's browsers all come back, and its
+	// calls must not end for want of one that is merely slow to (the
+	// cluster tests' short grace is for those where it does not).
+	srv := s.r.memberGrace(name, b2bua.DefaultTakeoverGrace)
+	s.event("%s started", name)
 	s.mu.Lock()
 	s.servers[slot] = srv
 	s.names = append(s.names, name)
@@ -202,14 +218,28 @@ func (s *soak) kill(slot int, users []*soakUser) {
 	s.kills++
 	s.mu.Unlock()
 	srv.crash()
+	s.event("%s killed (lease renewed at %s)", srv.Instance, srv.member.Load().RenewedAt().Format("15:04:05.000"))
+	// Each browser reconnects on its own, as JsSIP does: at once and all
+	// at the same time, not one after the other (twelve registrations in
+	// turn took 6.5 s on a loaded machine, longer than the takeover and
+	// its grace together).
+	var wg sync.WaitGroup
 	for _, u := range users {
-		u.mu.Lock()
-		if u.slot == slot && other != nil {
-			u.p.SetPeer(other.HTTPAddr())
-			u.slot = 1 - slot
-			u.register(s.t)
-		}
-		u.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			if u.slot == slot && other != nil {
+				u.p.SetPeer(other.HTTPAddr())
+				u.slot = 1 - slot
+				u.register(s.t)
+			}
+		}()
+	}
+	wg.Wait()
+	if other != nil {
+		s.event("%s's browsers registered again on %s", srv.Instance, other.Instance)
 	}
 }
 
@@ -284,7 +314,8 @@ func (s *soak) freeUser(users []*soakUser) *soakUser {
 }
 
 // oneCall places call n through slot n%2 (or the other when that one is
-// down), keeps it up 2-8 s and hangs it up itself.
+// down), keeps it up 2-8 s and hangs it up itself. A failure says what
+// the soak knows of the call (explain).
 func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 	t := s.t
 	s.setup.RLock()
@@ -294,6 +325,7 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 		slot = 1 - slot
 		srv = s.srv(slot)
 	}
+	c := &soakCall{n: n, user: u.name, via: srv.Instance}
 	u.mu.Lock()
 	if u.slot != slot {
 		u.p.SetPeer(srv.HTTPAddr())
@@ -307,20 +339,39 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 		t.Errorf("call %d: %v", n, err)
 		return
 	}
+	c.callID = call.CallID
 	var inc *siptest.Dialog
 	select {
 	case inc = <-u.incoming:
 	case <-time.After(10 * time.Second):
 		s.setup.RUnlock()
-		t.Errorf("call %d never reached the PBX", n)
+		var got []string
+		for len(call.Provisional) > 0 {
+			got = append(got, (<-call.Provisional).StartLine())
+		}
+		wctx, cancel := context.WithTimeout(ctx(t), time.Second)
+		if res, err := call.WaitAnswer(wctx, ""); res != nil {
+			got = append(got, res.StartLine())
+		} else {
+			got = append(got, fmt.Sprint(err))
+		}
+		cancel()
+		t.Errorf("call %d never reached the PBX (responses %v)\n%s", n, got, s.explain(c))
 		return
 	}
+	c.pbxID = inc.CallID
 	go inc.Answer(answer)
 	res, err := call.WaitAnswer(ctx(t), "")
 	if err != nil || res.StatusCode != 200 {
 		s.setup.RUnlock()
-		t.Errorf("call %d: %v %v", n, res, err)
+		t.Errorf("call %d: %v %v\n%s", n, res, err, s.explain(c))
 		return
+	}
+	c.answered = time.Now()
+	for _, in := range srv.Engine.Calls() {
+		if in.Caller == u.name {
+			c.id = in.ID
+		}
 	}
 	call.Ack(ctx(t))
 	s.setup.RUnlock()
@@ -353,17 +404,17 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("call %d of %s: no control plane holds it 30 s on (lost)", n, u.name)
+			t.Errorf("call %d of %s: no control plane holds it 30 s on (lost)\n%s", n, u.name, s.explain(c))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err := call.WaitEnded(10 * time.Second); err != nil {
-		t.Errorf("call %d: the browser got no BYE", n)
+		t.Errorf("call %d: the browser got no BYE\n%s", n, s.explain(c))
 	}
 	if n%2 == 0 {
 		if err := inc.WaitEnded(10 * time.Second); err != nil {
-			t.Errorf("call %d: the PBX got no BYE", n)
+			t.Errorf("call %d: the PBX got no BYE\n%s", n, s.explain(c))
 		}
 	}
 }
