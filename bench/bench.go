@@ -243,8 +243,17 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 				prog.Log("%s skipped: %v", label, err)
 				res = c.result()
 				res.Skipped = err.Error()
-			} else {
+			} else if ctx.Err() != nil {
 				return rep, fmt.Errorf("%s: %w", label, err)
+			} else {
+				// The node failed this case (sessions that did not come
+				// up): the run fails, but its other cases are still
+				// measured, so that one overloaded size does not lose
+				// the rest of a long run.
+				prog.Log("%s FAILED: %v", label, err)
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", label, err))
+				res = c.result()
+				res.Skipped = "failed: " + err.Error()
 			}
 		}
 		rep.Results = append(rep.Results, res)

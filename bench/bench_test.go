@@ -229,6 +229,39 @@ func TestSmokeQuietSetup(t *testing.T) {
 	}
 }
 
+// TestFailedCaseDoesNotEndTheRun: a case whose sessions the node refuses
+// fails the run, and the run's other cases are still measured.
+func TestFailedCaseDoesNotEndTheRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node process")
+	}
+	wrapper := filepath.Join(t.TempDir(), "node-one-session")
+	script := "#!/bin/sh\nexec " + nodeBin + " --max-sessions 1 \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Mode: ModeCadence, SRTP: "gcm", IO: "auto", Peer: "none", NodeBin: wrapper, SessionCounts: []int{1, 2},
+		Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond, Concurrency: 2, SetupTimeout: 20 * time.Second,
+		SyscallWindow: -1, NoHarnessBaseline: true})
+	if err != nil {
+		t.Fatalf("the run ended: %v", err)
+	}
+	measured, failed := 0, 0
+	for _, r := range rep.Results {
+		switch {
+		case r.Sessions == 1 && r.Skipped == "" && r.DeliveredPPS > 0:
+			measured++
+		case r.Sessions == 2 && strings.HasPrefix(r.Skipped, "failed: "):
+			failed++
+		}
+	}
+	if measured != 2 || failed != 2 || len(rep.Failures) != 2 {
+		t.Fatalf("%d cases measured at 1 session, %d failed at 2, failures %q: want 2, 2 and 2", measured, failed, rep.Failures)
+	}
+}
+
 func TestSmokeSharedPlainPorts(t *testing.T) {
 	smoke(t, Config{Mode: ModeCadence, SRTP: "gcm", PlainPorts: "shared", Codec: "opus"})
 }
