@@ -70,7 +70,9 @@ func Plot(r *Report, path string) error {
 		} else {
 			x := float64(res.Sessions)
 			sr.tp = append(sr.tp, plotter.XY{X: x, Y: res.DeliveredPPS})
-			if res.NodeCPUnsPerPacket != nil {
+			// The harness-only case's CPU is the harness's, not a relay's:
+			// its throughput and latency (the floor) are drawn, not its CPU.
+			if res.NodeCPUnsPerPacket != nil && res.Target != TargetHarness {
 				sr.cp = append(sr.cp, plotter.XY{X: x, Y: *res.NodeCPUnsPerPacket})
 			}
 			if res.SyscallsPerPacket != nil {
