@@ -82,6 +82,11 @@ func Start(ctx context.Context, opt Options) (*Daemon, error) {
 	}
 	ng := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ngPort))
 	args := []string{
+		// Not Debian's /etc/rtpengine/rtpengine.conf: its fixed control
+		// ports (CLI 2224, HTTP 2225) stop a second rtpengine on the
+		// machine (another run, a test) from starting, and its settings
+		// (TOS, timeouts, recording) are not the run's.
+		"--config-file=none",
 		"--foreground", "--log-stderr", "--log-level=4",
 		"--table=-1", // userspace forwarding only
 		"--interface=" + opt.Interface.String(),
