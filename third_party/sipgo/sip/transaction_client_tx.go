@@ -36,12 +36,15 @@ func NewClientTx(key string, origin *Request, conn Connection, logger *slog.Logg
 func (tx *ClientTx) Init() error {
 	tx.initFSM()
 
-	if err := tx.conn.WriteMsg(tx.origin); err != nil {
-		e := fmt.Errorf("fail to write request on init req=%q: %w", tx.origin.StartLine(), err)
+	// Strait: origin, read once: an answer may arrive as soon as the
+	// request is written, and an accepted INVITE's releases tx.origin.
+	origin := tx.origin
+	if err := tx.conn.WriteMsg(origin); err != nil {
+		e := fmt.Errorf("fail to write request on init req=%q: %w", origin.StartLine(), err)
 		return wrapTransportError(e)
 	}
 
-	reliable := IsReliable(tx.origin.Transport())
+	reliable := IsReliable(origin.Transport())
 	if reliable {
 		tx.mu.Lock()
 		tx.timer_d_time = 0
@@ -72,6 +75,15 @@ func (tx *ClientTx) Init() error {
 	tx.mu.Unlock()
 	tx.log.Debug("Client transaction initialized", "tx", tx.Key())
 	return nil
+}
+
+// Origin returns the request that created the transaction, or nil once
+// an INVITE's transaction has passed up a 2xx and only waits for Timer M
+// (Strait: see actPassupAccept).
+func (tx *ClientTx) Origin() *Request {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.origin
 }
 
 // Initialises the correct kind of FSM based on request method.

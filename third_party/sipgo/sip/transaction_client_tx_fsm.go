@@ -392,6 +392,7 @@ func (tx *ClientTx) actPassup() fsmInput {
 
 func (tx *ClientTx) actPassupRetransmission() fsmInput {
 	tx.passUpRetransmission()
+	tx.fsmResp = nil // Strait: passed on; Accepted keeps no response (see actPassupAccept)
 	return FsmInputNone
 }
 
@@ -417,7 +418,13 @@ func (tx *ClientTx) actPassupAccept() fsmInput {
 	tx.timer_m = time.AfterFunc(Timer_M, func() {
 		tx.spinFsm(client_input_timer_m)
 	})
+	// Strait: Accepted (RFC 6026 section 7.2) only passes retransmitted
+	// 2xx responses up, each as it comes, until Timer M (64*T1): it never
+	// sends the request again nor needs the 2xx it passed. Keeping them
+	// for those 32 s is most of what a finished call leaves on the heap.
+	tx.origin = nil
 	tx.mu.Unlock()
+	tx.fsmResp = nil
 
 	return FsmInputNone
 }

@@ -1,7 +1,7 @@
 package sip
 
-// Strait: what a server transaction keeps once its final response is sent
-// (ServerTx.release).
+// Strait: what a transaction keeps once it only waits out its timers
+// (ServerTx.release, ClientTx.actPassupAccept).
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
-	"weak"
 
 	"github.com/emiago/sipgo/fakes"
 	"github.com/stretchr/testify/require"
@@ -35,13 +35,24 @@ func releaseTestTx(t *testing.T, req *Request) (*ServerTx, *bytes.Buffer) {
 	return tx, out
 }
 
-// collected reports whether the object behind p was garbage collected.
-func collected[T any](p weak.Pointer[T]) bool {
-	for range 5 {
+// watch returns a flag set once p is garbage collected (the module is
+// go1.23: no weak pointers).
+func watch[T any](p *T) *atomic.Bool {
+	gone := new(atomic.Bool)
+	runtime.SetFinalizer(p, func(*T) { gone.Store(true) })
+	return gone
+}
+
+// collected reports whether the object watch was given was garbage
+// collected, running the collector (finalizers run on their own goroutine).
+func collected(gone *atomic.Bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
 		runtime.GC()
-		if p.Value() == nil {
+		if gone.Load() {
 			return true
 		}
+		time.Sleep(10 * time.Millisecond) // the finalizer goroutine's turn
 	}
 	return false
 }
@@ -49,7 +60,7 @@ func collected[T any](p weak.Pointer[T]) bool {
 func TestServerTxReleaseNonInvite(t *testing.T) {
 	req := testCreateRequest(t, "BYE", "sip:bob@127.0.0.2:5060", "UDP", "127.0.0.2:5060")
 	tx, out := releaseTestTx(t, req)
-	origin := weak.Make(req)
+	origin := watch(req)
 	require.NoError(t, tx.Respond(NewResponseFromRequest(req, StatusOK, "OK", nil)))
 	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.stateCompleted))
 	require.Nil(t, tx.Origin())
@@ -77,9 +88,9 @@ func TestServerTxReleaseNonInvite(t *testing.T) {
 func TestServerTxReleaseInviteAccepted(t *testing.T) {
 	req, _, _ := testCreateInvite(t, "sip:bob@127.0.0.2:5060", "UDP", "127.0.0.2:5060")
 	tx, out := releaseTestTx(t, req)
-	origin := weak.Make(req)
+	origin := watch(req)
 	ok := NewResponseFromRequest(req, StatusOK, "OK", []byte("v=0\r\n"))
-	answer := weak.Make(ok)
+	answer := watch(ok)
 	require.NoError(t, tx.Respond(ok))
 	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateAccepted))
 	require.Nil(t, tx.Origin())
@@ -114,7 +125,7 @@ func TestServerTxReleaseInviteRejected(t *testing.T) {
 	req, _, _ := testCreateInvite(t, "sip:bob@127.0.0.2:5060", "UDP", "127.0.0.2:5060")
 	tx, out := releaseTestTx(t, req)
 	tx.timer_g_time = time.Hour
-	origin := weak.Make(req)
+	origin := watch(req)
 	busy := NewResponseFromRequest(req, StatusBusyHere, "Busy Here", nil)
 	require.NoError(t, tx.Respond(busy))
 	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateCompleted))
@@ -161,4 +172,38 @@ func TestServerTxCancelBeforeFinal(t *testing.T) {
 		t.Fatal("a cancelled UDP INVITE must wait for its ACK or Timer H")
 	default:
 	}
+}
+
+func TestClientTxReleaseInviteAccepted(t *testing.T) {
+	req, _, _ := testCreateInvite(t, "sip:bob@127.0.0.2:5060", "UDP", "127.0.0.2:5060")
+	out := &bytes.Buffer{}
+	conn := &UDPConnection{PacketConn: &fakes.UDPConn{
+		Reader:  &bytes.Buffer{},
+		Writers: map[string]io.Writer{"127.0.0.2:5060": out},
+	}}
+	conn.Ref(1)
+	tx := NewClientTx("release-test", req, conn, slog.Default())
+	require.NoError(t, tx.Init())
+	t.Cleanup(tx.Terminate)
+	origin := watch(req)
+	retransmitted := make(chan *Response, 1)
+	require.True(t, tx.OnRetransmission(func(r *Response) { retransmitted <- r }))
+
+	ok := NewResponseFromRequest(req, StatusOK, "OK", []byte("v=0\r\n"))
+	again := ok.Clone()
+	answer := watch(ok)
+	done := make(chan struct{})
+	go func() { tx.Receive(ok); close(done) }()
+	require.Same(t, ok, <-tx.Responses())
+	<-done
+	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateAccepted))
+	require.Nil(t, tx.Origin())
+
+	req, ok = nil, nil
+	require.True(t, collected(origin), "the accepted transaction still holds its INVITE")
+	require.True(t, collected(answer), "the accepted transaction still holds its 2xx")
+
+	// A retransmitted 2xx still reaches the TU (RFC 6026 section 7.2).
+	tx.Receive(again)
+	require.Same(t, again, <-retransmitted)
 }
