@@ -1,7 +1,9 @@
 package sipnet
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/metrics"
@@ -121,4 +124,80 @@ func respondPlain(tx sip.ServerTransaction, req *sip.Request, code int, body []b
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	}
 	return tx.Respond(res)
+}
+
+// The client side: once an INVITE's 2xx is passed up, the client
+// transaction waits for Timer M (64*T1, RFC 6026 section 7.2) only to pass
+// retransmitted 2xx responses up; third_party/sipgo's keeps neither the
+// INVITE nor the 2xx meanwhile.
+func TestClientTxReleasesInvite(t *testing.T) {
+	uas, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uas.Close()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog.New(slog.DiscardHandler))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ua.Close()
+	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: uas.LocalAddr().(*net.UDPAddr).Port})
+	req.SetBody([]byte("v=0\r\n"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := cli.TransactionRequest(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	retransmitted := make(chan *sip.Response, 1)
+	tx.OnRetransmission(func(r *sip.Response) { retransmitted <- r })
+	invite := weak.Make(req)
+	req = nil
+
+	buf := make([]byte, 8192)
+	uas.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := uas.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sip.ParseMessage(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := sip.NewResponseFromRequest(msg.(*sip.Request), 200, "OK", nil).String()
+	uas.WriteTo([]byte(ok), from)
+	select {
+	case res := <-tx.Responses():
+		if res.StatusCode != 200 {
+			t.Fatalf("got %d", res.StatusCode)
+		}
+	case <-ctx.Done():
+		t.Fatal("no 200")
+	}
+	collected := false
+	for range 50 { // the 2xx is passed up before the transaction lets go of the INVITE
+		runtime.GC()
+		if invite.Value() == nil {
+			collected = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !collected {
+		t.Fatal("the accepted client transaction still holds its INVITE")
+	}
+	uas.WriteTo([]byte(ok), from) // the UAS's 2xx again
+	select {
+	case res := <-retransmitted:
+		if res.StatusCode != 200 {
+			t.Fatalf("retransmission: %d", res.StatusCode)
+		}
+	case <-ctx.Done():
+		t.Fatal("the retransmitted 2xx did not reach the TU")
+	}
 }
