@@ -64,6 +64,7 @@ func main() {
 	defer logOut.Close()
 	log, _ := logging.New(logOut, cfg.LogFormat, level) // Parse checked the format
 	slog.SetDefault(log)
+	log.Debug("garbage collector", "gogc", tuneGC(os.Getenv))
 	// sipgo's transports log through its default logger; what a peer can
 	// cause at will goes to debug (counted in metrics instead).
 	sip.SetDefaultLogger(sipnet.QuietLogger(log.Handler()).With("component", "sipgo"))
