@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -19,8 +21,9 @@ import (
 // "holder"); requests toward it may arise on another one: the PBX's
 // INVITE reached another member, or a call taken over from a dead member
 // whose browser reconnected elsewhere. Flows carries the SIP messages of
-// such a dialog between the two, untouched, over the store's
-// publish/subscribe (channel "flows/ID"):
+// such a dialog between the two, untouched, through the store's queue
+// "flows/ID" of the receiving member (a Redis Stream, see "Why a queue"
+// below):
 //
 //   - On the member that has the dialog (the "user"), the holder's flow is
 //     one more WebSocket flow of its SIP stack (sipws.Listener.Attach): an
@@ -38,11 +41,28 @@ import (
 //
 // The holder adds no Via and no Record-Route: it is no SIP hop, a
 // connection relay like an L4 balancer, so nothing changes for the
-// browser or for the dialog when it is relayed. Redis pub/sub delivers a
-// publisher's messages in order; each direction of a flow has one
-// publisher at a time (the user's far-end reader, the holder's read
-// goroutine of the WebSocket), so SIP over the relay keeps its order, as
-// RFC 7118 assumes of a WebSocket. Why not SIP to the holder's internal
+// browser or for the dialog when it is relayed. A queue keeps the order
+// of what one process pushes, and each process pushes from one goroutine
+// (publisher), so SIP over the relay keeps its order, as RFC 7118 assumes
+// of a WebSocket.
+//
+// Why a queue and not pub/sub: SIP over a WebSocket is not retransmitted
+// (RFC 3261 section 17.1.1.2: a reliable transport's requests are sent
+// once), so the hop between members must lose nothing. Redis pub/sub
+// keeps nothing for a subscriber that is reconnecting: a request relayed
+// then was lost and its transaction timed out. Each member reads its own
+// stream (XREAD from the last entry it read), so what was pushed while its
+// connection was down comes once it is back, once and in order. Chosen
+// over acknowledgements with retries (a second message per message, a
+// retry timer and a duplicate filter on every flow) and over PUBLISH's
+// receiver count (0 tells a subscription being made again, not a
+// connection Redis has not seen die yet). Bounds: relayInboxLen messages
+// and relayInboxTTL per member's stream in Redis; a message older than
+// relayMaxAge (Timer B/F: every transaction it belongs to is over) is
+// dropped. A push that failed is tried again (relayPushAttempts); each
+// message carries its sender's run and sequence number, and the receiver
+// drops one it has seen (a push that Redis took but whose answer was
+// lost, then tried again), so a message is never delivered twice. Why not SIP to the holder's internal
 // address (Path, RFC 3327, as Kamailio edge proxies do)? It needs an
 // address per member reachable by every member, a stateful proxy hop on
 // the holder (Via, Record-Route, CANCEL, hop-by-hop ACK), and a trust rule
@@ -91,6 +111,24 @@ const (
 	movedMemory = 2 * time.Minute
 	// maxMoved bounds the flows remembered as moved.
 	maxMoved = 4096
+	// relayInboxLen bounds a member's queue in the store: messages
+	// pushed while it does not read (its connection to Redis is down)
+	// wait there, the oldest dropped past it.
+	relayInboxLen = 4096
+	// relayInboxTTL: a member's queue disappears this long after the last
+	// push to it (a member that is gone).
+	relayInboxTTL = time.Minute
+	// relayMaxAge is the age past which a relayed message is dropped:
+	// 64*T1, SIP's Timer B and F (RFC 3261 section 17.1): every
+	// transaction it belongs to is over.
+	relayMaxAge = 32 * time.Second
+	// relayPushAttempts bounds the tries of one push, relayPushPause
+	// apart (the next messages wait: the order is kept).
+	relayPushAttempts = 3
+	relayPushPause    = 200 * time.Millisecond
+	// maxSenders bounds the senders whose last sequence number a member
+	// remembers (the members: a handful).
+	maxSenders = 1024
 )
 
 // flowMsg is one message between the user and the holder of a flow.
@@ -99,6 +137,12 @@ type flowMsg struct {
 	From string `json:"from"`
 	Flow string `json:"flow"` // as its holder names it (the browser's address there)
 	Data []byte `json:"data,omitempty"`
+	// Run names the sending Flows (random, per process run) and Seq
+	// numbers its messages from 1 in the order pushed: the receiver drops
+	// what it has seen. At is when it was queued (Unix ms).
+	Run string `json:"run,omitempty"`
+	Seq uint64 `json:"seq,omitempty"`
+	At  int64  `json:"at,omitempty"`
 }
 
 // FlowsConfig configures Flows.
@@ -114,7 +158,8 @@ type FlowsConfig struct {
 	OnMoved func(holder, flow string)
 	// OnRelay, when set, counts each message relayed by direction
 	// ("out": toward a browser, "in": from one; "publish": a message the
-	// store did not take) and result ("ok", "dropped").
+	// store did not take; "queue": one read from this member's queue) and
+	// result ("ok", "dropped"; "duplicate", "stale" for "queue").
 	OnRelay func(direction, result string)
 	// Log is the logger; nil is slog.Default().
 	Log *slog.Logger
@@ -128,6 +173,7 @@ type Flows struct {
 	log    *slog.Logger
 	st     state.Store
 	self   string
+	run    string // this run's name in its messages (flowMsg.Run)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -180,16 +226,16 @@ func NewFlows(ctx context.Context, cfg FlowsConfig) (*Flows, error) {
 		cfg.Log = slog.Default()
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	f := &Flows{cfg: cfg, log: cfg.Log, st: cfg.Member.cfg.Store, self: cfg.Member.ID(), cancel: cancel,
+	f := &Flows{cfg: cfg, log: cfg.Log, st: cfg.Member.cfg.Store, self: cfg.Member.ID(), run: rand.Text(), cancel: cancel,
 		held: map[string]*heldFlow{}, relays: map[relayKey]*relayFlow{}, outq: make(chan outMsg, relayQueue),
 		moved: map[relayKey]time.Time{}, movedNames: map[string]time.Time{}}
-	in, err := f.st.Subscribe(sctx, flowChannel(f.self))
+	in, err := f.st.Receive(sctx, flowChannel(f.self))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	f.wg.Add(2)
-	go f.serve(in)
+	go f.serve(sctx, in)
 	go f.publisher(sctx)
 	cfg.Stack.SetDivert(f.divert)
 	return f, nil
@@ -234,17 +280,14 @@ var errRelayFull = errors.New("cluster: relay queue full")
 
 // publish queues m for the member to. Every message goes out through one
 // publisher goroutine, in the order queued: each flow's messages keep
-// their order (Redis delivers one connection's publications in order),
-// and the relay holds one store connection at a time whatever the number
-// of flows. It never blocks.
+// their order (a queue keeps the order of one process's pushes), and the
+// relay holds one store connection at a time whatever the number of
+// flows. It never blocks.
 func (f *Flows) publish(to string, m flowMsg) error {
-	m.From = f.self
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	m.From, m.Run, m.At = f.self, f.run, time.Now().UnixMilli()
+	m.Data = bytes.Clone(m.Data) // the caller's buffer is reused (sipnet.Divert)
 	select {
-	case f.outq <- outMsg{to: to, b: b}:
+	case f.outq <- outMsg{to: to, m: m}:
 		return nil
 	default:
 		return errRelayFull
@@ -253,15 +296,17 @@ func (f *Flows) publish(to string, m flowMsg) error {
 
 type outMsg struct {
 	to string
-	b  []byte
+	m  flowMsg
 	// flushed, when set, marks no message: the publisher closes it once
 	// everything queued before it went out (HandOver).
 	flushed chan struct{}
 }
 
-// publisher is the goroutine that publishes what publish queued.
+// publisher is the goroutine that pushes what publish queued, numbering
+// the messages in that order.
 func (f *Flows) publisher(ctx context.Context) {
 	defer f.wg.Done()
+	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -271,22 +316,68 @@ func (f *Flows) publisher(ctx context.Context) {
 				close(o.flushed)
 				continue
 			}
-			pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
-			if err := f.st.Publish(pctx, flowChannel(o.to), o.b); err != nil {
-				f.count("publish", "dropped")
-				f.log.Warn("cluster: a relayed message not published", "to", o.to, "err", err)
+			seq++
+			o.m.Seq = seq
+			b, err := json.Marshal(o.m)
+			if err != nil {
+				continue
 			}
-			cancel()
+			for try := 1; ; try++ {
+				pctx, cancel := context.WithTimeout(ctx, relayPublishTimeout)
+				err = f.st.Push(pctx, flowChannel(o.to), b, relayInboxLen, relayInboxTTL)
+				cancel()
+				if err == nil || try == relayPushAttempts || ctx.Err() != nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(relayPushPause):
+				}
+			}
+			if err != nil {
+				f.count("publish", "dropped")
+				f.log.Warn("cluster: a relayed message not passed to the store", "to", o.to, "err", err)
+			}
 		}
 	}
 }
 
-// serve dispatches the messages of this member's channel, in order.
-func (f *Flows) serve(in <-chan []byte) {
+// lastSeen is, on a receiver, the last message seen from a sender.
+type lastSeen struct {
+	run string
+	seq uint64
+}
+
+// serve dispatches the messages of this member's queue, in order, each
+// once and while it is young enough (relayMaxAge).
+func (f *Flows) serve(ctx context.Context, in <-chan []byte) {
 	defer f.wg.Done()
-	for b := range in {
+	seen := map[string]lastSeen{}
+	for {
+		var b []byte
+		select {
+		case <-ctx.Done():
+			return
+		case b = <-in:
+			if b == nil {
+				return // the queue ended
+			}
+		}
 		var m flowMsg
 		if json.Unmarshal(b, &m) != nil || CheckID(m.From) != nil || m.From == f.self || m.Flow == "" {
+			continue
+		}
+		if last, ok := seen[m.From]; ok && last.run == m.Run && m.Seq <= last.seq {
+			f.count("queue", "duplicate")
+			continue
+		}
+		if len(seen) >= maxSenders {
+			clear(seen)
+		}
+		seen[m.From] = lastSeen{run: m.Run, seq: m.Seq}
+		if age := time.Since(time.UnixMilli(m.At)); m.At != 0 && age > relayMaxAge {
+			f.count("queue", "stale")
+			f.log.Warn("cluster: a relayed message came too late; dropped", "from", m.From, "op", m.Op, "age", age)
 			continue
 		}
 		switch m.Op {

@@ -1,8 +1,13 @@
 package cluster
 
 import (
+	"context"
+	"encoding/json"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestCallIDOf(t *testing.T) {
@@ -32,4 +37,42 @@ func FuzzCallIDOf(f *testing.F) {
 			t.Fatalf("callIDOf returned %q", got)
 		}
 	})
+}
+
+// The receiver of a member's queue drops what it has seen from a sender's
+// run (a push tried again after Redis took it) and what is older than
+// relayMaxAge, and counts both; a sender's new run starts its numbers
+// again.
+func TestFlowsQueueDuplicatesAndStale(t *testing.T) {
+	counts := map[string]int{}
+	var mu sync.Mutex
+	f := &Flows{log: slog.Default(), self: "me", cfg: FlowsConfig{OnRelay: func(direction, result string) {
+		mu.Lock()
+		counts[direction+"/"+result]++
+		mu.Unlock()
+	}}}
+	now := time.Now().UnixMilli()
+	in := make(chan []byte)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.wg.Add(1)
+	go f.serve(ctx, in)
+	for _, m := range []flowMsg{
+		{Op: "noop", From: "peer", Flow: "x", Run: "r1", Seq: 1, At: now},
+		{Op: "noop", From: "peer", Flow: "x", Run: "r1", Seq: 2, At: now},
+		{Op: "noop", From: "peer", Flow: "x", Run: "r1", Seq: 2, At: now}, // pushed twice
+		{Op: "noop", From: "peer", Flow: "x", Run: "r1", Seq: 1, At: now}, // older still
+		{Op: "noop", From: "other", Flow: "x", Run: "r9", Seq: 1, At: now},
+		{Op: "noop", From: "peer", Flow: "x", Run: "r2", Seq: 1, At: now}, // restarted
+		{Op: "noop", From: "peer", Flow: "x", Run: "r2", Seq: 2, At: now - relayMaxAge.Milliseconds() - 1000},
+	} {
+		b, _ := json.Marshal(m)
+		in <- b
+	}
+	cancel()
+	f.wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if counts["queue/duplicate"] != 2 || counts["queue/stale"] != 1 {
+		t.Fatalf("counted %v, want 2 duplicates and 1 stale", counts)
+	}
 }

@@ -21,7 +21,7 @@ func (c *clusterMetrics) init() []prometheus.Collector {
 		Help: "API requests for calls another control plane holds, sent to it, by operation (list, get, hangup, dtmf) and result (ok, not_found, error)."},
 		[]string{"op", "result"})
 	c.relayed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strait_cluster_relayed_messages_total",
-		Help: "SIP messages of browsers' WebSockets relayed between control planes, by direction (out: toward a browser another control plane holds, in: from one, publish: not taken by the store) and result (ok, dropped)."},
+		Help: "SIP messages of browsers' WebSockets relayed between control planes, by direction (out: toward a browser another control plane holds, in: from one, publish: not taken by the store, queue: read from this control plane's queue) and result (ok, dropped; for queue: duplicate, a message seen already, and stale, one older than 32 s)."},
 		[]string{"direction", "result"})
 	return []prometheus.Collector{c.takenOver, c.members, c.forwarded, c.relayed}
 }

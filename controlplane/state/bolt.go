@@ -26,6 +26,7 @@ type Bolt struct {
 	db     *bolt.DB
 	path   string
 	bus    localBus
+	queues localQueues
 	leases localLeases
 
 	mu        sync.Mutex // guards lastSweep
@@ -248,6 +249,17 @@ func (s *Bolt) Publish(_ context.Context, channel string, msg []byte) error {
 // Subscribe implements Store.
 func (s *Bolt) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
 	return s.bus.subscribe(ctx, channel), nil
+}
+
+// Push implements Store (within the process).
+func (s *Bolt) Push(_ context.Context, queue string, msg []byte, max int, _ time.Duration) error {
+	s.queues.push(queue, msg, max)
+	return nil
+}
+
+// Receive implements Store.
+func (s *Bolt) Receive(ctx context.Context, queue string) (<-chan []byte, error) {
+	return s.queues.receive(ctx, queue), nil
 }
 
 // Ping implements Store: a read transaction (a closed database fails).

@@ -49,6 +49,82 @@ func (b *localBus) subscribe(ctx context.Context, channel string) <-chan []byte 
 	return ch
 }
 
+// localQueues are Store.Push/Receive within the process: what the memory
+// and embedded stores offer (the queues die with the process; a queue's
+// ttl is not kept: its max bounds it).
+type localQueues struct {
+	mu sync.Mutex // guards qs and every queue's fields
+	qs map[string]*localQueue
+}
+
+type localQueue struct {
+	first uint64   // the number of msgs[0] (messages pushed before it were trimmed)
+	msgs  [][]byte // in order
+	wake  chan struct{}
+}
+
+// queue returns name's queue. q.mu held.
+func (q *localQueues) queue(name string) *localQueue {
+	if q.qs == nil {
+		q.qs = map[string]*localQueue{}
+	}
+	lq := q.qs[name]
+	if lq == nil {
+		lq = &localQueue{wake: make(chan struct{})}
+		q.qs[name] = lq
+	}
+	return lq
+}
+
+func (q *localQueues) push(name string, msg []byte, max int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	lq := q.queue(name)
+	lq.msgs = append(lq.msgs, append([]byte(nil), msg...))
+	if over := len(lq.msgs) - max; max > 0 && over > 0 {
+		clear(lq.msgs[:over])
+		lq.msgs = lq.msgs[over:]
+		lq.first += uint64(over)
+	}
+	close(lq.wake)
+	lq.wake = make(chan struct{})
+}
+
+func (q *localQueues) receive(ctx context.Context, name string) <-chan []byte {
+	q.mu.Lock()
+	lq := q.queue(name)
+	next := lq.first + uint64(len(lq.msgs))
+	q.mu.Unlock()
+	out := make(chan []byte)
+	go func() {
+		defer close(out)
+		for {
+			q.mu.Lock()
+			next = max(next, lq.first)
+			batch := lq.msgs[next-lq.first:]
+			wake := lq.wake
+			q.mu.Unlock()
+			for _, m := range batch {
+				select {
+				case out <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
+			next += uint64(len(batch))
+			if len(batch) > 0 {
+				continue
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
 // localLeases are leases within the process.
 type localLeases struct {
 	mu     sync.Mutex // guards leases and swept

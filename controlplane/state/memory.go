@@ -11,6 +11,7 @@ import (
 // memory, tests). It is safe for concurrent use.
 type Memory struct {
 	bus    localBus
+	queues localQueues
 	leases localLeases
 
 	mu     sync.Mutex // guards the fields below
@@ -187,6 +188,23 @@ func (m *Memory) Publish(_ context.Context, channel string, msg []byte) error {
 // Subscribe implements Store.
 func (m *Memory) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
 	return m.bus.subscribe(ctx, channel), nil
+}
+
+// Push implements Store (within the process).
+func (m *Memory) Push(_ context.Context, queue string, msg []byte, max int, _ time.Duration) error {
+	m.mu.Lock()
+	err := m.check()
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	m.queues.push(queue, msg, max)
+	return nil
+}
+
+// Receive implements Store.
+func (m *Memory) Receive(ctx context.Context, queue string) (<-chan []byte, error) {
+	return m.queues.receive(ctx, queue), nil
 }
 
 // Ping implements Store.

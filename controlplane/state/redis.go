@@ -393,6 +393,80 @@ func (s *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 	return out, nil
 }
 
+// queueKey names a queue's stream.
+func queueKey(name string) string { return keyPrefix + "queue:" + name }
+
+// Bounds of Receive's reads.
+const (
+	// queueBlock is how long one read waits for a message (XREAD
+	// BLOCK): an idle reader asks once per queueBlock, and stops at most
+	// this long after its ctx ends.
+	queueBlock = time.Second
+	// queueRetry is the pause after a read that failed (Redis away).
+	queueRetry = 100 * time.Millisecond
+	// queueBatch bounds the messages one read returns.
+	queueBatch = 128
+)
+
+// Push implements Store: a Redis Stream (XADD with MAXLEN ~, so that
+// trimming costs nothing; PEXPIRE), one pipeline.
+func (s *Redis) Push(ctx context.Context, queue string, msg []byte, max int, ttl time.Duration) error {
+	k := queueKey(queue)
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAdd(ctx, &redis.XAddArgs{Stream: k, MaxLen: int64(max), Approx: true, Values: []any{"m", msg}})
+		p.PExpire(ctx, k, ttl)
+		return nil
+	})
+	return err
+}
+
+// Receive implements Store: reads of the stream from its last entry at
+// the call (XREAD BLOCK from the last id read), made again after an
+// error from where they stopped: entries are read once, in order, and
+// none is missed while the connection is down.
+func (s *Redis) Receive(ctx context.Context, queue string) (<-chan []byte, error) {
+	k := queueKey(queue)
+	last := "0-0"
+	tail, err := s.c.XRevRangeN(ctx, k, "+", "-", 1).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(tail) == 1 {
+		last = tail[0].ID
+	}
+	out := make(chan []byte)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			res, err := s.c.XRead(ctx, &redis.XReadArgs{Streams: []string{k, last}, Count: queueBatch, Block: queueBlock}).Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+				continue // nothing within queueBlock
+			case errors.Is(err, redis.ErrClosed):
+				return
+			case err != nil:
+				select {
+				case <-ctx.Done():
+				case <-time.After(queueRetry):
+				}
+				continue
+			}
+			for _, st := range res {
+				for _, m := range st.Messages {
+					last = m.ID
+					v, _ := m.Values["m"].(string)
+					select {
+					case out <- []byte(v):
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
 // Ping implements Store.
 func (s *Redis) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
 

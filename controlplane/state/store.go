@@ -78,6 +78,18 @@ type Store interface {
 	// messages published meanwhile are lost, and a subscriber that keeps
 	// a copy of what they tell reads the records again.
 	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
+	// Push appends msg to queue, an inbox one process reads (Receive):
+	// the queue keeps its last max messages (roughly: a few more may
+	// stay) and disappears ttl after the last Push.
+	Push(ctx context.Context, queue string, msg []byte, max int, ttl time.Duration) error
+	// Receive delivers the messages pushed to queue from the call on, in
+	// order and each once, until ctx ends (the channel then closes).
+	// Unlike Subscribe nothing pushed is lost while the connection to
+	// the store is down: what was pushed meanwhile comes when it is back
+	// (unless more than the queue's max came, or its ttl passed), and a
+	// slow reader leaves messages in the queue instead of losing them.
+	// One process reads a queue.
+	Receive(ctx context.Context, queue string) (<-chan []byte, error)
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 	// Name describes the backend for logs ("bolt /var/lib/strait/state.db",

@@ -192,3 +192,59 @@ func TestSpecs(t *testing.T) {
 		t.Errorf("redact = %q", r)
 	}
 }
+
+// Queues: a reader gets what was pushed after it started, in order, each
+// once, also what was pushed while it was not reading (a slow reader
+// loses nothing); what was pushed before it started is not delivered; a
+// queue keeps its last max messages.
+func TestStoreQueues(t *testing.T) {
+	for name, s := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := s.Push(ctx, "inbox/a", []byte("before"), 100, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			rctx, rcancel := context.WithCancel(ctx)
+			in, err := s.Receive(rctx, "inbox/a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				if err := s.Push(ctx, "inbox/a", []byte{byte('0' + i)}, 100, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Push(ctx, "inbox/b", []byte("other queue"), 100, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				select {
+				case m := <-in:
+					if string(m) != string(rune('0'+i)) {
+						t.Fatalf("message %d: %q", i, m)
+					}
+				case <-ctx.Done():
+					t.Fatalf("message %d not received", i)
+				}
+			}
+			rcancel()
+			for range in { // closes once the reader stops
+			}
+			// Bounded: a queue keeps its last max (roughly, on Redis).
+			for i := range 300 {
+				if err := s.Push(ctx, "inbox/c", []byte{byte(i)}, 10, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if q, ok := s.(*Redis); ok {
+				if n, err := q.c.XLen(ctx, queueKey("inbox/c")).Result(); err != nil || n > 200 {
+					t.Fatalf("queue of max 10 holds %d after 300 pushes (%v)", n, err)
+				}
+				if ttl, err := q.c.PTTL(ctx, queueKey("inbox/c")).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+					t.Fatalf("queue's expiry %v (%v)", ttl, err)
+				}
+			}
+		})
+	}
+}
