@@ -152,7 +152,13 @@ func (d *Digest) SetUsers(users map[string]string) { d.users.Store(&users) }
 // the same fresh nonce (RFC 8760 section 2.4). stale marks a challenge to
 // credentials that were right but whose nonce was no longer good.
 func (d *Digest) Challenges(stale bool) []string {
-	nonce := d.nonce(d.now())
+	t := d.now()
+	if f, ok := d.nonces.(NonceFloor); ok {
+		if nb := f.NotBefore(); t.Before(nb) {
+			t = nb // a nonce of this second would be forgotten
+		}
+	}
+	nonce := d.nonce(t)
 	out := make([]string, 0, len(d.algorithms))
 	for _, alg := range d.algorithms {
 		c := digest.Challenge{Realm: d.Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
@@ -174,13 +180,15 @@ func (d *Digest) ChallengeHeaders(name string, stale bool) []sip.Header {
 // Challenge returns the first challenge value (the preferred algorithm).
 func (d *Digest) Challenge(stale bool) string { return d.Challenges(stale)[0] }
 
-// nonce is "TS.RAND.MAC": TS the issue time (unix seconds, hex), RAND 8
-// random bytes (hex) so that no two challenges share a nonce, MAC the
-// first 16 bytes of HMAC-SHA256(key, "TS.RAND") in hex.
+// nonce is "TS.RAND.MAC": TS the issue time (Unix milliseconds, hex;
+// fine enough to tell the nonces issued before a state store's loss was
+// seen from those after, see StoreNonces), RAND 8 random bytes (hex) so
+// that no two challenges share a nonce, MAC the first 16 bytes of
+// HMAC-SHA256(key, "TS.RAND") in hex.
 func (d *Digest) nonce(t time.Time) string {
 	r := make([]byte, 8)
 	rand.Read(r)
-	body := strconv.FormatInt(t.Unix(), 16) + "." + hex.EncodeToString(r)
+	body := strconv.FormatInt(t.UnixMilli(), 16) + "." + hex.EncodeToString(r)
 	return body + "." + d.mac(body)
 }
 
@@ -189,6 +197,10 @@ func (d *Digest) mac(body string) string {
 	m.Write([]byte(body))
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
+
+// secondNonces: a nonce time below it is in seconds (an earlier version's
+// nonces; 10^11 s is in the year 5138, 10^11 ms in 1973).
+const secondNonces = 1e11
 
 // checkNonce reports whether n is a nonce Strait issued, when, and
 // whether it is still within its lifetime.
@@ -206,7 +218,10 @@ func (d *Digest) checkNonce(n string) (issued time.Time, ours, fresh bool) {
 	if err != nil {
 		return time.Time{}, false, false
 	}
-	issued = time.Unix(sec, 0)
+	issued = time.UnixMilli(sec)
+	if sec < secondNonces {
+		issued = time.Unix(sec, 0) // issued by an earlier version, in seconds
+	}
 	age := d.now().Sub(issued)
 	return issued, true, age >= -time.Minute && age <= nonceLifetime
 }

@@ -38,6 +38,15 @@ type NonceStore interface {
 	Use(nonce string, issued time.Time, nc uint64) NonceUse
 }
 
+// NonceFloor is a NonceStore that forgets every nonce issued before a
+// time that moves forward (a store that lost its counts, see
+// StoreNonces): Digest stamps the nonces it issues no earlier than
+// NotBefore, so that the fresh nonce of a stale=true challenge is not
+// forgotten too. NotBefore is barely ahead of the clock, if at all.
+type NonceFloor interface {
+	NotBefore() time.Time
+}
+
 // DefaultNonceCapacity bounds the in-memory store: 65 536 nonces used in
 // the last nonce lifetime (5 minutes), ~220 a second, far above what
 // browsers' registrations and calls need (one nonce each), at about

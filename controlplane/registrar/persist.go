@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -177,34 +178,57 @@ const storeNonceTimeout = 500 * time.Millisecond
 // StoreNonces is a NonceStore in the state store, shared by every control
 // plane on it: a nonce count is fresh once, wherever it is presented. A
 // store that does not answer makes every nonce "forgotten": the client
-// gets a fresh one, never a replay through. So does a store that lost its
-// records (a Redis restarted empty: ForgetBefore, from the Writer's
-// OnLost): the counts of the nonces issued before are gone, and a count
-// already used must not pass again; the client answers the stale=true
-// challenge with a fresh nonce, without asking its user.
+// gets a fresh one, never a replay through.
+//
+// A store that lost its records (a Redis restarted empty) lost the
+// counts: a count already used must not pass again. Each count is raised
+// in one script with a check of the store's generation (state.Writer.
+// Advance): the first use after the loss finds another generation (or
+// none), is refused and has the Writer check the store at once, so the
+// loss is seen by the first authentication after it, not up to a ping
+// (1 s) later, and at no extra round trip. From then on every nonce
+// issued up to the instant the loss was seen (ForgetBefore, also from the
+// Writer's OnLost) or the store's new generation was made (a control
+// plane that started after the loss never saw the old one) is forgotten:
+// the client answers the stale=true challenge with a fresh nonce, without
+// asking its user. Nonce times are milliseconds; the fresh nonces are
+// stamped after that instant (NotBefore).
 type StoreNonces struct {
 	W *state.Writer
-	// forgotten: nonces issued before this (Unix seconds) are forgotten.
+	// forgotten: nonces issued at or before this (Unix ms) are forgotten.
 	forgotten atomic.Int64
 }
 
-// ForgetBefore makes every nonce issued before t's second forgotten.
-// Nonce times are whole seconds: those of t's own second are kept, or
-// the fresh nonce of the stale=true challenge that follows at once would
-// be forgotten too, and a client that answers one stale challenge per
-// request (JsSIP) would give up.
+var _ NonceFloor = (*StoreNonces)(nil)
+
+// ForgetBefore makes every nonce issued before t, or at t, forgotten.
 func (s *StoreNonces) ForgetBefore(t time.Time) {
 	for {
 		old := s.forgotten.Load()
-		if t.Unix() <= old || s.forgotten.CompareAndSwap(old, t.Unix()) {
+		if t.UnixMilli() <= old || s.forgotten.CompareAndSwap(old, t.UnixMilli()) {
 			return
 		}
 	}
 }
 
+// floor is the last instant (Unix ms) whose nonces are forgotten: the
+// loss seen last or the making of the store's generation, whichever is
+// later.
+func (s *StoreNonces) floor() int64 {
+	f := s.forgotten.Load()
+	if g := state.GenerationTime(s.W.Generation()); !g.IsZero() {
+		f = max(f, g.UnixMilli())
+	}
+	return f
+}
+
+// NotBefore implements NonceFloor: the instant after the last one whose
+// nonces are forgotten.
+func (s *StoreNonces) NotBefore() time.Time { return time.UnixMilli(s.floor() + 1) }
+
 // Use implements NonceStore.
 func (s *StoreNonces) Use(nonce string, issued time.Time, nc uint64) NonceUse {
-	if issued.Unix() < s.forgotten.Load() {
+	if issued.UnixMilli() <= s.floor() {
 		return NonceForgotten
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeNonceTimeout)
@@ -213,8 +237,11 @@ func (s *StoreNonces) Use(nonce string, issued time.Time, nc uint64) NonceUse {
 	if ttl <= 0 {
 		return NonceForgotten
 	}
-	fresh, err := s.W.Store().Advance(ctx, state.Nonces, nonce, nc, ttl)
+	fresh, err := s.W.Advance(ctx, state.Nonces, nonce, nc, ttl)
 	switch {
+	case errors.Is(err, state.ErrStoreLost):
+		s.ForgetBefore(time.Now())
+		return NonceForgotten
 	case err != nil:
 		return NonceForgotten
 	case fresh:

@@ -98,7 +98,7 @@ func TestStoreNoncesForgottenAfterStoreLoss(t *testing.T) {
 	store := state.NewMemory()
 	n := &StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
 	defer n.W.Close()
-	issued := time.Now().Truncate(time.Second)
+	issued := n.NotBefore() // after the store's generation was made
 	if got := n.Use("n1", issued, 1); got != NonceFresh {
 		t.Fatalf("first use = %v", got)
 	}
@@ -114,7 +114,10 @@ func TestStoreNoncesForgottenAfterStoreLoss(t *testing.T) {
 		t.Fatalf("a nonce issued before the loss = %v, want NonceForgotten", got)
 	}
 	n.ForgetBefore(issued.Add(-time.Hour)) // never goes back
-	later := issued.Add(time.Second)       // the second of the loss: kept
+	later := n.NotBefore()                 // just after the loss was seen: kept
+	if !later.After(issued.Add(time.Second)) {
+		t.Fatalf("NotBefore %v, want after the loss seen at %v", later, issued.Add(time.Second))
+	}
 
 	if got := n.Use("n2", later, 1); got != NonceFresh {
 		t.Fatalf("a nonce issued after the loss = %v, want NonceFresh", got)

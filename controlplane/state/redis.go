@@ -289,6 +289,28 @@ var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
+// advanceInScript is advanceScript when the hash field KEYS[2]/ARGV[3]
+// (the store's generation) is ARGV[4]; else -1 and nothing changes.
+// (Two keys in one script: fine on one Redis or a Sentinel-managed one,
+// not on a Redis Cluster, which OpenRedis does not offer.)
+var advanceInScript = redis.NewScript(`
+if redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then return -1 end
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// advanceIn implements fencedAdvancer: Advance and the generation's check
+// in one script, one round trip.
+func (s *Redis) advanceIn(ctx context.Context, gen string, kind Kind, key string, n uint64, ttl time.Duration) (bool, error) {
+	r, err := advanceInScript.Run(ctx, s.c, []string{ttlKey(kind, key), hashKey(Secrets)},
+		strconv.FormatUint(n, 10), ttl.Milliseconds(), generationKey, gen).Int()
+	if err == nil && r == -1 {
+		return false, ErrStoreLost
+	}
+	return r == 1, err
+}
+
 // Advance implements Store.
 func (s *Redis) Advance(ctx context.Context, kind Kind, key string, n uint64, ttl time.Duration) (bool, error) {
 	r, err := advanceScript.Run(ctx, s.c, []string{ttlKey(kind, key)}, strconv.FormatUint(n, 10), ttl.Milliseconds()).Int()

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,11 @@ type Writer struct {
 	// as this process last saw it ("" not yet known).
 	checking chan struct{}
 	gen      string
+	// seen is gen for readers outside the turn (Generation).
+	seen atomic.Pointer[string]
+	// recheck asks run for a generation check now (Advance found the
+	// store's generation changed).
+	recheck chan struct{}
 	// lost counts the times the store was found to have lost its records.
 	lost atomic.Uint64
 
@@ -106,7 +113,7 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), now: make(chan struct{}, 1), checking: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	w := &Writer{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1), now: make(chan struct{}, 1), checking: make(chan struct{}, 1), recheck: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		pending: map[pendingKey]Change{}, inflight: map[pendingKey]Change{}}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	err := cfg.Store.Ping(ctx)
@@ -308,6 +315,9 @@ func (w *Writer) run() {
 		case <-w.stop:
 			w.flushOnce()
 			return
+		case <-w.recheck:
+			w.checkGeneration()
+			continue
 		case <-ping.C:
 			// The generation's read is the ping; while changes are
 			// pending their write tells the health.
@@ -422,6 +432,68 @@ func (w *Writer) flushOnce() error {
 // then sees it missing or changed.
 const generationKey = "store-generation"
 
+// newGeneration makes a store generation: its time of making (Unix
+// milliseconds) and random text. GenerationTime reads the time back.
+func newGeneration(now time.Time) string {
+	return strconv.FormatInt(now.UnixMilli(), 10) + "." + rand.Text()
+}
+
+// GenerationTime returns when the generation gen was made (a store that
+// came back empty holds nothing from before), to the millisecond; zero
+// for a generation without one (made by an earlier version).
+func GenerationTime(gen string) time.Time {
+	ts, _, ok := strings.Cut(gen, ".")
+	ms, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil || ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// Generation returns the store's generation as this Writer last saw it
+// ("" before it first could read it).
+func (w *Writer) Generation() string {
+	if g := w.seen.Load(); g != nil {
+		return *g
+	}
+	return ""
+}
+
+// ErrStoreLost is returned by Writer.Advance when the store's generation
+// is not the one the Writer saw last: the store lost its records.
+var ErrStoreLost = errors.New("state: the store lost its records (its generation changed)")
+
+// fencedAdvancer is a Store that checks its generation in the same step
+// as an Advance (Redis: one script), so that a counter lost with the
+// store is never taken as fresh, with no extra round trip.
+type fencedAdvancer interface {
+	advanceIn(ctx context.Context, gen string, kind Kind, key string, n uint64, ttl time.Duration) (bool, error)
+}
+
+// Advance is Store.Advance, refused with ErrStoreLost when the store no
+// longer holds the generation this Writer saw last (checked in the same
+// step where the store can: Redis), and the Writer then checks the store
+// at once (OnLost runs on its goroutine) instead of at its next ping: a
+// digest nonce count written before a Redis came back empty is never
+// taken as fresh. Without a generation yet, or on a store that cannot
+// check in the same step (the embedded and memory stores serve one
+// process: nobody else can empty them), it is Store.Advance.
+func (w *Writer) Advance(ctx context.Context, kind Kind, key string, n uint64, ttl time.Duration) (bool, error) {
+	fa, ok := w.cfg.Store.(fencedAdvancer)
+	gen := w.Generation()
+	if !ok || gen == "" {
+		return w.cfg.Store.Advance(ctx, kind, key, n, ttl)
+	}
+	fresh, err := fa.advanceIn(ctx, gen, kind, key, n, ttl)
+	if errors.Is(err, ErrStoreLost) {
+		select {
+		case w.recheck <- struct{}{}:
+		default:
+		}
+	}
+	return fresh, err
+}
+
 // Generation returns the store's generation (see Writer.CheckStore), ok
 // false when it has none (no Writer made it yet, or the store lost it).
 // A reader that keeps a copy of some records compares it over time to
@@ -476,12 +548,14 @@ func (w *Writer) CheckStore(ctx context.Context) (lost bool, err error) {
 			return false, err
 		}
 	}
-	v, err := st.PutIfAbsent(ctx, Secrets, generationKey, []byte(rand.Text()))
+	v, err := st.PutIfAbsent(ctx, Secrets, generationKey, []byte(newGeneration(time.Now())))
 	if err != nil {
 		return false, err
 	}
 	first := w.gen == ""
 	w.gen = string(v)
+	g := w.gen
+	w.seen.Store(&g)
 	if first {
 		return false, nil
 	}

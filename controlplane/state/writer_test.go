@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
 )
 
 func osStat(path string) (os.FileMode, error) {
@@ -173,5 +175,54 @@ func TestWriterGetReadsItsOwnWrites(t *testing.T) {
 	}
 	if v, _, _ := bs.Memory.Get(ctx, Calls, "a"); string(v) != "2" {
 		t.Fatalf("store holds %q", v)
+	}
+}
+
+// A generation carries the time it was made; an earlier version's (random
+// text only) has none.
+func TestGenerationTime(t *testing.T) {
+	at := time.UnixMilli(1_765_000_000_123)
+	if got := GenerationTime(newGeneration(at)); !got.Equal(at) {
+		t.Fatalf("GenerationTime = %v, want %v", got, at)
+	}
+	for _, g := range []string{"", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "x.y", "-5.abc", "12"} {
+		if got := GenerationTime(g); !got.IsZero() {
+			t.Errorf("GenerationTime(%q) = %v, want zero", g, got)
+		}
+	}
+}
+
+// Writer.Advance on Redis (miniredis: its Lua) refuses with ErrStoreLost
+// once the store's generation is gone or another, and the Writer then
+// checks the store at once (OnLost) without waiting for its ping.
+func TestWriterAdvanceSeesLoss(t *testing.T) {
+	mr := miniredis.RunT(t)
+	st, err := OpenRedis("redis://" + mr.Addr() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w := NewWriter(WriterConfig{Store: st, PingInterval: time.Hour})
+	defer w.Close()
+	lost := make(chan struct{}, 1)
+	w.OnLost(func() { lost <- struct{}{} })
+	ctx := context.Background()
+	if fresh, err := w.Advance(ctx, Nonces, "n", 1, time.Minute); err != nil || !fresh {
+		t.Fatalf("first: %v %v", fresh, err)
+	}
+	if fresh, err := w.Advance(ctx, Nonces, "n", 1, time.Minute); err != nil || fresh {
+		t.Fatalf("again: %v %v", fresh, err)
+	}
+	mr.FlushAll() // the store comes back empty
+	if _, err := w.Advance(ctx, Nonces, "n", 1, time.Minute); !errors.Is(err, ErrStoreLost) {
+		t.Fatalf("after the loss: %v, want ErrStoreLost", err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Writer did not check the store at once")
+	}
+	if fresh, err := w.Advance(ctx, Nonces, "n", 1, time.Minute); err != nil || !fresh {
+		t.Fatalf("with the new generation: %v %v", fresh, err)
 	}
 }
