@@ -70,9 +70,9 @@ func (s *Server) nonceStore() registrar.NonceStore {
 		return n
 	}
 	m := registrar.NewMemoryNonces(0, registrar.NonceLifetime+time.Minute)
-	// Nonce times are whole seconds: one issued in the second this process
-	// started is taken as this process's.
-	m.ForgetBefore(time.Now().Truncate(time.Second).Add(-time.Second))
+	// Nonce times are milliseconds: every nonce issued before this process
+	// started was another's (its counts died with it).
+	m.ForgetBefore(time.Now())
 	return m
 }
 
