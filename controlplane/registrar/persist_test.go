@@ -70,7 +70,7 @@ func TestStoreNoncesOnceAcrossControlPlanes(t *testing.T) {
 	b := &StoreNonces{W: state.NewWriter(state.WriterConfig{Store: store})}
 	defer a.W.Close()
 	defer b.W.Close()
-	now := time.Now()
+	now := a.NotBefore() // issued after the store's generation was made
 	if got := a.Use("n1", now, 1); got != NonceFresh {
 		t.Fatalf("first use = %v", got)
 	}
