@@ -471,6 +471,7 @@ func (s *Redis) Receive(ctx context.Context, queue string) (<-chan []byte, error
 				case <-ctx.Done():
 				case <-time.After(queueRetry):
 				}
+				last = s.reread(ctx, k, last)
 				continue
 			}
 			for _, st := range res {
@@ -487,6 +488,36 @@ func (s *Redis) Receive(ctx context.Context, queue string) (<-chan []byte, error
 		}
 	}()
 	return out, nil
+}
+
+// reread returns where a reader of the stream k that last read the entry
+// last goes on after an error: from last, unless the stream is gone or
+// now ends before last. A stream's ids only grow, so that one was made
+// again (a Redis that came back empty, a failover to a host whose clock
+// is behind): none of its entries were read, it is read from its start.
+func (s *Redis) reread(ctx context.Context, k, last string) string {
+	tail, err := s.c.XRevRangeN(ctx, k, "+", "-", 1).Result()
+	switch {
+	case err != nil:
+		return last // the next read fails too, and asks again
+	case len(tail) == 0 || streamIDLess(tail[0].ID, last):
+		return "0-0"
+	}
+	return last
+}
+
+// streamIDLess reports whether the stream entry id a ("MS-SEQ") comes
+// before b.
+func streamIDLess(a, b string) bool {
+	parse := func(id string) (uint64, uint64) {
+		ms, seq, _ := strings.Cut(id, "-")
+		m, _ := strconv.ParseUint(ms, 10, 64)
+		n, _ := strconv.ParseUint(seq, 10, 64)
+		return m, n
+	}
+	am, as := parse(a)
+	bm, bs := parse(b)
+	return am < bm || (am == bm && as < bs)
 }
 
 // Ping implements Store.
