@@ -1,6 +1,12 @@
 package sipnet
 
-import "testing"
+import (
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+)
 
 const (
 	msgA = "INVITE sip:bob@x SIP/2.0\r\nCall-ID: a1@h\r\nContent-Length: 4\r\n\r\nv=0\n"
@@ -44,4 +50,45 @@ func FuzzStreamFramer(f *testing.F) {
 		}
 		callID(b)
 	})
+}
+
+// nullPacketConn accepts every datagram and reads none.
+type nullPacketConn struct{ net.PacketConn }
+
+func (nullPacketConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+func (nullPacketConn) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060}
+}
+
+// The tracer is installed for good (sip.SIPDebug is read unguarded), but
+// third_party/sipgo's transports format a datagram's addresses for it
+// only while a log or a capture wants messages (SIPTraceActive): an
+// untraced UDP write allocates nothing, a traced one does.
+func TestTracerInactiveAllocs(t *testing.T) {
+	installTracer()
+	prevLog, prevCapture := trace.log.Load(), trace.capture.Load()
+	t.Cleanup(func() { trace.log.Store(prevLog); trace.capture.Store(prevCapture) })
+	trace.log.Store(nil)
+	trace.capture.Store(nil)
+	if (tracer{}).SIPTraceActive() {
+		t.Fatal("active with neither a log nor a capture")
+	}
+	conn := &sip.UDPConnection{PacketConn: nullPacketConn{}}
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 5060}
+	msg := []byte(msgA)
+	write := func() {
+		if _, err := conn.WriteTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testing.AllocsPerRun(100, write); n != 0 {
+		t.Fatalf("untraced: %v allocations per datagram, want 0", n)
+	}
+	EnableTrace(slog.New(slog.DiscardHandler))
+	if !(tracer{}).SIPTraceActive() {
+		t.Fatal("inactive with a log")
+	}
+	if n := testing.AllocsPerRun(100, write); n == 0 {
+		t.Fatal("traced: no allocation: is the tracer still called?")
+	}
 }

@@ -24,6 +24,25 @@ func SIPDebugTracer(t SIPTracer) {
 	siptracer = t
 }
 
+// SIPTraceActiver may be implemented by a SIPTracer that is installed for
+// good but wants messages only at times (Strait): while SIPTraceActive
+// returns false, the transports do not format the addresses and call the
+// tracer for each message they read and write.
+type SIPTraceActiver interface {
+	SIPTraceActive() bool
+}
+
+// sipTracing reports whether messages are to be traced now.
+func sipTracing() bool {
+	if !SIPDebug {
+		return false
+	}
+	if a, ok := siptracer.(SIPTraceActiver); ok {
+		return a.SIPTraceActive()
+	}
+	return true
+}
+
 func logSIPRead(transport string, laddr string, raddr string, sipmsg []byte) {
 	if siptracer != nil {
 		siptracer.SIPTraceRead(transport, laddr, raddr, sipmsg)

@@ -306,7 +306,7 @@ func (c *UDPConnection) TryClose() (int, error) {
 func (c *UDPConnection) ReadFrom(b []byte) (n int, addr net.Addr, err error) {
 	// Some debug hook. TODO move to proper way
 	n, addr, err = c.PacketConn.ReadFrom(b)
-	if SIPDebug && err == nil {
+	if err == nil && sipTracing() { // Strait: sipTracing
 		logSIPRead("UDP", c.PacketConn.LocalAddr().String(), addr.String(), b[:n])
 	}
 	return n, addr, err
@@ -315,7 +315,7 @@ func (c *UDPConnection) ReadFrom(b []byte) (n int, addr net.Addr, err error) {
 func (c *UDPConnection) WriteTo(b []byte, addr net.Addr) (n int, err error) {
 	// Some debug hook. TODO move to proper way
 	n, err = c.PacketConn.WriteTo(b, addr)
-	if SIPDebug && err == nil {
+	if err == nil && sipTracing() { // Strait: sipTracing
 		logSIPWrite("UDP", c.PacketConn.LocalAddr().String(), addr.String(), b[:n])
 	}
 	return n, err

@@ -139,7 +139,7 @@ func (t *TransportWS) Serve(l net.Listener, handler MessageHandler) error {
 		},
 	}
 
-	if SIPDebug {
+	if sipTracing() { // Strait: sipTracing
 		u.OnHeader = func(key, value []byte) error {
 			log.Debug("non-websocket header:", string(key), string(value))
 			return nil
@@ -399,7 +399,7 @@ func (c *WSConnection) Read(b []byte) (n int, err error) {
 			return n, err
 		}
 
-		if SIPDebug {
+		if sipTracing() { // Strait: sipTracing
 			str := fmt.Sprintf("WS read connection header <- %s opcode=%d len=%d", c.Conn.RemoteAddr(), header.OpCode, header.Length)
 			DefaultLogger().Debug(str, "caller", c.RemoteAddr().String())
 		}
@@ -444,7 +444,7 @@ func (c *WSConnection) Read(b []byte) (n int, err error) {
 		}
 
 		// header.Masked = false
-		if SIPDebug {
+		if sipTracing() { // Strait: sipTracing
 			logSIPRead("WS", c.Conn.LocalAddr().String(), c.Conn.RemoteAddr().String(), data)
 		}
 
@@ -468,7 +468,7 @@ func (c *WSConnection) Write(b []byte) (n int, err error) {
 		}
 	}
 
-	if SIPDebug {
+	if sipTracing() { // Strait: sipTracing
 		logSIPWrite("WS", c.Conn.LocalAddr().String(), c.Conn.RemoteAddr().String(), b)
 	}
 
