@@ -273,7 +273,7 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 		b.upAuth = auth
 	}
 	if known {
-		r.cfg.Registry.Put(b) // keep the CSeq and credentials even if the PBX says no
+		r.cfg.Registry.Keep(b) // keep the CSeq and credentials even if the PBX says no
 	}
 	r.mu.Unlock()
 
@@ -283,7 +283,7 @@ func (r *Registrar) relay(req *sip.Request, tx sip.ServerTransaction, aor string
 		b.upTarget = tg.Key()
 	}
 	if known {
-		r.cfg.Registry.Put(b) // the CSeq failover advanced, the target that took it
+		r.cfg.Registry.Keep(b) // the CSeq failover advanced, the target that took it
 	}
 	if err != nil {
 		log.Warn("upstream REGISTER failed", "err", err)

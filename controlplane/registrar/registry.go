@@ -187,6 +187,29 @@ func (r *Registry) Put(b Binding) Binding {
 	return stored
 }
 
+// Keep is Put for a registration still in progress upstream (the CSeq,
+// Call-ID, credentials and target it uses are kept even if the upstream
+// refuses), except that a binding whose flow closed stays so: it becomes
+// reachable again, on the browser's new flow, only with the Put of the
+// upstream's acceptance. Put would have made it reachable at once at its
+// old flow, and a peer that learnt that routed the browser's calls to a
+// WebSocket that no longer exists (a browser back on another control
+// plane after its holder handed over).
+func (r *Registry) Keep(b Binding) {
+	r.mu.Lock()
+	g := r.gone[b.Key]
+	if g == nil || r.byKey[b.Key] != nil {
+		r.mu.Unlock()
+		r.Put(b)
+		return
+	}
+	defer r.flush()
+	defer r.mu.Unlock()
+	g.upCallID, g.upFromTag, g.upCSeq, g.upAuth, g.upTarget = b.upCallID, b.upFromTag, b.upCSeq, b.upAuth, b.upTarget
+	g.Holder = r.self
+	r.save(g, true)
+}
+
 // Remove deletes a binding by key and returns it.
 func (r *Registry) Remove(key string) (Binding, bool) {
 	defer r.flush()

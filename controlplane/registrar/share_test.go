@@ -195,3 +195,55 @@ func TestRegistryResyncShared(t *testing.T) {
 		t.Fatalf("A's own binding after the catch-up: %+v %v", got, ok)
 	}
 }
+
+// A browser whose holder handed over (its binding here flow-failed, as
+// Persist adopts a departed holder's) registers again on this member: the
+// REGISTER's upstream state is kept at once (Keep) but the binding stays
+// unreachable, here and at the peers, until the upstream accepts it on
+// the new flow. Reachable at once at its old flow, it had a peer relay the
+// browser's calls to a WebSocket that no longer exists.
+func TestRegistryKeepLeavesClosedFlowClosed(t *testing.T) {
+	ctx := context.Background()
+	store := state.NewMemory()
+	wa := state.NewWriter(state.WriterConfig{Store: store})
+	defer wa.Close()
+	wb := state.NewWriter(state.WriterConfig{Store: store})
+	defer wb.Close()
+	a, b := NewRegistry(), NewRegistry()
+	a.Share("cp-a", func(m []byte) { b.ApplyShared(m) }, func(string) bool { return true })
+	b.Share("cp-b2", func(m []byte) { a.ApplyShared(m) }, func(string) bool { return true })
+	if _, err := a.Persist(ctx, wa); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Persist(ctx, wb); err != nil {
+		t.Fatal(err)
+	}
+	contact := uri(t, "sip:ab12@x.invalid;transport=ws")
+	old := Binding{AOR: "alice", Contact: contact, Instance: "urn:uuid:1", RegID: "1", Transport: "WS", Key: "k1",
+		Source: "127.0.0.1:40000", Expires: time.Now().Add(time.Hour), Holder: "cp-b2", upCallID: "c1@strait", upCSeq: 3}
+	b.mu.Lock()
+	b.gone[old.Key] = &old
+	b.mu.Unlock()
+
+	found, known := b.Find("alice", contact, "urn:uuid:1", "1")
+	if !known || found.Key != "k1" {
+		t.Fatalf("Find: %+v %v", found, known)
+	}
+	found.upCSeq++
+	b.Keep(found)
+	if bs := b.Lookup("alice"); len(bs) != 0 {
+		t.Fatalf("reachable before the upstream accepted: %+v", bs)
+	}
+	if _, ok := a.NewestFlow(uri(t, "sip:ab12@x.invalid;ob")); ok {
+		t.Fatal("the peer routes to the closed flow")
+	}
+	if again, _ := b.Find("alice", contact, "urn:uuid:1", "1"); again.upCSeq != 4 {
+		t.Fatalf("the CSeq was not kept: %d", again.upCSeq)
+	}
+	// Accepted on the new flow: reachable there, here and at the peer.
+	found.Source = "127.0.0.1:40002"
+	b.Put(found)
+	if nf, ok := a.NewestFlow(uri(t, "sip:ab12@x.invalid;ob")); !ok || nf.Holder != "cp-b2" || nf.Source != "127.0.0.1:40002" {
+		t.Fatalf("the peer's route: %+v %v", nf, ok)
+	}
+}
