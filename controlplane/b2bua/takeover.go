@@ -68,17 +68,28 @@ func (l *leg) awaitBack() *browserWait {
 
 // awaitBrowser ends c unless the browser on leg l registers again (on
 // this control plane or another) within the grace: requests to it then
-// use its new flow (see reflow). gone ends the call
-// when it does not. It runs on a goroutine of its own and only asks the
-// loop (stop never blocks). It ends w (l.awaitBack) when it returns:
-// the call's BYE to the browser, if it ended meanwhile, waits for that
-// (bye); the wait goes on while the call ends, so that the BYE finds the
-// browser's new flow.
+// use its new flow (see reflow). gone ends the call when it does not. It
+// runs on a goroutine of its own and only asks the loop (stop never
+// blocks). It ends w (l.awaitBack) once the browser is back or the grace
+// ran out: the call's BYE to the browser, if it ended meanwhile, waits for
+// that (bye), so that it finds the browser's new flow.
+//
+// Found back, the browser is looked for again every poll until the grace
+// ends: the flow first found may be one a peer no longer has (a binding
+// it adopted from the dead member at its start, published before the
+// browser's own registration there), and the newer binding's flow must
+// then be claimed in turn, or the browser's own requests in the dialog
+// (its BYE) would not reach this process.
 func (e *Engine) awaitBrowser(c *Call, l *leg, w *browserWait, gone func()) {
-	defer func() {
-		close(w.back)
-		l.back.CompareAndSwap(w, nil)
-	}()
+	found := false
+	settle := func() {
+		if !found {
+			found = true
+			close(w.back)
+			l.back.CompareAndSwap(w, nil)
+		}
+	}
+	defer settle()
 	grace := e.cfg.TakeoverGrace
 	if grace <= 0 {
 		grace = DefaultTakeoverGrace
@@ -100,16 +111,18 @@ func (e *Engine) awaitBrowser(c *Call, l *leg, w *browserWait, gone func()) {
 		l.d.mu.Lock()
 		target, flow, callID := l.d.target, l.d.flow, l.d.callID
 		l.d.mu.Unlock()
-		if e.cfg.Flows.Open(e.reflow(target, flow, callID)) {
+		if e.cfg.Flows.Open(e.reflow(target, flow, callID)) && !found {
 			c.log.Info("the browser of a call is back on a new connection", "leg", l.idx)
-			return
+			settle()
 		}
 		select {
 		case <-c.done:
 			return
 		case <-deadline.C:
-			c.log.Info("the browser of a call did not come back; ending the call", "leg", l.idx)
-			gone()
+			if !found {
+				c.log.Info("the browser of a call did not come back; ending the call", "leg", l.idx)
+				gone()
+			}
 			return
 		case <-tick.C:
 		}

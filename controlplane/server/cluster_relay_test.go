@@ -1,12 +1,15 @@
 package server
 
 import (
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/registrar"
 	"github.com/strait-sbc/strait/controlplane/siptest"
+	"github.com/strait-sbc/strait/controlplane/state"
 )
 
 // bindingOf waits until srv's registry routes to alice's binding held by
@@ -191,14 +194,24 @@ func TestClusterRelaysToBrowserElsewhere(t *testing.T) {
 // registers again on C. B reaches the browser through C's WebSocket: the
 // call is not ended after the grace, media goes on, and a BYE from either
 // side ends it on both with one CDR (B's) and nothing left in Redis.
+//
+// "stale binding": C, started, makes the dead A's binding of the browser
+// its own (old flow, holder C) before the browser registers there, and B
+// finds that first (a relay C closes at once, the flow being gone). B
+// must go on looking and claim the browser's new flow at C, or the
+// browser's BYE through C never reaches B (it failed so under load,
+// "B reaches the browser through C: not within 10s").
 func TestClusterTakeoverBrowserElsewhere(t *testing.T) {
 	for _, byeFrom := range []string{"pbx", "browser"} {
-		t.Run("bye from "+byeFrom, func(t *testing.T) { takeoverBrowserElsewhere(t, byeFrom) })
+		t.Run("bye from "+byeFrom, func(t *testing.T) { takeoverBrowserElsewhere(t, byeFrom, false) })
 	}
+	t.Run("stale binding", func(t *testing.T) { takeoverBrowserElsewhere(t, "browser", true) })
 }
 
-func takeoverBrowserElsewhere(t *testing.T, byeFrom string) {
+func takeoverBrowserElsewhere(t *testing.T, byeFrom string, stale bool) {
 	r := newClusterRig(t)
+	logs := &soakLog{}
+	r.logFor = func(id string) *slog.Logger { return logs.logger(id, testLog(t)) }
 	a := r.member("cp-a")
 	// B waits long enough for its browser: C starts only after B took the
 	// call over (else C might win the takeover).
@@ -211,12 +224,32 @@ func takeoverBrowserElsewhere(t *testing.T, byeFrom string) {
 	r.browser = b
 	ac := r.call(a)
 	id := a.Engine.Calls()[0].ID
+	key := bindingOf(t, a, "cp-a").Key
 	if err := a.State.Flush(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	a.crash()
 	waitFor(t, "B takes A's call over", 15*time.Second, func() bool { return len(bsrv.Engine.Calls()) == 1 })
 	c := r.member("cp-c")
+	if stale {
+		// What B may hear from C before the browser's registration there
+		// (as under load): A's binding of the browser, old flow, C its
+		// holder.
+		rec, ok, err := r.store.Get(ctx(t), state.Bindings, key)
+		if err != nil || !ok {
+			t.Fatalf("A's binding in Redis: %v %v", ok, err)
+		}
+		msg, _ := json.Marshal(map[string]any{"holder": "cp-c", "rec": json.RawMessage(rec)})
+		bsrv.Registry.ApplyShared(msg)
+		waitFor(t, "B finds the binding C adopted from A", 10*time.Second, func() bool {
+			for _, l := range logs.grep("the browser of a call is back") {
+				if strings.Contains(l, "cp=cp-b ") {
+					return true
+				}
+			}
+			return false
+		})
+	}
 	r.browser.SetPeer(c.HTTPAddr())
 	r.register()
 	bindingOf(t, bsrv, "cp-c")
