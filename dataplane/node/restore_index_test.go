@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
@@ -114,33 +113,6 @@ func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.Protect
 			t.Fatalf("after the restore an SRTCP packet went out at index %d, at or below %d used before", i, rtcpTop)
 		}
 	}
-}
-
-// restartNode abandons a (as a crash would: nothing reaches the peers)
-// and starts a node on its ports that restores sv.
-func restartNode(t *testing.T, a *Node, sv *relay.SavedSession) *Node {
-	t.Helper()
-	cfg := a.cfg
-	cfg.Certificate = a.eng.Config().Certificate
-	a.Abandon()
-	// The old node's io_uring lets go of its sockets a moment after
-	// Close (the kernel tears a ring down in the background).
-	var n *Node
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var inUse *relay.PortsInUseError
-		if n, err = New(cfg); !errors.As(err, &inUse) || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	if _, err := n.Engine().RestoreSession(sv); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // indexProbe finds the index each SRTP packet the node sent the PBX was

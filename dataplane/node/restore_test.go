@@ -45,26 +45,7 @@ func TestRestoredSessionCarriesMediaOn(t *testing.T) {
 	if !dec || !enc {
 		t.Fatalf("saved rollover state %+v, want ROC 1 each way after the wraps", sv.Legs[0].SSRCs)
 	}
-	cfg := a.cfg
-	cfg.Certificate = a.eng.Config().Certificate
-	a.Abandon() // as a crash would: no close_notify reaches the browser
-
-	// The old node's io_uring lets go of its sockets a moment after
-	// Close (the kernel tears a ring down in the background).
-	var n *Node
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var inUse *relay.PortsInUseError
-		if n, err = New(cfg); !errors.As(err, &inUse) || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	if _, err := n.Engine().RestoreSession(&sv); err != nil {
-		t.Fatal(err)
-	}
+	n := restartNode(t, a, &sv)
 	got, err := n.GetSession(ctx(t), c.Sess.Id)
 	if err != nil {
 		t.Fatal(err)
@@ -82,4 +63,33 @@ func TestRestoredSessionCarriesMediaOn(t *testing.T) {
 	c.N = n
 	c.BrowserToPlain("after", 5)
 	c.PlainToBrowser("after-p2b", 20, 5)
+}
+
+// restartNode abandons a (as a crash would: nothing reaches the peers)
+// and starts a node on its ports that restores sv.
+func restartNode(t *testing.T, a *Node, sv *relay.SavedSession) *Node {
+	t.Helper()
+	cfg := a.cfg
+	cfg.Certificate = a.eng.Config().Certificate
+	a.Abandon()
+	// The old node's io_uring lets go of its sockets a moment after
+	// Close: the kernel tears a ring down in the background, which took
+	// over 5 s on a 2-core machine at load 37. The wait is for that
+	// condition, bounded well above it.
+	var n *Node
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var inUse *relay.PortsInUseError
+		if n, err = New(cfg); !errors.As(err, &inUse) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if _, err := n.Engine().RestoreSession(sv); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
