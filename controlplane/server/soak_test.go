@@ -1,17 +1,20 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/strait-sbc/strait/controlplane/b2bua"
 	"github.com/strait-sbc/strait/controlplane/siptest"
@@ -76,7 +79,9 @@ func TestClusterSoak(t *testing.T) {
 			t.Fatal(err)
 		}
 		phones[i] = &soakUser{name: fmt.Sprintf("u%02d", i), p: p, slot: i % 2, incoming: make(chan *siptest.Dialog, 1)}
-		phones[i].register(t)
+		if err := phones[i].register(t); err != nil {
+			t.Fatal(err)
+		}
 	}
 	go func() {
 		for d := range r.pbx.Incoming {
@@ -158,8 +163,8 @@ func TestClusterSoak(t *testing.T) {
 	if !holdsWithin(20*time.Second, fdsBack) {
 		t.Fatalf("descriptors back to the baseline: %d -> %d after 20s; open now:\n%s", fdsBefore, openFDs(t), describeFDs())
 	}
-	t.Logf("soak: %d calls in %v, %d kills; %d takeovers; goroutines %d -> %d, fds %d -> %d", calls,
-		time.Since(begin).Round(time.Second), s.kills, s.takeovers(), goBefore, runtime.NumGoroutine(), fdsBefore, openFDs(t))
+	t.Logf("soak: %d calls in %v, %d kills; %d takeovers; %d setups refused (503) and tried again; goroutines %d -> %d, fds %d -> %d", calls,
+		time.Since(begin).Round(time.Second), s.kills, s.takeovers(), s.refused, goBefore, runtime.NumGoroutine(), fdsBefore, openFDs(t))
 }
 
 // soak is the running soak's control planes.
@@ -180,6 +185,7 @@ type soak struct {
 	names   []string  // every instance that ran (CDR files)
 	all     []*Server // every control plane that ran
 	events  []string  // kills and starts, with their times (explain)
+	refused int       // setups refused with 503 and tried again
 }
 
 func (s *soak) srv(slot int) *Server {
@@ -233,7 +239,11 @@ func (s *soak) kill(slot int, users []*soakUser) {
 			if u.slot == slot && other != nil {
 				u.p.SetPeer(other.HTTPAddr())
 				u.slot = 1 - slot
-				u.register(s.t)
+				if err := u.register(s.t); err != nil {
+					// Its next call registers again.
+					s.t.Logf("%v (after %s's kill)", err, srv.Instance)
+					u.slot = -1
+				}
 			}
 		}()
 	}
@@ -283,11 +293,12 @@ type soakUser struct {
 	slot int        // the control plane it is registered through
 }
 
-func (u *soakUser) register(t *testing.T) {
+func (u *soakUser) register(t *testing.T) error {
 	t.Helper()
 	if res, err := u.p.Register(ctx(t), "pw", 600); err != nil || res.StatusCode != 200 {
-		t.Errorf("%s REGISTER: %v %v", u.name, res, err)
+		return fmt.Errorf("%s REGISTER: %v %v", u.name, res, err)
 	}
+	return nil
 }
 
 func (u *soakUser) free() {
@@ -318,63 +329,97 @@ func (s *soak) freeUser(users []*soakUser) *soakUser {
 // the soak knows of the call (explain).
 func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 	t := s.t
-	s.setup.RLock()
-	slot := n % 2
-	srv := s.srv(slot)
-	if srv == nil {
-		slot = 1 - slot
-		srv = s.srv(slot)
+	c := &soakCall{n: n, user: u.name}
+	var call, inc *siptest.Dialog
+	type outcome struct {
+		res *sip.Response
+		err error
 	}
-	c := &soakCall{n: n, user: u.name, via: srv.Instance}
-	u.mu.Lock()
-	if u.slot != slot {
-		u.p.SetPeer(srv.HTTPAddr())
-		u.slot = slot
-		u.register(t)
-	}
-	u.mu.Unlock()
-	call, err := u.p.Invite(ctx(t), "bob", offer)
-	if err != nil {
-		s.setup.RUnlock()
-		t.Errorf("call %d: %v", n, err)
-		return
-	}
-	c.callID = call.CallID
-	var inc *siptest.Dialog
-	select {
-	case inc = <-u.incoming:
-	case <-time.After(10 * time.Second):
-		s.setup.RUnlock()
-		var got []string
-		for len(call.Provisional) > 0 {
-			got = append(got, (<-call.Provisional).StartLine())
+	for until := time.Now().Add(30 * time.Second); ; {
+		s.setup.RLock()
+		slot := n % 2
+		srv := s.srv(slot)
+		if srv == nil {
+			slot = 1 - slot
+			srv = s.srv(slot)
 		}
-		wctx, cancel := context.WithTimeout(ctx(t), time.Second)
-		if res, err := call.WaitAnswer(wctx, ""); res != nil {
-			got = append(got, res.StartLine())
-		} else {
-			got = append(got, fmt.Sprint(err))
+		c.via = srv.Instance
+		u.mu.Lock()
+		if u.slot != slot {
+			u.p.SetPeer(srv.HTTPAddr())
+			u.slot = slot
+			if err := u.register(t); err != nil {
+				u.slot = -1
+				u.mu.Unlock()
+				s.setup.RUnlock()
+				if time.Now().After(until) {
+					t.Errorf("call %d: %v", n, err)
+					return
+				}
+				t.Logf("call %d: %v; trying again", n, err)
+				continue
+			}
 		}
-		cancel()
-		t.Errorf("call %d never reached the PBX (responses %v)\n%s", n, got, s.explain(c))
-		return
-	}
-	c.pbxID = inc.CallID
-	go inc.Answer(answer)
-	res, err := call.WaitAnswer(ctx(t), "")
-	if err != nil || res.StatusCode != 200 {
+		u.mu.Unlock()
+		var err error
+		call, err = u.p.Invite(ctx(t), "bob", offer)
+		if err != nil {
+			s.setup.RUnlock()
+			t.Errorf("call %d: %v", n, err)
+			return
+		}
+		c.callID = call.CallID
+		final := make(chan outcome, 1)
+		go func() {
+			res, err := call.WaitAnswer(ctx(t), "")
+			final <- outcome{res, err}
+		}()
+		select {
+		case inc = <-u.incoming:
+		case o := <-final:
+			s.setup.RUnlock()
+			if o.res != nil && o.res.StatusCode == 503 && time.Now().Before(until) {
+				// Refused, not lost: a control plane that cannot reach
+				// its store in time (a starved machine: Redis timeouts,
+				// a lease not renewed within its TTL) refuses new calls
+				// with 503 by design, as the issue asks; the caller
+				// tries again, as a web app would after a while.
+				s.mu.Lock()
+				s.refused++
+				s.mu.Unlock()
+				t.Logf("call %d refused through %s (%s); trying again", n, c.via, o.res.StartLine())
+				time.Sleep(500 * time.Millisecond)
+				continue
+			}
+			t.Errorf("call %d refused: %v %v\n%s", n, o.res, o.err, s.explain(c))
+			return
+		case <-time.After(10 * time.Second):
+			s.setup.RUnlock()
+			var got []string
+			for len(call.Provisional) > 0 {
+				got = append(got, (<-call.Provisional).StartLine())
+			}
+			t.Errorf("call %d never reached the PBX (responses %v)\n%s", n, got, s.explain(c))
+			return
+		}
+		c.pbxID = inc.CallID
+		go inc.Answer(answer)
+		o := <-final
+		if o.err != nil || o.res.StatusCode != 200 {
+			s.setup.RUnlock()
+			t.Errorf("call %d: %v %v\n%s", n, o.res, o.err, s.explain(c))
+			return
+		}
+		c.answered = time.Now()
+		for _, in := range srv.Engine.Calls() {
+			if in.Caller == u.name {
+				c.id = in.ID
+			}
+		}
+		call.Ack(ctx(t))
 		s.setup.RUnlock()
-		t.Errorf("call %d: %v %v\n%s", n, res, err, s.explain(c))
-		return
+		break
 	}
-	c.answered = time.Now()
-	for _, in := range srv.Engine.Calls() {
-		if in.Caller == u.name {
-			c.id = in.ID
-		}
-	}
-	call.Ack(ctx(t))
-	s.setup.RUnlock()
 
 	time.Sleep(2*time.Second + rand.N(6*time.Second))
 
@@ -389,11 +434,11 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 				if via == nil {
 					via = holder
 				}
-				code, body := (apiClient{t: t, base: "http://" + via.HTTPAddr()}).do("DELETE", "/v1/calls/"+id, nil)
-				if code == 204 {
+				code, body, err := soakDelete(via, id)
+				if err == nil && code == 204 {
 					break
 				}
-				t.Logf("call %d: DELETE through %s: %d %s (retrying)", n, via.Instance, code, body)
+				t.Logf("call %d: DELETE through %s: %d %s %v (retrying)", n, via.Instance, code, body, err)
 			} else {
 				inc.SendTo(holder.SIPAddr())
 				if err := inc.Hangup(ctx(t)); err == nil {
@@ -402,6 +447,11 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 					t.Logf("call %d: BYE to %s: %v (retrying)", n, holder.Instance, err)
 				}
 			}
+		}
+		if holder == nil && s.hasCDR(c.id) {
+			// Hung up already: a DELETE whose answer was lost with the
+			// control plane that was killed as it answered.
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("call %d of %s: no control plane holds it 30 s on (lost)\n%s", n, u.name, s.explain(c))
@@ -417,6 +467,32 @@ func (s *soak) oneCall(u *soakUser, n int, offer, answer []byte) {
 			t.Errorf("call %d: the PBX got no BYE\n%s", n, s.explain(c))
 		}
 	}
+}
+
+// soakDelete hangs call id up through srv's API. Unlike apiClient it
+// returns a connection's failure: srv may be killed as it answers.
+func soakDelete(srv *Server, id string) (int, []byte, error) {
+	req, _ := http.NewRequest("DELETE", "http://"+srv.HTTPAddr()+"/v1/calls/"+id, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b, nil
+}
+
+// hasCDR reports whether a control plane of the soak wrote call id's CDR.
+func (s *soak) hasCDR(id string) bool {
+	s.mu.Lock()
+	names := append([]string(nil), s.names...)
+	s.mu.Unlock()
+	for _, l := range s.r.cdrs(names...) {
+		if id != "" && strings.Contains(l, `"id":"`+id+`"`) {
+			return true
+		}
+	}
+	return false
 }
 
 // check: one CDR per call with its own hang-up's reason, nothing on the
