@@ -27,9 +27,15 @@ const keepInterval = 200 * time.Millisecond
 // its session several times within a second (creation, answer, ICE, DTLS,
 // first media): waiting for it to settle writes it once or twice instead
 // of four or five times (each write a record of a few kB in the store's
-// next transaction). A call answered and DTLS-connected less than about
-// (keepSettle+1) x keepInterval before a crash restarts without its keys
-// (it then ends cleanly with "media lost in restart").
+// next transaction). Except for one thing: a session whose WebRTC leg got
+// its SRTP keys since its record (the DTLS handshake completed) is written
+// at the next sweep. The record without them re-creates the session
+// keyless: the browser keeps its DTLS association and does no new
+// handshake, so the restored leg never decrypts or encrypts a packet and
+// the call carries on silent until its media timeout (an e2e restart
+// under load killed strait 2 s after the handshake, before the settled
+// record reached the store). A crash within a sweep and a store write
+// (about 300 ms with Bolt) of the handshake still restarts keyless.
 const keepSettle = 3
 
 // sessionKeeper keeps the in-process dataplane's sessions in the state
@@ -71,9 +77,11 @@ type sessionKeeper struct {
 }
 
 // written is a session's record in the store: the stamp it was written
-// at, and the last sweep that saw the session.
+// at, the last sweep that saw the session, and how many WebRTC legs' SRTP
+// keys the record holds (relay.Session.Keyed).
 type written struct {
 	stamp, seen uint64
+	keyed       int
 }
 
 type settling struct {
@@ -121,7 +129,7 @@ func (k *sessionKeeper) restore(ctx context.Context) (restored int, err error) {
 			k.w.Delete(state.Sessions, id)
 			continue
 		}
-		k.stamps[id] = written{stamp: s.Stamp(), seen: k.gen}
+		k.stamps[id] = written{stamp: s.Stamp(), seen: k.gen, keyed: s.Keyed()}
 		restored++
 	}
 	return restored, nil
@@ -155,15 +163,17 @@ func (k *sessionKeeper) sweep(final bool) {
 		st := s.Stamp()
 		w, ok := k.stamps[s.ID]
 		if ok && w.stamp == st {
-			k.stamps[s.ID] = written{stamp: st, seen: gen}
+			k.stamps[s.ID] = written{stamp: st, seen: gen, keyed: w.keyed}
 			delete(k.changed, s.ID)
 			continue
 		}
 		if ok {
 			// Its record stays until it is written again or ends.
-			k.stamps[s.ID] = written{stamp: w.stamp, seen: gen}
+			k.stamps[s.ID] = written{stamp: w.stamp, seen: gen, keyed: w.keyed}
 		}
-		if c, ok := k.changed[s.ID]; !final && (!ok || (c.stamp != st && c.sweeps < keepSettle)) {
+		keyed := s.Keyed()
+		urgent := keyed > w.keyed // new SRTP keys: the record is useless without them
+		if c, ok := k.changed[s.ID]; !final && !urgent && (!ok || (c.stamp != st && c.sweeps < keepSettle)) {
 			k.changed[s.ID] = settling{stamp: st, sweeps: c.sweeps + 1, seen: gen}
 			continue
 		}
@@ -172,7 +182,7 @@ func (k *sessionKeeper) sweep(final bool) {
 		if sv == nil {
 			// Deleted meanwhile: its record, if any, goes below.
 			if ok {
-				k.stamps[s.ID] = written{stamp: w.stamp}
+				k.stamps[s.ID] = written{stamp: w.stamp, keyed: w.keyed}
 			}
 			continue
 		}
@@ -182,7 +192,7 @@ func (k *sessionKeeper) sweep(final bool) {
 			continue
 		}
 		k.w.Put(state.Sessions, s.ID, b)
-		k.stamps[s.ID] = written{stamp: st, seen: gen}
+		k.stamps[s.ID] = written{stamp: st, seen: gen, keyed: keyed}
 	}
 	for id, w := range k.stamps {
 		if w.seen != gen {

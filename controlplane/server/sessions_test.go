@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"testing"
 
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/dataplane/mediatest"
+	"github.com/strait-sbc/strait/dataplane/relay"
 	"github.com/strait-sbc/strait/internal/racecheck"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
@@ -102,4 +105,69 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// A session whose WebRTC leg completes its DTLS handshake after its record
+// was written is written again at the next sweep, with the SRTP keys,
+// without waiting for its setup to settle: a record without them restores
+// a leg that never hears its browser again (the browser does no new
+// handshake), which an e2e restart under load hit when strait was killed
+// 2 s after the handshake. Fails without the keeper's urgent write.
+func TestSessionKeeperWritesNewKeysAtOnce(t *testing.T) {
+	n := benchNode(t)
+	store := state.NewMemory()
+	w := state.NewWriter(state.WriterConfig{Store: store, Log: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { w.Close() })
+	k := newSessionKeeper(n.Engine(), w, slog.New(slog.DiscardHandler), nil)
+	ctx := context.Background()
+	saved := func(id string) *relay.SavedSession {
+		t.Helper()
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		recs, err := store.Load(ctx, state.Sessions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, ok := recs[id]
+		if !ok {
+			return nil
+		}
+		var sv relay.SavedSession
+		if err := json.Unmarshal(b, &sv); err != nil {
+			t.Fatal(err)
+		}
+		return &sv
+	}
+	b, err := mediatest.NewBrowser(mediatest.BrowserOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	p, err := mediatest.NewPlain(loopback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	sess, err := n.CreateSession(ctx, &pb.CreateSessionRequest{Legs: []*pb.LegSpec{
+		mediatest.WebRTCLeg(b, pb.DTLSRole_DTLS_ROLE_CLIENT), mediatest.PlainLeg(p, pb.PortMode_PORT_MODE_PER_LEG, false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.sweep(false)
+	k.sweep(false) // settled: written, no keys yet
+	if sv := saved(sess.Id); sv == nil || len(sv.Legs[0].LocalKey) != 0 {
+		t.Fatalf("record before the handshake: present %v, want one without keys", sv != nil)
+	}
+	if err := b.Accept(mediatest.AnswerSDP(sess.Legs[0], mediatest.BrowserAudio, "active", b.MID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mediatest.WaitLegState(t, n, sess.Id, 0, pb.LegState_LEG_STATE_CONNECTED)
+	k.sweep(false) // the stamp moved with the keys: no settling for them
+	if sv := saved(sess.Id); sv == nil || len(sv.Legs[0].LocalKey) == 0 || len(sv.Legs[0].RemoteKey) == 0 {
+		t.Fatalf("record one sweep after the handshake holds no SRTP keys (present: %v)", sv != nil)
+	}
 }

@@ -242,6 +242,21 @@ func (s *Session) Save() *SavedSession {
 	return sv
 }
 
+// Keyed is how many of the session's WebRTC legs hold the SRTP keys of
+// their DTLS handshake: a keeper writes a session whose count went up at
+// once, without waiting for its setup to settle, since a record without
+// them cannot carry the call over a restart (the browser does no new
+// handshake). Lock-free, allocation-free.
+func (s *Session) Keyed() int {
+	n := 0
+	for _, l := range s.legs {
+		if l.keys.Load() != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // candidateSSRCs are the SSRCs a leg's SRTP contexts can know: its
 // streams' own, the peer's last seen on them, and what their outbound
 // numbering maps. Called with l.outMu held (Stream.out).
