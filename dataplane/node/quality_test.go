@@ -145,7 +145,7 @@ func TestQualityCleanVersusImpaired(t *testing.T) {
 		}
 	}
 	// PBX -> node, measured by the node: 5% lost (7 of 150; the first
-	// packet is RFC 3550's probation packet), jitter well above clean.
+	// packet is RFC 3550's probation packet), and the injected jitter.
 	cin, bin := q(clean, 1).In, q(bad, 1).In
 	if cin.GetPacketsLost() != 0 || cin.GetLoss().GetAvg() != 0 {
 		t.Errorf("clean PBX -> node lost %d", cin.GetPacketsLost())
@@ -156,8 +156,14 @@ func TestQualityCleanVersusImpaired(t *testing.T) {
 	if l := bin.GetLoss().GetAvg(); l < 0.04 || l > 0.06 {
 		t.Errorf("impaired PBX -> node loss %.3f, want 0.05 +- 0.01", l)
 	}
-	if cj, bj := cin.GetJitterMs().GetAvg(), bin.GetJitterMs().GetAvg(); bj < 5 || bj < 2*cj {
-		t.Errorf("jitter clean %.2f ms, impaired %.2f ms: want impaired above 5 ms and twice clean", cj, bj)
+	// Each impaired packet leaves up to 40 ms late, uniformly: the mean
+	// difference of two such delays is 40/3 ms, to which RFC 3550's
+	// estimator (section 6.4.1) converges. The bound is absolute, not
+	// relative to the clean call: a busy machine raises the clean call's
+	// jitter by as much as the impairment's (seen: 18.8 ms clean against
+	// 16.6 ms impaired at load 20), and load never lowers it.
+	if cj, bj := cin.GetJitterMs().GetAvg(), bin.GetJitterMs().GetAvg(); bj < 8 {
+		t.Errorf("jitter clean %.2f ms, impaired %.2f ms: want impaired above 8 ms (about 13 ms injected)", cj, bj)
 	}
 	if cm, bm := cin.GetMos().GetAvg(), bin.GetMos().GetAvg(); bm >= cm || cm < 4.2 {
 		t.Errorf("MOS PBX -> node clean %.2f, impaired %.2f", cm, bm)

@@ -190,8 +190,13 @@ func TestCallQualityImpaired(t *testing.T) {
 	if l := float64(bad.In.PacketsLost) / float64(bad.Expected); l < 0.025 || l > 0.075 {
 		t.Errorf("impaired call: strait counted %d of %d lost (%.3f), want 0.05 +- 0.025", bad.In.PacketsLost, bad.Expected, l)
 	}
-	if bad.In.JitterMs.Avg < clean.In.JitterMs.Avg+3 {
-		t.Errorf("jitter: clean %.1f ms, impaired %.1f ms: want at least 3 ms more", clean.In.JitterMs.Avg, bad.In.JitterMs.Avg)
+	// The proxy delays each packet by up to 40 ms, uniformly: RFC 3550's
+	// estimator (section 6.4.1) converges to the mean difference of two
+	// such delays, 40/3 ms. The bound is absolute, not relative to the
+	// clean call: under load Chromium's own sending jitter rises by as much
+	// (seen in CI at load 20: clean 18.8 ms, impaired 16.6 ms).
+	if bad.In.JitterMs.Avg < 8 {
+		t.Errorf("jitter: clean %.1f ms, impaired %.1f ms: want above 8 ms (about 13 ms injected)", clean.In.JitterMs.Avg, bad.In.JitterMs.Avg)
 	}
 	if bad.In.MOS.Avg >= clean.In.MOS.Avg {
 		t.Errorf("MOS: clean %.2f, impaired %.2f", clean.In.MOS.Avg, bad.In.MOS.Avg)
