@@ -33,6 +33,12 @@ func TestClusterBindingsResyncAfterSubscriptionLoss(t *testing.T) {
 	r.browser = b
 	r.register()
 	key := bindingOf(t, a, "cp-b").Key
+	// B's record is in Redis before the browser moves: B's Writer writes
+	// it up to a FlushInterval after the REGISTER, and written after C's
+	// it would be the store's record A reads again (last write wins).
+	if err := bsrv.State.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
 
 	// A is cut off from Redis while the browser registers again on C.
 	px.Cut()
@@ -51,6 +57,9 @@ func TestClusterBindingsResyncAfterSubscriptionLoss(t *testing.T) {
 	// Back: A catches up from Redis without another REGISTER.
 	px.Restore()
 	bindingOf(t, a, "cp-c")
+	// A's Writer may have noticed the cut (a ping while it lasted): A then
+	// refuses new calls with 503 until a ping finds the store answering.
+	waitFor(t, "cp-a's store answers again", 5*time.Second, a.State.Up)
 	// The browser's answer comes back through A's relay queue, which A
 	// reads from where it stopped: no need to wait for A's reader.
 
