@@ -89,12 +89,18 @@ func TestTakeoverOnce(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			took := time.Since(died)
+			// The lease lasts TTL from a's last renewal, which may have
+			// been sent up to a heartbeat (more on a loaded machine)
+			// before it died: measured from the death, a correct takeover
+			// came 259 ms after it with a 400 ms TTL at load 22.
+			sinceRenewal := time.Since(ms["a"].RenewedAt())
 			time.Sleep(3 * testBeat) // a second survivor would act by now
 			if got := k.of("a"); len(got) != 1 {
 				t.Fatalf("a taken over by %v, want exactly one survivor", got)
 			}
-			if took < testTTL-testBeat {
-				t.Fatalf("taken over %v after the death, before the lease (%v) expired", took, testTTL)
+			if sinceRenewal < testTTL {
+				t.Fatalf("taken over %v after a's last renewal (%v after its death), before the lease (%v) expired",
+					sinceRenewal, took, testTTL)
 			}
 			if got := k.of("d"); len(got) != 0 {
 				t.Fatalf("d left cleanly but was taken over by %v", got)
