@@ -6,6 +6,7 @@ import (
 
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 )
 
 // A member whose subscription to the peers' registration changes is cut
@@ -16,8 +17,8 @@ import (
 // holder at once, not after the browser's next REGISTER.
 func TestClusterBindingsResyncAfterSubscriptionLoss(t *testing.T) {
 	r := newClusterRig(t)
-	px := newCutProxy(t, r.redis.Addr)
-	stA, err := state.OpenRedis("redis://" + px.Addr() + "/0")
+	px := statetest.NewCutProxy(t, r.redis.Addr)
+	stA, err := state.OpenRedis(px.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,96 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/strait-sbc/strait/controlplane/siptest"
 	"github.com/strait-sbc/strait/controlplane/state"
+	"github.com/strait-sbc/strait/controlplane/state/statetest"
 )
-
-// cutProxy relays TCP connections to a server until Cut: then it closes
-// what it relays and closes every new connection at once (a control plane
-// cut off from Redis while the others still reach it), until Restore.
-type cutProxy struct {
-	ln net.Listener
-	to string
-
-	mu    sync.Mutex // guards the fields below
-	cut   bool
-	conns map[net.Conn]struct{}
-}
-
-func newCutProxy(t *testing.T, to string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, to: to, conns: map[net.Conn]struct{}{}}
-	t.Cleanup(func() { ln.Close(); p.Cut() })
-	go p.serve()
-	return p
-}
-
-func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		if !cut {
-			p.conns[c] = struct{}{}
-		}
-		p.mu.Unlock()
-		if cut {
-			c.Close()
-			continue
-		}
-		go p.relay(c)
-	}
-}
-
-func (p *cutProxy) relay(c net.Conn) {
-	up, err := net.Dial("tcp", p.to)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[up] = struct{}{}
-	p.mu.Unlock()
-	go func() { io.Copy(up, c); up.Close(); c.Close() }()
-	io.Copy(c, up)
-	c.Close()
-	up.Close()
-}
-
-// Cut closes every relayed connection and refuses new ones.
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-// Restore relays new connections again.
-func (p *cutProxy) Restore() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
-}
 
 // memberVia starts a cluster member like clusterRig.member, reaching Redis
 // through its own store (a cutProxy's).
@@ -150,8 +69,8 @@ func TestClusterFencing(t *testing.T) {
 
 func clusterFencing(t *testing.T, peer, wipe bool) {
 	r := newClusterRig(t)
-	px := newCutProxy(t, r.redis.Addr)
-	stA, err := state.OpenRedis("redis://" + px.Addr() + "/0")
+	px := statetest.NewCutProxy(t, r.redis.Addr)
+	stA, err := state.OpenRedis(px.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
