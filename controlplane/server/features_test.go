@@ -468,12 +468,7 @@ func TestTrunkOverTCP(t *testing.T) {
 // An upstream that routes Strait's INVITE back to Strait is a loop: the
 // request comes back with a Call-ID Strait made and gets 482.
 func TestLoopDetected(t *testing.T) {
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := l.LocalAddr().String()
-	l.Close()
+	self := freeSIPAddr(t)
 	e := start(t, func(c *config.Config) {
 		c.SIP = self
 		c.Upstream = []string{"sip:" + self}
@@ -575,4 +570,27 @@ func TestTrunkFewerMLines(t *testing.T) {
 			tr.waitSessions(0)
 		})
 	}
+}
+
+// freeSIPAddr is a loopback address whose port is free for both UDP and
+// TCP, as Strait's SIP listener binds both: a port only checked for UDP
+// was once held by another test's TCP connection ("bind: address already
+// in use"). Another process may still take it before Strait binds it.
+func freeSIPAddr(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		tl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := tl.Addr().String()
+		ul, err := net.ListenPacket("udp", addr)
+		tl.Close()
+		if err == nil {
+			ul.Close()
+			return addr
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP in 20 tries")
+	return ""
 }
