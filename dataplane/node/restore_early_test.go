@@ -1,11 +1,9 @@
 package node
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/strait-sbc/strait/dataplane/mediatest"
-	"github.com/strait-sbc/strait/dataplane/relay"
 )
 
 // TestRestoreOfAnEarlyRecord: a record read early in a call (the keeper
@@ -32,18 +30,7 @@ func TestRestoreOfAnEarlyRecord(t *testing.T) {
 			if tc.p2b > 0 {
 				c.PlainToBrowser("before-p2b", 100, tc.p2b)
 			}
-			s, ok := a.Engine().Session(c.Sess.Id)
-			if !ok {
-				t.Fatal("no session")
-			}
-			b, err := json.Marshal(s.Save())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sv relay.SavedSession
-			if err := json.Unmarshal(b, &sv); err != nil {
-				t.Fatal(err)
-			}
+			sv := savedCopy(t, a, c.Sess.Id)
 			t.Logf("saved leg 0: ssrcs %+v keys %v", sv.Legs[0].SSRCs, len(sv.Legs[0].LocalKey) > 0)
 			for i, l := range sv.Legs {
 				for j, st := range l.Streams {

@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/pion/srtp/v3"
 
 	"github.com/strait-sbc/strait/dataplane/mediatest"
-	"github.com/strait-sbc/strait/dataplane/relay"
 	pb "github.com/strait-sbc/strait/proto/strait/dataplane/v1"
 )
 
@@ -71,18 +69,7 @@ func testRestoreNeverReusesAnIndex(t *testing.T, suite string, prof srtp.Protect
 	idx := newIndexProbe(t, prof, local)
 	c.BSeq = seq0
 	used := idx.relay(c, "before", 10, !late)
-	s, ok := a.Engine().Session(c.Sess.Id)
-	if !ok {
-		t.Fatal("no session")
-	}
-	b, err := json.Marshal(s.Save())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sv relay.SavedSession
-	if err := json.Unmarshal(b, &sv); err != nil {
-		t.Fatal(err)
-	}
+	sv := savedCopy(t, a, c.Sess.Id)
 	if stale > 0 {
 		used = append(used, idx.relay(c, "stale", stale, true)...)
 	}

@@ -25,18 +25,7 @@ func TestRestoredSessionCarriesMediaOn(t *testing.T) {
 	c.BrowserToPlain("before", 10)
 	c.PlainToBrowser("before-p2b", 65530, 10)
 
-	s, ok := a.Engine().Session(c.Sess.Id)
-	if !ok {
-		t.Fatal("no session")
-	}
-	b, err := json.Marshal(s.Save())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sv relay.SavedSession
-	if err := json.Unmarshal(b, &sv); err != nil {
-		t.Fatal(err)
-	}
+	sv := savedCopy(t, a, c.Sess.Id)
 	var dec, enc bool
 	for _, st := range sv.Legs[0].SSRCs {
 		dec = dec || (st.HasDec && st.DecROC == 1)
@@ -92,4 +81,22 @@ func restartNode(t *testing.T, a *Node, sv *relay.SavedSession) *Node {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// savedCopy is what a's session id saves, through JSON as the store keeps it.
+func savedCopy(t *testing.T, a *Node, id string) relay.SavedSession {
+	t.Helper()
+	s, ok := a.Engine().Session(id)
+	if !ok {
+		t.Fatal("no session")
+	}
+	b, err := json.Marshal(s.Save())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv relay.SavedSession
+	if err := json.Unmarshal(b, &sv); err != nil {
+		t.Fatal(err)
+	}
+	return sv
 }
